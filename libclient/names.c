@@ -1,0 +1,123 @@
+/*
+ * names.c: the text forms of sidecard's enumerations.
+ *
+ * Priorities, agent statuses, report outcomes and transaction statuses travel
+ * on the wire and appear in the CLI as lowercase words ("critical",
+ * "frozen"). Each enumeration has one table here, indexed by its value, and
+ * both directions (name and parse) read that table, so the words are spelled
+ * once for the library, the CLI and the daemon.
+ *
+ * Threads: any thread, no state; the strings are constants.
+ */
+#include <string.h>
+
+#include "sidecard.h"
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *const priority_names[] = {
+	[SC_PRIORITY_NORMAL] = "normal",
+	[SC_PRIORITY_HIGH] = "high",
+	[SC_PRIORITY_CRITICAL] = "critical",
+};
+
+static const char *const status_names[] = {
+	[SC_STATUS_ACTIVE] = "active",
+	[SC_STATUS_THROTTLED] = "throttled",
+	[SC_STATUS_FROZEN] = "frozen",
+};
+
+static const char *const outcome_names[] = {
+	[SC_OUTCOME_SUCCESS] = "success",
+	[SC_OUTCOME_FAILURE] = "failure",
+	[SC_OUTCOME_PARTIAL] = "partial",
+};
+
+static const char *const txn_status_names[] = {
+	[SC_TXN_PENDING] = "pending",
+	[SC_TXN_SETTLED] = "settled",
+	[SC_TXN_BLOCKED] = "blocked",
+	[SC_TXN_EXPIRED] = "expired",
+};
+
+/* The name of value v in table, or "unknown" for a value out of range. */
+static const char *name_of(const char *const *table, size_t n, unsigned v)
+{
+	return v < n ? table[v] : "unknown";
+}
+
+/* The index of s in table, or SC_EINVAL. */
+static int index_of(const char *const *table, size_t n, const char *s, unsigned *out)
+{
+	unsigned i;
+
+	if (s == NULL)
+		return SC_EINVAL;
+	for (i = 0; i < n; i++) {
+		if (strcmp(table[i], s) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	return SC_EINVAL;
+}
+
+const char *sc_priority_name(enum sc_priority p)
+{
+	return name_of(priority_names, COUNT(priority_names), (unsigned)p);
+}
+
+const char *sc_status_name(enum sc_status s)
+{
+	return name_of(status_names, COUNT(status_names), (unsigned)s);
+}
+
+const char *sc_outcome_name(enum sc_outcome o)
+{
+	return name_of(outcome_names, COUNT(outcome_names), (unsigned)o);
+}
+
+const char *sc_txn_status_name(enum sc_txn_status s)
+{
+	return name_of(txn_status_names, COUNT(txn_status_names), (unsigned)s);
+}
+
+int sc_priority_parse(const char *s, enum sc_priority *out)
+{
+	unsigned v;
+	int rc = index_of(priority_names, COUNT(priority_names), s, &v);
+
+	if (rc == 0)
+		*out = (enum sc_priority)v;
+	return rc;
+}
+
+int sc_status_parse(const char *s, enum sc_status *out)
+{
+	unsigned v;
+	int rc = index_of(status_names, COUNT(status_names), s, &v);
+
+	if (rc == 0)
+		*out = (enum sc_status)v;
+	return rc;
+}
+
+int sc_outcome_parse(const char *s, enum sc_outcome *out)
+{
+	unsigned v;
+	int rc = index_of(outcome_names, COUNT(outcome_names), s, &v);
+
+	if (rc == 0)
+		*out = (enum sc_outcome)v;
+	return rc;
+}
+
+int sc_txn_status_parse(const char *s, enum sc_txn_status *out)
+{
+	unsigned v;
+	int rc = index_of(txn_status_names, COUNT(txn_status_names), s, &v);
+
+	if (rc == 0)
+		*out = (enum sc_txn_status)v;
+	return rc;
+}

@@ -1,0 +1,332 @@
+/*
+ * sidecard.h: the public interface of libsidecard, the client library of the
+ * sidecard spend-control daemon.
+ *
+ * Every name is prefixed sc_ / SC_. Functions return 0 on success or a
+ * negative code: one of the SC_E* codes below, or -errno for a system error
+ * (connect, read, write). sc_strerror() and sc_err_name() describe any code.
+ * The same codes and names travel in the daemon's RPC error maps, so an error
+ * the daemon raises arrives here as the same SC_E* value; the daemon's
+ * human-readable message is kept on the connection (sc_last_error()).
+ *
+ * Money is always an integer number of micro-dollars (sc_micros,
+ * 1 USD = 1,000,000). Nothing here uses floating point.
+ *
+ * Threads: an sc_client is a single blocking connection and must be used by
+ * one thread at a time. Open one connection per thread (connections are
+ * cheap: one Unix socket each). Distinct connections share nothing. The
+ * library never aborts and never writes to stdout or stderr.
+ *
+ * Memory: functions that return lists allocate them; release a list with the
+ * matching sc_*_free() call. Everything else is written into caller-owned
+ * structures.
+ */
+#ifndef SIDECARD_H
+#define SIDECARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SC_BUILDING_LIBRARY) && defined(__GNUC__)
+#define SC_API __attribute__((visibility("default")))
+#else
+#define SC_API
+#endif
+
+#define SC_VERSION "0.1.0"
+#define SC_PROTOCOL_VERSION 1
+
+/* ----- money ----- */
+
+typedef int64_t sc_micros;
+
+#define SC_MICROS_PER_USD INT64_C(1000000)
+
+/* The longest string sc_money_format() writes, with its NUL:
+ * "-9223372036854.775808" is 21 characters. */
+#define SC_MONEY_STRLEN 24
+
+/*
+ * Parses a decimal dollar amount exactly: "2.40" -> 2400000, "-0.000001" ->
+ * -1, "1e3" or "2.4000001" (more than six decimals) -> SC_EINVAL, a value
+ * that does not fit in 64 bits -> SC_ERANGE. An optional leading '$' is
+ * accepted. No floating point is involved.
+ */
+SC_API int sc_money_parse(const char *s, sc_micros *out);
+
+/*
+ * Formats micros as dollars with the shortest exact decimal of at least two
+ * places: 2400000 -> "2.40", 1 -> "0.000001". buf needs SC_MONEY_STRLEN
+ * bytes. Returns buf.
+ */
+SC_API char *sc_money_format(sc_micros m, char *buf, size_t len);
+
+/* ----- errors ----- */
+
+/*
+ * XX(NAME, value, wire_name, message). The codes are negative and far from
+ * any errno so that -errno values can pass through the same int.
+ */
+#define SC_ERRNO_MAP(XX)                                                     \
+	XX(INVAL, -1001, "invalid_argument", "invalid argument")             \
+	XX(NOTFOUND, -1002, "not_found", "no such object")                   \
+	XX(EXISTS, -1003, "already_exists", "already exists")                \
+	XX(LIMIT, -1004, "limit_exceeded", "limit exceeded")                 \
+	XX(UNSUPPORTED, -1005, "unsupported", "unsupported operation")       \
+	XX(INTERNAL, -1006, "internal", "internal error")                    \
+	XX(RANGE, -1007, "out_of_range", "value out of range")               \
+	XX(PROTO, -1008, "protocol_error", "malformed message")              \
+	XX(CLOSED, -1009, "connection_closed", "connection closed")          \
+	XX(UNAVAILABLE, -1010, "unavailable", "temporarily unavailable")
+
+#define SC_XX_(name, value, wire, msg) SC_E##name = (value),
+enum { SC_ERRNO_MAP(SC_XX_) };
+#undef SC_XX_
+
+/* Names and messages of any code, SC_E* or -errno. Never NULL. */
+SC_API const char *sc_err_name(int code);
+SC_API const char *sc_strerror(int code);
+/* SC_E* code of a wire name ("not_found"), or SC_EPROTO if unknown. */
+SC_API int sc_err_from_name(const char *name);
+
+/* ----- limits of names and strings (bytes, without the NUL) ----- */
+
+#define SC_NAME_MAX 63       /* org, agent and rule names */
+#define SC_ACTION_MAX 127    /* check actions and rule match patterns */
+#define SC_TYPE_MAX 15       /* check type ("api_call", ...) */
+#define SC_KEY_MAX 63        /* idempotency keys */
+#define SC_REASON_MAX 127    /* block reasons ("rule:<name>:daily_spend_limit") */
+#define SC_RULES_MAX 32      /* rules per agent */
+
+/* ----- objects ----- */
+
+enum sc_priority { SC_PRIORITY_NORMAL, SC_PRIORITY_HIGH, SC_PRIORITY_CRITICAL };
+enum sc_status { SC_STATUS_ACTIVE, SC_STATUS_THROTTLED, SC_STATUS_FROZEN };
+enum sc_outcome { SC_OUTCOME_SUCCESS, SC_OUTCOME_FAILURE, SC_OUTCOME_PARTIAL };
+enum sc_txn_status {
+	SC_TXN_PENDING,  /* allowed, hold open */
+	SC_TXN_SETTLED,  /* reported */
+	SC_TXN_BLOCKED,  /* refused at check */
+	SC_TXN_EXPIRED   /* hold never reported, expired after the TTL */
+};
+
+/* Text forms used on the wire and by the CLI ("normal", "frozen", ...). */
+SC_API const char *sc_priority_name(enum sc_priority p);
+SC_API const char *sc_status_name(enum sc_status s);
+SC_API const char *sc_outcome_name(enum sc_outcome o);
+SC_API const char *sc_txn_status_name(enum sc_txn_status s);
+/* Reverse lookups; 0 or SC_EINVAL. */
+SC_API int sc_priority_parse(const char *s, enum sc_priority *out);
+SC_API int sc_status_parse(const char *s, enum sc_status *out);
+SC_API int sc_outcome_parse(const char *s, enum sc_outcome *out);
+SC_API int sc_txn_status_parse(const char *s, enum sc_txn_status *out);
+
+/*
+ * A wallet. balance is settled funds, held the sum of open holds, available
+ * = balance - held (negative only for a critical agent). Limits of 0 mean
+ * unlimited. daily_spent is what was charged on the current UTC day. An org
+ * wallet is unlimited until it is funded (limited = 0): it then gates every
+ * agent of the org. Agent wallets are always limited.
+ */
+typedef struct sc_wallet {
+	sc_micros balance;
+	sc_micros held;
+	sc_micros available;
+	sc_micros budget;
+	sc_micros max_per_txn;
+	sc_micros daily_spend_limit;
+	sc_micros daily_spent;
+	sc_micros debt;
+	int limited;
+} sc_wallet;
+
+/* Fields of a wallet update; set the matching SC_WALLET_SET_* bit. */
+enum {
+	SC_WALLET_SET_BALANCE = 1 << 0,
+	SC_WALLET_SET_BUDGET = 1 << 1,
+	SC_WALLET_SET_MAX_PER_TXN = 1 << 2,
+	SC_WALLET_SET_DAILY_SPEND_LIMIT = 1 << 3,
+	SC_WALLET_SET_DEBT = 1 << 4
+};
+
+typedef struct sc_wallet_update {
+	unsigned set;
+	sc_micros balance;
+	sc_micros budget;
+	sc_micros max_per_txn;
+	sc_micros daily_spend_limit;
+	sc_micros debt;
+} sc_wallet_update;
+
+typedef struct sc_rule {
+	uint64_t id;
+	char name[SC_NAME_MAX + 1];
+	char match[SC_ACTION_MAX + 1];
+	sc_micros max_cost_per_txn;
+	sc_micros daily_spend_limit;
+	int64_t hourly_rate_limit;
+	/* read-only counters, filled by the daemon */
+	sc_micros daily_spent;
+	int64_t hourly_count;
+} sc_rule;
+
+/* Fields of a rule update; set the matching SC_RULE_SET_* bit. */
+enum {
+	SC_RULE_SET_NAME = 1 << 0,
+	SC_RULE_SET_MATCH = 1 << 1,
+	SC_RULE_SET_MAX_COST_PER_TXN = 1 << 2,
+	SC_RULE_SET_DAILY_SPEND_LIMIT = 1 << 3,
+	SC_RULE_SET_HOURLY_RATE_LIMIT = 1 << 4
+};
+
+typedef struct sc_org {
+	uint64_t id;
+	char name[SC_NAME_MAX + 1];
+	uint64_t agents;
+	int64_t created_at; /* microseconds since the Unix epoch, UTC */
+	sc_wallet wallet;
+} sc_org;
+
+typedef struct sc_agent {
+	uint64_t id;
+	uint64_t org_id;
+	char org[SC_NAME_MAX + 1];
+	char name[SC_NAME_MAX + 1];
+	enum sc_priority priority;
+	enum sc_status status;
+	int64_t created_at;
+	sc_wallet wallet;
+	size_t n_rules;
+	sc_rule rules[SC_RULES_MAX];
+} sc_agent;
+
+typedef struct sc_check_req {
+	uint64_t agent_id;
+	const char *action;
+	sc_micros estimated_cost;
+	const char *type;            /* optional: api_call, compute, data, tool, other */
+	const char *idempotency_key; /* optional */
+} sc_check_req;
+
+/* Enough for every limit of steps 5-7 of PROTOCOL.md (nine) and both debts. */
+#define SC_WARNINGS_MAX 16
+
+typedef struct sc_decision {
+	int allowed; /* 1 allowed, 0 blocked */
+	uint64_t transaction_id;
+	char block_reason[SC_REASON_MAX + 1]; /* "" when allowed */
+	char risk_level[16];
+	sc_micros available;
+	int replayed; /* 1: an earlier decision returned for a repeated key */
+	unsigned n_warnings; /* limits a critical agent went past */
+	char warnings[SC_WARNINGS_MAX][SC_REASON_MAX + 1];
+} sc_decision;
+
+typedef struct sc_settlement {
+	uint64_t transaction_id;
+	enum sc_outcome outcome;
+	sc_micros charged;
+	sc_micros balance;
+	sc_micros debt;
+	int replayed;
+} sc_settlement;
+
+typedef struct sc_transaction {
+	uint64_t id;
+	uint64_t agent_id;
+	uint64_t org_id;
+	uint64_t rule_id; /* 0 if no rule matched */
+	char action[SC_ACTION_MAX + 1];
+	char type[SC_TYPE_MAX + 1];
+	enum sc_txn_status status;
+	int has_outcome;
+	enum sc_outcome outcome;
+	sc_micros estimated_cost;
+	sc_micros charged;
+	char block_reason[SC_REASON_MAX + 1];
+	char risk_level[16];
+	char idempotency_key[SC_KEY_MAX + 1];
+	int64_t created_at;
+	int64_t settled_at; /* 0 while pending or blocked */
+} sc_transaction;
+
+/* ----- connection ----- */
+
+typedef struct sc_client sc_client;
+
+/*
+ * The socket path used when none is given: $SIDECARD_SOCKET if set, else
+ * $XDG_RUNTIME_DIR/sidecard/sidecard.sock, else /tmp/sidecard-<uid>/
+ * sidecard.sock (root: /run/sidecard/sidecard.sock). Writes at most len
+ * bytes; returns 0 or SC_ERANGE.
+ */
+SC_API int sc_default_socket_path(char *buf, size_t len);
+
+/* Connects (path NULL: the default) and says hello. */
+SC_API int sc_connect(const char *path, sc_client **out);
+SC_API void sc_close(sc_client *c);
+/* The daemon's message for the last failed call, or the local reason. */
+SC_API const char *sc_last_error(const sc_client *c);
+/* The daemon's version string from hello. */
+SC_API const char *sc_server_version(const sc_client *c);
+
+/* ----- the gate ----- */
+
+SC_API int sc_check(sc_client *c, const sc_check_req *req, sc_decision *out);
+/* has_actual = 0: the daemon's default (estimate for success, 0 for failure). */
+SC_API int sc_report(sc_client *c, uint64_t transaction_id, enum sc_outcome outcome,
+                     int has_actual, sc_micros actual_cost, sc_settlement *out);
+
+/* ----- management ----- */
+
+SC_API int sc_orgs_create(sc_client *c, const char *name, sc_org *out);
+SC_API int sc_orgs_list(sc_client *c, sc_org **out, size_t *n);
+SC_API void sc_orgs_free(sc_org *list);
+
+/*
+ * org is an org name or decimal id; wallet and rules may be NULL/0. Rule ids
+ * and counters in rules[] are ignored.
+ */
+SC_API int sc_agents_create(sc_client *c, const char *org, const char *name,
+                            enum sc_priority priority, const sc_wallet_update *wallet,
+                            const sc_rule *rules, size_t n_rules, sc_agent *out);
+SC_API int sc_agents_get(sc_client *c, uint64_t agent_id, sc_agent *out);
+/* org_id 0: every org. */
+SC_API int sc_agents_list(sc_client *c, uint64_t org_id, sc_agent **out, size_t *n);
+SC_API void sc_agents_free(sc_agent *list);
+/* name NULL, priority/status < 0: unchanged. */
+SC_API int sc_agents_update(sc_client *c, uint64_t agent_id, const char *name, int priority,
+                            int status, sc_agent *out);
+SC_API int sc_agents_delete(sc_client *c, uint64_t agent_id);
+
+SC_API int sc_rules_add(sc_client *c, uint64_t agent_id, const sc_rule *rule, sc_rule *out);
+SC_API int sc_rules_list(sc_client *c, uint64_t agent_id, sc_rule **out, size_t *n);
+SC_API void sc_rules_free(sc_rule *list);
+SC_API int sc_rules_update(sc_client *c, uint64_t agent_id, uint64_t rule_id, unsigned set,
+                           const sc_rule *rule, sc_rule *out);
+SC_API int sc_rules_remove(sc_client *c, uint64_t agent_id, uint64_t rule_id);
+
+SC_API int sc_wallets_get(sc_client *c, uint64_t agent_id, sc_wallet *out);
+SC_API int sc_wallets_update(sc_client *c, uint64_t agent_id, const sc_wallet_update *u,
+                             sc_wallet *out);
+SC_API int sc_org_wallet_get(sc_client *c, uint64_t org_id, sc_wallet *out);
+SC_API int sc_org_wallet_update(sc_client *c, uint64_t org_id, const sc_wallet_update *u,
+                                sc_wallet *out);
+
+/* Filters: agent_id 0 and status < 0 mean any; limit 0 means the default (50). */
+SC_API int sc_transactions_list(sc_client *c, uint64_t agent_id, int status, unsigned limit,
+                                sc_transaction **out, size_t *n);
+SC_API void sc_transactions_free(sc_transaction *list);
+
+/* One named counter of the stats method; SC_ENOTFOUND if there is none. */
+SC_API int sc_stat(sc_client *c, const char *name, int64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SIDECARD_H */

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs everything sidecard needs to build and test on Debian (bookworm or
+# later): the toolchain, autotools, the four libraries, and the tools the test
+# suite uses (Debian's python3 with python3-msgpack for the interop test).
+# Safe to run again; needs root or sudo.
+set -eu
+
+packages="build-essential autoconf automake libtool pkg-config \
+libuv1-dev libmsgpack-dev liburcu-dev check \
+python3 python3-msgpack"
+
+if [ "$(id -u)" -ne 0 ]; then
+	SUDO=sudo
+else
+	SUDO=
+fi
+
+missing=
+for p in $packages; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+		missing="$missing $p"
+done
+
+if [ -n "$missing" ]; then
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -q
+	# shellcheck disable=SC2086
+	$SUDO apt-get install -y -q --no-install-recommends $missing
+fi

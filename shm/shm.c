@@ -1,0 +1,312 @@
+/*
+ * shm.c: creating, validating and mapping the state segment described in
+ * shm.h, and the reader side of its per-record seqlock.
+ *
+ * Threads: shm_open_rw/shm_close run on the daemon's main thread before and
+ * after the loop; shm_read may run on any thread of any process. Nothing here
+ * allocates beyond the mapping itself; struct shm is owned by the caller.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm.h"
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static int add_table(uint64_t *off, uint32_t count, size_t rec_size, uint64_t *table_off)
+{
+	uint64_t bytes;
+
+	*off = (*off + 63) & ~(uint64_t)63;
+	*table_off = *off;
+	if (__builtin_mul_overflow((uint64_t)count, (uint64_t)rec_size, &bytes) ||
+	    __builtin_add_overflow(*off, bytes, off))
+		return SC_ERANGE;
+	return 0;
+}
+
+/* Computes every table offset of a segment with these capacities. */
+static int layout(const struct shm_caps *caps, struct shm_header *h)
+{
+	uint64_t off = SHM_HEADER_SIZE;
+
+	if (add_table(&off, caps->orgs, sizeof(struct shm_org), &h->org_off) ||
+	    add_table(&off, caps->agents, sizeof(struct shm_agent), &h->agent_off) ||
+	    add_table(&off, caps->rules, sizeof(struct shm_rule), &h->rule_off) ||
+	    add_table(&off, caps->holds, sizeof(struct shm_hold), &h->hold_off) ||
+	    add_table(&off, caps->txns, sizeof(struct shm_txn), &h->txn_off))
+		return SC_ERANGE;
+	if (off > (uint64_t)SIZE_MAX / 2)
+		return SC_ERANGE;
+	h->org_cap = caps->orgs;
+	h->agent_cap = caps->agents;
+	h->rule_cap = caps->rules;
+	h->hold_cap = caps->holds;
+	h->txn_cap = caps->txns;
+	h->size = off;
+	return 0;
+}
+
+int shm_layout_size(const struct shm_caps *caps, uint64_t *size)
+{
+	struct shm_header h;
+	int rc;
+
+	memset(&h, 0, sizeof(h));
+	rc = layout(caps, &h);
+	if (rc == 0)
+		*size = h.size;
+	return rc;
+}
+
+int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size_t errlen)
+{
+	struct shm_header want;
+	struct shm_caps caps;
+
+	if (file_size < SHM_HEADER_SIZE) {
+		fail(err, errlen, "file is %llu bytes, smaller than the %u-byte header",
+		     (unsigned long long)file_size, SHM_HEADER_SIZE);
+		return SC_EINVAL;
+	}
+	if (memcmp(h->magic, SHM_MAGIC, sizeof(h->magic)) != 0) {
+		fail(err, errlen, "bad magic: not a sidecard state segment");
+		return SC_EINVAL;
+	}
+	if (h->version != SHM_LAYOUT_VERSION || h->header_size != SHM_HEADER_SIZE) {
+		fail(err, errlen, "layout version %u (header %u bytes); this daemon reads version %u",
+		     h->version, h->header_size, SHM_LAYOUT_VERSION);
+		return SC_EINVAL;
+	}
+	caps = (struct shm_caps){h->org_cap, h->agent_cap, h->rule_cap, h->hold_cap, h->txn_cap};
+	memset(&want, 0, sizeof(want));
+	if (caps.orgs == 0 || caps.agents == 0 || caps.rules == 0 || caps.holds == 0 ||
+	    caps.txns == 0 || layout(&caps, &want) != 0 || want.size != h->size ||
+	    want.org_off != h->org_off || want.agent_off != h->agent_off ||
+	    want.rule_off != h->rule_off || want.hold_off != h->hold_off ||
+	    want.txn_off != h->txn_off) {
+		fail(err, errlen, "header capacities and offsets are inconsistent");
+		return SC_EINVAL;
+	}
+	if (h->size != file_size) {
+		fail(err, errlen, "header says %llu bytes but the file has %llu",
+		     (unsigned long long)h->size, (unsigned long long)file_size);
+		return SC_EINVAL;
+	}
+	if (h->busy) {
+		fail(err, errlen, "the previous daemon stopped in the middle of a change");
+		return SC_EINTERNAL;
+	}
+	return 0;
+}
+
+static void bind_tables(struct shm *m)
+{
+	m->hdr = (struct shm_header *)m->base;
+	m->orgs = (struct shm_org *)(m->base + m->hdr->org_off);
+	m->agents = (struct shm_agent *)(m->base + m->hdr->agent_off);
+	m->rules = (struct shm_rule *)(m->base + m->hdr->rule_off);
+	m->holds = (struct shm_hold *)(m->base + m->hdr->hold_off);
+	m->txns = (struct shm_txn *)(m->base + m->hdr->txn_off);
+}
+
+static int map_file(struct shm *m, int fd, size_t size, int readonly)
+{
+	void *p = mmap(NULL, size, readonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	m->base = p;
+	m->size = size;
+	m->fd = fd;
+	m->readonly = readonly;
+	return 0;
+}
+
+/* Maps an existing file and validates it. Takes ownership of fd. */
+static int attach(struct shm *m, int fd, int readonly, const char *path, char *err, size_t errlen)
+{
+	struct shm_header h;
+	struct stat sb;
+	ssize_t n;
+	int rc;
+
+	if (fstat(fd, &sb) != 0) {
+		rc = -errno;
+		fail(err, errlen, "%s: %s", path, strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	memset(&h, 0, sizeof(h));
+	n = pread(fd, &h, sizeof(h), 0);
+	if (n < 0) {
+		rc = -errno;
+		fail(err, errlen, "%s: %s", path, strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	rc = shm_validate(&h, (uint64_t)sb.st_size, err, errlen);
+	if (rc != 0) {
+		char why[200];
+
+		snprintf(why, sizeof(why), "%s", err && errlen ? err : "invalid");
+		fail(err, errlen, "%s: %s", path, why);
+		close(fd);
+		return rc;
+	}
+	rc = map_file(m, fd, (size_t)sb.st_size, readonly);
+	if (rc != 0) {
+		fail(err, errlen, "%s: mmap: %s", path, strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	bind_tables(m);
+	return 0;
+}
+
+static int create(struct shm *m, const char *path, const struct shm_caps *caps, char *err,
+                  size_t errlen)
+{
+	struct shm_header h;
+	struct timespec ts;
+	int fd, rc;
+
+	memset(&h, 0, sizeof(h));
+	if (caps->orgs == 0 || caps->agents == 0 || caps->rules == 0 || caps->holds == 0 ||
+	    caps->txns == 0) {
+		fail(err, errlen, "every capacity must be at least 1");
+		return SC_EINVAL;
+	}
+	if (layout(caps, &h) != 0) {
+		fail(err, errlen, "capacities too large for one segment");
+		return SC_ERANGE;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		rc = -errno;
+		fail(err, errlen, "%s: %s", path, strerror(-rc));
+		return rc;
+	}
+	/* A sparse file: pages cost memory only once a record is written. */
+	if (ftruncate(fd, (off_t)h.size) != 0 || (rc = map_file(m, fd, h.size, 0)) != 0) {
+		rc = errno ? -errno : SC_EINTERNAL;
+		fail(err, errlen, "%s: cannot size the segment to %llu bytes: %s", path,
+		     (unsigned long long)h.size, strerror(-rc));
+		close(fd);
+		unlink(path);
+		return rc;
+	}
+	memcpy(h.magic, SHM_MAGIC, sizeof(h.magic));
+	h.version = SHM_LAYOUT_VERSION;
+	h.header_size = SHM_HEADER_SIZE;
+	h.next_org_id = h.next_agent_id = h.next_rule_id = h.next_txn_id = 1;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	h.created_at = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	memcpy(m->base, &h, sizeof(h));
+	bind_tables(m);
+	return 0;
+}
+
+int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, int *created,
+                char *err, size_t errlen)
+{
+	int fd, rc;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		rc = create(m, path, caps, err, errlen);
+		*created = rc == 0;
+	} else if (fd < 0) {
+		rc = -errno;
+		fail(err, errlen, "%s: %s", path, strerror(-rc));
+	} else {
+		rc = attach(m, fd, 0, path, err, errlen);
+		*created = 0;
+	}
+	if (rc == 0)
+		m->hdr->writer_pid = (uint32_t)getpid();
+	return rc;
+}
+
+int shm_open_ro(struct shm *m, const char *path, char *err, size_t errlen)
+{
+	int fd;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int rc = -errno;
+
+		fail(err, errlen, "%s: %s", path, strerror(-rc));
+		return rc;
+	}
+	return attach(m, fd, 1, path, err, errlen);
+}
+
+void shm_close(struct shm *m)
+{
+	if (m->base) {
+		if (!m->readonly)
+			msync(m->base, m->size, MS_ASYNC);
+		munmap(m->base, m->size);
+	}
+	if (m->fd >= 0)
+		close(m->fd);
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+}
+
+unsigned shm_read(const void *rec, void *out, size_t size)
+{
+	const uint32_t *seqp = rec;
+	unsigned retries = 0;
+	uint32_t s1, s2;
+
+	for (;;) {
+		s1 = __atomic_load_n(seqp, __ATOMIC_ACQUIRE);
+		if (!(s1 & 1)) {
+			memcpy(out, rec, size);
+			__atomic_thread_fence(__ATOMIC_ACQUIRE);
+			s2 = __atomic_load_n(seqp, __ATOMIC_RELAXED);
+			if (s1 == s2)
+				return retries;
+		}
+		retries++;
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#endif
+	}
+}
+
+void shm_change_begin(struct shm *m)
+{
+	__atomic_store_n(&m->hdr->busy, 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+void shm_change_end(struct shm *m)
+{
+	shm_write_begin(&m->hdr->seq);
+	m->hdr->mutations++;
+	shm_write_end(&m->hdr->seq);
+	__atomic_store_n(&m->hdr->busy, 0, __ATOMIC_RELEASE);
+}

@@ -1,0 +1,240 @@
+/*
+ * shm.h: layout of the shared-memory state segment and its concurrency rules.
+ *
+ * The daemon keeps orgs, agents (with their wallets), rules (with their
+ * counters), open holds and the recent transaction history in one file
+ * mapped MAP_SHARED: <state-dir>/state.shm. The daemon maps it read-write and
+ * is its only writer; other processes may map it read-only and read any
+ * record without locks.
+ *
+ * LAYOUT (all integers little-endian, as the host writes them; the segment
+ * is not meant to move between machines)
+ *
+ *   offset 0      struct shm_header, padded to SHM_HEADER_SIZE (4096)
+ *   org_off       org_cap     x struct shm_org
+ *   agent_off     agent_cap   x struct shm_agent
+ *   rule_off      rule_cap    x struct shm_rule
+ *   hold_off      hold_cap    x struct shm_hold
+ *   txn_off       txn_cap     x struct shm_txn   (a ring: txn id N lives in
+ *                                                slot (N - 1) % txn_cap)
+ *
+ * Each table starts on a 64-byte boundary; its offset is stored in the
+ * header, and records refer to each other by slot index or id, never by
+ * pointer, so the segment means the same at any mapping address.
+ *
+ * CONCURRENCY
+ *
+ * Every record begins with struct shm_rec: a sequence counter and a "used"
+ * flag. The single writer (the daemon's loop thread) brackets each change of
+ * a record with shm_write_begin() (counter becomes odd) and shm_write_end()
+ * (even again). A reader copies the record with shm_read(): it retries while
+ * the counter is odd or changed during the copy, so it always gets a
+ * snapshot some single moment of the writer produced. Readers never block
+ * the writer. Writes to different records are independent; a reader that
+ * needs two records consistent with each other must compare the header's
+ * mutation counter (hdr.seq) before and after.
+ *
+ *   operation            | may run concurrently with
+ *   ---------------------+--------------------------------------------
+ *   shm_read (any proc)  | everything
+ *   write of one record  | reads of any record; no other write (one writer)
+ *
+ * CRASH SAFETY
+ *
+ * hdr.busy is set while the daemon applies a change that spans several
+ * records and cleared after. A segment found busy at start (the daemon died
+ * in the middle of a change) is refused by shm_attach() with SC_EINTERNAL:
+ * the durable ledger is the source of truth that repairs it.
+ */
+#ifndef SIDECARD_SHM_H
+#define SIDECARD_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sidecard.h"
+
+#define SHM_MAGIC "SCSTATE1"
+#define SHM_LAYOUT_VERSION 1u
+#define SHM_HEADER_SIZE 4096u
+#define SHM_NONE UINT32_MAX /* "no slot" */
+#define SHM_METADATA_MAX 512
+
+struct shm_rec {
+	uint32_t seq;  /* odd while the writer is changing the record */
+	uint32_t used; /* 0: free slot */
+};
+
+/* Wallet of an agent or an org; embedded in their records. */
+struct shm_wallet {
+	int64_t balance;     /* settled funds, >= 0 */
+	int64_t held;        /* sum of open holds */
+	int64_t budget;
+	int64_t max_per_txn; /* 0 = unlimited */
+	int64_t daily_limit; /* 0 = unlimited */
+	int64_t daily_spent; /* charged on day `day` */
+	int64_t debt;
+	int32_t day;         /* UTC day number (days since the epoch) of daily_spent */
+	uint32_t limited;    /* org wallets: 0 until funded; agent wallets: 1 */
+};
+
+struct shm_header {
+	char magic[8];          /* SHM_MAGIC */
+	uint32_t version;       /* SHM_LAYOUT_VERSION */
+	uint32_t header_size;   /* SHM_HEADER_SIZE */
+	uint64_t size;          /* bytes of the whole segment */
+	uint32_t seq;           /* seqlock over the header's counters */
+	uint32_t busy;          /* 1 while a multi-record change is applied */
+	uint32_t org_cap, agent_cap, rule_cap, hold_cap, txn_cap;
+	uint32_t reserved0;
+	uint64_t org_off, agent_off, rule_off, hold_off, txn_off;
+	uint64_t next_org_id, next_agent_id, next_rule_id, next_txn_id;
+	uint64_t mutations;     /* incremented by every applied change */
+	int64_t created_at;
+	uint32_t writer_pid;
+	uint32_t reserved1;
+	/* counters, monotonic across restarts */
+	uint64_t checks, allowed, blocked, reports, expired, topups;
+};
+
+struct shm_org {
+	struct shm_rec rec;
+	uint64_t id;
+	int64_t created_at;
+	uint32_t n_agents;
+	uint32_t reserved;
+	char name[SC_NAME_MAX + 1];
+	struct shm_wallet wallet;
+};
+
+struct shm_agent {
+	struct shm_rec rec;
+	uint64_t id;
+	uint64_t org_id;
+	uint32_t org_slot;
+	uint8_t priority; /* enum sc_priority */
+	uint8_t status;   /* enum sc_status */
+	uint16_t n_rules;
+	int64_t created_at;
+	uint32_t open_holds;
+	uint32_t reserved;
+	char name[SC_NAME_MAX + 1];
+	struct shm_wallet wallet;
+	uint32_t rule_slots[SC_RULES_MAX]; /* n_rules used, in creation order */
+};
+
+#define SHM_RATE_BUCKETS 64 /* one-minute buckets; 61 are counted */
+
+struct shm_rule {
+	struct shm_rec rec;
+	uint64_t id;
+	uint64_t agent_id;
+	char name[SC_NAME_MAX + 1];
+	char match[SC_ACTION_MAX + 1];
+	int64_t max_cost_per_txn;    /* 0 = unlimited */
+	int64_t daily_limit;         /* 0 = unlimited */
+	int64_t hourly_limit;        /* allowed checks per sliding hour, 0 = unlimited */
+	int64_t daily_spent;         /* charged on day `day` */
+	int64_t held;                /* open holds under this rule */
+	int32_t day;
+	int32_t rate_minute;         /* minute number of the newest bucket */
+	uint32_t rate[SHM_RATE_BUCKETS]; /* allowed checks, indexed by minute % 64 */
+};
+
+struct shm_hold {
+	struct shm_rec rec;
+	uint64_t txn_id;
+	uint64_t agent_id;
+	uint64_t rule_id;       /* 0: no rule */
+	uint32_t agent_slot;
+	uint32_t org_slot;
+	uint32_t rule_slot;     /* SHM_NONE: no rule */
+	uint32_t org_limited;   /* the org wallet was limited when the hold was placed */
+	int64_t amount;         /* the estimate held */
+	int64_t created_at;
+	int64_t expires_at;
+};
+
+struct shm_txn {
+	struct shm_rec rec;
+	uint64_t id;
+	uint64_t agent_id;
+	uint64_t org_id;
+	uint64_t rule_id;
+	int64_t estimate;
+	int64_t charged;
+	int64_t created_at;
+	int64_t settled_at;
+	uint8_t status;      /* enum sc_txn_status */
+	uint8_t outcome;     /* enum sc_outcome, when has_outcome */
+	uint8_t has_outcome;
+	uint8_t risk;        /* 0 low, 1 medium, 2 high */
+	uint16_t meta_len;
+	uint16_t reserved;
+	char action[SC_ACTION_MAX + 1];
+	char type[SC_TYPE_MAX + 1];
+	char block_reason[SC_REASON_MAX + 1];
+	char idem_key[SC_KEY_MAX + 1];
+	uint8_t meta[SHM_METADATA_MAX]; /* the check's metadata map, packed */
+};
+
+struct shm_caps {
+	uint32_t orgs, agents, rules, holds, txns;
+};
+
+/* A mapped segment. */
+struct shm {
+	struct shm_header *hdr;
+	char *base;
+	size_t size;
+	int fd;
+	int readonly;
+	struct shm_org *orgs;
+	struct shm_agent *agents;
+	struct shm_rule *rules;
+	struct shm_hold *holds;
+	struct shm_txn *txns;
+};
+
+/* Bytes a segment of these capacities needs. SC_ERANGE if it overflows. */
+int shm_layout_size(const struct shm_caps *caps, uint64_t *size);
+
+/*
+ * Opens the segment at path for the daemon: attaches to an existing valid
+ * one (its capacities win over caps, *created = 0), or creates and zeroes a
+ * new one when the file does not exist (*created = 1). A file that exists
+ * but is not a valid segment is refused with a message in err naming the
+ * problem; nothing is changed on disk.
+ */
+int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, int *created,
+                char *err, size_t errlen);
+/* Maps an existing segment read-only (any process). */
+int shm_open_ro(struct shm *m, const char *path, char *err, size_t errlen);
+/* Validates a mapped header against the file size. 0 or SC_EINVAL + err. */
+int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size_t errlen);
+void shm_close(struct shm *m);
+
+/* Writer side of the per-record seqlock (daemon loop thread only). */
+static inline void shm_write_begin(uint32_t *seq)
+{
+	__atomic_store_n(seq, *seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static inline void shm_write_end(uint32_t *seq)
+{
+	__atomic_store_n(seq, *seq + 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Copies a record of size bytes starting with a uint32_t seq into out,
+ * consistently. Returns the number of retries it needed (for tests and
+ * benchmarks). Any thread, any process.
+ */
+unsigned shm_read(const void *rec, void *out, size_t size);
+
+/* Marks the start and end of a change spanning several records. */
+void shm_change_begin(struct shm *m);
+void shm_change_end(struct shm *m);
+
+#endif /* SIDECARD_SHM_H */

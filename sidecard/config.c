@@ -1,0 +1,288 @@
+/*
+ * config.c: parses the daemon's options. One table describes every option:
+ * its name (the same on the command line as --name and in the config file as
+ * "name = value"), its kind, where it goes in struct config, its bounds and
+ * its help line. Runs on the main thread before anything starts.
+ *
+ * Defaults need no root: the socket goes where libsidecard looks for it
+ * (sc_default_socket_path) and the state to $XDG_STATE_HOME/sidecard, else
+ * ~/.local/state/sidecard (root: /var/lib/sidecard).
+ */
+#include <errno.h>
+#include <grp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "sidecard.h"
+
+enum kind { K_PATH, K_UINT, K_SECONDS, K_MODE, K_GROUP, K_LEVEL, K_CHARGE, K_BYTES };
+
+struct option_def {
+	const char *name;
+	enum kind kind;
+	size_t off;
+	uint64_t min, max;
+	const char *arg, *help;
+};
+
+#define F(field) offsetof(struct config, field)
+
+static const struct option_def options[] = {
+	{"socket", K_PATH, F(socket_path), 0, 0, "PATH", "Unix socket to serve"},
+	{"state-dir", K_PATH, F(state_dir), 0, 0, "DIR", "directory of the state segment"},
+	{"config", K_PATH, F(config_file), 0, 0, "FILE", "read options from FILE (key = value lines)"},
+	{"socket-mode", K_MODE, F(socket_mode), 0, 0777, "MODE", "socket file mode, octal (0660)"},
+	{"socket-group", K_GROUP, F(socket_gid), 0, 0, "GROUP", "group owning the socket (name or gid)"},
+	{"hold-ttl", K_SECONDS, F(hold_ttl_us), 1, 365 * 86400, "SECONDS",
+	 "lifetime of a hold never reported (300)"},
+	{"expiry-charge", K_CHARGE, F(expiry_charges), 0, 0, "estimate|none",
+	 "what an expired hold charges (estimate)"},
+	{"orgs", K_UINT, F(caps.orgs), 1, 1u << 24, "N", "org capacity (1024)"},
+	{"agents", K_UINT, F(caps.agents), 1, 1u << 26, "N", "agent capacity (16384)"},
+	{"rules", K_UINT, F(caps.rules), 1, 1u << 28, "N", "rule capacity (65536)"},
+	{"holds", K_UINT, F(caps.holds), 1, 1u << 28, "N", "open hold capacity (65536)"},
+	{"history", K_UINT, F(caps.txns), 1, 1u << 28, "N", "transactions kept (65536)"},
+	{"max-connections", K_UINT, F(max_connections), 1, 1u << 20, "N", "client connections (1024)"},
+	{"max-outstanding", K_UINT, F(max_outstanding), 1, 1u << 20, "N",
+	 "unread responses per connection before reading pauses (1024)"},
+	{"max-message", K_BYTES, F(max_message), 1024, 1u << 26, "BYTES", "largest request (65536)"},
+	{"log-level", K_LEVEL, F(log_level), 0, 0, "LEVEL", "error, warn, info or debug (info)"},
+};
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static const struct option_def *find_option(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
+		if (strlen(options[i].name) == len && memcmp(options[i].name, name, len) == 0)
+			return &options[i];
+	return NULL;
+}
+
+static int parse_u64(const char *s, int base, uint64_t *out)
+{
+	char *end;
+
+	if (!*s || *s == '-' || *s == '+')
+		return -1;
+	errno = 0;
+	*out = strtoull(s, &end, base);
+	return errno || *end ? -1 : 0;
+}
+
+/* Stores one option's value; where names the source for messages. */
+static int set_option(struct config *c, const struct option_def *o, const char *v,
+                      const char *where, char *err, size_t errlen)
+{
+	char *field = (char *)c + o->off;
+	uint64_t n = 0;
+
+	switch (o->kind) {
+	case K_PATH:
+		if (!*v || strlen(v) >= PATH_MAX) {
+			fail(err, errlen, "%s%s: must be a path of 1 to %d bytes", where, o->name,
+			     PATH_MAX - 1);
+			return SC_EINVAL;
+		}
+		strcpy(field, v);
+		return 0;
+	case K_LEVEL:
+		if (log_parse_level(v, (enum log_level *)field) != 0) {
+			fail(err, errlen, "%s%s: '%s' is not error, warn, info or debug", where, o->name, v);
+			return SC_EINVAL;
+		}
+		return 0;
+	case K_CHARGE:
+		if (strcmp(v, "estimate") != 0 && strcmp(v, "none") != 0) {
+			fail(err, errlen, "%s%s: '%s' is not estimate or none", where, o->name, v);
+			return SC_EINVAL;
+		}
+		*(int *)field = strcmp(v, "estimate") == 0;
+		return 0;
+	case K_GROUP: {
+		struct group *g = getgrnam(v);
+
+		if (g)
+			n = g->gr_gid;
+		else if (parse_u64(v, 10, &n) != 0 || n > INT32_MAX) {
+			fail(err, errlen, "%s%s: no group '%s'", where, o->name, v);
+			return SC_EINVAL;
+		}
+		*(long *)field = (long)n;
+		return 0;
+	}
+	default:
+		break;
+	}
+	if (parse_u64(v, o->kind == K_MODE ? 8 : 10, &n) != 0 || n < o->min || n > o->max) {
+		fail(err, errlen, "%s%s: '%s' is not a%s number from %llu to %llu", where, o->name, v,
+		     o->kind == K_MODE ? "n octal" : "", (unsigned long long)o->min,
+		     (unsigned long long)o->max);
+		return SC_EINVAL;
+	}
+	if (o->kind == K_SECONDS)
+		*(int64_t *)field = (int64_t)n * 1000000;
+	else if (o->kind == K_BYTES)
+		*(uint64_t *)field = n;
+	else
+		*(unsigned *)field = (unsigned)n;
+	return 0;
+}
+
+static void trim(char **s, char **e)
+{
+	while (*s < *e && (**s == ' ' || **s == '\t'))
+		(*s)++;
+	while (*e > *s && ((*e)[-1] == ' ' || (*e)[-1] == '\t' || (*e)[-1] == '\n' || (*e)[-1] == '\r'))
+		(*e)--;
+}
+
+static int load_file(struct config *c, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	char line[PATH_MAX + 64], where[PATH_MAX + 32];
+	int lineno = 0, rc = 0;
+
+	if (!f) {
+		fail(err, errlen, "config %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	while (rc == 0 && fgets(line, sizeof(line), f)) {
+		char *k = line, *ke, *v, *ve = line + strlen(line);
+		const struct option_def *o;
+
+		lineno++;
+		snprintf(where, sizeof(where), "%s:%d: ", path, lineno);
+		trim(&k, &ve);
+		if (k == ve || *k == '#')
+			continue;
+		*ve = '\0';
+		v = strchr(k, '=');
+		if (!v) {
+			fail(err, errlen, "%sexpected 'key = value'", where);
+			rc = SC_EINVAL;
+			break;
+		}
+		ke = v++;
+		trim(&k, &ke);
+		trim(&v, &ve);
+		o = find_option(k, (size_t)(ke - k));
+		if (!o || o->off == F(config_file)) {
+			fail(err, errlen, "%sunknown key '%.*s'", where, (int)(ke - k), k);
+			rc = SC_EINVAL;
+			break;
+		}
+		*ve = '\0';
+		rc = set_option(c, o, v, where, err, errlen);
+	}
+	fclose(f);
+	return rc;
+}
+
+static void defaults(struct config *c)
+{
+	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+
+	memset(c, 0, sizeof(*c));
+	if (sc_default_socket_path(c->socket_path, sizeof(c->socket_path)) != 0)
+		strcpy(c->socket_path, "/tmp/sidecard.sock");
+	if (geteuid() == 0)
+		snprintf(c->state_dir, sizeof(c->state_dir), "/var/lib/sidecard");
+	else if (xdg && *xdg)
+		snprintf(c->state_dir, sizeof(c->state_dir), "%s/sidecard", xdg);
+	else if (home && *home)
+		snprintf(c->state_dir, sizeof(c->state_dir), "%s/.local/state/sidecard", home);
+	else
+		snprintf(c->state_dir, sizeof(c->state_dir), "/tmp/sidecard-%u/state",
+		         (unsigned)geteuid());
+	c->socket_mode = 0660;
+	c->socket_gid = -1;
+	c->hold_ttl_us = INT64_C(300) * 1000000;
+	c->expiry_charges = 1;
+	c->caps = (struct shm_caps){.orgs = 1024, .agents = 16384, .rules = 65536,
+	                            .holds = 65536, .txns = 65536};
+	c->max_connections = 1024;
+	c->max_outstanding = 1024;
+	c->max_message = 65536;
+	c->log_level = LOG_INFO;
+}
+
+void config_usage(FILE *out)
+{
+	fprintf(out, "usage: sidecard [OPTION]...\n"
+	             "The sidecard spend-control daemon: gates agents' paid actions over a Unix "
+	             "socket.\n\nOptions (also accepted as 'name = value' lines in --config FILE):\n");
+	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+		char left[64];
+
+		snprintf(left, sizeof(left), "--%s %s", options[i].name, options[i].arg);
+		fprintf(out, "  %-30s %s\n", left, options[i].help);
+	}
+	fprintf(out, "  %-30s %s\n  %-30s %s\n", "--help", "show this help and exit", "--version",
+	        "show the version and exit");
+}
+
+/* Splits "--name=value" or "--name value"; returns the option or NULL. */
+static const struct option_def *cli_option(int argc, char **argv, int *i, const char **value)
+{
+	const char *a = argv[*i] + 2, *eq = strchr(a, '=');
+	const struct option_def *o = find_option(a, eq ? (size_t)(eq - a) : strlen(a));
+
+	if (!o)
+		return NULL;
+	if (eq)
+		*value = eq + 1;
+	else
+		*value = *i + 1 < argc ? argv[++*i] : NULL;
+	return o;
+}
+
+int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
+{
+	int rc;
+
+	defaults(c);
+	/* The config file first, so that the command line overrides it. */
+	for (int i = 1; i < argc; i++) {
+		const char *v = NULL;
+		const struct option_def *o;
+
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			config_usage(stdout);
+			return 1;
+		}
+		if (strcmp(argv[i], "--version") == 0) {
+			printf("sidecard %s (protocol %d)\n", SC_VERSION, SC_PROTOCOL_VERSION);
+			return 1;
+		}
+		if (strncmp(argv[i], "--", 2) != 0 || !(o = cli_option(argc, argv, &i, &v))) {
+			fail(err, errlen, "unknown option '%s' (see sidecard --help)", argv[i]);
+			return SC_EINVAL;
+		}
+		if (!v) {
+			fail(err, errlen, "--%s: needs a value (%s)", o->name, o->arg);
+			return SC_EINVAL;
+		}
+		if (o->off == F(config_file) && (rc = load_file(c, v, err, errlen)) != 0)
+			return rc;
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *v = NULL;
+		const struct option_def *o = cli_option(argc, argv, &i, &v);
+
+		if ((rc = set_option(c, o, v, "--", err, errlen)) != 0)
+			return rc;
+	}
+	return 0;
+}

@@ -1,0 +1,41 @@
+/*
+ * config.h: the daemon's settings, from built-in defaults, an optional
+ * config file and the command line (in that order; later wins).
+ */
+#ifndef SIDECARD_CONFIG_H
+#define SIDECARD_CONFIG_H
+
+#include <limits.h>
+#include <stdio.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "shm.h"
+
+struct config {
+	char socket_path[PATH_MAX];
+	char state_dir[PATH_MAX];
+	char config_file[PATH_MAX];
+	unsigned socket_mode;
+	long socket_gid;        /* -1: leave the group alone */
+	int64_t hold_ttl_us;
+	int expiry_charges;     /* 1: expiry charges the estimate */
+	struct shm_caps caps;
+	unsigned max_connections;
+	unsigned max_outstanding;
+	uint64_t max_message;
+	enum log_level log_level;
+};
+
+/*
+ * Fills c from defaults, then the config file (--config, if given), then
+ * argv. Returns 0 to run, 1 when --help or --version was printed, or a
+ * negative code with a message naming the option (or FILE:LINE) in err.
+ */
+int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* Writes the --help text. */
+void config_usage(FILE *out);
+
+#endif /* SIDECARD_CONFIG_H */

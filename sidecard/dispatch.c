@@ -1,0 +1,905 @@
+/*
+ * dispatch.c: the protocol's methods (PROTOCOL.md). Each method reads its
+ * named arguments, calls the state or the gate, and only when everything
+ * that can fail has succeeded packs nil (no error) and its result; on
+ * failure it packs nothing and returns the code, and dispatch_request packs
+ * the error map. So a response is never half an error.
+ *
+ * Threads: the loop thread, called by the server for each request.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dispatch.h"
+#include "gate.h"
+#include "proto.h"
+
+#define ERRLEN 256
+
+struct call {
+	struct dispatch *d;
+	struct state *st;
+	struct shm *m;
+	struct proto_args *a;
+	msgpack_packer *pk;
+	int64_t now;
+	char err[ERRLEN];
+};
+
+typedef int (*method_fn)(struct call *c);
+
+int64_t dispatch_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int failf(struct call *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int failf(struct call *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* ------------------------------------------------------------- packing */
+
+static void pack_map(struct call *c, size_t n)
+{
+	msgpack_pack_map(c->pk, n);
+}
+
+static void pack_wallet(struct call *c, const struct shm_wallet *w, int org)
+{
+	msgpack_packer *pk = c->pk;
+
+	pack_map(c, org ? 9 : 8);
+	proto_pack_key_i64(pk, "balance", w->balance);
+	proto_pack_key_i64(pk, "held", w->held);
+	proto_pack_key_i64(pk, "available", w->balance - w->held);
+	proto_pack_key_i64(pk, "budget", w->budget);
+	proto_pack_key_i64(pk, "max_per_txn", w->max_per_txn);
+	proto_pack_key_i64(pk, "daily_spend_limit", w->daily_limit);
+	proto_pack_key_i64(pk, "daily_spent", w->day == gate_day(c->now) ? w->daily_spent : 0);
+	proto_pack_key_i64(pk, "debt", w->debt);
+	if (org)
+		proto_pack_key_bool(pk, "limited", (int)w->limited);
+}
+
+static void pack_rule(struct call *c, const struct shm_rule *r)
+{
+	msgpack_packer *pk = c->pk;
+
+	pack_map(c, 8);
+	proto_pack_key_u64(pk, "id", r->id);
+	proto_pack_key_str(pk, "name", r->name);
+	proto_pack_key_str(pk, "match", r->match);
+	proto_pack_key_i64(pk, "max_cost_per_txn", r->max_cost_per_txn);
+	proto_pack_key_i64(pk, "daily_spend_limit", r->daily_limit);
+	proto_pack_key_i64(pk, "hourly_rate_limit", r->hourly_limit);
+	proto_pack_key_i64(pk, "daily_spent", r->day == gate_day(c->now) ? r->daily_spent : 0);
+	proto_pack_key_i64(pk, "hourly_count", gate_rate_count(r, c->now));
+}
+
+static void pack_agent(struct call *c, uint32_t slot)
+{
+	const struct shm_agent *a = &c->m->agents[slot];
+	msgpack_packer *pk = c->pk;
+
+	pack_map(c, 9);
+	proto_pack_key_u64(pk, "id", a->id);
+	proto_pack_key_u64(pk, "org_id", a->org_id);
+	proto_pack_key_str(pk, "org", c->m->orgs[a->org_slot].name);
+	proto_pack_key_str(pk, "name", a->name);
+	proto_pack_key_str(pk, "priority", sc_priority_name(a->priority));
+	proto_pack_key_str(pk, "status", sc_status_name(a->status));
+	proto_pack_key_i64(pk, "created_at", a->created_at);
+	proto_pack_cstr(pk, "wallet");
+	pack_wallet(c, &a->wallet, 0);
+	proto_pack_cstr(pk, "rules");
+	msgpack_pack_array(pk, a->n_rules);
+	for (unsigned i = 0; i < a->n_rules; i++)
+		pack_rule(c, &c->m->rules[a->rule_slots[i]]);
+}
+
+static void pack_org(struct call *c, uint32_t slot)
+{
+	const struct shm_org *o = &c->m->orgs[slot];
+	msgpack_packer *pk = c->pk;
+
+	pack_map(c, 5);
+	proto_pack_key_u64(pk, "id", o->id);
+	proto_pack_key_str(pk, "name", o->name);
+	proto_pack_key_u64(pk, "agents", o->n_agents);
+	proto_pack_key_i64(pk, "created_at", o->created_at);
+	proto_pack_cstr(pk, "wallet");
+	pack_wallet(c, &o->wallet, 1);
+}
+
+static void pack_key_opt_u64(msgpack_packer *pk, const char *key, uint64_t v)
+{
+	proto_pack_cstr(pk, key);
+	if (v)
+		msgpack_pack_uint64(pk, v);
+	else
+		msgpack_pack_nil(pk);
+}
+
+static void pack_key_opt_str(msgpack_packer *pk, const char *key, const char *s)
+{
+	proto_pack_key_str(pk, key, s[0] ? s : NULL);
+}
+
+static void pack_txn(struct call *c, const struct shm_txn *t)
+{
+	msgpack_packer *pk = c->pk;
+
+	pack_map(c, 16);
+	proto_pack_key_u64(pk, "id", t->id);
+	proto_pack_key_u64(pk, "agent_id", t->agent_id);
+	proto_pack_key_u64(pk, "org_id", t->org_id);
+	pack_key_opt_u64(pk, "rule_id", t->rule_id);
+	proto_pack_key_str(pk, "action", t->action);
+	proto_pack_key_str(pk, "type", t->type);
+	proto_pack_key_str(pk, "status", sc_txn_status_name(t->status));
+	proto_pack_key_str(pk, "outcome", t->has_outcome ? sc_outcome_name(t->outcome) : NULL);
+	proto_pack_key_i64(pk, "estimated_cost", t->estimate);
+	proto_pack_key_i64(pk, "charged", t->charged);
+	pack_key_opt_str(pk, "block_reason", t->block_reason);
+	proto_pack_key_str(pk, "risk_level", gate_risk_name(t->risk));
+	pack_key_opt_str(pk, "idempotency_key", t->idem_key);
+	proto_pack_cstr(pk, "metadata");
+	if (t->meta_len)
+		pk->callback(pk->data, (const char *)t->meta, t->meta_len);
+	else
+		msgpack_pack_nil(pk);
+	proto_pack_key_i64(pk, "created_at", t->created_at);
+	if (t->settled_at)
+		proto_pack_key_i64(pk, "settled_at", t->settled_at);
+	else
+		proto_pack_key_str(pk, "settled_at", NULL);
+}
+
+/* Starts a successful response: the nil error. */
+static msgpack_packer *ok(struct call *c)
+{
+	msgpack_pack_nil(c->pk);
+	return c->pk;
+}
+
+/* ------------------------------------------------------ argument helpers */
+
+static int arg_str(struct call *c, struct proto_args *a, const char *key, int required,
+                   size_t max, struct state_str *out, int *present)
+{
+	return proto_arg_str(a, key, required, max, &out->p, &out->len, present);
+}
+
+static int agent_arg(struct call *c, uint32_t *slot)
+{
+	uint64_t id;
+	int rc = proto_arg_u64(c->a, "agent_id", 1, &id, NULL);
+
+	if (rc != 0)
+		return rc;
+	if (state_agent_by_id(c->st, id, slot) != 0)
+		return failf(c, SC_ENOTFOUND, "agent_id: no agent %llu", (unsigned long long)id);
+	return 0;
+}
+
+/* "org" (or another key): an org name or id. */
+static int org_ref_arg(struct call *c, const char *key, int required, uint32_t *slot,
+                       int *present)
+{
+	const msgpack_object *o;
+	int rc = proto_arg_obj(c->a, key, required, -1, &o, present);
+
+	if (rc != 0 || (present && !*present))
+		return rc;
+	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+		if (state_org_by_id(c->st, o->via.u64, slot) != 0)
+			return failf(c, SC_ENOTFOUND, "%s: no org %llu", key,
+			             (unsigned long long)o->via.u64);
+		return 0;
+	}
+	if (o->type == MSGPACK_OBJECT_STR) {
+		struct state_str name = {o->via.str.ptr, o->via.str.size};
+
+		if (state_org_by_name(c->st, name, slot) != 0)
+			return failf(c, SC_ENOTFOUND, "%s: no org named '%.*s'", key,
+			             (int)(name.len > 64 ? 64 : name.len), name.p);
+		return 0;
+	}
+	return failf(c, SC_EINVAL, "%s: must be an org name (string) or id (integer)", key);
+}
+
+static int org_id_arg(struct call *c, const char *key, uint32_t *slot, int *present)
+{
+	uint64_t id;
+	int rc = proto_arg_u64(c->a, key, present == NULL, &id, present);
+
+	if (rc != 0 || (present && !*present))
+		return rc;
+	if (state_org_by_id(c->st, id, slot) != 0)
+		return failf(c, SC_ENOTFOUND, "%s: no org %llu", key, (unsigned long long)id);
+	return 0;
+}
+
+/* An enum given by name, with its parser. */
+static int enum_arg(struct call *c, struct proto_args *a, const char *key,
+                    int (*parse)(const char *, int *), const char *allowed, int *out,
+                    int *present)
+{
+	struct state_str s;
+	char buf[32];
+	int rc = arg_str(c, a, key, 0, sizeof(buf) - 1, &s, present);
+
+	if (rc != 0 || !*present)
+		return rc;
+	memcpy(buf, s.p, s.len);
+	buf[s.len] = '\0';
+	if (parse(buf, out) != 0)
+		return failf(c, SC_EINVAL, "%s: must be %s", key, allowed);
+	return 0;
+}
+
+static int parse_priority(const char *s, int *out)
+{
+	enum sc_priority p;
+	int rc = sc_priority_parse(s, &p);
+
+	*out = (int)p;
+	return rc;
+}
+
+static int parse_status(const char *s, int *out)
+{
+	enum sc_status v;
+	int rc = sc_status_parse(s, &v);
+
+	*out = (int)v;
+	return rc;
+}
+
+static int parse_outcome(const char *s, int *out)
+{
+	enum sc_outcome v;
+	int rc = sc_outcome_parse(s, &v);
+
+	*out = (int)v;
+	return rc;
+}
+
+static int parse_txn_status(const char *s, int *out)
+{
+	enum sc_txn_status v;
+	int rc = sc_txn_status_parse(s, &v);
+
+	*out = (int)v;
+	return rc;
+}
+
+/* Wallet fields shared by agents.create and wallets.update. */
+static int wallet_args(struct proto_args *a, int with_debt, sc_wallet_update *u)
+{
+	static const struct {
+		const char *key;
+		unsigned bit;
+		size_t off;
+	} fields[] = {
+		{"balance", SC_WALLET_SET_BALANCE, offsetof(sc_wallet_update, balance)},
+		{"budget", SC_WALLET_SET_BUDGET, offsetof(sc_wallet_update, budget)},
+		{"max_per_txn", SC_WALLET_SET_MAX_PER_TXN, offsetof(sc_wallet_update, max_per_txn)},
+		{"daily_spend_limit", SC_WALLET_SET_DAILY_SPEND_LIMIT,
+		 offsetof(sc_wallet_update, daily_spend_limit)},
+		{"debt", SC_WALLET_SET_DEBT, offsetof(sc_wallet_update, debt)},
+	};
+	size_t n = sizeof(fields) / sizeof(fields[0]) - (with_debt ? 0 : 1);
+
+	memset(u, 0, sizeof(*u));
+	for (size_t i = 0; i < n; i++) {
+		int present, rc;
+		int64_t v;
+
+		rc = proto_arg_money(a, fields[i].key, 0, &v, &present);
+		if (rc != 0)
+			return rc;
+		if (present) {
+			u->set |= fields[i].bit;
+			memcpy((char *)u + fields[i].off, &v, sizeof(v));
+		}
+	}
+	return 0;
+}
+
+/* Rule fields shared by agents.create, rules.add and rules.update. */
+static int rule_args(struct call *c, struct proto_args *a, struct state_rule_spec *r)
+{
+	static const struct {
+		const char *key;
+		unsigned bit;
+		int money;
+		size_t off;
+	} limits[] = {
+		{"max_cost_per_txn", STATE_RULE_SET_MAX_COST, 1,
+		 offsetof(struct state_rule_spec, max_cost_per_txn)},
+		{"daily_spend_limit", STATE_RULE_SET_DAILY, 1,
+		 offsetof(struct state_rule_spec, daily_limit)},
+		{"hourly_rate_limit", STATE_RULE_SET_HOURLY, 0,
+		 offsetof(struct state_rule_spec, hourly_limit)},
+	};
+	int present, rc;
+
+	memset(r, 0, sizeof(*r));
+	if ((rc = arg_str(c, a, "name", 0, SC_NAME_MAX, &r->name, &present)) != 0)
+		return rc;
+	r->set |= present ? STATE_RULE_SET_NAME : 0;
+	if ((rc = arg_str(c, a, "match", 0, SC_ACTION_MAX, &r->match, &present)) != 0)
+		return rc;
+	r->set |= present ? STATE_RULE_SET_MATCH : 0;
+	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+		int64_t v;
+
+		rc = limits[i].money ? proto_arg_money(a, limits[i].key, 0, &v, &present)
+		                     : proto_arg_int(a, limits[i].key, 0, 0, INT64_MAX, &v, &present);
+		if (rc != 0)
+			return rc;
+		if (present) {
+			r->set |= limits[i].bit;
+			memcpy((char *)r + limits[i].off, &v, sizeof(v));
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------- methods */
+
+static int m_hello(struct call *c)
+{
+	const struct srv_config *s = c->d->srv_cfg;
+	msgpack_packer *pk;
+	int rc = proto_args_finish(c->a);
+
+	if (rc != 0)
+		return rc;
+	pk = ok(c);
+	pack_map(c, 4);
+	proto_pack_key_str(pk, "server", "sidecard");
+	proto_pack_key_str(pk, "version", SC_VERSION);
+	proto_pack_key_i64(pk, "protocol", SC_PROTOCOL_VERSION);
+	proto_pack_cstr(pk, "limits");
+	pack_map(c, 12);
+	proto_pack_key_u64(pk, "max_message", s->limits.max_message);
+	proto_pack_key_u64(pk, "max_depth", s->limits.max_depth);
+	proto_pack_key_u64(pk, "max_string", s->limits.max_string);
+	proto_pack_key_u64(pk, "max_items", s->limits.max_items);
+	proto_pack_key_u64(pk, "max_outstanding", s->max_outstanding);
+	proto_pack_key_u64(pk, "max_connections", s->max_connections);
+	proto_pack_key_u64(pk, "max_name", SC_NAME_MAX);
+	proto_pack_key_u64(pk, "max_action", SC_ACTION_MAX);
+	proto_pack_key_u64(pk, "max_key", SC_KEY_MAX);
+	proto_pack_key_u64(pk, "max_rules_per_agent", SC_RULES_MAX);
+	proto_pack_key_u64(pk, "max_metadata", SHM_METADATA_MAX);
+	proto_pack_key_i64(pk, "hold_ttl_s", state_config(c->st)->hold_ttl_us / 1000000);
+	return 0;
+}
+
+static int m_orgs_create(struct call *c)
+{
+	struct state_str name;
+	uint32_t slot;
+	int rc;
+
+	if ((rc = arg_str(c, c->a, "name", 1, SC_NAME_MAX, &name, NULL)) ||
+	    (rc = proto_args_finish(c->a)) ||
+	    (rc = state_org_create(c->st, name, c->now, &slot, c->err, sizeof(c->err))))
+		return rc;
+	ok(c);
+	pack_org(c, slot);
+	return 0;
+}
+
+/* Used slots of a table in id order. */
+struct id_slot {
+	uint64_t id;
+	uint32_t slot;
+};
+
+static int id_slot_cmp(const void *a, const void *b)
+{
+	const struct id_slot *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int m_orgs_list(struct call *c)
+{
+	uint32_t cap = c->m->hdr->org_cap, n = 0;
+	struct id_slot *v;
+	int rc = proto_args_finish(c->a);
+
+	if (rc != 0)
+		return rc;
+	if (!(v = malloc((size_t)cap * sizeof(*v))))
+		return failf(c, SC_EINTERNAL, "out of memory");
+	for (uint32_t i = 0; i < cap; i++)
+		if (c->m->orgs[i].rec.used)
+			v[n++] = (struct id_slot){c->m->orgs[i].id, i};
+	qsort(v, n, sizeof(*v), id_slot_cmp);
+	ok(c);
+	msgpack_pack_array(c->pk, n);
+	for (uint32_t i = 0; i < n; i++)
+		pack_org(c, v[i].slot);
+	free(v);
+	return 0;
+}
+
+#define MAX_CREATE_RULES SC_RULES_MAX
+
+static int m_agents_create(struct call *c)
+{
+	struct state_agent_spec spec;
+	struct state_rule_spec rules[MAX_CREATE_RULES];
+	const msgpack_object *wallet, *rlist;
+	struct proto_args sub;
+	int present, prio, rc;
+	uint32_t slot;
+
+	memset(&spec, 0, sizeof(spec));
+	if ((rc = org_ref_arg(c, "org", 1, &spec.org_slot, NULL)) ||
+	    (rc = arg_str(c, c->a, "name", 1, SC_NAME_MAX, &spec.name, NULL)) ||
+	    (rc = enum_arg(c, c->a, "priority", parse_priority, "normal, high or critical", &prio,
+	                   &present)))
+		return rc;
+	spec.priority = present ? (enum sc_priority)prio : SC_PRIORITY_NORMAL;
+	if ((rc = proto_arg_obj(c->a, "wallet", 0, MSGPACK_OBJECT_MAP, &wallet, &present)))
+		return rc;
+	if (present && ((rc = proto_args_sub(c->a, wallet, "wallet", &sub)) ||
+	                (rc = wallet_args(&sub, 0, &spec.wallet)) || (rc = proto_args_finish(&sub))))
+		return rc;
+	if ((rc = proto_arg_obj(c->a, "rules", 0, MSGPACK_OBJECT_ARRAY, &rlist, &present)))
+		return rc;
+	if (present) {
+		if (rlist->via.array.size > MAX_CREATE_RULES)
+			return failf(c, SC_ELIMIT, "rules: an agent has at most %d rules", SC_RULES_MAX);
+		for (uint32_t i = 0; i < rlist->via.array.size; i++) {
+			char prefix[32];
+
+			snprintf(prefix, sizeof(prefix), "rules[%u]", i);
+			if ((rc = proto_args_sub(c->a, &rlist->via.array.ptr[i], prefix, &sub)) ||
+			    (rc = rule_args(c, &sub, &rules[i])) || (rc = proto_args_finish(&sub)))
+				return rc;
+		}
+		spec.n_rules = rlist->via.array.size;
+		spec.rules = rules;
+	}
+	if ((rc = proto_args_finish(c->a)) ||
+	    (rc = state_agent_create(c->st, &spec, c->now, &slot, c->err, sizeof(c->err))))
+		return rc;
+	ok(c);
+	pack_agent(c, slot);
+	return 0;
+}
+
+static int m_agents_get(struct call *c)
+{
+	uint32_t slot;
+	int rc;
+
+	if ((rc = agent_arg(c, &slot)) || (rc = proto_args_finish(c->a)))
+		return rc;
+	ok(c);
+	pack_agent(c, slot);
+	return 0;
+}
+
+static int m_agents_list(struct call *c)
+{
+	uint32_t cap = c->m->hdr->agent_cap, n = 0, org_slot = 0;
+	uint64_t org_id = 0;
+	struct id_slot *v;
+	int present, rc;
+
+	if ((rc = org_ref_arg(c, "org", 0, &org_slot, &present)) || (rc = proto_args_finish(c->a)))
+		return rc;
+	if (present)
+		org_id = c->m->orgs[org_slot].id;
+	if (!(v = malloc((size_t)cap * sizeof(*v))))
+		return failf(c, SC_EINTERNAL, "out of memory");
+	for (uint32_t i = 0; i < cap; i++) {
+		const struct shm_agent *a = &c->m->agents[i];
+
+		if (a->rec.used && (!org_id || a->org_id == org_id))
+			v[n++] = (struct id_slot){a->id, i};
+	}
+	qsort(v, n, sizeof(*v), id_slot_cmp);
+	ok(c);
+	msgpack_pack_array(c->pk, n);
+	for (uint32_t i = 0; i < n; i++)
+		pack_agent(c, v[i].slot);
+	free(v);
+	return 0;
+}
+
+static int m_agents_update(struct call *c)
+{
+	struct state_str name;
+	int has_name, has_prio, has_status, prio = -1, status = -1, rc;
+	uint32_t slot;
+
+	if ((rc = agent_arg(c, &slot)) ||
+	    (rc = arg_str(c, c->a, "name", 0, SC_NAME_MAX, &name, &has_name)) ||
+	    (rc = enum_arg(c, c->a, "priority", parse_priority, "normal, high or critical", &prio,
+	                   &has_prio)) ||
+	    (rc = enum_arg(c, c->a, "status", parse_status, "active, throttled or frozen", &status,
+	                   &has_status)) ||
+	    (rc = proto_args_finish(c->a)) ||
+	    (rc = state_agent_update(c->st, slot, has_name ? &name : NULL, has_prio ? prio : -1,
+	                             has_status ? status : -1, c->err, sizeof(c->err))))
+		return rc;
+	ok(c);
+	pack_agent(c, slot);
+	return 0;
+}
+
+static int m_agents_delete(struct call *c)
+{
+	uint32_t slot;
+	int rc;
+
+	if ((rc = agent_arg(c, &slot)) || (rc = proto_args_finish(c->a)) ||
+	    (rc = state_agent_delete(c->st, slot, c->err, sizeof(c->err))))
+		return rc;
+	ok(c);
+	pack_map(c, 1);
+	proto_pack_key_bool(c->pk, "deleted", 1);
+	return 0;
+}
+
+static int m_rules_add(struct call *c)
+{
+	struct state_rule_spec spec;
+	uint32_t slot, rule_slot;
+	int rc;
+
+	if ((rc = agent_arg(c, &slot)) || (rc = rule_args(c, c->a, &spec)) ||
+	    (rc = proto_args_finish(c->a)) ||
+	    (rc = state_rule_add(c->st, slot, &spec, &rule_slot, c->err, sizeof(c->err))))
+		return rc;
+	ok(c);
+	pack_rule(c, &c->m->rules[rule_slot]);
+	return 0;
+}
+
+static int m_rules_list(struct call *c)
+{
+	const struct shm_agent *a;
+	uint32_t slot;
+	int rc;
+
+	if ((rc = agent_arg(c, &slot)) || (rc = proto_args_finish(c->a)))
+		return rc;
+	a = &c->m->agents[slot];
+	ok(c);
+	msgpack_pack_array(c->pk, a->n_rules);
+	for (unsigned i = 0; i < a->n_rules; i++)
+		pack_rule(c, &c->m->rules[a->rule_slots[i]]);
+	return 0;
+}
+
+static int m_rules_update(struct call *c)
+{
+	struct state_rule_spec spec;
+	uint32_t slot, rule_slot;
+	uint64_t rule_id;
+	int rc;
+
+	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
+	    (rc = rule_args(c, c->a, &spec)) || (rc = proto_args_finish(c->a)) ||
+	    (rc = state_rule_update(c->st, slot, rule_id, &spec, &rule_slot, c->err, sizeof(c->err))))
+		return rc;
+	ok(c);
+	pack_rule(c, &c->m->rules[rule_slot]);
+	return 0;
+}
+
+static int m_rules_remove(struct call *c)
+{
+	uint64_t rule_id;
+	uint32_t slot;
+	int rc;
+
+	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
+	    (rc = proto_args_finish(c->a)) ||
+	    (rc = state_rule_remove(c->st, slot, rule_id, c->err, sizeof(c->err))))
+		return rc;
+	ok(c);
+	pack_map(c, 1);
+	proto_pack_key_bool(c->pk, "removed", 1);
+	return 0;
+}
+
+/* {agent_id} or {org_id}: exactly one. */
+static int wallet_owner(struct call *c, uint32_t *slot, int *org)
+{
+	uint64_t unused;
+	int has_agent, rc;
+
+	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &unused, &has_agent)) ||
+	    (rc = org_id_arg(c, "org_id", slot, org)))
+		return rc;
+	if (has_agent == *org)
+		return failf(c, SC_EINVAL, "give exactly one of agent_id and org_id");
+	if (has_agent)
+		return agent_arg(c, slot);
+	return 0;
+}
+
+static const struct shm_wallet *owner_wallet(struct call *c, uint32_t slot, int org)
+{
+	return org ? &c->m->orgs[slot].wallet : &c->m->agents[slot].wallet;
+}
+
+static int m_wallets_get(struct call *c)
+{
+	uint32_t slot;
+	int org, rc;
+
+	if ((rc = wallet_owner(c, &slot, &org)) || (rc = proto_args_finish(c->a)))
+		return rc;
+	ok(c);
+	pack_wallet(c, owner_wallet(c, slot, org), org);
+	return 0;
+}
+
+static int m_wallets_update(struct call *c)
+{
+	sc_wallet_update u;
+	uint32_t slot;
+	int org, rc;
+
+	if ((rc = wallet_owner(c, &slot, &org)) || (rc = wallet_args(c->a, 1, &u)) ||
+	    (rc = proto_args_finish(c->a)) ||
+	    (rc = state_wallet_update(c->st, slot, org, &u, c->err, sizeof(c->err))))
+		return rc;
+	ok(c);
+	pack_wallet(c, owner_wallet(c, slot, org), org);
+	return 0;
+}
+
+/* Packs a metadata map into buf; SC_EINVAL if it does not fit. */
+struct fixed_buf {
+	uint8_t *p;
+	size_t len, cap;
+	int overflow;
+};
+
+static int fixed_write(void *data, const char *buf, size_t len)
+{
+	struct fixed_buf *b = data;
+
+	if (len > b->cap - b->len) {
+		b->overflow = 1;
+		return -1;
+	}
+	memcpy(b->p + b->len, buf, len);
+	b->len += len;
+	return 0;
+}
+
+static int m_check(struct call *c)
+{
+	struct gate_check_req req;
+	struct gate_decision d;
+	const msgpack_object *meta;
+	uint8_t metabuf[SHM_METADATA_MAX];
+	msgpack_packer *pk;
+	int present, rc;
+
+	memset(&req, 0, sizeof(req));
+	if ((rc = proto_arg_u64(c->a, "agent_id", 1, &req.agent_id, NULL)) ||
+	    (rc = arg_str(c, c->a, "action", 1, SC_ACTION_MAX, &req.action, NULL)) ||
+	    (rc = proto_arg_money(c->a, "estimated_cost", 1, &req.estimate, NULL)) ||
+	    (rc = arg_str(c, c->a, "type", 0, SC_TYPE_MAX, &req.type, NULL)) ||
+	    (rc = arg_str(c, c->a, "idempotency_key", 0, SC_KEY_MAX, &req.key, NULL)) ||
+	    (rc = proto_arg_obj(c->a, "metadata", 0, MSGPACK_OBJECT_MAP, &meta, &present)) ||
+	    (rc = proto_args_finish(c->a)))
+		return rc;
+	if (present) {
+		struct fixed_buf b = {metabuf, 0, sizeof(metabuf), 0};
+		msgpack_packer mp;
+
+		msgpack_packer_init(&mp, &b, fixed_write);
+		msgpack_pack_object(&mp, *meta);
+		if (b.overflow)
+			return failf(c, SC_EINVAL, "metadata: more than %d bytes packed",
+			             SHM_METADATA_MAX);
+		req.meta = metabuf;
+		req.meta_len = b.len;
+	}
+	if ((rc = gate_check(c->st, &req, c->now, &d, c->err, sizeof(c->err))) != 0)
+		return rc;
+	if (d.allowed && !d.replayed && c->d->hold_placed)
+		c->d->hold_placed(c->d->hold_placed_arg);
+	pk = ok(c);
+	pack_map(c, d.allowed ? 6 : 7);
+	proto_pack_key_str(pk, "status", d.allowed ? "allowed" : "blocked");
+	pack_key_opt_u64(pk, "transaction_id", d.txn_id);
+	if (!d.allowed)
+		proto_pack_key_str(pk, "block_reason", d.block_reason);
+	proto_pack_key_str(pk, "risk_level", gate_risk_name(d.risk));
+	proto_pack_key_i64(pk, "available", d.available);
+	proto_pack_cstr(pk, "warnings");
+	msgpack_pack_array(pk, d.n_warnings);
+	for (unsigned i = 0; i < d.n_warnings; i++)
+		proto_pack_cstr(pk, d.warnings[i]);
+	proto_pack_key_bool(pk, "replayed", d.replayed);
+	return 0;
+}
+
+static int m_report(struct call *c)
+{
+	struct gate_settlement s;
+	uint64_t txn_id;
+	int64_t actual = 0;
+	int outcome, has_outcome, has_actual, rc;
+	msgpack_packer *pk;
+
+	if ((rc = proto_arg_u64(c->a, "transaction_id", 1, &txn_id, NULL)) ||
+	    (rc = enum_arg(c, c->a, "outcome", parse_outcome, "success, failure or partial",
+	                   &outcome, &has_outcome)))
+		return rc;
+	if (!has_outcome)
+		return failf(c, SC_EINVAL, "outcome: required");
+	if ((rc = proto_arg_money(c->a, "actual_cost", 0, &actual, &has_actual)) ||
+	    (rc = proto_args_finish(c->a)) ||
+	    (rc = gate_report(c->st, txn_id, (enum sc_outcome)outcome, has_actual, actual, c->now,
+	                      &s, c->err, sizeof(c->err))))
+		return rc;
+	pk = ok(c);
+	pack_map(c, 7);
+	proto_pack_key_u64(pk, "transaction_id", s.txn_id);
+	proto_pack_key_str(pk, "status", "settled");
+	proto_pack_key_str(pk, "outcome", sc_outcome_name(s.outcome));
+	proto_pack_key_i64(pk, "charged", s.charged);
+	proto_pack_key_i64(pk, "balance", s.balance);
+	proto_pack_key_i64(pk, "debt", s.debt);
+	proto_pack_key_bool(pk, "replayed", s.replayed);
+	return 0;
+}
+
+static int m_transactions_list(struct call *c)
+{
+	const struct shm_header *h = c->m->hdr;
+	const struct shm_txn **found;
+	uint64_t agent_id = 0, id;
+	int64_t limit = 50;
+	int status = -1, present, rc;
+	size_t n = 0;
+
+	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &agent_id, &present)) ||
+	    (rc = enum_arg(c, c->a, "status", parse_txn_status,
+	                   "pending, settled, blocked or expired", &status, &present)) ||
+	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)) ||
+	    (rc = proto_args_finish(c->a)))
+		return rc;
+	if (!(found = malloc((size_t)limit * sizeof(*found))))
+		return failf(c, SC_EINTERNAL, "out of memory");
+	for (id = h->next_txn_id - 1; id > 0 && h->next_txn_id - id <= h->txn_cap && n < (size_t)limit;
+	     id--) {
+		const struct shm_txn *t = state_txn_by_id(c->st, id);
+
+		if (t && (!agent_id || t->agent_id == agent_id) && (status < 0 || t->status == status))
+			found[n++] = t;
+	}
+	ok(c);
+	msgpack_pack_array(c->pk, n);
+	for (size_t i = 0; i < n; i++)
+		pack_txn(c, found[i]);
+	free(found);
+	return 0;
+}
+
+static int m_stats(struct call *c)
+{
+	const struct shm_header *h = c->m->hdr;
+	struct srv_stats ss;
+	struct state_counts sc;
+	msgpack_packer *pk;
+	int rc = proto_args_finish(c->a);
+
+	if (rc != 0)
+		return rc;
+	memset(&ss, 0, sizeof(ss));
+	if (c->d->srv)
+		srv_get_stats(c->d->srv, &ss);
+	state_counts(c->st, &sc);
+	pk = ok(c);
+	pack_map(c, 20);
+	proto_pack_key_i64(pk, "uptime_s", (c->now - c->d->started_at) / 1000000);
+	proto_pack_key_u64(pk, "orgs", sc.orgs);
+	proto_pack_key_u64(pk, "agents", sc.agents);
+	proto_pack_key_u64(pk, "rules", sc.rules);
+	proto_pack_key_u64(pk, "holds_open", sc.holds);
+	proto_pack_key_u64(pk, "checks", h->checks);
+	proto_pack_key_u64(pk, "allowed", h->allowed);
+	proto_pack_key_u64(pk, "blocked", h->blocked);
+	proto_pack_key_u64(pk, "reports", h->reports);
+	proto_pack_key_u64(pk, "expired", h->expired);
+	proto_pack_key_u64(pk, "topups", h->topups);
+	proto_pack_key_u64(pk, "connections_open", ss.connections_open);
+	proto_pack_key_u64(pk, "connections_total", ss.connections_total);
+	proto_pack_key_u64(pk, "requests", ss.requests);
+	proto_pack_key_u64(pk, "protocol_errors", ss.protocol_errors);
+	proto_pack_key_u64(pk, "capacity_orgs", h->org_cap);
+	proto_pack_key_u64(pk, "capacity_agents", h->agent_cap);
+	proto_pack_key_u64(pk, "capacity_rules", h->rule_cap);
+	proto_pack_key_u64(pk, "capacity_holds", h->hold_cap);
+	proto_pack_key_u64(pk, "capacity_history", h->txn_cap);
+	return 0;
+}
+
+/* The hot methods first: lookup is a linear scan. */
+static const struct method {
+	const char *name;
+	method_fn fn;
+} methods[] = {
+	{"check", m_check},
+	{"report", m_report},
+	{"hello", m_hello},
+	{"wallets.get", m_wallets_get},
+	{"wallets.update", m_wallets_update},
+	{"orgs.create", m_orgs_create},
+	{"orgs.list", m_orgs_list},
+	{"agents.create", m_agents_create},
+	{"agents.get", m_agents_get},
+	{"agents.list", m_agents_list},
+	{"agents.update", m_agents_update},
+	{"agents.delete", m_agents_delete},
+	{"rules.add", m_rules_add},
+	{"rules.list", m_rules_list},
+	{"rules.update", m_rules_update},
+	{"rules.remove", m_rules_remove},
+	{"transactions.list", m_transactions_list},
+	{"stats", m_stats},
+};
+
+static const struct method *find_method(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		if (strlen(methods[i].name) == len && memcmp(methods[i].name, name, len) == 0)
+			return &methods[i];
+	return NULL;
+}
+
+void dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *pk)
+{
+	struct dispatch *d = ctx;
+	const struct method *m = find_method(req->method, req->method_len);
+	struct proto_args args;
+	struct call c = {.d = d, .st = d->st, .m = state_shm(d->st), .a = &args, .pk = pk};
+	int rc;
+
+	c.err[0] = '\0';
+	if (!m) {
+		rc = failf(&c, SC_EUNSUPPORTED, "unknown method '%.*s'",
+		           (int)(req->method_len > 64 ? 64 : req->method_len), req->method);
+	} else if ((rc = proto_args_init(&args, req->params, c.err, sizeof(c.err))) == 0) {
+		c.now = dispatch_now();
+		rc = m->fn(&c);
+	}
+	if (rc == 0)
+		return;
+	proto_pack_error(pk, rc, c.err[0] ? c.err : NULL);
+	msgpack_pack_nil(pk);
+}

@@ -1,0 +1,680 @@
+/*
+ * gate.c: the gating engine. gate_check evaluates a check in the order of
+ * PROTOCOL.md and, when it is allowed, places its holds; gate_report and
+ * gate_expire settle them. Every amount is integer micro-dollars and every
+ * addition is checked before anything is written.
+ *
+ * Threads: the daemon's loop thread only (the segment's single writer). A
+ * check reads limits and writes holds with no other writer in between, so
+ * "committed plus held never exceeds a limit" holds by construction: each
+ * allowed estimate was at most the room left when it was placed.
+ *
+ * Each state change is bracketed by shm_change_begin/end and each record
+ * written under its seqlock, so readers of the shared mapping see either the
+ * old or the new value of every record.
+ */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gate.h"
+#include "log.h"
+
+static const char *const risk_names[] = {"low", "medium", "high"};
+static const char *const check_types[] = {"api_call", "compute", "data", "tool", "other"};
+
+const char *gate_risk_name(int risk)
+{
+	return risk >= 0 && risk <= GATE_RISK_HIGH ? risk_names[risk] : "low";
+}
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* ---------------------------------------------------------- pure helpers */
+
+int gate_action_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > SC_ACTION_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (s[i] <= ' ' || s[i] > '~' || s[i] == '*')
+			return 0;
+	return 1;
+}
+
+int gate_pattern_valid(const char *s, size_t len)
+{
+	if (len == 1 && s[0] == '*')
+		return 1;
+	if (len >= 3 && s[len - 1] == '*' && s[len - 2] == '.')
+		return gate_action_valid(s, len - 1);
+	return gate_action_valid(s, len);
+}
+
+int gate_pattern_rank(const char *pattern, size_t plen, const char *action, size_t alen)
+{
+	if (plen == 1 && pattern[0] == '*')
+		return 0;
+	if (plen >= 2 && pattern[plen - 1] == '*') {
+		/* "openai.*": the prefix with its dot, and at least one byte after it */
+		size_t pre = plen - 1;
+
+		if (alen > pre && memcmp(pattern, action, pre) == 0)
+			return 1 + (int)pre;
+		return -1;
+	}
+	return plen == alen && memcmp(pattern, action, alen) == 0 ? INT_MAX : -1;
+}
+
+int32_t gate_day(int64_t now)
+{
+	return (int32_t)(now / GATE_US_PER_DAY);
+}
+
+int32_t gate_minute(int64_t now)
+{
+	return (int32_t)(now / GATE_US_PER_MINUTE);
+}
+
+static int64_t add_sat(int64_t a, int64_t b)
+{
+	int64_t r;
+
+	return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
+int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int64_t now)
+{
+	return add_sat(day == gate_day(now) ? spent : 0, held);
+}
+
+static uint32_t bucket(int32_t minute)
+{
+	return (uint32_t)minute % SHM_RATE_BUCKETS;
+}
+
+/*
+ * Buckets hold minutes (rate_minute - 63, rate_minute]. The window counted
+ * at minute M is [M - 60, M]; a clock that stepped back counts everything
+ * newer too, which can only block earlier, never later.
+ */
+int64_t gate_rate_count(const struct shm_rule *r, int64_t now)
+{
+	int32_t m = gate_minute(now), hi = r->rate_minute;
+	int32_t lo = m - 60 > hi - (SHM_RATE_BUCKETS - 1) ? m - 60 : hi - (SHM_RATE_BUCKETS - 1);
+	int64_t n = 0;
+
+	for (int32_t i = lo; i <= hi; i++)
+		n += r->rate[bucket(i)];
+	return n;
+}
+
+static void rate_add(struct shm_rule *r, int64_t now)
+{
+	int32_t m = gate_minute(now);
+
+	if (m > r->rate_minute) {
+		if (m - r->rate_minute >= SHM_RATE_BUCKETS)
+			memset(r->rate, 0, sizeof(r->rate));
+		else
+			for (int32_t i = r->rate_minute + 1; i <= m; i++)
+				r->rate[bucket(i)] = 0;
+		r->rate_minute = m;
+	}
+	if (r->rate[bucket(r->rate_minute)] < UINT32_MAX)
+		r->rate[bucket(r->rate_minute)]++;
+}
+
+/* ------------------------------------------------------------- counters */
+
+enum counter { C_CHECKS, C_ALLOWED, C_BLOCKED, C_REPORTS, C_EXPIRED, C_TOPUPS };
+
+static void count(struct state *st, enum counter c)
+{
+	struct shm_header *h = state_shm(st)->hdr;
+	uint64_t *field[] = {&h->checks, &h->allowed, &h->blocked,
+	                     &h->reports, &h->expired, &h->topups};
+
+	shm_write_begin(&h->seq);
+	(*field[c])++;
+	shm_write_end(&h->seq);
+}
+
+/* ---------------------------------------------------------------- check */
+
+/* The reasons a check would be blocked for, in evaluation order. */
+struct verdict {
+	unsigned n;
+	int stop_at_first;
+	char reason[SC_WARNINGS_MAX][SC_REASON_MAX + 1];
+};
+
+/* Adds a reason; returns 1 when evaluation should stop. */
+static int refuse(struct verdict *v, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (v->n < SC_WARNINGS_MAX) {
+		va_start(ap, fmt);
+		vsnprintf(v->reason[v->n], sizeof(v->reason[0]), fmt, ap);
+		va_end(ap);
+		v->n++;
+	}
+	return v->stop_at_first;
+}
+
+static int64_t available(const struct shm_wallet *w)
+{
+	int64_t a;
+
+	return __builtin_sub_overflow(w->balance, w->held, &a) ? INT64_MIN : a;
+}
+
+/* Steps 5 and 6: a wallet's per-transaction, daily and balance limits. */
+static int wallet_limits(const struct shm_wallet *w, const char *prefix, const char *empty,
+                         int64_t est, int64_t now, struct verdict *v)
+{
+	if (w->max_per_txn > 0 && est > w->max_per_txn && refuse(v, "%s:max_per_txn", prefix))
+		return 1;
+	if (w->daily_limit > 0 &&
+	    est > w->daily_limit - gate_daily_used(w->day, w->daily_spent, w->held, now) &&
+	    refuse(v, "%s:daily_spend_limit", prefix))
+		return 1;
+	return est > available(w) && refuse(v, "%s", empty);
+}
+
+static int64_t hourly_limit(const struct shm_agent *a, const struct shm_rule *r)
+{
+	if (a->status != SC_STATUS_THROTTLED || r->hourly_limit == 0)
+		return r->hourly_limit;
+	return r->hourly_limit / 2 > 0 ? r->hourly_limit / 2 : 1;
+}
+
+/* Step 7: the most specific rule's limits. */
+static int rule_limits(const struct shm_agent *a, const struct shm_rule *r, int64_t est,
+                       int64_t now, struct verdict *v)
+{
+	int64_t hourly = hourly_limit(a, r);
+
+	if (r->max_cost_per_txn > 0 && est > r->max_cost_per_txn &&
+	    refuse(v, "rule:%s:max_cost_per_txn", r->name))
+		return 1;
+	if (r->daily_limit > 0 &&
+	    est > r->daily_limit - gate_daily_used(r->day, r->daily_spent, r->held, now) &&
+	    refuse(v, "rule:%s:daily_spend_limit", r->name))
+		return 1;
+	return hourly > 0 && gate_rate_count(r, now) >= hourly &&
+	       refuse(v, "rule:%s:hourly_rate_limit", r->name);
+}
+
+/* Priority high: tops up by 50% of budget when available < 10% of budget. */
+static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
+{
+	struct shm_wallet *w = &a->wallet;
+	int64_t add = w->budget / 2, balance;
+	struct shm_txn *t;
+
+	if (a->priority != SC_PRIORITY_HIGH || w->budget <= 0 || add == 0 ||
+	    available(w) >= w->budget / 10 || __builtin_add_overflow(w->balance, add, &balance))
+		return;
+	shm_write_begin(&a->rec.seq);
+	w->balance = balance;
+	shm_write_end(&a->rec.seq);
+	t = state_txn_begin(st);
+	t->agent_id = a->id;
+	t->org_id = a->org_id;
+	t->estimate = add;
+	t->created_at = t->settled_at = now;
+	t->status = SC_TXN_SETTLED;
+	t->outcome = SC_OUTCOME_SUCCESS;
+	t->has_outcome = 1;
+	strcpy(t->action, "wallet.topup");
+	strcpy(t->type, "topup");
+	shm_write_end(&t->rec.seq);
+	count(st, C_TOPUPS);
+	log_info("agent %llu topped up by %lld micros (priority high)", (unsigned long long)a->id,
+	         (long long)add);
+}
+
+static int validate_check(const struct gate_check_req *req, char *err, size_t errlen)
+{
+	if (!gate_action_valid(req->action.p, req->action.len)) {
+		fail(err, errlen, "action: must be 1 to %d printable characters without spaces or '*'",
+		     SC_ACTION_MAX);
+		return SC_EINVAL;
+	}
+	if (req->estimate < 0) {
+		fail(err, errlen, "estimated_cost: must not be negative");
+		return SC_EINVAL;
+	}
+	if (req->type.len) {
+		size_t i, n = sizeof(check_types) / sizeof(check_types[0]);
+
+		for (i = 0; i < n; i++)
+			if (strlen(check_types[i]) == req->type.len &&
+			    memcmp(check_types[i], req->type.p, req->type.len) == 0)
+				break;
+		if (i == n) {
+			fail(err, errlen, "type: must be api_call, compute, data, tool or other");
+			return SC_EINVAL;
+		}
+	}
+	if (req->key.len && (req->key.len > SC_KEY_MAX || !gate_action_valid(req->key.p, req->key.len))) {
+		fail(err, errlen, "idempotency_key: must be 1 to %d printable characters without spaces",
+		     SC_KEY_MAX);
+		return SC_EINVAL;
+	}
+	if (req->meta_len > SHM_METADATA_MAX) {
+		fail(err, errlen, "metadata: %zu bytes packed, more than %d", req->meta_len,
+		     SHM_METADATA_MAX);
+		return SC_EINVAL;
+	}
+	return 0;
+}
+
+/* Step 2: the decision of an earlier check with the same key. */
+static int replay(const struct gate_check_req *req, const struct shm_txn *t,
+                  const struct shm_agent *a, struct gate_decision *out, char *err, size_t errlen)
+{
+	if (t->estimate != req->estimate || strlen(t->action) != req->action.len ||
+	    memcmp(t->action, req->action.p, req->action.len) != 0) {
+		fail(err, errlen,
+		     "idempotency_key: already used by transaction %llu for a different action or "
+		     "estimate",
+		     (unsigned long long)t->id);
+		return SC_EEXISTS;
+	}
+	out->allowed = t->status != SC_TXN_BLOCKED;
+	out->txn_id = t->id;
+	out->risk = t->risk;
+	memcpy(out->block_reason, t->block_reason, sizeof(out->block_reason));
+	out->available = available(&a->wallet);
+	out->replayed = 1;
+	return 0;
+}
+
+static void copy_req_str(char *dst, size_t size, struct state_str s)
+{
+	size_t n = s.len < size - 1 ? s.len : size - 1;
+
+	memcpy(dst, s.p, n);
+	dst[n] = '\0';
+}
+
+/* Records the transaction of a decision. */
+static struct shm_txn *record(struct state *st, const struct gate_check_req *req,
+                              const struct shm_agent *a, const struct shm_rule *r,
+                              const struct gate_decision *d, int64_t now)
+{
+	struct shm_txn *t = state_txn_begin(st);
+
+	t->agent_id = a->id;
+	t->org_id = a->org_id;
+	t->rule_id = r ? r->id : 0;
+	t->estimate = req->estimate;
+	t->created_at = now;
+	t->status = d->allowed ? SC_TXN_PENDING : SC_TXN_BLOCKED;
+	t->risk = (uint8_t)d->risk;
+	copy_req_str(t->action, sizeof(t->action), req->action);
+	if (req->type.len)
+		copy_req_str(t->type, sizeof(t->type), req->type);
+	else
+		strcpy(t->type, "other");
+	memcpy(t->block_reason, d->block_reason, sizeof(t->block_reason));
+	copy_req_str(t->idem_key, sizeof(t->idem_key), req->key);
+	t->meta_len = (uint16_t)req->meta_len;
+	if (req->meta_len)
+		memcpy(t->meta, req->meta, req->meta_len);
+	if (t->idem_key[0] && state_txn_index_key(st, t) != 0)
+		log_error("cannot index idempotency key of transaction %llu: out of memory",
+		          (unsigned long long)t->id);
+	shm_write_end(&t->rec.seq);
+	return t;
+}
+
+/* Places the holds of an allowed check. All sums were checked by the caller. */
+static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slot,
+                        uint32_t hold_slot, const struct gate_check_req *req, uint64_t txn_id,
+                        int64_t now)
+{
+	struct shm *m = state_shm(st);
+	struct shm_agent *a = &m->agents[agent_slot];
+	struct shm_org *o = &m->orgs[a->org_slot];
+	struct shm_hold *h = &m->holds[hold_slot];
+
+	shm_write_begin(&a->rec.seq);
+	a->wallet.held += req->estimate;
+	a->open_holds++;
+	shm_write_end(&a->rec.seq);
+	if (o->wallet.limited) {
+		shm_write_begin(&o->rec.seq);
+		o->wallet.held += req->estimate;
+		shm_write_end(&o->rec.seq);
+	}
+	if (rule_slot != SHM_NONE) {
+		struct shm_rule *r = &m->rules[rule_slot];
+
+		shm_write_begin(&r->rec.seq);
+		r->held += req->estimate;
+		rate_add(r, now);
+		shm_write_end(&r->rec.seq);
+	}
+	shm_write_begin(&h->rec.seq);
+	h->rec.used = 1;
+	h->txn_id = txn_id;
+	h->agent_id = a->id;
+	h->agent_slot = agent_slot;
+	h->org_slot = a->org_slot;
+	h->rule_slot = rule_slot;
+	h->rule_id = rule_slot != SHM_NONE ? m->rules[rule_slot].id : 0;
+	h->org_limited = o->wallet.limited;
+	h->amount = req->estimate;
+	h->created_at = now;
+	h->expires_at = add_sat(now, state_config(st)->hold_ttl_us);
+	shm_write_end(&h->rec.seq);
+	state_hold_link(st, hold_slot);
+}
+
+/* The holds of this estimate must fit in 64 bits everywhere they go. */
+static int holds_fit(const struct shm *m, const struct shm_agent *a, uint32_t rule_slot,
+                     int64_t est, char *err, size_t errlen)
+{
+	int64_t unused;
+
+	if (__builtin_add_overflow(a->wallet.held, est, &unused) ||
+	    __builtin_add_overflow(m->orgs[a->org_slot].wallet.held, est, &unused) ||
+	    (rule_slot != SHM_NONE && __builtin_add_overflow(m->rules[rule_slot].held, est, &unused))) {
+		fail(err, errlen, "estimated_cost: holding it would overflow the held total");
+		return SC_ERANGE;
+	}
+	return 0;
+}
+
+int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
+               struct gate_decision *out, char *err, size_t errlen)
+{
+	struct shm *m = state_shm(st);
+	struct verdict v = {.n = 0, .stop_at_first = 1};
+	struct shm_agent *a;
+	const struct shm_org *o;
+	const struct shm_rule *r;
+	uint32_t agent_slot, rule_slot, hold_slot = SHM_NONE;
+	const struct shm_txn *t;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = validate_check(req, err, errlen)) != 0)
+		return rc;
+	if (state_agent_by_id(st, req->agent_id, &agent_slot) != 0) {
+		strcpy(out->block_reason, "agent_not_found");
+		count(st, C_CHECKS);
+		count(st, C_BLOCKED);
+		return 0;
+	}
+	a = &m->agents[agent_slot];
+	o = &m->orgs[a->org_slot];
+	if (req->key.len && (t = state_txn_by_key(st, a->id, req->key)) != NULL)
+		return replay(req, t, a, out, err, errlen);
+
+	rule_slot = state_rule_match(st, agent_slot, req->action.p, req->action.len);
+	r = rule_slot != SHM_NONE ? &m->rules[rule_slot] : NULL;
+	if (a->priority == SC_PRIORITY_CRITICAL)
+		v.stop_at_first = 0;
+
+	shm_change_begin(m);
+	if (a->status == SC_STATUS_FROZEN) {
+		refuse(&v, "agent_frozen");
+		v.stop_at_first = 1;
+	} else if (a->priority != SC_PRIORITY_CRITICAL && a->wallet.debt > 0) {
+		refuse(&v, "wallet_debt");
+	} else if (a->priority != SC_PRIORITY_CRITICAL && o->wallet.limited && o->wallet.debt > 0) {
+		refuse(&v, "org_debt");
+	} else if (!(o->wallet.limited &&
+	             wallet_limits(&o->wallet, "org", "org_empty", req->estimate, now, &v))) {
+		maybe_top_up(st, a, now);
+		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, now, &v) && r)
+			rule_limits(a, r, req->estimate, now, &v);
+	}
+
+	out->allowed = v.n == 0 || !v.stop_at_first;
+	if (out->allowed) {
+		if ((rc = holds_fit(m, a, rule_slot, req->estimate, err, errlen)) != 0 ||
+		    (rc = state_hold_alloc(st, &hold_slot)) != 0) {
+			if (rc == SC_ELIMIT)
+				fail(err, errlen, "hold capacity (%u) reached: too many open holds",
+				     m->hdr->hold_cap);
+			shm_change_end(m);
+			memset(out, 0, sizeof(*out));
+			return rc;
+		}
+		for (unsigned i = 0; i < v.n; i++)
+			memcpy(out->warnings[i], v.reason[i], sizeof(out->warnings[i]));
+		out->n_warnings = v.n;
+		out->risk = v.n ? GATE_RISK_HIGH : GATE_RISK_LOW;
+	} else {
+		memcpy(out->block_reason, v.reason[0], sizeof(out->block_reason));
+	}
+	out->txn_id = record(st, req, a, r, out, now)->id;
+	if (out->allowed)
+		place_holds(st, agent_slot, rule_slot, hold_slot, req, out->txn_id, now);
+	count(st, C_CHECKS);
+	count(st, out->allowed ? C_ALLOWED : C_BLOCKED);
+	shm_change_end(m);
+	if (out->n_warnings)
+		log_warn("critical agent %llu allowed past %u limit(s), first %s (transaction %llu)",
+		         (unsigned long long)a->id, out->n_warnings, out->warnings[0],
+		         (unsigned long long)out->txn_id);
+	out->available = available(&a->wallet);
+	return 0;
+}
+
+/* --------------------------------------------------------------- settle */
+
+/* Keeps daily_spent for the current UTC day. */
+static void roll_day(int32_t *day, int64_t *spent, int64_t now)
+{
+	if (*day != gate_day(now)) {
+		*day = gate_day(now);
+		*spent = 0;
+	}
+}
+
+/* Releases a hold of amount and charges charge; the rest of a charge past the balance is debt. */
+static void wallet_settle(struct shm_wallet *w, int64_t amount, int64_t charge, int64_t now)
+{
+	w->held -= amount;
+	roll_day(&w->day, &w->daily_spent, now);
+	w->daily_spent = add_sat(w->daily_spent, charge);
+	if (charge <= w->balance) {
+		w->balance -= charge;
+	} else {
+		w->debt = add_sat(w->debt, charge - w->balance);
+		w->balance = 0;
+	}
+}
+
+static int charge_fits(const struct shm_wallet *w, int64_t charge)
+{
+	int64_t unused;
+
+	return !__builtin_add_overflow(w->daily_spent, charge, &unused) &&
+	       (charge <= w->balance || !__builtin_add_overflow(w->debt, charge - w->balance, &unused));
+}
+
+static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc_txn_status status,
+                   enum sc_outcome outcome, int64_t now)
+{
+	struct shm *m = state_shm(st);
+	struct shm_hold *h = &m->holds[hold_slot];
+	struct shm_agent *a = &m->agents[h->agent_slot];
+	struct shm_org *o = &m->orgs[h->org_slot];
+	struct shm_txn *t = state_txn_by_id(st, h->txn_id);
+
+	SC_ASSERT(a->rec.used && a->id == h->agent_id);
+	shm_write_begin(&a->rec.seq);
+	wallet_settle(&a->wallet, h->amount, charge, now);
+	a->open_holds--;
+	shm_write_end(&a->rec.seq);
+	if (h->org_limited) {
+		shm_write_begin(&o->rec.seq);
+		wallet_settle(&o->wallet, h->amount, charge, now);
+		shm_write_end(&o->rec.seq);
+	}
+	if (h->rule_slot != SHM_NONE && m->rules[h->rule_slot].rec.used &&
+	    m->rules[h->rule_slot].id == h->rule_id) {
+		struct shm_rule *r = &m->rules[h->rule_slot];
+
+		shm_write_begin(&r->rec.seq);
+		r->held -= h->amount;
+		roll_day(&r->day, &r->daily_spent, now);
+		r->daily_spent = add_sat(r->daily_spent, charge);
+		shm_write_end(&r->rec.seq);
+	}
+	if (t) {
+		shm_write_begin(&t->rec.seq);
+		t->status = (uint8_t)status;
+		t->outcome = (uint8_t)outcome;
+		t->has_outcome = status == SC_TXN_SETTLED;
+		t->charged = charge;
+		t->settled_at = now;
+		shm_write_end(&t->rec.seq);
+	}
+	state_hold_free(st, hold_slot);
+	count(st, status == SC_TXN_SETTLED ? C_REPORTS : C_EXPIRED);
+}
+
+static void fill_settlement(const struct shm_agent *a, uint64_t txn_id, enum sc_outcome outcome,
+                            int64_t charged, int replayed, struct gate_settlement *out)
+{
+	out->txn_id = txn_id;
+	out->outcome = outcome;
+	out->charged = charged;
+	out->balance = a->wallet.balance;
+	out->debt = a->wallet.debt;
+	out->replayed = replayed;
+}
+
+static int64_t default_charge(enum sc_outcome outcome, int has_actual, int64_t actual,
+                              int64_t estimate)
+{
+	if (has_actual)
+		return actual;
+	return outcome == SC_OUTCOME_SUCCESS ? estimate : 0;
+}
+
+/* A report of a transaction that has no open hold. */
+static int report_closed(struct state *st, uint64_t txn_id, enum sc_outcome outcome,
+                         int has_actual, int64_t actual, struct gate_settlement *out, char *err,
+                         size_t errlen)
+{
+	struct shm *m = state_shm(st);
+	const struct shm_txn *t = state_txn_by_id(st, txn_id);
+	uint32_t agent_slot;
+
+	if (!t) {
+		fail(err, errlen, "transaction_id: no open or recent transaction %llu",
+		     (unsigned long long)txn_id);
+		return SC_ENOTFOUND;
+	}
+	if (t->status == SC_TXN_BLOCKED) {
+		fail(err, errlen, "transaction_id: transaction %llu was blocked; there is nothing to report",
+		     (unsigned long long)txn_id);
+		return SC_EINVAL;
+	}
+	if (t->status == SC_TXN_EXPIRED) {
+		fail(err, errlen, "transaction_id: the hold of transaction %llu expired and was settled",
+		     (unsigned long long)txn_id);
+		return SC_EINVAL;
+	}
+	if (t->status != SC_TXN_SETTLED || state_agent_by_id(st, t->agent_id, &agent_slot) != 0) {
+		fail(err, errlen, "transaction %llu has no hold and no settlement",
+		     (unsigned long long)txn_id);
+		return SC_EINTERNAL;
+	}
+	if (t->outcome != outcome || t->charged != default_charge(outcome, has_actual, actual,
+	                                                          t->estimate)) {
+		fail(err, errlen,
+		     "transaction_id: transaction %llu was already settled as %s with %lld micros",
+		     (unsigned long long)txn_id, sc_outcome_name(t->outcome), (long long)t->charged);
+		return SC_EEXISTS;
+	}
+	fill_settlement(&m->agents[agent_slot], txn_id, outcome, t->charged, 1, out);
+	return 0;
+}
+
+int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int has_actual,
+                int64_t actual, int64_t now, struct gate_settlement *out, char *err,
+                size_t errlen)
+{
+	struct shm *m = state_shm(st);
+	const struct shm_hold *h;
+	const struct shm_agent *a;
+	uint32_t hold_slot;
+	int64_t charge;
+
+	memset(out, 0, sizeof(*out));
+	if ((unsigned)outcome > SC_OUTCOME_PARTIAL) {
+		fail(err, errlen, "outcome: must be success, failure or partial");
+		return SC_EINVAL;
+	}
+	if (has_actual && actual < 0) {
+		fail(err, errlen, "actual_cost: must not be negative");
+		return SC_EINVAL;
+	}
+	if (outcome == SC_OUTCOME_PARTIAL && !has_actual) {
+		fail(err, errlen, "actual_cost: required when the outcome is partial");
+		return SC_EINVAL;
+	}
+	if (state_hold_by_txn(st, txn_id, &hold_slot) != 0)
+		return report_closed(st, txn_id, outcome, has_actual, actual, out, err, errlen);
+	h = &m->holds[hold_slot];
+	a = &m->agents[h->agent_slot];
+	charge = default_charge(outcome, has_actual, actual, h->amount);
+	if (!charge_fits(&a->wallet, charge) ||
+	    (h->org_limited && !charge_fits(&m->orgs[h->org_slot].wallet, charge))) {
+		fail(err, errlen, "actual_cost: charging %lld micros would overflow the wallet's totals",
+		     (long long)charge);
+		return SC_ERANGE;
+	}
+	shm_change_begin(m);
+	settle(st, hold_slot, charge, SC_TXN_SETTLED, outcome, now);
+	shm_change_end(m);
+	fill_settlement(a, txn_id, outcome, charge, 0, out);
+	return 0;
+}
+
+unsigned gate_expire(struct state *st, int64_t now)
+{
+	struct shm *m = state_shm(st);
+	int charges = state_config(st)->expiry_charges;
+	unsigned n = 0;
+	uint32_t slot;
+
+	while ((slot = state_hold_oldest(st)) != SHM_NONE && m->holds[slot].expires_at <= now) {
+		const struct shm_hold *h = &m->holds[slot];
+
+		log_debug("hold of transaction %llu expired", (unsigned long long)h->txn_id);
+		shm_change_begin(m);
+		settle(st, slot, charges ? h->amount : 0, SC_TXN_EXPIRED, SC_OUTCOME_FAILURE, now);
+		shm_change_end(m);
+		n++;
+	}
+	return n;
+}
+
+int64_t gate_next_expiry(struct state *st)
+{
+	uint32_t slot = state_hold_oldest(st);
+
+	return slot == SHM_NONE ? INT64_MAX : state_shm(st)->holds[slot].expires_at;
+}

@@ -1,0 +1,94 @@
+/*
+ * gate.h: the gating engine: check (evaluate and place holds), report
+ * (settle), expiry of holds never reported, and the pure helpers it is built
+ * from (action patterns, money arithmetic, UTC days, the hourly window).
+ *
+ * Thread contract: the daemon's loop thread only (it is the state's single
+ * writer), so a check's reads and its holds form one atomic step: no other
+ * check can interleave, which is what makes overspend impossible.
+ */
+#ifndef SIDECARD_GATE_H
+#define SIDECARD_GATE_H
+
+#include <stdint.h>
+
+#include "state.h"
+
+#define GATE_US_PER_DAY INT64_C(86400000000)
+#define GATE_US_PER_MINUTE INT64_C(60000000)
+
+enum gate_risk { GATE_RISK_LOW, GATE_RISK_MEDIUM, GATE_RISK_HIGH };
+const char *gate_risk_name(int risk);
+
+struct gate_check_req {
+	uint64_t agent_id;
+	struct state_str action;
+	int64_t estimate;
+	struct state_str type;    /* len 0: "other" */
+	struct state_str key;     /* len 0: none */
+	const uint8_t *meta;      /* packed msgpack map, or NULL */
+	size_t meta_len;          /* <= SHM_METADATA_MAX */
+};
+
+struct gate_decision {
+	int allowed;
+	uint64_t txn_id; /* 0 only for agent_not_found */
+	char block_reason[SC_REASON_MAX + 1];
+	int risk;
+	int64_t available;
+	int replayed;
+	unsigned n_warnings;
+	char warnings[SC_WARNINGS_MAX][SC_REASON_MAX + 1];
+};
+
+struct gate_settlement {
+	uint64_t txn_id;
+	enum sc_outcome outcome;
+	int64_t charged;
+	int64_t balance;
+	int64_t debt;
+	int replayed;
+};
+
+/*
+ * Evaluates a check at time now (microseconds since the epoch) in the order
+ * PROTOCOL.md gives and, when allowed, places its holds. A blocked decision
+ * returns 0; errors (SC_EINVAL, SC_EEXISTS for a mismatched idempotency key,
+ * SC_ELIMIT when the hold table is full) change nothing.
+ */
+int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
+               struct gate_decision *out, char *err, size_t errlen);
+
+/* Settles an open transaction. has_actual = 0: the outcome's default cost. */
+int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int has_actual,
+                int64_t actual, int64_t now, struct gate_settlement *out, char *err,
+                size_t errlen);
+
+/* Expires every hold due at now; returns how many. */
+unsigned gate_expire(struct state *st, int64_t now);
+/* When the oldest hold expires, or INT64_MAX if there is none. */
+int64_t gate_next_expiry(struct state *st);
+
+/* ---- pure helpers ---- */
+
+/* 1 if s is a valid action: 1..127 printable ASCII bytes, no space, no '*'. */
+int gate_action_valid(const char *s, size_t len);
+/* 1 if s is a valid match pattern: "*", "<action>.*" or an exact action. */
+int gate_pattern_valid(const char *s, size_t len);
+/*
+ * How specifically pattern matches action: -1 no match, 0 for "*", 1 + the
+ * prefix length for "prefix.*", INT_MAX for an exact match.
+ */
+int gate_pattern_rank(const char *pattern, size_t plen, const char *action, size_t alen);
+
+/* UTC day and minute numbers of a time in microseconds. */
+int32_t gate_day(int64_t now);
+int32_t gate_minute(int64_t now);
+
+/* Allowed checks a rule has counted in the hourly window at now. */
+int64_t gate_rate_count(const struct shm_rule *r, int64_t now);
+
+/* Amount counted against a daily limit at now: spent today plus held. */
+int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int64_t now);
+
+#endif /* SIDECARD_GATE_H */

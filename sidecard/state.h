@@ -1,0 +1,134 @@
+/*
+ * state.h: the daemon's model of orgs, agents, rules and transactions on top
+ * of the shared-memory segment, with its in-process indexes.
+ *
+ * Thread contract: every function here is called from the daemon's loop
+ * thread, which is the segment's only writer and is registered with liburcu.
+ * Lookups run inside rcu_read_lock() internally; the slot numbers they
+ * return stay valid until the loop thread itself deletes the object.
+ *
+ * Errors: functions return 0 or a negative SC_E* code and, on error, write a
+ * message naming the field or limit into err (errlen bytes).
+ */
+#ifndef SIDECARD_STATE_H
+#define SIDECARD_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shm.h"
+
+struct state;
+
+struct state_config {
+	const char *path;       /* the segment file */
+	struct shm_caps caps;   /* used when the segment is created */
+	int64_t hold_ttl_us;    /* hold lifetime */
+	int expiry_charges;     /* 1: an expired hold charges its estimate; 0: nothing */
+};
+
+/* A string argument that need not be NUL-terminated. */
+struct state_str {
+	const char *p;
+	size_t len;
+};
+
+enum {
+	STATE_RULE_SET_NAME = SC_RULE_SET_NAME,
+	STATE_RULE_SET_MATCH = SC_RULE_SET_MATCH,
+	STATE_RULE_SET_MAX_COST = SC_RULE_SET_MAX_COST_PER_TXN,
+	STATE_RULE_SET_DAILY = SC_RULE_SET_DAILY_SPEND_LIMIT,
+	STATE_RULE_SET_HOURLY = SC_RULE_SET_HOURLY_RATE_LIMIT
+};
+
+struct state_rule_spec {
+	unsigned set; /* STATE_RULE_SET_* present fields (create: name and match required) */
+	struct state_str name;
+	struct state_str match;
+	int64_t max_cost_per_txn;
+	int64_t daily_limit;
+	int64_t hourly_limit;
+};
+
+struct state_agent_spec {
+	uint32_t org_slot;
+	struct state_str name;
+	enum sc_priority priority;
+	sc_wallet_update wallet; /* SC_WALLET_SET_* fields; budget defaults to balance */
+	size_t n_rules;
+	const struct state_rule_spec *rules;
+};
+
+int state_open(struct state **out, const struct state_config *cfg, char *err, size_t errlen);
+void state_close(struct state *st);
+struct shm *state_shm(struct state *st);
+const struct state_config *state_config(const struct state *st);
+
+/* ---- orgs ---- */
+int state_org_create(struct state *st, struct state_str name, int64_t now, uint32_t *slot,
+                     char *err, size_t errlen);
+/* 0 or SC_ENOTFOUND. */
+int state_org_by_id(struct state *st, uint64_t id, uint32_t *slot);
+int state_org_by_name(struct state *st, struct state_str name, uint32_t *slot);
+
+/* ---- agents ---- */
+int state_agent_create(struct state *st, const struct state_agent_spec *spec, int64_t now,
+                       uint32_t *slot, char *err, size_t errlen);
+int state_agent_by_id(struct state *st, uint64_t id, uint32_t *slot);
+/* name NULL: unchanged; priority or status < 0: unchanged. */
+int state_agent_update(struct state *st, uint32_t slot, const struct state_str *name,
+                       int priority, int status, char *err, size_t errlen);
+/* SC_EUNAVAILABLE while the agent has open holds. */
+int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen);
+
+/* ---- rules ---- */
+int state_rule_add(struct state *st, uint32_t agent_slot, const struct state_rule_spec *spec,
+                   uint32_t *rule_slot, char *err, size_t errlen);
+int state_rule_update(struct state *st, uint32_t agent_slot, uint64_t rule_id,
+                      const struct state_rule_spec *spec, uint32_t *rule_slot, char *err,
+                      size_t errlen);
+int state_rule_remove(struct state *st, uint32_t agent_slot, uint64_t rule_id, char *err,
+                      size_t errlen);
+/*
+ * The slot of the agent's most specific rule matching action, or SHM_NONE.
+ * Reads the agent's immutable rule table under RCU.
+ */
+uint32_t state_rule_match(struct state *st, uint32_t agent_slot, const char *action, size_t len);
+
+/* ---- wallets ---- */
+/* Applies u to an agent's (org = 0) or an org's (org = 1) wallet. */
+int state_wallet_update(struct state *st, uint32_t slot, int org, const sc_wallet_update *u,
+                        char *err, size_t errlen);
+
+/* ---- holds and transactions (used by the gate) ---- */
+/* A free hold slot, or SC_ELIMIT when the hold table is full. */
+int state_hold_alloc(struct state *st, uint32_t *slot);
+/* Links a filled hold into the expiry queue. */
+void state_hold_link(struct state *st, uint32_t slot);
+/* Unlinks and frees a hold. */
+void state_hold_free(struct state *st, uint32_t slot);
+/* The hold of an open transaction: 0 or SC_ENOTFOUND. */
+int state_hold_by_txn(struct state *st, uint64_t txn_id, uint32_t *slot);
+/* The oldest hold, or SHM_NONE. */
+uint32_t state_hold_oldest(struct state *st);
+
+/*
+ * Starts a new transaction: takes the next id and its history slot, dropping
+ * whatever old transaction (and idempotency key) lived there. The record is
+ * zeroed with rec.used = 1 and id set, inside an open write (the caller
+ * fills it and calls shm_write_end on rec.seq).
+ */
+struct shm_txn *state_txn_begin(struct state *st);
+/* The transaction with this id if it is still in the history, else NULL. */
+struct shm_txn *state_txn_by_id(struct state *st, uint64_t id);
+/* Idempotency keys are per agent. */
+struct shm_txn *state_txn_by_key(struct state *st, uint64_t agent_id, struct state_str key);
+int state_txn_index_key(struct state *st, const struct shm_txn *t);
+
+/* Counts of live objects. */
+struct state_counts {
+	uint32_t orgs, agents, rules, holds;
+};
+void state_counts(const struct state *st, struct state_counts *c);
+
+#endif /* SIDECARD_STATE_H */
