@@ -54,6 +54,8 @@ int gate_action_valid(const char *s, size_t len)
 
 int gate_pattern_valid(const char *s, size_t len)
 {
+	if (len > SC_ACTION_MAX)
+		return 0;
 	if (len == 1 && s[0] == '*')
 		return 1;
 	if (len >= 3 && s[len - 1] == '*' && s[len - 2] == '.')
@@ -307,7 +309,8 @@ static void copy_req_str(char *dst, size_t size, struct state_str s)
 {
 	size_t n = s.len < size - 1 ? s.len : size - 1;
 
-	memcpy(dst, s.p, n);
+	if (n)
+		memcpy(dst, s.p, n);
 	dst[n] = '\0';
 }
 

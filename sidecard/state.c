@@ -882,12 +882,17 @@ static int check_agent_spec(struct state *st, const struct state_agent_spec *spe
 int state_agent_create(struct state *st, const struct state_agent_spec *spec, int64_t now,
                        uint32_t *slot, char *err, size_t errlen)
 {
-	struct shm_org *o = &st->m.orgs[spec->org_slot];
+	struct shm_org *o;
 	struct shm_agent *a;
 	uint32_t s;
-	int rc = check_agent_spec(st, spec, o, err, errlen);
+	int rc;
 
-	if (rc != 0)
+	if (spec->org_slot >= st->m.hdr->org_cap || !st->m.orgs[spec->org_slot].rec.used) {
+		fail(err, errlen, "org: no org in slot %u", spec->org_slot);
+		return SC_ENOTFOUND;
+	}
+	o = &st->m.orgs[spec->org_slot];
+	if ((rc = check_agent_spec(st, spec, o, err, errlen)) != 0)
 		return rc;
 	if (stack_pop(&st->free_agents, &s) != 0) {
 		fail(err, errlen, "agent capacity (%u) reached", st->m.hdr->agent_cap);
