@@ -23,6 +23,7 @@
  *   header incomplete          -> INCOMPLETE (pos is not moved: the header is
  *                                 read again, whole, on the next call)
  *   0xc1                       -> MALFORMED
+ *   header itself ends past max_message -> TOO_BIG
  *   str/bin/ext over max_string, container deeper than max_depth or over
  *   max_items                  -> the matching limit, at once
  *   element would end past max_message -> TOO_BIG, at once
@@ -241,6 +242,9 @@ static void note_envelope(struct proto_scanner *sc, const struct header *h)
 static enum proto_scan check_header(const struct proto_scanner *sc, const struct header *h,
                                     const struct proto_limits *l)
 {
+	/* first the size, so that the verdict does not depend on how bytes arrive */
+	if ((uint64_t)sc->pos + h->size > l->max_message)
+		return PROTO_SCAN_TOO_BIG;
 	if (h->kind == K_BYTES && h->payload > l->max_string)
 		return PROTO_SCAN_STRING_TOO_LONG;
 	if (h->kind == K_ARRAY || h->kind == K_MAP) {

@@ -192,11 +192,13 @@ static long lock_holder(int fd)
 {
 	char buf[32];
 	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	long pid;
 
 	if (n <= 0)
 		return -1;
 	buf[n] = '\0';
-	return strtol(buf, NULL, 10) > 0 ? strtol(buf, NULL, 10) : -1;
+	pid = strtol(buf, NULL, 10);
+	return pid > 0 ? pid : -1;
 }
 
 static int take_lock(struct srv *s, char *err, size_t errlen)
