@@ -198,18 +198,33 @@ static int found(int *present)
 	return 0;
 }
 
-int proto_args_finish(struct proto_args *a)
+static int unknown_field(struct proto_args *a, const msgpack_object *k)
 {
 	char field[PROTO_PREFIX_MAX + 128];
 
+	snprintf(a->err, a->errlen, "unknown field '%s'",
+	         field_name(a, k->via.str.ptr, k->via.str.size, field, sizeof(field)));
+	return SC_EINVAL;
+}
+
+int proto_args_finish(struct proto_args *a)
+{
+	for (uint32_t i = 0; i < a->n; i++)
+		if (!(a->consumed & (UINT64_C(1) << i)))
+			return unknown_field(a, &a->kv[i].key);
+	return 0;
+}
+
+int proto_args_expect(struct proto_args *a, const char *const *fields)
+{
 	for (uint32_t i = 0; i < a->n; i++) {
 		const msgpack_object *k = &a->kv[i].key;
+		const char *const *f = fields;
 
-		if (a->consumed & (UINT64_C(1) << i))
-			continue;
-		snprintf(a->err, a->errlen, "unknown field '%s'",
-		         field_name(a, k->via.str.ptr, k->via.str.size, field, sizeof(field)));
-		return SC_EINVAL;
+		while (*f && !key_equal(k, *f, strlen(*f)))
+			f++;
+		if (!*f)
+			return unknown_field(a, k);
 	}
 	return 0;
 }

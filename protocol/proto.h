@@ -253,6 +253,13 @@ int proto_arg_obj(struct proto_args *a, const char *key, int required, int msgpa
  */
 int proto_args_finish(struct proto_args *a);
 
+/*
+ * Checks every key of the map against fields (NULL-terminated) before any
+ * getter runs, so a misspelt key is reported as "unknown field
+ * 'estimatedCost'" rather than as the missing field it was meant to be.
+ */
+int proto_args_expect(struct proto_args *a, const char *const *fields);
+
 /* The message of the last error of a (or of its nested maps); "" if none. */
 const char *proto_args_error(const struct proto_args *a);
 

@@ -289,6 +289,14 @@ static int parse_txn_status(const char *s, int *out)
 	return rc;
 }
 
+/* The fields each method accepts; anything else is an unknown field. */
+#define WALLET_FIELDS "balance", "budget", "max_per_txn", "daily_spend_limit"
+#define RULE_FIELDS "name", "match", "max_cost_per_txn", "daily_spend_limit", "hourly_rate_limit"
+#define FIELDS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static const char *const wallet_fields[] = {WALLET_FIELDS, NULL};
+static const char *const rule_fields[] = {RULE_FIELDS, NULL};
+
 /* Wallet fields shared by agents.create and wallets.update. */
 static int wallet_args(struct proto_args *a, int with_debt, sc_wallet_update *u)
 {
@@ -368,10 +376,6 @@ static int m_hello(struct call *c)
 {
 	const struct srv_config *s = c->d->srv_cfg;
 	msgpack_packer *pk;
-	int rc = proto_args_finish(c->a);
-
-	if (rc != 0)
-		return rc;
 	pk = ok(c);
 	pack_map(c, 4);
 	proto_pack_key_str(pk, "server", "sidecard");
@@ -401,7 +405,6 @@ static int m_orgs_create(struct call *c)
 	int rc;
 
 	if ((rc = arg_str(c, c->a, "name", 1, SC_NAME_MAX, &name, NULL)) ||
-	    (rc = proto_args_finish(c->a)) ||
 	    (rc = state_org_create(c->st, name, c->now, &slot, c->err, sizeof(c->err))))
 		return rc;
 	ok(c);
@@ -426,10 +429,6 @@ static int m_orgs_list(struct call *c)
 {
 	uint32_t cap = c->m->hdr->org_cap, n = 0;
 	struct id_slot *v;
-	int rc = proto_args_finish(c->a);
-
-	if (rc != 0)
-		return rc;
 	if (!(v = malloc((size_t)cap * sizeof(*v))))
 		return failf(c, SC_EINTERNAL, "out of memory");
 	for (uint32_t i = 0; i < cap; i++)
@@ -465,7 +464,8 @@ static int m_agents_create(struct call *c)
 	if ((rc = proto_arg_obj(c->a, "wallet", 0, MSGPACK_OBJECT_MAP, &wallet, &present)))
 		return rc;
 	if (present && ((rc = proto_args_sub(c->a, wallet, "wallet", &sub)) ||
-	                (rc = wallet_args(&sub, 0, &spec.wallet)) || (rc = proto_args_finish(&sub))))
+	                (rc = proto_args_expect(&sub, wallet_fields)) ||
+	                (rc = wallet_args(&sub, 0, &spec.wallet))))
 		return rc;
 	if ((rc = proto_arg_obj(c->a, "rules", 0, MSGPACK_OBJECT_ARRAY, &rlist, &present)))
 		return rc;
@@ -477,14 +477,14 @@ static int m_agents_create(struct call *c)
 
 			snprintf(prefix, sizeof(prefix), "rules[%u]", i);
 			if ((rc = proto_args_sub(c->a, &rlist->via.array.ptr[i], prefix, &sub)) ||
-			    (rc = rule_args(c, &sub, &rules[i])) || (rc = proto_args_finish(&sub)))
+			    (rc = proto_args_expect(&sub, rule_fields)) ||
+			    (rc = rule_args(c, &sub, &rules[i])))
 				return rc;
 		}
 		spec.n_rules = rlist->via.array.size;
 		spec.rules = rules;
 	}
-	if ((rc = proto_args_finish(c->a)) ||
-	    (rc = state_agent_create(c->st, &spec, c->now, &slot, c->err, sizeof(c->err))))
+	if ((rc = state_agent_create(c->st, &spec, c->now, &slot, c->err, sizeof(c->err))))
 		return rc;
 	ok(c);
 	pack_agent(c, slot);
@@ -496,7 +496,7 @@ static int m_agents_get(struct call *c)
 	uint32_t slot;
 	int rc;
 
-	if ((rc = agent_arg(c, &slot)) || (rc = proto_args_finish(c->a)))
+	if ((rc = agent_arg(c, &slot)))
 		return rc;
 	ok(c);
 	pack_agent(c, slot);
@@ -510,7 +510,7 @@ static int m_agents_list(struct call *c)
 	struct id_slot *v;
 	int present, rc;
 
-	if ((rc = org_ref_arg(c, "org", 0, &org_slot, &present)) || (rc = proto_args_finish(c->a)))
+	if ((rc = org_ref_arg(c, "org", 0, &org_slot, &present)))
 		return rc;
 	if (present)
 		org_id = c->m->orgs[org_slot].id;
@@ -543,7 +543,6 @@ static int m_agents_update(struct call *c)
 	                   &has_prio)) ||
 	    (rc = enum_arg(c, c->a, "status", parse_status, "active, throttled or frozen", &status,
 	                   &has_status)) ||
-	    (rc = proto_args_finish(c->a)) ||
 	    (rc = state_agent_update(c->st, slot, has_name ? &name : NULL, has_prio ? prio : -1,
 	                             has_status ? status : -1, c->err, sizeof(c->err))))
 		return rc;
@@ -557,7 +556,7 @@ static int m_agents_delete(struct call *c)
 	uint32_t slot;
 	int rc;
 
-	if ((rc = agent_arg(c, &slot)) || (rc = proto_args_finish(c->a)) ||
+	if ((rc = agent_arg(c, &slot)) ||
 	    (rc = state_agent_delete(c->st, slot, c->err, sizeof(c->err))))
 		return rc;
 	ok(c);
@@ -573,7 +572,6 @@ static int m_rules_add(struct call *c)
 	int rc;
 
 	if ((rc = agent_arg(c, &slot)) || (rc = rule_args(c, c->a, &spec)) ||
-	    (rc = proto_args_finish(c->a)) ||
 	    (rc = state_rule_add(c->st, slot, &spec, &rule_slot, c->err, sizeof(c->err))))
 		return rc;
 	ok(c);
@@ -587,7 +585,7 @@ static int m_rules_list(struct call *c)
 	uint32_t slot;
 	int rc;
 
-	if ((rc = agent_arg(c, &slot)) || (rc = proto_args_finish(c->a)))
+	if ((rc = agent_arg(c, &slot)))
 		return rc;
 	a = &c->m->agents[slot];
 	ok(c);
@@ -605,7 +603,7 @@ static int m_rules_update(struct call *c)
 	int rc;
 
 	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
-	    (rc = rule_args(c, c->a, &spec)) || (rc = proto_args_finish(c->a)) ||
+	    (rc = rule_args(c, c->a, &spec)) ||
 	    (rc = state_rule_update(c->st, slot, rule_id, &spec, &rule_slot, c->err, sizeof(c->err))))
 		return rc;
 	ok(c);
@@ -620,7 +618,6 @@ static int m_rules_remove(struct call *c)
 	int rc;
 
 	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
-	    (rc = proto_args_finish(c->a)) ||
 	    (rc = state_rule_remove(c->st, slot, rule_id, c->err, sizeof(c->err))))
 		return rc;
 	ok(c);
@@ -655,7 +652,7 @@ static int m_wallets_get(struct call *c)
 	uint32_t slot;
 	int org, rc;
 
-	if ((rc = wallet_owner(c, &slot, &org)) || (rc = proto_args_finish(c->a)))
+	if ((rc = wallet_owner(c, &slot, &org)))
 		return rc;
 	ok(c);
 	pack_wallet(c, owner_wallet(c, slot, org), org);
@@ -669,7 +666,6 @@ static int m_wallets_update(struct call *c)
 	int org, rc;
 
 	if ((rc = wallet_owner(c, &slot, &org)) || (rc = wallet_args(c->a, 1, &u)) ||
-	    (rc = proto_args_finish(c->a)) ||
 	    (rc = state_wallet_update(c->st, slot, org, &u, c->err, sizeof(c->err))))
 		return rc;
 	ok(c);
@@ -712,8 +708,7 @@ static int m_check(struct call *c)
 	    (rc = proto_arg_money(c->a, "estimated_cost", 1, &req.estimate, NULL)) ||
 	    (rc = arg_str(c, c->a, "type", 0, SC_TYPE_MAX, &req.type, NULL)) ||
 	    (rc = arg_str(c, c->a, "idempotency_key", 0, SC_KEY_MAX, &req.key, NULL)) ||
-	    (rc = proto_arg_obj(c->a, "metadata", 0, MSGPACK_OBJECT_MAP, &meta, &present)) ||
-	    (rc = proto_args_finish(c->a)))
+	    (rc = proto_arg_obj(c->a, "metadata", 0, MSGPACK_OBJECT_MAP, &meta, &present)))
 		return rc;
 	if (present) {
 		struct fixed_buf b = {metabuf, 0, sizeof(metabuf), 0};
@@ -762,7 +757,6 @@ static int m_report(struct call *c)
 	if (!has_outcome)
 		return failf(c, SC_EINVAL, "outcome: required");
 	if ((rc = proto_arg_money(c->a, "actual_cost", 0, &actual, &has_actual)) ||
-	    (rc = proto_args_finish(c->a)) ||
 	    (rc = gate_report(c->st, txn_id, (enum sc_outcome)outcome, has_actual, actual, c->now,
 	                      &s, c->err, sizeof(c->err))))
 		return rc;
@@ -790,8 +784,7 @@ static int m_transactions_list(struct call *c)
 	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &agent_id, &present)) ||
 	    (rc = enum_arg(c, c->a, "status", parse_txn_status,
 	                   "pending, settled, blocked or expired", &status, &present)) ||
-	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)) ||
-	    (rc = proto_args_finish(c->a)))
+	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
 		return rc;
 	if (!(found = malloc((size_t)limit * sizeof(*found))))
 		return failf(c, SC_EINTERNAL, "out of memory");
@@ -816,10 +809,6 @@ static int m_stats(struct call *c)
 	struct srv_stats ss;
 	struct state_counts sc;
 	msgpack_packer *pk;
-	int rc = proto_args_finish(c->a);
-
-	if (rc != 0)
-		return rc;
 	memset(&ss, 0, sizeof(ss));
 	if (c->d->srv)
 		srv_get_stats(c->d->srv, &ss);
@@ -853,25 +842,27 @@ static int m_stats(struct call *c)
 static const struct method {
 	const char *name;
 	method_fn fn;
+	const char *const *fields;
 } methods[] = {
-	{"check", m_check},
-	{"report", m_report},
-	{"hello", m_hello},
-	{"wallets.get", m_wallets_get},
-	{"wallets.update", m_wallets_update},
-	{"orgs.create", m_orgs_create},
-	{"orgs.list", m_orgs_list},
-	{"agents.create", m_agents_create},
-	{"agents.get", m_agents_get},
-	{"agents.list", m_agents_list},
-	{"agents.update", m_agents_update},
-	{"agents.delete", m_agents_delete},
-	{"rules.add", m_rules_add},
-	{"rules.list", m_rules_list},
-	{"rules.update", m_rules_update},
-	{"rules.remove", m_rules_remove},
-	{"transactions.list", m_transactions_list},
-	{"stats", m_stats},
+	{"check", m_check,
+	 FIELDS("agent_id", "action", "estimated_cost", "type", "metadata", "idempotency_key")},
+	{"report", m_report, FIELDS("transaction_id", "outcome", "actual_cost")},
+	{"hello", m_hello, FIELDS(NULL)},
+	{"wallets.get", m_wallets_get, FIELDS("agent_id", "org_id")},
+	{"wallets.update", m_wallets_update, FIELDS("agent_id", "org_id", WALLET_FIELDS, "debt")},
+	{"orgs.create", m_orgs_create, FIELDS("name")},
+	{"orgs.list", m_orgs_list, FIELDS(NULL)},
+	{"agents.create", m_agents_create, FIELDS("org", "name", "priority", "wallet", "rules")},
+	{"agents.get", m_agents_get, FIELDS("agent_id")},
+	{"agents.list", m_agents_list, FIELDS("org")},
+	{"agents.update", m_agents_update, FIELDS("agent_id", "name", "priority", "status")},
+	{"agents.delete", m_agents_delete, FIELDS("agent_id")},
+	{"rules.add", m_rules_add, FIELDS("agent_id", RULE_FIELDS)},
+	{"rules.list", m_rules_list, FIELDS("agent_id")},
+	{"rules.update", m_rules_update, FIELDS("agent_id", "rule_id", RULE_FIELDS)},
+	{"rules.remove", m_rules_remove, FIELDS("agent_id", "rule_id")},
+	{"transactions.list", m_transactions_list, FIELDS("agent_id", "status", "limit")},
+	{"stats", m_stats, FIELDS(NULL)},
 };
 
 static const struct method *find_method(const char *name, size_t len)
@@ -894,7 +885,8 @@ void dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *
 	if (!m) {
 		rc = failf(&c, SC_EUNSUPPORTED, "unknown method '%.*s'",
 		           (int)(req->method_len > 64 ? 64 : req->method_len), req->method);
-	} else if ((rc = proto_args_init(&args, req->params, c.err, sizeof(c.err))) == 0) {
+	} else if ((rc = proto_args_init(&args, req->params, c.err, sizeof(c.err))) == 0 &&
+	           (rc = proto_args_expect(&args, m->fields)) == 0) {
 		c.now = dispatch_now();
 		rc = m->fn(&c);
 	}

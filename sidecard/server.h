@@ -80,8 +80,13 @@ typedef void (*srv_handler)(void *ctx, const struct srv_request *req, msgpack_pa
  *    any existing socket is stale); a path that exists and is not a socket
  *    is an error;
  *  - binds, chmods to cfg->mode, chowns to cfg->gid, listens.
- * Returns 0 and *out, or a negative code with a sentence in err. On failure
- * nothing is left behind: no handle in loop, no lock, no file created.
+ * Returns 0 and *out, or a negative code with a sentence in err: SC_EINVAL
+ * (path empty or too long), SC_EEXISTS (another daemon, or not a socket) or
+ * -errno. On failure no handle is left in loop and no lock, lock file or
+ * socket is kept (directories it created stay).
+ *
+ * The socket is bound before it is chmod'ed; until then it has the umask's
+ * mode, which is why a parent directory it creates is 0700.
  */
 int srv_init(struct srv **out, uv_loop_t *loop, const struct srv_config *cfg, srv_handler h,
              void *ctx, char *err, size_t errlen);

@@ -1,0 +1,1199 @@
+/*
+ * client.c: libsidecard's blocking client, one msgpack-rpc connection per
+ * sc_client (protocol/PROTOCOL.md is the contract this file codes against).
+ *
+ * Every call is one round trip: the request [0, msgid, method, [{args}]] is
+ * packed into the connection's sbuffer, written whole (partial writes and
+ * EINTR retried, MSG_NOSIGNAL so a vanished daemon never raises SIGPIPE),
+ * then messages are read with a streaming msgpack_unpacker until the whole
+ * response is there. msgids increase by one per call; since a connection has
+ * at most one request outstanding, the response must carry exactly that
+ * msgid, and anything else is SC_EPROTO. A response may not exceed
+ * RESPONSE_MAX bytes: the unpacker buffers at most that much.
+ *
+ * Failures come in three kinds:
+ *   - the daemon answers with an error map {code, name, message}: the call
+ *     returns the SC_E* code of the name (or the integer code for a name
+ *     this library does not know) and sc_last_error() gives the message;
+ *     the connection stays usable;
+ *   - the transport fails (write or read error, EOF, malformed or oversized
+ *     msgpack, a wrong msgid): the call returns -errno, SC_ECLOSED or
+ *     SC_EPROTO, the socket is closed and every later call on this client
+ *     returns SC_ECLOSED;
+ *   - the result does not have the documented shape: SC_EPROTO with a
+ *     message naming the object and field; the connection stays usable.
+ *
+ * DESIGN. Requests and results are described by field tables, not written
+ * out per method. A `struct field` names one member of a public struct
+ * (sc_wallet, sc_rule, sc_agent, ...): its wire key, its wire type and its
+ * offset. decode_fields() fills a struct from a result map through its
+ * table, strictly (a missing or ill-typed field, or a string longer than
+ * its array, is SC_EPROTO) while ignoring keys it does not know, so a newer
+ * daemon may add fields. The same tables pack the optional fields of
+ * updates: an entry with a non-zero `set` bit is sent when the caller set
+ * that bit (SC_WALLET_SET_*, SC_RULE_SET_*). A method is then a few lines:
+ * build a `struct request` of named arguments, call rpc(), decode the result
+ * with a table.
+ *
+ * Threads: an sc_client belongs to one thread at a time (sidecard.h); there
+ * is no global state, so distinct clients may be used concurrently.
+ * Ownership: the client owns its socket, buffers and the last decoded
+ * message, which stays valid until the next rpc(); lists returned to the
+ * caller are single malloc blocks released by the sc_*_free functions.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+
+#include "sidecard.h"
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Largest response accepted; a bigger one is SC_EPROTO. */
+#define RESPONSE_MAX (1024 * 1024)
+/* Bytes asked of the unpacker before each read. */
+#define READ_CHUNK (64 * 1024)
+/* Most named arguments any method takes (check: 5). */
+#define ARGS_MAX 8
+
+struct sc_client {
+	int fd; /* -1 once the connection is dead */
+	uint32_t msgid;
+	msgpack_sbuffer sbuf;
+	msgpack_unpacker unp;
+	msgpack_unpacked msg; /* the last message read, valid until the next read */
+	char version[32];
+	char error[512];
+};
+
+/* ----- errors ----- */
+
+__attribute__((format(printf, 3, 4))) static int fail(sc_client *c, int code, const char *fmt,
+                                                      ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->error, sizeof(c->error), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* A transport failure: the connection cannot be trusted any more. */
+static int broken(sc_client *c, int code, const char *what)
+{
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	return fail(c, code, "%s: %s", what, sc_strerror(code));
+}
+
+/* ----- field tables ----- */
+
+enum field_type {
+	FT_UINT,     /* uint64_t, a non-negative integer */
+	FT_INT,      /* int64_t (money, times, counters) */
+	FT_BOOL,     /* int, 0 or 1 */
+	FT_STR,      /* char[aux] */
+	FT_ENUM,     /* an enum, parsed from its name by `parse` */
+	FT_WALLET,   /* sc_wallet; aux: the value of `limited` when absent */
+	FT_RULES,    /* sc_rule[SC_RULES_MAX]; aux: offset of the size_t count */
+	FT_WARNINGS, /* char[SC_WARNINGS_MAX][SC_REASON_MAX + 1]; aux: offset of the unsigned count */
+};
+
+enum {
+	F_OPTIONAL = 1 << 0, /* nil or absent leaves the member untouched */
+	F_PRESENT = 1 << 1,  /* FT_ENUM: int at offset `present` set to 1 when given */
+};
+
+struct field {
+	const char *key;
+	enum field_type type;
+	size_t off;
+	size_t aux;
+	unsigned flags;
+	unsigned set; /* the SC_*_SET_* bit that sends this field in an update */
+	int (*parse)(const char *name, int *out);
+	size_t present;
+};
+
+/* Every enumeration is stored as an int; that holds on every ABI we build for. */
+_Static_assert(sizeof(enum sc_priority) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum sc_status) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum sc_outcome) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum sc_txn_status) == sizeof(int), "enum size");
+
+#define ENUM_PARSER(fn, parse_fn, type)              \
+	static int fn(const char *s, int *out)       \
+	{                                            \
+		type v;                              \
+		int rc = parse_fn(s, &v);            \
+		if (rc == 0)                         \
+			*out = (int)v;               \
+		return rc;                           \
+	}
+ENUM_PARSER(parse_priority, sc_priority_parse, enum sc_priority)
+ENUM_PARSER(parse_status, sc_status_parse, enum sc_status)
+ENUM_PARSER(parse_outcome, sc_outcome_parse, enum sc_outcome)
+ENUM_PARSER(parse_txn_status, sc_txn_status_parse, enum sc_txn_status)
+#undef ENUM_PARSER
+
+/* A decision's status: "allowed" -> 1, "blocked" -> 0. */
+static int parse_allowed(const char *s, int *out)
+{
+	if (strcmp(s, "allowed") == 0)
+		*out = 1;
+	else if (strcmp(s, "blocked") == 0)
+		*out = 0;
+	else
+		return SC_EINVAL;
+	return 0;
+}
+
+/*
+ * F(type, member, key, ...) describes one member of the struct named by
+ * type_of_table, which is #defined around each table; STR(member) gives a
+ * string member's capacity.
+ */
+#define F(type_, member, key_, ...) \
+	{ .key = key_, .type = (type_), .off = offsetof(type_of_table, member), __VA_ARGS__ }
+#define STR(member) .aux = sizeof(((type_of_table *)0)->member)
+
+#define type_of_table sc_wallet
+static const struct field wallet_fields[] = {
+	F(FT_INT, balance, "balance"),
+	F(FT_INT, held, "held"),
+	F(FT_INT, available, "available"),
+	F(FT_INT, budget, "budget"),
+	F(FT_INT, max_per_txn, "max_per_txn"),
+	F(FT_INT, daily_spend_limit, "daily_spend_limit"),
+	F(FT_INT, daily_spent, "daily_spent"),
+	F(FT_INT, debt, "debt"),
+	F(FT_BOOL, limited, "limited", .flags = F_OPTIONAL),
+};
+#undef type_of_table
+
+#define type_of_table sc_wallet_update
+static const struct field wallet_update_fields[] = {
+	F(FT_INT, balance, "balance", .set = SC_WALLET_SET_BALANCE),
+	F(FT_INT, budget, "budget", .set = SC_WALLET_SET_BUDGET),
+	F(FT_INT, max_per_txn, "max_per_txn", .set = SC_WALLET_SET_MAX_PER_TXN),
+	F(FT_INT, daily_spend_limit, "daily_spend_limit", .set = SC_WALLET_SET_DAILY_SPEND_LIMIT),
+	F(FT_INT, debt, "debt", .set = SC_WALLET_SET_DEBT),
+};
+#undef type_of_table
+
+#define RULE_SET_ALL                                                                         \
+	(SC_RULE_SET_NAME | SC_RULE_SET_MATCH | SC_RULE_SET_MAX_COST_PER_TXN |               \
+	 SC_RULE_SET_DAILY_SPEND_LIMIT | SC_RULE_SET_HOURLY_RATE_LIMIT)
+
+#define type_of_table sc_rule
+static const struct field rule_fields[] = {
+	F(FT_UINT, id, "id"),
+	F(FT_STR, name, "name", STR(name), .set = SC_RULE_SET_NAME),
+	F(FT_STR, match, "match", STR(match), .set = SC_RULE_SET_MATCH),
+	F(FT_INT, max_cost_per_txn, "max_cost_per_txn", .set = SC_RULE_SET_MAX_COST_PER_TXN),
+	F(FT_INT, daily_spend_limit, "daily_spend_limit", .set = SC_RULE_SET_DAILY_SPEND_LIMIT),
+	F(FT_INT, hourly_rate_limit, "hourly_rate_limit", .set = SC_RULE_SET_HOURLY_RATE_LIMIT),
+	F(FT_INT, daily_spent, "daily_spent"),
+	F(FT_INT, hourly_count, "hourly_count"),
+};
+#undef type_of_table
+
+#define type_of_table sc_org
+static const struct field org_fields[] = {
+	F(FT_UINT, id, "id"),
+	F(FT_STR, name, "name", STR(name)),
+	F(FT_UINT, agents, "agents"),
+	F(FT_INT, created_at, "created_at"),
+	F(FT_WALLET, wallet, "wallet", .aux = 0),
+};
+#undef type_of_table
+
+#define type_of_table sc_agent
+static const struct field agent_fields[] = {
+	F(FT_UINT, id, "id"),
+	F(FT_UINT, org_id, "org_id"),
+	F(FT_STR, org, "org", STR(org)),
+	F(FT_STR, name, "name", STR(name)),
+	F(FT_ENUM, priority, "priority", .parse = parse_priority),
+	F(FT_ENUM, status, "status", .parse = parse_status),
+	F(FT_INT, created_at, "created_at"),
+	F(FT_WALLET, wallet, "wallet", .aux = 1),
+	F(FT_RULES, rules, "rules", .aux = offsetof(sc_agent, n_rules)),
+};
+#undef type_of_table
+
+#define type_of_table sc_transaction
+static const struct field transaction_fields[] = {
+	F(FT_UINT, id, "id"),
+	F(FT_UINT, agent_id, "agent_id"),
+	F(FT_UINT, org_id, "org_id"),
+	F(FT_UINT, rule_id, "rule_id", .flags = F_OPTIONAL),
+	F(FT_STR, action, "action", STR(action)),
+	F(FT_STR, type, "type", STR(type)),
+	F(FT_ENUM, status, "status", .parse = parse_txn_status),
+	F(FT_ENUM, outcome, "outcome", .parse = parse_outcome, .flags = F_OPTIONAL | F_PRESENT,
+	  .present = offsetof(sc_transaction, has_outcome)),
+	F(FT_INT, estimated_cost, "estimated_cost"),
+	F(FT_INT, charged, "charged"),
+	F(FT_STR, block_reason, "block_reason", STR(block_reason), .flags = F_OPTIONAL),
+	F(FT_STR, risk_level, "risk_level", STR(risk_level)),
+	F(FT_STR, idempotency_key, "idempotency_key", STR(idempotency_key), .flags = F_OPTIONAL),
+	F(FT_INT, created_at, "created_at"),
+	F(FT_INT, settled_at, "settled_at", .flags = F_OPTIONAL),
+};
+#undef type_of_table
+
+#define type_of_table sc_decision
+static const struct field decision_fields[] = {
+	F(FT_ENUM, allowed, "status", .parse = parse_allowed),
+	F(FT_UINT, transaction_id, "transaction_id", .flags = F_OPTIONAL),
+	F(FT_STR, block_reason, "block_reason", STR(block_reason), .flags = F_OPTIONAL),
+	F(FT_STR, risk_level, "risk_level", STR(risk_level)),
+	F(FT_INT, available, "available"),
+	F(FT_WARNINGS, warnings, "warnings", .aux = offsetof(sc_decision, n_warnings)),
+	F(FT_BOOL, replayed, "replayed"),
+};
+#undef type_of_table
+
+#define type_of_table sc_settlement
+static const struct field settlement_fields[] = {
+	F(FT_UINT, transaction_id, "transaction_id"),
+	F(FT_ENUM, outcome, "outcome", .parse = parse_outcome),
+	F(FT_INT, charged, "charged"),
+	F(FT_INT, balance, "balance"),
+	F(FT_INT, debt, "debt"),
+	F(FT_BOOL, replayed, "replayed"),
+};
+#undef type_of_table
+
+/* hello's result, of which the client keeps the version. */
+struct hello {
+	char server[32];
+	char version[32];
+	int64_t protocol;
+};
+
+#define type_of_table struct hello
+static const struct field hello_fields[] = {
+	F(FT_STR, server, "server", STR(server)),
+	F(FT_STR, version, "version", STR(version)),
+	F(FT_INT, protocol, "protocol"),
+};
+#undef type_of_table
+
+/* The result of agents.delete ({deleted: true}) and rules.remove ({removed: true}). */
+struct done {
+	int yes;
+};
+
+static const struct field deleted_fields[] = {
+	{ .key = "deleted", .type = FT_BOOL, .off = offsetof(struct done, yes) },
+};
+static const struct field removed_fields[] = {
+	{ .key = "removed", .type = FT_BOOL, .off = offsetof(struct done, yes) },
+};
+
+#undef STR
+#undef F
+
+struct table {
+	const struct field *fields;
+	size_t n;
+	const char *what; /* the object's name in messages */
+};
+
+#define TABLE(a, what) ((struct table){ (a), COUNT(a), (what) })
+
+/* ----- decoding ----- */
+
+static const msgpack_object *map_get(const msgpack_object *map, const char *key)
+{
+	size_t len = strlen(key);
+	uint32_t i;
+
+	for (i = 0; i < map->via.map.size; i++) {
+		const msgpack_object *k = &map->via.map.ptr[i].key;
+
+		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == len &&
+		    memcmp(k->via.str.ptr, key, len) == 0)
+			return &map->via.map.ptr[i].val;
+	}
+	return NULL;
+}
+
+/* Copies a msgpack str into dst[cap] with its NUL; SC_EPROTO if it does not fit. */
+static int copy_str(const msgpack_object *v, char *dst, size_t cap)
+{
+	if (v->type != MSGPACK_OBJECT_STR || v->via.str.size >= cap ||
+	    memchr(v->via.str.ptr, '\0', v->via.str.size) != NULL)
+		return SC_EPROTO;
+	memcpy(dst, v->via.str.ptr, v->via.str.size);
+	dst[v->via.str.size] = '\0';
+	return 0;
+}
+
+static int get_int(const msgpack_object *v, int64_t *out)
+{
+	if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= INT64_MAX)
+		*out = (int64_t)v->via.u64;
+	else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+		*out = v->via.i64;
+	else
+		return SC_EPROTO;
+	return 0;
+}
+
+static int decode_fields(sc_client *c, const msgpack_object *obj, struct table t, void *base);
+
+static int bad_field(sc_client *c, const char *what, const char *key, const char *expected)
+{
+	return fail(c, SC_EPROTO, "malformed %s from the daemon: '%s' is not %s", what, key,
+	            expected);
+}
+
+static int decode_value(sc_client *c, const msgpack_object *v, const struct field *f,
+                        void *base, const char *what)
+{
+	char *dst = (char *)base + f->off;
+	char name[32];
+	int64_t i;
+	uint32_t k;
+	int e;
+
+	switch (f->type) {
+	case FT_UINT:
+		if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+			return bad_field(c, what, f->key, "a non-negative integer");
+		memcpy(dst, &v->via.u64, sizeof(uint64_t));
+		return 0;
+	case FT_INT:
+		if (get_int(v, &i) != 0)
+			return bad_field(c, what, f->key, "a 64-bit integer");
+		memcpy(dst, &i, sizeof(i));
+		return 0;
+	case FT_BOOL:
+		if (v->type != MSGPACK_OBJECT_BOOLEAN)
+			return bad_field(c, what, f->key, "a boolean");
+		e = v->via.boolean ? 1 : 0;
+		memcpy(dst, &e, sizeof(e));
+		return 0;
+	case FT_STR:
+		if (copy_str(v, dst, f->aux) != 0)
+			return fail(c, SC_EPROTO,
+			            "malformed %s from the daemon: '%s' is not a string of at most "
+			            "%zu bytes",
+			            what, f->key, f->aux - 1);
+		return 0;
+	case FT_ENUM:
+		if (copy_str(v, name, sizeof(name)) != 0 || f->parse(name, &e) != 0)
+			return bad_field(c, what, f->key, "a known name");
+		memcpy(dst, &e, sizeof(e));
+		if (f->flags & F_PRESENT) {
+			e = 1;
+			memcpy((char *)base + f->present, &e, sizeof(e));
+		}
+		return 0;
+	case FT_WALLET:
+		((sc_wallet *)dst)->limited = (int)f->aux;
+		return decode_fields(c, v, TABLE(wallet_fields, "wallet"), dst);
+	case FT_RULES: {
+		sc_rule *rules = (sc_rule *)dst;
+		size_t n;
+
+		if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size > SC_RULES_MAX)
+			return bad_field(c, what, f->key, "an array of at most SC_RULES_MAX rules");
+		for (k = 0; k < v->via.array.size; k++) {
+			memset(&rules[k], 0, sizeof(rules[k]));
+			e = decode_fields(c, &v->via.array.ptr[k], TABLE(rule_fields, "rule"),
+			                  &rules[k]);
+			if (e != 0)
+				return e;
+		}
+		n = v->via.array.size;
+		memcpy((char *)base + f->aux, &n, sizeof(n));
+		return 0;
+	}
+	case FT_WARNINGS: {
+		char(*warnings)[SC_REASON_MAX + 1] = (char(*)[SC_REASON_MAX + 1])dst;
+		unsigned n;
+
+		if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size > SC_WARNINGS_MAX)
+			return bad_field(c, what, f->key, "an array of at most SC_WARNINGS_MAX strings");
+		for (k = 0; k < v->via.array.size; k++)
+			if (copy_str(&v->via.array.ptr[k], warnings[k], sizeof(warnings[k])) != 0)
+				return bad_field(c, what, f->key, "an array of short strings");
+		n = v->via.array.size;
+		memcpy((char *)base + f->aux, &n, sizeof(n));
+		return 0;
+	}
+	}
+	return bad_field(c, what, f->key, "decodable");
+}
+
+/*
+ * Fills base from the map obj through table t. Members of absent optional
+ * fields keep the value they had: callers zero (or default) the struct first.
+ */
+static int decode_fields(sc_client *c, const msgpack_object *obj, struct table t, void *base)
+{
+	size_t i;
+	int rc;
+
+	if (obj->type != MSGPACK_OBJECT_MAP)
+		return fail(c, SC_EPROTO, "malformed %s from the daemon: not a map", t.what);
+	for (i = 0; i < t.n; i++) {
+		const struct field *f = &t.fields[i];
+		const msgpack_object *v = map_get(obj, f->key);
+
+		if (v == NULL || v->type == MSGPACK_OBJECT_NIL) {
+			if (f->flags & F_OPTIONAL)
+				continue;
+			return fail(c, SC_EPROTO, "malformed %s from the daemon: no '%s'", t.what,
+			            f->key);
+		}
+		if ((rc = decode_value(c, v, f, base, t.what)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Decodes one object into out (size bytes, zeroed first). */
+static int decode_one(sc_client *c, const msgpack_object *obj, struct table t, void *out,
+                      size_t size)
+{
+	memset(out, 0, size);
+	return decode_fields(c, obj, t, out);
+}
+
+/* Decodes an array of objects into one malloc block of elements of `size` bytes. */
+static int decode_list(sc_client *c, const msgpack_object *obj, struct table t, size_t size,
+                       void **out, size_t *n)
+{
+	uint32_t i;
+	char *list;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if (obj->type != MSGPACK_OBJECT_ARRAY)
+		return fail(c, SC_EPROTO, "malformed list of %s from the daemon: not an array",
+		            t.what);
+	list = calloc(obj->via.array.size ? obj->via.array.size : 1, size);
+	if (list == NULL)
+		return fail(c, -ENOMEM, "%s", sc_strerror(-ENOMEM));
+	for (i = 0; i < obj->via.array.size; i++) {
+		rc = decode_fields(c, &obj->via.array.ptr[i], t, list + (size_t)i * size);
+		if (rc != 0) {
+			free(list);
+			return rc;
+		}
+	}
+	*out = list;
+	*n = obj->via.array.size;
+	return 0;
+}
+
+/* ----- requests ----- */
+
+enum arg_kind {
+	ARG_UINT,
+	ARG_INT,
+	ARG_STR,
+	ARG_FIELDS,    /* the set fields of `base`, inline in the arguments map */
+	ARG_MAP,       /* the set fields of `base`, as a nested map */
+	ARG_MAP_ARRAY, /* `count` structs of `size` bytes at `base`, each a nested map */
+};
+
+struct arg {
+	const char *key;
+	enum arg_kind kind;
+	uint64_t u;
+	int64_t i;
+	const char *s;
+	struct table t;
+	const void *base;
+	size_t count, size;
+	unsigned set;
+};
+
+struct request {
+	const char *method;
+	size_t n;
+	struct arg args[ARGS_MAX];
+};
+
+static void add(struct request *r, struct arg a)
+{
+	if (r->n < ARGS_MAX)
+		r->args[r->n++] = a;
+}
+
+#define ARG(...) add(r, (struct arg){ __VA_ARGS__ })
+
+static void arg_uint(struct request *r, const char *key, uint64_t v)
+{
+	ARG(.key = key, .kind = ARG_UINT, .u = v);
+}
+
+static void arg_int(struct request *r, const char *key, int64_t v)
+{
+	ARG(.key = key, .kind = ARG_INT, .i = v);
+}
+
+static void arg_str(struct request *r, const char *key, const char *s)
+{
+	ARG(.key = key, .kind = ARG_STR, .s = s);
+}
+
+static void arg_fields(struct request *r, enum arg_kind kind, const char *key, struct table t,
+                       const void *base, size_t count, size_t size, unsigned set)
+{
+	ARG(.key = key, .kind = kind, .t = t, .base = base, .count = count, .size = size,
+	    .set = set);
+}
+
+#undef ARG
+
+/* Packs into an sbuffer, remembering whether any write failed (out of memory). */
+struct writer {
+	msgpack_packer pk;
+	int failed;
+};
+
+static void put_str(struct writer *w, const char *s)
+{
+	w->failed |= msgpack_pack_str_with_body(&w->pk, s, strlen(s)) != 0;
+}
+
+static void put_uint(struct writer *w, uint64_t v)
+{
+	w->failed |= msgpack_pack_uint64(&w->pk, v) != 0;
+}
+
+static void put_int(struct writer *w, int64_t v)
+{
+	w->failed |= msgpack_pack_int64(&w->pk, v) != 0;
+}
+
+static void put_map(struct writer *w, size_t n)
+{
+	w->failed |= msgpack_pack_map(&w->pk, n) != 0;
+}
+
+static void put_array(struct writer *w, size_t n)
+{
+	w->failed |= msgpack_pack_array(&w->pk, n) != 0;
+}
+
+static size_t count_set(struct table t, unsigned set)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < t.n; i++)
+		n += (t.fields[i].set & set) != 0;
+	return n;
+}
+
+/* Packs the key/value pairs of the fields of base selected by set. */
+static void put_fields(struct writer *w, struct table t, const void *base, unsigned set)
+{
+	size_t i;
+
+	for (i = 0; i < t.n; i++) {
+		const struct field *f = &t.fields[i];
+		const char *p = (const char *)base + f->off;
+		int64_t v;
+
+		if (!(f->set & set))
+			continue;
+		put_str(w, f->key);
+		if (f->type == FT_STR) {
+			put_str(w, p);
+		} else {
+			memcpy(&v, p, sizeof(v));
+			put_int(w, v);
+		}
+	}
+}
+
+static void put_request(struct writer *w, uint32_t msgid, const struct request *r)
+{
+	size_t i, k, entries = 0;
+
+	for (i = 0; i < r->n; i++)
+		entries += r->args[i].kind == ARG_FIELDS ? count_set(r->args[i].t, r->args[i].set) : 1;
+	put_array(w, 4);
+	put_uint(w, 0);
+	put_uint(w, msgid);
+	put_str(w, r->method);
+	if (r->n == 0) {
+		put_array(w, 0);
+		return;
+	}
+	put_array(w, 1);
+	put_map(w, entries);
+	for (i = 0; i < r->n; i++) {
+		const struct arg *a = &r->args[i];
+
+		if (a->kind != ARG_FIELDS)
+			put_str(w, a->key);
+		switch (a->kind) {
+		case ARG_UINT:
+			put_uint(w, a->u);
+			break;
+		case ARG_INT:
+			put_int(w, a->i);
+			break;
+		case ARG_STR:
+			put_str(w, a->s);
+			break;
+		case ARG_FIELDS:
+			put_fields(w, a->t, a->base, a->set);
+			break;
+		case ARG_MAP:
+			put_map(w, count_set(a->t, a->set));
+			put_fields(w, a->t, a->base, a->set);
+			break;
+		case ARG_MAP_ARRAY:
+			put_array(w, a->count);
+			for (k = 0; k < a->count; k++) {
+				put_map(w, count_set(a->t, a->set));
+				put_fields(w, a->t, (const char *)a->base + k * a->size, a->set);
+			}
+			break;
+		}
+	}
+}
+
+/* ----- transport ----- */
+
+static int send_all(sc_client *c, const char *p, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = send(c->fd, p, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return broken(c, -errno, "write to the daemon");
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads until one whole message is in c->msg. */
+static int receive(sc_client *c)
+{
+	size_t buffered, room;
+	ssize_t n;
+
+	for (;;) {
+		switch (msgpack_unpacker_next(&c->unp, &c->msg)) {
+		case MSGPACK_UNPACK_SUCCESS:
+			return 0;
+		case MSGPACK_UNPACK_PARSE_ERROR:
+			return broken(c, SC_EPROTO, "malformed msgpack from the daemon");
+		case MSGPACK_UNPACK_NOMEM_ERROR:
+			return broken(c, -ENOMEM, "reading a response");
+		default:
+			break;
+		}
+		buffered = msgpack_unpacker_message_size(&c->unp);
+		if (buffered > RESPONSE_MAX)
+			return broken(c, SC_EPROTO, "response larger than 1 MiB");
+		if (!msgpack_unpacker_reserve_buffer(&c->unp, READ_CHUNK))
+			return broken(c, -ENOMEM, "reading a response");
+		room = msgpack_unpacker_buffer_capacity(&c->unp);
+		if (room > RESPONSE_MAX + 1 - buffered)
+			room = RESPONSE_MAX + 1 - buffered;
+		n = recv(c->fd, msgpack_unpacker_buffer(&c->unp), room, 0);
+		if (n == 0)
+			return broken(c, SC_ECLOSED, "the daemon closed the connection");
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return broken(c, -errno, "read from the daemon");
+		}
+		msgpack_unpacker_buffer_consumed(&c->unp, (size_t)n);
+	}
+}
+
+/* Turns an error map {code, name, message} into its code and message. */
+static int daemon_error(sc_client *c, const msgpack_object *err)
+{
+	const msgpack_object *name, *code, *message;
+	char wire[32] = "";
+	int64_t v;
+	int rc;
+
+	if (err->type != MSGPACK_OBJECT_MAP || (name = map_get(err, "name")) == NULL ||
+	    (code = map_get(err, "code")) == NULL || (message = map_get(err, "message")) == NULL ||
+	    message->type != MSGPACK_OBJECT_STR)
+		return fail(c, SC_EPROTO, "malformed error map from the daemon");
+	rc = copy_str(name, wire, sizeof(wire)) == 0 ? sc_err_from_name(wire) : SC_EPROTO;
+	if (rc == SC_EPROTO && strcmp(wire, "protocol_error") != 0 && get_int(code, &v) == 0 &&
+	    v < 0 && v >= INT32_MIN)
+		rc = (int)v;
+	snprintf(c->error, sizeof(c->error), "%.*s", (int)message->via.str.size,
+	         message->via.str.ptr);
+	return rc;
+}
+
+/*
+ * One round trip. On success *result points into c->msg and stays valid
+ * until the next rpc() on c.
+ */
+static int rpc(sc_client *c, const struct request *r, const msgpack_object **result)
+{
+	struct writer w = { .failed = 0 };
+	const msgpack_object *m;
+	uint32_t msgid;
+	int rc;
+
+	if (c->fd < 0)
+		return fail(c, SC_ECLOSED, "the connection is closed");
+	c->error[0] = '\0';
+	msgid = ++c->msgid;
+	msgpack_sbuffer_clear(&c->sbuf);
+	msgpack_packer_init(&w.pk, &c->sbuf, msgpack_sbuffer_write);
+	put_request(&w, msgid, r);
+	if (w.failed)
+		return fail(c, -ENOMEM, "%s: %s", r->method, sc_strerror(-ENOMEM));
+	if ((rc = send_all(c, c->sbuf.data, c->sbuf.size)) != 0)
+		return rc;
+	for (;;) {
+		if ((rc = receive(c)) != 0)
+			return rc;
+		m = &c->msg.data;
+		if (m->type != MSGPACK_OBJECT_ARRAY || m->via.array.size < 3 ||
+		    m->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+			return broken(c, SC_EPROTO, "malformed message from the daemon");
+		if (m->via.array.ptr[0].via.u64 != 2)
+			break;
+		/* A notification: "error" means the daemon is closing this connection. */
+		if (m->via.array.size == 3 && m->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
+		    m->via.array.ptr[1].via.str.size == 5 &&
+		    memcmp(m->via.array.ptr[1].via.str.ptr, "error", 5) == 0 &&
+		    m->via.array.ptr[2].type == MSGPACK_OBJECT_ARRAY &&
+		    m->via.array.ptr[2].via.array.size == 1) {
+			rc = daemon_error(c, &m->via.array.ptr[2].via.array.ptr[0]);
+			close(c->fd);
+			c->fd = -1;
+			return rc;
+		}
+	}
+	if (m->via.array.size != 4 || m->via.array.ptr[0].via.u64 != 1 ||
+	    m->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return broken(c, SC_EPROTO, "malformed response from the daemon");
+	if (m->via.array.ptr[1].via.u64 != msgid)
+		return broken(c, SC_EPROTO, "response to another request");
+	if (m->via.array.ptr[2].type != MSGPACK_OBJECT_NIL)
+		return daemon_error(c, &m->via.array.ptr[2]);
+	*result = &m->via.array.ptr[3];
+	return 0;
+}
+
+/* rpc() and decode the result into out through t. */
+static int call_one(sc_client *c, const struct request *r, struct table t, void *out,
+                    size_t size)
+{
+	const msgpack_object *res;
+	int rc = rpc(c, r, &res);
+
+	return rc != 0 ? rc : decode_one(c, res, t, out, size);
+}
+
+static int call_list(sc_client *c, const struct request *r, struct table t, size_t size,
+                     void **out, size_t *n)
+{
+	const msgpack_object *res;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	rc = rpc(c, r, &res);
+	return rc != 0 ? rc : decode_list(c, res, t, size, out, n);
+}
+
+/* Methods answering {deleted: true} or {removed: true}. */
+static int call_done(sc_client *c, const struct request *r, struct table t)
+{
+	struct done d;
+	int rc = call_one(c, r, t, &d, sizeof(d));
+
+	if (rc == 0 && !d.yes)
+		rc = fail(c, SC_EPROTO, "the daemon answered %s: false", t.what);
+	return rc;
+}
+
+/* ----- connection ----- */
+
+/* connect(2), finishing a connection that a signal interrupted. */
+static int connect_unix(int fd, const struct sockaddr_un *addr)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0)
+		return 0;
+	if (errno != EINTR)
+		return -errno;
+	while (poll(&p, 1, -1) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		return -errno;
+	return -err;
+}
+
+int sc_connect(const char *path, sc_client **out)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct request r = { .method = "hello" };
+	const msgpack_object *res;
+	struct hello h;
+	sc_client *c;
+	int rc;
+
+	*out = NULL;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	c->fd = -1;
+	msgpack_sbuffer_init(&c->sbuf);
+	msgpack_unpacked_init(&c->msg);
+	if (!msgpack_unpacker_init(&c->unp, READ_CHUNK)) {
+		free(c);
+		return -ENOMEM;
+	}
+	if (path == NULL)
+		rc = sc_default_socket_path(addr.sun_path, sizeof(addr.sun_path));
+	else
+		rc = strlen(path) < sizeof(addr.sun_path) ? 0 : -ENAMETOOLONG;
+	if (rc == 0 && path != NULL)
+		memcpy(addr.sun_path, path, strlen(path) + 1);
+	if (rc == 0) {
+		c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		rc = c->fd < 0 ? -errno : connect_unix(c->fd, &addr);
+	}
+	if (rc == 0)
+		rc = rpc(c, &r, &res);
+	if (rc == 0)
+		rc = decode_one(c, res, TABLE(hello_fields, "hello"), &h, sizeof(h));
+	if (rc == 0 && h.protocol != SC_PROTOCOL_VERSION)
+		rc = SC_EPROTO;
+	if (rc != 0) {
+		sc_close(c);
+		return rc;
+	}
+	memcpy(c->version, h.version, sizeof(c->version));
+	*out = c;
+	return 0;
+}
+
+void sc_close(sc_client *c)
+{
+	if (c == NULL)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	msgpack_unpacked_destroy(&c->msg);
+	msgpack_unpacker_destroy(&c->unp);
+	msgpack_sbuffer_destroy(&c->sbuf);
+	free(c);
+}
+
+const char *sc_last_error(const sc_client *c)
+{
+	return c != NULL ? c->error : "";
+}
+
+const char *sc_server_version(const sc_client *c)
+{
+	return c != NULL ? c->version : "";
+}
+
+/* ----- the gate ----- */
+
+int sc_check(sc_client *c, const sc_check_req *req, sc_decision *out)
+{
+	struct request rq = { .method = "check" }, *r = &rq;
+
+	if (req->action == NULL)
+		return fail(c, SC_EINVAL, "action: required");
+	arg_uint(r, "agent_id", req->agent_id);
+	arg_str(r, "action", req->action);
+	arg_int(r, "estimated_cost", req->estimated_cost);
+	if (req->type != NULL)
+		arg_str(r, "type", req->type);
+	if (req->idempotency_key != NULL)
+		arg_str(r, "idempotency_key", req->idempotency_key);
+	return call_one(c, r, TABLE(decision_fields, "decision"), out, sizeof(*out));
+}
+
+int sc_report(sc_client *c, uint64_t transaction_id, enum sc_outcome outcome, int has_actual,
+              sc_micros actual_cost, sc_settlement *out)
+{
+	struct request rq = { .method = "report" }, *r = &rq;
+
+	if ((unsigned)outcome > SC_OUTCOME_PARTIAL)
+		return fail(c, SC_EINVAL, "outcome: out of range");
+	arg_uint(r, "transaction_id", transaction_id);
+	arg_str(r, "outcome", sc_outcome_name(outcome));
+	if (has_actual)
+		arg_int(r, "actual_cost", actual_cost);
+	return call_one(c, r, TABLE(settlement_fields, "settlement"), out, sizeof(*out));
+}
+
+/* ----- management ----- */
+
+int sc_orgs_create(sc_client *c, const char *name, sc_org *out)
+{
+	struct request rq = { .method = "orgs.create" }, *r = &rq;
+
+	if (name == NULL)
+		return fail(c, SC_EINVAL, "name: required");
+	arg_str(r, "name", name);
+	return call_one(c, r, TABLE(org_fields, "org"), out, sizeof(*out));
+}
+
+int sc_orgs_list(sc_client *c, sc_org **out, size_t *n)
+{
+	struct request r = { .method = "orgs.list" };
+
+	return call_list(c, &r, TABLE(org_fields, "org"), sizeof(**out), (void **)out, n);
+}
+
+void sc_orgs_free(sc_org *list)
+{
+	free(list);
+}
+
+/* An org given as text: a decimal id travels as an integer, anything else as a name. */
+static void arg_org(struct request *r, const char *org)
+{
+	uint64_t id = 0;
+	const char *p;
+
+	for (p = org; *p >= '0' && *p <= '9'; p++)
+		if (__builtin_mul_overflow(id, 10, &id) || __builtin_add_overflow(id, *p - '0', &id))
+			break;
+	if (*p == '\0' && p != org && id > 0)
+		arg_uint(r, "org", id);
+	else
+		arg_str(r, "org", org);
+}
+
+int sc_agents_create(sc_client *c, const char *org, const char *name, enum sc_priority priority,
+                     const sc_wallet_update *wallet, const sc_rule *rules, size_t n_rules,
+                     sc_agent *out)
+{
+	struct request rq = { .method = "agents.create" }, *r = &rq;
+
+	if (org == NULL || name == NULL)
+		return fail(c, SC_EINVAL, "%s: required", org == NULL ? "org" : "name");
+	if ((unsigned)priority > SC_PRIORITY_CRITICAL)
+		return fail(c, SC_EINVAL, "priority: out of range");
+	arg_org(r, org);
+	arg_str(r, "name", name);
+	arg_str(r, "priority", sc_priority_name(priority));
+	if (wallet != NULL)
+		arg_fields(r, ARG_MAP, "wallet", TABLE(wallet_update_fields, "wallet"), wallet, 1,
+		           sizeof(*wallet), wallet->set);
+	if (n_rules > 0)
+		arg_fields(r, ARG_MAP_ARRAY, "rules", TABLE(rule_fields, "rule"), rules, n_rules,
+		           sizeof(*rules), RULE_SET_ALL);
+	return call_one(c, r, TABLE(agent_fields, "agent"), out, sizeof(*out));
+}
+
+int sc_agents_get(sc_client *c, uint64_t agent_id, sc_agent *out)
+{
+	struct request rq = { .method = "agents.get" }, *r = &rq;
+
+	arg_uint(r, "agent_id", agent_id);
+	return call_one(c, r, TABLE(agent_fields, "agent"), out, sizeof(*out));
+}
+
+int sc_agents_list(sc_client *c, uint64_t org_id, sc_agent **out, size_t *n)
+{
+	struct request rq = { .method = "agents.list" }, *r = &rq;
+
+	if (org_id != 0)
+		arg_uint(r, "org", org_id);
+	return call_list(c, r, TABLE(agent_fields, "agent"), sizeof(**out), (void **)out, n);
+}
+
+void sc_agents_free(sc_agent *list)
+{
+	free(list);
+}
+
+int sc_agents_update(sc_client *c, uint64_t agent_id, const char *name, int priority, int status,
+                     sc_agent *out)
+{
+	struct request rq = { .method = "agents.update" }, *r = &rq;
+
+	if (priority > SC_PRIORITY_CRITICAL || status > SC_STATUS_FROZEN)
+		return fail(c, SC_EINVAL, "%s: out of range",
+		            priority > SC_PRIORITY_CRITICAL ? "priority" : "status");
+	arg_uint(r, "agent_id", agent_id);
+	if (name != NULL)
+		arg_str(r, "name", name);
+	if (priority >= 0)
+		arg_str(r, "priority", sc_priority_name((enum sc_priority)priority));
+	if (status >= 0)
+		arg_str(r, "status", sc_status_name((enum sc_status)status));
+	return call_one(c, r, TABLE(agent_fields, "agent"), out, sizeof(*out));
+}
+
+int sc_agents_delete(sc_client *c, uint64_t agent_id)
+{
+	struct request rq = { .method = "agents.delete" }, *r = &rq;
+
+	arg_uint(r, "agent_id", agent_id);
+	return call_done(c, r, TABLE(deleted_fields, "deleted"));
+}
+
+/* rules.add and rules.update: the same arguments, rules.add without a rule_id. */
+static int rule_call(sc_client *c, const char *method, uint64_t agent_id, const uint64_t *rule_id,
+                     unsigned set, const sc_rule *rule, sc_rule *out)
+{
+	struct request rq = { .method = method }, *r = &rq;
+
+	arg_uint(r, "agent_id", agent_id);
+	if (rule_id != NULL)
+		arg_uint(r, "rule_id", *rule_id);
+	arg_fields(r, ARG_FIELDS, NULL, TABLE(rule_fields, "rule"), rule, 1, sizeof(*rule), set);
+	return call_one(c, r, TABLE(rule_fields, "rule"), out, sizeof(*out));
+}
+
+int sc_rules_add(sc_client *c, uint64_t agent_id, const sc_rule *rule, sc_rule *out)
+{
+	return rule_call(c, "rules.add", agent_id, NULL, RULE_SET_ALL, rule, out);
+}
+
+int sc_rules_update(sc_client *c, uint64_t agent_id, uint64_t rule_id, unsigned set,
+                    const sc_rule *rule, sc_rule *out)
+{
+	return rule_call(c, "rules.update", agent_id, &rule_id, set, rule, out);
+}
+
+int sc_rules_list(sc_client *c, uint64_t agent_id, sc_rule **out, size_t *n)
+{
+	struct request rq = { .method = "rules.list" }, *r = &rq;
+
+	arg_uint(r, "agent_id", agent_id);
+	return call_list(c, r, TABLE(rule_fields, "rule"), sizeof(**out), (void **)out, n);
+}
+
+void sc_rules_free(sc_rule *list)
+{
+	free(list);
+}
+
+int sc_rules_remove(sc_client *c, uint64_t agent_id, uint64_t rule_id)
+{
+	struct request rq = { .method = "rules.remove" }, *r = &rq;
+
+	arg_uint(r, "agent_id", agent_id);
+	arg_uint(r, "rule_id", rule_id);
+	return call_done(c, r, TABLE(removed_fields, "removed"));
+}
+
+/*
+ * wallets.get and wallets.update of an agent (key "agent_id") or an org
+ * ("org_id"); u NULL: get. An absent `limited` means an agent wallet.
+ */
+static int wallet_call(sc_client *c, const char *key, uint64_t id, const sc_wallet_update *u,
+                       sc_wallet *out)
+{
+	struct request rq = { .method = u == NULL ? "wallets.get" : "wallets.update" }, *r = &rq;
+
+	arg_uint(r, key, id);
+	if (u != NULL)
+		arg_fields(r, ARG_FIELDS, NULL, TABLE(wallet_update_fields, "wallet"), u, 1,
+		           sizeof(*u), u->set);
+	memset(out, 0, sizeof(*out));
+	out->limited = strcmp(key, "agent_id") == 0;
+	/* size 0: keep the default of `limited` set above. */
+	return call_one(c, r, TABLE(wallet_fields, "wallet"), out, 0);
+}
+
+int sc_wallets_get(sc_client *c, uint64_t agent_id, sc_wallet *out)
+{
+	return wallet_call(c, "agent_id", agent_id, NULL, out);
+}
+
+int sc_wallets_update(sc_client *c, uint64_t agent_id, const sc_wallet_update *u, sc_wallet *out)
+{
+	return wallet_call(c, "agent_id", agent_id, u, out);
+}
+
+int sc_org_wallet_get(sc_client *c, uint64_t org_id, sc_wallet *out)
+{
+	return wallet_call(c, "org_id", org_id, NULL, out);
+}
+
+int sc_org_wallet_update(sc_client *c, uint64_t org_id, const sc_wallet_update *u,
+                         sc_wallet *out)
+{
+	return wallet_call(c, "org_id", org_id, u, out);
+}
+
+int sc_transactions_list(sc_client *c, uint64_t agent_id, int status, unsigned limit,
+                         sc_transaction **out, size_t *n)
+{
+	struct request rq = { .method = "transactions.list" }, *r = &rq;
+
+	*out = NULL;
+	*n = 0;
+	if (status > SC_TXN_EXPIRED)
+		return fail(c, SC_EINVAL, "status: out of range");
+	if (agent_id != 0)
+		arg_uint(r, "agent_id", agent_id);
+	if (status >= 0)
+		arg_str(r, "status", sc_txn_status_name((enum sc_txn_status)status));
+	if (limit != 0)
+		arg_uint(r, "limit", limit);
+	return call_list(c, r, TABLE(transaction_fields, "transaction"), sizeof(**out),
+	                 (void **)out, n);
+}
+
+void sc_transactions_free(sc_transaction *list)
+{
+	free(list);
+}
+
+int sc_stat(sc_client *c, const char *name, int64_t *out)
+{
+	struct request r = { .method = "stats" };
+	const msgpack_object *res, *v;
+	int rc;
+
+	if ((rc = rpc(c, &r, &res)) != 0)
+		return rc;
+	if (res->type != MSGPACK_OBJECT_MAP)
+		return fail(c, SC_EPROTO, "malformed stats from the daemon: not a map");
+	if ((v = map_get(res, name)) == NULL)
+		return fail(c, SC_ENOTFOUND, "no counter '%s'", name);
+	if (get_int(v, out) != 0)
+		return fail(c, SC_EPROTO, "malformed stats from the daemon: '%s' is not an integer",
+		            name);
+	return 0;
+}

@@ -1,0 +1,415 @@
+/*
+ * check_client.c: libsidecard's strictness against a misbehaving daemon.
+ *
+ * The real daemon never sends a wrong msgid, an oversized response or a
+ * malformed result, so these tests put a scripted fake daemon on a Unix
+ * socket instead: a thread that accepts one connection and answers each
+ * request with the next canned reply (a function packing msgpack), or
+ * closes the connection when the script says so. What is checked: a wrong
+ * msgid and a response over 1 MiB are SC_EPROTO and kill the connection
+ * (later calls: SC_ECLOSED); an error with a name this library does not
+ * know keeps its integer code and message; a result missing a field or
+ * with an overlong string is SC_EPROTO naming the field, while unknown
+ * extra fields are ignored; a different protocol version fails sc_connect;
+ * an `error` notification ends the connection with its code.
+ *
+ * Threads: the test's thread is the client; the fake daemon runs on its own
+ * thread and touches nothing but its sockets. Run by check_integration.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <check.h>
+#include <msgpack.h>
+
+#include "daemon.h"
+#include "sidecard.h"
+#include "suites.h"
+
+/* Packs the whole reply to the request with `msgid`. */
+typedef void (*reply_fn)(msgpack_packer *pk, uint64_t msgid);
+
+#define SCRIPT_MAX 4
+
+struct fake {
+	char dir[64];
+	char path[96];
+	int listen_fd;
+	reply_fn script[SCRIPT_MAX]; /* NULL: close the connection instead of answering */
+	size_t n;
+	pthread_t thread;
+};
+
+static void put_str(msgpack_packer *pk, const char *s)
+{
+	msgpack_pack_str_with_body(pk, s, strlen(s));
+}
+
+static void put_kv_int(msgpack_packer *pk, const char *key, int64_t v)
+{
+	put_str(pk, key);
+	msgpack_pack_int64(pk, v);
+}
+
+static void put_response_head(msgpack_packer *pk, uint64_t msgid)
+{
+	msgpack_pack_array(pk, 4);
+	msgpack_pack_uint64(pk, 1);
+	msgpack_pack_uint64(pk, msgid);
+	msgpack_pack_nil(pk);
+}
+
+static void hello_with(msgpack_packer *pk, uint64_t msgid, int protocol)
+{
+	put_response_head(pk, msgid);
+	msgpack_pack_map(pk, 4);
+	put_str(pk, "server");
+	put_str(pk, "sidecard");
+	put_str(pk, "version");
+	put_str(pk, "9.9.9");
+	put_kv_int(pk, "protocol", protocol);
+	put_str(pk, "limits");
+	msgpack_pack_map(pk, 0);
+}
+
+static void reply_hello(msgpack_packer *pk, uint64_t msgid)
+{
+	hello_with(pk, msgid, SC_PROTOCOL_VERSION);
+}
+
+static void reply_hello_v2(msgpack_packer *pk, uint64_t msgid)
+{
+	hello_with(pk, msgid, SC_PROTOCOL_VERSION + 1);
+}
+
+static void reply_wrong_msgid(msgpack_packer *pk, uint64_t msgid)
+{
+	put_response_head(pk, msgid + 1);
+	msgpack_pack_array(pk, 0);
+}
+
+static void reply_huge(msgpack_packer *pk, uint64_t msgid)
+{
+	size_t size = 2 * 1024 * 1024;
+	char *body = calloc(1, size);
+
+	put_response_head(pk, msgid);
+	msgpack_pack_str_with_body(pk, body, size);
+	free(body);
+}
+
+static void reply_new_error(msgpack_packer *pk, uint64_t msgid)
+{
+	msgpack_pack_array(pk, 4);
+	msgpack_pack_uint64(pk, 1);
+	msgpack_pack_uint64(pk, msgid);
+	msgpack_pack_map(pk, 3);
+	put_kv_int(pk, "code", -1234);
+	put_str(pk, "name");
+	put_str(pk, "a_newer_error");
+	put_str(pk, "message");
+	put_str(pk, "something only a newer daemon knows");
+	msgpack_pack_nil(pk);
+}
+
+/*
+ * orgs.list's answer: one org named `name`, with created_at unless
+ * `without_created_at`, and a field this library does not know.
+ */
+static void org_list(msgpack_packer *pk, uint64_t msgid, const char *name, int without_created_at)
+{
+	static const char *const wallet_keys[] = { "balance", "held", "available", "budget",
+		                                   "max_per_txn", "daily_spend_limit",
+		                                   "daily_spent", "debt" };
+	size_t i;
+
+	put_response_head(pk, msgid);
+	msgpack_pack_array(pk, 1);
+	msgpack_pack_map(pk, without_created_at ? 5 : 6);
+	put_kv_int(pk, "id", 7);
+	put_str(pk, "name");
+	put_str(pk, name);
+	put_kv_int(pk, "agents", 0);
+	if (!without_created_at)
+		put_kv_int(pk, "created_at", 1);
+	put_str(pk, "from_the_future");
+	put_str(pk, "ignored");
+	put_str(pk, "wallet");
+	msgpack_pack_map(pk, 9);
+	for (i = 0; i < sizeof(wallet_keys) / sizeof(wallet_keys[0]); i++)
+		put_kv_int(pk, wallet_keys[i], (int64_t)i);
+	put_str(pk, "limited");
+	msgpack_pack_true(pk);
+}
+
+static void reply_orgs_ok(msgpack_packer *pk, uint64_t msgid)
+{
+	org_list(pk, msgid, "acme", 0);
+}
+
+static void reply_orgs_missing(msgpack_packer *pk, uint64_t msgid)
+{
+	org_list(pk, msgid, "acme", 1);
+}
+
+static void reply_orgs_long_name(msgpack_packer *pk, uint64_t msgid)
+{
+	char name[SC_NAME_MAX + 2];
+
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	org_list(pk, msgid, name, 0);
+}
+
+static void reply_error_notification(msgpack_packer *pk, uint64_t msgid)
+{
+	msgpack_pack_array(pk, 3);
+	msgpack_pack_uint64(pk, 2);
+	put_str(pk, "error");
+	msgpack_pack_array(pk, 1);
+	msgpack_pack_map(pk, 3);
+	put_kv_int(pk, "code", SC_ELIMIT);
+	put_str(pk, "name");
+	put_str(pk, "limit_exceeded");
+	put_str(pk, "message");
+	put_str(pk, "too many outstanding requests");
+}
+
+/* Reads one whole request and returns its msgid, or -1 on EOF or garbage. */
+static int64_t read_request(int fd, msgpack_unpacker *u)
+{
+	msgpack_unpacked m;
+	int64_t msgid = -1;
+	ssize_t n;
+
+	msgpack_unpacked_init(&m);
+	while (msgpack_unpacker_next(u, &m) != MSGPACK_UNPACK_SUCCESS) {
+		if (!msgpack_unpacker_reserve_buffer(u, 4096))
+			goto out;
+		n = recv(fd, msgpack_unpacker_buffer(u), msgpack_unpacker_buffer_capacity(u), 0);
+		if (n <= 0)
+			goto out;
+		msgpack_unpacker_buffer_consumed(u, (size_t)n);
+	}
+	if (m.data.type == MSGPACK_OBJECT_ARRAY && m.data.via.array.size == 4)
+		msgid = (int64_t)m.data.via.array.ptr[1].via.u64;
+out:
+	msgpack_unpacked_destroy(&m);
+	return msgid;
+}
+
+static void *fake_main(void *arg)
+{
+	struct fake *f = arg;
+	msgpack_unpacker u;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int64_t msgid;
+	size_t i, off;
+	ssize_t n;
+	int fd = accept(f->listen_fd, NULL, NULL);
+
+	if (fd < 0)
+		return NULL;
+	msgpack_unpacker_init(&u, 4096);
+	msgpack_sbuffer_init(&sb);
+	for (i = 0; i < f->n && f->script[i] != NULL; i++) {
+		if ((msgid = read_request(fd, &u)) < 0)
+			break;
+		msgpack_sbuffer_clear(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		f->script[i](&pk, (uint64_t)msgid);
+		for (off = 0; off < sb.size; off += (size_t)n)
+			if ((n = send(fd, sb.data + off, sb.size - off, MSG_NOSIGNAL)) <= 0)
+				break;
+	}
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_unpacker_destroy(&u);
+	close(fd);
+	return NULL;
+}
+
+static struct fake fake;
+
+/* Starts the fake daemon with a NULL-terminated script of replies. */
+static void fake_start(const reply_fn *script)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+
+	memset(&fake, 0, sizeof(fake));
+	for (; fake.n < SCRIPT_MAX && script[fake.n] != NULL; fake.n++)
+		fake.script[fake.n] = script[fake.n];
+	ck_assert_int_eq(test_tmpdir(fake.dir, sizeof(fake.dir)), 0);
+	snprintf(fake.path, sizeof(fake.path), "%s/fake.sock", fake.dir);
+	memcpy(addr.sun_path, fake.path, strlen(fake.path) + 1);
+	fake.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fake.listen_fd, 0);
+	ck_assert_int_eq(bind(fake.listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	ck_assert_int_eq(listen(fake.listen_fd, 1), 0);
+	ck_assert_int_eq(pthread_create(&fake.thread, NULL, fake_main, &fake), 0);
+}
+
+static void fake_stop(void)
+{
+	pthread_join(fake.thread, NULL);
+	close(fake.listen_fd);
+	unlink(fake.path);
+	rmdir(fake.dir);
+}
+
+/* Connects to a fake daemon running script; the hello must succeed. */
+static sc_client *connect_fake(const reply_fn *script)
+{
+	sc_client *cl;
+
+	test_daemon_timeout(30);
+	fake_start(script);
+	ck_assert_int_eq(sc_connect(fake.path, &cl), 0);
+	ck_assert_str_eq(sc_server_version(cl), "9.9.9");
+	return cl;
+}
+
+static void finish(sc_client *cl)
+{
+	sc_close(cl);
+	fake_stop();
+	test_daemon_timeout(0);
+}
+
+START_TEST(test_wrong_msgid)
+{
+	static const reply_fn script[] = { reply_hello, reply_wrong_msgid, NULL };
+	sc_client *cl = connect_fake(script);
+	sc_org *list;
+	size_t n;
+
+	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_EPROTO);
+	ck_assert_ptr_null(list);
+	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), "another request"));
+	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_ECLOSED);
+	finish(cl);
+}
+END_TEST
+
+START_TEST(test_response_over_1mib)
+{
+	static const reply_fn script[] = { reply_hello, reply_huge, NULL };
+	sc_client *cl = connect_fake(script);
+	sc_org *list;
+	size_t n;
+
+	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_EPROTO);
+	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), "1 MiB"));
+	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_ECLOSED);
+	finish(cl);
+}
+END_TEST
+
+START_TEST(test_unknown_error_name_keeps_code)
+{
+	static const reply_fn script[] = { reply_hello, reply_new_error, reply_orgs_ok, NULL };
+	sc_client *cl = connect_fake(script);
+	sc_org *list;
+	size_t n;
+
+	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), -1234);
+	ck_assert_str_eq(sc_last_error(cl), "something only a newer daemon knows");
+	/* Still usable; unknown fields in a result are ignored. */
+	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(list[0].name, "acme");
+	ck_assert_uint_eq(list[0].id, 7);
+	ck_assert_int_eq(list[0].wallet.debt, 7);
+	ck_assert_int_eq(list[0].wallet.limited, 1);
+	ck_assert_str_eq(sc_last_error(cl), "");
+	sc_orgs_free(list);
+	finish(cl);
+}
+END_TEST
+
+START_TEST(test_strict_results)
+{
+	static const reply_fn script[] = { reply_hello, reply_orgs_missing, reply_orgs_long_name,
+		                           NULL };
+	sc_client *cl = connect_fake(script);
+	sc_org *list;
+	size_t n;
+
+	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_EPROTO);
+	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), "created_at"));
+	ck_assert_ptr_null(list);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_EPROTO);
+	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), "'name'"));
+	finish(cl);
+}
+END_TEST
+
+START_TEST(test_other_protocol_version)
+{
+	static const reply_fn script[] = { reply_hello_v2, NULL };
+	sc_client *cl = NULL;
+
+	test_daemon_timeout(30);
+	fake_start(script);
+	ck_assert_int_eq(sc_connect(fake.path, &cl), SC_EPROTO);
+	ck_assert_ptr_null(cl);
+	fake_stop();
+}
+END_TEST
+
+START_TEST(test_error_notification_closes)
+{
+	static const reply_fn script[] = { reply_hello, reply_error_notification, NULL };
+	sc_client *cl = connect_fake(script);
+	sc_wallet w;
+
+	ck_assert_int_eq(sc_wallets_get(cl, 1, &w), SC_ELIMIT);
+	ck_assert_str_eq(sc_last_error(cl), "too many outstanding requests");
+	ck_assert_int_eq(sc_wallets_get(cl, 1, &w), SC_ECLOSED);
+	finish(cl);
+}
+END_TEST
+
+START_TEST(test_daemon_closes)
+{
+	static const reply_fn script[] = { reply_hello, NULL };
+	sc_client *cl = connect_fake(script);
+	sc_wallet w;
+	int rc = sc_wallets_get(cl, 1, &w);
+
+	ck_assert_msg(rc == SC_ECLOSED || rc == -ECONNRESET || rc == -EPIPE, "got %s",
+	              sc_err_name(rc));
+	ck_assert_int_eq(sc_wallets_get(cl, 1, &w), SC_ECLOSED);
+	finish(cl);
+}
+END_TEST
+
+static void tmp_base_create(void)
+{
+	ck_assert_int_eq(test_tmp_base_create(), 0);
+}
+
+Suite *client_suite(void)
+{
+	Suite *s = suite_create("client");
+	TCase *tc = tcase_create("fake-daemon");
+
+	tcase_add_unchecked_fixture(tc, tmp_base_create, test_tmp_base_remove);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_wrong_msgid);
+	tcase_add_test(tc, test_response_over_1mib);
+	tcase_add_test(tc, test_unknown_error_name_keeps_code);
+	tcase_add_test(tc, test_strict_results);
+	tcase_add_test(tc, test_other_protocol_version);
+	tcase_add_test(tc, test_error_notification_closes);
+	tcase_add_test(tc, test_daemon_closes);
+	suite_add_tcase(s, tc);
+	return s;
+}

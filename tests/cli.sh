@@ -1,0 +1,225 @@
+#!/bin/sh
+# cli.sh: end-to-end test of sidecardctl against a real daemon.
+#
+# Starts $SIDECARD_BIN on a fresh temporary directory, drives
+# $SIDECARDCTL_BIN through orgs, agents, rules, wallets, check and report
+# with dollar amounts, checks exit statuses (0 allowed, 1 blocked, 2 error),
+# parses --json output with $PYTHON3 (Debian's /usr/bin/python3 by default)
+# and stops at the first failure. Run by `make check`; standalone:
+#   SIDECARD_BIN=sidecard/sidecard SIDECARDCTL_BIN=libclient/sidecardctl tests/cli.sh
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${SIDECARD_BIN:-$here/../sidecard/sidecard}
+ctl=${SIDECARDCTL_BIN:-$here/../libclient/sidecardctl}
+py=${PYTHON3:-/usr/bin/python3}
+
+dir=$(mktemp -d /tmp/sidecard-cli.XXXXXX) || exit 1
+sock=$dir/sidecard.sock
+pid=
+cleanup() {
+	if [ -n "$pid" ]; then
+		kill "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	fi
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+passed=0
+fail() {
+	echo "FAIL: $1"
+	echo "--- stdout"; cat "$dir/out" 2>/dev/null
+	echo "--- stderr"; cat "$dir/err" 2>/dev/null
+	echo "$passed passed, 1 failed"
+	exit 1
+}
+ok() {
+	passed=$((passed + 1))
+	echo "ok $passed - $1"
+}
+
+# run ARGS...: sidecardctl on the test socket; sets $rc, output in $dir/out and $dir/err.
+run() {
+	"$ctl" --socket "$sock" "$@" >"$dir/out" 2>"$dir/err"
+	rc=$?
+}
+# expect RC DESCRIPTION
+expect() {
+	[ "$rc" -eq "$1" ] || fail "$2: exit status $rc, expected $1"
+}
+# out_has TEXT / err_has TEXT
+out_has() { grep -qF -- "$1" "$dir/out" || fail "stdout lacks '$1'"; }
+err_has() { grep -qF -- "$1" "$dir/err" || fail "stderr lacks '$1'"; }
+# json EXPR: evaluates a Python assertion on the parsed stdout, bound to d.
+json() {
+	"$py" -c "import json, sys
+d = json.load(open(sys.argv[1]))
+$1" "$dir/out" 2>>"$dir/err" || fail "json: $1"
+}
+
+"$bin" --socket "$sock" --state-dir "$dir/state" 2>"$dir/daemon.log" &
+pid=$!
+i=0
+until [ -S "$sock" ] && "$ctl" --socket "$sock" stats >/dev/null 2>&1; do
+	i=$((i + 1))
+	if [ $i -gt 200 ] || ! kill -0 "$pid" 2>/dev/null; then
+		cat "$dir/daemon.log"
+		fail "the daemon did not start"
+	fi
+	sleep 0.05
+done
+
+run --version; expect 0 "--version"; out_has "sidecardctl"
+run --help; expect 0 "--help"; out_has "agents create"
+ok "help and version"
+
+run orgs create --name my-team; expect 0 "orgs create"; out_has "my-team"
+run --json orgs create --name=other-team; expect 0 "orgs create --json"
+json 'assert d["name"] == "other-team" and d["wallet"]["limited"] is False, d'
+ok "orgs create"
+
+run --json agents create --org my-team --name research-bot --balance 50 --max-per-txn=10 \
+	--rule 'name=OpenAI cap,match=openai.*,max-cost-per-txn=5,daily-spend-limit=100,hourly-rate-limit=50' \
+	--rule 'name=Default,match=*,max-cost-per-txn=8'
+expect 0 "agents create"
+json 'assert d["wallet"]["balance"] == 50000000 and d["wallet"]["max_per_txn"] == 10000000, d
+assert [r["name"] for r in d["rules"]] == ["OpenAI cap", "Default"], d
+assert d["rules"][0]["max_cost_per_txn"] == 5000000 and d["rules"][0]["hourly_rate_limit"] == 50, d'
+agent=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$dir/out")
+ok "agents create with a wallet and rules in dollars"
+
+run agents list; expect 0 "agents list"; out_has "NAME"; out_has "research-bot"; out_has '$50.00'
+run agents list --org my-team --json; expect 0 "agents list --org"
+json 'assert len(d) == 1 and d[0]["org"] == "my-team", d'
+run agents get --agent-id "$agent"; expect 0 "agents get"; out_has "OpenAI cap"; out_has '$5.00'
+ok "agents list and get"
+
+txn=$("$ctl" --socket "$sock" check --agent-id "$agent" --action openai.chat --estimated-cost 2.50 2>"$dir/err")
+rc=$?
+expect 0 "check allowed"
+case $txn in '' | *[!0-9]*) fail "check printed '$txn', not a transaction id" ;; esac
+ok "check allowed: exit 0, transaction id $txn alone on stdout"
+
+run report --transaction-id "$txn" --outcome success --actual-cost 2.40
+expect 0 "report"; out_has 'charged $2.40'; out_has 'balance $47.60'
+run --json wallet --agent-id "$agent"; expect 0 "wallet"
+json 'assert d["balance"] == 47600000 and d["held"] == 0 and d["daily_spent"] == 2400000, d'
+ok "report success with an actual cost"
+
+run check --agent-id "$agent" --action openai.chat --estimated-cost 6
+expect 1 "check blocked"; err_has "blocked: rule:OpenAI cap:max_cost_per_txn"
+[ -s "$dir/out" ] && fail "a blocked check printed on stdout"
+run check --agent-id "$agent" --action flights.book --estimated-cost 9
+expect 1 "check blocked by the * rule"; err_has "blocked: rule:Default:max_cost_per_txn"
+run check --agent-id 999999 --action x --estimated-cost 1
+expect 1 "check unknown agent"; err_has "blocked: agent_not_found"
+ok "check blocked: exit 1, the reason on stderr"
+
+run --json check --agent-id="$agent" --action=openai.chat --estimated-cost=1 --type api_call \
+	--idempotency-key key-1
+expect 0 "check --json"
+json 'assert d["status"] == "allowed" and isinstance(d["transaction_id"], int), d
+assert d["available"] == 46600000 and d["warnings"] == [] and d["replayed"] is False, d
+assert d["block_reason"] is None and d["risk_level"] == "low", d'
+txn=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["transaction_id"])' "$dir/out")
+run --json check --agent-id="$agent" --action=openai.chat --estimated-cost=1 --type api_call \
+	--idempotency-key key-1
+expect 0 "check replay"; json 'assert d["replayed"] is True, d'
+run --json check --agent-id "$agent" --action openai.chat --estimated-cost 7
+expect 1 "check --json blocked"; json 'assert d["status"] == "blocked", d'
+ok "check --json: the decision object, replays"
+
+run report --transaction-id "$txn" --outcome 0
+expect 0 "report with an exit status"; out_has "success"; out_has 'charged $1.00'
+run --json report --transaction-id "$txn" --outcome success
+expect 0 "report replay"; json 'assert d["replayed"] is True and d["charged"] == 1000000, d'
+run report --transaction-id "$txn" --outcome failure
+expect 2 "report mismatch"; err_has "sidecardctl: report: "
+ok "report with an exit status, replay and mismatch"
+
+run check --agent-id "$agent" --action openai.chat --estimated-cost 2.4.5
+expect 2 "bad dollar amount"; err_has "--estimated-cost"
+run agents create --org my-team --name x --balance ten
+expect 2 "bad --balance"; err_has "--balance"
+run check --agent-id "$agent" --action openai.chat --estimated-cost 1.0000001
+expect 2 "seven decimals"; err_has "--estimated-cost"
+run check --agent-id "$agent" --action openai.chat --estimated-cost 99999999999999
+expect 2 "too large"; err_has "--estimated-cost"
+run check --agent-id "$agent" --action openai.chat --estimated-cost 1 --bogus 3
+expect 2 "unknown flag"; err_has "--bogus"
+run check --agent-id "$agent" --action openai.chat
+expect 2 "missing flag"; err_has "--estimated-cost"
+run check --agent-id "$agent" --action openai.chat --estimated-cost
+expect 2 "flag without a value"; err_has "--estimated-cost"
+run agents create --org my-team --name y --rule 'name=r,match=a.*,max-cost-per-txn=abc'
+expect 2 "bad --rule"; err_has "--rule"
+run frobnicate
+expect 2 "unknown command"; err_has "frobnicate"
+ok "usage errors: exit 2 naming the flag"
+
+run agents get --agent-id 999999
+expect 2 "agents get unknown"; err_has "sidecardctl: agents get: "
+run orgs create --name my-team
+expect 2 "orgs create taken"; err_has "sidecardctl: orgs create: "
+"$ctl" --socket "$dir/nothing.sock" orgs list >"$dir/out" 2>"$dir/err"
+rc=$?
+expect 2 "no daemon"; err_has "nothing.sock"
+ok "daemon errors: exit 2 with the daemon's message"
+
+run rules add --agent-id "$agent" --name "Flight cap" --match 'flight.*' --max-cost-per-txn 800 \
+	--daily-spend-limit 3000 --hourly-rate-limit 10
+expect 0 "rules add"; out_has '$800.00'
+run --json rules list --agent-id "$agent"; expect 0 "rules list"
+json 'assert [r["match"] for r in d] == ["openai.*", "*", "flight.*"], d'
+rule=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))[2]["id"])' "$dir/out")
+run --json rules update --agent-id "$agent" --rule-id "$rule" --max-cost-per-txn 1000
+expect 0 "rules update"
+json 'assert d["max_cost_per_txn"] == 1000000000 and d["daily_spend_limit"] == 3000000000, d'
+run rules list --agent-id "$agent"; expect 0 "rules list"; out_has "Flight cap"; out_has "MATCH"
+run rules remove --agent-id "$agent" --rule-id "$rule"; expect 0 "rules remove"
+run --json rules list --agent-id "$agent"; json 'assert len(d) == 2, d'
+ok "rules add, list, update, remove"
+
+run --json wallet update --agent-id "$agent" --balance 100 --daily-spend-limit 20.5
+expect 0 "wallet update"
+json 'assert d["balance"] == 100000000 and d["daily_spend_limit"] == 20500000, d'
+org=$("$ctl" --socket "$sock" --json orgs list | "$py" -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+run --json wallet update --org-id "$org" --balance 1000
+expect 0 "org wallet update"; json 'assert d["limited"] is True and d["balance"] == 1000000000, d'
+run wallet --org-id "$org"; expect 0 "org wallet"; out_has '$1000.00'
+run wallet --agent-id "$agent" --org-id "$org"
+expect 2 "wallet with both ids"
+ok "wallet show and update, agent and org"
+
+run agents freeze --agent-id "$agent"; expect 0 "agents freeze"; out_has "frozen"
+run check --agent-id "$agent" --action x --estimated-cost 1
+expect 1 "frozen check"; err_has "blocked: agent_frozen"
+run agents unfreeze --agent-id "$agent"; expect 0 "agents unfreeze"; out_has "active"
+run --json agents update --agent-id "$agent" --priority critical --name renamed
+expect 0 "agents update"; json 'assert d["priority"] == "critical" and d["name"] == "renamed", d'
+ok "agents freeze, unfreeze, update"
+
+run transactions --agent-id "$agent"; expect 0 "transactions"
+out_has "STATUS"; out_has "blocked"; out_has "settled"
+run --json transactions --agent-id "$agent" --status blocked --limit 2
+expect 0 "transactions --json"
+json 'assert len(d) == 2 and all(t["status"] == "blocked" for t in d), d
+assert d[0]["id"] > d[1]["id"] and d[0]["outcome"] is None, d'
+ok "transactions"
+
+run --json stats; expect 0 "stats --json"
+json 'assert d["agents"] == 1 and d["checks"] >= 6 and d["blocked"] >= 4, d
+assert d["checks"] == d["allowed"] + d["blocked"], d'
+run stats; expect 0 "stats"; out_has "holds_open"
+SIDECARD_SOCKET=$sock "$ctl" orgs list >"$dir/out" 2>"$dir/err"
+rc=$?
+expect 0 "SIDECARD_SOCKET"; out_has "my-team"
+ok "stats, SIDECARD_SOCKET"
+
+run agents delete --agent-id "$agent"; expect 0 "agents delete"
+run agents get --agent-id "$agent"; expect 2 "deleted agent"
+ok "agents delete"
+
+echo "$passed passed, 0 failed"

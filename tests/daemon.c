@@ -1,0 +1,258 @@
+/*
+ * daemon.c: starts and stops the real sidecard daemon for integration tests
+ * (see daemon.h for the contract).
+ *
+ * The daemon runs in the foreground as a child process with
+ * `--socket DIR/sidecard.sock --state-dir DIR/state` plus the test's own
+ * arguments. Readiness is "the socket accepts a connection", polled every
+ * 5 ms for at most 10 s; a child that exits meanwhile fails the start at
+ * once. The child asks for SIGTERM when its parent dies (PR_SET_PDEATHSIG),
+ * so a test process killed by Check's timeout or by test_daemon_timeout()'s
+ * alarm takes its daemon with it. A test that fails an assertion exits at
+ * once, without its teardown (Check's fork mode calls _exit), so its
+ * directory is made inside a base directory that the runner process
+ * creates and removes around each test case (test_tmp_base_*).
+ *
+ * Threads: the test's main thread only. Ownership: the test owns the
+ * struct test_daemon; the child and the directory live from start to stop.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+#define START_TIMEOUT_MS 10000
+#define STOP_TIMEOUT_MS 10000
+#define POLL_MS 5
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* The daemon binary: $SIDECARD_BIN or the first executable candidate. */
+static const char *daemon_bin(void)
+{
+	static const char *const rel[] = { "../sidecard/sidecard", "../../sidecard/sidecard" };
+	static char path[PATH_MAX + 32];
+	char exe[PATH_MAX];
+	const char *env = getenv("SIDECARD_BIN");
+	ssize_t n;
+	char *slash;
+	size_t i;
+
+	if (env != NULL && env[0] != '\0')
+		return env;
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		if ((slash = strrchr(exe, '/')) != NULL)
+			*slash = '\0';
+		for (i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+			snprintf(path, sizeof(path), "%s/%s", exe, rel[i]);
+			if (access(path, X_OK) == 0)
+				return path;
+		}
+	}
+	return "sidecard/sidecard";
+}
+
+static int accepts(const char *socket_path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd, ok;
+
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	ok = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* Decodes a wait status: the exit code, or 128 + the signal. */
+static int exit_code(int status)
+{
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int spawn(struct test_daemon *d)
+{
+	const char *argv[8 + sizeof(d->extra) / sizeof(d->extra[0])];
+	const char *bin = daemon_bin();
+	pid_t parent = getpid();
+	size_t n = 0, i;
+	int status;
+	long waited;
+
+	argv[n++] = bin;
+	argv[n++] = "--socket";
+	argv[n++] = d->socket;
+	argv[n++] = "--state-dir";
+	argv[n++] = d->state;
+	for (i = 0; d->extra[i] != NULL; i++)
+		argv[n++] = d->extra[i];
+	argv[n] = NULL;
+
+	d->pid = fork();
+	if (d->pid < 0) {
+		perror("test daemon: fork");
+		d->pid = 0;
+		return -1;
+	}
+	if (d->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(127);
+		execv(bin, (char *const *)argv);
+		fprintf(stderr, "test daemon: cannot run %s: %s (set SIDECARD_BIN)\n", bin,
+		        strerror(errno));
+		_exit(127);
+	}
+	for (waited = 0; waited < START_TIMEOUT_MS; waited += POLL_MS) {
+		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+			fprintf(stderr, "test daemon: %s exited with %d before accepting\n", bin,
+			        exit_code(status));
+			d->pid = 0;
+			return -1;
+		}
+		if (accepts(d->socket))
+			return 0;
+		sleep_ms(POLL_MS);
+	}
+	fprintf(stderr, "test daemon: %s did not accept on %s within %d ms\n", bin, d->socket,
+	        START_TIMEOUT_MS);
+	kill(d->pid, SIGKILL);
+	waitpid(d->pid, &status, 0);
+	d->pid = 0;
+	return -1;
+}
+
+/* SIGTERM, then SIGKILL after STOP_TIMEOUT_MS. Returns the exit code or -1. */
+static int terminate(struct test_daemon *d)
+{
+	int status;
+	long waited;
+
+	if (d->pid == 0)
+		return -1;
+	kill(d->pid, SIGTERM);
+	for (waited = 0; waited < STOP_TIMEOUT_MS; waited += POLL_MS) {
+		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+			d->pid = 0;
+			return exit_code(status);
+		}
+		sleep_ms(POLL_MS);
+	}
+	fprintf(stderr, "test daemon: pid %d ignored SIGTERM for %d ms, killing it\n", (int)d->pid,
+	        STOP_TIMEOUT_MS);
+	kill(d->pid, SIGKILL);
+	waitpid(d->pid, &status, 0);
+	d->pid = 0;
+	return exit_code(status);
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+/* The base directory of this test case's temporary directories, or "". */
+static char base[48];
+
+int test_tmp_base_create(void)
+{
+	snprintf(base, sizeof(base), "/tmp/sidecard-test.XXXXXX");
+	if (mkdtemp(base) == NULL) {
+		perror("test daemon: mkdtemp");
+		base[0] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
+void test_tmp_base_remove(void)
+{
+	if (base[0] != '\0')
+		nftw(base, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	base[0] = '\0';
+}
+
+int test_tmpdir(char *dir, size_t len)
+{
+	int n = snprintf(dir, len, "%s/%s", base[0] ? base : "/tmp",
+	                 base[0] ? "d.XXXXXX" : "sidecard-test.XXXXXX");
+
+	if (n < 0 || (size_t)n >= len || mkdtemp(dir) == NULL) {
+		perror("test daemon: mkdtemp");
+		return -1;
+	}
+	return 0;
+}
+
+int test_daemon_start(struct test_daemon *d, const char *const *extra)
+{
+	size_t i, max = sizeof(d->extra) / sizeof(d->extra[0]) - 1;
+
+	memset(d, 0, sizeof(*d));
+	for (i = 0; extra != NULL && extra[i] != NULL; i++) {
+		if (i == max) {
+			fprintf(stderr, "test daemon: more than %zu extra arguments\n", max);
+			return -1;
+		}
+		d->extra[i] = extra[i];
+	}
+	if (test_tmpdir(d->dir, sizeof(d->dir)) != 0)
+		return -1;
+	snprintf(d->socket, sizeof(d->socket), "%s/sidecard.sock", d->dir);
+	snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
+	if (spawn(d) != 0) {
+		nftw(d->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+		d->dir[0] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
+int test_daemon_restart(struct test_daemon *d)
+{
+	int rc = terminate(d);
+
+	if (rc != 0) {
+		fprintf(stderr, "test daemon: stopped with status %d\n", rc);
+		return -1;
+	}
+	return spawn(d);
+}
+
+int test_daemon_stop(struct test_daemon *d)
+{
+	int rc = terminate(d);
+
+	if (d->dir[0] != '\0') {
+		nftw(d->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+		d->dir[0] = '\0';
+	}
+	return rc;
+}
+
+void test_daemon_timeout(unsigned seconds)
+{
+	signal(SIGALRM, SIG_DFL);
+	alarm(seconds);
+}

@@ -1,0 +1,18 @@
+/*
+ * suites.h: the Check suites. Each tests/check_<module>.c exports one suite
+ * constructor; the unit runner (tests/check_main.c) runs the first five,
+ * check_integration runs client_suite beside its daemon tests.
+ */
+#ifndef SC_TESTS_SUITES_H
+#define SC_TESTS_SUITES_H
+
+#include <check.h>
+
+Suite *money_suite(void);  /* tests/check_money.c: money, error names, name tables */
+Suite *frame_suite(void);  /* tests/check_frame.c: msgpack-rpc framing and limits */
+Suite *server_suite(void); /* the daemon's server and dispatch */
+Suite *shm_suite(void);    /* tests/check_shm.c: the shared-memory state segment */
+Suite *gate_suite(void);   /* tests/check_gate.c: the gating engine */
+Suite *client_suite(void); /* tests/check_client.c: libsidecard against a fake daemon */
+
+#endif /* SC_TESTS_SUITES_H */
