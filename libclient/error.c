@@ -16,8 +16,11 @@
  * static storage; nothing is formatted into a shared buffer.
  */
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "common.h"
 #include "sidecard.h"
 
 const char *sc_err_name(int code)
@@ -84,4 +87,15 @@ int sc_err_from_name(const char *name)
 		if (strcmp(table[i].wire, name) == 0)
 			return table[i].code;
 	return SC_EPROTO;
+}
+
+void sc_errorf(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!buf || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
 }

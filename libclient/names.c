@@ -11,6 +11,7 @@
  */
 #include <string.h>
 
+#include "common.h"
 #include "sidecard.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -40,26 +41,36 @@ static const char *const txn_status_names[] = {
 	[SC_TXN_EXPIRED] = "expired",
 };
 
+#define NAMES(table) {table, COUNT(table)}
+
+const struct sc_names sc_priority_names = NAMES(priority_names);
+const struct sc_names sc_status_names = NAMES(status_names);
+const struct sc_names sc_outcome_names = NAMES(outcome_names);
+const struct sc_names sc_txn_status_names = NAMES(txn_status_names);
+
+int sc_names_find(const struct sc_names *t, const char *s, size_t len)
+{
+	for (unsigned i = 0; i < t->n; i++)
+		if (strlen(t->v[i]) == len && memcmp(t->v[i], s, len) == 0)
+			return (int)i;
+	return -1;
+}
+
 /* The name of value v in table, or "unknown" for a value out of range. */
 static const char *name_of(const char *const *table, size_t n, unsigned v)
 {
 	return v < n ? table[v] : "unknown";
 }
 
-/* The index of s in table, or SC_EINVAL. */
-static int index_of(const char *const *table, size_t n, const char *s, unsigned *out)
+/* The index of s in t, or SC_EINVAL. */
+static int index_of(const struct sc_names *t, const char *s, unsigned *out)
 {
-	unsigned i;
+	int i = s ? sc_names_find(t, s, strlen(s)) : -1;
 
-	if (s == NULL)
+	if (i < 0)
 		return SC_EINVAL;
-	for (i = 0; i < n; i++) {
-		if (strcmp(table[i], s) == 0) {
-			*out = i;
-			return 0;
-		}
-	}
-	return SC_EINVAL;
+	*out = (unsigned)i;
+	return 0;
 }
 
 const char *sc_priority_name(enum sc_priority p)
@@ -85,7 +96,7 @@ const char *sc_txn_status_name(enum sc_txn_status s)
 int sc_priority_parse(const char *s, enum sc_priority *out)
 {
 	unsigned v;
-	int rc = index_of(priority_names, COUNT(priority_names), s, &v);
+	int rc = index_of(&sc_priority_names, s, &v);
 
 	if (rc == 0)
 		*out = (enum sc_priority)v;
@@ -95,7 +106,7 @@ int sc_priority_parse(const char *s, enum sc_priority *out)
 int sc_status_parse(const char *s, enum sc_status *out)
 {
 	unsigned v;
-	int rc = index_of(status_names, COUNT(status_names), s, &v);
+	int rc = index_of(&sc_status_names, s, &v);
 
 	if (rc == 0)
 		*out = (enum sc_status)v;
@@ -105,7 +116,7 @@ int sc_status_parse(const char *s, enum sc_status *out)
 int sc_outcome_parse(const char *s, enum sc_outcome *out)
 {
 	unsigned v;
-	int rc = index_of(outcome_names, COUNT(outcome_names), s, &v);
+	int rc = index_of(&sc_outcome_names, s, &v);
 
 	if (rc == 0)
 		*out = (enum sc_outcome)v;
@@ -115,7 +126,7 @@ int sc_outcome_parse(const char *s, enum sc_outcome *out)
 int sc_txn_status_parse(const char *s, enum sc_txn_status *out)
 {
 	unsigned v;
-	int rc = index_of(txn_status_names, COUNT(txn_status_names), s, &v);
+	int rc = index_of(&sc_txn_status_names, s, &v);
 
 	if (rc == 0)
 		*out = (enum sc_txn_status)v;

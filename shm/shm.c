@@ -16,18 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "shm.h"
-
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static int add_table(uint64_t *off, uint32_t count, size_t rec_size, uint64_t *table_off)
 {
@@ -81,16 +71,16 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 	struct shm_caps caps;
 
 	if (file_size < SHM_HEADER_SIZE) {
-		fail(err, errlen, "file is %llu bytes, smaller than the %u-byte header",
+		sc_errorf(err, errlen, "file is %llu bytes, smaller than the %u-byte header",
 		     (unsigned long long)file_size, SHM_HEADER_SIZE);
 		return SC_EINVAL;
 	}
 	if (memcmp(h->magic, SHM_MAGIC, sizeof(h->magic)) != 0) {
-		fail(err, errlen, "bad magic: not a sidecard state segment");
+		sc_errorf(err, errlen, "bad magic: not a sidecard state segment");
 		return SC_EINVAL;
 	}
 	if (h->version != SHM_LAYOUT_VERSION || h->header_size != SHM_HEADER_SIZE) {
-		fail(err, errlen, "layout version %u (header %u bytes); this daemon reads version %u",
+		sc_errorf(err, errlen, "layout version %u (header %u bytes); this daemon reads version %u",
 		     h->version, h->header_size, SHM_LAYOUT_VERSION);
 		return SC_EINVAL;
 	}
@@ -101,16 +91,16 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 	    want.org_off != h->org_off || want.agent_off != h->agent_off ||
 	    want.rule_off != h->rule_off || want.hold_off != h->hold_off ||
 	    want.txn_off != h->txn_off) {
-		fail(err, errlen, "header capacities and offsets are inconsistent");
+		sc_errorf(err, errlen, "header capacities and offsets are inconsistent");
 		return SC_EINVAL;
 	}
 	if (h->size != file_size) {
-		fail(err, errlen, "header says %llu bytes but the file has %llu",
+		sc_errorf(err, errlen, "header says %llu bytes but the file has %llu",
 		     (unsigned long long)h->size, (unsigned long long)file_size);
 		return SC_EINVAL;
 	}
 	if (h->busy) {
-		fail(err, errlen, "the previous daemon stopped in the middle of a change");
+		sc_errorf(err, errlen, "the previous daemon stopped in the middle of a change");
 		return SC_EINTERNAL;
 	}
 	return 0;
@@ -149,7 +139,7 @@ static int attach(struct shm *m, int fd, int readonly, const char *path, char *e
 
 	if (fstat(fd, &sb) != 0) {
 		rc = -errno;
-		fail(err, errlen, "%s: %s", path, strerror(-rc));
+		sc_errorf(err, errlen, "%s: %s", path, strerror(-rc));
 		close(fd);
 		return rc;
 	}
@@ -157,7 +147,7 @@ static int attach(struct shm *m, int fd, int readonly, const char *path, char *e
 	n = pread(fd, &h, sizeof(h), 0);
 	if (n < 0) {
 		rc = -errno;
-		fail(err, errlen, "%s: %s", path, strerror(-rc));
+		sc_errorf(err, errlen, "%s: %s", path, strerror(-rc));
 		close(fd);
 		return rc;
 	}
@@ -166,13 +156,13 @@ static int attach(struct shm *m, int fd, int readonly, const char *path, char *e
 		char why[200];
 
 		snprintf(why, sizeof(why), "%s", err && errlen ? err : "invalid");
-		fail(err, errlen, "%s: %s", path, why);
+		sc_errorf(err, errlen, "%s: %s", path, why);
 		close(fd);
 		return rc;
 	}
 	rc = map_file(m, fd, (size_t)sb.st_size, readonly);
 	if (rc != 0) {
-		fail(err, errlen, "%s: mmap: %s", path, strerror(-rc));
+		sc_errorf(err, errlen, "%s: mmap: %s", path, strerror(-rc));
 		close(fd);
 		return rc;
 	}
@@ -190,23 +180,23 @@ static int create(struct shm *m, const char *path, const struct shm_caps *caps, 
 	memset(&h, 0, sizeof(h));
 	if (caps->orgs == 0 || caps->agents == 0 || caps->rules == 0 || caps->holds == 0 ||
 	    caps->txns == 0) {
-		fail(err, errlen, "every capacity must be at least 1");
+		sc_errorf(err, errlen, "every capacity must be at least 1");
 		return SC_EINVAL;
 	}
 	if (layout(caps, &h) != 0) {
-		fail(err, errlen, "capacities too large for one segment");
+		sc_errorf(err, errlen, "capacities too large for one segment");
 		return SC_ERANGE;
 	}
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0) {
 		rc = -errno;
-		fail(err, errlen, "%s: %s", path, strerror(-rc));
+		sc_errorf(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
 	}
 	/* A sparse file: pages cost memory only once a record is written. */
 	if (ftruncate(fd, (off_t)h.size) != 0 || (rc = map_file(m, fd, h.size, 0)) != 0) {
 		rc = errno ? -errno : SC_EINTERNAL;
-		fail(err, errlen, "%s: cannot size the segment to %llu bytes: %s", path,
+		sc_errorf(err, errlen, "%s: cannot size the segment to %llu bytes: %s", path,
 		     (unsigned long long)h.size, strerror(-rc));
 		close(fd);
 		unlink(path);
@@ -236,7 +226,7 @@ int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, in
 		*created = rc == 0;
 	} else if (fd < 0) {
 		rc = -errno;
-		fail(err, errlen, "%s: %s", path, strerror(-rc));
+		sc_errorf(err, errlen, "%s: %s", path, strerror(-rc));
 	} else {
 		rc = attach(m, fd, 0, path, err, errlen);
 		*created = 0;
@@ -256,7 +246,7 @@ int shm_open_ro(struct shm *m, const char *path, char *err, size_t errlen)
 	if (fd < 0) {
 		int rc = -errno;
 
-		fail(err, errlen, "%s: %s", path, strerror(-rc));
+		sc_errorf(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
 	}
 	return attach(m, fd, 1, path, err, errlen);

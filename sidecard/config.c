@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "config.h"
 #include "sidecard.h"
 
@@ -53,15 +54,6 @@ static const struct option_def options[] = {
 	{"log-level", K_LEVEL, F(log_level), 0, 0, "LEVEL", "error, warn, info or debug (info)"},
 };
 
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static const struct option_def *find_option(const char *name, size_t len)
 {
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
@@ -91,7 +83,7 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 	switch (o->kind) {
 	case K_PATH:
 		if (!*v || strlen(v) >= PATH_MAX) {
-			fail(err, errlen, "%s%s: must be a path of 1 to %d bytes", where, o->name,
+			sc_errorf(err, errlen, "%s%s: must be a path of 1 to %d bytes", where, o->name,
 			     PATH_MAX - 1);
 			return SC_EINVAL;
 		}
@@ -99,13 +91,13 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 		return 0;
 	case K_LEVEL:
 		if (log_parse_level(v, (enum log_level *)field) != 0) {
-			fail(err, errlen, "%s%s: '%s' is not error, warn, info or debug", where, o->name, v);
+			sc_errorf(err, errlen, "%s%s: '%s' is not error, warn, info or debug", where, o->name, v);
 			return SC_EINVAL;
 		}
 		return 0;
 	case K_CHARGE:
 		if (strcmp(v, "estimate") != 0 && strcmp(v, "none") != 0) {
-			fail(err, errlen, "%s%s: '%s' is not estimate or none", where, o->name, v);
+			sc_errorf(err, errlen, "%s%s: '%s' is not estimate or none", where, o->name, v);
 			return SC_EINVAL;
 		}
 		*(int *)field = strcmp(v, "estimate") == 0;
@@ -116,7 +108,7 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 		if (g)
 			n = g->gr_gid;
 		else if (parse_u64(v, 10, &n) != 0 || n > INT32_MAX) {
-			fail(err, errlen, "%s%s: no group '%s'", where, o->name, v);
+			sc_errorf(err, errlen, "%s%s: no group '%s'", where, o->name, v);
 			return SC_EINVAL;
 		}
 		*(long *)field = (long)n;
@@ -126,7 +118,7 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 		break;
 	}
 	if (parse_u64(v, o->kind == K_MODE ? 8 : 10, &n) != 0 || n < o->min || n > o->max) {
-		fail(err, errlen, "%s%s: '%s' is not a%s number from %llu to %llu", where, o->name, v,
+		sc_errorf(err, errlen, "%s%s: '%s' is not a%s number from %llu to %llu", where, o->name, v,
 		     o->kind == K_MODE ? "n octal" : "", (unsigned long long)o->min,
 		     (unsigned long long)o->max);
 		return SC_EINVAL;
@@ -155,7 +147,7 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 	int lineno = 0, rc = 0;
 
 	if (!f) {
-		fail(err, errlen, "config %s: %s", path, strerror(errno));
+		sc_errorf(err, errlen, "config %s: %s", path, strerror(errno));
 		return -errno;
 	}
 	while (rc == 0 && fgets(line, sizeof(line), f)) {
@@ -170,7 +162,7 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 		*ve = '\0';
 		v = strchr(k, '=');
 		if (!v) {
-			fail(err, errlen, "%sexpected 'key = value'", where);
+			sc_errorf(err, errlen, "%sexpected 'key = value'", where);
 			rc = SC_EINVAL;
 			break;
 		}
@@ -179,7 +171,7 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 		trim(&v, &ve);
 		o = find_option(k, (size_t)(ke - k));
 		if (!o || o->off == F(config_file)) {
-			fail(err, errlen, "%sunknown key '%.*s'", where, (int)(ke - k), k);
+			sc_errorf(err, errlen, "%sunknown key '%.*s'", where, (int)(ke - k), k);
 			rc = SC_EINVAL;
 			break;
 		}
@@ -267,11 +259,11 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 			return 1;
 		}
 		if (strncmp(argv[i], "--", 2) != 0 || !(o = cli_option(argc, argv, &i, &v))) {
-			fail(err, errlen, "unknown option '%s' (see sidecard --help)", argv[i]);
+			sc_errorf(err, errlen, "unknown option '%s' (see sidecard --help)", argv[i]);
 			return SC_EINVAL;
 		}
 		if (!v) {
-			fail(err, errlen, "--%s: needs a value (%s)", o->name, o->arg);
+			sc_errorf(err, errlen, "--%s: needs a value (%s)", o->name, o->arg);
 			return SC_EINVAL;
 		}
 		if (o->off == F(config_file) && (rc = load_file(c, v, err, errlen)) != 0)

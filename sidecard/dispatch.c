@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common.h"
 #include "dispatch.h"
 #include "gate.h"
 #include "proto.h"
@@ -235,58 +236,24 @@ static int org_id_arg(struct call *c, const char *key, uint32_t *slot, int *pres
 	return 0;
 }
 
-/* An enum given by name, with its parser. */
+/* An enum given by its word; *out is its value. */
 static int enum_arg(struct call *c, struct proto_args *a, const char *key,
-                    int (*parse)(const char *, int *), const char *allowed, int *out,
-                    int *present)
+                    const struct sc_names *names, int *out, int *present)
 {
 	struct state_str s;
-	char buf[32];
-	int rc = arg_str(c, a, key, 0, sizeof(buf) - 1, &s, present);
+	char allowed[96] = "";
+	int rc = arg_str(c, a, key, 0, 0, &s, present), v;
 
 	if (rc != 0 || !*present)
 		return rc;
-	memcpy(buf, s.p, s.len);
-	buf[s.len] = '\0';
-	if (parse(buf, out) != 0)
-		return failf(c, SC_EINVAL, "%s: must be %s", key, allowed);
-	return 0;
-}
-
-static int parse_priority(const char *s, int *out)
-{
-	enum sc_priority p;
-	int rc = sc_priority_parse(s, &p);
-
-	*out = (int)p;
-	return rc;
-}
-
-static int parse_status(const char *s, int *out)
-{
-	enum sc_status v;
-	int rc = sc_status_parse(s, &v);
-
-	*out = (int)v;
-	return rc;
-}
-
-static int parse_outcome(const char *s, int *out)
-{
-	enum sc_outcome v;
-	int rc = sc_outcome_parse(s, &v);
-
-	*out = (int)v;
-	return rc;
-}
-
-static int parse_txn_status(const char *s, int *out)
-{
-	enum sc_txn_status v;
-	int rc = sc_txn_status_parse(s, &v);
-
-	*out = (int)v;
-	return rc;
+	if ((v = sc_names_find(names, s.p, s.len)) >= 0) {
+		*out = v;
+		return 0;
+	}
+	for (unsigned i = 0; i < names->n; i++)
+		snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s",
+		         i == 0 ? "" : i + 1 == names->n ? " or " : ", ", names->v[i]);
+	return failf(c, SC_EINVAL, "%s: must be %s", key, allowed);
 }
 
 /* The fields each method accepts; anything else is an unknown field. */
@@ -457,8 +424,7 @@ static int m_agents_create(struct call *c)
 	memset(&spec, 0, sizeof(spec));
 	if ((rc = org_ref_arg(c, "org", 1, &spec.org_slot, NULL)) ||
 	    (rc = arg_str(c, c->a, "name", 1, SC_NAME_MAX, &spec.name, NULL)) ||
-	    (rc = enum_arg(c, c->a, "priority", parse_priority, "normal, high or critical", &prio,
-	                   &present)))
+	    (rc = enum_arg(c, c->a, "priority", &sc_priority_names, &prio, &present)))
 		return rc;
 	spec.priority = present ? (enum sc_priority)prio : SC_PRIORITY_NORMAL;
 	if ((rc = proto_arg_obj(c->a, "wallet", 0, MSGPACK_OBJECT_MAP, &wallet, &present)))
@@ -539,10 +505,8 @@ static int m_agents_update(struct call *c)
 
 	if ((rc = agent_arg(c, &slot)) ||
 	    (rc = arg_str(c, c->a, "name", 0, SC_NAME_MAX, &name, &has_name)) ||
-	    (rc = enum_arg(c, c->a, "priority", parse_priority, "normal, high or critical", &prio,
-	                   &has_prio)) ||
-	    (rc = enum_arg(c, c->a, "status", parse_status, "active, throttled or frozen", &status,
-	                   &has_status)) ||
+	    (rc = enum_arg(c, c->a, "priority", &sc_priority_names, &prio, &has_prio)) ||
+	    (rc = enum_arg(c, c->a, "status", &sc_status_names, &status, &has_status)) ||
 	    (rc = state_agent_update(c->st, slot, has_name ? &name : NULL, has_prio ? prio : -1,
 	                             has_status ? status : -1, c->err, sizeof(c->err))))
 		return rc;
@@ -751,8 +715,7 @@ static int m_report(struct call *c)
 	msgpack_packer *pk;
 
 	if ((rc = proto_arg_u64(c->a, "transaction_id", 1, &txn_id, NULL)) ||
-	    (rc = enum_arg(c, c->a, "outcome", parse_outcome, "success, failure or partial",
-	                   &outcome, &has_outcome)))
+	    (rc = enum_arg(c, c->a, "outcome", &sc_outcome_names, &outcome, &has_outcome)))
 		return rc;
 	if (!has_outcome)
 		return failf(c, SC_EINVAL, "outcome: required");
@@ -782,8 +745,7 @@ static int m_transactions_list(struct call *c)
 	size_t n = 0;
 
 	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &agent_id, &present)) ||
-	    (rc = enum_arg(c, c->a, "status", parse_txn_status,
-	                   "pending, settled, blocked or expired", &status, &present)) ||
+	    (rc = enum_arg(c, c->a, "status", &sc_txn_status_names, &status, &present)) ||
 	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
 		return rc;
 	if (!(found = malloc((size_t)limit * sizeof(*found))))

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common.h"
 #include "gate.h"
 #include "log.h"
 
@@ -27,17 +28,6 @@ static const char *const check_types[] = {"api_call", "compute", "data", "tool",
 const char *gate_risk_name(int risk)
 {
 	return risk >= 0 && risk <= GATE_RISK_HIGH ? risk_names[risk] : "low";
-}
-
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 /* ---------------------------------------------------------- pure helpers */
@@ -251,12 +241,12 @@ static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 static int validate_check(const struct gate_check_req *req, char *err, size_t errlen)
 {
 	if (!gate_action_valid(req->action.p, req->action.len)) {
-		fail(err, errlen, "action: must be 1 to %d printable characters without spaces or '*'",
+		sc_errorf(err, errlen, "action: must be 1 to %d printable characters without spaces or '*'",
 		     SC_ACTION_MAX);
 		return SC_EINVAL;
 	}
 	if (req->estimate < 0) {
-		fail(err, errlen, "estimated_cost: must not be negative");
+		sc_errorf(err, errlen, "estimated_cost: must not be negative");
 		return SC_EINVAL;
 	}
 	if (req->type.len) {
@@ -267,17 +257,17 @@ static int validate_check(const struct gate_check_req *req, char *err, size_t er
 			    memcmp(check_types[i], req->type.p, req->type.len) == 0)
 				break;
 		if (i == n) {
-			fail(err, errlen, "type: must be api_call, compute, data, tool or other");
+			sc_errorf(err, errlen, "type: must be api_call, compute, data, tool or other");
 			return SC_EINVAL;
 		}
 	}
 	if (req->key.len && (req->key.len > SC_KEY_MAX || !gate_action_valid(req->key.p, req->key.len))) {
-		fail(err, errlen, "idempotency_key: must be 1 to %d printable characters without spaces",
+		sc_errorf(err, errlen, "idempotency_key: must be 1 to %d printable characters without spaces",
 		     SC_KEY_MAX);
 		return SC_EINVAL;
 	}
 	if (req->meta_len > SHM_METADATA_MAX) {
-		fail(err, errlen, "metadata: %zu bytes packed, more than %d", req->meta_len,
+		sc_errorf(err, errlen, "metadata: %zu bytes packed, more than %d", req->meta_len,
 		     SHM_METADATA_MAX);
 		return SC_EINVAL;
 	}
@@ -290,7 +280,7 @@ static int replay(const struct gate_check_req *req, const struct shm_txn *t,
 {
 	if (t->estimate != req->estimate || strlen(t->action) != req->action.len ||
 	    memcmp(t->action, req->action.p, req->action.len) != 0) {
-		fail(err, errlen,
+		sc_errorf(err, errlen,
 		     "idempotency_key: already used by transaction %llu for a different action or "
 		     "estimate",
 		     (unsigned long long)t->id);
@@ -397,7 +387,7 @@ static int holds_fit(const struct shm *m, const struct shm_agent *a, uint32_t ru
 	if (__builtin_add_overflow(a->wallet.held, est, &unused) ||
 	    __builtin_add_overflow(m->orgs[a->org_slot].wallet.held, est, &unused) ||
 	    (rule_slot != SHM_NONE && __builtin_add_overflow(m->rules[rule_slot].held, est, &unused))) {
-		fail(err, errlen, "estimated_cost: holding it would overflow the held total");
+		sc_errorf(err, errlen, "estimated_cost: holding it would overflow the held total");
 		return SC_ERANGE;
 	}
 	return 0;
@@ -454,7 +444,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 		if ((rc = holds_fit(m, a, rule_slot, req->estimate, err, errlen)) != 0 ||
 		    (rc = state_hold_alloc(st, &hold_slot)) != 0) {
 			if (rc == SC_ELIMIT)
-				fail(err, errlen, "hold capacity (%u) reached: too many open holds",
+				sc_errorf(err, errlen, "hold capacity (%u) reached: too many open holds",
 				     m->hdr->hold_cap);
 			shm_change_end(m);
 			memset(out, 0, sizeof(*out));
@@ -585,28 +575,28 @@ static int report_closed(struct state *st, uint64_t txn_id, enum sc_outcome outc
 	uint32_t agent_slot;
 
 	if (!t) {
-		fail(err, errlen, "transaction_id: no open or recent transaction %llu",
+		sc_errorf(err, errlen, "transaction_id: no open or recent transaction %llu",
 		     (unsigned long long)txn_id);
 		return SC_ENOTFOUND;
 	}
 	if (t->status == SC_TXN_BLOCKED) {
-		fail(err, errlen, "transaction_id: transaction %llu was blocked; there is nothing to report",
+		sc_errorf(err, errlen, "transaction_id: transaction %llu was blocked; there is nothing to report",
 		     (unsigned long long)txn_id);
 		return SC_EINVAL;
 	}
 	if (t->status == SC_TXN_EXPIRED) {
-		fail(err, errlen, "transaction_id: the hold of transaction %llu expired and was settled",
+		sc_errorf(err, errlen, "transaction_id: the hold of transaction %llu expired and was settled",
 		     (unsigned long long)txn_id);
 		return SC_EINVAL;
 	}
 	if (t->status != SC_TXN_SETTLED || state_agent_by_id(st, t->agent_id, &agent_slot) != 0) {
-		fail(err, errlen, "transaction %llu has no hold and no settlement",
+		sc_errorf(err, errlen, "transaction %llu has no hold and no settlement",
 		     (unsigned long long)txn_id);
 		return SC_EINTERNAL;
 	}
 	if (t->outcome != outcome || t->charged != default_charge(outcome, has_actual, actual,
 	                                                          t->estimate)) {
-		fail(err, errlen,
+		sc_errorf(err, errlen,
 		     "transaction_id: transaction %llu was already settled as %s with %lld micros",
 		     (unsigned long long)txn_id, sc_outcome_name(t->outcome), (long long)t->charged);
 		return SC_EEXISTS;
@@ -627,15 +617,15 @@ int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int 
 
 	memset(out, 0, sizeof(*out));
 	if ((unsigned)outcome > SC_OUTCOME_PARTIAL) {
-		fail(err, errlen, "outcome: must be success, failure or partial");
+		sc_errorf(err, errlen, "outcome: must be success, failure or partial");
 		return SC_EINVAL;
 	}
 	if (has_actual && actual < 0) {
-		fail(err, errlen, "actual_cost: must not be negative");
+		sc_errorf(err, errlen, "actual_cost: must not be negative");
 		return SC_EINVAL;
 	}
 	if (outcome == SC_OUTCOME_PARTIAL && !has_actual) {
-		fail(err, errlen, "actual_cost: required when the outcome is partial");
+		sc_errorf(err, errlen, "actual_cost: required when the outcome is partial");
 		return SC_EINVAL;
 	}
 	if (state_hold_by_txn(st, txn_id, &hold_slot) != 0)
@@ -645,7 +635,7 @@ int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int 
 	charge = default_charge(outcome, has_actual, actual, h->amount);
 	if (!charge_fits(&a->wallet, charge) ||
 	    (h->org_limited && !charge_fits(&m->orgs[h->org_slot].wallet, charge))) {
-		fail(err, errlen, "actual_cost: charging %lld micros would overflow the wallet's totals",
+		sc_errorf(err, errlen, "actual_cost: charging %lld micros would overflow the wallet's totals",
 		     (long long)charge);
 		return SC_ERANGE;
 	}

@@ -36,6 +36,7 @@
 #include <urcu.h>
 #include <urcu/rculfhash.h>
 
+#include "common.h"
 #include "gate.h"
 #include "log.h"
 #include "state.h"
@@ -86,17 +87,6 @@ struct state {
 	uint32_t exp_head, exp_tail;
 	struct state_counts counts;
 };
-
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---------------------------------------------------------------- index */
 
@@ -429,7 +419,7 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 		     ? -ENOMEM
 		     : rebuild(st);
 	if (rc != 0) {
-		fail(err, errlen, "%s: cannot index the state segment: %s", cfg->path,
+		sc_errorf(err, errlen, "%s: cannot index the state segment: %s", cfg->path,
 		     sc_strerror(rc));
 		state_close(st);
 		return rc;
@@ -490,12 +480,12 @@ void state_counts(const struct state *st, struct state_counts *c)
 static int check_name(const char *field, struct state_str s, char *err, size_t errlen)
 {
 	if (s.len == 0 || s.len > SC_NAME_MAX) {
-		fail(err, errlen, "%s: must be 1 to %d bytes", field, SC_NAME_MAX);
+		sc_errorf(err, errlen, "%s: must be 1 to %d bytes", field, SC_NAME_MAX);
 		return SC_EINVAL;
 	}
 	for (size_t i = 0; i < s.len; i++) {
 		if ((unsigned char)s.p[i] < 0x20 || s.p[i] == 0x7f) {
-			fail(err, errlen, "%s: must not contain control characters", field);
+			sc_errorf(err, errlen, "%s: must not contain control characters", field);
 			return SC_EINVAL;
 		}
 	}
@@ -527,11 +517,11 @@ int state_org_create(struct state *st, struct state_str name, int64_t now, uint3
 	if ((rc = check_name("name", name, err, errlen)) != 0)
 		return rc;
 	if (ix_find(st, key_str(IX_ORG_NAME, 0, name), &unused) == 0) {
-		fail(err, errlen, "name: an org named '%.*s' exists", (int)name.len, name.p);
+		sc_errorf(err, errlen, "name: an org named '%.*s' exists", (int)name.len, name.p);
 		return SC_EEXISTS;
 	}
 	if (stack_pop(&st->free_orgs, &s) != 0) {
-		fail(err, errlen, "org capacity (%u) reached", h->org_cap);
+		sc_errorf(err, errlen, "org capacity (%u) reached", h->org_cap);
 		return SC_ELIMIT;
 	}
 	o = &st->m.orgs[s];
@@ -548,7 +538,7 @@ int state_org_create(struct state *st, struct state_str name, int64_t now, uint3
 	if (rc == 0)
 		rc = ix_add(st, key_str(IX_ORG_NAME, 0, name), s);
 	if (rc != 0) {
-		fail(err, errlen, "out of memory indexing org");
+		sc_errorf(err, errlen, "out of memory indexing org");
 		return rc;
 	}
 	st->counts.orgs++;
@@ -598,7 +588,7 @@ static int check_wallet_update(const sc_wallet_update *u, char *err, size_t errl
 
 		memcpy(&v, (const char *)u + fields[i].off, sizeof(v));
 		if ((u->set & fields[i].bit) && v < 0) {
-			fail(err, errlen, "%s: must not be negative", fields[i].name);
+			sc_errorf(err, errlen, "%s: must not be negative", fields[i].name);
 			return SC_EINVAL;
 		}
 	}
@@ -654,7 +644,7 @@ static int check_rule_fields(const struct state_rule_spec *r, char *err, size_t 
 	if ((r->set & STATE_RULE_SET_NAME) && (rc = check_name("name", r->name, err, errlen)))
 		return rc;
 	if ((r->set & STATE_RULE_SET_MATCH) && !gate_pattern_valid(r->match.p, r->match.len)) {
-		fail(err, errlen,
+		sc_errorf(err, errlen,
 		     "match: '%.*s' is not a pattern: use '*', 'prefix.*' or an exact action "
 		     "(1 to %d printable characters, no spaces)",
 		     (int)(r->match.len > 200 ? 200 : r->match.len), r->match.p, SC_ACTION_MAX);
@@ -663,7 +653,7 @@ static int check_rule_fields(const struct state_rule_spec *r, char *err, size_t 
 	if (((r->set & STATE_RULE_SET_MAX_COST) && r->max_cost_per_txn < 0) ||
 	    ((r->set & STATE_RULE_SET_DAILY) && r->daily_limit < 0) ||
 	    ((r->set & STATE_RULE_SET_HOURLY) && r->hourly_limit < 0)) {
-		fail(err, errlen, "rule limits must not be negative");
+		sc_errorf(err, errlen, "rule limits must not be negative");
 		return SC_EINVAL;
 	}
 	return 0;
@@ -679,11 +669,11 @@ static int check_rule_unique(struct state *st, const struct shm_agent *a, uint64
 		if (o->id == skip_id)
 			continue;
 		if ((r->set & STATE_RULE_SET_NAME) && str_eq(o->name, r->name)) {
-			fail(err, errlen, "name: the agent has a rule named '%s'", o->name);
+			sc_errorf(err, errlen, "name: the agent has a rule named '%s'", o->name);
 			return SC_EEXISTS;
 		}
 		if ((r->set & STATE_RULE_SET_MATCH) && str_eq(o->match, r->match)) {
-			fail(err, errlen, "match: rule '%s' already matches '%s'", o->name, o->match);
+			sc_errorf(err, errlen, "match: rule '%s' already matches '%s'", o->name, o->match);
 			return SC_EEXISTS;
 		}
 	}
@@ -730,11 +720,11 @@ static int need_rule_slots(struct state *st, const struct shm_agent *a, size_t n
                            size_t errlen)
 {
 	if ((a ? a->n_rules : 0) + n > SC_RULES_MAX) {
-		fail(err, errlen, "rules: an agent has at most %d rules", SC_RULES_MAX);
+		sc_errorf(err, errlen, "rules: an agent has at most %d rules", SC_RULES_MAX);
 		return SC_ELIMIT;
 	}
 	if (st->free_rules.n < n) {
-		fail(err, errlen, "rule capacity (%u) reached", st->m.hdr->rule_cap);
+		sc_errorf(err, errlen, "rule capacity (%u) reached", st->m.hdr->rule_cap);
 		return SC_ELIMIT;
 	}
 	return 0;
@@ -748,7 +738,7 @@ int state_rule_add(struct state *st, uint32_t agent_slot, const struct state_rul
 
 	if ((spec->set & (STATE_RULE_SET_NAME | STATE_RULE_SET_MATCH)) !=
 	    (STATE_RULE_SET_NAME | STATE_RULE_SET_MATCH)) {
-		fail(err, errlen, "%s: required", spec->set & STATE_RULE_SET_NAME ? "match" : "name");
+		sc_errorf(err, errlen, "%s: required", spec->set & STATE_RULE_SET_NAME ? "match" : "name");
 		return SC_EINVAL;
 	}
 	if ((rc = check_rule_fields(spec, err, errlen)) || (rc = check_rule_unique(st, a, 0, spec, err, errlen)) ||
@@ -771,7 +761,7 @@ static int find_rule(struct state *st, const struct shm_agent *a, uint64_t rule_
 			return 0;
 		}
 	}
-	fail(err, errlen, "rule_id: agent %llu has no rule %llu", (unsigned long long)a->id,
+	sc_errorf(err, errlen, "rule_id: agent %llu has no rule %llu", (unsigned long long)a->id,
 	     (unsigned long long)rule_id);
 	return SC_ENOTFOUND;
 }
@@ -843,12 +833,12 @@ static int check_agent_spec(struct state *st, const struct state_agent_spec *spe
 	    (rc = check_wallet_update(&spec->wallet, err, errlen)))
 		return rc;
 	if ((unsigned)spec->priority > SC_PRIORITY_CRITICAL) {
-		fail(err, errlen, "priority: must be normal, high or critical");
+		sc_errorf(err, errlen, "priority: must be normal, high or critical");
 		return SC_EINVAL;
 	}
 	if (ix_find(st, key_str(IX_AGENT_NAME, o->id, spec->name),
 	            &unused) == 0) {
-		fail(err, errlen, "name: org '%s' has an agent named '%.*s'", o->name,
+		sc_errorf(err, errlen, "name: org '%s' has an agent named '%.*s'", o->name,
 		     (int)spec->name.len, spec->name.p);
 		return SC_EEXISTS;
 	}
@@ -858,12 +848,12 @@ static int check_agent_spec(struct state *st, const struct state_agent_spec *spe
 
 		if ((r->set & (STATE_RULE_SET_NAME | STATE_RULE_SET_MATCH)) !=
 		    (STATE_RULE_SET_NAME | STATE_RULE_SET_MATCH)) {
-			fail(err, errlen, "rules[%zu].%s: required", i,
+			sc_errorf(err, errlen, "rules[%zu].%s: required", i,
 			     r->set & STATE_RULE_SET_NAME ? "match" : "name");
 			return SC_EINVAL;
 		}
 		if ((rc = check_rule_fields(r, sub, sizeof(sub))) != 0) {
-			fail(err, errlen, "rules[%zu].%s", i, sub);
+			sc_errorf(err, errlen, "rules[%zu].%s", i, sub);
 			return rc;
 		}
 		for (size_t j = 0; j < i; j++) {
@@ -871,7 +861,7 @@ static int check_agent_spec(struct state *st, const struct state_agent_spec *spe
 			     memcmp(spec->rules[j].name.p, r->name.p, r->name.len) == 0) ||
 			    (spec->rules[j].match.len == r->match.len &&
 			     memcmp(spec->rules[j].match.p, r->match.p, r->match.len) == 0)) {
-				fail(err, errlen, "rules[%zu]: same name or match as rules[%zu]", i, j);
+				sc_errorf(err, errlen, "rules[%zu]: same name or match as rules[%zu]", i, j);
 				return SC_EEXISTS;
 			}
 		}
@@ -888,14 +878,14 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	int rc;
 
 	if (spec->org_slot >= st->m.hdr->org_cap || !st->m.orgs[spec->org_slot].rec.used) {
-		fail(err, errlen, "org: no org in slot %u", spec->org_slot);
+		sc_errorf(err, errlen, "org: no org in slot %u", spec->org_slot);
 		return SC_ENOTFOUND;
 	}
 	o = &st->m.orgs[spec->org_slot];
 	if ((rc = check_agent_spec(st, spec, o, err, errlen)) != 0)
 		return rc;
 	if (stack_pop(&st->free_agents, &s) != 0) {
-		fail(err, errlen, "agent capacity (%u) reached", st->m.hdr->agent_cap);
+		sc_errorf(err, errlen, "agent capacity (%u) reached", st->m.hdr->agent_cap);
 		return SC_ELIMIT;
 	}
 	a = &st->m.agents[s];
@@ -928,7 +918,7 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	if (rc == 0)
 		rc = rule_table_publish(st, s);
 	if (rc != 0) {
-		fail(err, errlen, "out of memory indexing agent");
+		sc_errorf(err, errlen, "out of memory indexing agent");
 		return rc;
 	}
 	*slot = s;
@@ -953,7 +943,7 @@ int state_agent_update(struct state *st, uint32_t slot, const struct state_str *
 			rc = ix_add(st, key_str(IX_AGENT_NAME, a->org_id, *name),
 			            slot);
 			if (rc == SC_EEXISTS)
-				fail(err, errlen, "name: the org has an agent named '%.*s'",
+				sc_errorf(err, errlen, "name: the org has an agent named '%.*s'",
 				     (int)name->len, name->p);
 			if (rc != 0)
 				return rc;
@@ -961,7 +951,7 @@ int state_agent_update(struct state *st, uint32_t slot, const struct state_str *
 		}
 	}
 	if (priority > SC_PRIORITY_CRITICAL || status > SC_STATUS_FROZEN) {
-		fail(err, errlen, "%s: out of range", priority > SC_PRIORITY_CRITICAL ? "priority" : "status");
+		sc_errorf(err, errlen, "%s: out of range", priority > SC_PRIORITY_CRITICAL ? "priority" : "status");
 		return SC_EINVAL;
 	}
 	shm_change_begin(&st->m);
@@ -983,7 +973,7 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	struct shm_org *o = &st->m.orgs[a->org_slot];
 
 	if (a->open_holds) {
-		fail(err, errlen, "agent %llu has %u open holds; report them or let them expire",
+		sc_errorf(err, errlen, "agent %llu has %u open holds; report them or let them expire",
 		     (unsigned long long)a->id, a->open_holds);
 		return SC_EUNAVAILABLE;
 	}

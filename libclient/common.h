@@ -1,0 +1,26 @@
+/*
+ * common.h: helpers shared inside the tree by the daemon, the client library
+ * and the tests, but not part of the public interface: they are not exported
+ * from libsidecard (hidden visibility) and may change at any time.
+ */
+#ifndef SIDECARD_COMMON_H
+#define SIDECARD_COMMON_H
+
+#include <stddef.h>
+
+/* Formats an error message into buf (len bytes); nothing if buf is NULL. */
+void sc_errorf(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The words of one enumeration, indexed by value (names.c). */
+struct sc_names {
+	const char *const *v;
+	unsigned n;
+};
+
+extern const struct sc_names sc_priority_names, sc_status_names, sc_outcome_names,
+	sc_txn_status_names;
+
+/* The value whose word is s[0..len), or -1. */
+int sc_names_find(const struct sc_names *t, const char *s, size_t len);
+
+#endif /* SIDECARD_COMMON_H */
