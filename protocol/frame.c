@@ -84,22 +84,15 @@ static void fixed(struct header *h, size_t size)
 	h->size = size;
 }
 
-/* A header of 1 + lenbytes bytes announcing a payload (str, bin). */
-static int bytes_header(struct header *h, const unsigned char *p, size_t n, unsigned lenbytes)
+/*
+ * A header announcing a payload: the marker, a lenbytes big-endian length,
+ * then typebytes more (ext 8/16/32 has a type byte; str and bin none).
+ */
+static int bytes_header(struct header *h, const unsigned char *p, size_t n, unsigned lenbytes,
+                        unsigned typebytes)
 {
 	h->kind = K_BYTES;
-	h->size = 1 + lenbytes;
-	if (n < h->size)
-		return 0;
-	h->payload = be(p + 1, lenbytes);
-	return 1;
-}
-
-/* ext 8/16/32: 1 + lenbytes + a type byte, then the data. */
-static int ext_header(struct header *h, const unsigned char *p, size_t n, unsigned lenbytes)
-{
-	h->kind = K_BYTES;
-	h->size = 2 + lenbytes;
+	h->size = 1 + lenbytes + typebytes;
 	if (n < h->size)
 		return 0;
 	h->payload = be(p + 1, lenbytes);
@@ -174,12 +167,12 @@ static int read_header(const unsigned char *p, size_t n, struct header *h)
 	case 0xc3: /* true */
 		fixed(h, 1);
 		return 1;
-	case 0xc4: return bytes_header(h, p, n, 1); /* bin 8 */
-	case 0xc5: return bytes_header(h, p, n, 2); /* bin 16 */
-	case 0xc6: return bytes_header(h, p, n, 4); /* bin 32 */
-	case 0xc7: return ext_header(h, p, n, 1);
-	case 0xc8: return ext_header(h, p, n, 2);
-	case 0xc9: return ext_header(h, p, n, 4);
+	case 0xc4: return bytes_header(h, p, n, 1, 0); /* bin 8 */
+	case 0xc5: return bytes_header(h, p, n, 2, 0); /* bin 16 */
+	case 0xc6: return bytes_header(h, p, n, 4, 0); /* bin 32 */
+	case 0xc7: return bytes_header(h, p, n, 1, 1); /* ext 8 */
+	case 0xc8: return bytes_header(h, p, n, 2, 1); /* ext 16 */
+	case 0xc9: return bytes_header(h, p, n, 4, 1); /* ext 32 */
 	case 0xca: fixed(h, 5); return 1; /* float 32 */
 	case 0xcb: fixed(h, 9); return 1; /* float 64 */
 	case 0xcc: return int_header(h, p, n, 1, 0);
@@ -195,9 +188,9 @@ static int read_header(const unsigned char *p, size_t n, struct header *h)
 	case 0xd6: fixed(h, 6); return 1;  /* fixext 4 */
 	case 0xd7: fixed(h, 10); return 1; /* fixext 8 */
 	case 0xd8: fixed(h, 18); return 1; /* fixext 16 */
-	case 0xd9: return bytes_header(h, p, n, 1); /* str 8 */
-	case 0xda: return bytes_header(h, p, n, 2); /* str 16 */
-	case 0xdb: return bytes_header(h, p, n, 4); /* str 32 */
+	case 0xd9: return bytes_header(h, p, n, 1, 0); /* str 8 */
+	case 0xda: return bytes_header(h, p, n, 2, 0); /* str 16 */
+	case 0xdb: return bytes_header(h, p, n, 4, 0); /* str 32 */
 	case 0xdc: return container_header(h, K_ARRAY, p, n, 2);
 	case 0xdd: return container_header(h, K_ARRAY, p, n, 4);
 	case 0xde: return container_header(h, K_MAP, p, n, 2);

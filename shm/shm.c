@@ -289,6 +289,8 @@ unsigned shm_read(const void *rec, void *out, size_t size)
 
 void shm_change_begin(struct shm *m)
 {
+	if (m->change_depth++ > 0)
+		return;
 	__atomic_store_n(&m->hdr->busy, 1, __ATOMIC_RELAXED);
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 }
@@ -298,5 +300,6 @@ void shm_change_end(struct shm *m)
 	shm_write_begin(&m->hdr->seq);
 	m->hdr->mutations++;
 	shm_write_end(&m->hdr->seq);
-	__atomic_store_n(&m->hdr->busy, 0, __ATOMIC_RELEASE);
+	if (--m->change_depth == 0)
+		__atomic_store_n(&m->hdr->busy, 0, __ATOMIC_RELEASE);
 }

@@ -41,10 +41,11 @@
  *
  * CRASH SAFETY
  *
- * hdr.busy is set while the daemon applies a change that spans several
- * records and cleared after. A segment found busy at start (the daemon died
- * in the middle of a change) is refused by shm_attach() with SC_EINTERNAL:
- * the durable ledger is the source of truth that repairs it.
+ * hdr.busy is set while the daemon applies a change and until the change's
+ * ledger record is appended and hdr.applied_seq names it; changes nest
+ * (shm_change_begin/end count). A segment found busy at start (the daemon
+ * died in the middle of a change) is refused with SC_EINTERNAL, and the
+ * daemon rebuilds the state from the ledger, its source of truth.
  */
 #ifndef SIDECARD_SHM_H
 #define SIDECARD_SHM_H
@@ -55,7 +56,7 @@
 #include "sidecard.h"
 
 #define SHM_MAGIC "SCSTATE1"
-#define SHM_LAYOUT_VERSION 1u
+#define SHM_LAYOUT_VERSION 2u
 #define SHM_HEADER_SIZE 4096u
 #define SHM_NONE UINT32_MAX /* "no slot" */
 #define SHM_METADATA_MAX 512
@@ -90,6 +91,10 @@ struct shm_header {
 	uint64_t org_off, agent_off, rule_off, hold_off, txn_off;
 	uint64_t next_org_id, next_agent_id, next_rule_id, next_txn_id;
 	uint64_t mutations;     /* incremented by every applied change */
+	uint64_t applied_seq;   /* the last ledger record applied to this segment */
+	int64_t hold_ttl_us;    /* settings in force (ledger settings records) */
+	uint32_t expiry_charges;
+	uint32_t reserved2;
 	int64_t created_at;
 	uint32_t writer_pid;
 	uint32_t reserved1;
@@ -189,6 +194,7 @@ struct shm {
 	size_t size;
 	int fd;
 	int readonly;
+	unsigned change_depth; /* nesting of shm_change_begin (writer only) */
 	struct shm_org *orgs;
 	struct shm_agent *agents;
 	struct shm_rule *rules;
@@ -233,7 +239,10 @@ static inline void shm_write_end(uint32_t *seq)
  */
 unsigned shm_read(const void *rec, void *out, size_t size);
 
-/* Marks the start and end of a change spanning several records. */
+/*
+ * Marks the start and end of a change spanning several records (or a
+ * request and its ledger record). Nests; busy is cleared by the outermost end.
+ */
 void shm_change_begin(struct shm *m);
 void shm_change_end(struct shm *m);
 

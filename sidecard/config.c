@@ -20,7 +20,7 @@
 #include "config.h"
 #include "sidecard.h"
 
-enum kind { K_PATH, K_UINT, K_SECONDS, K_MODE, K_GROUP, K_LEVEL, K_CHARGE, K_BYTES };
+enum kind { K_PATH, K_UINT, K_SECONDS, K_MODE, K_GROUP, K_LEVEL, K_CHARGE, K_U64, K_DURABILITY };
 
 struct option_def {
 	const char *name;
@@ -50,7 +50,19 @@ static const struct option_def options[] = {
 	{"max-connections", K_UINT, F(max_connections), 1, 1u << 20, "N", "client connections (1024)"},
 	{"max-outstanding", K_UINT, F(max_outstanding), 1, 1u << 20, "N",
 	 "unread responses per connection before reading pauses (1024)"},
-	{"max-message", K_BYTES, F(max_message), 1024, 1u << 26, "BYTES", "largest request (65536)"},
+	{"max-message", K_U64, F(max_message), 1024, 1u << 26, "BYTES", "largest request (65536)"},
+	{"durability", K_DURABILITY, F(strict), 0, 0, "strict|async",
+	 "strict: reply to a change once its record is on disk; async: at once (strict)"},
+	{"commit-interval", K_UINT, F(commit_interval_ms), 0, 1000, "MS",
+	 "async: longest wait before records are written (2)"},
+	{"commit-batch", K_U64, F(commit_batch), 4096, UINT64_C(1) << 30, "BYTES",
+	 "async: write at once past this many pending bytes (1048576)"},
+	{"segment-size", K_U64, F(segment_bytes), 4096, UINT64_C(1) << 40, "BYTES",
+	 "ledger segment size before a new one starts (67108864)"},
+	{"checkpoint-records", K_U64, F(checkpoint_records), 1, UINT64_C(1) << 40, "N",
+	 "snapshot the state every N ledger records (1000000)"},
+	{"checkpoint-interval", K_SECONDS, F(checkpoint_interval_us), 1, 86400, "SECONDS",
+	 "snapshot the state at least this often when it changed (300)"},
 	{"log-level", K_LEVEL, F(log_level), 0, 0, "LEVEL", "error, warn, info or debug (info)"},
 };
 
@@ -95,6 +107,13 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 			return SC_EINVAL;
 		}
 		return 0;
+	case K_DURABILITY:
+		if (strcmp(v, "strict") != 0 && strcmp(v, "async") != 0) {
+			sc_errorf(err, errlen, "%s%s: '%s' is not strict or async", where, o->name, v);
+			return SC_EINVAL;
+		}
+		*(int *)field = strcmp(v, "strict") == 0;
+		return 0;
 	case K_CHARGE:
 		if (strcmp(v, "estimate") != 0 && strcmp(v, "none") != 0) {
 			sc_errorf(err, errlen, "%s%s: '%s' is not estimate or none", where, o->name, v);
@@ -125,7 +144,7 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 	}
 	if (o->kind == K_SECONDS)
 		*(int64_t *)field = (int64_t)n * 1000000;
-	else if (o->kind == K_BYTES)
+	else if (o->kind == K_U64)
 		*(uint64_t *)field = n;
 	else
 		*(unsigned *)field = (unsigned)n;
@@ -208,6 +227,12 @@ static void defaults(struct config *c)
 	c->max_outstanding = 1024;
 	c->max_message = 65536;
 	c->log_level = LOG_INFO;
+	c->strict = 1;
+	c->commit_interval_ms = 2;
+	c->commit_batch = 1u << 20;
+	c->segment_bytes = UINT64_C(64) << 20;
+	c->checkpoint_records = 1000000;
+	c->checkpoint_interval_us = INT64_C(300) * 1000000;
 }
 
 void config_usage(FILE *out)

@@ -26,6 +26,12 @@ struct config {
 	unsigned max_outstanding;
 	uint64_t max_message;
 	enum log_level log_level;
+	int strict;                   /* durability: 1 strict, 0 async */
+	unsigned commit_interval_ms;  /* async: longest wait before a flush */
+	uint64_t commit_batch;        /* async: flush at once past this many bytes */
+	uint64_t segment_bytes;       /* ledger segment size before rotation */
+	uint64_t checkpoint_records;  /* a snapshot every this many records */
+	int64_t checkpoint_interval_us;
 };
 
 /*

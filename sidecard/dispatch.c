@@ -16,6 +16,7 @@
 #include "common.h"
 #include "dispatch.h"
 #include "gate.h"
+#include "ledger_writer.h"
 #include "proto.h"
 
 #define ERRLEN 256
@@ -27,6 +28,7 @@ struct call {
 	struct proto_args *a;
 	msgpack_packer *pk;
 	int64_t now;
+	int replayed; /* the method changed nothing: an idempotent replay */
 	char err[ERRLEN];
 };
 
@@ -688,6 +690,7 @@ static int m_check(struct call *c)
 	}
 	if ((rc = gate_check(c->st, &req, c->now, &d, c->err, sizeof(c->err))) != 0)
 		return rc;
+	c->replayed = d.replayed;
 	if (d.allowed && !d.replayed && c->d->hold_placed)
 		c->d->hold_placed(c->d->hold_placed_arg);
 	pk = ok(c);
@@ -723,6 +726,7 @@ static int m_report(struct call *c)
 	    (rc = gate_report(c->st, txn_id, (enum sc_outcome)outcome, has_actual, actual, c->now,
 	                      &s, c->err, sizeof(c->err))))
 		return rc;
+	c->replayed = s.replayed;
 	pk = ok(c);
 	pack_map(c, 7);
 	proto_pack_key_u64(pk, "transaction_id", s.txn_id);
@@ -769,14 +773,24 @@ static int m_stats(struct call *c)
 {
 	const struct shm_header *h = c->m->hdr;
 	struct srv_stats ss;
+	struct ledger_stats ls;
 	struct state_counts sc;
 	msgpack_packer *pk;
 	memset(&ss, 0, sizeof(ss));
 	if (c->d->srv)
 		srv_get_stats(c->d->srv, &ss);
 	state_counts(c->st, &sc);
+	memset(&ls, 0, sizeof(ls));
+	if (c->d->ledger)
+		ledger_get_stats(c->d->ledger, &ls);
 	pk = ok(c);
-	pack_map(c, 20);
+	pack_map(c, 26);
+	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
+	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
+	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
+	proto_pack_key_u64(pk, "ledger_records_synced", ls.records_synced);
+	proto_pack_key_u64(pk, "ledger_failed", (uint64_t)ls.failed);
+	proto_pack_key_u64(pk, "checkpoint_seq", c->d->checkpoint_seq);
 	proto_pack_key_i64(pk, "uptime_s", (c->now - c->d->started_at) / 1000000);
 	proto_pack_key_u64(pk, "orgs", sc.orgs);
 	proto_pack_key_u64(pk, "agents", sc.agents);
@@ -805,26 +819,27 @@ static const struct method {
 	const char *name;
 	method_fn fn;
 	const char *const *fields;
+	unsigned ledger_type; /* 0: a read, not recorded */
 } methods[] = {
 	{"check", m_check,
-	 FIELDS("agent_id", "action", "estimated_cost", "type", "metadata", "idempotency_key")},
-	{"report", m_report, FIELDS("transaction_id", "outcome", "actual_cost")},
-	{"hello", m_hello, FIELDS(NULL)},
-	{"wallets.get", m_wallets_get, FIELDS("agent_id", "org_id")},
-	{"wallets.update", m_wallets_update, FIELDS("agent_id", "org_id", WALLET_FIELDS, "debt")},
-	{"orgs.create", m_orgs_create, FIELDS("name")},
-	{"orgs.list", m_orgs_list, FIELDS(NULL)},
-	{"agents.create", m_agents_create, FIELDS("org", "name", "priority", "wallet", "rules")},
-	{"agents.get", m_agents_get, FIELDS("agent_id")},
-	{"agents.list", m_agents_list, FIELDS("org")},
-	{"agents.update", m_agents_update, FIELDS("agent_id", "name", "priority", "status")},
-	{"agents.delete", m_agents_delete, FIELDS("agent_id")},
-	{"rules.add", m_rules_add, FIELDS("agent_id", RULE_FIELDS)},
-	{"rules.list", m_rules_list, FIELDS("agent_id")},
-	{"rules.update", m_rules_update, FIELDS("agent_id", "rule_id", RULE_FIELDS)},
-	{"rules.remove", m_rules_remove, FIELDS("agent_id", "rule_id")},
-	{"transactions.list", m_transactions_list, FIELDS("agent_id", "status", "limit")},
-	{"stats", m_stats, FIELDS(NULL)},
+	 FIELDS("agent_id", "action", "estimated_cost", "type", "metadata", "idempotency_key"), LEDGER_CHECK},
+	{"report", m_report, FIELDS("transaction_id", "outcome", "actual_cost"), LEDGER_REPORT},
+	{"hello", m_hello, FIELDS(NULL), 0},
+	{"wallets.get", m_wallets_get, FIELDS("agent_id", "org_id"), 0},
+	{"wallets.update", m_wallets_update, FIELDS("agent_id", "org_id", WALLET_FIELDS, "debt"), LEDGER_WALLETS_UPDATE},
+	{"orgs.create", m_orgs_create, FIELDS("name"), LEDGER_ORGS_CREATE},
+	{"orgs.list", m_orgs_list, FIELDS(NULL), 0},
+	{"agents.create", m_agents_create, FIELDS("org", "name", "priority", "wallet", "rules"), LEDGER_AGENTS_CREATE},
+	{"agents.get", m_agents_get, FIELDS("agent_id"), 0},
+	{"agents.list", m_agents_list, FIELDS("org"), 0},
+	{"agents.update", m_agents_update, FIELDS("agent_id", "name", "priority", "status"), LEDGER_AGENTS_UPDATE},
+	{"agents.delete", m_agents_delete, FIELDS("agent_id"), LEDGER_AGENTS_DELETE},
+	{"rules.add", m_rules_add, FIELDS("agent_id", RULE_FIELDS), LEDGER_RULES_ADD},
+	{"rules.list", m_rules_list, FIELDS("agent_id"), 0},
+	{"rules.update", m_rules_update, FIELDS("agent_id", "rule_id", RULE_FIELDS), LEDGER_RULES_UPDATE},
+	{"rules.remove", m_rules_remove, FIELDS("agent_id", "rule_id"), LEDGER_RULES_REMOVE},
+	{"transactions.list", m_transactions_list, FIELDS("agent_id", "status", "limit"), 0},
+	{"stats", m_stats, FIELDS(NULL), 0},
 };
 
 static const struct method *find_method(const char *name, size_t len)
@@ -835,25 +850,210 @@ static const struct method *find_method(const char *name, size_t len)
 	return NULL;
 }
 
-void dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *pk)
+/* Appends the record of a change: [params, result] at its time. */
+static uint64_t record(struct dispatch *d, unsigned type, int64_t now, const msgpack_object *params)
+{
+	msgpack_packer *lp = ledger_begin(d->ledger, type, now);
+	uint64_t seq;
+
+	msgpack_pack_array(lp, 2);
+	if (params)
+		msgpack_pack_object(lp, *params);
+	else
+		msgpack_pack_array(lp, 0);
+	/* the result without the nil error packed before it */
+	lp->callback(lp->data, d->scratch.data + 1, d->scratch.size - 1);
+	seq = ledger_commit(d->ledger);
+	state_set_applied(d->st, seq);
+	return seq;
+}
+
+/* Runs a method; its result (after a nil error) is left in d->scratch. */
+static int run(struct dispatch *d, const struct method *m, const msgpack_object *params,
+               int64_t now, struct call *c)
+{
+	struct proto_args args;
+	msgpack_packer spk;
+	int rc;
+
+	d->scratch.size = 0;
+	msgpack_packer_init(&spk, &d->scratch, msgpack_sbuffer_write);
+	*c = (struct call){.d = d, .st = d->st, .m = state_shm(d->st), .a = &args, .pk = &spk,
+	                   .now = now};
+	if ((rc = proto_args_init(&args, params, c->err, sizeof(c->err))) == 0 &&
+	    (rc = proto_args_expect(&args, m->fields)) == 0)
+		rc = m->fn(c);
+	return rc;
+}
+
+uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *pk)
 {
 	struct dispatch *d = ctx;
 	const struct method *m = find_method(req->method, req->method_len);
-	struct proto_args args;
-	struct call c = {.d = d, .st = d->st, .m = state_shm(d->st), .a = &args, .pk = pk};
+	struct shm *shm = state_shm(d->st);
+	const char *refused;
+	uint64_t seq = 0;
+	struct call c;
 	int rc;
 
 	c.err[0] = '\0';
 	if (!m) {
 		rc = failf(&c, SC_EUNSUPPORTED, "unknown method '%.*s'",
 		           (int)(req->method_len > 64 ? 64 : req->method_len), req->method);
-	} else if ((rc = proto_args_init(&args, req->params, c.err, sizeof(c.err))) == 0 &&
-	           (rc = proto_args_expect(&args, m->fields)) == 0) {
-		c.now = dispatch_now();
-		rc = m->fn(&c);
+	} else if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
+		rc = failf(&c, SC_EUNAVAILABLE, "%s", refused);
+	} else {
+		if (m->ledger_type)
+			shm_change_begin(shm);
+		rc = run(d, m, req->params, dispatch_now(), &c);
+		if (rc == 0 && m->ledger_type && !c.replayed && d->ledger)
+			seq = record(d, m->ledger_type, c.now, req->params);
+		if (m->ledger_type)
+			shm_change_end(shm);
 	}
-	if (rc == 0)
-		return;
+	if (rc == 0) {
+		pk->callback(pk->data, d->scratch.data, d->scratch.size);
+		return d->strict ? seq : 0;
+	}
 	proto_pack_error(pk, rc, c.err[0] ? c.err : NULL);
 	msgpack_pack_nil(pk);
+	return 0;
+}
+
+unsigned dispatch_expire(struct dispatch *d, int64_t now)
+{
+	struct shm *shm = state_shm(d->st);
+	unsigned n;
+
+	shm_change_begin(shm);
+	n = gate_expire(d->st, now);
+	if (n && d->ledger) {
+		msgpack_pack_array(ledger_begin(d->ledger, LEDGER_EXPIRE, now), 0);
+		state_set_applied(d->st, ledger_commit(d->ledger));
+	}
+	shm_change_end(shm);
+	return n;
+}
+
+void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int expiry_charges)
+{
+	const struct shm_header *h = state_shm(d->st)->hdr;
+	struct shm *shm = state_shm(d->st);
+	msgpack_packer *lp;
+
+	shm_change_begin(shm);
+	state_set_settings(d->st, hold_ttl_us, expiry_charges);
+	if (d->ledger) {
+		lp = ledger_begin(d->ledger, LEDGER_SETTINGS, now);
+		msgpack_pack_map(lp, 3);
+		proto_pack_key_i64(lp, "hold_ttl_us", hold_ttl_us);
+		proto_pack_key_bool(lp, "expiry_charges", expiry_charges);
+		proto_pack_cstr(lp, "capacity");
+		msgpack_pack_map(lp, 5);
+		proto_pack_key_u64(lp, "orgs", h->org_cap);
+		proto_pack_key_u64(lp, "agents", h->agent_cap);
+		proto_pack_key_u64(lp, "rules", h->rule_cap);
+		proto_pack_key_u64(lp, "holds", h->hold_cap);
+		proto_pack_key_u64(lp, "history", h->txn_cap);
+		state_set_applied(d->st, ledger_commit(d->ledger));
+	}
+	shm_change_end(shm);
+}
+
+/* ------------------------------------------------------------- replay */
+
+static int replay_settings(struct dispatch *d, const msgpack_object *body, char *err,
+                           size_t errlen)
+{
+	struct proto_args a;
+	int64_t ttl;
+	int charges, rc;
+	const msgpack_object *cap;
+	const msgpack_object arr = {.type = MSGPACK_OBJECT_ARRAY,
+	                            .via.array = {.size = 1, .ptr = (msgpack_object *)body}};
+
+	if ((rc = proto_args_init(&a, &arr, err, errlen)) ||
+	    (rc = proto_arg_int(&a, "hold_ttl_us", 1, 1, INT64_MAX, &ttl, NULL)) ||
+	    (rc = proto_arg_bool(&a, "expiry_charges", 1, &charges, NULL)) ||
+	    (rc = proto_arg_obj(&a, "capacity", 1, MSGPACK_OBJECT_MAP, &cap, NULL)))
+		return rc;
+	state_set_settings(d->st, ttl, charges);
+	return 0;
+}
+
+int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
+{
+	static const char *const keys[] = {"orgs", "agents", "rules", "holds", "history"};
+	uint32_t *fields[] = {&caps->orgs, &caps->agents, &caps->rules, &caps->holds, &caps->txns};
+	const msgpack_object *cap;
+	msgpack_unpacked u;
+	struct proto_args a, sub;
+	char err[ERRLEN];
+	size_t off = 0;
+	int rc = SC_EINVAL;
+
+	msgpack_unpacked_init(&u);
+	if (msgpack_unpack_next(&u, body, len, &off) == MSGPACK_UNPACK_SUCCESS) {
+		const msgpack_object arr = {.type = MSGPACK_OBJECT_ARRAY,
+		                            .via.array = {.size = 1, .ptr = &u.data}};
+
+		rc = proto_args_init(&a, &arr, err, sizeof(err));
+		if (rc == 0)
+			rc = proto_arg_obj(&a, "capacity", 1, MSGPACK_OBJECT_MAP, &cap, NULL);
+		if (rc == 0)
+			rc = proto_args_sub(&a, cap, "capacity", &sub);
+		for (size_t i = 0; rc == 0 && i < 5; i++) {
+			int64_t v;
+
+			rc = proto_arg_int(&sub, keys[i], 1, 1, UINT32_MAX, &v, NULL);
+			*fields[i] = (uint32_t)v;
+		}
+	}
+	msgpack_unpacked_destroy(&u);
+	return rc;
+}
+
+static const struct method *method_of_type(unsigned type)
+{
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		if (methods[i].ledger_type == type)
+			return &methods[i];
+	return NULL;
+}
+
+int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err, size_t errlen)
+{
+	const struct method *m = method_of_type(r->type);
+	msgpack_unpacked u;
+	size_t off = 0;
+	struct call c;
+	int rc = 0;
+
+	msgpack_unpacked_init(&u);
+	if (r->type == LEDGER_EXPIRE) {
+		gate_expire(d->st, r->time);
+	} else if (r->type == LEDGER_SETTINGS) {
+		if (msgpack_unpack_next(&u, r->body, r->body_len, &off) != MSGPACK_UNPACK_SUCCESS)
+			rc = SC_EINVAL;
+		else
+			rc = replay_settings(d, &u.data, err, errlen);
+	} else if (!m || r->body_len < 1 || (unsigned char)r->body[0] != 0x92 ||
+	           msgpack_unpack_next(&u, r->body + 1, r->body_len - 1, &off) !=
+	               MSGPACK_UNPACK_SUCCESS) {
+		sc_errorf(err, errlen, "record %llu: not a %s record this daemon can apply",
+		          (unsigned long long)r->seq, ledger_type_name(r->type));
+		rc = SC_EINVAL;
+	} else if ((rc = run(d, m, &u.data, r->time, &c)) != 0) {
+		sc_errorf(err, errlen, "record %llu (%s) failed on replay: %s",
+		          (unsigned long long)r->seq, m->name, c.err);
+	} else if (d->scratch.size - 1 != r->body_len - 1 - off ||
+	           memcmp(d->scratch.data + 1, r->body + 1 + off, d->scratch.size - 1) != 0) {
+		sc_errorf(err, errlen, "record %llu (%s) replayed to a different result",
+		          (unsigned long long)r->seq, m->name);
+		rc = SC_EINTERNAL;
+	}
+	msgpack_unpacked_destroy(&u);
+	if (rc == 0)
+		state_set_applied(d->st, r->seq);
+	return rc;
 }

@@ -9,8 +9,11 @@
 
 #include <msgpack.h>
 
+#include "ledger.h"
 #include "server.h"
 #include "state.h"
+
+struct ledger;
 
 struct dispatch {
 	struct state *st;
@@ -20,10 +23,31 @@ struct dispatch {
 	/* Called after a hold was placed, so the owner can arm the expiry timer. */
 	void (*hold_placed)(void *arg);
 	void *hold_placed_arg;
+	struct ledger *ledger;     /* NULL: changes are not recorded (unit tests) */
+	int strict;                /* replies to changes wait for their record to be durable */
+	uint64_t checkpoint_seq;   /* the newest snapshot, for stats */
+	msgpack_sbuffer scratch;   /* a method's result before it is sent (init/destroy by owner) */
 };
 
-/* The srv_handler of the daemon; ctx is a struct dispatch. */
-void dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *pk);
+/*
+ * The srv_handler of the daemon; ctx is a struct dispatch. A change is
+ * applied, appended to the ledger as [params, result] inside one busy
+ * bracket of the segment, and the reply waits (strict) for its record.
+ * While the ledger is failing, changes are refused with unavailable.
+ */
+uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *pk);
+
+/* Expires due holds and records it; returns how many. */
+unsigned dispatch_expire(struct dispatch *d, int64_t now);
+/* Applies and records the settings (and the segment's capacities). */
+void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int expiry_charges);
+/* The capacities in the body of a settings record: 0 or SC_EINVAL. */
+int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps);
+/*
+ * Applies one ledger record during recovery, at its recorded time, and
+ * checks that a method record reproduces its recorded result byte for byte.
+ */
+int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err, size_t errlen);
 
 /* Microseconds since the Unix epoch, UTC. */
 int64_t dispatch_now(void);

@@ -20,9 +20,11 @@
 #include <urcu.h>
 #include <uv.h>
 
+#include "checkpoint.h"
 #include "config.h"
 #include "dispatch.h"
 #include "gate.h"
+#include "ledger_writer.h"
 #include "log.h"
 #include "server.h"
 #include "state.h"
@@ -31,11 +33,14 @@ struct daemon {
 	struct config cfg;
 	struct srv_config srv_cfg;
 	uv_loop_t loop;
-	uv_timer_t expiry;
+	uv_timer_t expiry, checkpoint_timer;
 	uv_signal_t sigterm, sigint;
 	struct state *st;
 	struct srv *srv;
+	struct ledger *ledger;
+	struct checkpointer *cp;
 	struct dispatch dispatch;
+	char ledger_dir[PATH_MAX + 16], ckpt_dir[PATH_MAX + 16], shm_path[PATH_MAX + 16];
 	int stopping;
 };
 
@@ -104,8 +109,14 @@ static void arm_expiry(struct daemon *d)
 static void on_expiry(uv_timer_t *t)
 {
 	struct daemon *d = t->data;
-	unsigned n = gate_expire(d->st, dispatch_now());
+	unsigned n;
 
+	if (ledger_failure(d->ledger)) {
+		/* an expiry is a change too: wait until it can be recorded */
+		uv_timer_start(&d->expiry, on_expiry, 1000, 0);
+		return;
+	}
+	n = dispatch_expire(&d->dispatch, dispatch_now());
 	if (n)
 		log_info("%u hold(s) expired", n);
 	arm_expiry(d);
@@ -119,12 +130,83 @@ static void on_hold_placed(void *arg)
 		arm_expiry(d);
 }
 
+/* ------------------------------------------------------------ checkpoints */
+
+static void take_checkpoint(struct daemon *d)
+{
+	uint64_t seq = state_applied(d->st);
+	int rc;
+
+	if (d->stopping || seq <= d->dispatch.checkpoint_seq)
+		return;
+	rc = checkpoint_start(d->cp, state_shm(d->st), seq, dispatch_now());
+	if (rc != 0 && rc != SC_EUNAVAILABLE)
+		log_warn("checkpoint at %llu: %s", (unsigned long long)seq, sc_strerror(rc));
+}
+
+static void on_checkpoint_done(void *arg, uint64_t seq, int rc)
+{
+	struct daemon *d = arg;
+
+	if (rc != 0) {
+		log_warn("checkpoint at %llu failed: %s", (unsigned long long)seq, sc_strerror(rc));
+		return;
+	}
+	d->dispatch.checkpoint_seq = seq;
+	/* Older snapshots and the ledger they cover go only once this one is usable. */
+	if (ledger_durable(d->ledger) >= seq) {
+		int n;
+
+		checkpoint_prune(d->ckpt_dir, seq);
+		n = ledger_prune(d->ledger_dir, seq);
+		log_info("checkpoint at record %llu; %d ledger segment(s) removed",
+		         (unsigned long long)seq, n);
+	}
+}
+
+static void on_checkpoint_timer(uv_timer_t *t)
+{
+	take_checkpoint(t->data);
+}
+
+static void on_durable(void *arg, uint64_t seq)
+{
+	struct daemon *d = arg;
+
+	if (d->srv)
+		srv_set_durable(d->srv, seq);
+	if (state_applied(d->st) - d->dispatch.checkpoint_seq >= d->cfg.checkpoint_records)
+		take_checkpoint(d);
+}
+
+/* --------------------------------------------------------------- stopping */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void on_checkpointer_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	uv_close((uv_handle_t *)&d->checkpoint_timer, on_handle_closed);
+}
+
+static void on_ledger_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	checkpoint_close(d->cp, on_checkpointer_closed, d);
+}
+
 static void on_server_stopped(void *arg)
 {
 	struct daemon *d = arg;
 
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
+	ledger_close(d->ledger, on_ledger_closed, d);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -137,42 +219,189 @@ static void on_signal(uv_signal_t *s, int signum)
 	log_info("%s: draining connections and stopping", strsignal(signum));
 	uv_timer_stop(&d->expiry);
 	uv_close((uv_handle_t *)&d->expiry, NULL);
+	uv_timer_stop(&d->checkpoint_timer);
 	srv_stop(d->srv, on_server_stopped, d);
 }
 
-static int start(struct daemon *d)
-{
-	struct state_config sc;
-	char err[512], state_path[PATH_MAX + 16];
-	struct state_counts counts;
-	int created = 0, rc;
+/* --------------------------------------------------------------- recovery */
 
-	snprintf(state_path, sizeof(state_path), "%s/state.shm", d->cfg.state_dir);
-	sc = (struct state_config){.path = state_path, .caps = d->cfg.caps,
-	                           .hold_ttl_us = d->cfg.hold_ttl_us,
-	                           .expiry_charges = d->cfg.expiry_charges};
-	created = access(state_path, F_OK) != 0;
-	if ((rc = state_open(&d->st, &sc, err, sizeof(err))) != 0) {
-		log_error("cannot open the state: %s", err);
+struct replay {
+	struct daemon *d;
+	char err[512];
+};
+
+static int replay_one(void *arg, const struct ledger_record *r)
+{
+	struct replay *rp = arg;
+
+	return dispatch_replay(&rp->d->dispatch, r, rp->err, sizeof(rp->err));
+}
+
+static int first_record(void *arg, const struct ledger_record *r)
+{
+	struct shm_caps *caps = arg;
+
+	if (r->type != LEDGER_SETTINGS || dispatch_settings_caps(r->body, r->body_len, caps) != 0)
+		return SC_EINVAL;
+	return 1;
+}
+
+/* Opens the state for attaching as it is; 1 if it matches the ledger. */
+static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t last_seq)
+{
+	char err[512], aside[PATH_MAX + 64];
+	uint64_t applied;
+
+	if (access(d->shm_path, F_OK) != 0)
+		return 0;
+	if (state_open(&d->st, sc, err, sizeof(err)) != 0) {
+		snprintf(aside, sizeof(aside), "%s.invalid-%lld", d->shm_path,
+		         (long long)(dispatch_now() / 1000000));
+		log_warn("%s; keeping it as %s and rebuilding the state from the ledger", err, aside);
+		if (rename(d->shm_path, aside) != 0)
+			unlink(d->shm_path);
+		return 0;
+	}
+	applied = state_applied(d->st);
+	if (applied == last_seq)
+		return 1;
+	log_info("the state segment has applied record %llu and the ledger ends at %llu: rebuilding",
+	         (unsigned long long)applied, (unsigned long long)last_seq);
+	state_close(d->st);
+	d->st = NULL;
+	unlink(d->shm_path);
+	return 0;
+}
+
+/* Rebuilds the state: the newest usable snapshot, then the ledger after it. */
+static int rebuild(struct daemon *d, struct state_config *sc, uint64_t last_seq)
+{
+	struct ledger_scan_result res;
+	struct replay rp = {.d = d};
+	char err[512];
+	uint64_t from = 1, ckpt = 0;
+	int64_t t0 = dispatch_now();
+	int rc;
+
+	if (checkpoint_find(d->ckpt_dir, last_seq, &ckpt) == 0) {
+		if ((rc = checkpoint_restore(d->ckpt_dir, ckpt, d->shm_path, err, sizeof(err))) != 0) {
+			log_error("cannot restore the snapshot: %s", err);
+			return rc;
+		}
+		from = ckpt + 1;
+	} else if (last_seq > 0) {
+		rc = ledger_scan(d->ledger_dir, 1, 0, first_record, &sc->caps, &res, err, sizeof(err));
+		if (rc != 1 || res.first_seq != 1) {
+			log_error("%s: the ledger does not start with its settings record and there is "
+			          "no snapshot to start from",
+			          d->ledger_dir);
+			return SC_EINVAL;
+		}
+	}
+	if ((rc = state_open(&d->st, sc, err, sizeof(err))) != 0) {
+		log_error("cannot create the state: %s", err);
 		return rc;
 	}
+	d->dispatch.st = d->st;
+	rc = ledger_scan(d->ledger_dir, from, 0, replay_one, &rp, &res, err, sizeof(err));
+	if (rc != 0) {
+		log_error("cannot rebuild the state: %s", rp.err[0] ? rp.err : err);
+		return rc < 0 ? rc : SC_EINTERNAL;
+	}
+	d->dispatch.checkpoint_seq = ckpt;
+	if (last_seq == 0)
+		log_info("created a new state in %s", d->shm_path);
+	else
+		log_info("rebuilt the state from %s%llu and %llu ledger record(s) in %lld ms",
+		         ckpt ? "the snapshot at record " : "record ", (unsigned long long)ckpt,
+		         (unsigned long long)res.records, (long long)((dispatch_now() - t0) / 1000));
+	return 0;
+}
+
+/* Scans and repairs the ledger, then attaches to or rebuilds the state. */
+static int recover(struct daemon *d, struct ledger_scan_result *tail)
+{
+	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps,
+	                          .hold_ttl_us = d->cfg.hold_ttl_us,
+	                          .expiry_charges = d->cfg.expiry_charges};
+	char err[4300];
+	int64_t t0 = dispatch_now();
+	int rc;
+
+	rc = ledger_scan(d->ledger_dir, UINT64_MAX, 1, NULL, NULL, tail, err, sizeof(err));
+	if (rc != 0) {
+		log_error("ledger: %s; refusing to start (nothing was changed)", err);
+		return rc;
+	}
+	if (tail->torn)
+		log_warn("ledger: %s", err);
+	if (try_attach(d, &sc, tail->last_seq)) {
+		d->dispatch.st = d->st;
+		checkpoint_find(d->ckpt_dir, tail->last_seq, &d->dispatch.checkpoint_seq);
+		log_info("attached to %s at ledger record %llu in %lld ms", d->shm_path,
+		         (unsigned long long)tail->last_seq, (long long)((dispatch_now() - t0) / 1000));
+		return 0;
+	}
+	return rebuild(d, &sc, tail->last_seq);
+}
+
+/* ------------------------------------------------------------------ start */
+
+static int start(struct daemon *d)
+{
+	struct ledger_config lc = {.dir = d->ledger_dir, .strict = d->cfg.strict,
+	                           .interval_ms = d->cfg.commit_interval_ms,
+	                           .batch_bytes = d->cfg.commit_batch,
+	                           .segment_bytes = d->cfg.segment_bytes, .now = dispatch_now};
+	struct ledger_scan_result tail;
+	struct state_counts counts;
+	char err[512];
+	int rc;
+
+	snprintf(d->shm_path, sizeof(d->shm_path), "%s/state.shm", d->cfg.state_dir);
+	snprintf(d->ledger_dir, sizeof(d->ledger_dir), "%s/ledger", d->cfg.state_dir);
+	snprintf(d->ckpt_dir, sizeof(d->ckpt_dir), "%s/checkpoints", d->cfg.state_dir);
+	msgpack_sbuffer_init(&d->dispatch.scratch);
+	if ((rc = recover(d, &tail)) != 0)
+		return rc;
+	if ((rc = ledger_open(&d->ledger, &d->loop, &lc, &tail, on_durable, d, err, sizeof(err)))) {
+		log_error("%s", err);
+		return rc;
+	}
+	if ((rc = checkpoint_init(&d->cp, &d->loop, d->ckpt_dir, on_checkpoint_done, d)) != 0) {
+		log_error("%s: %s", d->ckpt_dir, sc_strerror(rc));
+		return rc;
+	}
+	d->dispatch.ledger = d->ledger;
+	d->dispatch.strict = d->cfg.strict;
+	d->dispatch.started_at = dispatch_now();
+	d->dispatch.hold_placed = on_hold_placed;
+	d->dispatch.hold_placed_arg = d;
+	d->dispatch.srv_cfg = &d->srv_cfg;
+	if (tail.last_seq == 0 || state_config(d->st)->hold_ttl_us != d->cfg.hold_ttl_us ||
+	    state_config(d->st)->expiry_charges != d->cfg.expiry_charges)
+		dispatch_settings(&d->dispatch, dispatch_now(), d->cfg.hold_ttl_us,
+		                  d->cfg.expiry_charges);
+
 	srv_config_default(&d->srv_cfg, d->cfg.socket_path);
 	d->srv_cfg.mode = d->cfg.socket_mode;
 	d->srv_cfg.gid = d->cfg.socket_gid;
 	d->srv_cfg.max_connections = d->cfg.max_connections;
 	d->srv_cfg.max_outstanding = d->cfg.max_outstanding;
 	d->srv_cfg.limits.max_message = d->cfg.max_message;
-	d->dispatch = (struct dispatch){.st = d->st, .srv_cfg = &d->srv_cfg,
-	                                .started_at = dispatch_now(),
-	                                .hold_placed = on_hold_placed, .hold_placed_arg = d};
 	if ((rc = srv_init(&d->srv, &d->loop, &d->srv_cfg, dispatch_request, &d->dispatch, err,
 	                   sizeof(err))) != 0) {
 		log_error("%s", err);
 		return rc;
 	}
 	d->dispatch.srv = d->srv;
+	srv_set_durable(d->srv, ledger_durable(d->ledger));
 	uv_timer_init(&d->loop, &d->expiry);
-	d->expiry.data = d;
+	uv_timer_init(&d->loop, &d->checkpoint_timer);
+	d->expiry.data = d->checkpoint_timer.data = d;
+	uv_timer_start(&d->checkpoint_timer, on_checkpoint_timer,
+	               (uint64_t)(d->cfg.checkpoint_interval_us / 1000),
+	               (uint64_t)(d->cfg.checkpoint_interval_us / 1000));
 	uv_signal_init(&d->loop, &d->sigterm);
 	uv_signal_init(&d->loop, &d->sigint);
 	d->sigterm.data = d->sigint.data = d;
@@ -181,9 +410,11 @@ static int start(struct daemon *d)
 	on_expiry(&d->expiry);
 	state_counts(d->st, &counts);
 	log_info("sidecard %s listening on %s", SC_VERSION, d->cfg.socket_path);
-	log_info("state %s %s: %u orgs, %u agents, %u rules, %u open holds; hold ttl %llds",
-	         state_path, created ? "created" : "attached", counts.orgs, counts.agents,
-	         counts.rules, counts.holds, (long long)(d->cfg.hold_ttl_us / 1000000));
+	log_info("state %s: %u orgs, %u agents, %u rules, %u open holds; ledger at record %llu, "
+	         "durability %s; hold ttl %llds",
+	         d->shm_path, counts.orgs, counts.agents, counts.rules, counts.holds,
+	         (unsigned long long)state_applied(d->st), d->cfg.strict ? "strict" : "async",
+	         (long long)(state_config(d->st)->hold_ttl_us / 1000000));
 	return 0;
 }
 
@@ -213,11 +444,17 @@ int main(int argc, char **argv)
 	rc = start(&d);
 	if (rc == 0)
 		uv_run(&d.loop, UV_RUN_DEFAULT);
-	else if (d.srv == NULL)
-		uv_run(&d.loop, UV_RUN_NOWAIT);
 	if (d.srv)
 		srv_free(d.srv);
+	if (rc != 0 && d.ledger) {
+		/* start failed after the writer opened: let it close its handles */
+		ledger_close(d.ledger, NULL, NULL);
+		uv_run(&d.loop, UV_RUN_DEFAULT);
+	}
+	ledger_free(d.ledger);
+	checkpoint_free(d.cp);
 	state_close(d.st);
+	msgpack_sbuffer_destroy(&d.dispatch.scratch);
 	if (uv_loop_close(&d.loop) != 0)
 		log_warn("the loop closed with handles still open");
 	rcu_unregister_thread();

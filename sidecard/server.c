@@ -90,6 +90,7 @@ struct conn {
 	uv_write_t wreq;
 	unsigned queued;   /* responses in out */
 	unsigned inflight; /* responses in wbuf */
+	uint64_t wait_seq; /* out may be sent once the ledger is durable up to here */
 
 	unsigned zone_ready : 1;
 	unsigned reading : 1;
@@ -116,6 +117,7 @@ struct srv {
 	unsigned n_conns;
 	unsigned n_open; /* accepted (not rejected) connections */
 	uint64_t next_id;
+	uint64_t durable_seq; /* the ledger is on disk up to this sequence */
 	struct srv_stats stats;
 
 	unsigned stopping : 1;
@@ -380,7 +382,7 @@ static void conn_flush(struct conn *c)
 	uv_buf_t b;
 	int n;
 
-	if (c->writing || c->closing || c->out.size == 0)
+	if (c->writing || c->closing || c->out.size == 0 || c->wait_seq > c->srv->durable_seq)
 		return;
 	b = uv_buf_init(c->out.data, (unsigned)c->out.size);
 	n = uv_try_write((uv_stream_t *)&c->pipe, &b, 1);
@@ -446,6 +448,7 @@ static void conn_handle(struct conn *c, const char *buf, size_t len, int64_t msg
 	struct srv_request r;
 	char err[128];
 	size_t mark = c->out.size;
+	uint64_t seq;
 
 	msgpack_zone_clear(&c->zone);
 	if (proto_request_parse(buf, len, &c->zone, &req, err, sizeof(err)) != 0) {
@@ -465,8 +468,10 @@ static void conn_handle(struct conn *c, const char *buf, size_t len, int64_t msg
 		msgpack_pack_uint32(&c->pk, req.msgid);
 	}
 	c->in_handler = 1;
-	s->handler(s->ctx, &r, &c->pk);
+	seq = s->handler(s->ctx, &r, &c->pk);
 	c->in_handler = 0;
+	if (seq > c->wait_seq)
+		c->wait_seq = seq;
 	if (r.notification)
 		c->out.size = mark;
 	else
@@ -831,6 +836,20 @@ void srv_get_stats(const struct srv *s, struct srv_stats *st)
 {
 	*st = s->stats;
 	st->connections_open = s->n_open;
+}
+
+void srv_set_durable(struct srv *s, uint64_t seq)
+{
+	struct conn *c, *next;
+
+	if (seq <= s->durable_seq)
+		return;
+	s->durable_seq = seq;
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		if (!c->closing && !c->writing && !c->in_handler && c->out.size && c->wait_seq <= seq)
+			conn_pump(c);
+	}
 }
 
 int srv_notify(struct srv *s, uint64_t conn_id, const char *method, const char *packed_params,

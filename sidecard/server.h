@@ -66,8 +66,14 @@ struct srv_request {
  * the same way and its output is discarded. It runs on the loop thread and
  * must not block. It may call srv_stop(); it must not call srv_notify() for
  * the connection it is answering (SC_EUNAVAILABLE).
+ *
+ * It returns the ledger sequence number the response depends on, or 0. A
+ * connection's responses are held, in order, until srv_set_durable() has
+ * reported that sequence on disk: this is how a mutating reply in strict
+ * durability mode is sent only after its record is durable, while the loop
+ * goes on serving everyone else. Held responses count as outstanding.
  */
-typedef void (*srv_handler)(void *ctx, const struct srv_request *req, msgpack_packer *pk);
+typedef uint64_t (*srv_handler)(void *ctx, const struct srv_request *req, msgpack_packer *pk);
 
 /*
  * Takes the socket and starts accepting on loop:
@@ -114,6 +120,12 @@ struct srv_stats {
 };
 
 void srv_get_stats(const struct srv *s, struct srv_stats *st);
+
+/*
+ * The ledger is durable up to seq: sends every held response that waited
+ * for it. Sequences only grow; a smaller one is ignored.
+ */
+void srv_set_durable(struct srv *s, uint64_t seq);
 
 /*
  * Queues the notification [2, method, params] on connection conn_id, where

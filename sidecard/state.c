@@ -409,6 +409,12 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 	}
 	h = st->m.hdr;
 	st->exp_head = st->exp_tail = SHM_NONE;
+	if (created) {
+		state_set_settings(st, cfg->hold_ttl_us, cfg->expiry_charges);
+	} else {
+		st->cfg.hold_ttl_us = h->hold_ttl_us;
+		st->cfg.expiry_charges = (int)h->expiry_charges;
+	}
 	st->ix = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
 	st->rule_tables = calloc(h->agent_cap, sizeof(*st->rule_tables));
 	st->exp_prev = malloc(h->hold_cap * sizeof(uint32_t));
@@ -467,6 +473,32 @@ struct shm *state_shm(struct state *st)
 const struct state_config *state_config(const struct state *st)
 {
 	return &st->cfg;
+}
+
+void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charges)
+{
+	struct shm_header *h = st->m.hdr;
+
+	shm_write_begin(&h->seq);
+	h->hold_ttl_us = hold_ttl_us;
+	h->expiry_charges = (uint32_t)expiry_charges;
+	shm_write_end(&h->seq);
+	st->cfg.hold_ttl_us = hold_ttl_us;
+	st->cfg.expiry_charges = expiry_charges;
+}
+
+void state_set_applied(struct state *st, uint64_t seq)
+{
+	struct shm_header *h = st->m.hdr;
+
+	shm_write_begin(&h->seq);
+	h->applied_seq = seq;
+	shm_write_end(&h->seq);
+}
+
+uint64_t state_applied(const struct state *st)
+{
+	return st->m.hdr->applied_seq;
 }
 
 void state_counts(const struct state *st, struct state_counts *c)

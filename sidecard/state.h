@@ -125,6 +125,16 @@ struct shm_txn *state_txn_by_id(struct state *st, uint64_t id);
 struct shm_txn *state_txn_by_key(struct state *st, uint64_t agent_id, struct state_str key);
 int state_txn_index_key(struct state *st, const struct shm_txn *t);
 
+/*
+ * Settings that change what the gate does (hold TTL, expiry charge) live in
+ * the segment header, so that a ledger replay applies them at the same point
+ * they were applied live. state_open loads them from an existing segment.
+ */
+void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charges);
+/* Records that the ledger record seq has been applied. */
+void state_set_applied(struct state *st, uint64_t seq);
+uint64_t state_applied(const struct state *st);
+
 /* Counts of live objects. */
 struct state_counts {
 	uint32_t orgs, agents, rules, holds;

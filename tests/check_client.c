@@ -31,6 +31,7 @@
 #include "daemon.h"
 #include "sidecard.h"
 #include "suites.h"
+#include "testutil.h"
 
 /* Packs the whole reply to the request with `msgid`. */
 typedef void (*reply_fn)(msgpack_packer *pk, uint64_t msgid);
@@ -282,32 +283,36 @@ static void finish(sc_client *cl)
 	test_daemon_timeout(0);
 }
 
-START_TEST(test_wrong_msgid)
+/*
+ * Under this script orgs.list fails with SC_EPROTO, a message containing
+ * `what` and no list, and the connection is closed after it.
+ */
+static void expect_eproto_closes(const reply_fn *script, const char *what)
 {
-	static const reply_fn script[] = { reply_hello, reply_wrong_msgid, NULL };
 	sc_client *cl = connect_fake(script);
 	sc_org *list;
 	size_t n;
 
 	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_EPROTO);
 	ck_assert_ptr_null(list);
-	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), "another request"));
+	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), what));
 	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_ECLOSED);
 	finish(cl);
+}
+
+START_TEST(test_wrong_msgid)
+{
+	static const reply_fn script[] = { reply_hello, reply_wrong_msgid, NULL };
+
+	expect_eproto_closes(script, "another request");
 }
 END_TEST
 
 START_TEST(test_response_over_1mib)
 {
 	static const reply_fn script[] = { reply_hello, reply_huge, NULL };
-	sc_client *cl = connect_fake(script);
-	sc_org *list;
-	size_t n;
 
-	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_EPROTO);
-	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), "1 MiB"));
-	ck_assert_int_eq(sc_orgs_list(cl, &list, &n), SC_ECLOSED);
-	finish(cl);
+	expect_eproto_closes(script, "1 MiB");
 }
 END_TEST
 
@@ -391,17 +396,12 @@ START_TEST(test_daemon_closes)
 }
 END_TEST
 
-static void tmp_base_create(void)
-{
-	ck_assert_int_eq(test_tmp_base_create(), 0);
-}
-
 Suite *client_suite(void)
 {
 	Suite *s = suite_create("client");
 	TCase *tc = tcase_create("fake-daemon");
 
-	tcase_add_unchecked_fixture(tc, tmp_base_create, test_tmp_base_remove);
+	tcase_add_unchecked_fixture(tc, test_tmp_base_create, test_tmp_base_remove);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_wrong_msgid);
 	tcase_add_test(tc, test_response_over_1mib);

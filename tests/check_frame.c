@@ -13,6 +13,7 @@
 
 #include "proto.h"
 #include "sidecard.h"
+#include "testutil.h"
 
 Suite *frame_suite(void);
 
@@ -844,10 +845,7 @@ END_TEST
 Suite *frame_suite(void)
 {
 	Suite *s = suite_create("frame");
-	const struct {
-		const char *name;
-		const TTest *test;
-	} cases[] = {
+	const struct test_case cases[] = {
 		{ "truncated", test_truncated_every_offset },
 		{ "resume", test_resume_byte_by_byte },
 		{ "pipelined", test_pipelined_two_messages },
@@ -876,11 +874,6 @@ Suite *frame_suite(void)
 		{ "pack_error", test_pack_error },
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-
-		tcase_add_test(tc, cases[i].test);
-		suite_add_tcase(s, tc);
-	}
+	test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), 0);
 	return s;
 }

@@ -14,13 +14,11 @@
  * It reads the segment's records directly (no concurrent writer exists).
  */
 #include <check.h>
-#include <dirent.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <urcu.h>
 
@@ -29,6 +27,7 @@
 #include "sidecard.h"
 #include "state.h"
 #include "suites.h"
+#include "testutil.h"
 
 #define SEC INT64_C(1000000)
 #define MIN GATE_US_PER_MINUTE
@@ -40,7 +39,6 @@
 #define MIDNIGHT ((T0 / DAY + 1) * DAY)  /* Tuesday 2026-11-24T00:00:00Z */
 #define TTL (300 * SEC)
 
-static char g_root[64];
 static char g_dir[96];
 static char g_path[128];
 static struct state *g_st;
@@ -52,28 +50,6 @@ static const struct shm_caps default_caps = { 4, 8, 64, 32, 256 };
 
 /* ---------------------------------------------------------------------- */
 /* fixture */
-
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[512];
-	struct stat sb;
-
-	if (!d)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-		if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-			rm_tree(p);
-		else
-			unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
-}
 
 static struct state_str str(const char *s)
 {
@@ -125,31 +101,10 @@ static void reattach(void)
 	g_m = state_shm(g_st);
 }
 
-/*
- * Each test case gets a root directory, made and removed by the runner's
- * own process (an unchecked fixture), so that a test that fails, and so
- * exits without its teardown, leaves nothing behind.
- */
-static void root_setup(void)
-{
-	strcpy(g_root, "/tmp/check_gate.XXXXXX");
-	if (!mkdtemp(g_root))
-		g_root[0] = '\0';
-}
-
-static void root_teardown(void)
-{
-	if (g_root[0])
-		rm_tree(g_root);
-	g_root[0] = '\0';
-}
-
 static void setup(void)
 {
 	rcu_register_thread();
-	ck_assert_msg(g_root[0] != '\0', "no root directory");
-	snprintf(g_dir, sizeof g_dir, "%s/t.XXXXXX", g_root);
-	ck_assert_ptr_nonnull(mkdtemp(g_dir));
+	ck_assert_int_eq(test_tmpdir(g_dir, sizeof g_dir), 0);
 	snprintf(g_path, sizeof g_path, "%s/state.shm", g_dir);
 	g_st = NULL;
 	open_state(default_caps, TTL, 1);
@@ -161,7 +116,7 @@ static void teardown(void)
 		state_close(g_st);
 	g_st = NULL;
 	g_m = NULL;
-	rm_tree(g_dir);
+	test_rm_tree(g_dir);
 	rcu_unregister_thread();
 }
 
@@ -1371,36 +1326,28 @@ static void lifecycle_settled(const struct lifecycle *l, const struct gate_settl
 	ck_assert_int_eq(gate_next_expiry(g_st), INT64_MAX);
 }
 
-START_TEST(test_report_success_charges_estimate_by_default)
+/* Reports on a hold of 300, and what each must charge. */
+static const struct {
+	enum sc_outcome outcome;
+	int has_actual;
+	int64_t actual, charged;
+} settle_cases[] = {
+	{ SC_OUTCOME_SUCCESS, 0, 0, 300 },   /* success charges the estimate by default */
+	{ SC_OUTCOME_SUCCESS, 1, 240, 240 }, /* success with an actual cost */
+	{ SC_OUTCOME_SUCCESS, 1, 450, 450 }, /* an actual cost above the estimate */
+	{ SC_OUTCOME_FAILURE, 0, 0, 0 },     /* failure charges nothing by default */
+	{ SC_OUTCOME_FAILURE, 1, 30, 30 },   /* failure with an actual cost */
+};
+
+START_TEST(test_report_settles_hold)
 {
 	struct lifecycle l;
 	struct gate_settlement st;
 
 	lifecycle_start(&l, 300);
-	st = SETTLE(l.t, SC_OUTCOME_SUCCESS, 0, 0, T0 + SEC);
-	lifecycle_settled(&l, &st, SC_OUTCOME_SUCCESS, 300, T0 + SEC);
-}
-END_TEST
-
-START_TEST(test_report_success_with_actual)
-{
-	struct lifecycle l;
-	struct gate_settlement st;
-
-	lifecycle_start(&l, 300);
-	st = SETTLE(l.t, SC_OUTCOME_SUCCESS, 1, 240, T0 + SEC);
-	lifecycle_settled(&l, &st, SC_OUTCOME_SUCCESS, 240, T0 + SEC);
-}
-END_TEST
-
-START_TEST(test_report_actual_above_estimate)
-{
-	struct lifecycle l;
-	struct gate_settlement st;
-
-	lifecycle_start(&l, 300);
-	st = SETTLE(l.t, SC_OUTCOME_SUCCESS, 1, 450, T0 + SEC);
-	lifecycle_settled(&l, &st, SC_OUTCOME_SUCCESS, 450, T0 + SEC);
+	st = SETTLE(l.t, settle_cases[_i].outcome, settle_cases[_i].has_actual,
+	            settle_cases[_i].actual, T0 + SEC);
+	lifecycle_settled(&l, &st, settle_cases[_i].outcome, settle_cases[_i].charged, T0 + SEC);
 }
 END_TEST
 
@@ -1418,28 +1365,6 @@ START_TEST(test_report_partial_requires_actual)
 	ck_assert_int_eq(state_txn_by_id(g_st, l.t)->status, SC_TXN_PENDING);
 	st = SETTLE(l.t, SC_OUTCOME_PARTIAL, 1, 120, T0 + SEC);
 	lifecycle_settled(&l, &st, SC_OUTCOME_PARTIAL, 120, T0 + SEC);
-}
-END_TEST
-
-START_TEST(test_report_failure_defaults_to_zero)
-{
-	struct lifecycle l;
-	struct gate_settlement st;
-
-	lifecycle_start(&l, 300);
-	st = SETTLE(l.t, SC_OUTCOME_FAILURE, 0, 0, T0 + SEC);
-	lifecycle_settled(&l, &st, SC_OUTCOME_FAILURE, 0, T0 + SEC);
-}
-END_TEST
-
-START_TEST(test_report_failure_with_actual)
-{
-	struct lifecycle l;
-	struct gate_settlement st;
-
-	lifecycle_start(&l, 300);
-	st = SETTLE(l.t, SC_OUTCOME_FAILURE, 1, 30, T0 + SEC);
-	lifecycle_settled(&l, &st, SC_OUTCOME_FAILURE, 30, T0 + SEC);
 }
 END_TEST
 
@@ -3187,13 +3112,7 @@ END_TEST
 
 static TCase *tc(const char *name, int fixture)
 {
-	TCase *t = tcase_create(name);
-
-	if (fixture) {
-		tcase_add_unchecked_fixture(t, root_setup, root_teardown);
-		tcase_add_checked_fixture(t, setup, teardown);
-	}
-	return t;
+	return fixture ? test_tcase_tmp(name, setup, teardown) : tcase_create(name);
 }
 
 Suite *gate_suite(void)
@@ -3281,12 +3200,9 @@ Suite *gate_suite(void)
 	suite_add_tcase(s, t);
 
 	t = tc("hold_lifecycle", 1);
-	tcase_add_test(t, test_report_success_charges_estimate_by_default);
-	tcase_add_test(t, test_report_success_with_actual);
-	tcase_add_test(t, test_report_actual_above_estimate);
+	tcase_add_loop_test(t, test_report_settles_hold, 0,
+	                    sizeof(settle_cases) / sizeof(settle_cases[0]));
 	tcase_add_test(t, test_report_partial_requires_actual);
-	tcase_add_test(t, test_report_failure_defaults_to_zero);
-	tcase_add_test(t, test_report_failure_with_actual);
 	tcase_add_test(t, test_report_above_balance_becomes_debt);
 	tcase_add_test(t, test_report_negative_actual_is_invalid);
 	tcase_add_test(t, test_report_of_blocked_or_unknown_txn);

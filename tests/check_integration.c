@@ -35,6 +35,7 @@
 #include "daemon.h"
 #include "sidecard.h"
 #include "suites.h"
+#include "testutil.h"
 
 #define USD(x) ((sc_micros)((x) * SC_MICROS_PER_USD))
 #define CENTS(x) ((sc_micros)(x) * 10000)
@@ -533,21 +534,22 @@ END_TEST
 
 START_TEST(test_stats)
 {
+	static const struct {
+		const char *name;
+		int64_t value;
+	} exact[] = {
+		{ "checks", 2 }, { "allowed", 1 }, { "blocked", 1 }, { "holds_open", 1 }, { "agents", 1 },
+	};
 	uint64_t id = new_agent(USD(10));
 	int64_t v;
 
 	allow(id, "x", USD(1));
 	blocked(id, "x", USD(100), "wallet_empty");
-	OK(sc_stat(c, "checks", &v));
-	ck_assert_int_eq(v, 2);
-	OK(sc_stat(c, "allowed", &v));
-	ck_assert_int_eq(v, 1);
-	OK(sc_stat(c, "blocked", &v));
-	ck_assert_int_eq(v, 1);
-	OK(sc_stat(c, "holds_open", &v));
-	ck_assert_int_eq(v, 1);
-	OK(sc_stat(c, "agents", &v));
-	ck_assert_int_eq(v, 1);
+	for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+		OK(sc_stat(c, exact[i].name, &v));
+		ck_assert_msg(v == exact[i].value, "%s = %lld, expected %lld", exact[i].name,
+		              (long long)v, (long long)exact[i].value);
+	}
 	OK(sc_stat(c, "connections_open", &v));
 	ck_assert_int_ge(v, 1);
 	OK(sc_stat(c, "capacity_holds", &v));
@@ -1395,17 +1397,10 @@ START_TEST(test_concurrent_checks_never_overspend)
 }
 END_TEST
 
-static void tmp_base_create(void)
-{
-	ck_assert_int_eq(test_tmp_base_create(), 0);
-}
-
 static TCase *tcase(Suite *s, const char *name, void (*setup)(void), unsigned timeout)
 {
-	TCase *tc = tcase_create(name);
+	TCase *tc = test_tcase_tmp(name, setup, stop);
 
-	tcase_add_unchecked_fixture(tc, tmp_base_create, test_tmp_base_remove);
-	tcase_add_checked_fixture(tc, setup, stop);
 	tcase_set_timeout(tc, timeout);
 	suite_add_tcase(s, tc);
 	return tc;

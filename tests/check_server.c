@@ -31,6 +31,7 @@
 #include "proto.h"
 #include "server.h"
 #include "sidecard.h"
+#include "testutil.h"
 
 Suite *server_suite(void);
 
@@ -98,18 +99,18 @@ static void poke(struct harness *h, const struct srv_request *req, msgpack_packe
 	msgpack_pack_true(pk);
 }
 
-static void handler(void *ctx, const struct srv_request *req, msgpack_packer *pk)
+static uint64_t handler(void *ctx, const struct srv_request *req, msgpack_packer *pk)
 {
 	struct harness *h = ctx;
 
 	if (method_is(req, "poke")) {
 		poke(h, req, pk);
-		return;
+		return 0;
 	}
 	if (method_is(req, "fail")) {
 		proto_pack_error(pk, SC_EINVAL, "agent_id: required");
 		msgpack_pack_nil(pk);
-		return;
+		return 0;
 	}
 	if (method_is(req, "echo")) {
 		msgpack_pack_nil(pk);
@@ -127,6 +128,7 @@ static void handler(void *ctx, const struct srv_request *req, msgpack_packer *pk
 		proto_pack_error(pk, SC_EUNSUPPORTED, "unknown method");
 		msgpack_pack_nil(pk);
 	}
+	return 0;
 }
 
 static void on_done(void *arg)
@@ -312,6 +314,24 @@ static void send_request(struct client *c, uint32_t msgid, const char *method)
 	pack_request(&sb, msgid, method, NULL, 0);
 	send_all(c->fd, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
+}
+
+/* Sends [0, msgid, "poke", [{conn}]] on c: asks for a notification to connection conn. */
+static void send_poke(struct client *c, uint32_t msgid, uint64_t conn)
+{
+	msgpack_sbuffer params, sb;
+	msgpack_packer pk;
+
+	msgpack_sbuffer_init(&params);
+	msgpack_packer_init(&pk, &params, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_map(&pk, 1);
+	proto_pack_key_u64(&pk, "conn", conn);
+	msgpack_sbuffer_init(&sb);
+	pack_request(&sb, msgid, "poke", params.data, params.size);
+	send_all(c->fd, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_destroy(&params);
 }
 
 static int str_is(const msgpack_object *o, const char *s)
@@ -740,8 +760,6 @@ START_TEST(test_notify)
 {
 	struct harness h;
 	struct client a, b;
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
 	uint64_t id;
 	const msgpack_object *e;
 
@@ -753,16 +771,7 @@ START_TEST(test_notify)
 	send_request(&a, 2, "notify_self");
 	ck_assert_int_eq(expect_response(&a, 2, 0)->via.i64, SC_EUNAVAILABLE);
 
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_array(&pk, 4);
-	msgpack_pack_int(&pk, 0);
-	msgpack_pack_int(&pk, 3);
-	proto_pack_cstr(&pk, "poke");
-	msgpack_pack_array(&pk, 1);
-	msgpack_pack_map(&pk, 1);
-	proto_pack_key_u64(&pk, "conn", id);
-	send_all(b.fd, sb.data, sb.size);
+	send_poke(&b, 3, id);
 	ck_assert(expect_response(&b, 3, 0)->type == MSGPACK_OBJECT_BOOLEAN);
 
 	ck_assert(client_next(&a));
@@ -773,17 +782,8 @@ START_TEST(test_notify)
 	ck_assert_uint_eq(map_get(&e[2].via.array.ptr[0], "x")->via.u64, 1);
 
 	/* an unknown connection */
-	sb.size = 0;
-	msgpack_pack_array(&pk, 4);
-	msgpack_pack_int(&pk, 0);
-	msgpack_pack_int(&pk, 4);
-	proto_pack_cstr(&pk, "poke");
-	msgpack_pack_array(&pk, 1);
-	msgpack_pack_map(&pk, 1);
-	proto_pack_key_u64(&pk, "conn", 999999);
-	send_all(b.fd, sb.data, sb.size);
+	send_poke(&b, 4, 999999);
 	expect_error_map(expect_response(&b, 4, 1), SC_ENOTFOUND, "not_found", "no such object");
-	msgpack_sbuffer_destroy(&sb);
 	client_close(&a);
 	client_close(&b);
 	harness_stop(&h);
@@ -824,10 +824,7 @@ END_TEST
 Suite *server_suite(void)
 {
 	Suite *s = suite_create("server");
-	const struct {
-		const char *name;
-		const TTest *test;
-	} cases[] = {
+	const struct test_case cases[] = {
 		{ "roundtrip", test_roundtrip },
 		{ "pipelining", test_pipelining },
 		{ "eof_after_requests", test_eof_after_requests },
@@ -845,12 +842,6 @@ Suite *server_suite(void)
 	};
 
 	signal(SIGPIPE, SIG_IGN);
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-
-		tcase_set_timeout(tc, 60);
-		tcase_add_test(tc, cases[i].test);
-		suite_add_tcase(s, tc);
-	}
+	test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), 60);
 	return s;
 }

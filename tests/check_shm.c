@@ -10,7 +10,6 @@
  * thread; the seqlock test starts one extra writer thread of its own.
  */
 #include <check.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -26,68 +25,25 @@
 #include "sidecard.h"
 #include "state.h"
 #include "suites.h"
+#include "testutil.h"
 
-static char g_root[64];
 static char g_dir[96];
 static char g_path[128];
 static char g_err[256];
 
 static const struct shm_caps small_caps = { 2, 3, 4, 5, 6 };
 
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[512];
-	struct stat sb;
-
-	if (!d)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-		if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-			rm_tree(p);
-		else
-			unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
-}
-
-/*
- * Each test case gets a root directory, made and removed by the runner's
- * own process (an unchecked fixture), so that a test that fails, and so
- * exits without its teardown, leaves nothing behind.
- */
-static void root_setup(void)
-{
-	strcpy(g_root, "/tmp/check_shm.XXXXXX");
-	if (!mkdtemp(g_root))
-		g_root[0] = '\0';
-}
-
-static void root_teardown(void)
-{
-	if (g_root[0])
-		rm_tree(g_root);
-	g_root[0] = '\0';
-}
-
 static void setup(void)
 {
 	rcu_register_thread();
-	ck_assert_msg(g_root[0] != '\0', "no root directory");
-	snprintf(g_dir, sizeof g_dir, "%s/t.XXXXXX", g_root);
-	ck_assert_ptr_nonnull(mkdtemp(g_dir));
+	ck_assert_int_eq(test_tmpdir(g_dir, sizeof g_dir), 0);
 	snprintf(g_path, sizeof g_path, "%s/state.shm", g_dir);
 	g_err[0] = '\0';
 }
 
 static void teardown(void)
 {
-	rm_tree(g_dir);
+	test_rm_tree(g_dir);
 	rcu_unregister_thread();
 }
 
@@ -111,17 +67,24 @@ static unsigned char *slurp(const char *path, size_t *len)
 	return buf;
 }
 
+/* Opens g_path read-write with small_caps; created must come back as given. */
+static void open_small(struct shm *m, int expect_created)
+{
+	int created = -1;
+	int rc;
+
+	memset(m, 0, sizeof *m);
+	rc = shm_open_rw(m, g_path, &small_caps, &created, g_err, sizeof g_err);
+	ck_assert_msg(rc == 0, "shm_open_rw: %d (%s)", rc, g_err);
+	ck_assert_int_eq(created, expect_created);
+}
+
 /* A fresh valid segment of small_caps at g_path, closed again. */
 static void make_segment(void)
 {
 	struct shm m;
-	int created = -1;
-	int rc;
 
-	memset(&m, 0, sizeof m);
-	rc = shm_open_rw(&m, g_path, &small_caps, &created, g_err, sizeof g_err);
-	ck_assert_msg(rc == 0, "shm_open_rw: %d (%s)", rc, g_err);
-	ck_assert_int_eq(created, 1);
+	open_small(&m, 1);
 	shm_close(&m);
 }
 
@@ -129,13 +92,8 @@ static void make_segment(void)
 static void corrupt_segment(void (*fn)(struct shm *m))
 {
 	struct shm m;
-	int created = -1;
-	int rc;
 
-	memset(&m, 0, sizeof m);
-	rc = shm_open_rw(&m, g_path, &small_caps, &created, g_err, sizeof g_err);
-	ck_assert_msg(rc == 0, "shm_open_rw: %d (%s)", rc, g_err);
-	ck_assert_int_eq(created, 0);
+	open_small(&m, 0);
 	fn(&m);
 	shm_close(&m);
 }
@@ -862,26 +820,17 @@ END_TEST
 
 /* ====================================================================== */
 
-static TCase *tc(const char *name)
-{
-	TCase *t = tcase_create(name);
-
-	tcase_add_unchecked_fixture(t, root_setup, root_teardown);
-	tcase_add_checked_fixture(t, setup, teardown);
-	return t;
-}
-
 Suite *shm_suite(void)
 {
 	Suite *s = suite_create("shm");
 	TCase *t;
 
-	t = tc("layout_size");
+	t = test_tcase_tmp("layout_size", setup, teardown);
 	tcase_add_test(t, test_layout_size_covers_header_and_tables);
 	tcase_add_test(t, test_layout_size_overflow_is_erange_or_exact);
 	suite_add_tcase(s, t);
 
-	t = tc("create_and_attach");
+	t = test_tcase_tmp("create_and_attach", setup, teardown);
 	tcase_add_test(t, test_created_segment_layout);
 	tcase_add_test(t, test_reopen_attaches_and_keeps_data);
 	tcase_add_test(t, test_state_survives_close_and_reopen);
@@ -889,7 +838,7 @@ Suite *shm_suite(void)
 	tcase_add_test(t, test_open_rw_in_missing_directory_fails);
 	suite_add_tcase(s, t);
 
-	t = tc("refuse_invalid_segment");
+	t = test_tcase_tmp("refuse_invalid_segment", setup, teardown);
 	tcase_add_test(t, test_refuse_bad_magic);
 	tcase_add_test(t, test_refuse_wrong_version);
 	tcase_add_test(t, test_refuse_wrong_header_size);
@@ -903,16 +852,16 @@ Suite *shm_suite(void)
 	tcase_add_test(t, test_validate_header);
 	suite_add_tcase(s, t);
 
-	t = tc("read_only_mapping");
+	t = test_tcase_tmp("read_only_mapping", setup, teardown);
 	tcase_add_test(t, test_open_ro_reads_segment);
 	tcase_add_test(t, test_open_ro_missing_file_fails);
 	suite_add_tcase(s, t);
 
-	t = tc("change_bracket");
+	t = test_tcase_tmp("change_bracket", setup, teardown);
 	tcase_add_test(t, test_change_bracket_sets_busy);
 	suite_add_tcase(s, t);
 
-	t = tc("seqlock_read");
+	t = test_tcase_tmp("seqlock_read", setup, teardown);
 	tcase_set_timeout(t, 30);
 	tcase_add_test(t, test_read_quiescent_copies_exactly);
 	tcase_add_test(t, test_read_consistent_under_concurrent_writer);

@@ -10,22 +10,10 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${SIDECARD_BIN:-$here/../sidecard/sidecard}
+. "$here/lib.sh"
 ctl=${SIDECARDCTL_BIN:-$here/../libclient/sidecardctl}
-py=${PYTHON3:-/usr/bin/python3}
 
-dir=$(mktemp -d /tmp/sidecard-cli.XXXXXX) || exit 1
-sock=$dir/sidecard.sock
-pid=
-cleanup() {
-	if [ -n "$pid" ]; then
-		kill "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-	fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+test_dir cli
 
 passed=0
 fail() {
@@ -59,17 +47,7 @@ d = json.load(open(sys.argv[1]))
 $1" "$dir/out" 2>>"$dir/err" || fail "json: $1"
 }
 
-"$bin" --socket "$sock" --state-dir "$dir/state" 2>"$dir/daemon.log" &
-pid=$!
-i=0
-until [ -S "$sock" ] && "$ctl" --socket "$sock" stats >/dev/null 2>&1; do
-	i=$((i + 1))
-	if [ $i -gt 200 ] || ! kill -0 "$pid" 2>/dev/null; then
-		cat "$dir/daemon.log"
-		fail "the daemon did not start"
-	fi
-	sleep 0.05
-done
+daemon_start "$ctl" --socket "$sock" stats || fail "the daemon did not start"
 
 run --version; expect 0 "--version"; out_has "sidecardctl"
 run --help; expect 0 "--help"; out_has "agents create"

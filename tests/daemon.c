@@ -8,16 +8,14 @@
  * 5 ms for at most 10 s; a child that exits meanwhile fails the start at
  * once. The child asks for SIGTERM when its parent dies (PR_SET_PDEATHSIG),
  * so a test process killed by Check's timeout or by test_daemon_timeout()'s
- * alarm takes its daemon with it. A test that fails an assertion exits at
- * once, without its teardown (Check's fork mode calls _exit), so its
- * directory is made inside a base directory that the runner process
- * creates and removes around each test case (test_tmp_base_*).
+ * alarm takes its daemon with it. Its directory comes from test_tmpdir()
+ * (testutil.h), inside the test case's base directory.
  *
  * Threads: the test's main thread only. Ownership: the test owns the
  * struct test_daemon; the child and the directory live from start to stop.
  */
 #include <errno.h>
-#include <ftw.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,6 +29,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "testutil.h"
 
 #define START_TIMEOUT_MS 10000
 #define STOP_TIMEOUT_MS 10000
@@ -116,9 +115,16 @@ static int spawn(struct test_daemon *d)
 		return -1;
 	}
 	if (d->pid == 0) {
+		int log;
+
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (getppid() != parent)
 			_exit(127);
+		if (d->log != NULL) {
+			log = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+			if (log < 0 || dup2(log, STDERR_FILENO) < 0)
+				_exit(127);
+		}
 		execv(bin, (char *const *)argv);
 		fprintf(stderr, "test daemon: cannot run %s: %s (set SIDECARD_BIN)\n", bin,
 		        strerror(errno));
@@ -126,8 +132,9 @@ static int spawn(struct test_daemon *d)
 	}
 	for (waited = 0; waited < START_TIMEOUT_MS; waited += POLL_MS) {
 		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+			d->status = exit_code(status);
 			fprintf(stderr, "test daemon: %s exited with %d before accepting\n", bin,
-			        exit_code(status));
+			        d->status);
 			d->pid = 0;
 			return -1;
 		}
@@ -167,44 +174,6 @@ static int terminate(struct test_daemon *d)
 	return exit_code(status);
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-/* The base directory of this test case's temporary directories, or "". */
-static char base[48];
-
-int test_tmp_base_create(void)
-{
-	snprintf(base, sizeof(base), "/tmp/sidecard-test.XXXXXX");
-	if (mkdtemp(base) == NULL) {
-		perror("test daemon: mkdtemp");
-		base[0] = '\0';
-		return -1;
-	}
-	return 0;
-}
-
-void test_tmp_base_remove(void)
-{
-	if (base[0] != '\0')
-		nftw(base, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-	base[0] = '\0';
-}
-
-int test_tmpdir(char *dir, size_t len)
-{
-	int n = snprintf(dir, len, "%s/%s", base[0] ? base : "/tmp",
-	                 base[0] ? "d.XXXXXX" : "sidecard-test.XXXXXX");
-
-	if (n < 0 || (size_t)n >= len || mkdtemp(dir) == NULL) {
-		perror("test daemon: mkdtemp");
-		return -1;
-	}
-	return 0;
-}
-
 int test_daemon_start(struct test_daemon *d, const char *const *extra)
 {
 	size_t i, max = sizeof(d->extra) / sizeof(d->extra[0]) - 1;
@@ -222,7 +191,7 @@ int test_daemon_start(struct test_daemon *d, const char *const *extra)
 	snprintf(d->socket, sizeof(d->socket), "%s/sidecard.sock", d->dir);
 	snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
 	if (spawn(d) != 0) {
-		nftw(d->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+		test_rm_tree(d->dir);
 		d->dir[0] = '\0';
 		return -1;
 	}
@@ -231,7 +200,7 @@ int test_daemon_start(struct test_daemon *d, const char *const *extra)
 
 int test_daemon_restart(struct test_daemon *d)
 {
-	int rc = terminate(d);
+	int rc = d->pid != 0 ? terminate(d) : 0;
 
 	if (rc != 0) {
 		fprintf(stderr, "test daemon: stopped with status %d\n", rc);
@@ -240,12 +209,25 @@ int test_daemon_restart(struct test_daemon *d)
 	return spawn(d);
 }
 
+int test_daemon_kill(struct test_daemon *d, int sig)
+{
+	int status;
+
+	if (d->pid == 0)
+		return -1;
+	kill(d->pid, sig);
+	if (waitpid(d->pid, &status, 0) != d->pid)
+		return -1;
+	d->pid = 0;
+	return d->status = exit_code(status);
+}
+
 int test_daemon_stop(struct test_daemon *d)
 {
 	int rc = terminate(d);
 
 	if (d->dir[0] != '\0') {
-		nftw(d->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+		test_rm_tree(d->dir);
 		d->dir[0] = '\0';
 	}
 	return rc;

@@ -15,7 +15,6 @@
 #ifndef SC_TESTS_DAEMON_H
 #define SC_TESTS_DAEMON_H
 
-#include <stddef.h>
 #include <sys/types.h>
 
 struct test_daemon {
@@ -24,6 +23,8 @@ struct test_daemon {
 	char socket[96];        /* dir/sidecard.sock */
 	char state[96];         /* dir/state */
 	const char *extra[16];  /* extra daemon arguments, kept for restarts */
+	const char *log;        /* if set (after start): later runs append their stderr there */
+	int status;             /* exit code of the last run that ended (see test_daemon_stop) */
 };
 
 /*
@@ -35,27 +36,23 @@ int test_daemon_start(struct test_daemon *d, const char *const *extra);
 
 /*
  * Stops the daemon (SIGTERM; SIGKILL after 10 s) and starts it again on the
- * same state directory with the same arguments. 0 or -1.
+ * same state directory with the same arguments; a daemon already stopped by
+ * test_daemon_kill is just started. 0 or -1; a daemon that exits before
+ * accepting leaves its exit code in d->status.
  */
 int test_daemon_restart(struct test_daemon *d);
+
+/*
+ * Sends sig to the daemon and waits for it to end, keeping its directory for
+ * test_daemon_restart. Returns its exit code (as test_daemon_stop) or -1.
+ */
+int test_daemon_kill(struct test_daemon *d, int sig);
 
 /*
  * Stops the daemon and removes its directory. Returns the daemon's exit
  * status (0 for a clean stop), 128 + signal if it died by one, or -1.
  */
 int test_daemon_stop(struct test_daemon *d);
-
-/*
- * A base directory for the temporary directories of one test case: create
- * it in the runner process (an unchecked fixture) and remove it there, so
- * the directory of a test that failed is removed too. Without a base,
- * directories go to /tmp. 0 or -1.
- */
-int test_tmp_base_create(void);
-void test_tmp_base_remove(void);
-
-/* Makes a new temporary directory (inside the base, if any) into dir. 0 or -1. */
-int test_tmpdir(char *dir, size_t len);
 
 /* Kills the calling process with SIGALRM after `seconds` (0 cancels): a hung
  * daemon then fails the test instead of hanging the suite. */

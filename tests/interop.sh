@@ -6,8 +6,7 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${SIDECARD_BIN:-$here/../sidecard/sidecard}
-py=${PYTHON3:-/usr/bin/python3}
+. "$here/lib.sh"
 script=${SIDECARD_SRCDIR:-$here/..}/tests/interop.py
 
 if ! "$py" -c 'import msgpack' 2>/dev/null; then
@@ -15,31 +14,8 @@ if ! "$py" -c 'import msgpack' 2>/dev/null; then
 	exit 1
 fi
 
-dir=$(mktemp -d /tmp/sidecard-interop.XXXXXX) || exit 1
-sock=$dir/sidecard.sock
-pid=
-cleanup() {
-	if [ -n "$pid" ]; then
-		kill "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-	fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-"$bin" --socket "$sock" --state-dir "$dir/state" 2>"$dir/daemon.log" &
-pid=$!
-i=0
-until [ -S "$sock" ]; do
-	i=$((i + 1))
-	if [ $i -gt 200 ] || ! kill -0 "$pid" 2>/dev/null; then
-		echo "interop.sh: the daemon did not start"
-		cat "$dir/daemon.log"
-		exit 1
-	fi
-	sleep 0.05
-done
+test_dir interop
+daemon_start || { echo "interop.sh: the daemon did not start"; exit 1; }
 
 "$py" "$script" "$sock"
 rc=$?

@@ -1,0 +1,43 @@
+/*
+ * checkpoint.h: snapshots of the state (format in checkpoint.c) that bound
+ * how much of the ledger recovery replays.
+ */
+#ifndef SIDECARD_CHECKPOINT_H
+#define SIDECARD_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "shm.h"
+
+struct checkpointer;
+
+/* dir is created if missing. done(arg, seq, rc) runs on the loop thread after each snapshot. */
+int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
+                    void (*done)(void *arg, uint64_t seq, int rc), void *arg);
+/*
+ * Snapshots m, whose state is exactly the ledger up to seq, now (loop
+ * thread, a copy of the used records) and writes it in the background.
+ * SC_EUNAVAILABLE while the previous one is still being written.
+ */
+int checkpoint_start(struct checkpointer *cp, const struct shm *m, uint64_t seq, int64_t now);
+/* Calls closed(arg) once no snapshot is being written. */
+void checkpoint_close(struct checkpointer *cp, void (*closed)(void *arg), void *arg);
+void checkpoint_free(struct checkpointer *cp);
+
+/* Removes every snapshot older than seq. */
+void checkpoint_prune(const char *dir, uint64_t seq);
+
+void checkpoint_path(const char *dir, uint64_t seq, char *buf, size_t len);
+/* The newest snapshot in dir with a sequence <= max_seq: 0 or SC_ENOTFOUND. */
+int checkpoint_find(const char *dir, uint64_t max_seq, uint64_t *seq);
+/*
+ * Creates a new state segment at shm_path (replacing any file there) from
+ * the snapshot of sequence seq in dir. 0, or an error naming the file.
+ */
+int checkpoint_restore(const char *dir, uint64_t seq, const char *shm_path, char *err,
+                       size_t errlen);
+
+#endif /* SIDECARD_CHECKPOINT_H */

@@ -1,0 +1,98 @@
+/*
+ * ledger.h: the append-only ledger of every state change, its on-disk
+ * format (documented byte by byte in ledger_format.c), the reader used by
+ * recovery and by `sidecardctl ledger verify|export`, and the daemon's
+ * group-committing writer (ledger.c).
+ */
+#ifndef SIDECARD_LEDGER_H
+#define SIDECARD_LEDGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define LEDGER_FILE_MAGIC "SCLEDGER"
+#define LEDGER_FILE_VERSION 1u
+#define LEDGER_FILE_HEADER 64u
+#define LEDGER_RECORD_MAGIC 0x31524353u /* "SCR1" little-endian */
+#define LEDGER_RECORD_HEADER 32u
+#define LEDGER_RECORD_MAX (1u << 26)    /* no record is larger than 64 MiB */
+
+/* Record types. Method records carry [params, result] of the request. */
+enum ledger_type {
+	LEDGER_SETTINGS = 1, /* {hold_ttl_us, expiry_charges, capacities...} */
+	LEDGER_ORGS_CREATE,
+	LEDGER_AGENTS_CREATE,
+	LEDGER_AGENTS_UPDATE,
+	LEDGER_AGENTS_DELETE,
+	LEDGER_RULES_ADD,
+	LEDGER_RULES_UPDATE,
+	LEDGER_RULES_REMOVE,
+	LEDGER_WALLETS_UPDATE,
+	LEDGER_CHECK,
+	LEDGER_REPORT,
+	LEDGER_EXPIRE, /* [] : every hold due at the record's time expired */
+	LEDGER_TYPE_END
+};
+
+/* "check", "agents.create", "expire", "settings"; "unknown" otherwise. */
+const char *ledger_type_name(unsigned type);
+
+struct ledger_record {
+	uint64_t seq;
+	int64_t time;       /* microseconds since the epoch, UTC */
+	unsigned type;
+	const char *body;   /* msgpack */
+	uint32_t body_len;
+	const char *file;   /* the segment it is in */
+	uint64_t offset;    /* its offset in that file */
+};
+
+/* CRC32C (Castagnoli), hardware-accelerated where the CPU has SSE4.2. */
+uint32_t ledger_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* Encodes a record header for body; out must hold LEDGER_RECORD_HEADER bytes. */
+void ledger_encode_header(char *out, uint64_t seq, int64_t time, unsigned type,
+                          const char *body, uint32_t body_len);
+
+/* ---- reading ---- */
+
+/* Called for each valid record in sequence order; a non-zero return stops the scan. */
+typedef int (*ledger_visit_fn)(void *arg, const struct ledger_record *r);
+
+struct ledger_scan_result {
+	uint64_t first_seq;    /* first record seen (0: none) */
+	uint64_t last_seq;     /* last valid record (0: none) */
+	uint64_t records;      /* records visited */
+	unsigned segments;
+	int torn;              /* the last segment ended in a partial record */
+	char tail_file[4096];  /* the last segment's path */
+	uint64_t tail_offset;  /* where the valid data of the last segment ends */
+};
+
+/*
+ * Reads every segment of the ledger directory dir in order, checks each
+ * record (magic, length, CRC32C, consecutive sequence numbers from one
+ * segment to the next) and calls visit for those with seq >= from_seq.
+ *
+ * A partial record at the very end of the last segment is a torn tail: it
+ * is reported in res (torn = 1, tail_offset) and, if repair is set, cut off
+ * with ftruncate and a warning in err. Any other bad record is corruption:
+ * the scan stops with SC_EINVAL and err names the file, the offset and the
+ * sequence number expected there; nothing is rewritten. A missing or empty
+ * directory is an empty ledger. Returns 0, the visitor's non-zero value, or
+ * a negative code.
+ */
+int ledger_scan(const char *dir, uint64_t from_seq, int repair, ledger_visit_fn visit, void *arg,
+                struct ledger_scan_result *res, char *err, size_t errlen);
+
+/*
+ * Removes the segments whose every record is <= upto_seq (covered by a
+ * checkpoint), never the last one. Returns how many were removed.
+ */
+int ledger_prune(const char *dir, uint64_t upto_seq);
+
+/* Writes a record as one JSON line (for `sidecardctl ledger export`). */
+void ledger_record_json(FILE *out, const struct ledger_record *r);
+
+#endif /* SIDECARD_LEDGER_H */
