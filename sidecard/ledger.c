@@ -79,6 +79,7 @@ struct ledger {
 	uv_check_t check;
 	uv_timer_t timer;
 	int timer_armed;
+	int due; /* the commit interval has passed since the first pending record */
 	int closing;
 	int final_attempts; /* flushes tried while closing */
 	void (*durable)(void *arg, uint64_t seq);
@@ -195,6 +196,7 @@ static void on_retry(uv_timer_t *t)
 	struct ledger *l = t->data;
 
 	l->timer_armed = 0;
+	l->due = 1;
 	maybe_flush(l);
 }
 
@@ -261,6 +263,7 @@ static void start_flush(struct ledger *l)
 		l->pending_first = 0;
 	}
 	l->in_flight = 1;
+	l->due = 0;
 	l->work.data = l;
 	if (uv_queue_work(l->loop, &l->work, flush_work, flush_done) != 0) {
 		l->in_flight = 0;
@@ -280,7 +283,7 @@ static void maybe_flush(struct ledger *l)
 			start_flush(l);
 		return;
 	}
-	if (l->cfg.strict || l->closing || l->pending.size >= l->cfg.batch_bytes)
+	if (l->cfg.strict || l->closing || l->due || l->pending.size >= l->cfg.batch_bytes)
 		start_flush(l);
 	else
 		arm_timer(l, l->cfg.interval_ms);
