@@ -8,9 +8,15 @@
  * shown with sc_money_format(); --json prints one JSON document whose money
  * fields are integer micro-dollars, exactly as on the wire.
  *
- * Exit status: 0 success (check: allowed), 1 check blocked, 2 any error
- * (usage, connection, daemon error). `check` prints the transaction id alone
- * on stdout so that a hook can write TXN=$(sidecardctl check ...).
+ * Exit status: 0 success (check: allowed), 1 check blocked or ledger
+ * corrupt, 2 any error (usage, connection, daemon error). `check` prints the
+ * transaction id alone on stdout so that a hook can write
+ * TXN=$(sidecardctl check ...).
+ *
+ * `ledger verify` and `ledger export` do not talk to the daemon: they read
+ * the ledger files of a state directory (sidecard/ledger_format.c) with
+ * ledger_scan() and never modify them, so they are safe beside a running
+ * daemon and on a copy taken from a dead host.
  *
  * DESIGN. Three tables drive everything: `options` (every flag, its value
  * kind and how it is parsed), `commands` (verb, subverb, the flags it
@@ -22,14 +28,19 @@
  * Threads: one. Ownership: lists from libsidecard are freed by the handler
  * that asked for them; the connection is closed in main().
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "ledger.h"
 #include "sidecard.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -66,6 +77,8 @@ enum opt {
 	O_DEBT,
 	O_RULE,
 	O_LIMIT,
+	O_STATE_DIR,
+	O_FROM,
 	O_COUNT_
 };
 
@@ -115,6 +128,8 @@ static const struct option_def {
 	[O_ACTUAL_COST] = { "actual-cost", K_MONEY, "$", 0 },
 	[O_TXN_STATUS] = { "status", K_TXN_STATUS, "pending|settled|blocked|expired", 0 },
 	[O_LIMIT] = { "limit", K_NUMBER, "N", 0 },
+	[O_STATE_DIR] = { "state-dir", K_STR, "DIR", 3072 },
+	[O_FROM] = { "from", K_NUMBER, "SEQ", 0 },
 };
 
 /* The parsed flags of one command line. */
@@ -1236,6 +1251,124 @@ static int cmd_stats(struct ctx *x, const struct opts *o)
 	return 0;
 }
 
+/* ----- ledger: offline, on the files of a state directory ----- */
+
+#define EXIT_CORRUPT 1
+
+/* The daemon's default --state-dir, by the same rule as sidecard/config.c. */
+static void default_state_dir(char *buf, size_t len)
+{
+	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+
+	if (geteuid() == 0)
+		snprintf(buf, len, "/var/lib/sidecard");
+	else if (xdg && *xdg)
+		snprintf(buf, len, "%s/sidecard", xdg);
+	else if (home && *home)
+		snprintf(buf, len, "%s/.local/state/sidecard", home);
+	else
+		snprintf(buf, len, "/tmp/sidecard-%u/state", (unsigned)geteuid());
+}
+
+/*
+ * DIR/ledger of --state-dir or of the default state directory. A missing
+ * ledger directory is an empty ledger, but a missing state directory is
+ * more likely a typing mistake than a daemon that never ran: an error.
+ */
+static int ledger_dir(const struct ctx *x, const struct opts *o, char *buf, size_t len)
+{
+	char state[PATH_MAX - sizeof("/ledger")];
+	struct stat sb;
+
+	if (o->given & BIT(O_STATE_DIR))
+		snprintf(state, sizeof(state), "%s", o->str[O_STATE_DIR]);
+	else
+		default_state_dir(state, sizeof(state));
+	if (stat(state, &sb) != 0) {
+		fprintf(stderr, "sidecardctl: %s: %s: %s\n", x->what, state, strerror(errno));
+		return EXIT_ERROR;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		fprintf(stderr, "sidecardctl: %s: %s: not a directory\n", x->what, state);
+		return EXIT_ERROR;
+	}
+	snprintf(buf, len, "%s/ledger", state);
+	return 0;
+}
+
+static int visit_count(void *arg, const struct ledger_record *r)
+{
+	(void)arg;
+	(void)r;
+	return 0;
+}
+
+static int visit_export(void *arg, const struct ledger_record *r)
+{
+	ledger_record_json(arg, r);
+	return 0;
+}
+
+/* A scan that failed: corruption (SC_EINVAL) is exit 1, anything else 2. */
+static int scan_error(const struct ctx *x, int rc, const char *err)
+{
+	fprintf(stderr, "sidecardctl: %s: %s\n", x->what, err[0] ? err : sc_strerror(rc));
+	return rc == SC_EINVAL ? EXIT_CORRUPT : EXIT_ERROR;
+}
+
+static void torn_warning(FILE *f, const struct ledger_scan_result *res)
+{
+	fprintf(f,
+	        "warning: %s: torn tail (a partial last record) at offset %" PRIu64
+	        ": the daemon will cut it off at its next start\n",
+	        res->tail_file, res->tail_offset);
+}
+
+static int cmd_ledger_verify(struct ctx *x, const struct opts *o)
+{
+	struct ledger_scan_result res;
+	char dir[PATH_MAX], err[4352];
+	int rc;
+
+	if ((rc = ledger_dir(x, o, dir, sizeof(dir))) != 0)
+		return rc;
+	rc = ledger_scan(dir, 0, 0, visit_count, NULL, &res, err, sizeof(err));
+	if (rc != 0)
+		return scan_error(x, rc, err);
+	/* The warning is part of the verdict, so it goes to stdout with it. */
+	if (res.torn)
+		torn_warning(stdout, &res);
+	if (res.records == 0)
+		printf("ledger %s: 0 records, in %u segments: ok\n", dir, res.segments);
+	else
+		printf("ledger %s: %" PRIu64 " records, sequence %" PRIu64 " to %" PRIu64
+		       ", in %u segments: ok\n",
+		       dir, res.records, res.first_seq, res.last_seq, res.segments);
+	return 0;
+}
+
+static int cmd_ledger_export(struct ctx *x, const struct opts *o)
+{
+	uint64_t from = (o->given & BIT(O_FROM)) ? (uint64_t)o->num[O_FROM] : 0;
+	struct ledger_scan_result res;
+	char dir[PATH_MAX], err[4352];
+	int rc;
+
+	if ((rc = ledger_dir(x, o, dir, sizeof(dir))) != 0)
+		return rc;
+	rc = ledger_scan(dir, from, 0, visit_export, stdout, &res, err, sizeof(err));
+	if (fflush(stdout) != 0) {
+		fprintf(stderr, "sidecardctl: %s: writing the output failed\n", x->what);
+		return EXIT_ERROR;
+	}
+	if (rc != 0)
+		return scan_error(x, rc, err);
+	/* stdout is the JSON stream: the warning goes beside it. */
+	if (res.torn)
+		torn_warning(stderr, &res);
+	return 0;
+}
+
 #define WALLET_FLAGS                                                                   \
 	(BIT(O_BALANCE) | BIT(O_BUDGET) | BIT(O_MAX_PER_TXN) | BIT(O_DAILY_SPEND_LIMIT))
 #define RULE_FLAGS                                                                     \
@@ -1283,6 +1416,10 @@ static const struct command commands[] = {
 	{ "transactions", NULL, cmd_transactions, BIT(O_AGENT_ID) | BIT(O_TXN_STATUS) | BIT(O_LIMIT),
 	  0, "list transactions, newest first (--limit 1-1000, default 50)" },
 	{ "stats", NULL, cmd_stats, 0, 0, "the daemon's counters" },
+	{ "ledger", "verify", cmd_ledger_verify, BIT(O_STATE_DIR), 0,
+	  "check every ledger record offline (exit 1: corrupt; a torn tail is a warning)" },
+	{ "ledger", "export", cmd_ledger_export, BIT(O_STATE_DIR) | BIT(O_FROM), 0,
+	  "print the ledger records from sequence SEQ on as JSON lines, offline" },
 };
 
 /* ----- main ----- */
@@ -1313,8 +1450,10 @@ static void print_usage(FILE *f)
 	      "\n"
 	      "Talks to the sidecard daemon over its Unix socket (--socket, else $SIDECARD_SOCKET,\n"
 	      "else the default path). Amounts are dollars (\"2.40\"); --json prints one JSON\n"
-	      "document with amounts in integer micro-dollars. Exit status: 0 ok (check: allowed),\n"
-	      "1 check blocked, 2 error.\n\ncommands:\n",
+	      "document with amounts in integer micro-dollars. The ledger commands read the files\n"
+	      "of the daemon's state directory instead (--state-dir, else the daemon's default).\n"
+	      "Exit status: 0 ok (check: allowed), 1 check blocked or ledger corrupt, 2 error.\n"
+	      "\ncommands:\n",
 	      f);
 	for (i = 0; i < COUNT(commands); i++)
 		print_command_usage(f, &commands[i]);
@@ -1415,6 +1554,9 @@ int main(int argc, char **argv)
 	for (a = 0; a < O_COUNT_; a++)
 		if ((x.cmd->required & BIT(a)) && !(o.given & BIT(a)))
 			return usage_error(&x, "--%s is required", options[a].flag);
+	/* The ledger verbs read local files; every other verb talks to the daemon. */
+	if (strcmp(x.cmd->verb, "ledger") == 0)
+		return x.cmd->run(&x, &o);
 	rc = sc_connect(socket_path, &x.c);
 	if (rc != 0) {
 		char path[sizeof(((struct sockaddr_un *)0)->sun_path)];

@@ -17,6 +17,7 @@
  *   hold_off      hold_cap    x struct shm_hold
  *   txn_off       txn_cap     x struct shm_txn   (a ring: txn id N lives in
  *                                                slot (N - 1) % txn_cap)
+ *   event_off     event_cap   x struct shm_event (a ring, like transactions)
  *
  * Each table starts on a 64-byte boundary; its offset is stored in the
  * header, and records refer to each other by slot index or id, never by
@@ -86,10 +87,9 @@ struct shm_header {
 	uint64_t size;          /* bytes of the whole segment */
 	uint32_t seq;           /* seqlock over the header's counters */
 	uint32_t busy;          /* 1 while a multi-record change is applied */
-	uint32_t org_cap, agent_cap, rule_cap, hold_cap, txn_cap;
-	uint32_t reserved0;
-	uint64_t org_off, agent_off, rule_off, hold_off, txn_off;
-	uint64_t next_org_id, next_agent_id, next_rule_id, next_txn_id;
+	uint32_t org_cap, agent_cap, rule_cap, hold_cap, txn_cap, event_cap;
+	uint64_t org_off, agent_off, rule_off, hold_off, txn_off, event_off;
+	uint64_t next_org_id, next_agent_id, next_rule_id, next_txn_id, next_event_id;
 	uint64_t mutations;     /* incremented by every applied change */
 	uint64_t applied_seq;   /* the last ledger record applied to this segment */
 	int64_t hold_ttl_us;    /* settings in force (ledger settings records) */
@@ -99,7 +99,7 @@ struct shm_header {
 	uint32_t writer_pid;
 	uint32_t reserved1;
 	/* counters, monotonic across restarts */
-	uint64_t checks, allowed, blocked, reports, expired, topups;
+	uint64_t checks, allowed, blocked, reports, expired, topups, anomalies;
 };
 
 struct shm_org {
@@ -122,10 +122,29 @@ struct shm_agent {
 	uint16_t n_rules;
 	int64_t created_at;
 	uint32_t open_holds;
-	uint32_t reserved;
+	int16_t score;       /* kredit score, 300..850 */
+	uint8_t status_auto; /* the status was set by the score, not the operator */
+	uint8_t reserved;
 	char name[SC_NAME_MAX + 1];
 	struct shm_wallet wallet;
 	uint32_t rule_slots[SC_RULES_MAX]; /* n_rules used, in creation order */
+	/* lifetime counters behind the score */
+	uint64_t checks, blocked, settled, failures, overruns, expired, anomalies;
+	int64_t charged_total; /* sum of settled charges, for the average cost */
+};
+
+enum shm_event_type { SHM_EVENT_STATUS = 1, SHM_EVENT_ANOMALY, SHM_EVENT_CRITICAL };
+
+struct shm_event {
+	struct shm_rec rec;
+	uint64_t id;
+	uint64_t agent_id;
+	int64_t time;
+	uint8_t type;      /* enum shm_event_type */
+	uint8_t from, to;  /* statuses, for SHM_EVENT_STATUS */
+	uint8_t reserved;
+	int32_t score;     /* the agent's score when it happened */
+	char reason[SC_REASON_MAX + 1];
 };
 
 #define SHM_RATE_BUCKETS 64 /* one-minute buckets; 61 are counted */
@@ -184,7 +203,7 @@ struct shm_txn {
 };
 
 struct shm_caps {
-	uint32_t orgs, agents, rules, holds, txns;
+	uint32_t orgs, agents, rules, holds, txns, events;
 };
 
 /* A mapped segment. */
@@ -200,6 +219,7 @@ struct shm {
 	struct shm_rule *rules;
 	struct shm_hold *holds;
 	struct shm_txn *txns;
+	struct shm_event *events;
 };
 
 /* Bytes a segment of these capacities needs. SC_ERANGE if it overflows. */

@@ -510,7 +510,7 @@ static int m_agents_update(struct call *c)
 	    (rc = enum_arg(c, c->a, "priority", &sc_priority_names, &prio, &has_prio)) ||
 	    (rc = enum_arg(c, c->a, "status", &sc_status_names, &status, &has_status)) ||
 	    (rc = state_agent_update(c->st, slot, has_name ? &name : NULL, has_prio ? prio : -1,
-	                             has_status ? status : -1, c->err, sizeof(c->err))))
+	                             has_status ? status : -1, c->now, c->err, sizeof(c->err))))
 		return rc;
 	ok(c);
 	pack_agent(c, slot);
@@ -739,6 +739,88 @@ static int m_report(struct call *c)
 	return 0;
 }
 
+static int m_score(struct call *c)
+{
+	const struct shm_agent *a;
+	msgpack_packer *pk;
+	uint32_t slot;
+	int rc;
+
+	if ((rc = agent_arg(c, &slot)))
+		return rc;
+	a = &c->m->agents[slot];
+	pk = ok(c);
+	pack_map(c, 4);
+	proto_pack_key_u64(pk, "agent_id", a->id);
+	proto_pack_key_i64(pk, "score", a->score);
+	proto_pack_key_str(pk, "status", sc_status_name(a->status));
+	proto_pack_cstr(pk, "factors");
+	pack_map(c, 9);
+	proto_pack_key_u64(pk, "checks", a->checks);
+	proto_pack_key_u64(pk, "blocked", a->blocked);
+	proto_pack_key_u64(pk, "settled", a->settled);
+	proto_pack_key_u64(pk, "failures", a->failures);
+	proto_pack_key_u64(pk, "overruns", a->overruns);
+	proto_pack_key_u64(pk, "expired", a->expired);
+	proto_pack_key_u64(pk, "anomalies", a->anomalies);
+	proto_pack_key_i64(pk, "average_cost",
+	                   a->settled ? a->charged_total / (int64_t)a->settled : 0);
+	proto_pack_key_i64(pk, "age_s", (c->now - a->created_at) / 1000000);
+	return 0;
+}
+
+static const char *const event_types[] = {
+	[SHM_EVENT_STATUS] = "status_change",
+	[SHM_EVENT_ANOMALY] = "anomaly",
+	[SHM_EVENT_CRITICAL] = "critical_override",
+};
+
+static void pack_event(struct call *c, const struct shm_event *e)
+{
+	int status_change = e->type == SHM_EVENT_STATUS;
+	msgpack_packer *pk = c->pk;
+
+	pack_map(c, 8);
+	proto_pack_key_u64(pk, "id", e->id);
+	proto_pack_key_u64(pk, "agent_id", e->agent_id);
+	proto_pack_key_str(pk, "type", e->type <= SHM_EVENT_CRITICAL ? event_types[e->type] : "");
+	proto_pack_key_i64(pk, "time", e->time);
+	proto_pack_key_i64(pk, "score", e->score);
+	proto_pack_key_str(pk, "from", status_change ? sc_status_name(e->from) : NULL);
+	proto_pack_key_str(pk, "to", status_change ? sc_status_name(e->to) : NULL);
+	proto_pack_key_str(pk, "reason", e->reason);
+}
+
+static int m_agents_events(struct call *c)
+{
+	const struct shm_header *h = c->m->hdr;
+	const struct shm_event **found;
+	int64_t limit = 50;
+	uint32_t slot;
+	uint64_t agent_id;
+	size_t n = 0;
+	int rc;
+
+	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
+		return rc;
+	agent_id = c->m->agents[slot].id;
+	if (!(found = malloc((size_t)limit * sizeof(*found))))
+		return failf(c, SC_EINTERNAL, "out of memory");
+	for (uint64_t id = h->next_event_id - 1;
+	     id > 0 && h->next_event_id - id <= h->event_cap && n < (size_t)limit; id--) {
+		const struct shm_event *e = state_event_by_id(c->st, id);
+
+		if (e && e->agent_id == agent_id)
+			found[n++] = e;
+	}
+	ok(c);
+	msgpack_pack_array(c->pk, n);
+	for (size_t i = 0; i < n; i++)
+		pack_event(c, found[i]);
+	free(found);
+	return 0;
+}
+
 static int m_transactions_list(struct call *c)
 {
 	const struct shm_header *h = c->m->hdr;
@@ -784,7 +866,7 @@ static int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = ok(c);
-	pack_map(c, 26);
+	pack_map(c, 28);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -802,6 +884,7 @@ static int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "reports", h->reports);
 	proto_pack_key_u64(pk, "expired", h->expired);
 	proto_pack_key_u64(pk, "topups", h->topups);
+	proto_pack_key_u64(pk, "anomalies", h->anomalies);
 	proto_pack_key_u64(pk, "connections_open", ss.connections_open);
 	proto_pack_key_u64(pk, "connections_total", ss.connections_total);
 	proto_pack_key_u64(pk, "requests", ss.requests);
@@ -811,6 +894,7 @@ static int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "capacity_rules", h->rule_cap);
 	proto_pack_key_u64(pk, "capacity_holds", h->hold_cap);
 	proto_pack_key_u64(pk, "capacity_history", h->txn_cap);
+	proto_pack_key_u64(pk, "capacity_events", h->event_cap);
 	return 0;
 }
 
@@ -840,6 +924,8 @@ static const struct method {
 	{"rules.remove", m_rules_remove, FIELDS("agent_id", "rule_id"), LEDGER_RULES_REMOVE},
 	{"transactions.list", m_transactions_list, FIELDS("agent_id", "status", "limit"), 0},
 	{"stats", m_stats, FIELDS(NULL), 0},
+	{"score", m_score, FIELDS("agent_id"), 0},
+	{"agents.events", m_agents_events, FIELDS("agent_id", "limit"), 0},
 };
 
 static const struct method *find_method(const char *name, size_t len)
@@ -949,12 +1035,13 @@ void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int
 		proto_pack_key_i64(lp, "hold_ttl_us", hold_ttl_us);
 		proto_pack_key_bool(lp, "expiry_charges", expiry_charges);
 		proto_pack_cstr(lp, "capacity");
-		msgpack_pack_map(lp, 5);
+		msgpack_pack_map(lp, 6);
 		proto_pack_key_u64(lp, "orgs", h->org_cap);
 		proto_pack_key_u64(lp, "agents", h->agent_cap);
 		proto_pack_key_u64(lp, "rules", h->rule_cap);
 		proto_pack_key_u64(lp, "holds", h->hold_cap);
 		proto_pack_key_u64(lp, "history", h->txn_cap);
+		proto_pack_key_u64(lp, "events", h->event_cap);
 		state_set_applied(d->st, ledger_commit(d->ledger));
 	}
 	shm_change_end(shm);
@@ -983,8 +1070,9 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 
 int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 {
-	static const char *const keys[] = {"orgs", "agents", "rules", "holds", "history"};
-	uint32_t *fields[] = {&caps->orgs, &caps->agents, &caps->rules, &caps->holds, &caps->txns};
+	static const char *const keys[] = {"orgs", "agents", "rules", "holds", "history", "events"};
+	uint32_t *fields[] = {&caps->orgs,  &caps->agents, &caps->rules,
+	                      &caps->holds, &caps->txns,   &caps->events};
 	const msgpack_object *cap;
 	msgpack_unpacked u;
 	struct proto_args a, sub;
@@ -1002,7 +1090,7 @@ int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 			rc = proto_arg_obj(&a, "capacity", 1, MSGPACK_OBJECT_MAP, &cap, NULL);
 		if (rc == 0)
 			rc = proto_args_sub(&a, cap, "capacity", &sub);
-		for (size_t i = 0; rc == 0 && i < 5; i++) {
+		for (size_t i = 0; rc == 0 && i < sizeof(keys) / sizeof(keys[0]); i++) {
 			int64_t v;
 
 			rc = proto_arg_int(&sub, keys[i], 1, 1, UINT32_MAX, &v, NULL);

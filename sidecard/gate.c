@@ -129,13 +129,13 @@ static void rate_add(struct shm_rule *r, int64_t now)
 
 /* ------------------------------------------------------------- counters */
 
-enum counter { C_CHECKS, C_ALLOWED, C_BLOCKED, C_REPORTS, C_EXPIRED, C_TOPUPS };
+enum counter { C_CHECKS, C_ALLOWED, C_BLOCKED, C_REPORTS, C_EXPIRED, C_TOPUPS, C_ANOMALIES };
 
 static void count(struct state *st, enum counter c)
 {
 	struct shm_header *h = state_shm(st)->hdr;
-	uint64_t *field[] = {&h->checks, &h->allowed, &h->blocked,
-	                     &h->reports, &h->expired, &h->topups};
+	uint64_t *field[] = {&h->checks,  &h->allowed, &h->blocked,  &h->reports,
+	                     &h->expired, &h->topups,  &h->anomalies};
 
 	shm_write_begin(&h->seq);
 	(*field[c])++;
@@ -393,6 +393,38 @@ static int holds_fit(const struct shm *m, const struct shm_agent *a, uint32_t ru
 	return 0;
 }
 
+/* Counts a decision on the agent and the header, with its events. */
+static void note_check(struct state *st, struct shm_agent *a, const struct gate_decision *d,
+                       int anomaly, int64_t ratio, int64_t now)
+{
+	char reason[SC_REASON_MAX + 1];
+
+	shm_write_begin(&a->rec.seq);
+	a->checks++;
+	a->blocked += !d->allowed;
+	a->anomalies += anomaly != GATE_RISK_LOW;
+	shm_write_end(&a->rec.seq);
+	count(st, C_CHECKS);
+	count(st, d->allowed ? C_ALLOWED : C_BLOCKED);
+	if (anomaly != GATE_RISK_LOW) {
+		count(st, C_ANOMALIES);
+		snprintf(reason, sizeof(reason), "transaction %llu: %lldx the average cost",
+		         (unsigned long long)d->txn_id, (long long)ratio);
+		state_event_add(st, a, SHM_EVENT_ANOMALY, -1, -1, reason, now);
+	}
+	if (d->n_warnings) {
+		size_t n = (size_t)snprintf(reason, sizeof(reason), "transaction %llu:",
+		                            (unsigned long long)d->txn_id);
+
+		for (unsigned i = 0; i < d->n_warnings && n < sizeof(reason); i++)
+			n += (size_t)snprintf(reason + n, sizeof(reason) - n, " %s", d->warnings[i]);
+		state_event_add(st, a, SHM_EVENT_CRITICAL, -1, -1, reason, now);
+		log_warn("critical agent %llu allowed past %u limit(s), first %s (transaction %llu)",
+		         (unsigned long long)a->id, d->n_warnings, d->warnings[0],
+		         (unsigned long long)d->txn_id);
+	}
+}
+
 int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
                struct gate_decision *out, char *err, size_t errlen)
 {
@@ -403,7 +435,8 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	const struct shm_rule *r;
 	uint32_t agent_slot, rule_slot, hold_slot = SHM_NONE;
 	const struct shm_txn *t;
-	int rc;
+	int anomaly = GATE_RISK_LOW, rc;
+	int64_t ratio = 0;
 
 	memset(out, 0, sizeof(*out));
 	if ((rc = validate_check(req, err, errlen)) != 0)
@@ -423,6 +456,14 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	r = rule_slot != SHM_NONE ? &m->rules[rule_slot] : NULL;
 	if (a->priority == SC_PRIORITY_CRITICAL)
 		v.stop_at_first = 0;
+	/* Capacity and overflow are settled before anything changes (a top-up included). */
+	if ((rc = holds_fit(m, a, rule_slot, req->estimate, err, errlen)) != 0)
+		return rc;
+	if ((rc = state_hold_alloc(st, &hold_slot)) != 0) {
+		sc_errorf(err, errlen, "hold capacity (%u) reached: too many open holds",
+		          m->hdr->hold_cap);
+		return rc;
+	}
 
 	shm_change_begin(m);
 	if (a->status == SC_STATUS_FROZEN) {
@@ -435,38 +476,28 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	} else if (!(o->wallet.limited &&
 	             wallet_limits(&o->wallet, "org", "org_empty", req->estimate, now, &v))) {
 		maybe_top_up(st, a, now);
-		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, now, &v) && r)
-			rule_limits(a, r, req->estimate, now, &v);
+		/* steps 6, 7 and 8: wallet, most specific rule, score */
+		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, now, &v) &&
+		    !(r && rule_limits(a, r, req->estimate, now, &v)) && a->score < GATE_SCORE_BLOCK)
+			refuse(&v, "score_too_low");
 	}
 
 	out->allowed = v.n == 0 || !v.stop_at_first;
 	if (out->allowed) {
-		if ((rc = holds_fit(m, a, rule_slot, req->estimate, err, errlen)) != 0 ||
-		    (rc = state_hold_alloc(st, &hold_slot)) != 0) {
-			if (rc == SC_ELIMIT)
-				sc_errorf(err, errlen, "hold capacity (%u) reached: too many open holds",
-				     m->hdr->hold_cap);
-			shm_change_end(m);
-			memset(out, 0, sizeof(*out));
-			return rc;
-		}
 		for (unsigned i = 0; i < v.n; i++)
 			memcpy(out->warnings[i], v.reason[i], sizeof(out->warnings[i]));
 		out->n_warnings = v.n;
-		out->risk = v.n ? GATE_RISK_HIGH : GATE_RISK_LOW;
+		anomaly = gate_anomaly(a, req->estimate, &ratio); /* step 9 */
+		out->risk = v.n ? GATE_RISK_HIGH : anomaly;
 	} else {
+		state_hold_release(st, hold_slot);
 		memcpy(out->block_reason, v.reason[0], sizeof(out->block_reason));
 	}
 	out->txn_id = record(st, req, a, r, out, now)->id;
 	if (out->allowed)
 		place_holds(st, agent_slot, rule_slot, hold_slot, req, out->txn_id, now);
-	count(st, C_CHECKS);
-	count(st, out->allowed ? C_ALLOWED : C_BLOCKED);
+	note_check(st, a, out, anomaly, ratio, now);
 	shm_change_end(m);
-	if (out->n_warnings)
-		log_warn("critical agent %llu allowed past %u limit(s), first %s (transaction %llu)",
-		         (unsigned long long)a->id, out->n_warnings, out->warnings[0],
-		         (unsigned long long)out->txn_id);
 	out->available = available(&a->wallet);
 	return 0;
 }
@@ -517,7 +548,16 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 	shm_write_begin(&a->rec.seq);
 	wallet_settle(&a->wallet, h->amount, charge, now);
 	a->open_holds--;
+	if (status == SC_TXN_SETTLED) {
+		a->settled++;
+		a->failures += outcome == SC_OUTCOME_FAILURE;
+		a->overruns += charge > h->amount;
+		a->charged_total = add_sat(a->charged_total, charge);
+	} else {
+		a->expired++;
+	}
 	shm_write_end(&a->rec.seq);
+	gate_rescore(st, a, now);
 	if (h->org_limited) {
 		shm_write_begin(&o->rec.seq);
 		wallet_settle(&o->wallet, h->amount, charge, now);

@@ -69,6 +69,22 @@ unsigned gate_expire(struct state *st, int64_t now);
 /* When the oldest hold expires, or INT64_MAX if there is none. */
 int64_t gate_next_expiry(struct state *st);
 
+/* ---- scores (score.c) ---- */
+
+#define GATE_SCORE_START 650    /* a new agent's score */
+#define GATE_SCORE_BLOCK 400    /* below: score_too_low */
+#define GATE_SCORE_THROTTLE 500 /* below: an active agent is throttled */
+#define GATE_SCORE_RECOVER 550  /* at or above: an automatically throttled agent is active again */
+#define GATE_SCORE_FREEZE 350   /* below: frozen */
+#define GATE_ANOMALY_BASELINE 5 /* settled transactions before anomalies are judged */
+
+/* The score PROTOCOL.md defines, from the agent's lifetime counters. */
+int gate_score(const struct shm_agent *a);
+/* Stores a's new score and applies the status it calls for, with an event. */
+void gate_rescore(struct state *st, struct shm_agent *a, int64_t now);
+/* The risk an estimate carries against a's average cost; *ratio is set when judged. */
+int gate_anomaly(const struct shm_agent *a, int64_t estimate, int64_t *ratio);
+
 /* ---- pure helpers ---- */
 
 /* 1 if s is a valid action: 1..127 printable ASCII bytes, no space, no '*'. */

@@ -110,10 +110,14 @@ static int sync_dir(const char *dir)
 	return rc;
 }
 
-/* Creates a segment whose first record will be first_seq, header synced. */
+/*
+ * Creates a segment whose first record will be first_seq: the header is
+ * written and synced under a temporary name, renamed into place, and the
+ * directory synced, so no segment is ever visible without its header.
+ */
 static int segment_create(struct ledger *l, uint64_t first_seq, int64_t now)
 {
-	char path[4200], h[LEDGER_FILE_HEADER];
+	char path[4200], tmp[4210], h[LEDGER_FILE_HEADER];
 	uint32_t crc;
 	int fd, rc;
 
@@ -131,13 +135,16 @@ static int segment_create(struct ledger *l, uint64_t first_seq, int64_t now)
 	for (int i = 0; i < 4; i++)
 		h[60 + i] = (char)(crc >> (8 * i));
 	segment_path(l, first_seq, path, sizeof(path));
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -errno;
+	errno = 0;
 	if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) || fdatasync(fd) != 0 ||
-	    (rc = sync_dir(l->dir)) != 0) {
+	    rename(tmp, path) != 0 || (rc = sync_dir(l->dir)) != 0) {
 		rc = errno ? -errno : SC_EINTERNAL;
 		close(fd);
+		unlink(tmp);
 		return rc;
 	}
 	if (l->fd >= 0)
@@ -375,7 +382,7 @@ int ledger_open(struct ledger **out, uv_loop_t *loop, const struct ledger_config
 		sc_errorf(err, errlen, "%s: %s", l->dir, strerror(errno));
 		goto fail;
 	}
-	if (tail->segments && tail->tail_offset >= LEDGER_FILE_HEADER) {
+	if (tail->segments && tail->tail_file[0] && tail->tail_offset >= LEDGER_FILE_HEADER) {
 		l->fd = open(tail->tail_file, O_WRONLY | O_CLOEXEC);
 		if (l->fd < 0) {
 			rc = -errno;

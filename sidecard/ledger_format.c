@@ -324,12 +324,34 @@ static int cut_tail(struct scan *s, const char *path, uint64_t offset, const cha
 	return rc;
 }
 
+/*
+ * The last segment has no valid header: it was being created when the
+ * daemon stopped, so it holds no record. It is removed (repair) and the
+ * previous segment is the tail again.
+ */
+static int drop_headless(struct scan *s, const char *path, const char *prev_file,
+                         uint64_t prev_offset, const char *why)
+{
+	s->res->torn = 1;
+	s->res->segments--;
+	snprintf(s->res->tail_file, sizeof(s->res->tail_file), "%s", prev_file);
+	s->res->tail_offset = prev_offset;
+	if (s->repair && unlink(path) != 0) {
+		sc_errorf(s->err, s->errlen, "%s: cannot remove the half-created segment: %s", path,
+		          strerror(errno));
+		return -errno;
+	}
+	sc_errorf(s->err, s->errlen, "%s: torn tail (%s): a segment that was never completed%s",
+	          path, why, s->repair ? " was removed" : "");
+	return 0;
+}
+
 static int scan_segment(struct scan *s, const struct segment *seg, int last)
 {
-	char path[4096];
+	char path[4096], prev_file[4096];
 	struct stat sb;
 	const char *p, *why = NULL;
-	uint64_t off = LEDGER_FILE_HEADER;
+	uint64_t off = LEDGER_FILE_HEADER, prev_offset = s->res->tail_offset;
 	int fd, rc = 0;
 
 	snprintf(path, sizeof(path), "%s/%s", s->dir, seg->name);
@@ -340,14 +362,15 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 			close(fd);
 		return rc;
 	}
+	snprintf(prev_file, sizeof(prev_file), "%s", s->res->tail_file);
 	snprintf(s->res->tail_file, sizeof(s->res->tail_file), "%s", path);
 	s->res->tail_offset = LEDGER_FILE_HEADER;
 	s->res->segments++;
-	if (sb.st_size == 0) {
+	if (sb.st_size < LEDGER_FILE_HEADER) {
 		close(fd);
 		if (last)
-			return cut_tail(s, path, 0, "empty segment");
-		sc_errorf(s->err, s->errlen, "%s: empty segment in the middle of the ledger", path);
+			return drop_headless(s, path, prev_file, prev_offset, "shorter than its header");
+		sc_errorf(s->err, s->errlen, "%s: offset 0: segment shorter than its header", path);
 		return SC_EINVAL;
 	}
 	p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -355,6 +378,11 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 	if (p == MAP_FAILED) {
 		sc_errorf(s->err, s->errlen, "%s: mmap: %s", path, strerror(errno));
 		return -errno;
+	}
+	if (last && sb.st_size == LEDGER_FILE_HEADER &&
+	    check_file_header(p, (size_t)sb.st_size, seg->first_seq, &why) != 0) {
+		munmap((void *)p, (size_t)sb.st_size);
+		return drop_headless(s, path, prev_file, prev_offset, why);
 	}
 	if (check_file_header(p, (size_t)sb.st_size, seg->first_seq, &why) != 0 ||
 	    (s->next_seq && seg->first_seq != s->next_seq)) {

@@ -930,6 +930,7 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	a->org_slot = spec->org_slot;
 	a->priority = (uint8_t)spec->priority;
 	a->status = SC_STATUS_ACTIVE;
+	a->score = GATE_SCORE_START;
 	a->created_at = now;
 	copy_str(a->name, spec->name);
 	apply_wallet_update(&a->wallet, &spec->wallet);
@@ -963,7 +964,7 @@ int state_agent_by_id(struct state *st, uint64_t id, uint32_t *slot)
 }
 
 int state_agent_update(struct state *st, uint32_t slot, const struct state_str *name,
-                       int priority, int status, char *err, size_t errlen)
+                       int priority, int status, int64_t now, char *err, size_t errlen)
 {
 	struct shm_agent *a = &st->m.agents[slot];
 	int rc;
@@ -992,8 +993,12 @@ int state_agent_update(struct state *st, uint32_t slot, const struct state_str *
 		copy_str(a->name, *name);
 	if (priority >= 0)
 		a->priority = (uint8_t)priority;
-	if (status >= 0)
+	if (status >= 0 && status != a->status) {
+		state_event_add(st, a, SHM_EVENT_STATUS, a->status, status, "operator", now);
 		a->status = (uint8_t)status;
+	}
+	if (status >= 0)
+		a->status_auto = 0;
 	shm_write_end(&a->rec.seq);
 	shm_change_end(&st->m);
 	return 0;
@@ -1033,6 +1038,11 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 int state_hold_alloc(struct state *st, uint32_t *slot)
 {
 	return stack_pop(&st->free_holds, slot);
+}
+
+void state_hold_release(struct state *st, uint32_t slot)
+{
+	stack_push(&st->free_holds, slot);
 }
 
 void state_hold_link(struct state *st, uint32_t slot)
@@ -1085,6 +1095,38 @@ struct shm_txn *state_txn_begin(struct state *st)
 	t->rec.used = 1;
 	t->id = id;
 	return t;
+}
+
+void state_event_add(struct state *st, const struct shm_agent *a, enum shm_event_type type,
+                     int from, int to, const char *reason, int64_t now)
+{
+	struct shm_header *h = st->m.hdr;
+	uint64_t id = h->next_event_id++;
+	struct shm_event *e = &st->m.events[(id - 1) % h->event_cap];
+
+	shm_write_begin(&e->rec.seq);
+	memset((char *)e + sizeof(e->rec), 0, sizeof(*e) - sizeof(e->rec));
+	e->rec.used = 1;
+	e->id = id;
+	e->agent_id = a->id;
+	e->time = now;
+	e->type = (uint8_t)type;
+	e->from = (uint8_t)(from < 0 ? 0 : from);
+	e->to = (uint8_t)(to < 0 ? 0 : to);
+	e->score = a->score;
+	snprintf(e->reason, sizeof(e->reason), "%s", reason);
+	shm_write_end(&e->rec.seq);
+}
+
+const struct shm_event *state_event_by_id(struct state *st, uint64_t id)
+{
+	const struct shm_header *h = st->m.hdr;
+	const struct shm_event *e;
+
+	if (id == 0 || id >= h->next_event_id)
+		return NULL;
+	e = &st->m.events[(id - 1) % h->event_cap];
+	return e->rec.used && e->id == id ? e : NULL;
 }
 
 struct shm_txn *state_txn_by_id(struct state *st, uint64_t id)

@@ -75,9 +75,13 @@ int state_org_by_name(struct state *st, struct state_str name, uint32_t *slot);
 int state_agent_create(struct state *st, const struct state_agent_spec *spec, int64_t now,
                        uint32_t *slot, char *err, size_t errlen);
 int state_agent_by_id(struct state *st, uint64_t id, uint32_t *slot);
-/* name NULL: unchanged; priority or status < 0: unchanged. */
+/*
+ * name NULL: unchanged; priority or status < 0: unchanged. A status set here
+ * is the operator's: it is recorded as an event and the score's automatic
+ * escalation starts from it.
+ */
 int state_agent_update(struct state *st, uint32_t slot, const struct state_str *name,
-                       int priority, int status, char *err, size_t errlen);
+                       int priority, int status, int64_t now, char *err, size_t errlen);
 /* SC_EUNAVAILABLE while the agent has open holds. */
 int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen);
 
@@ -103,6 +107,8 @@ int state_wallet_update(struct state *st, uint32_t slot, int org, const sc_walle
 /* ---- holds and transactions (used by the gate) ---- */
 /* A free hold slot, or SC_ELIMIT when the hold table is full. */
 int state_hold_alloc(struct state *st, uint32_t *slot);
+/* Gives back a slot from state_hold_alloc that was not used. */
+void state_hold_release(struct state *st, uint32_t slot);
 /* Links a filled hold into the expiry queue. */
 void state_hold_link(struct state *st, uint32_t slot);
 /* Unlinks and frees a hold. */
@@ -134,6 +140,12 @@ void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charge
 /* Records that the ledger record seq has been applied. */
 void state_set_applied(struct state *st, uint64_t seq);
 uint64_t state_applied(const struct state *st);
+
+/* Records an event of an agent in the event ring (the oldest is dropped). */
+void state_event_add(struct state *st, const struct shm_agent *a, enum shm_event_type type,
+                     int from, int to, const char *reason, int64_t now);
+/* The event with this id if it is still in the ring, else NULL. */
+const struct shm_event *state_event_by_id(struct state *st, uint64_t id);
 
 /* Counts of live objects. */
 struct state_counts {

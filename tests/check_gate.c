@@ -27,317 +27,8 @@
 #include "sidecard.h"
 #include "state.h"
 #include "suites.h"
+#include "gate_fixture.h"
 #include "testutil.h"
-
-#define SEC INT64_C(1000000)
-#define MIN GATE_US_PER_MINUTE
-#define HOUR (60 * MIN)
-#define DAY GATE_US_PER_DAY
-#define T0 (INT64_C(1795428000) * SEC)   /* Monday 2026-11-23T10:00:00Z */
-#define T0_DAY 20780                     /* its UTC day number */
-#define T0_MINUTE 29923800               /* its minute number */
-#define MIDNIGHT ((T0 / DAY + 1) * DAY)  /* Tuesday 2026-11-24T00:00:00Z */
-#define TTL (300 * SEC)
-
-static char g_dir[96];
-static char g_path[128];
-static struct state *g_st;
-static struct shm *g_m;
-static uint32_t g_org;
-static char g_err[256];
-
-static const struct shm_caps default_caps = { 4, 8, 64, 32, 256 };
-
-/* ---------------------------------------------------------------------- */
-/* fixture */
-
-static struct state_str str(const char *s)
-{
-	struct state_str v;
-
-	v.p = s;
-	v.len = s ? strlen(s) : 0;
-	return v;
-}
-
-/* Replaces the state with a fresh one of these capacities and settings. */
-static void open_state(struct shm_caps caps, int64_t ttl, int expiry_charges)
-{
-	struct state_config cfg;
-	int rc;
-
-	if (g_st) {
-		state_close(g_st);
-		g_st = NULL;
-	}
-	unlink(g_path);
-	memset(&cfg, 0, sizeof cfg);
-	cfg.path = g_path;
-	cfg.caps = caps;
-	cfg.hold_ttl_us = ttl;
-	cfg.expiry_charges = expiry_charges;
-	g_err[0] = '\0';
-	rc = state_open(&g_st, &cfg, g_err, sizeof g_err);
-	ck_assert_msg(rc == 0, "state_open: %d (%s)", rc, g_err);
-	g_m = state_shm(g_st);
-	ck_assert_ptr_nonnull(g_m);
-	rc = state_org_create(g_st, str("acme"), T0 - DAY, &g_org, g_err, sizeof g_err);
-	ck_assert_msg(rc == 0, "state_org_create: %d (%s)", rc, g_err);
-}
-
-/* Closes the state and opens the same segment again, as a restart would. */
-static void reattach(void)
-{
-	struct state_config cfg = *state_config(g_st);
-	int rc;
-
-	cfg.path = g_path;
-	state_close(g_st);
-	g_st = NULL;
-	g_m = NULL;
-	g_err[0] = '\0';
-	rc = state_open(&g_st, &cfg, g_err, sizeof g_err);
-	ck_assert_msg(rc == 0, "state_open again: %d (%s)", rc, g_err);
-	g_m = state_shm(g_st);
-}
-
-static void setup(void)
-{
-	rcu_register_thread();
-	ck_assert_int_eq(test_tmpdir(g_dir, sizeof g_dir), 0);
-	snprintf(g_path, sizeof g_path, "%s/state.shm", g_dir);
-	g_st = NULL;
-	open_state(default_caps, TTL, 1);
-}
-
-static void teardown(void)
-{
-	if (g_st)
-		state_close(g_st);
-	g_st = NULL;
-	g_m = NULL;
-	test_rm_tree(g_dir);
-	rcu_unregister_thread();
-}
-
-/* ---------------------------------------------------------------------- */
-/* building objects */
-
-static struct state_rule_spec rspec(const char *name, const char *match, int64_t max_cost,
-                                    int64_t daily, int64_t hourly)
-{
-	struct state_rule_spec r;
-
-	memset(&r, 0, sizeof r);
-	r.set = STATE_RULE_SET_NAME | STATE_RULE_SET_MATCH | STATE_RULE_SET_MAX_COST |
-	        STATE_RULE_SET_DAILY | STATE_RULE_SET_HOURLY;
-	r.name = str(name);
-	r.match = str(match);
-	r.max_cost_per_txn = max_cost;
-	r.daily_limit = daily;
-	r.hourly_limit = hourly;
-	return r;
-}
-
-/* Creates an agent in org "acme"; budget defaults to the balance. */
-static uint64_t agent_new(const char *name, enum sc_priority prio, int64_t balance,
-                          int64_t max_per_txn, int64_t daily, const struct state_rule_spec *rules,
-                          size_t n_rules, uint32_t *slot)
-{
-	struct state_agent_spec spec;
-	uint32_t s = SHM_NONE;
-	int rc;
-
-	memset(&spec, 0, sizeof spec);
-	spec.org_slot = g_org;
-	spec.name = str(name);
-	spec.priority = prio;
-	spec.wallet.set = SC_WALLET_SET_BALANCE | SC_WALLET_SET_MAX_PER_TXN |
-	                  SC_WALLET_SET_DAILY_SPEND_LIMIT;
-	spec.wallet.balance = balance;
-	spec.wallet.max_per_txn = max_per_txn;
-	spec.wallet.daily_spend_limit = daily;
-	spec.n_rules = n_rules;
-	spec.rules = rules;
-	g_err[0] = '\0';
-	rc = state_agent_create(g_st, &spec, T0 - HOUR, &s, g_err, sizeof g_err);
-	ck_assert_msg(rc == 0, "state_agent_create(%s): %d (%s)", name, rc, g_err);
-	ck_assert_uint_lt(s, g_m->hdr->agent_cap);
-	if (slot)
-		*slot = s;
-	return g_m->agents[s].id;
-}
-
-static uint64_t simple_agent(const char *name, int64_t balance, uint32_t *slot)
-{
-	return agent_new(name, SC_PRIORITY_NORMAL, balance, 0, 0, NULL, 0, slot);
-}
-
-static void wallet_update(uint32_t slot, int org, unsigned set, int64_t balance, int64_t max_per_txn,
-                          int64_t daily, int64_t debt)
-{
-	sc_wallet_update u;
-	int rc;
-
-	memset(&u, 0, sizeof u);
-	u.set = set;
-	u.balance = balance;
-	u.max_per_txn = max_per_txn;
-	u.daily_spend_limit = daily;
-	u.debt = debt;
-	g_err[0] = '\0';
-	rc = state_wallet_update(g_st, slot, org, &u, g_err, sizeof g_err);
-	ck_assert_msg(rc == 0, "state_wallet_update: %d (%s)", rc, g_err);
-}
-
-/* Funds the org wallet (which makes it limited) with these limits. */
-static void org_fund(int64_t balance, int64_t max_per_txn, int64_t daily)
-{
-	wallet_update(g_org, 1,
-	              SC_WALLET_SET_BALANCE | SC_WALLET_SET_MAX_PER_TXN |
-	                      SC_WALLET_SET_DAILY_SPEND_LIMIT,
-	              balance, max_per_txn, daily, 0);
-}
-
-static void set_status(uint32_t slot, enum sc_status status)
-{
-	int rc = state_agent_update(g_st, slot, NULL, -1, (int)status, g_err, sizeof g_err);
-
-	ck_assert_msg(rc == 0, "state_agent_update: %d (%s)", rc, g_err);
-}
-
-static struct shm_wallet *AW(uint32_t slot)
-{
-	return &g_m->agents[slot].wallet;
-}
-
-static struct shm_wallet *OW(void)
-{
-	return &g_m->orgs[g_org].wallet;
-}
-
-static uint32_t rule_slot(uint32_t agent_slot, const char *name)
-{
-	const struct shm_agent *a = &g_m->agents[agent_slot];
-
-	for (unsigned i = 0; i < a->n_rules; i++) {
-		uint32_t rs = a->rule_slots[i];
-
-		if (rs < g_m->hdr->rule_cap && !strcmp(g_m->rules[rs].name, name))
-			return rs;
-	}
-	ck_abort_msg("agent has no rule named %s", name);
-	return SHM_NONE;
-}
-
-/* Sums of the open holds, straight from the hold table. */
-static int64_t holds_of_agent(uint32_t agent_slot)
-{
-	int64_t sum = 0;
-
-	for (uint32_t i = 0; i < g_m->hdr->hold_cap; i++)
-		if (g_m->holds[i].rec.used && g_m->holds[i].agent_slot == agent_slot)
-			sum += g_m->holds[i].amount;
-	return sum;
-}
-
-static unsigned holds_open(void)
-{
-	unsigned n = 0;
-
-	for (uint32_t i = 0; i < g_m->hdr->hold_cap; i++)
-		if (g_m->holds[i].rec.used)
-			n++;
-	return n;
-}
-
-/* ---------------------------------------------------------------------- */
-/* checks and reports */
-
-static int check_req(uint64_t agent, const char *action, int64_t est, const char *key, int64_t now,
-                     struct gate_decision *d)
-{
-	struct gate_check_req r;
-
-	memset(&r, 0, sizeof r);
-	r.agent_id = agent;
-	r.action = str(action);
-	r.estimate = est;
-	if (key)
-		r.key = str(key);
-	memset(d, 0, sizeof *d);
-	g_err[0] = '\0';
-	return gate_check(g_st, &r, now, d, g_err, sizeof g_err);
-}
-
-#define ALLOW(agent, action, est, now) allow_(__LINE__, (agent), (action), (est), (now))
-#define BLOCK(agent, action, est, now, reason) \
-	block_(__LINE__, (agent), (action), (est), (now), (reason))
-#define SETTLE(txn, outcome, has, actual, now) \
-	settle_(__LINE__, (txn), (outcome), (has), (actual), (now))
-
-static uint64_t allow_(int line, uint64_t agent, const char *action, int64_t est, int64_t now)
-{
-	struct gate_decision d;
-	int rc = check_req(agent, action, est, NULL, now, &d);
-
-	ck_assert_msg(rc == 0, "line %d: gate_check(%s, %lld) returned %d (%s)", line, action,
-	              (long long)est, rc, g_err);
-	ck_assert_msg(d.allowed, "line %d: check(%s, %lld) expected allowed, got blocked '%s'", line,
-	              action, (long long)est, d.block_reason);
-	ck_assert_msg(d.txn_id != 0, "line %d: allowed check without a transaction id", line);
-	ck_assert_msg(!d.replayed, "line %d: fresh check reported as replayed", line);
-	return d.txn_id;
-}
-
-static uint64_t block_(int line, uint64_t agent, const char *action, int64_t est, int64_t now,
-                       const char *reason)
-{
-	struct gate_decision d;
-	int rc = check_req(agent, action, est, NULL, now, &d);
-
-	ck_assert_msg(rc == 0, "line %d: gate_check(%s, %lld) returned %d (%s)", line, action,
-	              (long long)est, rc, g_err);
-	ck_assert_msg(!d.allowed, "line %d: check(%s, %lld) expected blocked '%s', got allowed",
-	              line, action, (long long)est, reason);
-	ck_assert_msg(!strcmp(d.block_reason, reason),
-	              "line %d: check(%s, %lld) expected block reason '%s', got '%s'", line, action,
-	              (long long)est, reason, d.block_reason);
-	return d.txn_id;
-}
-
-static struct gate_settlement settle_(int line, uint64_t txn, enum sc_outcome outcome, int has,
-                                      int64_t actual, int64_t now)
-{
-	struct gate_settlement s;
-	int rc;
-
-	memset(&s, 0, sizeof s);
-	g_err[0] = '\0';
-	rc = gate_report(g_st, txn, outcome, has, actual, now, &s, g_err, sizeof g_err);
-	ck_assert_msg(rc == 0, "line %d: gate_report(%llu) returned %d (%s)", line,
-	              (unsigned long long)txn, rc, g_err);
-	ck_assert_msg(s.txn_id == txn, "line %d: settlement of txn %llu names txn %llu", line,
-	              (unsigned long long)txn, (unsigned long long)s.txn_id);
-	return s;
-}
-
-static int report_rc(uint64_t txn, enum sc_outcome outcome, int has, int64_t actual, int64_t now)
-{
-	struct gate_settlement s;
-
-	g_err[0] = '\0';
-	return gate_report(g_st, txn, outcome, has, actual, now, &s, g_err, sizeof g_err);
-}
-
-static int has_warning(const struct gate_decision *d, const char *w)
-{
-	for (unsigned i = 0; i < d->n_warnings && i < SC_WARNINGS_MAX; i++)
-		if (!strcmp(d->warnings[i], w))
-			return 1;
-	return 0;
-}
-
 /* ====================================================================== */
 /* pure helpers */
 
@@ -1872,7 +1563,7 @@ END_TEST
 /* An open hold outlives its transaction's slot in the history ring. */
 START_TEST(test_hold_survives_history_wrap)
 {
-	struct shm_caps caps = { 4, 8, 64, 8, 8 };
+	struct shm_caps caps = { 4, 8, 64, 8, 8, 8 };
 	uint32_t s, hs;
 	uint64_t a, t;
 	struct gate_decision d;
@@ -1897,7 +1588,7 @@ END_TEST
 
 START_TEST(test_hold_table_full_is_limit_and_changes_nothing)
 {
-	struct shm_caps caps = { 4, 8, 64, 2, 64 };
+	struct shm_caps caps = { 4, 8, 64, 2, 64, 64 };
 	struct state_rule_spec r = rspec("r", "*", 0, 0, 0);
 	uint32_t s, rs;
 	uint64_t a, t1, next;
@@ -1964,7 +1655,7 @@ END_TEST
 
 START_TEST(test_rule_capacity_refuses_whole_agent)
 {
-	struct shm_caps caps = { 4, 8, 4, 8, 64 };
+	struct shm_caps caps = { 4, 8, 4, 8, 64, 64 };
 	struct state_rule_spec r[3];
 	struct state_agent_spec spec;
 	struct state_counts c;
@@ -2431,7 +2122,7 @@ END_TEST
 
 START_TEST(test_key_forgotten_after_history_wrap)
 {
-	struct shm_caps caps = { 4, 8, 64, 8, 8 };
+	struct shm_caps caps = { 4, 8, 64, 8, 8, 8 };
 	uint64_t a, t1;
 	struct gate_decision d;
 
@@ -3085,7 +2776,7 @@ static void run_sweep(struct shm_caps caps, uint64_t seed, int small)
 
 START_TEST(test_random_sweep_keeps_invariants)
 {
-	struct shm_caps caps = { 4, 8, 64, 64, 8192 };
+	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192 };
 
 	run_sweep(caps, UINT64_C(0x5eed5eed12345678), 0);
 }
@@ -3093,7 +2784,7 @@ END_TEST
 
 START_TEST(test_random_sweep_other_seed)
 {
-	struct shm_caps caps = { 4, 8, 64, 64, 8192 };
+	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192 };
 
 	run_sweep(caps, UINT64_C(0x0123456789abcdef), 0);
 }
@@ -3102,7 +2793,7 @@ END_TEST
 /* Four hold slots and a 32-transaction history: full tables and reuse. */
 START_TEST(test_random_sweep_small_tables)
 {
-	struct shm_caps caps = { 4, 8, 64, 4, 32 };
+	struct shm_caps caps = { 4, 8, 64, 4, 32, 32 };
 
 	run_sweep(caps, UINT64_C(0xfeedface0badf00d), 1);
 }
@@ -3112,7 +2803,7 @@ END_TEST
 
 static TCase *tc(const char *name, int fixture)
 {
-	return fixture ? test_tcase_tmp(name, setup, teardown) : tcase_create(name);
+	return fixture ? test_tcase_tmp(name, gate_setup, gate_teardown) : tcase_create(name);
 }
 
 Suite *gate_suite(void)

@@ -1,0 +1,460 @@
+/*
+ * ledger_bench.c: what the durable ledger costs. For each durability mode
+ * (strict, async) and client count (1 and --clients, default 8) it starts a
+ * fresh daemon on a temporary directory, gives each client thread its own
+ * connection and agent, and has every thread run check + report pairs for
+ * --seconds (default 3) after a warm-up. It prints one table: pairs per
+ * second ("ops/s": one op = one check and its report, i.e. checks gated per
+ * second; twice as many requests), the 50th, 99th and 99.9th percentile of
+ * a check's round trip in microseconds, and the ledger's group commit as
+ * records per fdatasync (the daemon's ledger_records_synced / ledger_syncs
+ * over the measured interval). Then the command line that reproduces it and
+ * the machine. docs/PERFORMANCE.md records a run.
+ *
+ * The daemon is $SIDECARD_BIN, else sidecard/sidecard next to the build
+ * tree (as tests/daemon.c finds it); its output goes to a log file in its
+ * directory, which is removed after a clean stop. A check that is not
+ * allowed or any error fails the run (exit 1): the numbers would be lies.
+ *
+ * Threads: the main thread starts and stops daemons and reads stats; the
+ * client threads only send requests and record latencies into their own
+ * arrays, which the main thread reads after joining them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sidecard.h"
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+#define MAX_CLIENTS 256
+#define WARMUP_MS 300
+#define ESTIMATE 1000 /* micros per check; reported as charged */
+
+struct client {
+	pthread_t thread;
+	int index;
+	uint64_t agent;
+	int64_t *lat_ns; /* check round trips while measuring */
+	size_t n_lat, cap_lat;
+	unsigned long pairs; /* completed while measuring */
+	int rc;
+	char error[256];
+};
+
+static struct {
+	char dir[64], socket[96], state[96], log[96];
+	const char *bin;
+	pid_t pid;
+	pthread_barrier_t go;
+	int measuring, stop;
+} b;
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static const char *daemon_bin(void)
+{
+	static const char *const rel[] = { "../sidecard/sidecard", "../../sidecard/sidecard" };
+	static char path[PATH_MAX + 32];
+	char exe[PATH_MAX];
+	const char *env = getenv("SIDECARD_BIN");
+	ssize_t n;
+	char *slash;
+	size_t i;
+
+	if (env != NULL && env[0] != '\0')
+		return env;
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		if ((slash = strrchr(exe, '/')) != NULL)
+			*slash = '\0';
+		for (i = 0; i < COUNT(rel); i++) {
+			snprintf(path, sizeof(path), "%s/%s", exe, rel[i]);
+			if (access(path, X_OK) == 0)
+				return path;
+		}
+	}
+	return "sidecard/sidecard";
+}
+
+static int accepts(void)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd, ok;
+
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", b.socket);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	ok = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+	close(fd);
+	return ok;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+/* Starts the daemon in the given mode on a new directory. 0 or -1. */
+static int daemon_start(const char *mode)
+{
+	const char *argv[] = { b.bin,      "--socket",   b.socket,    "--state-dir", b.state,
+		               "--durability", mode,     "--hold-ttl", "3600",      "--log-level",
+		               "warn",     NULL };
+	pid_t parent = getpid();
+	int status, fd;
+	long waited;
+
+	snprintf(b.dir, sizeof(b.dir), "/tmp/sidecard-bench.XXXXXX");
+	if (mkdtemp(b.dir) == NULL) {
+		perror("ledger_bench: mkdtemp");
+		return -1;
+	}
+	snprintf(b.socket, sizeof(b.socket), "%s/sidecard.sock", b.dir);
+	snprintf(b.state, sizeof(b.state), "%s/state", b.dir);
+	snprintf(b.log, sizeof(b.log), "%s/daemon.log", b.dir);
+	if ((b.pid = fork()) < 0) {
+		perror("ledger_bench: fork");
+		return -1;
+	}
+	if (b.pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if ((fd = open(b.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+		}
+		execv(b.bin, (char *const *)argv);
+		fprintf(stderr, "cannot run %s: %s\n", b.bin, strerror(errno));
+		_exit(127);
+	}
+	for (waited = 0; waited < 10000; waited += 5) {
+		if (waitpid(b.pid, &status, WNOHANG) == b.pid) {
+			fprintf(stderr, "ledger_bench: %s --durability %s exited before accepting; "
+			                "its output is in %s\n",
+			        b.bin, mode, b.log);
+			b.pid = 0;
+			return -1;
+		}
+		if (accepts())
+			return 0;
+		sleep_ms(5);
+	}
+	fprintf(stderr, "ledger_bench: the daemon did not accept within 10 s (%s)\n", b.log);
+	return -1;
+}
+
+/* SIGTERM; a clean stop removes the directory. 0 or -1. */
+static int daemon_stop(void)
+{
+	int status = 0;
+	long waited;
+
+	if (b.pid <= 0)
+		return -1;
+	kill(b.pid, SIGTERM);
+	for (waited = 0; waited < 10000; waited += 5) {
+		if (waitpid(b.pid, &status, WNOHANG) == b.pid)
+			break;
+		sleep_ms(5);
+	}
+	if (waited >= 10000) {
+		kill(b.pid, SIGKILL);
+		waitpid(b.pid, &status, 0);
+	}
+	b.pid = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "ledger_bench: the daemon stopped with status %d; see %s\n", status,
+		        b.log);
+		return -1;
+	}
+	nftw(b.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	return 0;
+}
+
+static void client_fail(struct client *cl, sc_client *c, int rc, const char *what)
+{
+	if (cl->rc == 0) {
+		cl->rc = rc != 0 ? rc : SC_EINTERNAL;
+		snprintf(cl->error, sizeof(cl->error), "client %d: %s: %s: %s", cl->index, what,
+		         sc_err_name(rc), c ? sc_last_error(c) : "");
+	}
+}
+
+static void *client_main(void *arg)
+{
+	struct client *cl = arg;
+	sc_check_req req = { .agent_id = cl->agent, .action = "llm.chat",
+		             .estimated_cost = ESTIMATE };
+	sc_decision d;
+	sc_settlement s;
+	sc_client *c = NULL;
+	int rc = sc_connect(b.socket, &c);
+	int64_t t0, t1;
+	int measured;
+
+	if (rc != 0)
+		client_fail(cl, NULL, rc, "connect");
+	pthread_barrier_wait(&b.go);
+	while (cl->rc == 0 && !__atomic_load_n(&b.stop, __ATOMIC_ACQUIRE)) {
+		measured = __atomic_load_n(&b.measuring, __ATOMIC_ACQUIRE);
+		t0 = now_ns();
+		if ((rc = sc_check(c, &req, &d)) != 0) {
+			client_fail(cl, c, rc, "check");
+			break;
+		}
+		t1 = now_ns();
+		if (!d.allowed) {
+			client_fail(cl, c, 0, d.block_reason);
+			break;
+		}
+		if ((rc = sc_report(c, d.transaction_id, SC_OUTCOME_SUCCESS, 0, 0, &s)) != 0) {
+			client_fail(cl, c, rc, "report");
+			break;
+		}
+		if (!measured || !__atomic_load_n(&b.measuring, __ATOMIC_ACQUIRE))
+			continue;
+		if (cl->n_lat == cl->cap_lat) {
+			cl->cap_lat = cl->cap_lat ? 2 * cl->cap_lat : 65536;
+			cl->lat_ns = realloc(cl->lat_ns, cl->cap_lat * sizeof(*cl->lat_ns));
+			if (cl->lat_ns == NULL) {
+				client_fail(cl, c, -ENOMEM, "latency array");
+				break;
+			}
+		}
+		cl->lat_ns[cl->n_lat++] = t1 - t0;
+		cl->pairs++;
+	}
+	sc_close(c);
+	return NULL;
+}
+
+static int cmp_i64(const void *a, const void *b_)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b_;
+
+	return x < y ? -1 : x > y;
+}
+
+struct row {
+	const char *mode;
+	int clients;
+	double ops;
+	double p50, p99, p999; /* microseconds */
+	double per_sync;
+};
+
+static double percentile_us(const int64_t *v, size_t n, double p)
+{
+	return n == 0 ? 0 : (double)v[(size_t)(p * (double)(n - 1))] / 1000.0;
+}
+
+/* Runs one configuration. 0 or -1. */
+static int run_one(const char *mode, int n_clients, double seconds, struct row *out)
+{
+	static struct client clients[MAX_CLIENTS];
+	sc_wallet_update u = { .set = SC_WALLET_SET_BALANCE, .balance = INT64_C(1000000000000000) };
+	int64_t syncs0 = 0, recs0 = 0, syncs1 = 0, recs1 = 0, t0, t1, *all;
+	size_t n_all = 0, k;
+	sc_client *c = NULL;
+	sc_agent a;
+	sc_org o;
+	int i, rc, failed = 0;
+
+	if (daemon_start(mode) != 0)
+		return -1;
+	if ((rc = sc_connect(b.socket, &c)) != 0 || (rc = sc_orgs_create(c, "bench", &o)) != 0) {
+		fprintf(stderr, "ledger_bench: setup: %s: %s\n", sc_err_name(rc),
+		        c ? sc_last_error(c) : "");
+		sc_close(c);
+		daemon_stop();
+		return -1;
+	}
+	memset(clients, 0, sizeof(clients));
+	for (i = 0; i < n_clients; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "bench-%d", i);
+		if ((rc = sc_agents_create(c, "bench", name, SC_PRIORITY_NORMAL, &u, NULL, 0, &a))) {
+			fprintf(stderr, "ledger_bench: agents.create: %s: %s\n", sc_err_name(rc),
+			        sc_last_error(c));
+			sc_close(c);
+			daemon_stop();
+			return -1;
+		}
+		clients[i].index = i;
+		clients[i].agent = a.id;
+	}
+	__atomic_store_n(&b.stop, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&b.measuring, 0, __ATOMIC_RELEASE);
+	pthread_barrier_init(&b.go, NULL, (unsigned)n_clients + 1);
+	for (i = 0; i < n_clients; i++)
+		pthread_create(&clients[i].thread, NULL, client_main, &clients[i]);
+	pthread_barrier_wait(&b.go);
+	sleep_ms(WARMUP_MS);
+	sc_stat(c, "ledger_syncs", &syncs0);
+	sc_stat(c, "ledger_records_synced", &recs0);
+	t0 = now_ns();
+	__atomic_store_n(&b.measuring, 1, __ATOMIC_RELEASE);
+	sleep_ms((long)(seconds * 1000));
+	__atomic_store_n(&b.measuring, 0, __ATOMIC_RELEASE);
+	t1 = now_ns();
+	sc_stat(c, "ledger_syncs", &syncs1);
+	sc_stat(c, "ledger_records_synced", &recs1);
+	__atomic_store_n(&b.stop, 1, __ATOMIC_RELEASE);
+	for (i = 0; i < n_clients; i++)
+		pthread_join(clients[i].thread, NULL);
+	pthread_barrier_destroy(&b.go);
+	sc_close(c);
+
+	for (i = 0; i < n_clients; i++) {
+		if (clients[i].rc != 0) {
+			fprintf(stderr, "ledger_bench: %s\n", clients[i].error);
+			failed = 1;
+		}
+		n_all += clients[i].n_lat;
+	}
+	all = malloc((n_all + 1) * sizeof(*all));
+	n_all = 0;
+	for (i = 0; i < n_clients; i++) {
+		for (k = 0; k < clients[i].n_lat && all != NULL; k++)
+			all[n_all++] = clients[i].lat_ns[k];
+		free(clients[i].lat_ns);
+	}
+	if (daemon_stop() != 0 || all == NULL || failed || n_all == 0) {
+		if (n_all == 0 && !failed)
+			fprintf(stderr, "ledger_bench: no pair completed in %s mode\n", mode);
+		free(all);
+		return -1;
+	}
+	qsort(all, n_all, sizeof(*all), cmp_i64);
+	out->mode = mode;
+	out->clients = n_clients;
+	out->ops = (double)n_all / ((double)(t1 - t0) / 1e9);
+	out->p50 = percentile_us(all, n_all, 0.50);
+	out->p99 = percentile_us(all, n_all, 0.99);
+	out->p999 = percentile_us(all, n_all, 0.999);
+	out->per_sync = syncs1 > syncs0 ? (double)(recs1 - recs0) / (double)(syncs1 - syncs0) : 0;
+	free(all);
+	return 0;
+}
+
+static void machine(void)
+{
+	char line[512], model[256] = "unknown";
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		char *colon = strchr(line, ':');
+
+		if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
+			snprintf(model, sizeof(model), "%s", colon + 2);
+			model[strcspn(model, "\n")] = '\0';
+			break;
+		}
+	}
+	if (f != NULL)
+		fclose(f);
+	printf("machine: %ld CPUs online, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: ledger_bench [--clients N] [--seconds S] [--mode strict|async|both] "
+	             "[--quiet]\n"
+	             "Measures check+report pairs against a fresh daemon per configuration,\n"
+	             "with 1 and N (default 8) clients, for S seconds (default 3) each.\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const char *const modes[] = { "strict", "async" };
+	struct row rows[8];
+	int clients = 8, quiet = 0, n_rows = 0, i, m, k, counts[2];
+	double seconds = 3;
+	const char *only = "both";
+
+	signal(SIGPIPE, SIG_IGN);
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc)
+			clients = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+			seconds = strtod(argv[++i], NULL);
+		else if (strcmp(argv[i], "--mode") == 0 && i + 1 < argc)
+			only = argv[++i];
+		else if (strcmp(argv[i], "--quiet") == 0)
+			quiet = 1;
+		else if (strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (clients < 1 || clients > MAX_CLIENTS || !(seconds > 0) || seconds > 3600) {
+		usage(stderr);
+		return 2;
+	}
+	b.bin = daemon_bin();
+	counts[0] = 1;
+	counts[1] = clients;
+	for (m = 0; m < 2; m++) {
+		if (strcmp(only, "both") != 0 && strcmp(only, modes[m]) != 0)
+			continue;
+		for (k = 0; k < (clients == 1 ? 1 : 2); k++) {
+			if (run_one(modes[m], counts[k], seconds, &rows[n_rows]) != 0)
+				return 1;
+			n_rows++;
+		}
+	}
+	if (n_rows == 0) {
+		usage(stderr);
+		return 2;
+	}
+	if (quiet)
+		return 0;
+	printf("%-7s %7s %9s %7s %7s %8s %14s\n", "mode", "clients", "ops/s", "p50us", "p99us",
+	       "p999us", "records/fsync");
+	for (i = 0; i < n_rows; i++)
+		printf("%-7s %7d %9.0f %7.1f %7.1f %8.1f %14.1f\n", rows[i].mode, rows[i].clients,
+		       rows[i].ops, rows[i].p50, rows[i].p99, rows[i].p999, rows[i].per_sync);
+	printf("ops/s: check+report pairs per second; latencies: one check's round trip\n");
+	printf("command:");
+	for (i = 0; i < argc; i++)
+		printf(" %s", argv[i]);
+	printf("   (daemon %s)\n", b.bin);
+	machine();
+	return 0;
+}

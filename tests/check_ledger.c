@@ -1,0 +1,1140 @@
+/*
+ * check_ledger.c: the durable ledger, end to end, through the real daemon
+ * (tests/daemon.c), libsidecard and `sidecardctl ledger` ($SIDECARDCTL_BIN),
+ * against the contract in sidecard/ledger.h and sidecard/ledger_format.c.
+ *
+ * What is covered:
+ * - restart after SIGTERM and after SIGKILL in strict mode, with state.shm
+ *   kept (re-attach) or deleted (rebuild from checkpoint plus ledger): the
+ *   orgs, agents, wallets, rules, transactions and counters after the
+ *   restart are exactly those acknowledged before it;
+ * - a torn tail: the last segment cut at every byte offset inside its last
+ *   record; `sidecardctl ledger verify` warns and exits 0, the daemon cuts
+ *   the tail ("torn tail" in its log) and serves everything but that record;
+ * - corruption: one byte flipped inside an earlier record; the daemon exits
+ *   1 without serving and names the file and offset, the file is left
+ *   byte-identical, and `sidecardctl ledger verify` exits 1 naming the same;
+ * - `sidecardctl ledger export`: one JSON line per record, sequence numbers
+ *   consecutive from 1, one record of the expected type per mutation;
+ * - rotation and checkpoints with a 4 KiB --segment-size and a small
+ *   --checkpoint-records: a rebuild still restores everything;
+ * - disk failures injected by tests/faultfs.c (LD_PRELOAD, $FAULTFS_LIB):
+ *   ENOSPC on every write and EIO on fdatasync make mutations fail at once
+ *   with "unavailable" and a message starting "ledger:", reads keep
+ *   working, the reply of the change that hit the failure is held until its
+ *   record is durable, and everything works again once the disk does; and
+ *   the disk filling up just as a segment rotates, followed by SIGKILL.
+ *
+ * Speed: the torn-tail test restarts the daemon once per byte of one record
+ * (about 160 times), so daemons run with small capacities and are stopped
+ * with SIGKILL wherever the test allows; the suite takes about 5 s.
+ *
+ * Threads: the Check runner forks each test; the fault test adds one thread
+ * with its own connection, which records its result and never asserts.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "daemon.h"
+#include "ledger.h"
+#include "sidecard.h"
+#include "testutil.h"
+
+#define USD(x) ((sc_micros)((x) * SC_MICROS_PER_USD))
+#define CENTS(x) ((sc_micros)(x) * 10000)
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+#define TEST_TIMEOUT_S 60
+#define MAX_AGENTS 16
+#define MAX_RECORDS 4096
+
+static struct test_daemon d;
+static sc_client *c;
+static char log_path[128];
+
+/* Mutations made through populate()/mutate helpers, by ledger record type. */
+static unsigned made[LEDGER_TYPE_END];
+
+#define OK(call)                                                                         \
+	do {                                                                             \
+		int rc_ = (call);                                                        \
+		ck_assert_msg(rc_ == 0, "%s: %s: %s", #call, sc_err_name(rc_),           \
+		              sc_last_error(c));                                         \
+	} while (0)
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ----- the daemon ----- */
+
+/* Small capacities keep state.shm small, so that every (re)start is quick. */
+#define SMALL_CAPS "--orgs", "16", "--agents", "64", "--rules", "256", "--holds", "1024", \
+	"--history", "4096"
+
+static void start(const char *const *extra)
+{
+	test_daemon_timeout(TEST_TIMEOUT_S);
+	memset(made, 0, sizeof(made));
+	ck_assert_int_eq(test_daemon_start(&d, extra), 0);
+	snprintf(log_path, sizeof(log_path), "%s/daemon.log", d.dir);
+	d.log = log_path;
+	OK(sc_connect(d.socket, &c));
+}
+
+static void setup_default(void)
+{
+	static const char *const args[] = { SMALL_CAPS, NULL };
+
+	start(args);
+}
+
+static void setup_rotation(void)
+{
+	static const char *const args[] = { SMALL_CAPS, "--segment-size", "4096",
+		                            "--checkpoint-records", "25", NULL };
+
+	start(args);
+}
+
+static void stop(void)
+{
+	int running = d.pid != 0, rc;
+
+	sc_close(c);
+	c = NULL;
+	rc = test_daemon_stop(&d);
+	if (running)
+		ck_assert_int_eq(rc, 0);
+	test_daemon_timeout(0);
+	unsetenv("LD_PRELOAD");
+	unsetenv("FAULTFS_CONTROL");
+}
+
+/* Stops the daemon with sig, keeping its state directory. */
+static void kill_daemon(int sig)
+{
+	sc_close(c);
+	c = NULL;
+	ck_assert_int_eq(test_daemon_kill(&d, sig), sig == SIGTERM ? 0 : 128 + sig);
+}
+
+static char *daemon_log(void);
+
+/* Starts the daemon again on its state directory, with a fresh log. */
+static void restart(void)
+{
+	unlink(log_path);
+	ck_assert_msg(test_daemon_restart(&d) == 0, "restart failed; the daemon's log:\n%s",
+	              daemon_log());
+	OK(sc_connect(d.socket, &c));
+}
+
+static void state_path(char *buf, size_t len, const char *name)
+{
+	snprintf(buf, len, "%s/%s", d.state, name);
+}
+
+static void remove_shm(void)
+{
+	char path[256];
+
+	state_path(path, sizeof(path), "state.shm");
+	ck_assert_msg(unlink(path) == 0, "unlink %s: %s", path, strerror(errno));
+}
+
+/* The whole content of a file, NUL-terminated; *len its size. Caller frees. */
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0, got;
+
+	if (f == NULL)
+		return NULL;
+	do {
+		if (cap - n < 4096) {
+			buf = realloc(buf, cap = cap * 2 + 8192);
+			ck_assert_ptr_nonnull(buf);
+		}
+		got = fread(buf + n, 1, cap - n - 1, f);
+		n += got;
+	} while (got > 0);
+	fclose(f);
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
+static void write_file(const char *path, const void *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+	ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
+	close(fd);
+}
+
+/* The daemon's log of its last run ("" if none). Caller frees. */
+static char *daemon_log(void)
+{
+	char *s = read_file(log_path, NULL);
+
+	return s ? s : strdup("");
+}
+
+static int64_t stat_of(const char *name)
+{
+	int64_t v = 0;
+	int rc = sc_stat(c, name, &v);
+
+	ck_assert_msg(rc == 0, "stats %s: %s: %s", name, sc_err_name(rc), sc_last_error(c));
+	return v;
+}
+
+/* ----- sidecardctl ----- */
+
+static const char *ctl_bin(void)
+{
+	const char *env = getenv("SIDECARDCTL_BIN");
+
+	return env && *env ? env : "libclient/sidecardctl";
+}
+
+/* Runs a shell command, its stdout and stderr into out; returns its exit status. */
+static int run(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int run(char *out, size_t len, const char *fmt, ...)
+{
+	char cmd[2048];
+	size_t n = 0, got;
+	va_list ap;
+	FILE *p;
+	int status;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	strncat(cmd, " 2>&1", sizeof(cmd) - strlen(cmd) - 1);
+	p = popen(cmd, "r");
+	ck_assert_msg(p != NULL, "popen %s: %s", cmd, strerror(errno));
+	while (n + 1 < len && (got = fread(out + n, 1, len - n - 1, p)) > 0)
+		n += got;
+	out[n] = '\0';
+	while (fgetc(p) != EOF)
+		;
+	status = pclose(p);
+	ck_assert_msg(WIFEXITED(status), "%s: died", cmd);
+	return WEXITSTATUS(status);
+}
+
+/* ----- reading the ledger with the reader under test's twin ----- */
+
+struct rec {
+	uint64_t seq;
+	unsigned type;
+	uint32_t size; /* header and body */
+	uint64_t offset;
+	char file[256];
+};
+
+struct recs {
+	struct rec v[MAX_RECORDS];
+	size_t n;
+};
+
+static int collect(void *arg, const struct ledger_record *r)
+{
+	struct recs *rs = arg;
+	struct rec *x;
+
+	if (rs->n == MAX_RECORDS)
+		return 1;
+	x = &rs->v[rs->n++];
+	x->seq = r->seq;
+	x->type = r->type;
+	x->size = LEDGER_RECORD_HEADER + r->body_len;
+	x->offset = r->offset;
+	snprintf(x->file, sizeof(x->file), "%s", r->file);
+	return 0;
+}
+
+/* Every record of the ledger (offline, never repairing). */
+static struct recs *scan_ledger(struct ledger_scan_result *res)
+{
+	struct recs *rs = calloc(1, sizeof(*rs));
+	char dir[256], err[4352];
+	int rc;
+
+	ck_assert_ptr_nonnull(rs);
+	state_path(dir, sizeof(dir), "ledger");
+	rc = ledger_scan(dir, 0, 0, collect, rs, res, err, sizeof(err));
+	ck_assert_msg(rc == 0, "ledger_scan %s: %s: %s", dir, sc_err_name(rc), err);
+	ck_assert_uint_gt(rs->n, 0);
+	return rs;
+}
+
+/* The number of files in the state directory's subdirectory sub ending in ext. */
+static int count_files(const char *sub, const char *ext)
+{
+	char cmd[512], out[64];
+
+	snprintf(cmd, sizeof(cmd), "ls -1 '%s/%s' | grep -c '%s$'", d.state, sub, ext);
+	run(out, sizeof(out), "%s", cmd);
+	return atoi(out);
+}
+
+/* ----- a workload touching every kind of record ----- */
+
+struct world {
+	uint64_t alpha, beta;           /* orgs */
+	uint64_t research, ops, temp;   /* agents; temp is deleted */
+	uint64_t open_hold;             /* a pending transaction */
+};
+
+static sc_rule rule(const char *name, const char *match, sc_micros max_cost, sc_micros daily,
+                    int64_t hourly)
+{
+	sc_rule r;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.name, sizeof(r.name), "%s", name);
+	snprintf(r.match, sizeof(r.match), "%s", match);
+	r.max_cost_per_txn = max_cost;
+	r.daily_spend_limit = daily;
+	r.hourly_rate_limit = hourly;
+	return r;
+}
+
+static uint64_t new_org(const char *name)
+{
+	sc_org o;
+
+	OK(sc_orgs_create(c, name, &o));
+	made[LEDGER_ORGS_CREATE]++;
+	return o.id;
+}
+
+static uint64_t new_agent(const char *org, const char *name, enum sc_priority p,
+                          sc_micros balance, const sc_rule *rules, size_t n_rules)
+{
+	sc_wallet_update w = { .set = SC_WALLET_SET_BALANCE, .balance = balance };
+	sc_agent a;
+
+	OK(sc_agents_create(c, org, name, p, &w, rules, n_rules, &a));
+	made[LEDGER_AGENTS_CREATE]++;
+	return a.id;
+}
+
+static sc_decision check(uint64_t agent, const char *action, sc_micros cost, const char *key)
+{
+	sc_check_req req = { .agent_id = agent, .action = action, .estimated_cost = cost,
+		             .idempotency_key = key };
+	sc_decision dec;
+
+	OK(sc_check(c, &req, &dec));
+	ck_assert_int_eq(dec.replayed, 0);
+	made[LEDGER_CHECK]++;
+	return dec;
+}
+
+static uint64_t allow(uint64_t agent, const char *action, sc_micros cost)
+{
+	sc_decision dec = check(agent, action, cost, NULL);
+
+	ck_assert_msg(dec.allowed, "%s for %lld blocked: %s", action, (long long)cost,
+	              dec.block_reason);
+	return dec.transaction_id;
+}
+
+static void report(uint64_t txn, enum sc_outcome o, int has_actual, sc_micros actual)
+{
+	sc_settlement s;
+
+	OK(sc_report(c, txn, o, has_actual, actual, &s));
+	ck_assert_int_eq(s.replayed, 0);
+	made[LEDGER_REPORT]++;
+}
+
+/*
+ * Every mutating method at least once, each succeeding (a refused request
+ * may or may not leave a record, so the counts in `made` stay exact).
+ */
+static struct world populate(void)
+{
+	sc_rule cap = rule("OpenAI cap", "openai.*", USD(5), USD(100), 50);
+	sc_rule search = rule("search", "search.web", 0, USD(20), 0), tools, out;
+	sc_wallet_update org_funds = { .set = SC_WALLET_SET_BALANCE, .balance = USD(1000) };
+	sc_wallet_update limit = { .set = SC_WALLET_SET_MAX_PER_TXN, .max_per_txn = USD(10) };
+	struct world w;
+	sc_agent a;
+	sc_wallet wl;
+	sc_decision dec;
+
+	w.alpha = new_org("alpha");
+	w.beta = new_org("beta");
+	OK(sc_org_wallet_update(c, w.alpha, &org_funds, &wl));
+	made[LEDGER_WALLETS_UPDATE]++;
+	w.research = new_agent("alpha", "research", SC_PRIORITY_NORMAL, USD(100), &cap, 1);
+	w.ops = new_agent("alpha", "ops", SC_PRIORITY_HIGH, USD(50), NULL, 0);
+	w.temp = new_agent("beta", "temp", SC_PRIORITY_NORMAL, USD(1), NULL, 0);
+	OK(sc_agents_update(c, w.ops, "ops-2", -1, SC_STATUS_THROTTLED, &a));
+	made[LEDGER_AGENTS_UPDATE]++;
+	OK(sc_rules_add(c, w.research, &search, &out));
+	made[LEDGER_RULES_ADD]++;
+	search.max_cost_per_txn = USD(3);
+	OK(sc_rules_update(c, w.research, out.id, SC_RULE_SET_MAX_COST_PER_TXN, &search, &out));
+	made[LEDGER_RULES_UPDATE]++;
+	tools = rule("tools", "tool.*", USD(1), 0, 0);
+	OK(sc_rules_add(c, w.ops, &tools, &out));
+	made[LEDGER_RULES_ADD]++;
+	OK(sc_rules_remove(c, w.ops, out.id));
+	made[LEDGER_RULES_REMOVE]++;
+	OK(sc_wallets_update(c, w.research, &limit, &wl));
+	made[LEDGER_WALLETS_UPDATE]++;
+
+	report(allow(w.research, "openai.chat", USD(2)), SC_OUTCOME_SUCCESS, 1, CENTS(150));
+	w.open_hold = allow(w.research, "openai.chat", USD(4));
+	dec = check(w.research, "openai.chat", USD(7), NULL);
+	ck_assert_int_eq(dec.allowed, 0);
+	report(allow(w.research, "search.web", USD(2)), SC_OUTCOME_FAILURE, 0, 0);
+	dec = check(w.ops, "tool.run", USD(1), "key-1");
+	ck_assert_int_eq(dec.allowed, 1);
+	OK(sc_agents_delete(c, w.temp));
+	made[LEDGER_AGENTS_DELETE]++;
+	return w;
+}
+
+/* ----- the observable state, and comparing two of them ----- */
+
+static const char *const stat_names[] = { "orgs",   "agents",  "rules",   "holds_open",
+	                                  "checks", "allowed", "blocked", "reports",
+	                                  "expired", "topups" };
+
+struct snapshot {
+	sc_org *orgs;
+	size_t n_orgs;
+	sc_agent *agents;
+	size_t n_agents;
+	sc_wallet wallets[MAX_AGENTS];
+	sc_rule *rules[MAX_AGENTS];
+	size_t n_rules[MAX_AGENTS];
+	sc_transaction *txns;
+	size_t n_txns;
+	int64_t stats[COUNT(stat_names)];
+};
+
+static void take(struct snapshot *s)
+{
+	size_t i;
+
+	memset(s, 0, sizeof(*s));
+	OK(sc_orgs_list(c, &s->orgs, &s->n_orgs));
+	OK(sc_agents_list(c, 0, &s->agents, &s->n_agents));
+	ck_assert_uint_le(s->n_agents, MAX_AGENTS);
+	for (i = 0; i < s->n_agents; i++) {
+		OK(sc_wallets_get(c, s->agents[i].id, &s->wallets[i]));
+		OK(sc_rules_list(c, s->agents[i].id, &s->rules[i], &s->n_rules[i]));
+	}
+	OK(sc_transactions_list(c, 0, -1, 1000, &s->txns, &s->n_txns));
+	for (i = 0; i < COUNT(stat_names); i++)
+		s->stats[i] = stat_of(stat_names[i]);
+}
+
+static void release(struct snapshot *s)
+{
+	size_t i;
+
+	sc_orgs_free(s->orgs);
+	sc_agents_free(s->agents);
+	for (i = 0; i < s->n_agents; i++)
+		sc_rules_free(s->rules[i]);
+	sc_transactions_free(s->txns);
+	memset(s, 0, sizeof(*s));
+}
+
+#define SAME(where, field, a, b)                                                             \
+	ck_assert_msg((a) == (b), "%s: %s: %lld before, %lld after", where, field,            \
+	              (long long)(a), (long long)(b))
+#define SAME_STR(where, field, a, b)                                                         \
+	ck_assert_msg(strcmp((a), (b)) == 0, "%s: %s: '%s' before, '%s' after", where, field, \
+	              (a), (b))
+
+static void same_wallet(const char *where, const sc_wallet *a, const sc_wallet *b)
+{
+	SAME(where, "wallet balance", a->balance, b->balance);
+	SAME(where, "wallet held", a->held, b->held);
+	SAME(where, "wallet available", a->available, b->available);
+	SAME(where, "wallet budget", a->budget, b->budget);
+	SAME(where, "wallet max_per_txn", a->max_per_txn, b->max_per_txn);
+	SAME(where, "wallet daily_spend_limit", a->daily_spend_limit, b->daily_spend_limit);
+	SAME(where, "wallet daily_spent", a->daily_spent, b->daily_spent);
+	SAME(where, "wallet debt", a->debt, b->debt);
+	SAME(where, "wallet limited", a->limited, b->limited);
+}
+
+static void same_rules(const char *where, const sc_rule *a, size_t na, const sc_rule *b, size_t nb)
+{
+	SAME(where, "number of rules", na, nb);
+	for (size_t i = 0; i < na; i++) {
+		SAME(where, "rule id", a[i].id, b[i].id);
+		SAME_STR(where, "rule name", a[i].name, b[i].name);
+		SAME_STR(where, "rule match", a[i].match, b[i].match);
+		SAME(where, "rule max_cost_per_txn", a[i].max_cost_per_txn, b[i].max_cost_per_txn);
+		SAME(where, "rule daily_spend_limit", a[i].daily_spend_limit,
+		     b[i].daily_spend_limit);
+		SAME(where, "rule hourly_rate_limit", a[i].hourly_rate_limit,
+		     b[i].hourly_rate_limit);
+		SAME(where, "rule daily_spent", a[i].daily_spent, b[i].daily_spent);
+		SAME(where, "rule hourly_count", a[i].hourly_count, b[i].hourly_count);
+	}
+}
+
+static void same_txn(const char *where, const sc_transaction *a, const sc_transaction *b)
+{
+	SAME(where, "id", a->id, b->id);
+	SAME(where, "agent_id", a->agent_id, b->agent_id);
+	SAME(where, "org_id", a->org_id, b->org_id);
+	SAME(where, "rule_id", a->rule_id, b->rule_id);
+	SAME_STR(where, "action", a->action, b->action);
+	SAME_STR(where, "type", a->type, b->type);
+	SAME(where, "status", a->status, b->status);
+	SAME(where, "has_outcome", a->has_outcome, b->has_outcome);
+	if (a->has_outcome)
+		SAME(where, "outcome", a->outcome, b->outcome);
+	SAME(where, "estimated_cost", a->estimated_cost, b->estimated_cost);
+	SAME(where, "charged", a->charged, b->charged);
+	SAME_STR(where, "block_reason", a->block_reason, b->block_reason);
+	SAME_STR(where, "risk_level", a->risk_level, b->risk_level);
+	SAME_STR(where, "idempotency_key", a->idempotency_key, b->idempotency_key);
+	SAME(where, "created_at", a->created_at, b->created_at);
+	SAME(where, "settled_at", a->settled_at, b->settled_at);
+}
+
+/* Asserts that the daemon's state now is exactly the snapshot `before`. */
+static void assert_same(const struct snapshot *before, const char *when)
+{
+	struct snapshot now;
+	char where[128];
+	size_t i;
+
+	take(&now);
+	snprintf(where, sizeof(where), "%s: orgs", when);
+	SAME(where, "number", before->n_orgs, now.n_orgs);
+	for (i = 0; i < now.n_orgs; i++) {
+		const sc_org *a = &before->orgs[i], *b = &now.orgs[i];
+
+		snprintf(where, sizeof(where), "%s: org %" PRIu64, when, a->id);
+		SAME(where, "id", a->id, b->id);
+		SAME_STR(where, "name", a->name, b->name);
+		SAME(where, "agents", a->agents, b->agents);
+		SAME(where, "created_at", a->created_at, b->created_at);
+		same_wallet(where, &a->wallet, &b->wallet);
+	}
+	snprintf(where, sizeof(where), "%s: agents", when);
+	SAME(where, "number", before->n_agents, now.n_agents);
+	for (i = 0; i < now.n_agents; i++) {
+		const sc_agent *a = &before->agents[i], *b = &now.agents[i];
+
+		snprintf(where, sizeof(where), "%s: agent %" PRIu64, when, a->id);
+		SAME(where, "id", a->id, b->id);
+		SAME(where, "org_id", a->org_id, b->org_id);
+		SAME_STR(where, "org", a->org, b->org);
+		SAME_STR(where, "name", a->name, b->name);
+		SAME(where, "priority", a->priority, b->priority);
+		SAME(where, "status", a->status, b->status);
+		SAME(where, "created_at", a->created_at, b->created_at);
+		same_wallet(where, &a->wallet, &b->wallet);
+		same_rules(where, a->rules, a->n_rules, b->rules, b->n_rules);
+		snprintf(where, sizeof(where), "%s: wallets.get %" PRIu64, when, a->id);
+		same_wallet(where, &before->wallets[i], &now.wallets[i]);
+		snprintf(where, sizeof(where), "%s: rules.list %" PRIu64, when, a->id);
+		same_rules(where, before->rules[i], before->n_rules[i], now.rules[i],
+		           now.n_rules[i]);
+	}
+	snprintf(where, sizeof(where), "%s: transactions", when);
+	SAME(where, "number", before->n_txns, now.n_txns);
+	for (i = 0; i < now.n_txns; i++) {
+		snprintf(where, sizeof(where), "%s: transaction %" PRIu64, when,
+		         before->txns[i].id);
+		same_txn(where, &before->txns[i], &now.txns[i]);
+	}
+	snprintf(where, sizeof(where), "%s: stats", when);
+	for (i = 0; i < COUNT(stat_names); i++)
+		SAME(where, stat_names[i], before->stats[i], now.stats[i]);
+	release(&now);
+}
+
+/* ----- restart: SIGTERM or SIGKILL, state.shm kept or deleted ----- */
+
+static const struct restart_case {
+	int sig;
+	int rebuild; /* delete state.shm first */
+} restart_cases[] = {
+	{ SIGTERM, 0 },
+	{ SIGKILL, 0 },
+	{ SIGTERM, 1 },
+	{ SIGKILL, 1 },
+};
+
+START_TEST(test_restart)
+{
+	const struct restart_case *rc = &restart_cases[_i];
+	struct world w = populate();
+	struct snapshot before;
+	char when[64], *log;
+	sc_settlement s;
+	sc_agent a;
+
+	snprintf(when, sizeof(when), "after %s%s", rc->sig == SIGTERM ? "SIGTERM" : "SIGKILL",
+	         rc->rebuild ? " and deleting state.shm" : "");
+	take(&before);
+	ck_assert_int_eq(before.stats[3], 2); /* two holds still open */
+	kill_daemon(rc->sig);
+	if (rc->rebuild)
+		remove_shm();
+	restart();
+	assert_same(&before, when);
+	if (rc->rebuild) {
+		log = daemon_log();
+		ck_assert_msg(strstr(log, "rebuilt") != NULL && strstr(log, " ms") != NULL,
+		              "%s: the log does not say 'rebuilt ... in N ms':\n%s", when, log);
+		free(log);
+	}
+
+	/* The state goes on: an old hold settles, new ids follow the old ones. */
+	OK(sc_report(c, w.open_hold, SC_OUTCOME_SUCCESS, 0, 0, &s));
+	ck_assert_int_eq(s.balance, USD(100) - CENTS(150) - USD(4));
+	ck_assert_uint_gt(new_org("after"), w.beta);
+	ck_assert_uint_gt(new_agent("after", "new", SC_PRIORITY_NORMAL, USD(1), NULL, 0), w.temp);
+	ck_assert_int_eq(sc_agents_get(c, w.temp, &a), SC_ENOTFOUND);
+	release(&before);
+}
+END_TEST
+
+/* ----- a torn tail at every byte of the last record ----- */
+
+/* Removes the files of dir/sub that are not in keep (newline-separated names). */
+static void remove_new_files(const char *sub, const char *keep)
+{
+	char out[4096], path[512], *line, *save = NULL;
+
+	run(out, sizeof(out), "ls -1 '%s/%s'", d.state, sub);
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char want[80];
+
+		snprintf(want, sizeof(want), "\n%s\n", line);
+		if (strstr(keep, want) != NULL)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/%s", d.state, sub, line);
+		unlink(path);
+	}
+}
+
+static void list_files(const char *sub, char *out, size_t len)
+{
+	out[0] = '\n';
+	run(out + 1, len - 1, "ls -1 '%s/%s'", d.state, sub);
+}
+
+START_TEST(test_torn_tail_every_offset)
+{
+	struct ledger_scan_result res;
+	struct snapshot before;
+	struct recs *rs;
+	struct rec last;
+	char *saved, *log, out[4096], ledger_files[4096], checkpoint_files[4096], when[96];
+	size_t saved_len;
+	uint64_t cut;
+	struct world w = populate();
+
+	take(&before);
+	allow(w.ops, "tool.run", USD(1)); /* the record the tail tears */
+	kill_daemon(SIGKILL);
+
+	rs = scan_ledger(&res);
+	last = rs->v[rs->n - 1];
+	free(rs);
+	ck_assert_msg(last.type == LEDGER_CHECK, "the last record is a %s, not the check",
+	              ledger_type_name(last.type));
+	ck_assert_int_eq(res.torn, 0);
+	saved = read_file(last.file, &saved_len);
+	ck_assert_ptr_nonnull(saved);
+	ck_assert_uint_eq(saved_len, last.offset + last.size);
+	list_files("ledger", ledger_files, sizeof(ledger_files));
+	list_files("checkpoints", checkpoint_files, sizeof(checkpoint_files));
+
+	for (cut = last.offset; cut < last.offset + last.size; cut++) {
+		snprintf(when, sizeof(when), "cut at %" PRIu64 " (record at %" PRIu64 ", %u bytes)",
+		         cut, last.offset, last.size);
+		/* Undo what the previous start wrote, then tear the record here. */
+		remove_new_files("ledger", ledger_files);
+		remove_new_files("checkpoints", checkpoint_files);
+		write_file(last.file, saved, cut);
+		if (cut % 2)
+			remove_shm();
+
+		if (cut > last.offset) {
+			ck_assert_msg(run(out, sizeof(out), "'%s' ledger verify --state-dir '%s'",
+			                  ctl_bin(), d.state) == 0,
+			              "%s: verify failed:\n%s", when, out);
+			ck_assert_msg(strstr(out, "torn tail") && strstr(out, "next start") &&
+			                      strstr(out, ": ok"),
+			              "%s: verify does not report the torn tail:\n%s", when, out);
+		}
+		restart();
+		if (cut > last.offset) {
+			log = daemon_log();
+			ck_assert_msg(strstr(log, "torn tail") != NULL,
+			              "%s: no 'torn tail' in the log:\n%s", when, log);
+			free(log);
+		}
+		assert_same(&before, when);
+		kill_daemon(SIGKILL);
+	}
+	free(saved);
+	release(&before);
+}
+END_TEST
+
+/* ----- corruption in the middle ----- */
+
+START_TEST(test_corruption_refused)
+{
+	struct ledger_scan_result res;
+	struct recs *rs;
+	struct rec victim;
+	char *before, *after, *log, out[8192], offset[64], expected[64];
+	const char *base;
+	size_t len, len_after;
+	int keep_shm = _i == 0;
+
+	populate();
+	kill_daemon(SIGKILL);
+	rs = scan_ledger(&res);
+	ck_assert_uint_ge(rs->n, 10);
+	victim = rs->v[rs->n / 2];
+	free(rs);
+
+	before = read_file(victim.file, &len);
+	ck_assert_ptr_nonnull(before);
+	before[victim.offset + victim.size / 2] ^= 0x40;
+	write_file(victim.file, before, len);
+	if (!keep_shm)
+		remove_shm();
+
+	unlink(log_path);
+	ck_assert_msg(test_daemon_restart(&d) != 0, "the daemon served a corrupt ledger");
+	ck_assert_int_eq(d.status, 1);
+	base = strrchr(victim.file, '/') + 1;
+	snprintf(offset, sizeof(offset), "offset %" PRIu64, victim.offset);
+	snprintf(expected, sizeof(expected), "expected sequence number %" PRIu64, victim.seq);
+	log = daemon_log();
+	ck_assert_msg(strstr(log, base) && strstr(log, offset) && strstr(log, expected),
+	              "the log does not name %s, '%s' and '%s':\n%s", base, offset, expected, log);
+	free(log);
+
+	after = read_file(victim.file, &len_after);
+	ck_assert_uint_eq(len_after, len);
+	ck_assert_msg(memcmp(before, after, len) == 0, "the daemon rewrote %s", victim.file);
+	free(after);
+	free(before);
+
+	ck_assert_int_eq(run(out, sizeof(out), "'%s' ledger verify --state-dir '%s'", ctl_bin(),
+	                     d.state),
+	                 1);
+	ck_assert_msg(strstr(out, base) && strstr(out, offset) && strstr(out, expected),
+	              "verify does not name %s, '%s' and '%s':\n%s", base, offset, expected, out);
+}
+END_TEST
+
+/* ----- sidecardctl ledger export ----- */
+
+/* Python reads the export as JSON: one "seq type body-length" line per record. */
+#define EXPORT_PY                                                                          \
+	"import json, sys\n"                                                               \
+	"for line in sys.stdin:\n"                                                         \
+	"    r = json.loads(line)\n"                                                       \
+	"    b = r['body']\n"                                                              \
+	"    print(r['seq'], r['type'], len(b) if isinstance(b, list) else -1, r['time'])\n"
+
+/* Runs export --from `from` through python; fills counts by type, returns the records. */
+static uint64_t export_records(uint64_t from, unsigned *by_type, uint64_t *first, uint64_t *last)
+{
+	const char *py = getenv("PYTHON3");
+	char *out = malloc(1 << 20), *line, *save = NULL, script[128], json[128];
+	uint64_t n = 0, seq, prev = 0;
+	int rc, body, t;
+	int64_t time;
+	char type[64];
+
+	ck_assert_ptr_nonnull(out);
+	snprintf(script, sizeof(script), "%s/export.py", d.dir);
+	snprintf(json, sizeof(json), "%s/export.json", d.dir);
+	write_file(script, EXPORT_PY, strlen(EXPORT_PY));
+	rc = run(out, 1 << 20, "'%s' ledger export --state-dir '%s' --from %" PRIu64 " >'%s'",
+	         ctl_bin(), d.state, from, json);
+	ck_assert_msg(rc == 0, "export failed (%d):\n%s", rc, out);
+	rc = run(out, 1 << 20, "'%s' '%s' <'%s'", py && *py ? py : "/usr/bin/python3", script,
+	         json);
+	ck_assert_msg(rc == 0, "the export is not JSON lines (%d):\n%s", rc, out);
+	*first = 0;
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		ck_assert_msg(sscanf(line, "%" SCNu64 " %63s %d %" SCNd64, &seq, type, &body,
+		                     &time) == 4,
+		              "unexpected line: %s", line);
+		if (!*first)
+			*first = seq;
+		ck_assert_msg(prev == 0 || seq == prev + 1, "sequence %" PRIu64 " after %" PRIu64,
+		              seq, prev);
+		prev = seq;
+		ck_assert_int_gt(time, 0);
+		for (t = 1; t < LEDGER_TYPE_END; t++)
+			if (strcmp(type, ledger_type_name((unsigned)t)) == 0)
+				break;
+		ck_assert_msg(t < LEDGER_TYPE_END, "record %" PRIu64 ": unknown type %s", seq, type);
+		if (t >= LEDGER_ORGS_CREATE && t <= LEDGER_REPORT)
+			ck_assert_msg(body == 2, "record %" PRIu64 " (%s): body is not [params, result]",
+			              seq, type);
+		by_type[t]++;
+		n++;
+	}
+	*last = prev;
+	free(out);
+	return n;
+}
+
+START_TEST(test_export)
+{
+	unsigned by_type[LEDGER_TYPE_END] = { 0 }, again[LEDGER_TYPE_END] = { 0 };
+	uint64_t n, first, last, last_seq;
+	int t;
+
+	populate();
+	last_seq = (uint64_t)stat_of("ledger_last_seq");
+	ck_assert_uint_eq((uint64_t)stat_of("ledger_durable_seq"), last_seq);
+	ck_assert_int_gt(stat_of("ledger_syncs"), 0);
+	ck_assert_int_ge(stat_of("ledger_records_synced"), stat_of("ledger_syncs"));
+	ck_assert_int_eq(stat_of("ledger_failed"), 0);
+
+	/* Beside the running daemon: the files are only read. */
+	n = export_records(0, by_type, &first, &last);
+	ck_assert_uint_eq(first, 1);
+	ck_assert_uint_eq(last, last_seq);
+	ck_assert_uint_eq(n, last_seq);
+	for (t = LEDGER_ORGS_CREATE; t <= LEDGER_REPORT; t++)
+		ck_assert_msg(by_type[t] == made[t], "%u %s records, %u made", by_type[t],
+		              ledger_type_name((unsigned)t), made[t]);
+	ck_assert_uint_eq(by_type[LEDGER_EXPIRE], 0);
+
+	n = export_records(last_seq - 4, again, &first, &last);
+	ck_assert_uint_eq(n, 5);
+	ck_assert_uint_eq(first, last_seq - 4);
+	ck_assert_uint_eq(last, last_seq);
+}
+END_TEST
+
+/* ----- rotation and checkpoints ----- */
+
+START_TEST(test_rotation_checkpoint)
+{
+	struct ledger_scan_result res;
+	struct snapshot before;
+	struct world w = populate();
+	char out[4096], want[128], *log;
+	int64_t last_seq, checkpoint_seq = 0;
+	int i;
+
+	for (i = 0; i < 120; i++)
+		report(allow(w.research, "data.fetch", CENTS(2)), SC_OUTCOME_SUCCESS, 1, CENTS(1));
+	last_seq = stat_of("ledger_last_seq");
+	for (i = 0; i < 100 && (checkpoint_seq = stat_of("checkpoint_seq")) == 0; i++)
+		sleep_ms(50);
+	ck_assert_msg(checkpoint_seq > 0, "no checkpoint after %" PRId64 " records", last_seq);
+	ck_assert_int_le(checkpoint_seq, last_seq);
+	ck_assert_int_gt(count_files("checkpoints", ".snap"), 0);
+	take(&before);
+	kill_daemon(SIGKILL);
+
+	/*
+	 * 240 records of a hundred bytes or more do not fit in one 4 KiB segment:
+	 * the last segment starts well after record 1. Older segments may be gone,
+	 * but never one the newest checkpoint still needs.
+	 */
+	free(scan_ledger(&res));
+	ck_assert_uint_eq(res.last_seq, (uint64_t)last_seq);
+	ck_assert_msg(strtoull(strrchr(res.tail_file, '/') + 1, NULL, 16) > 100,
+	              "no rotation: the last segment is %s", res.tail_file);
+	ck_assert_int_eq(count_files("ledger", ".log"), (int)res.segments);
+	ck_assert_uint_le(res.first_seq, (uint64_t)checkpoint_seq + 1);
+	ck_assert_int_eq(run(out, sizeof(out), "'%s' ledger verify --state-dir '%s'", ctl_bin(),
+	                     d.state),
+	                 0);
+	snprintf(want, sizeof(want), "to %" PRId64 ", in %u segments: ok", last_seq, res.segments);
+	ck_assert_msg(strstr(out, want), "verify does not say '%s':\n%s", want, out);
+
+	remove_shm();
+	restart();
+	log = daemon_log();
+	ck_assert_msg(strstr(log, "rebuilt") != NULL, "no rebuild in the log:\n%s", log);
+	free(log);
+	assert_same(&before, "after SIGKILL and a rebuild from a checkpoint");
+	ck_assert_int_eq(stat_of("ledger_last_seq"), last_seq);
+	release(&before);
+}
+END_TEST
+
+/* ----- disk failures (tests/faultfs.c) ----- */
+
+/* A check sent on its own connection, so that a held reply does not block the test. */
+struct pending_check {
+	pthread_t thread;
+	const char *socket;
+	uint64_t agent;
+	int rc;
+	int done; /* atomic */
+	sc_decision dec;
+	char error[256];
+};
+
+static void *pending_main(void *arg)
+{
+	struct pending_check *p = arg;
+	sc_check_req req = { .agent_id = p->agent, .action = "x", .estimated_cost = CENTS(1) };
+	sc_client *cl = NULL;
+
+	p->rc = sc_connect(p->socket, &cl);
+	if (p->rc == 0)
+		p->rc = sc_check(cl, &req, &p->dec);
+	snprintf(p->error, sizeof(p->error), "%s", cl ? sc_last_error(cl) : "connect");
+	sc_close(cl);
+	__atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static int wait_stat(const char *name, int64_t want, long ms)
+{
+	long end = now_ms() + ms;
+
+	while (stat_of(name) != want) {
+		if (now_ms() > end)
+			return 0;
+		sleep_ms(10);
+	}
+	return 1;
+}
+
+/* What the control file says, per loop iteration. */
+static const char *const faults[] = { "ENOSPC\n", "EIO fdatasync\n" };
+
+static void start_faulty(const char *const *args)
+{
+	static char control[128];
+	const char *lib = getenv("FAULTFS_LIB");
+
+	ck_assert_msg(lib && access(lib, R_OK) == 0,
+	              "FAULTFS_LIB (%s) does not name the built tests/.libs/libfaultfs.so",
+	              lib ? lib : "unset");
+	/* The control file lives beside the daemon's directory, in this case's base. */
+	ck_assert_int_eq(test_tmpdir(control, sizeof(control) - 16), 0);
+	strcat(control, "/fault");
+	setenv("LD_PRELOAD", lib, 1);
+	setenv("FAULTFS_CONTROL", control, 1);
+	start(args);
+	unsetenv("LD_PRELOAD"); /* only the daemon runs with the shim */
+}
+
+static void setup_fault(void)
+{
+	static const char *const args[] = { SMALL_CAPS, NULL };
+
+	start_faulty(args);
+}
+
+static void setup_fault_rotation(void)
+{
+	static const char *const args[] = { SMALL_CAPS, "--segment-size", "4096", NULL };
+
+	start_faulty(args);
+}
+
+START_TEST(test_disk_failure)
+{
+	const char *control = getenv("FAULTFS_CONTROL");
+	struct pending_check p = { 0 };
+	sc_check_req req = { .action = "x", .estimated_cost = CENTS(1) };
+	struct world w = populate();
+	sc_transaction *txns;
+	size_t n_before, n;
+	sc_decision dec;
+	sc_agent a;
+	sc_wallet wl;
+	sc_org o;
+	long t0;
+	int rc, i;
+
+	OK(sc_transactions_list(c, 0, -1, 1000, &txns, &n_before));
+	sc_transactions_free(txns);
+
+	/* The disk fails; the next change finds out and its reply waits. */
+	write_file(control, faults[_i], strlen(faults[_i]));
+	p.socket = d.socket;
+	p.agent = w.research;
+	ck_assert_int_eq(pthread_create(&p.thread, NULL, pending_main, &p), 0);
+	ck_assert_msg(wait_stat("ledger_failed", 1, 3000), "ledger_failed is not 1 with %s",
+	              faults[_i]);
+
+	/* Changes are refused at once, with the reason; reads are served. */
+	req.agent_id = w.research;
+	t0 = now_ms();
+	rc = sc_check(c, &req, &dec);
+	ck_assert_msg(rc == SC_EUNAVAILABLE, "check while failing: %s (%s)", sc_err_name(rc),
+	              sc_last_error(c));
+	ck_assert_msg(strncmp(sc_last_error(c), "ledger:", 7) == 0,
+	              "message '%s' does not start with 'ledger:'", sc_last_error(c));
+	ck_assert_int_lt(now_ms() - t0, 1000);
+	ck_assert_int_eq(sc_orgs_create(c, "refused", &o), SC_EUNAVAILABLE);
+	OK(sc_agents_get(c, w.research, &a));
+	ck_assert_str_eq(a.name, "research");
+	OK(sc_wallets_get(c, w.research, &wl));
+	ck_assert_int_eq(stat_of("ledger_failed"), 1);
+	ck_assert_msg(!__atomic_load_n(&p.done, __ATOMIC_ACQUIRE),
+	              "the reply of a change not yet durable was sent (rc %s: %s)",
+	              sc_err_name(p.rc), p.error);
+
+	/* The disk recovers: the held reply goes out and changes work again. */
+	ck_assert_int_eq(unlink(control), 0);
+	for (i = 0; i < 500 && !__atomic_load_n(&p.done, __ATOMIC_ACQUIRE); i++)
+		sleep_ms(10);
+	ck_assert_msg(__atomic_load_n(&p.done, __ATOMIC_ACQUIRE),
+	              "the held reply was not sent within 5 s of the disk recovering");
+	pthread_join(p.thread, NULL);
+	ck_assert_msg(p.rc == 0, "held check: %s: %s", sc_err_name(p.rc), p.error);
+	ck_assert_int_eq(p.dec.allowed, 1);
+	ck_assert_msg(wait_stat("ledger_failed", 0, 5000), "ledger_failed stays 1");
+	OK(sc_check(c, &req, &dec));
+	ck_assert_int_eq(dec.allowed, 1);
+
+	/* Both acknowledged checks are durable; the refused ones left nothing. */
+	kill_daemon(SIGKILL);
+	restart();
+	OK(sc_transactions_list(c, 0, -1, 1000, &txns, &n));
+	ck_assert_uint_eq(n, n_before + 2);
+	ck_assert_uint_eq(txns[0].id, dec.transaction_id);
+	ck_assert_uint_eq(txns[1].id, p.dec.transaction_id);
+	sc_transactions_free(txns);
+	ck_assert_int_eq(sc_orgs_create(c, "refused", &o), 0);
+}
+END_TEST
+
+/*
+ * The disk fills up just as a segment is full: the new segment cannot get
+ * its header, and the daemon is killed before the disk recovers. The next
+ * daemon must start, append, and leave a ledger the one after it accepts.
+ */
+START_TEST(test_disk_failure_at_rotation)
+{
+	const char *control = getenv("FAULTFS_CONTROL");
+	struct pending_check p = { 0 };
+	struct ledger_scan_result res;
+	struct snapshot before;
+	struct world w = populate();
+	char out[4096];
+	sc_org o;
+	int i;
+
+	/* One record at a time, until the segment has reached --segment-size. */
+	for (i = 0; i < 200; i++) {
+		free(scan_ledger(&res));
+		if (res.tail_offset >= 4096)
+			break;
+		check(w.research, "data.fetch", 0, NULL);
+	}
+	ck_assert_uint_ge(res.tail_offset, 4096);
+	take(&before);
+
+	/* The next batch starts a new segment, and its header cannot be written. */
+	write_file(control, "ENOSPC\n", 7);
+	p.socket = d.socket;
+	p.agent = w.research;
+	ck_assert_int_eq(pthread_create(&p.thread, NULL, pending_main, &p), 0);
+	ck_assert_msg(wait_stat("ledger_failed", 1, 3000), "ledger_failed is not 1");
+	kill_daemon(SIGKILL);
+	pthread_join(p.thread, NULL);
+	ck_assert_int_ne(p.rc, 0); /* never acknowledged */
+	ck_assert_int_eq(unlink(control), 0);
+
+	restart();
+	assert_same(&before, "after a failed rotation and SIGKILL");
+	OK(sc_orgs_create(c, "after-rotation", &o));
+	kill_daemon(SIGTERM);
+	restart();
+	OK(sc_orgs_create(c, "after-restart", &o));
+	ck_assert_msg(run(out, sizeof(out), "'%s' ledger verify --state-dir '%s'", ctl_bin(),
+	                  d.state) == 0,
+	              "verify after the failed rotation:\n%s", out);
+	ck_assert_int_eq(sc_orgs_create(c, "after-rotation", &o), SC_EEXISTS);
+}
+END_TEST
+
+static TCase *tcase(Suite *s, const char *name, void (*setup)(void))
+{
+	TCase *tc = test_tcase_tmp(name, setup, stop);
+
+	tcase_set_timeout(tc, TEST_TIMEOUT_S);
+	suite_add_tcase(s, tc);
+	return tc;
+}
+
+static Suite *ledger_suite(void)
+{
+	Suite *s = suite_create("ledger");
+
+	tcase_add_loop_test(tcase(s, "restart", setup_default), test_restart, 0,
+	                    (int)COUNT(restart_cases));
+	tcase_add_test(tcase(s, "torn-tail", setup_default), test_torn_tail_every_offset);
+	tcase_add_loop_test(tcase(s, "corruption", setup_default), test_corruption_refused, 0, 2);
+	tcase_add_test(tcase(s, "export", setup_default), test_export);
+	tcase_add_test(tcase(s, "rotation", setup_rotation), test_rotation_checkpoint);
+	tcase_add_loop_test(tcase(s, "disk-failure", setup_fault), test_disk_failure, 0,
+	                    (int)COUNT(faults));
+	tcase_add_test(tcase(s, "disk-failure-rotation", setup_fault_rotation),
+	               test_disk_failure_at_rotation);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(ledger_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
