@@ -398,6 +398,7 @@ static int m_orgs_list(struct call *c)
 {
 	uint32_t cap = c->m->hdr->org_cap, n = 0;
 	struct id_slot *v;
+
 	if (!(v = malloc((size_t)cap * sizeof(*v))))
 		return failf(c, SC_EINTERNAL, "out of memory");
 	for (uint32_t i = 0; i < cap; i++)
@@ -791,64 +792,105 @@ static void pack_event(struct call *c, const struct shm_event *e)
 	proto_pack_key_str(pk, "reason", e->reason);
 }
 
-static int m_agents_events(struct call *c)
-{
-	const struct shm_header *h = c->m->hdr;
-	const struct shm_event **found;
-	int64_t limit = 50;
-	uint32_t slot;
+/* Filters of the ring listings; 0 or -1 means any. */
+struct ring_filter {
 	uint64_t agent_id;
+	int status;
+};
+
+/* One ring (transactions or events) as the listing walks it. */
+struct ring {
+	uint64_t next_id;
+	uint32_t cap;
+	const void *(*get)(struct state *st, uint64_t id); /* NULL if no longer kept */
+	int (*keep)(const void *rec, const struct ring_filter *f);
+	void (*pack)(struct call *c, const void *rec);
+};
+
+/* Packs, newest first, at most limit records of the ring that f keeps. */
+static int list_ring(struct call *c, const struct ring *r, const struct ring_filter *f,
+                     int64_t limit)
+{
+	const void **found = malloc((size_t)limit * sizeof(*found));
 	size_t n = 0;
-	int rc;
 
-	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
-		return rc;
-	agent_id = c->m->agents[slot].id;
-	if (!(found = malloc((size_t)limit * sizeof(*found))))
+	if (!found)
 		return failf(c, SC_EINTERNAL, "out of memory");
-	for (uint64_t id = h->next_event_id - 1;
-	     id > 0 && h->next_event_id - id <= h->event_cap && n < (size_t)limit; id--) {
-		const struct shm_event *e = state_event_by_id(c->st, id);
+	for (uint64_t id = r->next_id - 1; id > 0 && r->next_id - id <= r->cap && n < (size_t)limit;
+	     id--) {
+		const void *rec = r->get(c->st, id);
 
-		if (e && e->agent_id == agent_id)
-			found[n++] = e;
+		if (rec && r->keep(rec, f))
+			found[n++] = rec;
 	}
 	ok(c);
 	msgpack_pack_array(c->pk, n);
 	for (size_t i = 0; i < n; i++)
-		pack_event(c, found[i]);
+		r->pack(c, found[i]);
 	free(found);
 	return 0;
+}
+
+static const void *event_get(struct state *st, uint64_t id)
+{
+	return state_event_by_id(st, id);
+}
+
+static int event_keep(const void *rec, const struct ring_filter *f)
+{
+	return ((const struct shm_event *)rec)->agent_id == f->agent_id;
+}
+
+static void event_pack(struct call *c, const void *rec)
+{
+	pack_event(c, rec);
+}
+
+static int m_agents_events(struct call *c)
+{
+	const struct shm_header *h = c->m->hdr;
+	const struct ring r = {h->next_event_id, h->event_cap, event_get, event_keep, event_pack};
+	struct ring_filter f = {0, -1};
+	int64_t limit = 50;
+	uint32_t slot;
+	int rc;
+
+	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
+		return rc;
+	f.agent_id = c->m->agents[slot].id;
+	return list_ring(c, &r, &f, limit);
+}
+
+static const void *txn_get(struct state *st, uint64_t id)
+{
+	return state_txn_by_id(st, id);
+}
+
+static int txn_keep(const void *rec, const struct ring_filter *f)
+{
+	const struct shm_txn *t = rec;
+
+	return (!f->agent_id || t->agent_id == f->agent_id) && (f->status < 0 || t->status == f->status);
+}
+
+static void txn_pack(struct call *c, const void *rec)
+{
+	pack_txn(c, rec);
 }
 
 static int m_transactions_list(struct call *c)
 {
 	const struct shm_header *h = c->m->hdr;
-	const struct shm_txn **found;
-	uint64_t agent_id = 0, id;
+	const struct ring r = {h->next_txn_id, h->txn_cap, txn_get, txn_keep, txn_pack};
+	struct ring_filter f = {0, -1};
 	int64_t limit = 50;
-	int status = -1, present, rc;
-	size_t n = 0;
+	int present, rc;
 
-	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &agent_id, &present)) ||
-	    (rc = enum_arg(c, c->a, "status", &sc_txn_status_names, &status, &present)) ||
+	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &f.agent_id, &present)) ||
+	    (rc = enum_arg(c, c->a, "status", &sc_txn_status_names, &f.status, &present)) ||
 	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
 		return rc;
-	if (!(found = malloc((size_t)limit * sizeof(*found))))
-		return failf(c, SC_EINTERNAL, "out of memory");
-	for (id = h->next_txn_id - 1; id > 0 && h->next_txn_id - id <= h->txn_cap && n < (size_t)limit;
-	     id--) {
-		const struct shm_txn *t = state_txn_by_id(c->st, id);
-
-		if (t && (!agent_id || t->agent_id == agent_id) && (status < 0 || t->status == status))
-			found[n++] = t;
-	}
-	ok(c);
-	msgpack_pack_array(c->pk, n);
-	for (size_t i = 0; i < n; i++)
-		pack_txn(c, found[i]);
-	free(found);
-	return 0;
+	return list_ring(c, &r, &f, limit);
 }
 
 static int m_stats(struct call *c)
@@ -858,6 +900,7 @@ static int m_stats(struct call *c)
 	struct ledger_stats ls;
 	struct state_counts sc;
 	msgpack_packer *pk;
+
 	memset(&ss, 0, sizeof(ss));
 	if (c->d->srv)
 		srv_get_stats(c->d->srv, &ss);
