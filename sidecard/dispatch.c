@@ -344,8 +344,8 @@ static int rule_args(struct call *c, struct proto_args *a, struct state_rule_spe
 static int m_hello(struct call *c)
 {
 	const struct srv_config *s = c->d->srv_cfg;
-	msgpack_packer *pk;
-	pk = ok(c);
+	msgpack_packer *pk = ok(c);
+
 	pack_map(c, 4);
 	proto_pack_key_str(pk, "server", "sidecard");
 	proto_pack_key_str(pk, "version", SC_VERSION);
