@@ -31,9 +31,12 @@
  * its array, is SC_EPROTO) while ignoring keys it does not know, so a newer
  * daemon may add fields. The same tables pack the optional fields of
  * updates: an entry with a non-zero `set` bit is sent when the caller set
- * that bit (SC_WALLET_SET_*, SC_RULE_SET_*). A method is then a few lines:
- * build a `struct request` of named arguments, call rpc(), decode the result
- * with a table.
+ * that bit (SC_WALLET_SET_*, SC_RULE_SET_*). A nested map whose members
+ * live in the same struct (score's `factors`) is an FT_INLINE entry naming
+ * its own table; a rule that spans fields (an event's `from` and `to` come
+ * together, on status changes only) is the table's `check`. A method is
+ * then a few lines: build a `struct request` of named arguments, call rpc(),
+ * decode the result with a table.
  *
  * Threads: an sc_client belongs to one thread at a time (sidecard.h); there
  * is no global state, so distinct clients may be used concurrently.
@@ -43,6 +46,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -103,12 +107,14 @@ static int broken(sc_client *c, int code, const char *what)
 enum field_type {
 	FT_UINT,     /* uint64_t, a non-negative integer */
 	FT_INT,      /* int64_t (money, times, counters) */
+	FT_INT32,    /* int (scores) */
 	FT_BOOL,     /* int, 0 or 1 */
 	FT_STR,      /* char[aux] */
 	FT_ENUM,     /* an enum, parsed from its name by `parse` */
 	FT_WALLET,   /* sc_wallet; aux: the value of `limited` when absent */
 	FT_RULES,    /* sc_rule[SC_RULES_MAX]; aux: offset of the size_t count */
 	FT_WARNINGS, /* char[SC_WARNINGS_MAX][SC_REASON_MAX + 1]; aux: offset of the unsigned count */
+	FT_INLINE,   /* a nested map of members of the same struct; `inner`, aux entries */
 };
 
 enum {
@@ -125,6 +131,7 @@ struct field {
 	unsigned set; /* the SC_*_SET_* bit that sends this field in an update */
 	int (*parse)(const char *name, int *out);
 	size_t present;
+	const struct field *inner;
 };
 
 /* Every enumeration is stored as an int; that holds on every ABI we build for. */
@@ -132,6 +139,7 @@ _Static_assert(sizeof(enum sc_priority) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_status) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_outcome) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_txn_status) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum sc_event_type) == sizeof(int), "enum size");
 
 #define ENUM_PARSER(fn, parse_fn, type)              \
 	static int fn(const char *s, int *out)       \
@@ -146,6 +154,7 @@ ENUM_PARSER(parse_priority, sc_priority_parse, enum sc_priority)
 ENUM_PARSER(parse_status, sc_status_parse, enum sc_status)
 ENUM_PARSER(parse_outcome, sc_outcome_parse, enum sc_outcome)
 ENUM_PARSER(parse_txn_status, sc_txn_status_parse, enum sc_txn_status)
+ENUM_PARSER(parse_event_type, sc_event_type_parse, enum sc_event_type)
 #undef ENUM_PARSER
 
 /* A decision's status: "allowed" -> 1, "blocked" -> 0. */
@@ -278,6 +287,44 @@ static const struct field settlement_fields[] = {
 };
 #undef type_of_table
 
+/* score's `factors`, decoded into the sc_score that holds the map. */
+#define type_of_table sc_score
+static const struct field score_factor_fields[] = {
+	F(FT_UINT, checks, "checks"),
+	F(FT_UINT, blocked, "blocked"),
+	F(FT_UINT, settled, "settled"),
+	F(FT_UINT, failures, "failures"),
+	F(FT_UINT, overruns, "overruns"),
+	F(FT_UINT, expired, "expired"),
+	F(FT_UINT, anomalies, "anomalies"),
+	F(FT_INT, average_cost, "average_cost"),
+	F(FT_INT, age_s, "age_s"),
+};
+
+static const struct field score_fields[] = {
+	F(FT_UINT, agent_id, "agent_id"),
+	F(FT_INT32, score, "score"),
+	F(FT_ENUM, status, "status", .parse = parse_status),
+	{ .key = "factors", .type = FT_INLINE, .inner = score_factor_fields,
+	  .aux = COUNT(score_factor_fields) },
+};
+#undef type_of_table
+
+#define type_of_table sc_event
+static const struct field event_fields[] = {
+	F(FT_UINT, id, "id"),
+	F(FT_UINT, agent_id, "agent_id"),
+	F(FT_ENUM, type, "type", .parse = parse_event_type),
+	F(FT_INT, time, "time"),
+	F(FT_INT32, score, "score"),
+	F(FT_ENUM, from, "from", .parse = parse_status, .flags = F_OPTIONAL | F_PRESENT,
+	  .present = offsetof(sc_event, has_status)),
+	F(FT_ENUM, to, "to", .parse = parse_status, .flags = F_OPTIONAL | F_PRESENT,
+	  .present = offsetof(sc_event, has_status)),
+	F(FT_STR, reason, "reason", STR(reason)),
+};
+#undef type_of_table
+
 /* hello's result, of which the client keeps the version. */
 struct hello {
 	char server[32];
@@ -312,9 +359,12 @@ struct table {
 	const struct field *fields;
 	size_t n;
 	const char *what; /* the object's name in messages */
+	/* After the fields: NULL if the object is whole, else what is wrong with it. */
+	const char *(*check)(const msgpack_object *obj, const void *base);
 };
 
-#define TABLE(a, what) ((struct table){ (a), COUNT(a), (what) })
+#define TABLE(a, what) ((struct table){ (a), COUNT(a), (what), NULL })
+#define CHECKED_TABLE(a, what, check) ((struct table){ (a), COUNT(a), (what), (check) })
 
 /* ----- decoding ----- */
 
@@ -383,6 +433,12 @@ static int decode_value(sc_client *c, const msgpack_object *v, const struct fiel
 			return bad_field(c, what, f->key, "a 64-bit integer");
 		memcpy(dst, &i, sizeof(i));
 		return 0;
+	case FT_INT32:
+		if (get_int(v, &i) != 0 || i < INT_MIN || i > INT_MAX)
+			return bad_field(c, what, f->key, "a 32-bit integer");
+		e = (int)i;
+		memcpy(dst, &e, sizeof(e));
+		return 0;
 	case FT_BOOL:
 		if (v->type != MSGPACK_OBJECT_BOOLEAN)
 			return bad_field(c, what, f->key, "a boolean");
@@ -438,6 +494,8 @@ static int decode_value(sc_client *c, const msgpack_object *v, const struct fiel
 		memcpy((char *)base + f->aux, &n, sizeof(n));
 		return 0;
 	}
+	case FT_INLINE:
+		return decode_fields(c, v, (struct table){ f->inner, f->aux, f->key, NULL }, base);
 	}
 	return bad_field(c, what, f->key, "decodable");
 }
@@ -448,6 +506,7 @@ static int decode_value(sc_client *c, const msgpack_object *v, const struct fiel
  */
 static int decode_fields(sc_client *c, const msgpack_object *obj, struct table t, void *base)
 {
+	const char *why;
 	size_t i;
 	int rc;
 
@@ -466,6 +525,8 @@ static int decode_fields(sc_client *c, const msgpack_object *obj, struct table t
 		if ((rc = decode_value(c, v, f, base, t.what)) != 0)
 			return rc;
 	}
+	if (t.check != NULL && (why = t.check(obj, base)) != NULL)
+		return fail(c, SC_EPROTO, "malformed %s from the daemon: %s", t.what, why);
 	return 0;
 }
 
@@ -1179,6 +1240,53 @@ void sc_transactions_free(sc_transaction *list)
 {
 	free(list);
 }
+
+/* ----- kredit score and events ----- */
+
+int sc_score_get(sc_client *c, uint64_t agent_id, sc_score *out)
+{
+	struct request rq = { .method = "score" }, *r = &rq;
+
+	arg_uint(r, "agent_id", agent_id);
+	return call_one(c, r, TABLE(score_fields, "score"), out, sizeof(*out));
+}
+
+/* A value other than nil under key in the map obj. */
+static int given(const msgpack_object *obj, const char *key)
+{
+	const msgpack_object *v = map_get(obj, key);
+
+	return v != NULL && v->type != MSGPACK_OBJECT_NIL;
+}
+
+/* `from` and `to`: both on a status change, neither on any other event. */
+static const char *event_check(const msgpack_object *obj, const void *base)
+{
+	int status_change = ((const sc_event *)base)->type == SC_EVENT_STATUS_CHANGE;
+
+	if (given(obj, "from") != status_change || given(obj, "to") != status_change)
+		return status_change ? "a status change without 'from' and 'to'"
+		                     : "'from' or 'to' on an event that is not a status change";
+	return NULL;
+}
+
+int sc_agents_events(sc_client *c, uint64_t agent_id, unsigned limit, sc_event **out, size_t *n)
+{
+	struct request rq = { .method = "agents.events" }, *r = &rq;
+
+	arg_uint(r, "agent_id", agent_id);
+	if (limit != 0)
+		arg_uint(r, "limit", limit);
+	return call_list(c, r, CHECKED_TABLE(event_fields, "event", event_check), sizeof(**out),
+	                 (void **)out, n);
+}
+
+void sc_events_free(sc_event *list)
+{
+	free(list);
+}
+
+/* ----- counters ----- */
 
 int sc_stat(sc_client *c, const char *name, int64_t *out)
 {

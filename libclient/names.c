@@ -34,6 +34,12 @@ static const char *const outcome_names[] = {
 	[SC_OUTCOME_PARTIAL] = "partial",
 };
 
+static const char *const event_type_names[] = {
+	[SC_EVENT_STATUS_CHANGE] = "status_change",
+	[SC_EVENT_ANOMALY] = "anomaly",
+	[SC_EVENT_CRITICAL_OVERRIDE] = "critical_override",
+};
+
 static const char *const txn_status_names[] = {
 	[SC_TXN_PENDING] = "pending",
 	[SC_TXN_SETTLED] = "settled",
@@ -47,6 +53,7 @@ const struct sc_names sc_priority_names = NAMES(priority_names);
 const struct sc_names sc_status_names = NAMES(status_names);
 const struct sc_names sc_outcome_names = NAMES(outcome_names);
 const struct sc_names sc_txn_status_names = NAMES(txn_status_names);
+const struct sc_names sc_event_type_names = NAMES(event_type_names);
 
 int sc_names_find(const struct sc_names *t, const char *s, size_t len)
 {
@@ -86,6 +93,11 @@ const char *sc_status_name(enum sc_status s)
 const char *sc_outcome_name(enum sc_outcome o)
 {
 	return name_of(outcome_names, COUNT(outcome_names), (unsigned)o);
+}
+
+const char *sc_event_type_name(enum sc_event_type t)
+{
+	return name_of(event_type_names, COUNT(event_type_names), (unsigned)t);
 }
 
 const char *sc_txn_status_name(enum sc_txn_status s)
@@ -130,5 +142,15 @@ int sc_txn_status_parse(const char *s, enum sc_txn_status *out)
 
 	if (rc == 0)
 		*out = (enum sc_txn_status)v;
+	return rc;
+}
+
+int sc_event_type_parse(const char *s, enum sc_event_type *out)
+{
+	unsigned v;
+	int rc = index_of(&sc_event_type_names, s, &v);
+
+	if (rc == 0)
+		*out = (enum sc_event_type)v;
 	return rc;
 }

@@ -254,6 +254,51 @@ typedef struct sc_transaction {
 	int64_t settled_at; /* 0 while pending or blocked */
 } sc_transaction;
 
+/*
+ * An agent's kredit score (300 to 850, PROTOCOL.md "Kredit score and
+ * status"), the status it drives, and the lifetime counters it is computed
+ * from (the wire's `factors`). average_cost is the average charged cost of
+ * the settled transactions (0 before the first); age_s the seconds since the
+ * agent was created.
+ */
+typedef struct sc_score {
+	uint64_t agent_id;
+	int score;
+	enum sc_status status;
+	uint64_t checks;
+	uint64_t blocked;
+	uint64_t settled;
+	uint64_t failures;  /* reports with outcome failure */
+	uint64_t overruns;  /* reports whose actual cost exceeded the estimate */
+	uint64_t expired;
+	uint64_t anomalies; /* checks of at least 10 times the average cost */
+	sc_micros average_cost;
+	int64_t age_s;
+} sc_score;
+
+enum sc_event_type {
+	SC_EVENT_STATUS_CHANGE,   /* from -> to; reason "score" or "operator" */
+	SC_EVENT_ANOMALY,         /* reason: "transaction 12: 14x the average cost" */
+	SC_EVENT_CRITICAL_OVERRIDE /* a critical agent allowed past limits; reason lists them */
+};
+
+/* "status_change", "anomaly", "critical_override"; "unknown" out of range. */
+SC_API const char *sc_event_type_name(enum sc_event_type t);
+/* 0 or SC_EINVAL. */
+SC_API int sc_event_type_parse(const char *s, enum sc_event_type *out);
+
+/* One entry of an agent's event log. */
+typedef struct sc_event {
+	uint64_t id;
+	uint64_t agent_id;
+	enum sc_event_type type;
+	int64_t time;   /* microseconds since the Unix epoch, UTC */
+	int score;      /* the agent's score when it happened */
+	int has_status; /* 1 for a status change: from and to are set */
+	enum sc_status from, to;
+	char reason[SC_REASON_MAX + 1];
+} sc_event;
+
 /* ----- connection ----- */
 
 typedef struct sc_client sc_client;
@@ -321,6 +366,14 @@ SC_API int sc_org_wallet_update(sc_client *c, uint64_t org_id, const sc_wallet_u
 SC_API int sc_transactions_list(sc_client *c, uint64_t agent_id, int status, unsigned limit,
                                 sc_transaction **out, size_t *n);
 SC_API void sc_transactions_free(sc_transaction *list);
+
+/* ----- kredit score and events ----- */
+
+SC_API int sc_score_get(sc_client *c, uint64_t agent_id, sc_score *out);
+/* Newest first; limit 0 means the default (50), at most 1000. */
+SC_API int sc_agents_events(sc_client *c, uint64_t agent_id, unsigned limit, sc_event **out,
+                            size_t *n);
+SC_API void sc_events_free(sc_event *list);
 
 /* One named counter of the stats method; SC_ENOTFOUND if there is none. */
 SC_API int sc_stat(sc_client *c, const char *name, int64_t *out);

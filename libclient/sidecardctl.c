@@ -4,9 +4,9 @@
  *     sidecardctl [--socket PATH] [--json] VERB [SUBVERB] [--flag=value | --flag value]...
  *
  * The verbs follow Kredit's CLI (orgs, agents, rules, wallet, check, report,
- * transactions, stats). Dollar amounts are read with sc_money_parse() and
- * shown with sc_money_format(); --json prints one JSON document whose money
- * fields are integer micro-dollars, exactly as on the wire.
+ * score, transactions, stats). Dollar amounts are read with sc_money_parse()
+ * and shown with sc_money_format(); --json prints one JSON document whose
+ * money fields are integer micro-dollars, exactly as on the wire.
  *
  * Exit status: 0 success (check: allowed), 1 check blocked or ledger
  * corrupt, 2 any error (usage, connection, daemon error). `check` prints the
@@ -387,6 +387,7 @@ enum out_type {
 	OT_UINT,     /* uint64_t */
 	OT_SIZE,     /* size_t */
 	OT_INT,      /* int64_t */
+	OT_INT32,    /* int */
 	OT_MONEY,    /* sc_micros */
 	OT_BOOL,     /* int */
 	OT_STR,      /* char[] */
@@ -396,6 +397,7 @@ enum out_type {
 	OT_WALLET,   /* sc_wallet */
 	OT_RULES,    /* sc_agent.rules */
 	OT_WARNINGS, /* sc_decision.warnings */
+	OT_GROUP,    /* members of the same struct shown as a nested object: `inner` */
 };
 
 enum {
@@ -411,6 +413,8 @@ struct out_field {
 	unsigned flags;
 	const char *(*name)(int v);
 	size_t has;
+	const struct out_field *inner;
+	size_t n_inner;
 };
 
 struct out_table {
@@ -438,6 +442,11 @@ static const char *outcome_text(int v)
 static const char *txn_status_text(int v)
 {
 	return sc_txn_status_name((enum sc_txn_status)v);
+}
+
+static const char *event_type_text(int v)
+{
+	return sc_event_type_name((enum sc_event_type)v);
 }
 
 #define W(type_, member, key_, header_, ...)                                                  \
@@ -563,6 +572,53 @@ static const struct out_field decision_out[] = {
 };
 #undef T
 
+#define T sc_score
+static const struct out_field score_factors_out[] = {
+	W(OT_UINT, checks, "checks", "CHECKS"),
+	W(OT_UINT, blocked, "blocked", "BLOCKED"),
+	W(OT_UINT, settled, "settled", "SETTLED"),
+	W(OT_UINT, failures, "failures", "FAILURES"),
+	W(OT_UINT, overruns, "overruns", "OVERRUNS"),
+	W(OT_UINT, expired, "expired", "EXPIRED"),
+	W(OT_UINT, anomalies, "anomalies", "ANOMALIES"),
+	W(OT_MONEY, average_cost, "average_cost", "AVERAGE COST"),
+	W(OT_INT, age_s, "age_s", "AGE"),
+};
+static const struct out_field score_out[] = {
+	W(OT_UINT, agent_id, "agent_id", "AGENT"),
+	W(OT_INT32, score, "score", "SCORE"),
+	W(OT_ENUM, status, "status", "STATUS", .name = status_text),
+	{ .key = "factors", .header = "FACTORS", .type = OT_GROUP, .inner = score_factors_out,
+	  .n_inner = COUNT(score_factors_out) },
+};
+#undef T
+
+#define T sc_event
+static const struct out_field event_out[] = {
+	W(OT_UINT, id, "id", "ID"),
+	W(OT_UINT, agent_id, "agent_id", "AGENT"),
+	W(OT_ENUM, type, "type", "TYPE", .name = event_type_text),
+	W(OT_TIME, time, "time", "TIME"),
+	W(OT_INT32, score, "score", "SCORE"),
+	W(OT_ENUM, from, "from", "FROM", .name = status_text, .flags = OF_HAS,
+	  .has = offsetof(sc_event, has_status)),
+	W(OT_ENUM, to, "to", "TO", .name = status_text, .flags = OF_HAS,
+	  .has = offsetof(sc_event, has_status)),
+	W(OT_STR, reason, "reason", "REASON"),
+};
+static const struct out_field event_cols[] = {
+	W(OT_UINT, id, "id", "ID"),
+	W(OT_TIME, time, "time", "TIME"),
+	W(OT_ENUM, type, "type", "TYPE", .name = event_type_text),
+	W(OT_ENUM, from, "from", "FROM", .name = status_text, .flags = OF_HAS,
+	  .has = offsetof(sc_event, has_status)),
+	W(OT_ENUM, to, "to", "TO", .name = status_text, .flags = OF_HAS,
+	  .has = offsetof(sc_event, has_status)),
+	W(OT_INT32, score, "score", "SCORE"),
+	W(OT_STR, reason, "reason", "REASON"),
+};
+#undef T
+
 #define T sc_settlement
 static const struct out_field settlement_out[] = {
 	W(OT_UINT, transaction_id, "transaction_id", "TRANSACTION"),
@@ -644,6 +700,9 @@ static void cell(const struct out_field *f, const char *base, char *buf, size_t 
 	case OT_INT:
 		snprintf(buf, len, "%" PRId64, get_i64(p));
 		break;
+	case OT_INT32:
+		snprintf(buf, len, "%d", get_int(p));
+		break;
 	case OT_MONEY:
 		usd(get_i64(p), buf, len);
 		break;
@@ -677,6 +736,7 @@ static void cell(const struct out_field *f, const char *base, char *buf, size_t 
 	}
 	case OT_WALLET:
 	case OT_RULES:
+	case OT_GROUP:
 		snprintf(buf, len, "...");
 		break;
 	}
@@ -711,7 +771,8 @@ static void print_table(struct out_table t, const void *rows, size_t nrows, size
 		printf("%*s", indent, "");
 		for (i = 0; i < t.n; i++) {
 			int right = t.f[i].type == OT_MONEY || t.f[i].type == OT_INT ||
-			            t.f[i].type == OT_UINT || t.f[i].type == OT_SIZE;
+			            t.f[i].type == OT_INT32 || t.f[i].type == OT_UINT ||
+			            t.f[i].type == OT_SIZE;
 			int last = i + 1 == t.n;
 
 			printf("%s%*s%s", i ? "  " : "", right ? (int)width[i] : 0,
@@ -725,7 +786,7 @@ static void print_table(struct out_table t, const void *rows, size_t nrows, size
 	free(width);
 }
 
-/* "key: value" lines; a wallet is nested, rules are a table. */
+/* "key: value" lines; a wallet and a group are nested, rules are a table. */
 static void print_detail(struct out_table t, const void *obj, int indent)
 {
 	const char *base = obj;
@@ -742,6 +803,9 @@ static void print_detail(struct out_table t, const void *obj, int indent)
 		if (f->type == OT_WALLET) {
 			putchar('\n');
 			print_detail(OUT(wallet_out), base + f->off, indent + 2);
+		} else if (f->type == OT_GROUP) {
+			putchar('\n');
+			print_detail((struct out_table){ f->inner, f->n_inner }, base, indent + 2);
 		} else if (f->type == OT_RULES) {
 			const sc_agent *a = obj;
 
@@ -799,6 +863,9 @@ static void json_value(const struct out_field *f, const char *base)
 	case OT_TIME:
 		printf("%" PRId64, get_i64(p));
 		break;
+	case OT_INT32:
+		printf("%d", get_int(p));
+		break;
 	case OT_BOOL:
 		fputs(get_int(p) ? "true" : "false", stdout);
 		break;
@@ -813,6 +880,9 @@ static void json_value(const struct out_field *f, const char *base)
 		break;
 	case OT_WALLET:
 		json_object(OUT(wallet_out), p);
+		break;
+	case OT_GROUP:
+		json_object((struct out_table){ f->inner, f->n_inner }, base);
 		break;
 	case OT_RULES: {
 		const sc_agent *a = (const sc_agent *)base;
@@ -1213,13 +1283,42 @@ static int cmd_transactions(struct ctx *x, const struct opts *o)
 	return 0;
 }
 
+static int cmd_score(struct ctx *x, const struct opts *o)
+{
+	sc_score s;
+	int rc = sc_score_get(x->c, (uint64_t)o->num[O_AGENT_ID], &s);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	show(x, OUT(score_out), &s);
+	return 0;
+}
+
+static int cmd_agents_events(struct ctx *x, const struct opts *o)
+{
+	sc_event *list;
+	size_t n;
+	int rc;
+
+	if ((o->given & BIT(O_LIMIT)) && (o->num[O_LIMIT] < 1 || o->num[O_LIMIT] > 1000))
+		return usage_error(x, "--limit: must be 1 to 1000");
+	rc = sc_agents_events(x->c, (uint64_t)o->num[O_AGENT_ID], (unsigned)o->num[O_LIMIT], &list,
+	                      &n);
+	if (rc != 0)
+		return call_error(x, rc);
+	show_list(x, OUT(event_out), OUT(event_cols), list, n, sizeof(*list));
+	sc_events_free(list);
+	return 0;
+}
+
 /* The counters of the stats method, in PROTOCOL.md's order. */
 static const char *const stat_names[] = {
-	"uptime_s",         "orgs",          "agents",          "rules",
-	"holds_open",       "checks",        "allowed",         "blocked",
-	"reports",          "expired",       "topups",          "connections_open",
-	"connections_total", "requests",     "protocol_errors", "capacity_orgs",
-	"capacity_agents",  "capacity_rules", "capacity_holds", "capacity_history",
+	"uptime_s",         "orgs",              "agents",          "rules",
+	"holds_open",       "checks",            "allowed",         "blocked",
+	"reports",          "expired",           "topups",          "anomalies",
+	"connections_open", "connections_total", "requests",        "protocol_errors",
+	"capacity_orgs",    "capacity_agents",   "capacity_rules",  "capacity_holds",
+	"capacity_history",
 };
 
 static int cmd_stats(struct ctx *x, const struct opts *o)
@@ -1392,6 +1491,9 @@ static const struct command commands[] = {
 	  "make a frozen agent active again" },
 	{ "agents", "delete", cmd_agents_delete, BIT(O_AGENT_ID), BIT(O_AGENT_ID),
 	  "delete an agent without open holds" },
+	{ "agents", "events", cmd_agents_events, BIT(O_AGENT_ID) | BIT(O_LIMIT), BIT(O_AGENT_ID),
+	  "an agent's status changes, anomalies and critical overrides, newest first "
+	  "(--limit 1-1000, default 50)" },
 	{ "rules", "add", cmd_rules_add, BIT(O_AGENT_ID) | RULE_FLAGS,
 	  BIT(O_AGENT_ID) | BIT(O_NAME) | BIT(O_MATCH), "add a spending rule to an agent" },
 	{ "rules", "list", cmd_rules_list, BIT(O_AGENT_ID), BIT(O_AGENT_ID),
@@ -1413,6 +1515,8 @@ static const struct command commands[] = {
 	{ "report", NULL, cmd_report, BIT(O_TRANSACTION_ID) | BIT(O_OUTCOME) | BIT(O_ACTUAL_COST),
 	  BIT(O_TRANSACTION_ID) | BIT(O_OUTCOME),
 	  "settle a hold (--outcome also takes an exit status: 0 success, else failure)" },
+	{ "score", NULL, cmd_score, BIT(O_AGENT_ID), BIT(O_AGENT_ID),
+	  "an agent's kredit score (300-850), its status and the counters behind it" },
 	{ "transactions", NULL, cmd_transactions, BIT(O_AGENT_ID) | BIT(O_TXN_STATUS) | BIT(O_LIMIT),
 	  0, "list transactions, newest first (--limit 1-1000, default 50)" },
 	{ "stats", NULL, cmd_stats, 0, 0, "the daemon's counters" },

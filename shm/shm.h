@@ -133,6 +133,7 @@ struct shm_agent {
 	int64_t charged_total; /* sum of settled charges, for the average cost */
 };
 
+/* enum sc_event_type + 1, so that 0 is never a valid type */
 enum shm_event_type { SHM_EVENT_STATUS = 1, SHM_EVENT_ANOMALY, SHM_EVENT_CRITICAL };
 
 struct shm_event {

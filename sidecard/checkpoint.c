@@ -233,6 +233,25 @@ static void work_done(uv_work_t *w, int status)
 		cp->closed(cp->closed_arg);
 }
 
+/* Snapshots a stopped daemon was still writing: nothing can complete them now. */
+static void remove_partial(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	while (d && (e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		char path[4200];
+
+		if (len > 9 && strcmp(e->d_name + len - 9, ".snap.tmp") == 0) {
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+			unlink(path);
+		}
+	}
+	if (d)
+		closedir(d);
+}
+
 int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
                     void (*done)(void *arg, uint64_t seq, int rc), void *arg)
 {
@@ -246,6 +265,7 @@ int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
 	}
 	cp->loop = loop;
 	snprintf(cp->dir, sizeof(cp->dir), "%s", dir);
+	remove_partial(dir);
 	cp->done = done;
 	cp->arg = arg;
 	*out = cp;

@@ -770,12 +770,6 @@ static int m_score(struct call *c)
 	return 0;
 }
 
-static const char *const event_types[] = {
-	[SHM_EVENT_STATUS] = "status_change",
-	[SHM_EVENT_ANOMALY] = "anomaly",
-	[SHM_EVENT_CRITICAL] = "critical_override",
-};
-
 static void pack_event(struct call *c, const struct shm_event *e)
 {
 	int status_change = e->type == SHM_EVENT_STATUS;
@@ -784,7 +778,7 @@ static void pack_event(struct call *c, const struct shm_event *e)
 	pack_map(c, 8);
 	proto_pack_key_u64(pk, "id", e->id);
 	proto_pack_key_u64(pk, "agent_id", e->agent_id);
-	proto_pack_key_str(pk, "type", e->type <= SHM_EVENT_CRITICAL ? event_types[e->type] : "");
+	proto_pack_key_str(pk, "type", sc_event_type_name((enum sc_event_type)(e->type - SHM_EVENT_STATUS)));
 	proto_pack_key_i64(pk, "time", e->time);
 	proto_pack_key_i64(pk, "score", e->score);
 	proto_pack_key_str(pk, "from", status_change ? sc_status_name(e->from) : NULL);
@@ -1074,7 +1068,8 @@ void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int
 	state_set_settings(d->st, hold_ttl_us, expiry_charges);
 	if (d->ledger) {
 		lp = ledger_begin(d->ledger, LEDGER_SETTINGS, now);
-		msgpack_pack_map(lp, 3);
+		msgpack_pack_map(lp, 4);
+		proto_pack_key_i64(lp, "gate", GATE_VERSION);
 		proto_pack_key_i64(lp, "hold_ttl_us", hold_ttl_us);
 		proto_pack_key_bool(lp, "expiry_charges", expiry_charges);
 		proto_pack_cstr(lp, "capacity");
@@ -1096,17 +1091,25 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
                            size_t errlen)
 {
 	struct proto_args a;
-	int64_t ttl;
+	int64_t ttl, version;
 	int charges, rc;
 	const msgpack_object *cap;
 	const msgpack_object arr = {.type = MSGPACK_OBJECT_ARRAY,
 	                            .via.array = {.size = 1, .ptr = (msgpack_object *)body}};
 
 	if ((rc = proto_args_init(&a, &arr, err, errlen)) ||
+	    (rc = proto_arg_int(&a, "gate", 1, 1, INT64_MAX, &version, NULL)) ||
 	    (rc = proto_arg_int(&a, "hold_ttl_us", 1, 1, INT64_MAX, &ttl, NULL)) ||
 	    (rc = proto_arg_bool(&a, "expiry_charges", 1, &charges, NULL)) ||
 	    (rc = proto_arg_obj(&a, "capacity", 1, MSGPACK_OBJECT_MAP, &cap, NULL)))
 		return rc;
+	if (version != GATE_VERSION) {
+		sc_errorf(err, errlen,
+		          "the ledger was written by gate version %lld and this daemon implements "
+		          "version %d: its records cannot be replayed",
+		          (long long)version, GATE_VERSION);
+		return SC_EUNSUPPORTED;
+	}
 	state_set_settings(d->st, ttl, charges);
 	return 0;
 }

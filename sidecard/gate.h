@@ -14,6 +14,14 @@
 
 #include "state.h"
 
+/*
+ * The version of the gate's semantics. A ledger is replayed through the
+ * gate, so a daemon whose decisions differ for the same records must not
+ * replay an older ledger: the settings record carries this number and
+ * recovery refuses a mismatch. Raise it with any change of decisions.
+ */
+#define GATE_VERSION 1
+
 #define GATE_US_PER_DAY INT64_C(86400000000)
 #define GATE_US_PER_MINUTE INT64_C(60000000)
 

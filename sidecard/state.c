@@ -442,10 +442,13 @@ void state_close(struct state *st)
 	if (!st)
 		return;
 	if (st->ix) {
+		/* A resize may be running in liburcu's worker: iterate as a reader. */
+		rcu_read_lock();
 		cds_lfht_for_each_entry(st->ix, &it, n, node) {
 			cds_lfht_del(st->ix, &n->node);
 			call_rcu(&n->rcu, ix_free_rcu);
 		}
+		rcu_read_unlock();
 	}
 	if (st->rule_tables) {
 		for (uint32_t i = 0; st->m.hdr && i < st->m.hdr->agent_cap; i++)

@@ -7,9 +7,10 @@
  * What is covered, against protocol/PROTOCOL.md: every method; every block
  * reason; the most specific rule; critical agents (never blocked, warned);
  * high-priority top-ups; report outcomes with balances and debt; idempotent
- * check and report (replay and mismatch); hold expiry (--hold-ttl 1);
- * argument errors naming the field; a connection to a daemon that went
- * away; a restart on the same state directory; and the concurrency test:
+ * check and report (replay and mismatch); hold expiry (--hold-ttl 1); kredit
+ * scores, automatic and operator status changes, anomalies and the events
+ * they record; argument errors naming the field; a connection to a daemon
+ * that went away; a restart on the same state directory; and the concurrency test:
  * 16 connections race checks against one wallet worth a tenth of their
  * estimates, and the final balance must equal the tally of acknowledged
  * charges. The client's own strictness (wrong msgid, oversized or malformed
@@ -1397,6 +1398,217 @@ START_TEST(test_concurrent_checks_never_overspend)
 }
 END_TEST
 
+/* ----- kredit score and events ----- */
+
+static sc_score score_of(uint64_t agent)
+{
+	sc_score sc;
+
+	OK(sc_score_get(c, agent, &sc));
+	ck_assert_uint_eq(sc.agent_id, agent);
+	return sc;
+}
+
+/* The agent's events, newest first; free with sc_events_free. */
+static sc_event *events_of(uint64_t agent, size_t *n)
+{
+	sc_event *list;
+
+	OK(sc_agents_events(c, agent, 0, &list, n));
+	return list;
+}
+
+/* Asserts the counters of sc with a table: each factor is named in the message. */
+#define FACTOR(member, value) { #member, offsetof(sc_score, member), (value) }
+
+struct factor {
+	const char *name;
+	size_t off;
+	uint64_t value;
+};
+
+static void assert_factors(const sc_score *sc, const struct factor *f, size_t n)
+{
+	uint64_t v;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		memcpy(&v, (const char *)sc + f[i].off, sizeof(v));
+		ck_assert_msg(v == f[i].value, "%s = %" PRIu64 ", expected %" PRIu64, f[i].name, v,
+		              f[i].value);
+	}
+}
+
+START_TEST(test_score_new_agent)
+{
+	static const struct factor zero[] = {
+		FACTOR(checks, 0),   FACTOR(blocked, 0), FACTOR(settled, 0),   FACTOR(failures, 0),
+		FACTOR(overruns, 0), FACTOR(expired, 0), FACTOR(anomalies, 0),
+	};
+	uint64_t id = new_agent(USD(10));
+	sc_event *list;
+	sc_score sc = score_of(id);
+	size_t n;
+
+	ck_assert_int_eq(sc.score, 650);
+	ck_assert_int_eq(sc.status, SC_STATUS_ACTIVE);
+	assert_factors(&sc, zero, COUNT(zero));
+	ck_assert_int_eq(sc.average_cost, 0);
+	ck_assert_int_ge(sc.age_s, 0);
+	list = events_of(id, &n);
+	ck_assert_uint_eq(n, 0);
+	sc_events_free(list);
+	ck_assert_int_eq(sc_score_get(c, 999999, &sc), SC_ENOTFOUND);
+	ck_assert_int_eq(sc_agents_events(c, 999999, 0, &list, &n), SC_ENOTFOUND);
+	ck_assert_ptr_null(list);
+	FAILS(sc_agents_events(c, id, 1001, &list, &n), SC_EINVAL, "limit");
+}
+END_TEST
+
+/*
+ * 20 failed reports whose actual cost exceeds the estimate: failure and
+ * overrun rates of 100%, so raw = 850 - 250 - 150 = 450, at full weight
+ * after 20 outcomes. After k outcomes the score is 650 - 10k: it falls
+ * below 500 (throttle) at the 16th, at 490, and never below 350 (freeze).
+ */
+START_TEST(test_score_throttles_on_failures)
+{
+	static const struct factor after[] = {
+		FACTOR(checks, 20),   FACTOR(blocked, 0), FACTOR(settled, 20),  FACTOR(failures, 20),
+		FACTOR(overruns, 20), FACTOR(expired, 0), FACTOR(anomalies, 0),
+	};
+	uint64_t id = new_agent(USD(1000));
+	sc_event *list;
+	sc_score sc;
+	sc_agent a;
+	size_t n;
+	int i;
+
+	for (i = 1; i <= 20; i++) {
+		report(allow(id, "tool.run", USD(1)), SC_OUTCOME_FAILURE, 1, USD(2));
+		sc = score_of(id);
+		ck_assert_int_eq(sc.score, 650 - 10 * i);
+		ck_assert_int_eq(sc.status, i < 16 ? SC_STATUS_ACTIVE : SC_STATUS_THROTTLED);
+	}
+	ck_assert_int_eq(sc.score, 450);
+	assert_factors(&sc, after, COUNT(after));
+	ck_assert_int_eq(sc.average_cost, USD(2));
+	OK(sc_agents_get(c, id, &a));
+	ck_assert_int_eq(a.status, SC_STATUS_THROTTLED);
+
+	list = events_of(id, &n);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(list[0].type, SC_EVENT_STATUS_CHANGE);
+	ck_assert_uint_eq(list[0].agent_id, id);
+	ck_assert_uint_gt(list[0].id, 0);
+	ck_assert_int_gt(list[0].time, 0);
+	ck_assert_int_eq(list[0].has_status, 1);
+	ck_assert_int_eq(list[0].from, SC_STATUS_ACTIVE);
+	ck_assert_int_eq(list[0].to, SC_STATUS_THROTTLED);
+	ck_assert_int_eq(list[0].score, 490);
+	ck_assert_str_eq(list[0].reason, "score");
+	sc_events_free(list);
+}
+END_TEST
+
+/*
+ * Step 9 of the gate, both sides of each boundary: no anomaly before 5
+ * settled transactions, then 10x the average is medium and 100x high. The
+ * holds stay open, so the average stays $1.
+ */
+START_TEST(test_anomaly_risk_and_event)
+{
+	static const struct {
+		sc_micros estimate;
+		const char *risk_level;
+	} checks[] = {
+		{ USD(10) - 1, "low" },   { USD(10), "medium" }, { USD(100) - 1, "medium" },
+		{ USD(100), "high" },
+	};
+	uint64_t id = new_agent(USD(1000)), txn[COUNT(checks)];
+	sc_decision dec;
+	sc_event *list;
+	sc_score sc;
+	int64_t anomalies;
+	size_t i, n;
+	char reason[64];
+
+	for (i = 0; i < 4; i++)
+		report(allow(id, "tool.run", USD(1)), SC_OUTCOME_SUCCESS, 0, 0);
+	dec = check_as(id, "tool.run", USD(10), NULL);
+	ck_assert_int_eq(dec.allowed, 1);
+	ck_assert_str_eq(dec.risk_level, "low"); /* 4 settled: no baseline yet */
+	report(dec.transaction_id, SC_OUTCOME_SUCCESS, 1, USD(1));
+	for (i = 0; i < COUNT(checks); i++) {
+		dec = check_as(id, "tool.run", checks[i].estimate, NULL);
+		ck_assert_msg(dec.allowed, "%zu: blocked: %s", i, dec.block_reason);
+		ck_assert_msg(strcmp(dec.risk_level, checks[i].risk_level) == 0,
+		              "estimate %lld: risk %s, expected %s", (long long)checks[i].estimate,
+		              dec.risk_level, checks[i].risk_level);
+		ck_assert_str_eq(transaction(id, dec.transaction_id).risk_level,
+		                 checks[i].risk_level);
+		txn[i] = dec.transaction_id;
+	}
+
+	sc = score_of(id);
+	ck_assert_uint_eq(sc.anomalies, 3);
+	ck_assert_int_eq(sc.average_cost, USD(1));
+	OK(sc_stat(c, "anomalies", &anomalies));
+	ck_assert_int_eq(anomalies, 3);
+	list = events_of(id, &n);
+	ck_assert_uint_eq(n, 3);
+	for (i = 0; i < n; i++) {
+		/* Newest first: the anomalies of checks 3, 2 and 1. */
+		snprintf(reason, sizeof(reason), "transaction %" PRIu64 ": ", txn[3 - i]);
+		ck_assert_int_eq(list[i].type, SC_EVENT_ANOMALY);
+		ck_assert_int_eq(list[i].has_status, 0);
+		ck_assert_msg(strncmp(list[i].reason, reason, strlen(reason)) == 0,
+		              "reason '%s' does not start with '%s'", list[i].reason, reason);
+		ck_assert_msg(strstr(list[i].reason, "x the average cost") != NULL, "reason '%s'",
+		              list[i].reason);
+	}
+	ck_assert_uint_gt(list[0].id, list[1].id);
+	ck_assert_ptr_nonnull(strstr(list[0].reason, ": 100x"));
+	ck_assert_ptr_nonnull(strstr(list[2].reason, ": 10x"));
+	sc_events_free(list);
+}
+END_TEST
+
+START_TEST(test_operator_status_events)
+{
+	static const struct {
+		enum sc_status from, to;
+	} changes[] = {
+		{ SC_STATUS_ACTIVE, SC_STATUS_FROZEN },
+		{ SC_STATUS_FROZEN, SC_STATUS_ACTIVE },
+	};
+	uint64_t id = new_agent(USD(10));
+	sc_event *list;
+	sc_agent a;
+	size_t i, n;
+
+	for (i = 0; i < COUNT(changes); i++)
+		OK(sc_agents_update(c, id, NULL, -1, (int)changes[i].to, &a));
+	list = events_of(id, &n);
+	ck_assert_uint_eq(n, COUNT(changes));
+	for (i = 0; i < n; i++) {
+		const sc_event *e = &list[n - 1 - i]; /* newest first */
+
+		ck_assert_int_eq(e->type, SC_EVENT_STATUS_CHANGE);
+		ck_assert_int_eq(e->has_status, 1);
+		ck_assert_int_eq(e->from, changes[i].from);
+		ck_assert_int_eq(e->to, changes[i].to);
+		ck_assert_int_eq(e->score, 650);
+		ck_assert_str_eq(e->reason, "operator");
+	}
+	sc_events_free(list);
+	OK(sc_agents_events(c, id, 1, &list, &n));
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(list[0].to, SC_STATUS_ACTIVE);
+	sc_events_free(list);
+}
+END_TEST
+
 static TCase *tcase(Suite *s, const char *name, void (*setup)(void), unsigned timeout)
 {
 	TCase *tc = test_tcase_tmp(name, setup, stop);
@@ -1440,6 +1652,12 @@ static Suite *integration_suite(void)
 	tcase_add_test(tc, test_blocked_counts_nowhere);
 	tcase_add_test(tc, test_idempotent_check);
 	tcase_add_test(tc, test_idempotent_report);
+
+	tc = tcase(s, "score", setup_default, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_score_new_agent);
+	tcase_add_test(tc, test_score_throttles_on_failures);
+	tcase_add_test(tc, test_anomaly_risk_and_event);
+	tcase_add_test(tc, test_operator_status_events);
 
 	tc = tcase(s, "expiry", setup_short_ttl, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_hold_expiry);

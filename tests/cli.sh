@@ -74,6 +74,18 @@ json 'assert len(d) == 1 and d[0]["org"] == "my-team", d'
 run agents get --agent-id "$agent"; expect 0 "agents get"; out_has "OpenAI cap"; out_has '$5.00'
 ok "agents list and get"
 
+run score --agent-id "$agent"; expect 0 "score"
+grep -qE '^score: +650$' "$dir/out" || fail "score: a new agent's score is not 650"
+grep -qE '^status: +active$' "$dir/out" || fail "score: the status is not active"
+out_has "factors:"; out_has "average_cost"; out_has '$0.00'
+run --json score --agent-id "$agent"; expect 0 "score --json"
+json 'assert d["agent_id"] == '"$agent"' and d["score"] == 650 and d["status"] == "active", d
+assert d["factors"]["settled"] == 0 and d["factors"]["average_cost"] == 0, d
+assert sorted(d["factors"]) == sorted(["checks", "blocked", "settled", "failures", "overruns",
+                                       "expired", "anomalies", "average_cost", "age_s"]), d'
+run score --agent-id 999999; expect 2 "score of an unknown agent"; err_has "sidecardctl: score: "
+ok "score of a new agent: 650, active"
+
 txn=$("$ctl" --socket "$sock" check --agent-id "$agent" --action openai.chat --estimated-cost 2.50 2>"$dir/err")
 rc=$?
 expect 0 "check allowed"
@@ -178,6 +190,21 @@ run agents unfreeze --agent-id "$agent"; expect 0 "agents unfreeze"; out_has "ac
 run --json agents update --agent-id "$agent" --priority critical --name renamed
 expect 0 "agents update"; json 'assert d["priority"] == "critical" and d["name"] == "renamed", d'
 ok "agents freeze, unfreeze, update"
+
+run agents events --agent-id "$agent"; expect 0 "agents events"
+out_has "TYPE"; out_has "REASON"
+grep -qE '^ *[0-9]+ .* status_change +active +frozen +[0-9]+ +operator$' "$dir/out" ||
+	fail "agents events: no status_change row active -> frozen"
+run --json agents events --agent-id "$agent"; expect 0 "agents events --json"
+json 'assert [(e["type"], e["from"], e["to"], e["reason"]) for e in d] == [
+    ("status_change", "frozen", "active", "operator"),
+    ("status_change", "active", "frozen", "operator")], d
+assert d[0]["id"] > d[1]["id"] and all(e["agent_id"] == '"$agent"' for e in d), d'
+run --json agents events --agent-id "$agent" --limit 1; expect 0 "agents events --limit"
+json 'assert len(d) == 1 and d[0]["to"] == "active", d'
+run agents events --agent-id "$agent" --limit 1001; expect 2 "agents events --limit 1001"
+err_has "--limit"
+ok "agents events: the operator's status changes, newest first"
 
 run transactions --agent-id "$agent"; expect 0 "transactions"
 out_has "STATUS"; out_has "blocked"; out_has "settled"
