@@ -11,9 +11,9 @@
  * over the measured interval). Then the command line that reproduces it and
  * the machine. docs/PERFORMANCE.md records a run.
  *
- * The daemon is $SIDECARD_BIN, else sidecard/sidecard next to the build
- * tree (as tests/daemon.c finds it); its output goes to a log file in its
- * directory, which is removed after a clean stop. A check that is not
+ * The daemon is started by tests/daemon.c ($SIDECARD_BIN, else
+ * sidecard/sidecard next to the build tree); its output goes to a log file
+ * in its directory, which is removed after a clean stop. A check that is not
  * allowed or any error fails the run (exit 1): the numbers would be lies.
  *
  * Threads: the main thread starts and stops daemons and reads stats; the
@@ -21,26 +21,19 @@
  * arrays, which the main thread reads after joining them.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "sidecard.h"
+#include "tmpdir.h"
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 #define MAX_CLIENTS 256
 #define WARMUP_MS 300
 #define ESTIMATE 1000 /* micros per check; reported as charged */
@@ -58,9 +51,8 @@ struct client {
 };
 
 static struct {
-	char dir[64], socket[96], state[96], log[96];
-	const char *bin;
-	pid_t pid;
+	char dir[64], log[96];
+	struct test_daemon d;
 	pthread_barrier_t go;
 	int measuring, stop;
 } b;
@@ -81,126 +73,33 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static const char *daemon_bin(void)
-{
-	static const char *const rel[] = { "../sidecard/sidecard", "../../sidecard/sidecard" };
-	static char path[PATH_MAX + 32];
-	char exe[PATH_MAX];
-	const char *env = getenv("SIDECARD_BIN");
-	ssize_t n;
-	char *slash;
-	size_t i;
-
-	if (env != NULL && env[0] != '\0')
-		return env;
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		exe[n] = '\0';
-		if ((slash = strrchr(exe, '/')) != NULL)
-			*slash = '\0';
-		for (i = 0; i < COUNT(rel); i++) {
-			snprintf(path, sizeof(path), "%s/%s", exe, rel[i]);
-			if (access(path, X_OK) == 0)
-				return path;
-		}
-	}
-	return "sidecard/sidecard";
-}
-
-static int accepts(void)
-{
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	int fd, ok;
-
-	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", b.socket);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	ok = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
-	close(fd);
-	return ok;
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-/* Starts the daemon in the given mode on a new directory. 0 or -1. */
+/* Starts the daemon in the given mode (a static string) on a new directory. 0 or -1. */
 static int daemon_start(const char *mode)
 {
-	const char *argv[] = { b.bin,      "--socket",   b.socket,    "--state-dir", b.state,
-		               "--durability", mode,     "--hold-ttl", "3600",      "--log-level",
-		               "warn",     NULL };
-	pid_t parent = getpid();
-	int status, fd;
-	long waited;
+	const char *extra[] = { "--durability", mode, "--hold-ttl", "3600", "--log-level", "warn",
+		                NULL };
 
-	snprintf(b.dir, sizeof(b.dir), "/tmp/sidecard-bench.XXXXXX");
-	if (mkdtemp(b.dir) == NULL) {
-		perror("ledger_bench: mkdtemp");
+	if (test_tmpdir(b.dir, sizeof(b.dir)) != 0)
 		return -1;
-	}
-	snprintf(b.socket, sizeof(b.socket), "%s/sidecard.sock", b.dir);
-	snprintf(b.state, sizeof(b.state), "%s/state", b.dir);
 	snprintf(b.log, sizeof(b.log), "%s/daemon.log", b.dir);
-	if ((b.pid = fork()) < 0) {
-		perror("ledger_bench: fork");
+	if (test_daemon_start_in(&b.d, b.dir, b.log, extra) != 0) {
+		fprintf(stderr, "ledger_bench: %s --durability %s did not start; its output is in %s\n",
+		        test_daemon_bin(), mode, b.log);
 		return -1;
 	}
-	if (b.pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if ((fd = open(b.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) >= 0) {
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-		}
-		execv(b.bin, (char *const *)argv);
-		fprintf(stderr, "cannot run %s: %s\n", b.bin, strerror(errno));
-		_exit(127);
-	}
-	for (waited = 0; waited < 10000; waited += 5) {
-		if (waitpid(b.pid, &status, WNOHANG) == b.pid) {
-			fprintf(stderr, "ledger_bench: %s --durability %s exited before accepting; "
-			                "its output is in %s\n",
-			        b.bin, mode, b.log);
-			b.pid = 0;
-			return -1;
-		}
-		if (accepts())
-			return 0;
-		sleep_ms(5);
-	}
-	fprintf(stderr, "ledger_bench: the daemon did not accept within 10 s (%s)\n", b.log);
-	return -1;
+	return 0;
 }
 
 /* SIGTERM; a clean stop removes the directory. 0 or -1. */
 static int daemon_stop(void)
 {
-	int status = 0;
-	long waited;
+	int rc = test_daemon_stop(&b.d);
 
-	if (b.pid <= 0)
-		return -1;
-	kill(b.pid, SIGTERM);
-	for (waited = 0; waited < 10000; waited += 5) {
-		if (waitpid(b.pid, &status, WNOHANG) == b.pid)
-			break;
-		sleep_ms(5);
-	}
-	if (waited >= 10000) {
-		kill(b.pid, SIGKILL);
-		waitpid(b.pid, &status, 0);
-	}
-	b.pid = 0;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		fprintf(stderr, "ledger_bench: the daemon stopped with status %d; see %s\n", status,
-		        b.log);
+	if (rc != 0) {
+		fprintf(stderr, "ledger_bench: the daemon stopped with status %d; see %s\n", rc, b.log);
 		return -1;
 	}
-	nftw(b.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	test_rm_tree(b.dir);
 	return 0;
 }
 
@@ -221,7 +120,7 @@ static void *client_main(void *arg)
 	sc_decision d;
 	sc_settlement s;
 	sc_client *c = NULL;
-	int rc = sc_connect(b.socket, &c);
+	int rc = sc_connect(b.d.socket, &c);
 	int64_t t0, t1, t2;
 	int measured;
 
@@ -299,7 +198,7 @@ static int run_one(const char *mode, int n_clients, double seconds, struct row *
 
 	if (daemon_start(mode) != 0)
 		return -1;
-	if ((rc = sc_connect(b.socket, &c)) != 0 || (rc = sc_orgs_create(c, "bench", &o)) != 0) {
+	if ((rc = sc_connect(b.d.socket, &c)) != 0 || (rc = sc_orgs_create(c, "bench", &o)) != 0) {
 		fprintf(stderr, "ledger_bench: setup: %s: %s\n", sc_err_name(rc),
 		        c ? sc_last_error(c) : "");
 		sc_close(c);
@@ -440,7 +339,6 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	b.bin = daemon_bin();
 	counts[0] = 1;
 	counts[1] = clients;
 	for (m = 0; m < 2; m++) {
@@ -469,7 +367,7 @@ int main(int argc, char **argv)
 	printf("command: bench/ledger_bench");
 	for (i = 1; i < argc; i++)
 		printf(" %s", argv[i]);
-	printf("   (daemon %s)\n", b.bin);
+	printf("   (daemon %s)\n", test_daemon_bin());
 	machine();
 	return 0;
 }

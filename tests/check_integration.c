@@ -47,12 +47,7 @@ static struct test_daemon d;
 static sc_client *c;
 
 /* Asserts that a library call succeeded, showing the daemon's message if not. */
-#define OK(call)                                                                         \
-	do {                                                                             \
-		int rc_ = (call);                                                        \
-		ck_assert_msg(rc_ == 0, "%s: %s: %s", #call, sc_err_name(rc_),           \
-		              sc_last_error(c));                                         \
-	} while (0)
+#define OK(call) TEST_OK(c, call)
 
 /* Asserts that a call failed with `code` and that the message mentions `word`. */
 #define FAILS(call, code, word)                                                          \
@@ -75,13 +70,9 @@ static void start(const char *const *extra)
 /* Every test ends by proving the daemon stops cleanly (unless the test stopped it). */
 static void stop(void)
 {
-	int running = d.pid != 0, rc;
-
 	sc_close(c);
 	c = NULL;
-	rc = test_daemon_stop(&d);
-	if (running)
-		ck_assert_int_eq(rc, 0);
+	ck_assert_int_eq(test_daemon_stop(&d), 0);
 	test_daemon_timeout(0);
 }
 
@@ -150,20 +141,6 @@ static uint64_t new_agent(sc_micros balance)
 	snprintf(org, sizeof(org), "org-%d", ++n);
 	new_org(org);
 	return new_agent_in(org, "bot", SC_PRIORITY_NORMAL, balance, 0, 0, NULL, 0);
-}
-
-static sc_rule rule(const char *name, const char *match, sc_micros max_cost, sc_micros daily,
-                    int64_t hourly)
-{
-	sc_rule r;
-
-	memset(&r, 0, sizeof(r));
-	snprintf(r.name, sizeof(r.name), "%s", name);
-	snprintf(r.match, sizeof(r.match), "%s", match);
-	r.max_cost_per_txn = max_cost;
-	r.daily_spend_limit = daily;
-	r.hourly_rate_limit = hourly;
-	return r;
 }
 
 static sc_decision check_as(uint64_t agent, const char *action, sc_micros cost, const char *key)
@@ -279,8 +256,8 @@ END_TEST
 
 START_TEST(test_agents_create_get_list)
 {
-	sc_rule rules[2] = { rule("OpenAI cap", "openai.*", USD(5), USD(100), 50),
-		             rule("Default", "*", USD(50), USD(500), 200) };
+	sc_rule rules[2] = { test_rule("OpenAI cap", "openai.*", USD(5), USD(100), 50),
+		             test_rule("Default", "*", USD(50), USD(500), 200) };
 	sc_wallet_update w = { .set = SC_WALLET_SET_BALANCE | SC_WALLET_SET_MAX_PER_TXN |
 		                      SC_WALLET_SET_DAILY_SPEND_LIMIT,
 		               .balance = USD(5000),
@@ -384,7 +361,7 @@ END_TEST
 START_TEST(test_rules)
 {
 	uint64_t id = new_agent(USD(100)), txn;
-	sc_rule r = rule("Flight cap", "flight.*", USD(800), USD(3000), 10), got, *list;
+	sc_rule r = test_rule("Flight cap", "flight.*", USD(800), USD(3000), 10), got, *list;
 	size_t n, i;
 	char name[16], match[16];
 
@@ -410,9 +387,9 @@ START_TEST(test_rules)
 	ck_assert_str_eq(got.name, "Flights");
 	ck_assert_str_eq(got.match, "flight.*");
 
-	r = rule("Other", "flight.*", 0, 0, 0);
+	r = test_rule("Other", "flight.*", 0, 0, 0);
 	FAILS(sc_rules_add(c, id, &r, &got), SC_EEXISTS, "");
-	r = rule("Bad", "open*ai", 0, 0, 0);
+	r = test_rule("Bad", "open*ai", 0, 0, 0);
 	FAILS(sc_rules_add(c, id, &r, &got), SC_EINVAL, "match");
 
 	/* A hold under a removed rule still settles. */
@@ -432,10 +409,10 @@ START_TEST(test_rules)
 	for (i = 0; i < SC_RULES_MAX; i++) {
 		snprintf(name, sizeof(name), "r%zu", i);
 		snprintf(match, sizeof(match), "a%zu.*", i);
-		r = rule(name, match, 0, 0, 0);
+		r = test_rule(name, match, 0, 0, 0);
 		OK(sc_rules_add(c, id, &r, &got));
 	}
-	r = rule("one-too-many", "b.*", 0, 0, 0);
+	r = test_rule("one-too-many", "b.*", 0, 0, 0);
 	ck_assert_int_eq(sc_rules_add(c, id, &r, &got), SC_ELIMIT);
 	ck_assert_int_eq(sc_rules_list(c, 999999, &list, &n), SC_ENOTFOUND);
 }
@@ -746,8 +723,8 @@ END_TEST
 
 START_TEST(test_block_rule_limits)
 {
-	sc_rule rules[] = { rule("OpenAI cap", "openai.*", USD(5), USD(12), 0),
-		            rule("rate", "search", 0, 0, 2) };
+	sc_rule rules[] = { test_rule("OpenAI cap", "openai.*", USD(5), USD(12), 0),
+		            test_rule("rate", "search", 0, 0, 2) };
 	uint64_t id;
 	sc_rule *list;
 	size_t n;
@@ -776,7 +753,7 @@ END_TEST
 
 START_TEST(test_throttled_halves_rate)
 {
-	sc_rule r = rule("rate", "*", 0, 0, 3);
+	sc_rule r = test_rule("rate", "*", 0, 0, 3);
 	uint64_t id;
 	sc_agent a;
 
@@ -794,9 +771,10 @@ END_TEST
 
 START_TEST(test_most_specific_rule)
 {
-	sc_rule rules[] = { rule("star", "*", USD(1), 0, 0), rule("openai", "openai.*", USD(5), 0, 0),
-		            rule("chat", "openai.chat.*", USD(2), 0, 0),
-		            rule("exact", "openai.chat", USD(10), 0, 0) };
+	sc_rule rules[] = { test_rule("star", "*", USD(1), 0, 0),
+		            test_rule("openai", "openai.*", USD(5), 0, 0),
+		            test_rule("chat", "openai.chat.*", USD(2), 0, 0),
+		            test_rule("exact", "openai.chat", USD(10), 0, 0) };
 	uint64_t id, txn;
 	sc_agent a;
 
@@ -835,7 +813,7 @@ START_TEST(test_critical_never_blocked)
 	sc_wallet_update u = { .set = SC_WALLET_SET_BALANCE | SC_WALLET_SET_MAX_PER_TXN,
 		               .balance = USD(2),
 		               .max_per_txn = USD(1) };
-	sc_rule r = rule("cap", "*", USD(1), 0, 0);
+	sc_rule r = test_rule("cap", "*", USD(1), 0, 0);
 	uint64_t org = new_org("org"), id, txn;
 	sc_decision dec;
 	sc_settlement s;
@@ -946,7 +924,7 @@ END_TEST
 
 START_TEST(test_blocked_counts_nowhere)
 {
-	sc_rule r = rule("cap", "*", USD(2), USD(3), 0);
+	sc_rule r = test_rule("cap", "*", USD(2), USD(3), 0);
 	uint64_t id;
 	sc_rule *list;
 	size_t n;
@@ -1093,7 +1071,7 @@ END_TEST
 
 START_TEST(test_restart_keeps_state)
 {
-	sc_rule r = rule("OpenAI cap", "openai.*", USD(5), USD(100), 50);
+	sc_rule r = test_rule("OpenAI cap", "openai.*", USD(5), USD(100), 50);
 	sc_wallet_update u = { .set = SC_WALLET_SET_BALANCE, .balance = USD(500) };
 	sc_org *orgs_before, *orgs_after;
 	sc_agent before, after;
@@ -1611,11 +1589,7 @@ END_TEST
 
 static TCase *tcase(Suite *s, const char *name, void (*setup)(void), unsigned timeout)
 {
-	TCase *tc = test_tcase_tmp(name, setup, stop);
-
-	tcase_set_timeout(tc, timeout);
-	suite_add_tcase(s, tc);
-	return tc;
+	return test_add_tcase_tmp(s, name, setup, stop, timeout);
 }
 
 static Suite *integration_suite(void)

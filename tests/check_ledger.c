@@ -67,12 +67,7 @@ static char log_path[128];
 /* Mutations made through populate()/mutate helpers, by ledger record type. */
 static unsigned made[LEDGER_TYPE_END];
 
-#define OK(call)                                                                         \
-	do {                                                                             \
-		int rc_ = (call);                                                        \
-		ck_assert_msg(rc_ == 0, "%s: %s: %s", #call, sc_err_name(rc_),           \
-		              sc_last_error(c));                                         \
-	} while (0)
+#define OK(call) TEST_OK(c, call)
 
 static void sleep_ms(long ms)
 {
@@ -123,13 +118,9 @@ static void setup_rotation(void)
 
 static void stop(void)
 {
-	int running = d.pid != 0, rc;
-
 	sc_close(c);
 	c = NULL;
-	rc = test_daemon_stop(&d);
-	if (running)
-		ck_assert_int_eq(rc, 0);
+	ck_assert_int_eq(test_daemon_stop(&d), 0);
 	test_daemon_timeout(0);
 	unsetenv("LD_PRELOAD");
 	unsetenv("FAULTFS_CONTROL");
@@ -317,20 +308,6 @@ struct world {
 	uint64_t open_hold;             /* a pending transaction */
 };
 
-static sc_rule rule(const char *name, const char *match, sc_micros max_cost, sc_micros daily,
-                    int64_t hourly)
-{
-	sc_rule r;
-
-	memset(&r, 0, sizeof(r));
-	snprintf(r.name, sizeof(r.name), "%s", name);
-	snprintf(r.match, sizeof(r.match), "%s", match);
-	r.max_cost_per_txn = max_cost;
-	r.daily_spend_limit = daily;
-	r.hourly_rate_limit = hourly;
-	return r;
-}
-
 static uint64_t new_org(const char *name)
 {
 	sc_org o;
@@ -387,8 +364,8 @@ static void report(uint64_t txn, enum sc_outcome o, int has_actual, sc_micros ac
  */
 static struct world populate(void)
 {
-	sc_rule cap = rule("OpenAI cap", "openai.*", USD(5), USD(100), 50);
-	sc_rule search = rule("search", "search.web", 0, USD(20), 0), tools, out;
+	sc_rule cap = test_rule("OpenAI cap", "openai.*", USD(5), USD(100), 50);
+	sc_rule search = test_rule("search", "search.web", 0, USD(20), 0), tools, out;
 	sc_wallet_update org_funds = { .set = SC_WALLET_SET_BALANCE, .balance = USD(1000) };
 	sc_wallet_update limit = { .set = SC_WALLET_SET_MAX_PER_TXN, .max_per_txn = USD(10) };
 	struct world w;
@@ -410,7 +387,7 @@ static struct world populate(void)
 	search.max_cost_per_txn = USD(3);
 	OK(sc_rules_update(c, w.research, out.id, SC_RULE_SET_MAX_COST_PER_TXN, &search, &out));
 	made[LEDGER_RULES_UPDATE]++;
-	tools = rule("tools", "tool.*", USD(1), 0, 0);
+	tools = test_rule("tools", "tool.*", USD(1), 0, 0);
 	OK(sc_rules_add(c, w.ops, &tools, &out));
 	made[LEDGER_RULES_ADD]++;
 	OK(sc_rules_remove(c, w.ops, out.id));
@@ -1102,16 +1079,13 @@ START_TEST(test_disk_failure_at_rotation)
 	                  d.state) == 0,
 	              "verify after the failed rotation:\n%s", out);
 	ck_assert_int_eq(sc_orgs_create(c, "after-rotation", &o), SC_EEXISTS);
+	release(&before);
 }
 END_TEST
 
 static TCase *tcase(Suite *s, const char *name, void (*setup)(void))
 {
-	TCase *tc = test_tcase_tmp(name, setup, stop);
-
-	tcase_set_timeout(tc, TEST_TIMEOUT_S);
-	suite_add_tcase(s, tc);
-	return tc;
+	return test_add_tcase_tmp(s, name, setup, stop, TEST_TIMEOUT_S);
 }
 
 static Suite *ledger_suite(void)

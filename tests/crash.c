@@ -35,9 +35,9 @@
  *
  * The daemon runs with a small --checkpoint-records and --segment-size, so
  * that rebuilds start from a snapshot and kills land during snapshots and
- * segment switches too. It is started here (not with tests/daemon.c)
- * because it must be killed with SIGKILL and restarted on the same
- * directory; its output goes to DIR/daemon.log. On failure the directory is kept and named.
+ * segment switches too. It is started with tests/daemon.c on a directory
+ * the harness keeps across SIGKILL and restarts; its output goes to
+ * DIR/daemon.log. On failure the directory is kept and named.
  *
  * Environment: CRASH_CYCLES, CRASH_SEED (fixes each thread's choices and the
  * kill times; the interleaving of threads stays free), CRASH_DELETE_SHM,
@@ -55,25 +55,19 @@
  * after joining them.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "sidecard.h"
+#include "tmpdir.h"
 
 #define THREADS 6
 #define USD(x) ((sc_micros)(x) * SC_MICROS_PER_USD)
@@ -84,7 +78,6 @@
 #define AGENTS_PER_THREAD 30   /* more only when all are full */
 #define RULES_PER_AGENT 7      /* one per pattern below */
 #define PENDING_PER_THREAD 40  /* above this, the thread reports */
-#define START_TIMEOUT_MS 30000
 /* Small, so that a run crosses many segments and snapshots, is killed while
  * writing them, and rebuilds from a snapshot plus the ledger after it. */
 #define CHECKPOINT_RECORDS "2500"
@@ -176,27 +169,15 @@ static struct thread_model threads[THREADS];
 /* ----- the run ----- */
 
 static struct {
-	char dir[64], socket[96], state[96], shm[128], log[96];
-	const char *bin;
+	char dir[64], shm[128], log[96];
+	struct test_daemon d;
 	const char *durability, *commit_interval; /* strict, 2 unless testing the harness */
-	pid_t pid;
 	int cycle;
 	int64_t start_day; /* UTC day of the start: daily counters are checked while it lasts */
 	time_t start_time;
 	pthread_barrier_t go;
 	int killed; /* set (atomically) just before SIGKILL */
 } run;
-
-static void stop_daemon_quietly(void)
-{
-	int status;
-
-	if (run.pid > 0) {
-		kill(run.pid, SIGKILL);
-		waitpid(run.pid, &status, 0);
-		run.pid = 0;
-	}
-}
 
 /* The first failed assertion: says what and where, keeps the directory, exits 1. */
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -210,7 +191,8 @@ static void fail(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n  state directory kept: %s (daemon output: %s)\n", run.dir, run.log);
-	stop_daemon_quietly();
+	if (run.d.pid != 0)
+		test_daemon_kill(&run.d, SIGKILL);
 	exit(1);
 }
 
@@ -635,7 +617,7 @@ static void *thread_main(void *arg)
 {
 	struct thread_model *t = arg;
 	sc_client *c = NULL;
-	int rc = sc_connect(run.socket, &c);
+	int rc = sc_connect(run.d.socket, &c);
 
 	if (rc != 0)
 		thread_fail(t, NULL, rc, "connect");
@@ -659,129 +641,61 @@ static void *thread_main(void *arg)
 
 /* ----- the daemon ----- */
 
-static const char *daemon_bin(void)
+/* Writes a line into the daemon's log, to tell its runs apart. */
+static void log_start(void)
 {
-	static const char *const rel[] = { "../sidecard/sidecard", "../../sidecard/sidecard" };
-	static char path[PATH_MAX + 32];
-	char exe[PATH_MAX];
-	const char *env = getenv("SIDECARD_BIN");
-	ssize_t n;
-	char *slash;
-	size_t i;
+	FILE *log = fopen(run.log, "a");
 
-	if (env != NULL && env[0] != '\0')
-		return env;
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		exe[n] = '\0';
-		if ((slash = strrchr(exe, '/')) != NULL)
-			*slash = '\0';
-		for (i = 0; i < COUNT(rel); i++) {
-			snprintf(path, sizeof(path), "%s/%s", exe, rel[i]);
-			if (access(path, X_OK) == 0)
-				return path;
-		}
+	if (log != NULL) {
+		fprintf(log, "=== crash harness: start for cycle %d ===\n", run.cycle);
+		fclose(log);
 	}
-	return "sidecard/sidecard";
-}
-
-static int accepts(void)
-{
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	int fd, ok;
-
-	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", run.socket);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	ok = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
-	close(fd);
-	return ok;
 }
 
 static void daemon_start(void)
 {
-	char history[24];
-	const char *argv[] = { run.bin,        "--socket",     run.socket,     "--state-dir",
-		               run.state,      "--durability", run.durability, "--hold-ttl",
-		               "86400",        "--history",    history,        "--log-level",
-		               "warn",         "--commit-interval", run.commit_interval,
-		               "--checkpoint-records", CHECKPOINT_RECORDS,
-		               "--segment-size", SEGMENT_SIZE, NULL };
-	pid_t parent = getpid();
-	long waited;
-	int status, fd;
-	FILE *log;
+	static char history[24];
+	static const char *extra[] = { "--durability", NULL, "--hold-ttl", "86400", "--history",
+		                       history, "--log-level", "warn", "--commit-interval", NULL,
+		                       "--checkpoint-records", CHECKPOINT_RECORDS,
+		                       "--segment-size", SEGMENT_SIZE, NULL };
 
 	snprintf(history, sizeof(history), "%d", HISTORY);
-	if ((log = fopen(run.log, "a")) != NULL) {
-		fprintf(log, "=== crash harness: start for cycle %d ===\n", run.cycle);
-		fclose(log);
-	}
-	run.pid = fork();
-	if (run.pid < 0)
-		fail("fork: %s", strerror(errno));
-	if (run.pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if ((fd = open(run.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) >= 0) {
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-		}
-		execv(run.bin, (char *const *)argv);
-		fprintf(stderr, "crash: cannot run %s: %s (set SIDECARD_BIN)\n", run.bin,
-		        strerror(errno));
-		_exit(127);
-	}
-	for (waited = 0; waited < START_TIMEOUT_MS; waited += 5) {
-		if (waitpid(run.pid, &status, WNOHANG) == run.pid) {
-			run.pid = 0;
-			fail("the daemon exited with status %d before accepting connections "
-			     "(restart on %s refused; see its output)",
-			     WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-			     run.state);
-		}
-		if (accepts())
-			return;
-		sleep_ms(5);
-	}
-	fail("the daemon did not accept on %s within %d ms", run.socket, START_TIMEOUT_MS);
+	extra[1] = run.durability;
+	extra[9] = run.commit_interval;
+	log_start();
+	if (test_daemon_start_in(&run.d, run.dir, run.log, extra) != 0)
+		fail("the daemon did not start on %s (see above and its output)", run.d.state);
+}
+
+/* Starts the daemon again on its state directory, after daemon_kill. */
+static void daemon_restart(void)
+{
+	log_start();
+	if (test_daemon_restart(&run.d) != 0)
+		fail("the daemon did not start again on %s (restart refused; see above and its "
+		     "output)", run.d.state);
 }
 
 static void daemon_kill(void)
 {
-	int status;
+	int rc;
 
 	__atomic_store_n(&run.killed, 1, __ATOMIC_RELEASE);
-	kill(run.pid, SIGKILL);
-	if (waitpid(run.pid, &status, 0) != run.pid)
+	if ((rc = test_daemon_kill(&run.d, SIGKILL)) < 0)
 		fail("waitpid: %s", strerror(errno));
-	run.pid = 0;
-	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
-		fail("the daemon ended by itself before the kill (status %d)",
-		     WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	if (rc != 128 + SIGKILL)
+		fail("the daemon ended by itself before the kill (status %d)", rc);
 }
 
-/* SIGTERM: a clean stop must exit 0. */
+/* SIGTERM: a clean stop must exit 0 (test_daemon_stop kills it after 10 s). */
 static void daemon_stop(void)
 {
-	int status;
-	long waited;
+	int rc = test_daemon_stop(&run.d);
 
-	kill(run.pid, SIGTERM);
-	for (waited = 0; waited < 10000; waited += 5) {
-		if (waitpid(run.pid, &status, WNOHANG) == run.pid) {
-			run.pid = 0;
-			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-				fail("the daemon stopped with status %d on SIGTERM",
-				     WIFEXITED(status) ? WEXITSTATUS(status)
-				                       : 128 + WTERMSIG(status));
-			return;
-		}
-		sleep_ms(5);
-	}
-	fail("the daemon ignored SIGTERM for 10 s");
+	if (rc != 0)
+		fail("the daemon stopped with status %d on SIGTERM (137: it ignored SIGTERM "
+		     "for 10 s)", rc);
 }
 
 #define OK(c, call)                                                                        \
@@ -1220,14 +1134,6 @@ static void verify(sc_client *c, struct cycle_result *r)
 
 /* ----- main ----- */
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 int main(void)
 {
 	int cycles = env_int("CRASH_CYCLES", 6);
@@ -1243,16 +1149,10 @@ int main(void)
 		shm_mode = "alternate";
 	if (max_ms < min_ms)
 		max_ms = min_ms;
-	snprintf(run.dir, sizeof(run.dir), "/tmp/sidecard-crash.XXXXXX");
-	if (mkdtemp(run.dir) == NULL) {
-		perror("crash: mkdtemp");
+	if (test_tmpdir(run.dir, sizeof(run.dir)) != 0)
 		return 1;
-	}
-	snprintf(run.socket, sizeof(run.socket), "%s/sidecard.sock", run.dir);
-	snprintf(run.state, sizeof(run.state), "%s/state", run.dir);
-	snprintf(run.shm, sizeof(run.shm), "%s/state.shm", run.state);
+	snprintf(run.shm, sizeof(run.shm), "%s/state/state.shm", run.dir);
 	snprintf(run.log, sizeof(run.log), "%s/daemon.log", run.dir);
-	run.bin = daemon_bin();
 	run.durability = getenv("CRASH_DURABILITY") ? getenv("CRASH_DURABILITY") : "strict";
 	run.commit_interval = getenv("CRASH_COMMIT_INTERVAL_MS") ? getenv("CRASH_COMMIT_INTERVAL_MS")
 	                                                         : "2";
@@ -1260,11 +1160,11 @@ int main(void)
 	run.start_time = time(NULL);
 	printf("crash: seed %u (CRASH_SEED), %d cycles, kill after %d-%d ms, delete state.shm: %s, "
 	       "durability %s\ncrash: daemon %s, directory %s\n",
-	       seed, cycles, min_ms, max_ms, shm_mode, run.durability, run.bin, run.dir);
+	       seed, cycles, min_ms, max_ms, shm_mode, run.durability, test_daemon_bin(), run.dir);
 	fflush(stdout);
 
 	daemon_start();
-	OK(NULL, sc_connect(run.socket, &c));
+	OK(NULL, sc_connect(run.d.socket, &c));
 	setup(c, seed);
 	sc_close(c);
 
@@ -1299,8 +1199,8 @@ int main(void)
 		if (delete_shm && unlink(run.shm) != 0)
 			fail("cannot delete %s: %s", run.shm, strerror(errno));
 
-		daemon_start();
-		OK(NULL, sc_connect(run.socket, &c));
+		daemon_restart();
+		OK(NULL, sc_connect(run.d.socket, &c));
 		verify(c, &r);
 		sc_stat(c, "ledger_last_seq", &last_seq);
 		sc_stat(c, "ledger_durable_seq", &durable_seq);
@@ -1319,7 +1219,7 @@ int main(void)
 	if (env_int("CRASH_KEEP", 0))
 		printf("crash: directory kept: %s\n", run.dir);
 	else
-		nftw(run.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+		test_rm_tree(run.dir);
 	printf("%d passed, 0 failed\n", cycles);
 	return 0;
 }

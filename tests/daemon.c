@@ -1,18 +1,20 @@
 /*
- * daemon.c: starts and stops the real sidecard daemon for integration tests
- * (see daemon.h for the contract).
+ * daemon.c: starts and stops the real sidecard daemon for the integration
+ * tests, the crash harness and the benchmark (see daemon.h for the contract).
  *
  * The daemon runs in the foreground as a child process with
- * `--socket DIR/sidecard.sock --state-dir DIR/state` plus the test's own
+ * `--socket DIR/sidecard.sock --state-dir DIR/state` plus the caller's own
  * arguments. Readiness is "the socket accepts a connection", polled every
- * 5 ms for at most 10 s; a child that exits meanwhile fails the start at
+ * 5 ms for at most 30 s (a rebuild from checkpoint and ledger in the crash
+ * harness takes a while); a child that exits meanwhile fails the start at
  * once. The child asks for SIGTERM when its parent dies (PR_SET_PDEATHSIG),
  * so a test process killed by Check's timeout or by test_daemon_timeout()'s
- * alarm takes its daemon with it. Its directory comes from test_tmpdir()
- * (testutil.h), inside the test case's base directory.
+ * alarm takes its daemon with it. test_daemon_start's directory comes from
+ * test_tmpdir() (tmpdir.h), inside the test case's base directory.
  *
- * Threads: the test's main thread only. Ownership: the test owns the
- * struct test_daemon; the child and the directory live from start to stop.
+ * Threads: the caller's main thread only. Ownership: the caller owns the
+ * struct test_daemon; the child lives from start to stop, the directory too
+ * unless it is the caller's (keep_dir).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,9 +31,9 @@
 #include <unistd.h>
 
 #include "daemon.h"
-#include "testutil.h"
+#include "tmpdir.h"
 
-#define START_TIMEOUT_MS 10000
+#define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
 #define POLL_MS 5
 
@@ -43,8 +45,8 @@ static void sleep_ms(long ms)
 		;
 }
 
-/* The daemon binary: $SIDECARD_BIN or the first executable candidate. */
-static const char *daemon_bin(void)
+/* $SIDECARD_BIN or the first executable candidate. */
+const char *test_daemon_bin(void)
 {
 	static const char *const rel[] = { "../sidecard/sidecard", "../../sidecard/sidecard" };
 	static char path[PATH_MAX + 32];
@@ -93,7 +95,7 @@ static int exit_code(int status)
 static int spawn(struct test_daemon *d)
 {
 	const char *argv[8 + sizeof(d->extra) / sizeof(d->extra[0])];
-	const char *bin = daemon_bin();
+	const char *bin = test_daemon_bin();
 	pid_t parent = getpid();
 	size_t n = 0, i;
 	int status;
@@ -122,7 +124,7 @@ static int spawn(struct test_daemon *d)
 			_exit(127);
 		if (d->log != NULL) {
 			log = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-			if (log < 0 || dup2(log, STDERR_FILENO) < 0)
+			if (log < 0 || dup2(log, STDOUT_FILENO) < 0 || dup2(log, STDERR_FILENO) < 0)
 				_exit(127);
 		}
 		execv(bin, (char *const *)argv);
@@ -150,14 +152,14 @@ static int spawn(struct test_daemon *d)
 	return -1;
 }
 
-/* SIGTERM, then SIGKILL after STOP_TIMEOUT_MS. Returns the exit code or -1. */
+/* SIGTERM, then SIGKILL after STOP_TIMEOUT_MS. Returns the exit code, 0 if not running. */
 static int terminate(struct test_daemon *d)
 {
 	int status;
 	long waited;
 
 	if (d->pid == 0)
-		return -1;
+		return 0;
 	kill(d->pid, SIGTERM);
 	for (waited = 0; waited < STOP_TIMEOUT_MS; waited += POLL_MS) {
 		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
@@ -174,9 +176,11 @@ static int terminate(struct test_daemon *d)
 	return exit_code(status);
 }
 
-int test_daemon_start(struct test_daemon *d, const char *const *extra)
+/* Fills d for a run on dir with extra. 0 or -1. */
+static int prepare(struct test_daemon *d, const char *dir, const char *const *extra)
 {
 	size_t i, max = sizeof(d->extra) / sizeof(d->extra[0]) - 1;
+	int n;
 
 	memset(d, 0, sizeof(*d));
 	for (i = 0; extra != NULL && extra[i] != NULL; i++) {
@@ -186,21 +190,43 @@ int test_daemon_start(struct test_daemon *d, const char *const *extra)
 		}
 		d->extra[i] = extra[i];
 	}
-	if (test_tmpdir(d->dir, sizeof(d->dir)) != 0)
+	n = snprintf(d->dir, sizeof(d->dir), "%s", dir);
+	if (n < 0 || (size_t)n >= sizeof(d->dir)) {
+		fprintf(stderr, "test daemon: directory name too long: %s\n", dir);
 		return -1;
+	}
 	snprintf(d->socket, sizeof(d->socket), "%s/sidecard.sock", d->dir);
 	snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
-	if (spawn(d) != 0) {
-		test_rm_tree(d->dir);
+	return 0;
+}
+
+int test_daemon_start(struct test_daemon *d, const char *const *extra)
+{
+	char dir[sizeof(d->dir)];
+
+	if (test_tmpdir(dir, sizeof(dir)) != 0)
+		return -1;
+	if (prepare(d, dir, extra) != 0 || spawn(d) != 0) {
+		test_rm_tree(dir);
 		d->dir[0] = '\0';
 		return -1;
 	}
 	return 0;
 }
 
+int test_daemon_start_in(struct test_daemon *d, const char *dir, const char *log,
+                         const char *const *extra)
+{
+	if (prepare(d, dir, extra) != 0)
+		return -1;
+	d->keep_dir = 1;
+	d->log = log;
+	return spawn(d);
+}
+
 int test_daemon_restart(struct test_daemon *d)
 {
-	int rc = d->pid != 0 ? terminate(d) : 0;
+	int rc = terminate(d);
 
 	if (rc != 0) {
 		fprintf(stderr, "test daemon: stopped with status %d\n", rc);
@@ -226,7 +252,7 @@ int test_daemon_stop(struct test_daemon *d)
 {
 	int rc = terminate(d);
 
-	if (d->dir[0] != '\0') {
+	if (d->dir[0] != '\0' && !d->keep_dir) {
 		test_rm_tree(d->dir);
 		d->dir[0] = '\0';
 	}

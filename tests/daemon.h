@@ -1,13 +1,19 @@
 /*
- * daemon.h: runs the real sidecard daemon as a child process for
- * integration tests, on a fresh temporary directory (socket and state) that
- * is removed when the daemon is stopped.
+ * daemon.h: runs the real sidecard daemon as a child process, for the
+ * integration tests, the crash harness (tests/crash.c) and the ledger
+ * benchmark (bench/ledger_bench.c). Check-free.
  *
- * The binary is $SIDECARD_BIN, else sidecard/sidecard found from the test
- * binary's directory (../sidecard/sidecard, or ../../ under libtool's .libs)
- * or from the current directory (the build directory under make check).
+ * test_daemon_start runs it on a fresh temporary directory (socket and
+ * state) that test_daemon_stop removes; test_daemon_start_in on a directory
+ * the caller made and keeps, so that it survives the daemon (restarts after
+ * a kill, a directory kept for inspection after a failure).
  *
- * Threads: call from one thread, the test's main thread (the daemon is
+ * The binary is $SIDECARD_BIN, else sidecard/sidecard found from the
+ * program's directory (../sidecard/sidecard, or ../../ under libtool's
+ * .libs) or from the current directory (the build directory under make
+ * check).
+ *
+ * Threads: call from one thread, the program's main thread (the daemon is
  * tied to the thread that started it: it receives SIGTERM if that thread's
  * process dies, so a test killed by its timeout never leaves a daemon
  * behind).
@@ -19,20 +25,33 @@
 
 struct test_daemon {
 	pid_t pid;              /* 0 when not running */
-	char dir[64];           /* the temporary directory */
+	char dir[64];           /* its directory */
 	char socket[96];        /* dir/sidecard.sock */
 	char state[96];         /* dir/state */
 	const char *extra[16];  /* extra daemon arguments, kept for restarts */
-	const char *log;        /* if set (after start): later runs append their stderr there */
+	const char *log;        /* if set: later runs append their stdout and stderr there */
 	int status;             /* exit code of the last run that ended (see test_daemon_stop) */
+	int keep_dir;           /* the caller's directory (test_daemon_start_in) */
 };
 
+/* The daemon binary that test_daemon_start runs (see above). */
+const char *test_daemon_bin(void);
+
 /*
- * Starts the daemon on a new temporary directory with the extra arguments
- * (NULL-terminated, or NULL) and waits until its socket accepts connections
- * (at most 10 s). Returns 0, or -1 with the reason on stderr.
+ * Starts the daemon on a new temporary directory (tmpdir.h) with the extra
+ * arguments (NULL-terminated, or NULL; the strings must outlive d) and waits
+ * until its socket accepts connections (at most 30 s). Returns 0, or -1 with
+ * the reason on stderr.
  */
 int test_daemon_start(struct test_daemon *d, const char *const *extra);
+
+/*
+ * The same on dir, which the caller made and removes (test_daemon_stop
+ * leaves it), with every run's stdout and stderr appended to log (NULL:
+ * inherited; the caller's string, which must outlive d).
+ */
+int test_daemon_start_in(struct test_daemon *d, const char *dir, const char *log,
+                         const char *const *extra);
 
 /*
  * Stops the daemon (SIGTERM; SIGKILL after 10 s) and starts it again on the
@@ -49,8 +68,10 @@ int test_daemon_restart(struct test_daemon *d);
 int test_daemon_kill(struct test_daemon *d, int sig);
 
 /*
- * Stops the daemon and removes its directory. Returns the daemon's exit
- * status (0 for a clean stop), 128 + signal if it died by one, or -1.
+ * Stops the daemon (SIGTERM; SIGKILL after 10 s) and removes its directory
+ * unless it is the caller's. Returns the daemon's exit status (0 for a clean
+ * stop), 128 + signal if it died by one; 0 if it was not running (stopped or
+ * killed before, or never started).
  */
 int test_daemon_stop(struct test_daemon *d);
 

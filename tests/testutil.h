@@ -1,13 +1,7 @@
 /*
  * testutil.h: helpers shared by the Check test programs: the temporary
- * directory fixture and suite registration.
- *
- * Temporary directories: a test that fails an assertion exits at once,
- * without its teardown (Check's fork mode calls _exit), so each test case's
- * directories are made inside a base directory that the runner process
- * creates and removes around the test case (an unchecked fixture:
- * test_tmp_base_create and test_tmp_base_remove). Without a base,
- * directories go to /tmp.
+ * directory fixture (over tmpdir.h), suite registration, and what the suites
+ * that drive the daemon through libsidecard share (OK, test_rule).
  *
  * Threads: the test's main thread, or the runner process for the base.
  */
@@ -16,22 +10,38 @@
 
 #include <check.h>
 #include <stddef.h>
+#include <stdint.h>
 
-/* Unchecked fixture pair: makes (asserting it could) and removes the base. */
+#include "sidecard.h"
+#include "tmpdir.h"
+
+/*
+ * Unchecked fixture pair with test_tmp_base_remove (tmpdir.h): makes the
+ * base of the test case's temporary directories, asserting it could.
+ */
 void test_tmp_base_create(void);
-void test_tmp_base_remove(void);
 
-/* Makes a new temporary directory (inside the base, if any) into dir. 0 or -1. */
-int test_tmpdir(char *dir, size_t len);
+/* Asserts that a libsidecard call on client succeeded, showing the daemon's message if not. */
+#define TEST_OK(client, call)                                                            \
+	do {                                                                             \
+		int rc_ = (call);                                                        \
+		ck_assert_msg(rc_ == 0, "%s: %s: %s", #call, sc_err_name(rc_),           \
+		              sc_last_error(client));                                    \
+	} while (0)
 
-/* Removes dir and everything below it, without following links. */
-void test_rm_tree(const char *dir);
+/* A rule with these limits (0: none). */
+sc_rule test_rule(const char *name, const char *match, sc_micros max_cost, sc_micros daily,
+                  int64_t hourly);
 
 /*
  * A TCase named name whose tests run in temporary directories: the base
  * fixture around the test case, setup and teardown around each test.
  */
 TCase *test_tcase_tmp(const char *name, void (*setup)(void), void (*teardown)(void));
+
+/* The same, with this timeout in seconds (0 keeps Check's default), added to s. */
+TCase *test_add_tcase_tmp(Suite *s, const char *name, void (*setup)(void),
+                          void (*teardown)(void), double timeout);
 
 /* A test and the name of the one-test TCase it runs in. */
 struct test_case {
