@@ -99,7 +99,7 @@ struct shm_header {
 	uint32_t writer_pid;
 	uint32_t reserved1;
 	/* counters, monotonic across restarts */
-	uint64_t checks, allowed, blocked, reports, expired, topups, anomalies;
+	uint64_t checks, allowed, blocked, reports, expired, topups, anomalies, risk_blocked;
 };
 
 struct shm_org {

@@ -789,8 +789,14 @@ static void pack_event(struct call *c, const struct shm_event *e)
 /* Filters of the ring listings; 0 or -1 means any. */
 struct ring_filter {
 	uint64_t agent_id;
+	uint64_t org_id;
 	int status;
+	int risk;
+	int64_t since, until; /* created_at in [since, until) */
+	uint64_t before;      /* ids below this; 0: any */
 };
+
+#define RING_FILTER_ANY {0, 0, -1, -1, INT64_MIN, INT64_MAX, 0}
 
 /* One ring (transactions or events) as the listing walks it. */
 struct ring {
@@ -810,7 +816,9 @@ static int list_ring(struct call *c, const struct ring *r, const struct ring_fil
 
 	if (!found)
 		return failf(c, SC_EINTERNAL, "out of memory");
-	for (uint64_t id = r->next_id - 1; id > 0 && r->next_id - id <= r->cap && n < (size_t)limit;
+	uint64_t start = f->before && f->before < r->next_id ? f->before : r->next_id;
+
+	for (uint64_t id = start - 1; id > 0 && r->next_id - id <= r->cap && n < (size_t)limit;
 	     id--) {
 		const void *rec = r->get(c->st, id);
 
@@ -844,7 +852,7 @@ static int m_agents_events(struct call *c)
 {
 	const struct shm_header *h = c->m->hdr;
 	const struct ring r = {h->next_event_id, h->event_cap, event_get, event_keep, event_pack};
-	struct ring_filter f = {0, -1};
+	struct ring_filter f = RING_FILTER_ANY;
 	int64_t limit = 50;
 	uint32_t slot;
 	int rc;
@@ -864,7 +872,9 @@ static int txn_keep(const void *rec, const struct ring_filter *f)
 {
 	const struct shm_txn *t = rec;
 
-	return (!f->agent_id || t->agent_id == f->agent_id) && (f->status < 0 || t->status == f->status);
+	return (!f->agent_id || t->agent_id == f->agent_id) && (!f->org_id || t->org_id == f->org_id) &&
+	       (f->status < 0 || t->status == f->status) && (f->risk < 0 || t->risk == f->risk) &&
+	       t->created_at >= f->since && t->created_at < f->until;
 }
 
 static void txn_pack(struct call *c, const void *rec)
@@ -872,19 +882,184 @@ static void txn_pack(struct call *c, const void *rec)
 	pack_txn(c, rec);
 }
 
+/* The filters transactions.list, .summary and agents.top share. */
+static int txn_filter_args(struct call *c, struct ring_filter *f)
+{
+	int present, rc;
+
+	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &f->agent_id, &present)) ||
+	    (rc = proto_arg_u64(c->a, "org_id", 0, &f->org_id, &present)) ||
+	    (rc = proto_arg_int(c->a, "since", 0, 0, INT64_MAX, &f->since, &present)) ||
+	    (rc = proto_arg_int(c->a, "until", 0, 0, INT64_MAX, &f->until, &present)))
+		return rc;
+	return 0;
+}
+
 static int m_transactions_list(struct call *c)
 {
 	const struct shm_header *h = c->m->hdr;
 	const struct ring r = {h->next_txn_id, h->txn_cap, txn_get, txn_keep, txn_pack};
-	struct ring_filter f = {0, -1};
+	struct ring_filter f = RING_FILTER_ANY;
 	int64_t limit = 50;
 	int present, rc;
 
-	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &f.agent_id, &present)) ||
+	if ((rc = txn_filter_args(c, &f)) ||
 	    (rc = enum_arg(c, c->a, "status", &sc_txn_status_names, &f.status, &present)) ||
+	    (rc = enum_arg(c, c->a, "risk_level", &gate_risk_names, &f.risk, &present)) ||
+	    (rc = proto_arg_u64(c->a, "before", 0, &f.before, &present)) ||
 	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
 		return rc;
 	return list_ring(c, &r, &f, limit);
+}
+
+/* Calls visit for every kept transaction that f keeps, newest first. */
+static void each_txn(struct call *c, const struct ring_filter *f,
+                     void (*visit)(void *arg, const struct shm_txn *t), void *arg)
+{
+	const struct shm_header *h = c->m->hdr;
+
+	for (uint64_t id = h->next_txn_id - 1; id > 0 && h->next_txn_id - id <= h->txn_cap; id--) {
+		const struct shm_txn *t = state_txn_by_id(c->st, id);
+
+		if (t && txn_keep(t, f))
+			visit(arg, t);
+	}
+}
+
+struct summary {
+	uint64_t by_status[SC_TXN_EXPIRED + 1];
+	int64_t charged, estimated;
+};
+
+static void add_to_summary(void *arg, const struct shm_txn *t)
+{
+	struct summary *s = arg;
+
+	if (t->status <= SC_TXN_EXPIRED)
+		s->by_status[t->status]++;
+	s->charged = gate_add_sat(s->charged, t->charged);
+	s->estimated = gate_add_sat(s->estimated, t->estimate);
+}
+
+static int m_transactions_summary(struct call *c)
+{
+	struct ring_filter f = RING_FILTER_ANY;
+	struct summary s;
+	msgpack_packer *pk;
+	uint64_t total = 0;
+	int rc;
+
+	if ((rc = txn_filter_args(c, &f)))
+		return rc;
+	memset(&s, 0, sizeof(s));
+	each_txn(c, &f, add_to_summary, &s);
+	for (int i = 0; i <= SC_TXN_EXPIRED; i++)
+		total += s.by_status[i];
+	pk = ok(c);
+	pack_map(c, 7);
+	proto_pack_key_u64(pk, "total", total);
+	for (int i = 0; i <= SC_TXN_EXPIRED; i++)
+		proto_pack_key_u64(pk, sc_txn_status_name((enum sc_txn_status)i), s.by_status[i]);
+	proto_pack_key_i64(pk, "charged", s.charged);
+	proto_pack_key_i64(pk, "estimated", s.estimated);
+	return 0;
+}
+
+/* Spend per agent slot over a window, for agents.top. */
+struct spend {
+	struct call *c;
+	int64_t *by_slot;
+	uint64_t *count;
+};
+
+static void add_spend(void *arg, const struct shm_txn *t)
+{
+	struct spend *s = arg;
+	uint32_t slot;
+
+	if (t->charged > 0 && state_agent_by_id(s->c->st, t->agent_id, &slot) == 0) {
+		s->by_slot[slot] = gate_add_sat(s->by_slot[slot], t->charged);
+		s->count[slot]++;
+	}
+}
+
+static int m_agents_top(struct call *c)
+{
+	uint32_t cap = c->m->hdr->agent_cap;
+	struct ring_filter f = RING_FILTER_ANY;
+	struct spend s = {c, calloc(cap, sizeof(int64_t)), calloc(cap, sizeof(uint64_t))};
+	uint32_t *order = calloc(cap, sizeof(uint32_t)), n = 0;
+	uint64_t *txns = calloc(cap, sizeof(uint64_t));
+	int64_t limit = 10;
+	int present, rc = 0;
+
+	if (!s.by_slot || !s.count || !order || !txns)
+		rc = failf(c, SC_EINTERNAL, "out of memory");
+	else if ((rc = proto_arg_u64(c->a, "org_id", 0, &f.org_id, &present)) == 0 &&
+	         (rc = proto_arg_int(c->a, "since", 0, 0, INT64_MAX, &f.since, &present)) == 0 &&
+	         (rc = proto_arg_int(c->a, "until", 0, 0, INT64_MAX, &f.until, &present)) == 0 &&
+	         (rc = proto_arg_int(c->a, "limit", 0, 1, 100, &limit, NULL)) == 0) {
+		each_txn(c, &f, add_spend, &s);
+		/* selection of the largest, ties by lower slot: limit is small */
+		for (; n < (uint32_t)limit; n++) {
+			uint32_t best = SHM_NONE;
+
+			for (uint32_t i = 0; i < cap; i++)
+				if (s.count[i] && (best == SHM_NONE || s.by_slot[i] > s.by_slot[best]))
+					best = i;
+			if (best == SHM_NONE)
+				break;
+			order[n] = best;
+			txns[n] = s.count[best];
+			s.count[best] = 0; /* taken */
+		}
+		ok(c);
+		msgpack_pack_array(c->pk, n);
+		for (uint32_t i = 0; i < n; i++) {
+			const struct shm_agent *a = &c->m->agents[order[i]];
+
+			pack_map(c, 4);
+			proto_pack_key_u64(c->pk, "agent_id", a->id);
+			proto_pack_key_str(c->pk, "name", a->name);
+			proto_pack_key_i64(c->pk, "spend", s.by_slot[order[i]]);
+			proto_pack_key_u64(c->pk, "transactions", txns[i]);
+		}
+	}
+	free(txns);
+	free(s.by_slot);
+	free(s.count);
+	free(order);
+	return rc;
+}
+
+static int m_fleet(struct call *c)
+{
+	const struct shm_header *h = c->m->hdr;
+	uint64_t by_status[SC_STATUS_FROZEN + 1] = {0}, agents = 0;
+	int64_t spend = 0, scores = 0;
+	msgpack_packer *pk;
+
+	for (uint32_t i = 0; i < h->agent_cap; i++) {
+		const struct shm_agent *a = &c->m->agents[i];
+
+		if (!a->rec.used)
+			continue;
+		agents++;
+		by_status[a->status <= SC_STATUS_FROZEN ? a->status : SC_STATUS_ACTIVE]++;
+		spend = gate_add_sat(spend, a->charged_total);
+		scores += a->score;
+	}
+	pk = ok(c);
+	pack_map(c, 8);
+	proto_pack_key_u64(pk, "total_agents", agents);
+	proto_pack_key_u64(pk, "active_agents", by_status[SC_STATUS_ACTIVE]);
+	proto_pack_key_u64(pk, "throttled_agents", by_status[SC_STATUS_THROTTLED]);
+	proto_pack_key_u64(pk, "frozen_agents", by_status[SC_STATUS_FROZEN]);
+	proto_pack_key_i64(pk, "total_spend", spend);
+	proto_pack_key_u64(pk, "risk_events_blocked", h->risk_blocked);
+	proto_pack_key_u64(pk, "anomalies", h->anomalies);
+	proto_pack_key_i64(pk, "avg_credit_score", agents ? scores / (int64_t)agents : 0);
+	return 0;
 }
 
 static int m_stats(struct call *c)
@@ -903,7 +1078,7 @@ static int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = ok(c);
-	pack_map(c, 28);
+	pack_map(c, 29);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -922,6 +1097,7 @@ static int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "expired", h->expired);
 	proto_pack_key_u64(pk, "topups", h->topups);
 	proto_pack_key_u64(pk, "anomalies", h->anomalies);
+	proto_pack_key_u64(pk, "risk_blocked", h->risk_blocked);
 	proto_pack_key_u64(pk, "connections_open", ss.connections_open);
 	proto_pack_key_u64(pk, "connections_total", ss.connections_total);
 	proto_pack_key_u64(pk, "requests", ss.requests);
@@ -959,10 +1135,15 @@ static const struct method {
 	{"rules.list", m_rules_list, FIELDS("agent_id"), 0},
 	{"rules.update", m_rules_update, FIELDS("agent_id", "rule_id", RULE_FIELDS), LEDGER_RULES_UPDATE},
 	{"rules.remove", m_rules_remove, FIELDS("agent_id", "rule_id"), LEDGER_RULES_REMOVE},
-	{"transactions.list", m_transactions_list, FIELDS("agent_id", "status", "limit"), 0},
+	{"transactions.list", m_transactions_list,
+	 FIELDS("agent_id", "org_id", "status", "risk_level", "since", "until", "before", "limit"), 0},
 	{"stats", m_stats, FIELDS(NULL), 0},
 	{"score", m_score, FIELDS("agent_id"), 0},
 	{"agents.events", m_agents_events, FIELDS("agent_id", "limit"), 0},
+	{"transactions.summary", m_transactions_summary,
+	 FIELDS("agent_id", "org_id", "since", "until"), 0},
+	{"agents.top", m_agents_top, FIELDS("org_id", "since", "until", "limit"), 0},
+	{"fleet", m_fleet, FIELDS(NULL), 0},
 };
 
 static const struct method *find_method(const char *name, size_t len)

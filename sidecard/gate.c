@@ -22,12 +22,13 @@
 #include "gate.h"
 #include "log.h"
 
-static const char *const risk_names[] = {"low", "medium", "high"};
+static const char *const risk_words[] = {"low", "medium", "high"};
+const struct sc_names gate_risk_names = {risk_words, 3};
 static const char *const check_types[] = {"api_call", "compute", "data", "tool", "other"};
 
 const char *gate_risk_name(int risk)
 {
-	return risk >= 0 && risk <= GATE_RISK_HIGH ? risk_names[risk] : "low";
+	return risk >= 0 && risk <= GATE_RISK_HIGH ? risk_words[risk] : "low";
 }
 
 /* ---------------------------------------------------------- pure helpers */
@@ -68,6 +69,16 @@ int gate_pattern_rank(const char *pattern, size_t plen, const char *action, size
 	return plen == alen && memcmp(pattern, action, alen) == 0 ? INT_MAX : -1;
 }
 
+int gate_risk_reason(const char *reason)
+{
+	static const char *const risk[] = {"agent_frozen", "score_too_low", "wallet_debt", "org_debt"};
+
+	for (size_t i = 0; i < sizeof(risk) / sizeof(risk[0]); i++)
+		if (strcmp(reason, risk[i]) == 0)
+			return 1;
+	return 0;
+}
+
 int32_t gate_day(int64_t now)
 {
 	return (int32_t)(now / GATE_US_PER_DAY);
@@ -78,7 +89,7 @@ int32_t gate_minute(int64_t now)
 	return (int32_t)(now / GATE_US_PER_MINUTE);
 }
 
-static int64_t add_sat(int64_t a, int64_t b)
+int64_t gate_add_sat(int64_t a, int64_t b)
 {
 	int64_t r;
 
@@ -87,7 +98,7 @@ static int64_t add_sat(int64_t a, int64_t b)
 
 int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int64_t now)
 {
-	return add_sat(day == gate_day(now) ? spent : 0, held);
+	return gate_add_sat(day == gate_day(now) ? spent : 0, held);
 }
 
 static uint32_t bucket(int32_t minute)
@@ -129,13 +140,15 @@ static void rate_add(struct shm_rule *r, int64_t now)
 
 /* ------------------------------------------------------------- counters */
 
-enum counter { C_CHECKS, C_ALLOWED, C_BLOCKED, C_REPORTS, C_EXPIRED, C_TOPUPS, C_ANOMALIES };
+enum counter {
+	C_CHECKS, C_ALLOWED, C_BLOCKED, C_REPORTS, C_EXPIRED, C_TOPUPS, C_ANOMALIES, C_RISK_BLOCKED
+};
 
 static void count(struct state *st, enum counter c)
 {
 	struct shm_header *h = state_shm(st)->hdr;
-	uint64_t *field[] = {&h->checks,  &h->allowed, &h->blocked,  &h->reports,
-	                     &h->expired, &h->topups,  &h->anomalies};
+	uint64_t *field[] = {&h->checks,  &h->allowed, &h->blocked,   &h->reports,
+	                     &h->expired, &h->topups,  &h->anomalies, &h->risk_blocked};
 
 	shm_write_begin(&h->seq);
 	(*field[c])++;
@@ -373,7 +386,7 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 	h->org_limited = o->wallet.limited;
 	h->amount = req->estimate;
 	h->created_at = now;
-	h->expires_at = add_sat(now, state_config(st)->hold_ttl_us);
+	h->expires_at = gate_add_sat(now, state_config(st)->hold_ttl_us);
 	shm_write_end(&h->rec.seq);
 	state_hold_link(st, hold_slot);
 }
@@ -406,6 +419,8 @@ static void note_check(struct state *st, struct shm_agent *a, const struct gate_
 	shm_write_end(&a->rec.seq);
 	count(st, C_CHECKS);
 	count(st, d->allowed ? C_ALLOWED : C_BLOCKED);
+	if (!d->allowed && gate_risk_reason(d->block_reason))
+		count(st, C_RISK_BLOCKED);
 	if (anomaly != GATE_RISK_LOW) {
 		count(st, C_ANOMALIES);
 		snprintf(reason, sizeof(reason), "transaction %llu: %lldx the average cost",
@@ -518,11 +533,11 @@ static void wallet_settle(struct shm_wallet *w, int64_t amount, int64_t charge, 
 {
 	w->held -= amount;
 	roll_day(&w->day, &w->daily_spent, now);
-	w->daily_spent = add_sat(w->daily_spent, charge);
+	w->daily_spent = gate_add_sat(w->daily_spent, charge);
 	if (charge <= w->balance) {
 		w->balance -= charge;
 	} else {
-		w->debt = add_sat(w->debt, charge - w->balance);
+		w->debt = gate_add_sat(w->debt, charge - w->balance);
 		w->balance = 0;
 	}
 }
@@ -552,7 +567,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		a->settled++;
 		a->failures += outcome == SC_OUTCOME_FAILURE;
 		a->overruns += charge > h->amount;
-		a->charged_total = add_sat(a->charged_total, charge);
+		a->charged_total = gate_add_sat(a->charged_total, charge);
 	} else {
 		a->expired++;
 	}
@@ -570,7 +585,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		shm_write_begin(&r->rec.seq);
 		r->held -= h->amount;
 		roll_day(&r->day, &r->daily_spent, now);
-		r->daily_spent = add_sat(r->daily_spent, charge);
+		r->daily_spent = gate_add_sat(r->daily_spent, charge);
 		shm_write_end(&r->rec.seq);
 	}
 	if (t) {

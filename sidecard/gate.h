@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "common.h"
 #include "state.h"
 
 /*
@@ -27,6 +28,7 @@
 
 enum gate_risk { GATE_RISK_LOW, GATE_RISK_MEDIUM, GATE_RISK_HIGH };
 const char *gate_risk_name(int risk);
+extern const struct sc_names gate_risk_names; /* "low", "medium", "high" */
 
 struct gate_check_req {
 	uint64_t agent_id;
@@ -104,6 +106,12 @@ int gate_pattern_valid(const char *s, size_t len);
  * prefix length for "prefix.*", INT_MAX for an exact match.
  */
 int gate_pattern_rank(const char *pattern, size_t plen, const char *action, size_t alen);
+
+/* a + b, or INT64_MAX where the sum would overflow (totals and counters). */
+int64_t gate_add_sat(int64_t a, int64_t b);
+
+/* 1 for the block reasons that are risk controls (fleet's risk_events_blocked). */
+int gate_risk_reason(const char *reason);
 
 /* UTC day and minute numbers of a time in microseconds. */
 int32_t gate_day(int64_t now);
