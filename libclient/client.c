@@ -66,7 +66,7 @@
 #define RESPONSE_MAX (1024 * 1024)
 /* Bytes asked of the unpacker before each read. */
 #define READ_CHUNK (64 * 1024)
-/* Most named arguments any method takes (check: 5). */
+/* Most named arguments any method takes (transactions.list: 8). */
 #define ARGS_MAX 8
 
 struct sc_client {
@@ -140,6 +140,7 @@ _Static_assert(sizeof(enum sc_status) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_outcome) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_txn_status) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_event_type) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum sc_risk) == sizeof(int), "enum size");
 
 #define ENUM_PARSER(fn, parse_fn, type)              \
 	static int fn(const char *s, int *out)       \
@@ -155,6 +156,7 @@ ENUM_PARSER(parse_status, sc_status_parse, enum sc_status)
 ENUM_PARSER(parse_outcome, sc_outcome_parse, enum sc_outcome)
 ENUM_PARSER(parse_txn_status, sc_txn_status_parse, enum sc_txn_status)
 ENUM_PARSER(parse_event_type, sc_event_type_parse, enum sc_event_type)
+ENUM_PARSER(parse_risk, sc_risk_parse, enum sc_risk)
 #undef ENUM_PARSER
 
 /* A decision's status: "allowed" -> 1, "blocked" -> 0. */
@@ -258,9 +260,44 @@ static const struct field transaction_fields[] = {
 	F(FT_INT, charged, "charged"),
 	F(FT_STR, block_reason, "block_reason", STR(block_reason), .flags = F_OPTIONAL),
 	F(FT_STR, risk_level, "risk_level", STR(risk_level)),
+	F(FT_ENUM, risk, "risk_level", .parse = parse_risk),
 	F(FT_STR, idempotency_key, "idempotency_key", STR(idempotency_key), .flags = F_OPTIONAL),
 	F(FT_INT, created_at, "created_at"),
 	F(FT_INT, settled_at, "settled_at", .flags = F_OPTIONAL),
+};
+#undef type_of_table
+
+#define type_of_table sc_txn_summary
+static const struct field txn_summary_fields[] = {
+	F(FT_UINT, total, "total"),
+	F(FT_UINT, pending, "pending"),
+	F(FT_UINT, settled, "settled"),
+	F(FT_UINT, blocked, "blocked"),
+	F(FT_UINT, expired, "expired"),
+	F(FT_INT, charged, "charged"),
+	F(FT_INT, estimated, "estimated"),
+};
+#undef type_of_table
+
+#define type_of_table sc_top_agent
+static const struct field top_agent_fields[] = {
+	F(FT_UINT, agent_id, "agent_id"),
+	F(FT_STR, name, "name", STR(name)),
+	F(FT_INT, spend, "spend"),
+	F(FT_UINT, transactions, "transactions"),
+};
+#undef type_of_table
+
+#define type_of_table sc_fleet
+static const struct field fleet_fields[] = {
+	F(FT_UINT, total_agents, "total_agents"),
+	F(FT_UINT, active_agents, "active_agents"),
+	F(FT_UINT, throttled_agents, "throttled_agents"),
+	F(FT_UINT, frozen_agents, "frozen_agents"),
+	F(FT_INT, total_spend, "total_spend"),
+	F(FT_UINT, risk_events_blocked, "risk_events_blocked"),
+	F(FT_UINT, anomalies, "anomalies"),
+	F(FT_INT32, avg_credit_score, "avg_credit_score"),
 };
 #undef type_of_table
 
@@ -1217,28 +1254,106 @@ int sc_org_wallet_update(sc_client *c, uint64_t org_id, const sc_wallet_update *
 	return wallet_call(c, "org_id", org_id, u, out);
 }
 
-int sc_transactions_list(sc_client *c, uint64_t agent_id, int status, unsigned limit,
-                         sc_transaction **out, size_t *n)
+void sc_txn_filter_init(sc_txn_filter *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->status = -1;
+	f->risk = -1;
+}
+
+/* The filters every method over transactions takes: agent, org and window; 0 means any. */
+static void arg_txn_scope(struct request *r, const sc_txn_filter *f)
+{
+	if (f->agent_id != 0)
+		arg_uint(r, "agent_id", f->agent_id);
+	if (f->org_id != 0)
+		arg_uint(r, "org_id", f->org_id);
+	if (f->since != 0)
+		arg_int(r, "since", f->since);
+	if (f->until != 0)
+		arg_int(r, "until", f->until);
+}
+
+int sc_transactions_query(sc_client *c, const sc_txn_filter *f, sc_transaction **out, size_t *n)
 {
 	struct request rq = { .method = "transactions.list" }, *r = &rq;
+	sc_txn_filter any;
 
 	*out = NULL;
 	*n = 0;
-	if (status > SC_TXN_EXPIRED)
-		return fail(c, SC_EINVAL, "status: out of range");
-	if (agent_id != 0)
-		arg_uint(r, "agent_id", agent_id);
-	if (status >= 0)
-		arg_str(r, "status", sc_txn_status_name((enum sc_txn_status)status));
-	if (limit != 0)
-		arg_uint(r, "limit", limit);
+	if (f == NULL) {
+		sc_txn_filter_init(&any);
+		f = &any;
+	}
+	if (f->status > SC_TXN_EXPIRED || f->risk > SC_RISK_HIGH)
+		return fail(c, SC_EINVAL, "%s: out of range",
+		            f->status > SC_TXN_EXPIRED ? "status" : "risk");
+	arg_txn_scope(r, f);
+	if (f->status >= 0)
+		arg_str(r, "status", sc_txn_status_name((enum sc_txn_status)f->status));
+	if (f->risk >= 0)
+		arg_str(r, "risk_level", sc_risk_name((enum sc_risk)f->risk));
+	if (f->before != 0)
+		arg_uint(r, "before", f->before);
+	if (f->limit != 0)
+		arg_uint(r, "limit", f->limit);
 	return call_list(c, r, TABLE(transaction_fields, "transaction"), sizeof(**out),
 	                 (void **)out, n);
+}
+
+int sc_transactions_list(sc_client *c, uint64_t agent_id, int status, unsigned limit,
+                         sc_transaction **out, size_t *n)
+{
+	sc_txn_filter f;
+
+	sc_txn_filter_init(&f);
+	f.agent_id = agent_id;
+	f.status = status < 0 ? -1 : status;
+	f.limit = limit;
+	return sc_transactions_query(c, &f, out, n);
 }
 
 void sc_transactions_free(sc_transaction *list)
 {
 	free(list);
+}
+
+int sc_transactions_summary(sc_client *c, const sc_txn_filter *f, sc_txn_summary *out)
+{
+	struct request rq = { .method = "transactions.summary" }, *r = &rq;
+
+	if (f != NULL)
+		arg_txn_scope(r, f);
+	return call_one(c, r, TABLE(txn_summary_fields, "summary"), out, sizeof(*out));
+}
+
+int sc_agents_top(sc_client *c, uint64_t org_id, int64_t since, int64_t until, unsigned limit,
+                  sc_top_agent **out, size_t *n)
+{
+	struct request rq = { .method = "agents.top" }, *r = &rq;
+	sc_txn_filter f;
+
+	sc_txn_filter_init(&f);
+	f.org_id = org_id;
+	f.since = since;
+	f.until = until;
+	arg_txn_scope(r, &f);
+	if (limit != 0)
+		arg_uint(r, "limit", limit);
+	return call_list(c, r, TABLE(top_agent_fields, "top agent"), sizeof(**out), (void **)out,
+	                 n);
+}
+
+void sc_top_agents_free(sc_top_agent *list)
+{
+	free(list);
+}
+
+int sc_fleet_get(sc_client *c, sc_fleet *out)
+{
+	struct request r = { .method = "fleet" };
+
+	return call_one(c, &r, TABLE(fleet_fields, "fleet"), out, sizeof(*out));
 }
 
 /* ----- kredit score and events ----- */

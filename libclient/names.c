@@ -40,6 +40,12 @@ static const char *const event_type_names[] = {
 	[SC_EVENT_CRITICAL_OVERRIDE] = "critical_override",
 };
 
+static const char *const risk_names[] = {
+	[SC_RISK_LOW] = "low",
+	[SC_RISK_MEDIUM] = "medium",
+	[SC_RISK_HIGH] = "high",
+};
+
 static const char *const txn_status_names[] = {
 	[SC_TXN_PENDING] = "pending",
 	[SC_TXN_SETTLED] = "settled",
@@ -54,6 +60,7 @@ const struct sc_names sc_status_names = NAMES(status_names);
 const struct sc_names sc_outcome_names = NAMES(outcome_names);
 const struct sc_names sc_txn_status_names = NAMES(txn_status_names);
 const struct sc_names sc_event_type_names = NAMES(event_type_names);
+const struct sc_names sc_risk_names = NAMES(risk_names);
 
 int sc_names_find(const struct sc_names *t, const char *s, size_t len)
 {
@@ -93,6 +100,11 @@ const char *sc_status_name(enum sc_status s)
 const char *sc_outcome_name(enum sc_outcome o)
 {
 	return name_of(outcome_names, COUNT(outcome_names), (unsigned)o);
+}
+
+const char *sc_risk_name(enum sc_risk r)
+{
+	return name_of(risk_names, COUNT(risk_names), (unsigned)r);
 }
 
 const char *sc_event_type_name(enum sc_event_type t)
@@ -152,5 +164,15 @@ int sc_event_type_parse(const char *s, enum sc_event_type *out)
 
 	if (rc == 0)
 		*out = (enum sc_event_type)v;
+	return rc;
+}
+
+int sc_risk_parse(const char *s, enum sc_risk *out)
+{
+	unsigned v;
+	int rc = index_of(&sc_risk_names, s, &v);
+
+	if (rc == 0)
+		*out = (enum sc_risk)v;
 	return rc;
 }

@@ -113,17 +113,24 @@ enum sc_txn_status {
 	SC_TXN_BLOCKED,  /* refused at check */
 	SC_TXN_EXPIRED   /* hold never reported, expired after the TTL */
 };
+/*
+ * A check's risk level: an anomaly of 10x the average cost is medium; one
+ * of 100x, or a critical agent allowed past a limit, is high.
+ */
+enum sc_risk { SC_RISK_LOW, SC_RISK_MEDIUM, SC_RISK_HIGH };
 
 /* Text forms used on the wire and by the CLI ("normal", "frozen", ...). */
 SC_API const char *sc_priority_name(enum sc_priority p);
 SC_API const char *sc_status_name(enum sc_status s);
 SC_API const char *sc_outcome_name(enum sc_outcome o);
 SC_API const char *sc_txn_status_name(enum sc_txn_status s);
+SC_API const char *sc_risk_name(enum sc_risk r);
 /* Reverse lookups; 0 or SC_EINVAL. */
 SC_API int sc_priority_parse(const char *s, enum sc_priority *out);
 SC_API int sc_status_parse(const char *s, enum sc_status *out);
 SC_API int sc_outcome_parse(const char *s, enum sc_outcome *out);
 SC_API int sc_txn_status_parse(const char *s, enum sc_txn_status *out);
+SC_API int sc_risk_parse(const char *s, enum sc_risk *out);
 
 /*
  * A wallet. balance is settled funds, held the sum of open holds, available
@@ -249,10 +256,55 @@ typedef struct sc_transaction {
 	sc_micros charged;
 	char block_reason[SC_REASON_MAX + 1];
 	char risk_level[16];
+	enum sc_risk risk; /* risk_level, decoded */
 	char idempotency_key[SC_KEY_MAX + 1];
 	int64_t created_at;
 	int64_t settled_at; /* 0 while pending or blocked */
 } sc_transaction;
+
+/*
+ * Which transactions a listing covers. sc_txn_filter_init() sets "any"
+ * everywhere: agent_id and org_id 0 (any), status and risk -1 (else an
+ * enum sc_txn_status, an enum sc_risk), since and until 0 (unbounded; else
+ * since <= created_at < until, in microseconds since the epoch), before 0
+ * (else only ids below it: pass a page's last id to get the next page),
+ * limit 0 (the default, 50; at most 1000).
+ */
+typedef struct sc_txn_filter {
+	uint64_t agent_id, org_id;
+	int status;
+	int risk;
+	int64_t since, until;
+	uint64_t before;
+	unsigned limit;
+} sc_txn_filter;
+
+/* Counts by status and sums of the transactions a summary covers. */
+typedef struct sc_txn_summary {
+	uint64_t total, pending, settled, blocked, expired;
+	sc_micros charged, estimated;
+} sc_txn_summary;
+
+/* One of the agents charged the most over a window; transactions counts its charges. */
+typedef struct sc_top_agent {
+	uint64_t agent_id;
+	char name[SC_NAME_MAX + 1];
+	sc_micros spend;
+	uint64_t transactions;
+} sc_top_agent;
+
+/*
+ * The fleet overview. total_spend is what every agent was charged since it
+ * was created; risk_events_blocked counts checks blocked by a risk control
+ * (agent_frozen, score_too_low, wallet_debt, org_debt); avg_credit_score is
+ * the integer mean of the agents' scores, 0 without agents.
+ */
+typedef struct sc_fleet {
+	uint64_t total_agents, active_agents, throttled_agents, frozen_agents;
+	uint64_t risk_events_blocked, anomalies;
+	sc_micros total_spend;
+	int avg_credit_score;
+} sc_fleet;
 
 /*
  * An agent's kredit score (300 to 850, PROTOCOL.md "Kredit score and
@@ -362,10 +414,31 @@ SC_API int sc_org_wallet_get(sc_client *c, uint64_t org_id, sc_wallet *out);
 SC_API int sc_org_wallet_update(sc_client *c, uint64_t org_id, const sc_wallet_update *u,
                                 sc_wallet *out);
 
-/* Filters: agent_id 0 and status < 0 mean any; limit 0 means the default (50). */
+/*
+ * Transactions of the kept history (daemon option --history), newest first.
+ * sc_transactions_list() is sc_transactions_query() with only those three
+ * filters: agent_id 0 and status < 0 mean any, limit 0 the default (50).
+ * f NULL: no filter.
+ */
+SC_API void sc_txn_filter_init(sc_txn_filter *f);
+SC_API int sc_transactions_query(sc_client *c, const sc_txn_filter *f, sc_transaction **out,
+                                 size_t *n);
 SC_API int sc_transactions_list(sc_client *c, uint64_t agent_id, int status, unsigned limit,
                                 sc_transaction **out, size_t *n);
 SC_API void sc_transactions_free(sc_transaction *list);
+/* Over the kept history; only agent_id, org_id, since and until of f apply (NULL: all). */
+SC_API int sc_transactions_summary(sc_client *c, const sc_txn_filter *f, sc_txn_summary *out);
+
+/*
+ * The agents charged the most over [since, until) (0: unbounded), most
+ * first, from the kept history. org_id 0: every org; limit 0: the default
+ * (10), at most 100. Agents that were not charged are not listed.
+ */
+SC_API int sc_agents_top(sc_client *c, uint64_t org_id, int64_t since, int64_t until,
+                         unsigned limit, sc_top_agent **out, size_t *n);
+SC_API void sc_top_agents_free(sc_top_agent *list);
+
+SC_API int sc_fleet_get(sc_client *c, sc_fleet *out);
 
 /* ----- kredit score and events ----- */
 

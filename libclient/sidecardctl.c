@@ -4,9 +4,12 @@
  *     sidecardctl [--socket PATH] [--json] VERB [SUBVERB] [--flag=value | --flag value]...
  *
  * The verbs follow Kredit's CLI (orgs, agents, rules, wallet, check, report,
- * score, transactions, stats). Dollar amounts are read with sc_money_parse()
- * and shown with sc_money_format(); --json prints one JSON document whose
- * money fields are integer micro-dollars, exactly as on the wire.
+ * score, transactions, fleet, stats). Dollar amounts are read with
+ * sc_money_parse() and shown with sc_money_format(); --json prints one JSON
+ * document whose money fields are integer micro-dollars, exactly as on the
+ * wire. Times (--since, --until) are read as ISO-8601 UTC to the second
+ * ("2026-11-24T10:00:00Z") or as integer microseconds since the epoch, the
+ * wire's unit; JSON shows them in microseconds.
  *
  * Exit status: 0 success (check: allowed), 1 check blocked or ledger
  * corrupt, 2 any error (usage, connection, daemon error). `check` prints the
@@ -68,6 +71,7 @@ enum opt {
 	O_PRIORITY,
 	O_STATUS,
 	O_TXN_STATUS,
+	O_RISK_LEVEL,
 	O_BALANCE,
 	O_BUDGET,
 	O_MAX_PER_TXN,
@@ -76,6 +80,9 @@ enum opt {
 	O_HOURLY_RATE_LIMIT,
 	O_DEBT,
 	O_RULE,
+	O_SINCE,
+	O_UNTIL,
+	O_BEFORE,
 	O_LIMIT,
 	O_STATE_DIR,
 	O_FROM,
@@ -92,6 +99,8 @@ enum kind {
 	K_PRIORITY,   /* normal, high, critical */
 	K_STATUS,     /* active, throttled, frozen */
 	K_TXN_STATUS, /* pending, settled, blocked, expired */
+	K_RISK,       /* low, medium, high */
+	K_TIME,       /* ISO-8601 UTC or microseconds, after the epoch */
 	K_OUTCOME,    /* success, failure, partial, or a command's exit status */
 	K_RULE,       /* name=...,match=...,limits; repeatable */
 };
@@ -127,6 +136,10 @@ static const struct option_def {
 	[O_OUTCOME] = { "outcome", K_OUTCOME, "success|failure|partial", 0 },
 	[O_ACTUAL_COST] = { "actual-cost", K_MONEY, "$", 0 },
 	[O_TXN_STATUS] = { "status", K_TXN_STATUS, "pending|settled|blocked|expired", 0 },
+	[O_RISK_LEVEL] = { "risk-level", K_RISK, "low|medium|high", 0 },
+	[O_SINCE] = { "since", K_TIME, "TIME", 0 },
+	[O_UNTIL] = { "until", K_TIME, "TIME", 0 },
+	[O_BEFORE] = { "before", K_ID, "ID", 0 },
 	[O_LIMIT] = { "limit", K_NUMBER, "N", 0 },
 	[O_STATE_DIR] = { "state-dir", K_STR, "DIR", 3072 },
 	[O_FROM] = { "from", K_NUMBER, "SEQ", 0 },
@@ -191,6 +204,63 @@ static int parse_uint(const char *s, uint64_t *out)
 		    __builtin_add_overflow(v, (uint64_t)(*p - '0'), &v))
 			return -1;
 	*out = v;
+	return 0;
+}
+
+/* Days from 1970-01-01 to y-m-d, proleptic Gregorian (Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+	int64_t era, yoe, doy;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+/*
+ * A time as the wire has it, microseconds since the epoch: either those
+ * digits, or "YYYY-MM-DDTHH:MM:SSZ" in UTC (a space may stand for the T, as
+ * the tables print times). Only times after the epoch: 0 means "unbounded"
+ * to the library.
+ */
+static int parse_time(const char *s, int64_t *out)
+{
+	static const char form[] = "0000-00-00T00:00:00Z";
+	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int64_t f[6] = { 0 }, t;
+	uint64_t us;
+	size_t i, k;
+
+	if (parse_uint(s, &us) == 0) {
+		if (us == 0 || us > INT64_MAX)
+			return -1;
+		*out = (int64_t)us;
+		return 0;
+	}
+	if (strlen(s) != sizeof(form) - 1)
+		return -1;
+	for (i = 0, k = 0; form[i]; i++) {
+		if (form[i] == '0') {
+			if (s[i] < '0' || s[i] > '9')
+				return -1;
+			f[k] = f[k] * 10 + (s[i] - '0');
+		} else if (s[i] == form[i] || (form[i] == 'T' && s[i] == ' ')) {
+			k++;
+		} else {
+			return -1;
+		}
+	}
+	if (f[1] < 1 || f[1] > 12 || f[2] < 1 || f[2] > mdays[f[1] - 1] || f[3] > 23 ||
+	    f[4] > 59 || f[5] > 59)
+		return -1;
+	if (f[1] == 2 && f[2] == 29 && (f[0] % 4 != 0 || (f[0] % 100 == 0 && f[0] % 400 != 0)))
+		return -1;
+	t = ((days_from_civil(f[0], f[1], f[2]) * 24 + f[3]) * 60 + f[4]) * 60 + f[5];
+	if (t <= 0)
+		return -1;
+	*out = t * 1000000;
 	return 0;
 }
 
@@ -304,6 +374,7 @@ static int parse_value(const struct ctx *x, enum opt i, const char *v, struct op
 	enum sc_status st = SC_STATUS_ACTIVE;
 	enum sc_txn_status ts = SC_TXN_PENDING;
 	enum sc_outcome oc = SC_OUTCOME_SUCCESS;
+	enum sc_risk rk = SC_RISK_LOW;
 	uint64_t n;
 	int rc = 0;
 
@@ -339,6 +410,16 @@ static int parse_value(const struct ctx *x, enum opt i, const char *v, struct op
 	case K_TXN_STATUS:
 		rc = sc_txn_status_parse(v, &ts);
 		o->num[i] = ts;
+		break;
+	case K_RISK:
+		rc = sc_risk_parse(v, &rk);
+		o->num[i] = rk;
+		break;
+	case K_TIME:
+		if (parse_time(v, &o->num[i]) != 0)
+			return usage_error(x, "--%s: not a time after the epoch: '%s' (expected "
+			                      "2026-11-24T10:00:00Z, UTC, or microseconds)",
+			                   d->flag, v);
 		break;
 	case K_OUTCOME:
 		/* A hook may pass its command's exit status: 0 success, else failure. */
@@ -557,6 +638,40 @@ static const struct out_field transaction_cols[] = {
 	W(OT_MONEY, charged, "charged", "CHARGED"),
 	W(OT_STR, block_reason, "block_reason", "REASON", .flags = OF_NULL),
 	W(OT_TIME, created_at, "created_at", "CREATED"),
+};
+#undef T
+
+#define T sc_txn_summary
+static const struct out_field txn_summary_out[] = {
+	W(OT_UINT, total, "total", "TOTAL"),
+	W(OT_UINT, pending, "pending", "PENDING"),
+	W(OT_UINT, settled, "settled", "SETTLED"),
+	W(OT_UINT, blocked, "blocked", "BLOCKED"),
+	W(OT_UINT, expired, "expired", "EXPIRED"),
+	W(OT_MONEY, charged, "charged", "CHARGED"),
+	W(OT_MONEY, estimated, "estimated", "ESTIMATED"),
+};
+#undef T
+
+#define T sc_top_agent
+static const struct out_field top_agent_out[] = {
+	W(OT_UINT, agent_id, "agent_id", "AGENT"),
+	W(OT_STR, name, "name", "NAME"),
+	W(OT_MONEY, spend, "spend", "SPEND"),
+	W(OT_UINT, transactions, "transactions", "TRANSACTIONS"),
+};
+#undef T
+
+#define T sc_fleet
+static const struct out_field fleet_out[] = {
+	W(OT_UINT, total_agents, "total_agents", "AGENTS"),
+	W(OT_UINT, active_agents, "active_agents", "ACTIVE"),
+	W(OT_UINT, throttled_agents, "throttled_agents", "THROTTLED"),
+	W(OT_UINT, frozen_agents, "frozen_agents", "FROZEN"),
+	W(OT_MONEY, total_spend, "total_spend", "SPEND"),
+	W(OT_UINT, risk_events_blocked, "risk_events_blocked", "RISK BLOCKED"),
+	W(OT_UINT, anomalies, "anomalies", "ANOMALIES"),
+	W(OT_INT32, avg_credit_score, "avg_credit_score", "AVERAGE SCORE"),
 };
 #undef T
 
@@ -1265,21 +1380,85 @@ static int cmd_report(struct ctx *x, const struct opts *o)
 	return 0;
 }
 
+/* The filter flags of transactions, transactions summary and agents top. */
+static void txn_filter_from(const struct opts *o, sc_txn_filter *f)
+{
+	sc_txn_filter_init(f);
+	f->agent_id = (uint64_t)o->num[O_AGENT_ID];
+	f->org_id = (uint64_t)o->num[O_ORG_ID];
+	if (o->given & BIT(O_TXN_STATUS))
+		f->status = (int)o->num[O_TXN_STATUS];
+	if (o->given & BIT(O_RISK_LEVEL))
+		f->risk = (int)o->num[O_RISK_LEVEL];
+	f->since = o->num[O_SINCE];
+	f->until = o->num[O_UNTIL];
+	f->before = (uint64_t)o->num[O_BEFORE];
+	f->limit = (unsigned)o->num[O_LIMIT];
+}
+
+/* --limit within 1 to max, when given. */
+static int check_limit(const struct ctx *x, const struct opts *o, int64_t max)
+{
+	if ((o->given & BIT(O_LIMIT)) && (o->num[O_LIMIT] < 1 || o->num[O_LIMIT] > max))
+		return usage_error(x, "--limit: must be 1 to %" PRId64, max);
+	return 0;
+}
+
 static int cmd_transactions(struct ctx *x, const struct opts *o)
 {
-	int status = (o->given & BIT(O_TXN_STATUS)) ? (int)o->num[O_TXN_STATUS] : -1;
 	sc_transaction *list;
+	sc_txn_filter f;
 	size_t n;
 	int rc;
 
-	if ((o->given & BIT(O_LIMIT)) && (o->num[O_LIMIT] < 1 || o->num[O_LIMIT] > 1000))
-		return usage_error(x, "--limit: must be 1 to 1000");
-	rc = sc_transactions_list(x->c, (uint64_t)o->num[O_AGENT_ID], status,
-	                          (unsigned)o->num[O_LIMIT], &list, &n);
-	if (rc != 0)
+	if ((rc = check_limit(x, o, 1000)) != 0)
+		return rc;
+	txn_filter_from(o, &f);
+	if ((rc = sc_transactions_query(x->c, &f, &list, &n)) != 0)
 		return call_error(x, rc);
 	show_list(x, OUT(transaction_out), OUT(transaction_cols), list, n, sizeof(*list));
 	sc_transactions_free(list);
+	return 0;
+}
+
+static int cmd_transactions_summary(struct ctx *x, const struct opts *o)
+{
+	sc_txn_summary s;
+	sc_txn_filter f;
+	int rc;
+
+	txn_filter_from(o, &f);
+	if ((rc = sc_transactions_summary(x->c, &f, &s)) != 0)
+		return call_error(x, rc);
+	show(x, OUT(txn_summary_out), &s);
+	return 0;
+}
+
+static int cmd_agents_top(struct ctx *x, const struct opts *o)
+{
+	sc_top_agent *list;
+	size_t n;
+	int rc;
+
+	if ((rc = check_limit(x, o, 100)) != 0)
+		return rc;
+	rc = sc_agents_top(x->c, (uint64_t)o->num[O_ORG_ID], o->num[O_SINCE], o->num[O_UNTIL],
+	                   (unsigned)o->num[O_LIMIT], &list, &n);
+	if (rc != 0)
+		return call_error(x, rc);
+	show_list(x, OUT(top_agent_out), OUT(top_agent_out), list, n, sizeof(*list));
+	sc_top_agents_free(list);
+	return 0;
+}
+
+static int cmd_fleet(struct ctx *x, const struct opts *o)
+{
+	sc_fleet fl;
+	int rc = sc_fleet_get(x->c, &fl);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	show(x, OUT(fleet_out), &fl);
 	return 0;
 }
 
@@ -1300,8 +1479,8 @@ static int cmd_agents_events(struct ctx *x, const struct opts *o)
 	size_t n;
 	int rc;
 
-	if ((o->given & BIT(O_LIMIT)) && (o->num[O_LIMIT] < 1 || o->num[O_LIMIT] > 1000))
-		return usage_error(x, "--limit: must be 1 to 1000");
+	if ((rc = check_limit(x, o, 1000)) != 0)
+		return rc;
 	rc = sc_agents_events(x->c, (uint64_t)o->num[O_AGENT_ID], (unsigned)o->num[O_LIMIT], &list,
 	                      &n);
 	if (rc != 0)
@@ -1316,9 +1495,9 @@ static const char *const stat_names[] = {
 	"uptime_s",         "orgs",              "agents",          "rules",
 	"holds_open",       "checks",            "allowed",         "blocked",
 	"reports",          "expired",           "topups",          "anomalies",
-	"connections_open", "connections_total", "requests",        "protocol_errors",
-	"capacity_orgs",    "capacity_agents",   "capacity_rules",  "capacity_holds",
-	"capacity_history",
+	"risk_blocked",     "connections_open",  "connections_total", "requests",
+	"protocol_errors",  "capacity_orgs",     "capacity_agents",   "capacity_rules",
+	"capacity_holds",   "capacity_history",
 };
 
 static int cmd_stats(struct ctx *x, const struct opts *o)
@@ -1473,6 +1652,9 @@ static int cmd_ledger_export(struct ctx *x, const struct opts *o)
 #define RULE_FLAGS                                                                     \
 	(BIT(O_NAME) | BIT(O_MATCH) | BIT(O_MAX_COST_PER_TXN) | BIT(O_DAILY_SPEND_LIMIT) | \
 	 BIT(O_HOURLY_RATE_LIMIT))
+/* created_at in [--since, --until) */
+#define WINDOW_FLAGS (BIT(O_SINCE) | BIT(O_UNTIL))
+#define TXN_FILTER_FLAGS (BIT(O_AGENT_ID) | BIT(O_ORG_ID) | WINDOW_FLAGS)
 
 static const struct command commands[] = {
 	{ "orgs", "create", cmd_orgs_create, BIT(O_NAME), BIT(O_NAME), "create an org" },
@@ -1494,6 +1676,8 @@ static const struct command commands[] = {
 	{ "agents", "events", cmd_agents_events, BIT(O_AGENT_ID) | BIT(O_LIMIT), BIT(O_AGENT_ID),
 	  "an agent's status changes, anomalies and critical overrides, newest first "
 	  "(--limit 1-1000, default 50)" },
+	{ "agents", "top", cmd_agents_top, BIT(O_ORG_ID) | WINDOW_FLAGS | BIT(O_LIMIT), 0,
+	  "the agents charged the most over a window, most first (--limit 1-100, default 10)" },
 	{ "rules", "add", cmd_rules_add, BIT(O_AGENT_ID) | RULE_FLAGS,
 	  BIT(O_AGENT_ID) | BIT(O_NAME) | BIT(O_MATCH), "add a spending rule to an agent" },
 	{ "rules", "list", cmd_rules_list, BIT(O_AGENT_ID), BIT(O_AGENT_ID),
@@ -1517,8 +1701,15 @@ static const struct command commands[] = {
 	  "settle a hold (--outcome also takes an exit status: 0 success, else failure)" },
 	{ "score", NULL, cmd_score, BIT(O_AGENT_ID), BIT(O_AGENT_ID),
 	  "an agent's kredit score (300-850), its status and the counters behind it" },
-	{ "transactions", NULL, cmd_transactions, BIT(O_AGENT_ID) | BIT(O_TXN_STATUS) | BIT(O_LIMIT),
-	  0, "list transactions, newest first (--limit 1-1000, default 50)" },
+	{ "transactions", NULL, cmd_transactions,
+	  TXN_FILTER_FLAGS | BIT(O_TXN_STATUS) | BIT(O_RISK_LEVEL) | BIT(O_BEFORE) | BIT(O_LIMIT), 0,
+	  "list transactions, newest first (--limit 1-1000, default 50; --before the last id of "
+	  "a page gives the next page)" },
+	{ "transactions", "summary", cmd_transactions_summary, TXN_FILTER_FLAGS, 0,
+	  "count transactions by status and sum their estimates and charges" },
+	{ "fleet", NULL, cmd_fleet, 0, 0,
+	  "agents by status, total spend, checks blocked by risk controls, anomalies, average "
+	  "score" },
 	{ "stats", NULL, cmd_stats, 0, 0, "the daemon's counters" },
 	{ "ledger", "verify", cmd_ledger_verify, BIT(O_STATE_DIR), 0,
 	  "check every ledger record offline (exit 1: corrupt; a torn tail is a warning)" },
@@ -1556,6 +1747,8 @@ static void print_usage(FILE *f)
 	      "else the default path). Amounts are dollars (\"2.40\"); --json prints one JSON\n"
 	      "document with amounts in integer micro-dollars. The ledger commands read the files\n"
 	      "of the daemon's state directory instead (--state-dir, else the daemon's default).\n"
+	      "Times (--since, --until) are UTC, 2026-11-24T10:00:00Z, or integer microseconds\n"
+	      "since the epoch; a window is since <= created_at < until.\n"
 	      "Exit status: 0 ok (check: allowed), 1 check blocked or ledger corrupt, 2 error.\n"
 	      "\ncommands:\n",
 	      f);

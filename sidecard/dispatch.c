@@ -905,7 +905,7 @@ static int m_transactions_list(struct call *c)
 
 	if ((rc = txn_filter_args(c, &f)) ||
 	    (rc = enum_arg(c, c->a, "status", &sc_txn_status_names, &f.status, &present)) ||
-	    (rc = enum_arg(c, c->a, "risk_level", &gate_risk_names, &f.risk, &present)) ||
+	    (rc = enum_arg(c, c->a, "risk_level", &sc_risk_names, &f.risk, &present)) ||
 	    (rc = proto_arg_u64(c->a, "before", 0, &f.before, &present)) ||
 	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
 		return rc;

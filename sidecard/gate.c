@@ -22,13 +22,14 @@
 #include "gate.h"
 #include "log.h"
 
-static const char *const risk_words[] = {"low", "medium", "high"};
-const struct sc_names gate_risk_names = {risk_words, 3};
 static const char *const check_types[] = {"api_call", "compute", "data", "tool", "other"};
+
+_Static_assert((int)GATE_RISK_MEDIUM == (int)SC_RISK_MEDIUM && (int)GATE_RISK_HIGH == (int)SC_RISK_HIGH,
+               "risk levels are the public enum's");
 
 const char *gate_risk_name(int risk)
 {
-	return risk >= 0 && risk <= GATE_RISK_HIGH ? risk_words[risk] : "low";
+	return sc_risk_name((enum sc_risk)risk);
 }
 
 /* ---------------------------------------------------------- pure helpers */

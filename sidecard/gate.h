@@ -27,8 +27,8 @@
 #define GATE_US_PER_MINUTE INT64_C(60000000)
 
 enum gate_risk { GATE_RISK_LOW, GATE_RISK_MEDIUM, GATE_RISK_HIGH };
+/* The word of a risk level (enum gate_risk matches enum sc_risk). */
 const char *gate_risk_name(int risk);
-extern const struct sc_names gate_risk_names; /* "low", "medium", "high" */
 
 struct gate_check_req {
 	uint64_t agent_id;

@@ -9,7 +9,10 @@
  * high-priority top-ups; report outcomes with balances and debt; idempotent
  * check and report (replay and mismatch); hold expiry (--hold-ttl 1); kredit
  * scores, automatic and operator status changes, anomalies and the events
- * they record; argument errors naming the field; a connection to a daemon
+ * they record; transactions listed by org, risk level, status and time
+ * window, paged with `before`, summed, ranked by agent (agents.top), and
+ * the fleet overview, all against the test's own tally; argument errors
+ * naming the field; a connection to a daemon
  * that went away; a restart on the same state directory; and the concurrency test:
  * 16 connections race checks against one wallet worth a tenth of their
  * estimates, and the final balance must equal the tally of acknowledged
@@ -1587,6 +1590,561 @@ START_TEST(test_operator_status_events)
 }
 END_TEST
 
+/* ----- visibility: transaction filters and paging, summary, top agents, fleet ----- */
+
+/*
+ * The fleet every visibility test starts from: orgs alpha and beta of two
+ * agents each, driven by vis_steps into transactions of every status but
+ * expired and of every risk level. The test keeps its own record of each
+ * transaction (struct vis_txn) and checks the daemon's answers against
+ * that tally, never against another answer of the daemon.
+ */
+enum { A1, A2, B1, B2, N_VIS_AGENTS };
+
+static const struct {
+	const char *org, *name;
+	enum sc_priority priority;
+	sc_micros max_per_txn;
+} vis_agents[N_VIS_AGENTS] = {
+	[A1] = { "alpha", "a1", SC_PRIORITY_NORMAL, 0 },
+	[A2] = { "alpha", "a2", SC_PRIORITY_NORMAL, 0 },
+	[B1] = { "beta", "b1", SC_PRIORITY_NORMAL, 0 },
+	[B2] = { "beta", "b2", SC_PRIORITY_CRITICAL, USD(1) },
+};
+
+/* One check: allowed unless block_reason is set; then settled if `settle`, else left pending. */
+struct vis_step {
+	int agent;
+	sc_micros estimate;
+	const char *block_reason;
+	enum sc_risk risk;
+	int settle;
+	enum sc_outcome outcome;
+	sc_micros actual;
+	int freeze_first; /* the operator freezes the agent before this check */
+};
+
+#define SETTLED(a, cost, risk_, outcome_, actual_)                                          \
+	{ .agent = (a), .estimate = (cost), .risk = (risk_), .settle = 1, .outcome = (outcome_), \
+	  .actual = (actual_) }
+#define PENDING(a, cost, risk_) { .agent = (a), .estimate = (cost), .risk = (risk_) }
+#define BLOCKED(a, cost, reason, freeze)                                                    \
+	{ .agent = (a), .estimate = (cost), .block_reason = (reason), .risk = SC_RISK_LOW,      \
+	  .freeze_first = (freeze) }
+
+static const struct vis_step vis_steps[] = {
+	SETTLED(A1, USD(2), SC_RISK_LOW, SC_OUTCOME_SUCCESS, USD(2)),
+	SETTLED(A2, USD(3), SC_RISK_LOW, SC_OUTCOME_SUCCESS, USD(3)),
+	/* five settled dollars give b1 the average cost that step 9 of the gate needs */
+	SETTLED(B1, USD(1), SC_RISK_LOW, SC_OUTCOME_SUCCESS, USD(1)),
+	SETTLED(B1, USD(1), SC_RISK_LOW, SC_OUTCOME_SUCCESS, USD(1)),
+	SETTLED(B1, USD(1), SC_RISK_LOW, SC_OUTCOME_SUCCESS, USD(1)),
+	SETTLED(B1, USD(1), SC_RISK_LOW, SC_OUTCOME_SUCCESS, USD(1)),
+	SETTLED(B1, USD(1), SC_RISK_LOW, SC_OUTCOME_SUCCESS, USD(1)),
+	PENDING(B1, USD(10), SC_RISK_MEDIUM), /* 10x the average cost: an anomaly */
+	SETTLED(B2, USD(5), SC_RISK_HIGH, SC_OUTCOME_SUCCESS, USD(4)), /* critical, past its max */
+	BLOCKED(A1, USD(500), "wallet_empty", 0),
+	SETTLED(A1, USD(1), SC_RISK_LOW, SC_OUTCOME_FAILURE, 0), /* settled, charged nothing */
+	PENDING(A2, USD(1), SC_RISK_LOW),
+	BLOCKED(A2, USD(1), "agent_frozen", 1),
+};
+
+#undef SETTLED
+#undef PENDING
+#undef BLOCKED
+
+#define VIS_N COUNT(vis_steps)
+
+struct vis_txn {
+	uint64_t id;
+	int agent;
+	enum sc_txn_status status;
+	enum sc_risk risk;
+	sc_micros estimate, charged;
+	int64_t created_at;
+};
+
+struct vis {
+	uint64_t agent[N_VIS_AGENTS], org_of[N_VIS_AGENTS];
+	struct vis_txn txn[VIS_N]; /* oldest first */
+};
+
+static struct vis v;
+
+static void vis_build(void)
+{
+	sc_transaction *list;
+	sc_settlement s;
+	sc_decision dec;
+	size_t i, n;
+	sc_agent a;
+
+	new_org("alpha");
+	new_org("beta");
+	for (i = 0; i < N_VIS_AGENTS; i++) {
+		v.agent[i] = new_agent_in(vis_agents[i].org, vis_agents[i].name,
+		                          vis_agents[i].priority, USD(100), vis_agents[i].max_per_txn, 0,
+		                          NULL, 0);
+		OK(sc_agents_get(c, v.agent[i], &a));
+		v.org_of[i] = a.org_id;
+	}
+	for (i = 0; i < VIS_N; i++) {
+		const struct vis_step *st = &vis_steps[i];
+		struct vis_txn *t = &v.txn[i];
+
+		if (st->freeze_first)
+			OK(sc_agents_update(c, v.agent[st->agent], NULL, -1, SC_STATUS_FROZEN, &a));
+		dec = check_as(v.agent[st->agent], "tool.run", st->estimate, NULL);
+		ck_assert_msg(dec.allowed == (st->block_reason == NULL), "step %zu: %s", i,
+		              dec.block_reason);
+		ck_assert_str_eq(dec.block_reason, st->block_reason ? st->block_reason : "");
+		ck_assert_str_eq(dec.risk_level, sc_risk_name(st->risk));
+		*t = (struct vis_txn){ .id = dec.transaction_id, .agent = st->agent,
+			               .status = dec.allowed ? SC_TXN_PENDING : SC_TXN_BLOCKED,
+			               .risk = st->risk, .estimate = st->estimate };
+		if (st->settle) {
+			OK(sc_report(c, t->id, st->outcome, 1, st->actual, &s));
+			ck_assert_int_eq(s.charged, st->actual);
+			t->status = SC_TXN_SETTLED;
+			t->charged = s.charged;
+		}
+		if (i > 0)
+			ck_assert_uint_gt(t->id, v.txn[i - 1].id);
+	}
+	/* The only thing the tally takes from the daemon: when each transaction was created. */
+	OK(sc_transactions_list(c, 0, -1, 1000, &list, &n));
+	ck_assert_uint_eq(n, VIS_N);
+	for (i = 0; i < n; i++) {
+		ck_assert_uint_eq(list[i].id, v.txn[VIS_N - 1 - i].id);
+		v.txn[VIS_N - 1 - i].created_at = list[i].created_at;
+	}
+	sc_transactions_free(list);
+}
+
+/* Whether the tally's t passes f (PROTOCOL.md, transactions.list); the limit aside. */
+static int vis_keeps(const struct vis_txn *t, const sc_txn_filter *f)
+{
+	return (f->agent_id == 0 || v.agent[t->agent] == f->agent_id) &&
+	       (f->org_id == 0 || v.org_of[t->agent] == f->org_id) &&
+	       (f->status < 0 || (int)t->status == f->status) &&
+	       (f->risk < 0 || (int)t->risk == f->risk) && t->created_at >= f->since &&
+	       (f->until == 0 || t->created_at < f->until) && (f->before == 0 || t->id < f->before);
+}
+
+/* The tally's transactions that f keeps, newest first, into ids; returns how many. */
+static size_t vis_expect(const sc_txn_filter *f, uint64_t *ids)
+{
+	size_t i, n = 0;
+
+	for (i = VIS_N; i-- > 0;)
+		if (vis_keeps(&v.txn[i], f) && (f->limit == 0 || n < f->limit))
+			ids[n++] = v.txn[i].id;
+	return n;
+}
+
+static const struct vis_txn *vis_txn_by_id(uint64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < VIS_N && v.txn[i].id != id; i++)
+		;
+	ck_assert_msg(i < VIS_N, "transaction %" PRIu64 " is not the test's", id);
+	return &v.txn[i];
+}
+
+/*
+ * Queries with f (NULL: no filter) and asserts the answer is the tally's, in
+ * order, field by field; returns how many transactions were listed.
+ */
+static size_t vis_assert_query(const char *what, const sc_txn_filter *f)
+{
+	uint64_t want[VIS_N];
+	sc_transaction *list;
+	sc_txn_filter any;
+	size_t n_want, n, i;
+
+	sc_txn_filter_init(&any);
+	n_want = vis_expect(f ? f : &any, want);
+	OK(sc_transactions_query(c, f, &list, &n));
+	ck_assert_msg(n == n_want, "%s: %zu transactions, expected %zu", what, n, n_want);
+	for (i = 0; i < n; i++) {
+		const struct vis_txn *t = vis_txn_by_id(list[i].id);
+
+		ck_assert_msg(list[i].id == want[i], "%s: #%zu is %" PRIu64 ", expected %" PRIu64,
+		              what, i, list[i].id, want[i]);
+		ck_assert_uint_eq(list[i].agent_id, v.agent[t->agent]);
+		ck_assert_uint_eq(list[i].org_id, v.org_of[t->agent]);
+		ck_assert_int_eq(list[i].status, t->status);
+		ck_assert_int_eq(list[i].risk, t->risk);
+		ck_assert_str_eq(list[i].risk_level, sc_risk_name(t->risk));
+		ck_assert_int_eq(list[i].estimated_cost, t->estimate);
+		ck_assert_int_eq(list[i].charged, t->charged);
+	}
+	sc_transactions_free(list);
+	return n;
+}
+
+/* A filter of the tally's terms: an agent and an org by index (-1: any). */
+static sc_txn_filter vis_filter(int agent, int org_of_agent, int status, int risk)
+{
+	sc_txn_filter f;
+
+	sc_txn_filter_init(&f);
+	f.agent_id = agent >= 0 ? v.agent[agent] : 0;
+	f.org_id = org_of_agent >= 0 ? v.org_of[org_of_agent] : 0;
+	f.status = status;
+	f.risk = risk;
+	return f;
+}
+
+START_TEST(test_txn_query_filters)
+{
+	static const struct {
+		const char *what;
+		int agent, org_of; /* vis indexes, -1: any */
+		int status, risk;
+		size_t count;
+	} cases[] = {
+		{ "everything", -1, -1, -1, -1, VIS_N },
+		{ "org alpha", -1, A1, -1, -1, 6 },
+		{ "org beta", -1, B1, -1, -1, 7 },
+		{ "risk low", -1, -1, -1, SC_RISK_LOW, VIS_N - 2 },
+		{ "risk medium", -1, -1, -1, SC_RISK_MEDIUM, 1 },
+		{ "risk high", -1, -1, -1, SC_RISK_HIGH, 1 },
+		{ "blocked", -1, -1, SC_TXN_BLOCKED, -1, 2 },
+		{ "expired", -1, -1, SC_TXN_EXPIRED, -1, 0 },
+		{ "pending in alpha", -1, A1, SC_TXN_PENDING, -1, 1 },
+		{ "settled low-risk in beta", -1, B1, SC_TXN_SETTLED, SC_RISK_LOW, 5 },
+		{ "b1's pending medium", B1, -1, SC_TXN_PENDING, SC_RISK_MEDIUM, 1 },
+		{ "b1 in org alpha", B1, A1, -1, -1, 0 },
+		{ "high risk in alpha", -1, A1, -1, SC_RISK_HIGH, 0 },
+	};
+	sc_transaction *list;
+	sc_txn_filter f;
+	size_t i, n;
+
+	vis_build();
+	for (i = 0; i < COUNT(cases); i++) {
+		f = vis_filter(cases[i].agent, cases[i].org_of, cases[i].status, cases[i].risk);
+		ck_assert_msg(vis_assert_query(cases[i].what, &f) == cases[i].count,
+		              "%s: not %zu transactions", cases[i].what, cases[i].count);
+	}
+	f = vis_filter(-1, -1, -1, -1);
+	f.limit = 3;
+	ck_assert_uint_eq(vis_assert_query("the newest 3", &f), 3);
+	ck_assert_uint_eq(vis_assert_query("no filter", NULL), VIS_N);
+
+	f = vis_filter(-1, -1, SC_TXN_EXPIRED + 1, -1);
+	FAILS(sc_transactions_query(c, &f, &list, &n), SC_EINVAL, "status");
+	ck_assert_ptr_null(list);
+	f = vis_filter(-1, -1, -1, SC_RISK_HIGH + 1);
+	FAILS(sc_transactions_query(c, &f, &list, &n), SC_EINVAL, "risk");
+	f = vis_filter(-1, -1, -1, -1);
+	f.limit = 1001;
+	FAILS(sc_transactions_query(c, &f, &list, &n), SC_EINVAL, "limit");
+	f.limit = 0;
+	f.since = -1;
+	FAILS(sc_transactions_query(c, &f, &list, &n), SC_EINVAL, "since");
+}
+END_TEST
+
+/* Pages of 2 chained by `before` cover each transaction exactly once, newest first. */
+START_TEST(test_txn_query_paging)
+{
+	static const struct {
+		const char *what;
+		int org_of, status, risk;
+	} cases[] = {
+		{ "everything", -1, -1, -1 },
+		{ "org alpha", A1, -1, -1 },
+		{ "settled", -1, SC_TXN_SETTLED, -1 },
+		{ "risk low in beta", B1, -1, SC_RISK_LOW },
+	};
+	uint64_t want[VIS_N], got[VIS_N + 2];
+	sc_transaction *page;
+	sc_txn_filter f;
+	size_t i, k, n, n_want, n_got, pages;
+
+	vis_build();
+	for (i = 0; i < COUNT(cases); i++) {
+		f = vis_filter(-1, cases[i].org_of, cases[i].status, cases[i].risk);
+		n_want = vis_expect(&f, want);
+		f.limit = 2;
+		n_got = 0;
+		pages = 0;
+		do {
+			OK(sc_transactions_query(c, &f, &page, &n));
+			ck_assert_uint_le(n, 2);
+			ck_assert_msg(n_got + n <= n_want, "%s: more than %zu transactions",
+			              cases[i].what, n_want);
+			for (k = 0; k < n; k++) {
+				if (f.before != 0)
+					ck_assert_uint_lt(page[k].id, f.before);
+				got[n_got++] = page[k].id;
+			}
+			if (n > 0)
+				f.before = page[n - 1].id;
+			sc_transactions_free(page);
+			pages++;
+		} while (n == 2);
+		ck_assert_msg(n_got == n_want, "%s: %zu transactions over the pages, expected %zu",
+		              cases[i].what, n_got, n_want);
+		for (k = 0; k < n_got; k++)
+			ck_assert_msg(got[k] == want[k], "%s: #%zu is %" PRIu64 ", expected %" PRIu64,
+			              cases[i].what, k, got[k], want[k]);
+		/* A last short page, or an empty one after an even count. */
+		ck_assert_uint_eq(pages, n_want / 2 + 1);
+	}
+	/* A cursor at the oldest id leaves nothing; one past the newest, everything. */
+	f = vis_filter(-1, -1, -1, -1);
+	f.before = v.txn[0].id;
+	ck_assert_uint_eq(vis_assert_query("before the oldest", &f), 0);
+	f.before = v.txn[VIS_N - 1].id + 1;
+	ck_assert_uint_eq(vis_assert_query("before past the newest", &f), VIS_N);
+}
+END_TEST
+
+/*
+ * since is inclusive and until exclusive, at boundaries taken from the
+ * created_at of transactions: the boundary transaction is on the since side.
+ */
+START_TEST(test_txn_query_window)
+{
+	const struct vis_txn *early = &v.txn[3], *mid = &v.txn[VIS_N / 2], *late = &v.txn[VIS_N - 3];
+	size_t n_since, n_until;
+	sc_txn_filter f;
+
+	vis_build();
+	ck_assert_int_lt(early->created_at, late->created_at);
+
+	f = vis_filter(-1, -1, -1, -1);
+	f.since = mid->created_at;
+	n_since = vis_assert_query("since the middle", &f);
+	ck_assert(vis_keeps(mid, &f));
+	ck_assert(!vis_keeps(&v.txn[0], &f));
+	f = vis_filter(-1, -1, -1, -1);
+	f.until = mid->created_at;
+	n_until = vis_assert_query("until the middle", &f);
+	ck_assert(!vis_keeps(mid, &f));
+	ck_assert(vis_keeps(&v.txn[0], &f));
+	ck_assert_uint_eq(n_since + n_until, VIS_N);
+
+	f = vis_filter(-1, -1, -1, -1);
+	f.since = early->created_at;
+	f.until = late->created_at;
+	ck_assert_uint_ge(vis_assert_query("between two", &f), 1);
+	ck_assert(vis_keeps(early, &f) && vis_keeps(mid, &f) && !vis_keeps(late, &f));
+	f.until = f.since;
+	ck_assert_uint_eq(vis_assert_query("an empty window", &f), 0);
+	f.until = f.since + 1;
+	ck_assert_uint_ge(vis_assert_query("one microsecond", &f), 1);
+
+	f = vis_filter(-1, A1, SC_TXN_SETTLED, -1);
+	f.since = early->created_at;
+	f.until = late->created_at;
+	vis_assert_query("settled in alpha between two", &f);
+	f = vis_filter(-1, -1, -1, -1);
+	f.since = v.txn[VIS_N - 1].created_at + 1;
+	ck_assert_uint_eq(vis_assert_query("after the newest", &f), 0);
+}
+END_TEST
+
+/* The tally's summary of f (only agent, org and window apply). */
+static sc_txn_summary vis_summary(const sc_txn_filter *f)
+{
+	sc_txn_summary s;
+	uint64_t *by_status[] = { &s.pending, &s.settled, &s.blocked, &s.expired };
+	size_t i;
+
+	memset(&s, 0, sizeof(s));
+	for (i = 0; i < VIS_N; i++) {
+		if (!vis_keeps(&v.txn[i], f))
+			continue;
+		s.total++;
+		(*by_status[v.txn[i].status])++;
+		s.charged += v.txn[i].charged;
+		s.estimated += v.txn[i].estimate;
+	}
+	return s;
+}
+
+#define SUMMARY_FIELD(m) { #m, offsetof(sc_txn_summary, m) }
+
+START_TEST(test_txn_summary)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} fields[] = {
+		SUMMARY_FIELD(total),   SUMMARY_FIELD(pending), SUMMARY_FIELD(settled),
+		SUMMARY_FIELD(blocked), SUMMARY_FIELD(expired), SUMMARY_FIELD(charged),
+		SUMMARY_FIELD(estimated),
+	};
+	static const struct {
+		const char *what;
+		int agent, org_of, window; /* window: since the middle transaction */
+	} cases[] = {
+		{ "everything", -1, -1, 0 }, { "org alpha", -1, A1, 0 }, { "org beta", -1, B1, 0 },
+		{ "agent a2", A2, -1, 0 },   { "since the middle", -1, -1, 1 },
+		{ "beta since the middle", -1, B1, 1 },
+	};
+	sc_txn_summary got, want;
+	sc_txn_filter f;
+	int64_t a, b;
+	size_t i, k;
+
+	vis_build();
+	for (i = 0; i < COUNT(cases); i++) {
+		f = vis_filter(cases[i].agent, cases[i].org_of, -1, -1);
+		if (cases[i].window)
+			f.since = v.txn[VIS_N / 2].created_at;
+		want = vis_summary(&f);
+		OK(sc_transactions_summary(c, &f, &got));
+		for (k = 0; k < COUNT(fields); k++) {
+			memcpy(&a, (const char *)&got + fields[k].off, sizeof(a));
+			memcpy(&b, (const char *)&want + fields[k].off, sizeof(b));
+			ck_assert_msg(a == b, "%s: %s = %" PRId64 ", the test tallied %" PRId64,
+			              cases[i].what, fields[k].name, a, b);
+		}
+		ck_assert_uint_eq(got.total, got.pending + got.settled + got.blocked + got.expired);
+	}
+	/* The tally itself, by hand: 13 checks, $14 charged of $528 estimated. */
+	OK(sc_transactions_summary(c, NULL, &got));
+	ck_assert_uint_eq(got.total, VIS_N);
+	ck_assert_uint_eq(got.pending, 2);
+	ck_assert_uint_eq(got.settled, 9);
+	ck_assert_uint_eq(got.blocked, 2);
+	ck_assert_uint_eq(got.expired, 0);
+	ck_assert_int_eq(got.charged, USD(14));
+	ck_assert_int_eq(got.estimated, USD(528));
+	f = vis_filter(-1, -1, -1, -1);
+	f.until = v.txn[0].created_at;
+	OK(sc_transactions_summary(c, &f, &got));
+	ck_assert_uint_eq(got.total, 0);
+	ck_assert_int_eq(got.charged, 0);
+}
+END_TEST
+
+/* The tally's top agents over f's org and window: charged transactions only, most first. */
+static size_t vis_top(const sc_txn_filter *f, unsigned limit, sc_top_agent *out)
+{
+	sc_micros spend[N_VIS_AGENTS] = { 0 };
+	uint64_t count[N_VIS_AGENTS] = { 0 };
+	size_t i, n = 0;
+	int best, a;
+
+	for (i = 0; i < VIS_N; i++)
+		if (v.txn[i].charged > 0 && vis_keeps(&v.txn[i], f)) {
+			spend[v.txn[i].agent] += v.txn[i].charged;
+			count[v.txn[i].agent]++;
+		}
+	while (n < limit) {
+		for (best = -1, a = 0; a < N_VIS_AGENTS; a++)
+			if (count[a] && (best < 0 || spend[a] > spend[best]))
+				best = a;
+		if (best < 0)
+			break;
+		out[n] = (sc_top_agent){ .agent_id = v.agent[best], .spend = spend[best],
+			                 .transactions = count[best] };
+		snprintf(out[n].name, sizeof(out[n].name), "%s", vis_agents[best].name);
+		count[best] = 0;
+		n++;
+	}
+	return n;
+}
+
+START_TEST(test_agents_top)
+{
+	static const struct {
+		const char *what;
+		int org_of, window;
+		unsigned limit;
+		size_t count;
+	} cases[] = {
+		{ "everyone", -1, 0, 0, 4 },      { "the top 2", -1, 0, 2, 2 },
+		{ "org alpha", A1, 0, 0, 2 },     { "org beta, top 1", B1, 0, 1, 1 },
+		{ "since the middle", -1, 1, 0, 0 /* from the tally */ },
+	};
+	sc_top_agent *list, want[N_VIS_AGENTS];
+	sc_txn_filter f;
+	size_t i, k, n, n_want;
+
+	vis_build();
+	for (i = 0; i < COUNT(cases); i++) {
+		f = vis_filter(-1, cases[i].org_of, -1, -1);
+		if (cases[i].window)
+			f.since = v.txn[VIS_N / 2].created_at;
+		n_want = vis_top(&f, cases[i].limit ? cases[i].limit : 10, want);
+		if (cases[i].count)
+			ck_assert_uint_eq(n_want, cases[i].count);
+		OK(sc_agents_top(c, f.org_id, f.since, f.until, cases[i].limit, &list, &n));
+		ck_assert_msg(n == n_want, "%s: %zu agents, expected %zu", cases[i].what, n, n_want);
+		for (k = 0; k < n; k++) {
+			ck_assert_msg(list[k].agent_id == want[k].agent_id,
+			              "%s: #%zu is agent %" PRIu64 ", expected %" PRIu64,
+			              cases[i].what, k, list[k].agent_id, want[k].agent_id);
+			ck_assert_str_eq(list[k].name, want[k].name);
+			ck_assert_int_eq(list[k].spend, want[k].spend);
+			ck_assert_uint_eq(list[k].transactions, want[k].transactions);
+			if (k > 0)
+				ck_assert_int_ge(list[k - 1].spend, list[k].spend);
+		}
+		sc_top_agents_free(list);
+	}
+	/* The tally by hand: b1 $5 in 5 charges, b2 $4, a2 $3, a1 $2 (its failure charged $0). */
+	OK(sc_agents_top(c, 0, 0, 0, 0, &list, &n));
+	ck_assert_uint_eq(n, 4);
+	ck_assert_uint_eq(list[0].agent_id, v.agent[B1]);
+	ck_assert_int_eq(list[0].spend, USD(5));
+	ck_assert_uint_eq(list[0].transactions, 5);
+	ck_assert_uint_eq(list[3].agent_id, v.agent[A1]);
+	ck_assert_int_eq(list[3].spend, USD(2));
+	ck_assert_uint_eq(list[3].transactions, 1);
+	sc_top_agents_free(list);
+	OK(sc_agents_top(c, 0, v.txn[VIS_N - 1].created_at + 1, 0, 0, &list, &n));
+	ck_assert_uint_eq(n, 0);
+	sc_top_agents_free(list);
+	FAILS(sc_agents_top(c, 0, 0, 0, 101, &list, &n), SC_EINVAL, "limit");
+	ck_assert_ptr_null(list);
+}
+END_TEST
+
+START_TEST(test_fleet)
+{
+	sc_fleet fl;
+	sc_score sc;
+	int64_t risk_blocked, scores = 0;
+	sc_micros spend = 0;
+	size_t i;
+
+	OK(sc_fleet_get(c, &fl));
+	ck_assert_uint_eq(fl.total_agents, 0);
+	ck_assert_int_eq(fl.total_spend, 0);
+	ck_assert_int_eq(fl.avg_credit_score, 0);
+
+	vis_build();
+	for (i = 0; i < VIS_N; i++)
+		spend += v.txn[i].charged;
+	for (i = 0; i < N_VIS_AGENTS; i++) {
+		OK(sc_score_get(c, v.agent[i], &sc));
+		scores += sc.score;
+	}
+	OK(sc_fleet_get(c, &fl));
+	ck_assert_uint_eq(fl.total_agents, N_VIS_AGENTS);
+	ck_assert_uint_eq(fl.active_agents, N_VIS_AGENTS - 1);
+	ck_assert_uint_eq(fl.throttled_agents, 0);
+	ck_assert_uint_eq(fl.frozen_agents, 1); /* a2 */
+	ck_assert_int_eq(fl.total_spend, spend);
+	ck_assert_int_eq(fl.total_spend, USD(14));
+	/* agent_frozen is a risk control; wallet_empty is not. */
+	ck_assert_uint_eq(fl.risk_events_blocked, 1);
+	ck_assert_uint_eq(fl.anomalies, 1);
+	ck_assert_int_eq(fl.avg_credit_score, scores / N_VIS_AGENTS);
+	OK(sc_stat(c, "risk_blocked", &risk_blocked));
+	ck_assert_int_eq(risk_blocked, 1);
+}
+END_TEST
+
 static TCase *tcase(Suite *s, const char *name, void (*setup)(void), unsigned timeout)
 {
 	return test_add_tcase_tmp(s, name, setup, stop, timeout);
@@ -1632,6 +2190,14 @@ static Suite *integration_suite(void)
 	tcase_add_test(tc, test_score_throttles_on_failures);
 	tcase_add_test(tc, test_anomaly_risk_and_event);
 	tcase_add_test(tc, test_operator_status_events);
+
+	tc = tcase(s, "visibility", setup_default, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_txn_query_filters);
+	tcase_add_test(tc, test_txn_query_paging);
+	tcase_add_test(tc, test_txn_query_window);
+	tcase_add_test(tc, test_txn_summary);
+	tcase_add_test(tc, test_agents_top);
+	tcase_add_test(tc, test_fleet);
 
 	tc = tcase(s, "expiry", setup_short_ttl, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_hold_expiry);

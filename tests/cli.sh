@@ -3,9 +3,10 @@
 #
 # Starts $SIDECARD_BIN on a fresh temporary directory, drives
 # $SIDECARDCTL_BIN through orgs, agents, rules, wallets, check and report
-# with dollar amounts, checks exit statuses (0 allowed, 1 blocked, 2 error),
-# parses --json output with $PYTHON3 (Debian's /usr/bin/python3 by default)
-# and stops at the first failure. Run by `make check`; standalone:
+# with dollar amounts, then transactions by filter, window and page, their
+# summary, the top agents and the fleet; checks exit statuses (0 allowed,
+# 1 blocked, 2 error), parses --json output with $PYTHON3 (Debian's
+# /usr/bin/python3 by default) and stops at the first failure. Run by `make check`; standalone:
 #   SIDECARD_BIN=sidecard/sidecard SIDECARDCTL_BIN=libclient/sidecardctl tests/cli.sh
 set -u
 
@@ -214,8 +215,79 @@ json 'assert len(d) == 2 and all(t["status"] == "blocked" for t in d), d
 assert d[0]["id"] > d[1]["id"] and d[0]["outcome"] is None, d'
 ok "transactions"
 
+# The agent's transactions so far: $2.50 and $1 allowed and settled at $2.40
+# and $1; $6, $9, $7 and $1 (frozen) blocked.
+run --json transactions --org-id "$org" --status settled --risk-level low
+expect 0 "transactions --org-id --status --risk-level"
+json 'assert [t["charged"] for t in d] == [1000000, 2400000], d
+assert all(t["risk_level"] == "low" and t["org_id"] == '"$org"' for t in d), d'
+run --json transactions --agent-id "$agent" --limit 4; expect 0 "transactions, first page"
+before=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))[-1]["id"])' "$dir/out")
+run --json transactions --agent-id "$agent" --limit 4 --before "$before"
+expect 0 "transactions --before"
+json 'assert len(d) == 2 and all(t["id"] < '"$before"' for t in d), d'
+run --json transactions --agent-id "$agent" --since 2000-01-01T00:00:00Z \
+	--until 2100-01-01T00:00:00Z
+expect 0 "transactions --since --until"; json 'assert len(d) == 6, d'
+since=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))[1]["created_at"])' "$dir/out")
+run --json transactions --agent-id "$agent" --since "$since"
+expect 0 "transactions --since microseconds"
+json 'assert len(d) >= 2 and all(t["created_at"] >= '"$since"' for t in d), d'
+# The second of the newest transaction in ISO-8601: it is listed since that
+# second, and not since the next.
+iso=$("$py" -c 'import datetime, json, sys
+t = json.load(open(sys.argv[1]))[0]["created_at"] // 1000000
+for s in (t, t + 1):
+    dt = datetime.datetime.fromtimestamp(s, datetime.timezone.utc)
+    print(dt.strftime("%Y-%m-%dT%H:%M:%SZ"))' "$dir/out")
+newest=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))[0]["id"])' "$dir/out")
+run --json transactions --agent-id "$agent" --since "$(echo "$iso" | sed -n 1p)"
+expect 0 "transactions --since ISO"; json 'assert d[0]["id"] == '"$newest"', d'
+run --json transactions --agent-id "$agent" --since "$(echo "$iso" | sed -n 2p)"
+expect 0 "transactions --since ISO, a second later"; json 'assert d == [], d'
+run --json transactions --until "2000-01-01 00:00:00Z"; expect 0 "transactions --until"
+json 'assert d == [], d'
+run transactions --since yesterday; expect 2 "transactions --since yesterday"; err_has "--since"
+run transactions --until 2026-02-29T00:00:00Z; expect 2 "no such day"; err_has "--until"
+run transactions --risk-level extreme; expect 2 "transactions --risk-level extreme"
+err_has "--risk-level"
+ok "transactions by org, status, risk level, window and page"
+
+run transactions summary --agent-id "$agent"; expect 0 "transactions summary"
+grep -qE '^blocked: +4$' "$dir/out" || fail "transactions summary: not 4 blocked"
+grep -qE '^charged: +\$3\.40$' "$dir/out" || fail "transactions summary: not \$3.40 charged"
+run --json transactions summary --org-id "$org" --since 2000-01-01T00:00:00Z
+expect 0 "transactions summary --json"
+json 'assert d == {"total": 6, "pending": 0, "settled": 2, "blocked": 4, "expired": 0,
+             "charged": 3400000, "estimated": 26500000}, d'
+run --json transactions summary --until 2000-01-01T00:00:00Z; expect 0 "an empty summary"
+json 'assert d["total"] == 0 and d["charged"] == 0, d'
+run transactions summary --status blocked; expect 2 "transactions summary --status"
+err_has "--status"
+ok "transactions summary"
+
+run agents top; expect 0 "agents top"
+out_has "AGENT"; out_has "SPEND"; out_has "TRANSACTIONS"; out_has "renamed"; out_has '$3.40'
+run --json agents top --org-id "$org" --limit 1 --since 2000-01-01T00:00:00Z
+expect 0 "agents top --json"
+json 'assert d == [{"agent_id": '"$agent"', "name": "renamed", "spend": 3400000,
+              "transactions": 2}], d'
+run agents top --limit 101; expect 2 "agents top --limit 101"; err_has "--limit"
+ok "agents top"
+
+score=$("$ctl" --socket "$sock" --json score --agent-id "$agent" | "$py" -c 'import json, sys; print(json.load(sys.stdin)["score"])')
+run fleet; expect 0 "fleet"
+grep -qE '^total_spend: +\$3\.40$' "$dir/out" || fail "fleet: total_spend is not \$3.40"
+grep -qE '^risk_events_blocked: +1$' "$dir/out" || fail "fleet: not 1 risk event blocked"
+run --json fleet; expect 0 "fleet --json"
+json 'assert d == {"total_agents": 1, "active_agents": 1, "throttled_agents": 0,
+             "frozen_agents": 0, "total_spend": 3400000, "risk_events_blocked": 1,
+             "anomalies": 0, "avg_credit_score": '"$score"'}, d'
+ok "fleet"
+
 run --json stats; expect 0 "stats --json"
 json 'assert d["agents"] == 1 and d["checks"] >= 6 and d["blocked"] >= 4, d
+assert d["risk_blocked"] == 1, d
 assert d["checks"] == d["allowed"] + d["blocked"], d'
 run stats; expect 0 "stats"; out_has "holds_open"
 SIDECARD_SOCKET=$sock "$ctl" orgs list >"$dir/out" 2>"$dir/err"
