@@ -47,6 +47,8 @@ run check --agent-id "$agent" --action openai.chat --estimated-cost 2.50
 run check --agent-id "$agent" --action flight.booking --estimated-cost 6
 run wallet --agent-id "$agent"
 run transactions --agent-id "$agent"
+run score --agent-id "$agent"
+run fleet
 echo
 echo "== the daemon keeps running (pid $pid); try: $ctl --help; Ctrl-C stops it =="
 wait $pid
