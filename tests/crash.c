@@ -779,7 +779,7 @@ static const sc_transaction *find_txn_in(const sc_transaction *list, size_t n, u
 	sc_transaction key;
 
 	key.id = id;
-	return bsearch(&key, list, n, sizeof(*list), sc_txn_cmp);
+	return n ? bsearch(&key, list, n, sizeof(*list), sc_txn_cmp) : NULL;
 }
 
 static const sc_agent *find_agent(const sc_agent *list, size_t n, uint64_t id)
@@ -787,14 +787,14 @@ static const sc_agent *find_agent(const sc_agent *list, size_t n, uint64_t id)
 	sc_agent key;
 
 	key.id = id;
-	return bsearch(&key, list, n, sizeof(*list), agent_cmp);
+	return n ? bsearch(&key, list, n, sizeof(*list), agent_cmp) : NULL;
 }
 
 static struct txn *model_txn(const struct agent_model *a, uint64_t id)
 {
 	struct txn key = { .id = id };
 
-	return bsearch(&key, a->txns, a->n_txns, sizeof(*a->txns), model_txn_cmp);
+	return a->n_txns ? bsearch(&key, a->txns, a->n_txns, sizeof(*a->txns), model_txn_cmp) : NULL;
 }
 
 static const char *status_name(int s)
@@ -1057,7 +1057,8 @@ static void check_ids_unique(void)
 		for (i = 0; i < threads[ti].n_agents; i++)
 			for (k = 0; k < threads[ti].agents[i].n_txns; k++)
 				ids[n++] = threads[ti].agents[i].txns[k].id;
-	qsort(ids, n, sizeof(*ids), u64_cmp);
+	if (n)
+		qsort(ids, n, sizeof(*ids), u64_cmp);
 	for (i = 1; i < n; i++)
 		if (ids[i] == ids[i - 1])
 			fail("transaction id %" PRIu64 " was given to two checks", ids[i]);
@@ -1076,7 +1077,8 @@ static void verify(sc_client *c, struct cycle_result *r)
 	for (i = 0; i < THREADS; i++)
 		r->in_flight += threads[i].inf.op != OP_NONE;
 	OK(c, sc_agents_list(c, 0, &agents, &n_agents));
-	qsort(agents, n_agents, sizeof(*agents), agent_cmp);
+	if (n_agents)
+		qsort(agents, n_agents, sizeof(*agents), agent_cmp);
 	resolve_admin(agents, n_agents, r);
 	resolve_wallets(c, agents, n_agents, r);
 
@@ -1094,7 +1096,8 @@ static void verify(sc_client *c, struct cycle_result *r)
 			if (g == NULL)
 				fail("acknowledged agent %" PRIu64 " (%s) is lost", a->id, a->name);
 			OK(c, sc_transactions_list(c, a->id, -1, 1000, &list, &n));
-			qsort(list, n, sizeof(*list), sc_txn_cmp);
+			if (n)
+				qsort(list, n, sizeof(*list), sc_txn_cmp);
 			if (t->inf.op == OP_CHECK || t->inf.op == OP_REPORT)
 				resolve_txn_ops(t, k, list, n, r);
 			verify_agent(t, a, g, list, n, check_daily, &org_daily);
