@@ -1,0 +1,131 @@
+/*
+ * ctl.h: what the files of sidecardctl share, and nothing else; the
+ * program is not a library and installs no header.
+ *
+ *   sidecardctl.c   the command table, the command handlers and main()
+ *   ctl_options.c   the flag table and parsing of flag values
+ *   ctl_output.c    the output field tables and the three printers
+ *
+ * Internal non-static names carry the prefix ctl_. Threads: one.
+ */
+#ifndef SIDECARD_CTL_H
+#define SIDECARD_CTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "sidecard.h"
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+#define EXIT_BLOCKED 1
+#define EXIT_ERROR 2
+
+/* ----- options (ctl_options.c) ----- */
+
+/* In the order flags are listed in usage: ids, then what a command is about, then limits. */
+enum opt {
+	O_AGENT_ID,
+	O_ORG_ID,
+	O_RULE_ID,
+	O_TRANSACTION_ID,
+	O_ORG,
+	O_NAME,
+	O_MATCH,
+	O_ACTION,
+	O_ESTIMATED_COST,
+	O_OUTCOME,
+	O_ACTUAL_COST,
+	O_TYPE,
+	O_IDEMPOTENCY_KEY,
+	O_PRIORITY,
+	O_STATUS,
+	O_TXN_STATUS,
+	O_RISK_LEVEL,
+	O_BALANCE,
+	O_BUDGET,
+	O_MAX_PER_TXN,
+	O_MAX_COST_PER_TXN,
+	O_DAILY_SPEND_LIMIT,
+	O_HOURLY_RATE_LIMIT,
+	O_DEBT,
+	O_RULE,
+	O_SINCE,
+	O_UNTIL,
+	O_BEFORE,
+	O_LIMIT,
+	O_STATE_DIR,
+	O_FROM,
+	O_COUNT_
+};
+
+#define BIT(o) (UINT64_C(1) << (o))
+
+/* The parsed flags of one command line. */
+struct opts {
+	uint64_t given;
+	const char *str[O_COUNT_];
+	int64_t num[O_COUNT_]; /* ids, money, numbers and enum values */
+	sc_rule rules[SC_RULES_MAX];
+	size_t n_rules;
+};
+
+struct ctx {
+	sc_client *c;
+	int json;
+	const char *what; /* "agents create", for messages */
+	const struct command *cmd;
+};
+
+struct command {
+	const char *verb, *sub;
+	int (*run)(struct ctx *x, const struct opts *o);
+	uint64_t allowed, required;
+	const char *help;
+};
+
+/* "sidecardctl: <what>: <message>" and a pointer to --help; returns EXIT_ERROR. */
+int ctl_usage_error(const struct ctx *x, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* A decimal integer of digits only, without overflow: 0, or -1. */
+int ctl_parse_uint(const char *s, uint64_t *out);
+
+/*
+ * Parses the command's flags, nflags words in which a "--flag" without '='
+ * takes the word after it as its value (flags[nflags] is NULL), into o,
+ * zeroed by the caller; then checks that the required flags were given.
+ * Returns 0, or an exit status once the message is printed. The values in o
+ * point into the strings of flags, not into the array.
+ */
+int ctl_parse_flags(const struct ctx *x, char *const *flags, size_t nflags, struct opts *o);
+
+/* "verb sub --required X [--optional Y]" and the command's help line. */
+void ctl_print_command_usage(FILE *f, const struct command *cmd);
+
+/* ----- output (ctl_output.c) ----- */
+
+/* The fields of one kind of object, in the order they are shown. */
+struct out_table {
+	const struct out_field *f;
+	size_t n;
+};
+
+/* Full objects (…_out) and the columns of their list tables (…_cols). */
+extern const struct out_table ctl_wallet_out, ctl_rule_out, ctl_org_out, ctl_org_cols,
+	ctl_agent_out, ctl_agent_cols, ctl_transaction_out, ctl_transaction_cols,
+	ctl_txn_summary_out, ctl_top_agent_out, ctl_fleet_out, ctl_decision_out, ctl_score_out,
+	ctl_event_out, ctl_event_cols, ctl_settlement_out;
+
+/* One object: JSON, or the human detail view. */
+void ctl_show(const struct ctx *x, struct out_table t, const void *obj);
+
+/* A list: a JSON array of full objects, or a table of the columns. */
+void ctl_show_list(const struct ctx *x, struct out_table full, struct out_table cols,
+                   const void *rows, size_t n, size_t stride);
+
+/* Micro-dollars as "$2.40" or "-$2.40". */
+void ctl_usd(sc_micros m, char *buf, size_t len);
+
+#endif
