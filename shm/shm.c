@@ -41,7 +41,8 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	    add_table(&off, caps->rules, sizeof(struct shm_rule), &h->rule_off) ||
 	    add_table(&off, caps->holds, sizeof(struct shm_hold), &h->hold_off) ||
 	    add_table(&off, caps->txns, sizeof(struct shm_txn), &h->txn_off) ||
-	    add_table(&off, caps->events, sizeof(struct shm_event), &h->event_off))
+	    add_table(&off, caps->events, sizeof(struct shm_event), &h->event_off) ||
+	    add_table(&off, caps->tasks, sizeof(struct shm_task), &h->task_off))
 		return SC_ERANGE;
 	if (off > (uint64_t)SIZE_MAX / 2)
 		return SC_ERANGE;
@@ -51,6 +52,7 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	h->hold_cap = caps->holds;
 	h->txn_cap = caps->txns;
 	h->event_cap = caps->events;
+	h->task_cap = caps->tasks;
 	h->size = off;
 	return 0;
 }
@@ -87,10 +89,11 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 		return SC_EINVAL;
 	}
 	caps = (struct shm_caps){h->org_cap, h->agent_cap, h->rule_cap, h->hold_cap, h->txn_cap,
-	                         h->event_cap};
+	                         h->event_cap, h->task_cap};
 	memset(&want, 0, sizeof(want));
 	if (caps.orgs == 0 || caps.agents == 0 || caps.rules == 0 || caps.holds == 0 ||
-	    caps.txns == 0 || caps.events == 0 || layout(&caps, &want) != 0 ||
+	    caps.txns == 0 || caps.events == 0 || caps.tasks == 0 || layout(&caps, &want) != 0 ||
+	    want.task_off != h->task_off ||
 	    want.size != h->size || want.org_off != h->org_off || want.agent_off != h->agent_off ||
 	    want.rule_off != h->rule_off || want.hold_off != h->hold_off ||
 	    want.txn_off != h->txn_off || want.event_off != h->event_off) {
@@ -118,6 +121,7 @@ static void bind_tables(struct shm *m)
 	m->holds = (struct shm_hold *)(m->base + m->hdr->hold_off);
 	m->txns = (struct shm_txn *)(m->base + m->hdr->txn_off);
 	m->events = (struct shm_event *)(m->base + m->hdr->event_off);
+	m->tasks = (struct shm_task *)(m->base + m->hdr->task_off);
 }
 
 static int map_file(struct shm *m, int fd, size_t size, int readonly)
@@ -183,7 +187,7 @@ static int create(struct shm *m, const char *path, const struct shm_caps *caps, 
 
 	memset(&h, 0, sizeof(h));
 	if (caps->orgs == 0 || caps->agents == 0 || caps->rules == 0 || caps->holds == 0 ||
-	    caps->txns == 0 || caps->events == 0) {
+	    caps->txns == 0 || caps->events == 0 || caps->tasks == 0) {
 		sc_errorf(err, errlen, "every capacity must be at least 1");
 		return SC_EINVAL;
 	}
@@ -210,6 +214,7 @@ static int create(struct shm *m, const char *path, const struct shm_caps *caps, 
 	h.version = SHM_LAYOUT_VERSION;
 	h.header_size = SHM_HEADER_SIZE;
 	h.next_org_id = h.next_agent_id = h.next_rule_id = h.next_txn_id = h.next_event_id = 1;
+	h.next_task_uid = 1;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	h.created_at = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 	memcpy(m->base, &h, sizeof(h));

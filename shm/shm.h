@@ -18,6 +18,7 @@
  *   txn_off       txn_cap     x struct shm_txn   (a ring: txn id N lives in
  *                                                slot (N - 1) % txn_cap)
  *   event_off     event_cap   x struct shm_event (a ring, like transactions)
+ *   task_off      task_cap    x struct shm_task  (usage of tasks named by checks)
  *
  * Each table starts on a 64-byte boundary; its offset is stored in the
  * header, and records refer to each other by slot index or id, never by
@@ -87,9 +88,12 @@ struct shm_header {
 	uint64_t size;          /* bytes of the whole segment */
 	uint32_t seq;           /* seqlock over the header's counters */
 	uint32_t busy;          /* 1 while a multi-record change is applied */
-	uint32_t org_cap, agent_cap, rule_cap, hold_cap, txn_cap, event_cap;
-	uint64_t org_off, agent_off, rule_off, hold_off, txn_off, event_off;
+	uint32_t org_cap, agent_cap, rule_cap, hold_cap, txn_cap, event_cap, task_cap;
+	uint32_t reserved3;
+	uint64_t org_off, agent_off, rule_off, hold_off, txn_off, event_off, task_off;
 	uint64_t next_org_id, next_agent_id, next_rule_id, next_txn_id, next_event_id;
+	uint64_t next_task_uid;
+	int64_t task_max_usage; /* setting: cap of a task's usage plus holds, 0 = unlimited */
 	uint64_t mutations;     /* incremented by every applied change */
 	uint64_t applied_seq;   /* the last ledger record applied to this segment */
 	int64_t hold_ttl_us;    /* settings in force (ledger settings records) */
@@ -175,6 +179,9 @@ struct shm_hold {
 	uint32_t org_slot;
 	uint32_t rule_slot;     /* SHM_NONE: no rule */
 	uint32_t org_limited;   /* the org wallet was limited when the hold was placed */
+	uint32_t task_slot;     /* SHM_NONE: no task */
+	uint32_t reserved;
+	uint64_t task_uid;      /* the task's uid, to tell a reused slot */
 	int64_t amount;         /* the estimate held */
 	int64_t created_at;
 	int64_t expires_at;
@@ -200,11 +207,25 @@ struct shm_txn {
 	char type[SC_TYPE_MAX + 1];
 	char block_reason[SC_REASON_MAX + 1];
 	char idem_key[SC_KEY_MAX + 1];
+	char task_id[SC_KEY_MAX + 1];
 	uint8_t meta[SHM_METADATA_MAX]; /* the check's metadata map, packed */
 };
 
+/* The usage of a task named by checks (task_id); slots are reused, least recently used first. */
+struct shm_task {
+	struct shm_rec rec;
+	uint64_t uid;       /* unique across reuse of the slot */
+	char id[SC_KEY_MAX + 1];
+	int64_t used;       /* charged by its settled and expired transactions */
+	int64_t held;       /* its open holds */
+	uint64_t checks;
+	uint32_t open_holds;
+	uint32_t reserved;
+	int64_t created_at, last_at;
+};
+
 struct shm_caps {
-	uint32_t orgs, agents, rules, holds, txns, events;
+	uint32_t orgs, agents, rules, holds, txns, events, tasks;
 };
 
 /* A mapped segment. */
@@ -221,6 +242,7 @@ struct shm {
 	struct shm_hold *holds;
 	struct shm_txn *txns;
 	struct shm_event *events;
+	struct shm_task *tasks;
 };
 
 /* Bytes a segment of these capacities needs. SC_ERANGE if it overflows. */

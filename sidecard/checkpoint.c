@@ -17,7 +17,7 @@
  *   16     8     sequence number of the last ledger record it contains
  *   24     8     time it was taken, microseconds since the epoch
  *   32     h     the segment header (struct shm_header), capacities included
- *   then, for the org, agent, rule, hold, transaction and event tables in turn:
+ *   then, for the org, agent, rule, hold, transaction, event and task tables in turn:
  *          4     count of used records
  *          count x (4-byte slot, the record's bytes)
  *   last   4     CRC32C of every byte before it
@@ -75,6 +75,7 @@ static const struct table_desc tables[] = {
 	{offsetof(struct shm, txns), offsetof(struct shm_header, txn_cap), sizeof(struct shm_txn)},
 	{offsetof(struct shm, events), offsetof(struct shm_header, event_cap),
 	 sizeof(struct shm_event)},
+	{offsetof(struct shm, tasks), offsetof(struct shm_header, task_cap), sizeof(struct shm_task)},
 };
 
 #define N_TABLES (sizeof(tables) / sizeof(tables[0]))
@@ -415,7 +416,7 @@ int checkpoint_restore(const char *dir, uint64_t seq, const char *shm_path, char
 	if (rc == 0) {
 		memcpy(&saved, p + CKPT_HEAD, sizeof(saved));
 		caps = (struct shm_caps){saved.org_cap, saved.agent_cap, saved.rule_cap,
-		                         saved.hold_cap, saved.txn_cap, saved.event_cap};
+		                         saved.hold_cap, saved.txn_cap, saved.event_cap, saved.task_cap};
 		unlink(shm_path);
 		rc = shm_open_rw(&m, shm_path, &caps, &created, err, errlen);
 		if (rc == 0) {

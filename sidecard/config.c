@@ -48,6 +48,9 @@ static const struct option_def options[] = {
 	{"holds", K_UINT, F(caps.holds), 1, 1u << 28, "N", "open hold capacity (65536)"},
 	{"history", K_UINT, F(caps.txns), 1, 1u << 28, "N", "transactions kept (65536)"},
 	{"events", K_UINT, F(caps.events), 1, 1u << 28, "N", "agent events kept (65536)"},
+	{"tasks", K_UINT, F(caps.tasks), 1, 1u << 28, "N", "tasks whose usage is kept (65536)"},
+	{"task-max-usage", K_U64, F(task_max_usage), 0, INT64_MAX, "MICROS",
+	 "cap of a task's usage in micro-dollars, 0 unlimited (5000000)"},
 	{"max-connections", K_UINT, F(max_connections), 1, 1u << 20, "N", "client connections (1024)"},
 	{"max-outstanding", K_UINT, F(max_outstanding), 1, 1u << 20, "N",
 	 "unread responses per connection before reading pauses (1024)"},
@@ -223,7 +226,9 @@ static void defaults(struct config *c)
 	c->hold_ttl_us = INT64_C(300) * 1000000;
 	c->expiry_charges = 1;
 	c->caps = (struct shm_caps){.orgs = 1024, .agents = 16384, .rules = 65536,
-	                            .holds = 65536, .txns = 65536, .events = 65536};
+	                            .holds = 65536, .txns = 65536, .events = 65536,
+	                            .tasks = 65536};
+	c->task_max_usage = 5000000;
 	c->max_connections = 1024;
 	c->max_outstanding = 1024;
 	c->max_message = 65536;

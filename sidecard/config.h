@@ -21,6 +21,7 @@ struct config {
 	long socket_gid;        /* -1: leave the group alone */
 	int64_t hold_ttl_us;
 	int expiry_charges;     /* 1: expiry charges the estimate */
+	int64_t task_max_usage; /* micro-dollars, 0 = unlimited */
 	struct shm_caps caps;
 	unsigned max_connections;
 	unsigned max_outstanding;

@@ -147,7 +147,7 @@ static void pack_txn(struct call *c, const struct shm_txn *t)
 {
 	msgpack_packer *pk = c->pk;
 
-	pack_map(c, 16);
+	pack_map(c, 17);
 	proto_pack_key_u64(pk, "id", t->id);
 	proto_pack_key_u64(pk, "agent_id", t->agent_id);
 	proto_pack_key_u64(pk, "org_id", t->org_id);
@@ -161,6 +161,7 @@ static void pack_txn(struct call *c, const struct shm_txn *t)
 	pack_key_opt_str(pk, "block_reason", t->block_reason);
 	proto_pack_key_str(pk, "risk_level", gate_risk_name(t->risk));
 	pack_key_opt_str(pk, "idempotency_key", t->idem_key);
+	pack_key_opt_str(pk, "task_id", t->task_id);
 	proto_pack_cstr(pk, "metadata");
 	if (t->meta_len)
 		pk->callback(pk->data, (const char *)t->meta, t->meta_len);
@@ -675,6 +676,7 @@ static int m_check(struct call *c)
 	    (rc = proto_arg_money(c->a, "estimated_cost", 1, &req.estimate, NULL)) ||
 	    (rc = arg_str(c, c->a, "type", 0, SC_TYPE_MAX, &req.type, NULL)) ||
 	    (rc = arg_str(c, c->a, "idempotency_key", 0, SC_KEY_MAX, &req.key, NULL)) ||
+	    (rc = arg_str(c, c->a, "task_id", 0, SC_KEY_MAX, &req.task, NULL)) ||
 	    (rc = proto_arg_obj(c->a, "metadata", 0, MSGPACK_OBJECT_MAP, &meta, &present)))
 		return rc;
 	if (present) {
@@ -892,6 +894,32 @@ static int txn_filter_args(struct call *c, struct ring_filter *f)
 	    (rc = proto_arg_int(c->a, "since", 0, 0, INT64_MAX, &f->since, &present)) ||
 	    (rc = proto_arg_int(c->a, "until", 0, 0, INT64_MAX, &f->until, &present)))
 		return rc;
+	return 0;
+}
+
+static int m_tasks_usage(struct call *c)
+{
+	const struct shm_task *t;
+	struct state_str id;
+	msgpack_packer *pk;
+	uint32_t slot;
+	int rc;
+
+	if ((rc = arg_str(c, c->a, "task_id", 1, SC_KEY_MAX, &id, NULL)))
+		return rc;
+	if ((slot = state_task_find(c->st, id)) == SHM_NONE)
+		return failf(c, SC_ENOTFOUND, "task_id: no task '%.*s'", (int)id.len, id.p);
+	t = &c->m->tasks[slot];
+	pk = ok(c);
+	pack_map(c, 8);
+	proto_pack_key_str(pk, "task_id", t->id);
+	proto_pack_key_i64(pk, "usage", t->used);
+	proto_pack_key_i64(pk, "held", t->held);
+	proto_pack_key_i64(pk, "max_usage", state_config(c->st)->task_max_usage);
+	proto_pack_key_u64(pk, "checks", t->checks);
+	proto_pack_key_u64(pk, "open_holds", t->open_holds);
+	proto_pack_key_i64(pk, "created_at", t->created_at);
+	proto_pack_key_i64(pk, "last_at", t->last_at);
 	return 0;
 }
 
@@ -1119,7 +1147,9 @@ static const struct method {
 	unsigned ledger_type; /* 0: a read, not recorded */
 } methods[] = {
 	{"check", m_check,
-	 FIELDS("agent_id", "action", "estimated_cost", "type", "metadata", "idempotency_key"), LEDGER_CHECK},
+	 FIELDS("agent_id", "action", "estimated_cost", "type", "metadata", "idempotency_key",
+	        "task_id"),
+	 LEDGER_CHECK},
 	{"report", m_report, FIELDS("transaction_id", "outcome", "actual_cost"), LEDGER_REPORT},
 	{"hello", m_hello, FIELDS(NULL), 0},
 	{"wallets.get", m_wallets_get, FIELDS("agent_id", "org_id"), 0},
@@ -1144,6 +1174,7 @@ static const struct method {
 	 FIELDS("agent_id", "org_id", "since", "until"), 0},
 	{"agents.top", m_agents_top, FIELDS("org_id", "since", "until", "limit"), 0},
 	{"fleet", m_fleet, FIELDS(NULL), 0},
+	{"tasks.usage", m_tasks_usage, FIELDS("task_id"), 0},
 };
 
 static const struct method *find_method(const char *name, size_t len)
@@ -1239,7 +1270,8 @@ unsigned dispatch_expire(struct dispatch *d, int64_t now)
 	return n;
 }
 
-void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int expiry_charges)
+void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int expiry_charges,
+                       int64_t task_max_usage)
 {
 	const struct shm_header *h = state_shm(d->st)->hdr;
 	struct shm *shm = state_shm(d->st);
@@ -1247,20 +1279,23 @@ void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int
 
 	shm_change_begin(shm);
 	state_set_settings(d->st, hold_ttl_us, expiry_charges);
+	state_set_task_cap(d->st, task_max_usage);
 	if (d->ledger) {
 		lp = ledger_begin(d->ledger, LEDGER_SETTINGS, now);
-		msgpack_pack_map(lp, 4);
+		msgpack_pack_map(lp, 5);
+		proto_pack_key_i64(lp, "task_max_usage", task_max_usage);
 		proto_pack_key_i64(lp, "gate", GATE_VERSION);
 		proto_pack_key_i64(lp, "hold_ttl_us", hold_ttl_us);
 		proto_pack_key_bool(lp, "expiry_charges", expiry_charges);
 		proto_pack_cstr(lp, "capacity");
-		msgpack_pack_map(lp, 6);
+		msgpack_pack_map(lp, 7);
 		proto_pack_key_u64(lp, "orgs", h->org_cap);
 		proto_pack_key_u64(lp, "agents", h->agent_cap);
 		proto_pack_key_u64(lp, "rules", h->rule_cap);
 		proto_pack_key_u64(lp, "holds", h->hold_cap);
 		proto_pack_key_u64(lp, "history", h->txn_cap);
 		proto_pack_key_u64(lp, "events", h->event_cap);
+		proto_pack_key_u64(lp, "tasks", h->task_cap);
 		state_set_applied(d->st, ledger_commit(d->ledger));
 	}
 	shm_change_end(shm);
@@ -1272,7 +1307,7 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
                            size_t errlen)
 {
 	struct proto_args a;
-	int64_t ttl, version;
+	int64_t ttl, version, task_cap;
 	int charges, rc;
 	const msgpack_object *cap;
 	const msgpack_object arr = {.type = MSGPACK_OBJECT_ARRAY,
@@ -1281,6 +1316,7 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 	if ((rc = proto_args_init(&a, &arr, err, errlen)) ||
 	    (rc = proto_arg_int(&a, "gate", 1, 1, INT64_MAX, &version, NULL)) ||
 	    (rc = proto_arg_int(&a, "hold_ttl_us", 1, 1, INT64_MAX, &ttl, NULL)) ||
+	    (rc = proto_arg_int(&a, "task_max_usage", 1, 0, INT64_MAX, &task_cap, NULL)) ||
 	    (rc = proto_arg_bool(&a, "expiry_charges", 1, &charges, NULL)) ||
 	    (rc = proto_arg_obj(&a, "capacity", 1, MSGPACK_OBJECT_MAP, &cap, NULL)))
 		return rc;
@@ -1292,14 +1328,16 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 		return SC_EUNSUPPORTED;
 	}
 	state_set_settings(d->st, ttl, charges);
+	state_set_task_cap(d->st, task_cap);
 	return 0;
 }
 
 int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 {
-	static const char *const keys[] = {"orgs", "agents", "rules", "holds", "history", "events"};
-	uint32_t *fields[] = {&caps->orgs,  &caps->agents, &caps->rules,
-	                      &caps->holds, &caps->txns,   &caps->events};
+	static const char *const keys[] = {"orgs",    "agents", "rules", "holds",
+	                                   "history", "events", "tasks"};
+	uint32_t *fields[] = {&caps->orgs, &caps->agents, &caps->rules, &caps->holds,
+	                      &caps->txns, &caps->events, &caps->tasks};
 	const msgpack_object *cap;
 	msgpack_unpacked u;
 	struct proto_args a, sub;

@@ -280,6 +280,12 @@ static int validate_check(const struct gate_check_req *req, char *err, size_t er
 		     SC_KEY_MAX);
 		return SC_EINVAL;
 	}
+	if (req->task.len &&
+	    (req->task.len > SC_KEY_MAX || !gate_action_valid(req->task.p, req->task.len))) {
+		sc_errorf(err, errlen, "task_id: must be 1 to %d printable characters without spaces",
+		          SC_KEY_MAX);
+		return SC_EINVAL;
+	}
 	if (req->meta_len > SHM_METADATA_MAX) {
 		sc_errorf(err, errlen, "metadata: %zu bytes packed, more than %d", req->meta_len,
 		     SHM_METADATA_MAX);
@@ -339,6 +345,7 @@ static struct shm_txn *record(struct state *st, const struct gate_check_req *req
 		strcpy(t->type, "other");
 	memcpy(t->block_reason, d->block_reason, sizeof(t->block_reason));
 	copy_req_str(t->idem_key, sizeof(t->idem_key), req->key);
+	copy_req_str(t->task_id, sizeof(t->task_id), req->task);
 	t->meta_len = (uint16_t)req->meta_len;
 	if (req->meta_len)
 		memcpy(t->meta, req->meta, req->meta_len);
@@ -351,8 +358,8 @@ static struct shm_txn *record(struct state *st, const struct gate_check_req *req
 
 /* Places the holds of an allowed check. All sums were checked by the caller. */
 static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slot,
-                        uint32_t hold_slot, const struct gate_check_req *req, uint64_t txn_id,
-                        int64_t now)
+                        uint32_t task_slot, uint32_t hold_slot, const struct gate_check_req *req,
+                        uint64_t txn_id, int64_t now)
 {
 	struct shm *m = state_shm(st);
 	struct shm_agent *a = &m->agents[agent_slot];
@@ -376,6 +383,14 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 		rate_add(r, now);
 		shm_write_end(&r->rec.seq);
 	}
+	if (task_slot != SHM_NONE) {
+		struct shm_task *t = &m->tasks[task_slot];
+
+		shm_write_begin(&t->rec.seq);
+		t->held += req->estimate;
+		t->open_holds++;
+		shm_write_end(&t->rec.seq);
+	}
 	shm_write_begin(&h->rec.seq);
 	h->rec.used = 1;
 	h->txn_id = txn_id;
@@ -385,6 +400,8 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 	h->rule_slot = rule_slot;
 	h->rule_id = rule_slot != SHM_NONE ? m->rules[rule_slot].id : 0;
 	h->org_limited = o->wallet.limited;
+	h->task_slot = task_slot;
+	h->task_uid = task_slot != SHM_NONE ? m->tasks[task_slot].uid : 0;
 	h->amount = req->estimate;
 	h->created_at = now;
 	h->expires_at = gate_add_sat(now, state_config(st)->hold_ttl_us);
@@ -394,24 +411,40 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 
 /* The holds of this estimate must fit in 64 bits everywhere they go. */
 static int holds_fit(const struct shm *m, const struct shm_agent *a, uint32_t rule_slot,
-                     int64_t est, char *err, size_t errlen)
+                     uint32_t task_slot, int64_t est, char *err, size_t errlen)
 {
 	int64_t unused;
 
 	if (__builtin_add_overflow(a->wallet.held, est, &unused) ||
 	    __builtin_add_overflow(m->orgs[a->org_slot].wallet.held, est, &unused) ||
-	    (rule_slot != SHM_NONE && __builtin_add_overflow(m->rules[rule_slot].held, est, &unused))) {
+	    (rule_slot != SHM_NONE && __builtin_add_overflow(m->rules[rule_slot].held, est, &unused)) ||
+	    (task_slot != SHM_NONE && __builtin_add_overflow(m->tasks[task_slot].held, est, &unused))) {
 		sc_errorf(err, errlen, "estimated_cost: holding it would overflow the held total");
 		return SC_ERANGE;
 	}
 	return 0;
 }
 
+/* Step 8: the task's usage cap. */
+static int task_limit(struct state *st, const struct shm_task *t, int64_t est, struct verdict *v)
+{
+	int64_t cap = state_config(st)->task_max_usage;
+
+	return cap > 0 && est > cap - gate_add_sat(t->used, t->held) && refuse(v, "task:max_usage");
+}
+
 /* Counts a decision on the agent and the header, with its events. */
-static void note_check(struct state *st, struct shm_agent *a, const struct gate_decision *d,
-                       int anomaly, int64_t ratio, int64_t now)
+static void note_check(struct state *st, struct shm_agent *a, struct shm_task *task,
+                       const struct gate_decision *d, int anomaly, int64_t ratio, int64_t now)
 {
 	char reason[SC_REASON_MAX + 1];
+
+	if (task) {
+		shm_write_begin(&task->rec.seq);
+		task->checks++;
+		task->last_at = now;
+		shm_write_end(&task->rec.seq);
+	}
 
 	shm_write_begin(&a->rec.seq);
 	a->checks++;
@@ -449,9 +482,10 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	struct shm_agent *a;
 	const struct shm_org *o;
 	const struct shm_rule *r;
-	uint32_t agent_slot, rule_slot, hold_slot = SHM_NONE;
+	uint32_t agent_slot, rule_slot, hold_slot = SHM_NONE, task_slot = SHM_NONE;
+	struct shm_task *task = NULL;
 	const struct shm_txn *t;
-	int anomaly = GATE_RISK_LOW, rc;
+	int anomaly = GATE_RISK_LOW, new_task = 0, rc;
 	int64_t ratio = 0;
 
 	memset(out, 0, sizeof(*out));
@@ -472,9 +506,16 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	r = rule_slot != SHM_NONE ? &m->rules[rule_slot] : NULL;
 	if (a->priority == SC_PRIORITY_CRITICAL)
 		v.stop_at_first = 0;
+	if (req->task.len && (task_slot = state_task_find(st, req->task)) == SHM_NONE)
+		new_task = 1;
 	/* Capacity and overflow are settled before anything changes (a top-up included). */
-	if ((rc = holds_fit(m, a, rule_slot, req->estimate, err, errlen)) != 0)
+	if ((rc = holds_fit(m, a, rule_slot, task_slot, req->estimate, err, errlen)) != 0)
 		return rc;
+	if (new_task && (rc = state_task_reserve(st, &task_slot)) != 0) {
+		sc_errorf(err, errlen, "task capacity (%u) reached: every task has open holds",
+		          m->hdr->task_cap);
+		return rc;
+	}
 	if ((rc = state_hold_alloc(st, &hold_slot)) != 0) {
 		sc_errorf(err, errlen, "hold capacity (%u) reached: too many open holds",
 		          m->hdr->hold_cap);
@@ -482,6 +523,10 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	}
 
 	shm_change_begin(m);
+	if (new_task)
+		state_task_create(st, task_slot, req->task, now);
+	if (task_slot != SHM_NONE)
+		task = &m->tasks[task_slot];
 	if (a->status == SC_STATUS_FROZEN) {
 		refuse(&v, "agent_frozen");
 		v.stop_at_first = 1;
@@ -492,9 +537,10 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	} else if (!(o->wallet.limited &&
 	             wallet_limits(&o->wallet, "org", "org_empty", req->estimate, now, &v))) {
 		maybe_top_up(st, a, now);
-		/* steps 6, 7 and 8: wallet, most specific rule, score */
+		/* steps 6 to 9: wallet, most specific rule, task, score */
 		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, now, &v) &&
-		    !(r && rule_limits(a, r, req->estimate, now, &v)) && a->score < GATE_SCORE_BLOCK)
+		    !(r && rule_limits(a, r, req->estimate, now, &v)) &&
+		    !(task && task_limit(st, task, req->estimate, &v)) && a->score < GATE_SCORE_BLOCK)
 			refuse(&v, "score_too_low");
 	}
 
@@ -503,7 +549,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 		for (unsigned i = 0; i < v.n; i++)
 			memcpy(out->warnings[i], v.reason[i], sizeof(out->warnings[i]));
 		out->n_warnings = v.n;
-		anomaly = gate_anomaly(a, req->estimate, &ratio); /* step 9 */
+		anomaly = gate_anomaly(a, req->estimate, &ratio); /* step 10 */
 		out->risk = v.n ? GATE_RISK_HIGH : anomaly;
 	} else {
 		state_hold_release(st, hold_slot);
@@ -511,8 +557,8 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	}
 	out->txn_id = record(st, req, a, r, out, now)->id;
 	if (out->allowed)
-		place_holds(st, agent_slot, rule_slot, hold_slot, req, out->txn_id, now);
-	note_check(st, a, out, anomaly, ratio, now);
+		place_holds(st, agent_slot, rule_slot, task_slot, hold_slot, req, out->txn_id, now);
+	note_check(st, a, task, out, anomaly, ratio, now);
 	shm_change_end(m);
 	out->available = available(&a->wallet);
 	return 0;
@@ -588,6 +634,17 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		roll_day(&r->day, &r->daily_spent, now);
 		r->daily_spent = gate_add_sat(r->daily_spent, charge);
 		shm_write_end(&r->rec.seq);
+	}
+	if (h->task_slot != SHM_NONE && m->tasks[h->task_slot].rec.used &&
+	    m->tasks[h->task_slot].uid == h->task_uid) {
+		struct shm_task *task = &m->tasks[h->task_slot];
+
+		shm_write_begin(&task->rec.seq);
+		task->held -= h->amount;
+		task->open_holds--;
+		task->used = gate_add_sat(task->used, charge);
+		task->last_at = now;
+		shm_write_end(&task->rec.seq);
 	}
 	if (t) {
 		shm_write_begin(&t->rec.seq);

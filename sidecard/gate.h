@@ -36,6 +36,7 @@ struct gate_check_req {
 	int64_t estimate;
 	struct state_str type;    /* len 0: "other" */
 	struct state_str key;     /* len 0: none */
+	struct state_str task;    /* len 0: none */
 	const uint8_t *meta;      /* packed msgpack map, or NULL */
 	size_t meta_len;          /* <= SHM_METADATA_MAX */
 };

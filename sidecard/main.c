@@ -323,7 +323,8 @@ static int recover(struct daemon *d, struct ledger_scan_result *tail)
 {
 	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps,
 	                          .hold_ttl_us = d->cfg.hold_ttl_us,
-	                          .expiry_charges = d->cfg.expiry_charges};
+	                          .expiry_charges = d->cfg.expiry_charges,
+	                          .task_max_usage = d->cfg.task_max_usage};
 	char err[4300];
 	int64_t t0 = dispatch_now();
 	int rc;
@@ -379,9 +380,10 @@ static int start(struct daemon *d)
 	d->dispatch.hold_placed_arg = d;
 	d->dispatch.srv_cfg = &d->srv_cfg;
 	if (tail.last_seq == 0 || state_config(d->st)->hold_ttl_us != d->cfg.hold_ttl_us ||
-	    state_config(d->st)->expiry_charges != d->cfg.expiry_charges)
+	    state_config(d->st)->expiry_charges != d->cfg.expiry_charges ||
+	    state_config(d->st)->task_max_usage != d->cfg.task_max_usage)
 		dispatch_settings(&d->dispatch, dispatch_now(), d->cfg.hold_ttl_us,
-		                  d->cfg.expiry_charges);
+		                  d->cfg.expiry_charges, d->cfg.task_max_usage);
 
 	srv_config_default(&d->srv_cfg, d->cfg.socket_path);
 	d->srv_cfg.mode = d->cfg.socket_mode;

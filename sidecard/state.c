@@ -41,7 +41,7 @@
 #include "log.h"
 #include "state.h"
 
-enum ix_kind { IX_ORG_ID, IX_ORG_NAME, IX_AGENT_ID, IX_AGENT_NAME, IX_HOLD_TXN, IX_IDEM };
+enum ix_kind { IX_ORG_ID, IX_ORG_NAME, IX_AGENT_ID, IX_AGENT_NAME, IX_HOLD_TXN, IX_IDEM, IX_TASK };
 
 struct ix_node {
 	struct cds_lfht_node node;
@@ -82,7 +82,7 @@ struct state {
 	struct state_config cfg;
 	struct cds_lfht *ix;
 	struct rule_table **rule_tables; /* by agent slot, RCU-published */
-	struct slot_stack free_orgs, free_agents, free_rules, free_holds;
+	struct slot_stack free_orgs, free_agents, free_rules, free_holds, free_tasks;
 	uint32_t *exp_prev, *exp_next; /* expiry list, by hold slot */
 	uint32_t exp_head, exp_tail;
 	struct state_counts counts;
@@ -386,6 +386,10 @@ static int rebuild(struct state *st)
 		if (t->rec.used && t->idem_key[0])
 			rc = state_txn_index_key(st, t);
 	}
+	for (uint32_t i = 0; i < h->task_cap && rc == 0; i++)
+		if (st->m.tasks[i].rec.used)
+			rc = ix_add(st, key_cstr(IX_TASK, 0, st->m.tasks[i].id), i);
+	STACK_FILL(st->free_tasks, st->m.tasks, h->task_cap);
 	STACK_FILL(st->free_orgs, st->m.orgs, h->org_cap);
 	STACK_FILL(st->free_agents, st->m.agents, h->agent_cap);
 	STACK_FILL(st->free_rules, st->m.rules, h->rule_cap);
@@ -411,9 +415,11 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 	st->exp_head = st->exp_tail = SHM_NONE;
 	if (created) {
 		state_set_settings(st, cfg->hold_ttl_us, cfg->expiry_charges);
+		state_set_task_cap(st, cfg->task_max_usage);
 	} else {
 		st->cfg.hold_ttl_us = h->hold_ttl_us;
 		st->cfg.expiry_charges = (int)h->expiry_charges;
+		st->cfg.task_max_usage = h->task_max_usage;
 	}
 	st->ix = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
 	st->rule_tables = calloc(h->agent_cap, sizeof(*st->rule_tables));
@@ -421,7 +427,8 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 	st->exp_next = malloc(h->hold_cap * sizeof(uint32_t));
 	rc = (!st->ix || !st->rule_tables || !st->exp_prev || !st->exp_next ||
 	      stack_init(&st->free_orgs, h->org_cap) || stack_init(&st->free_agents, h->agent_cap) ||
-	      stack_init(&st->free_rules, h->rule_cap) || stack_init(&st->free_holds, h->hold_cap))
+	      stack_init(&st->free_rules, h->rule_cap) || stack_init(&st->free_holds, h->hold_cap) ||
+	      stack_init(&st->free_tasks, h->task_cap))
 		     ? -ENOMEM
 		     : rebuild(st);
 	if (rc != 0) {
@@ -464,6 +471,7 @@ void state_close(struct state *st)
 	free(st->free_agents.v);
 	free(st->free_rules.v);
 	free(st->free_holds.v);
+	free(st->free_tasks.v);
 	shm_close(&st->m);
 	free(st);
 }
@@ -488,6 +496,16 @@ void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charge
 	shm_write_end(&h->seq);
 	st->cfg.hold_ttl_us = hold_ttl_us;
 	st->cfg.expiry_charges = expiry_charges;
+}
+
+void state_set_task_cap(struct state *st, int64_t task_max_usage)
+{
+	struct shm_header *h = st->m.hdr;
+
+	shm_write_begin(&h->seq);
+	h->task_max_usage = task_max_usage;
+	shm_write_end(&h->seq);
+	st->cfg.task_max_usage = task_max_usage;
 }
 
 void state_set_applied(struct state *st, uint64_t seq)
@@ -1130,6 +1148,57 @@ const struct shm_event *state_event_by_id(struct state *st, uint64_t id)
 		return NULL;
 	e = &st->m.events[(id - 1) % h->event_cap];
 	return e->rec.used && e->id == id ? e : NULL;
+}
+
+uint32_t state_task_find(struct state *st, struct state_str id)
+{
+	uint32_t slot;
+
+	return find_slot(st, key_str(IX_TASK, 0, id), &slot) == 0 ? slot : SHM_NONE;
+}
+
+int state_task_reserve(struct state *st, uint32_t *slot)
+{
+	const struct shm_header *h = st->m.hdr;
+	uint32_t lru = SHM_NONE;
+
+	if (st->free_tasks.n) {
+		*slot = st->free_tasks.v[st->free_tasks.n - 1];
+		return 0;
+	}
+	for (uint32_t i = 0; i < h->task_cap; i++) {
+		const struct shm_task *t = &st->m.tasks[i];
+
+		if (t->open_holds == 0 && (lru == SHM_NONE || t->last_at < st->m.tasks[lru].last_at))
+			lru = i;
+	}
+	if (lru == SHM_NONE)
+		return SC_ELIMIT;
+	*slot = lru;
+	return 0;
+}
+
+void state_task_create(struct state *st, uint32_t slot, struct state_str id, int64_t now)
+{
+	struct shm_task *t = &st->m.tasks[slot];
+	uint32_t unused = slot;
+
+	int rc = 0;
+
+	if (t->rec.used)
+		ix_del(st, key_cstr(IX_TASK, 0, t->id));
+	else
+		rc = stack_pop(&st->free_tasks, &unused);
+	SC_ASSERT(rc == 0 && (t->rec.used || unused == slot));
+	shm_write_begin(&t->rec.seq);
+	memset((char *)t + sizeof(t->rec), 0, sizeof(*t) - sizeof(t->rec));
+	t->rec.used = 1;
+	t->uid = st->m.hdr->next_task_uid++;
+	copy_str(t->id, id);
+	t->created_at = t->last_at = now;
+	shm_write_end(&t->rec.seq);
+	if (ix_add(st, key_str(IX_TASK, 0, id), slot) != 0)
+		log_error("cannot index task %s: out of memory", t->id);
 }
 
 struct shm_txn *state_txn_by_id(struct state *st, uint64_t id)

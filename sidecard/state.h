@@ -25,6 +25,7 @@ struct state_config {
 	struct shm_caps caps;   /* used when the segment is created */
 	int64_t hold_ttl_us;    /* hold lifetime */
 	int expiry_charges;     /* 1: an expired hold charges its estimate; 0: nothing */
+	int64_t task_max_usage; /* cap of a task's usage plus holds; 0 = unlimited */
 };
 
 /* A string argument that need not be NUL-terminated. */
@@ -137,6 +138,7 @@ int state_txn_index_key(struct state *st, const struct shm_txn *t);
  * they were applied live. state_open loads them from an existing segment.
  */
 void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charges);
+void state_set_task_cap(struct state *st, int64_t task_max_usage);
 /* Records that the ledger record seq has been applied. */
 void state_set_applied(struct state *st, uint64_t seq);
 uint64_t state_applied(const struct state *st);
@@ -146,6 +148,18 @@ void state_event_add(struct state *st, const struct shm_agent *a, enum shm_event
                      int from, int to, const char *reason, int64_t now);
 /* The event with this id if it is still in the ring, else NULL. */
 const struct shm_event *state_event_by_id(struct state *st, uint64_t id);
+
+/* ---- tasks ---- */
+/* The slot of the task with this id, or SHM_NONE. */
+uint32_t state_task_find(struct state *st, struct state_str id);
+/*
+ * A slot for a new task: a free one, or else the least recently used task
+ * without open holds, which is forgotten when the slot is written. Changes
+ * nothing; SC_ELIMIT when every remembered task has open holds.
+ */
+int state_task_reserve(struct state *st, uint32_t *slot);
+/* Writes a new task into a reserved slot (inside a change). */
+void state_task_create(struct state *st, uint32_t slot, struct state_str id, int64_t now);
 
 /* Counts of live objects. */
 struct state_counts {

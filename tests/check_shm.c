@@ -31,7 +31,7 @@ static char g_dir[96];
 static char g_path[128];
 static char g_err[256];
 
-static const struct shm_caps small_caps = { 2, 3, 4, 5, 6, 6 };
+static const struct shm_caps small_caps = { 2, 3, 4, 5, 6, 6, 6 };
 
 static void setup(void)
 {
@@ -147,7 +147,8 @@ static uint64_t tables_bytes(const struct shm_caps *c)
 	       (uint64_t)c->rules * sizeof(struct shm_rule) +
 	       (uint64_t)c->holds * sizeof(struct shm_hold) +
 	       (uint64_t)c->txns * sizeof(struct shm_txn) +
-	       (uint64_t)c->events * sizeof(struct shm_event);
+	       (uint64_t)c->events * sizeof(struct shm_event) +
+	       (uint64_t)c->tasks * sizeof(struct shm_task);
 }
 
 START_TEST(test_layout_size_covers_header_and_tables)
@@ -159,7 +160,7 @@ START_TEST(test_layout_size_covers_header_and_tables)
 	ck_assert_int_eq(shm_layout_size(&c, &size), 0);
 	ck_assert_uint_ge(size, need);
 	/* at most 63 bytes of alignment padding in front of each table */
-	ck_assert_uint_le(size, need + 6 * 63 + 4096);
+	ck_assert_uint_le(size, need + 7 * 63 + 4096);
 	c.txns += 1;
 	ck_assert_int_eq(shm_layout_size(&c, &bigger), 0);
 	ck_assert_uint_ge(bigger, size + sizeof(struct shm_txn));
@@ -174,7 +175,7 @@ END_TEST
  */
 START_TEST(test_layout_size_overflow_is_erange_or_exact)
 {
-	struct shm_caps c = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
+	struct shm_caps c = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
 	uint64_t size = 0;
 	unsigned __int128 need = (unsigned __int128)SHM_HEADER_SIZE + tables_bytes(&c);
 	int rc = shm_layout_size(&c, &size);
@@ -183,13 +184,14 @@ START_TEST(test_layout_size_overflow_is_erange_or_exact)
 	if (rc == 0) {
 		ck_assert_msg((unsigned __int128)size >= need, "wrapped size %llu",
 		              (unsigned long long)size);
-		ck_assert_uint_le(size, (uint64_t)need + 6 * 63 + 4096);
+		ck_assert_uint_le(size, (uint64_t)need + 7 * 63 + 4096);
 	}
 	c.orgs = 1;
 	c.agents = 1;
 	c.rules = 1;
 	c.holds = 1;
 	c.events = 1;
+	c.tasks = 1;
 	c.txns = UINT32_MAX;
 	rc = shm_layout_size(&c, &size);
 	ck_assert_msg(rc == 0 || rc == SC_ERANGE, "rc %d", rc);
@@ -208,7 +210,7 @@ START_TEST(test_created_segment_layout)
 	uint64_t size = 0;
 	struct stat sb;
 	const struct shm_header *h;
-	uint64_t offs[6], ends[6];
+	uint64_t offs[7], ends[7];
 
 	memset(&m, 0, sizeof m);
 	ck_assert_int_eq(shm_open_rw(&m, g_path, &small_caps, &created, g_err, sizeof g_err), 0);
@@ -243,7 +245,9 @@ START_TEST(test_created_segment_layout)
 	ends[4] = h->txn_off + (uint64_t)h->txn_cap * sizeof(struct shm_txn);
 	offs[5] = h->event_off;
 	ends[5] = h->event_off + (uint64_t)h->event_cap * sizeof(struct shm_event);
-	for (int i = 0; i < 6; i++) {
+	offs[6] = h->task_off;
+	ends[6] = h->task_off + (uint64_t)h->task_cap * sizeof(struct shm_task);
+	for (int i = 0; i < 7; i++) {
 		ck_assert_uint_eq(offs[i] % 64, 0);
 		ck_assert_uint_ge(offs[i], SHM_HEADER_SIZE);
 		ck_assert_uint_le(ends[i], size);
@@ -353,7 +357,7 @@ END_TEST
 
 START_TEST(test_existing_capacities_win)
 {
-	struct shm_caps bigger = { 10, 20, 30, 40, 50, 50 };
+	struct shm_caps bigger = { 10, 20, 30, 40, 50, 50, 50 };
 	struct shm m;
 	int created = -1;
 	uint64_t size = 0;
