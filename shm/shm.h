@@ -194,7 +194,8 @@ struct shm_txn {
 	uint64_t org_id;
 	uint64_t rule_id;
 	int64_t estimate;
-	int64_t charged;
+	int64_t charged;     /* taken from the wallet; negative for money put in */
+	int64_t balance_after; /* the wallet's balance once the transaction took effect */
 	int64_t created_at;
 	int64_t settled_at;
 	uint8_t status;      /* enum sc_txn_status */

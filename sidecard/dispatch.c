@@ -147,9 +147,9 @@ static void pack_txn(struct call *c, const struct shm_txn *t)
 {
 	msgpack_packer *pk = c->pk;
 
-	pack_map(c, 17);
+	pack_map(c, 18);
 	proto_pack_key_u64(pk, "id", t->id);
-	proto_pack_key_u64(pk, "agent_id", t->agent_id);
+	pack_key_opt_u64(pk, "agent_id", t->agent_id);
 	proto_pack_key_u64(pk, "org_id", t->org_id);
 	pack_key_opt_u64(pk, "rule_id", t->rule_id);
 	proto_pack_key_str(pk, "action", t->action);
@@ -158,6 +158,7 @@ static void pack_txn(struct call *c, const struct shm_txn *t)
 	proto_pack_key_str(pk, "outcome", t->has_outcome ? sc_outcome_name(t->outcome) : NULL);
 	proto_pack_key_i64(pk, "estimated_cost", t->estimate);
 	proto_pack_key_i64(pk, "charged", t->charged);
+	proto_pack_key_i64(pk, "balance_after", t->balance_after);
 	pack_key_opt_str(pk, "block_reason", t->block_reason);
 	proto_pack_key_str(pk, "risk_level", gate_risk_name(t->risk));
 	pack_key_opt_str(pk, "idempotency_key", t->idem_key);
@@ -641,7 +642,7 @@ static int m_wallets_update(struct call *c)
 	return 0;
 }
 
-/* Packs a metadata map into buf; SC_EINVAL if it does not fit. */
+/* A packer's output into a fixed buffer; overflow is noted, not grown. */
 struct fixed_buf {
 	uint8_t *p;
 	size_t len, cap;
@@ -658,6 +659,99 @@ static int fixed_write(void *data, const char *buf, size_t len)
 	}
 	memcpy(b->p + b->len, buf, len);
 	b->len += len;
+	return 0;
+}
+
+/* The {reason} metadata of a transfer or adjustment, packed into buf. */
+static int reason_meta(struct call *c, uint8_t *buf, size_t *len)
+{
+	struct fixed_buf b = {buf, 0, SHM_METADATA_MAX, 0};
+	struct state_str reason;
+	msgpack_packer mp;
+	int rc = arg_str(c, c->a, "reason", 1, SC_REASON_MAX, &reason, NULL);
+
+	if (rc != 0)
+		return rc;
+	msgpack_packer_init(&mp, &b, fixed_write);
+	msgpack_pack_map(&mp, 1);
+	proto_pack_cstr(&mp, "reason");
+	proto_pack_strn(&mp, reason.p, reason.len);
+	*len = b.len;
+	return 0;
+}
+
+/* A wallet named by <prefix>agent_id or <prefix>org_id: exactly one. */
+static int wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet_ref *ref)
+{
+	char akey[32], okey[32];
+	uint64_t id;
+	int has_agent, has_org, rc;
+
+	snprintf(akey, sizeof(akey), "%sagent_id", prefix);
+	snprintf(okey, sizeof(okey), "%sorg_id", prefix);
+	if ((rc = proto_arg_u64(c->a, akey, 0, &id, &has_agent)) != 0)
+		return rc;
+	if (has_agent && state_agent_by_id(c->st, id, &ref->slot) != 0)
+		return failf(c, SC_ENOTFOUND, "%s: no agent %llu", akey, (unsigned long long)id);
+	if ((rc = org_id_arg(c, okey, has_agent ? &(uint32_t){0} : &ref->slot, &has_org)) != 0)
+		return rc;
+	if (has_agent == has_org)
+		return failf(c, SC_EINVAL, "give exactly one of %s and %s", akey, okey);
+	ref->org = has_org;
+	return 0;
+}
+
+static int m_wallets_transfer(struct call *c)
+{
+	struct gate_wallet_ref from, to;
+	uint8_t meta[SHM_METADATA_MAX];
+	size_t meta_len;
+	int64_t amount;
+	uint64_t ids[2];
+	msgpack_packer *pk;
+	int rc;
+
+	if ((rc = wallet_ref_arg(c, "from_", &from)) || (rc = wallet_ref_arg(c, "to_", &to)) ||
+	    (rc = proto_arg_money(c->a, "amount", 1, &amount, NULL)) ||
+	    (rc = reason_meta(c, meta, &meta_len)) ||
+	    (rc = gate_transfer(c->st, &from, &to, amount, meta, meta_len, c->now, ids, c->err,
+	                        sizeof(c->err))))
+		return rc;
+	pk = ok(c);
+	pack_map(c, 4);
+	proto_pack_key_i64(pk, "amount", amount);
+	proto_pack_cstr(pk, "from");
+	pack_wallet(c, owner_wallet(c, from.slot, from.org), from.org);
+	proto_pack_cstr(pk, "to");
+	pack_wallet(c, owner_wallet(c, to.slot, to.org), to.org);
+	proto_pack_cstr(pk, "transactions");
+	msgpack_pack_array(pk, 2);
+	msgpack_pack_uint64(pk, ids[0]);
+	msgpack_pack_uint64(pk, ids[1]);
+	return 0;
+}
+
+static int m_wallets_adjust(struct call *c)
+{
+	struct gate_wallet_ref ref;
+	uint8_t meta[SHM_METADATA_MAX];
+	size_t meta_len;
+	int64_t amount;
+	uint64_t id;
+	msgpack_packer *pk;
+	int rc;
+
+	if ((rc = wallet_ref_arg(c, "", &ref)) ||
+	    (rc = proto_arg_int(c->a, "amount", 1, -INT64_MAX, INT64_MAX, &amount, NULL)) ||
+	    (rc = reason_meta(c, meta, &meta_len)) ||
+	    (rc = gate_adjust(c->st, &ref, amount, meta, meta_len, c->now, &id, c->err,
+	                      sizeof(c->err))))
+		return rc;
+	pk = ok(c);
+	pack_map(c, 2);
+	proto_pack_cstr(pk, "wallet");
+	pack_wallet(c, owner_wallet(c, ref.slot, ref.org), ref.org);
+	proto_pack_key_u64(pk, "transaction_id", id);
 	return 0;
 }
 
@@ -1153,6 +1247,11 @@ static const struct method {
 	{"report", m_report, FIELDS("transaction_id", "outcome", "actual_cost"), LEDGER_REPORT},
 	{"hello", m_hello, FIELDS(NULL), 0},
 	{"wallets.get", m_wallets_get, FIELDS("agent_id", "org_id"), 0},
+	{"wallets.transfer", m_wallets_transfer,
+	 FIELDS("from_agent_id", "from_org_id", "to_agent_id", "to_org_id", "amount", "reason"),
+	 LEDGER_WALLETS_TRANSFER},
+	{"wallets.adjust", m_wallets_adjust, FIELDS("agent_id", "org_id", "amount", "reason"),
+	 LEDGER_WALLETS_ADJUST},
 	{"wallets.update", m_wallets_update, FIELDS("agent_id", "org_id", WALLET_FIELDS, "debt"), LEDGER_WALLETS_UPDATE},
 	{"orgs.create", m_orgs_create, FIELDS("name"), LEDGER_ORGS_CREATE},
 	{"orgs.list", m_orgs_list, FIELDS(NULL), 0},

@@ -224,11 +224,36 @@ static int rule_limits(const struct shm_agent *a, const struct shm_rule *r, int6
 }
 
 /* Priority high: tops up by 50% of budget when available < 10% of budget. */
+/* Records a settled transaction that moved money in or out of a wallet. */
+static uint64_t wallet_txn(struct state *st, uint64_t agent_id, uint64_t org_id,
+                           const char *action, const char *type, int64_t estimate, int64_t charged,
+                           int64_t balance_after, const uint8_t *meta, size_t meta_len, int64_t now)
+{
+	struct shm_txn *t = state_txn_begin(st);
+	uint64_t id = t->id;
+
+	t->agent_id = agent_id;
+	t->org_id = org_id;
+	t->estimate = estimate;
+	t->charged = charged;
+	t->balance_after = balance_after;
+	t->created_at = t->settled_at = now;
+	t->status = SC_TXN_SETTLED;
+	t->outcome = SC_OUTCOME_SUCCESS;
+	t->has_outcome = 1;
+	snprintf(t->action, sizeof(t->action), "%s", action);
+	snprintf(t->type, sizeof(t->type), "%s", type);
+	t->meta_len = (uint16_t)meta_len;
+	if (meta_len)
+		memcpy(t->meta, meta, meta_len);
+	shm_write_end(&t->rec.seq);
+	return id;
+}
+
 static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 {
 	struct shm_wallet *w = &a->wallet;
 	int64_t add = w->budget / 2, balance;
-	struct shm_txn *t;
 
 	if (a->priority != SC_PRIORITY_HIGH || w->budget <= 0 || add == 0 ||
 	    available(w) >= w->budget / 10 || __builtin_add_overflow(w->balance, add, &balance))
@@ -236,17 +261,7 @@ static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 	shm_write_begin(&a->rec.seq);
 	w->balance = balance;
 	shm_write_end(&a->rec.seq);
-	t = state_txn_begin(st);
-	t->agent_id = a->id;
-	t->org_id = a->org_id;
-	t->estimate = add;
-	t->created_at = t->settled_at = now;
-	t->status = SC_TXN_SETTLED;
-	t->outcome = SC_OUTCOME_SUCCESS;
-	t->has_outcome = 1;
-	strcpy(t->action, "wallet.topup");
-	strcpy(t->type, "topup");
-	shm_write_end(&t->rec.seq);
+	wallet_txn(st, a->id, a->org_id, "wallet.topup", "topup", add, 0, balance, NULL, 0, now);
 	count(st, C_TOPUPS);
 	log_info("agent %llu topped up by %lld micros (priority high)", (unsigned long long)a->id,
 	         (long long)add);
@@ -335,6 +350,7 @@ static struct shm_txn *record(struct state *st, const struct gate_check_req *req
 	t->org_id = a->org_id;
 	t->rule_id = r ? r->id : 0;
 	t->estimate = req->estimate;
+	t->balance_after = a->wallet.balance;
 	t->created_at = now;
 	t->status = d->allowed ? SC_TXN_PENDING : SC_TXN_BLOCKED;
 	t->risk = (uint8_t)d->risk;
@@ -652,6 +668,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		t->outcome = (uint8_t)outcome;
 		t->has_outcome = status == SC_TXN_SETTLED;
 		t->charged = charge;
+		t->balance_after = a->wallet.balance;
 		t->settled_at = now;
 		shm_write_end(&t->rec.seq);
 	}
@@ -776,6 +793,106 @@ unsigned gate_expire(struct state *st, int64_t now)
 		n++;
 	}
 	return n;
+}
+
+/* ------------------------------------------------ transfers, adjustments */
+
+/* The wallet of an agent or an org, its record's seqlock, and the ids a transaction names. */
+struct owner {
+	struct shm_wallet *w;
+	uint32_t *seq;
+	uint64_t agent_id, org_id;
+};
+
+static struct owner owner_of(struct state *st, const struct gate_wallet_ref *ref)
+{
+	struct shm *m = state_shm(st);
+
+	if (ref->org) {
+		struct shm_org *o = &m->orgs[ref->slot];
+
+		return (struct owner){&o->wallet, &o->rec.seq, 0, o->id};
+	}
+	return (struct owner){&m->agents[ref->slot].wallet, &m->agents[ref->slot].rec.seq,
+	                      m->agents[ref->slot].id, m->agents[ref->slot].org_id};
+}
+
+int gate_transfer(struct state *st, const struct gate_wallet_ref *from,
+                  const struct gate_wallet_ref *to, int64_t amount, const uint8_t *meta,
+                  size_t meta_len, int64_t now, uint64_t ids[2], char *err, size_t errlen)
+{
+	struct owner src = owner_of(st, from), dst = owner_of(st, to);
+	struct shm *m = state_shm(st);
+	int64_t balance;
+
+	if (amount <= 0) {
+		sc_errorf(err, errlen, "amount: must be more than 0");
+		return SC_EINVAL;
+	}
+	if (src.org_id != dst.org_id) {
+		sc_errorf(err, errlen, "a transfer stays within one org (%llu is not %llu)",
+		          (unsigned long long)src.org_id, (unsigned long long)dst.org_id);
+		return SC_EINVAL;
+	}
+	if (src.w == dst.w) {
+		sc_errorf(err, errlen, "the source and the destination are the same wallet");
+		return SC_EINVAL;
+	}
+	if (amount > available(src.w)) {
+		sc_errorf(err, errlen, "amount: %lld exceeds the source's available funds (%lld)",
+		          (long long)amount, (long long)available(src.w));
+		return SC_EINVAL;
+	}
+	if (__builtin_add_overflow(dst.w->balance, amount, &balance)) {
+		sc_errorf(err, errlen, "amount: the destination's balance would overflow");
+		return SC_ERANGE;
+	}
+	shm_change_begin(m);
+	shm_write_begin(src.seq);
+	src.w->balance -= amount;
+	shm_write_end(src.seq);
+	shm_write_begin(dst.seq);
+	dst.w->balance = balance;
+	dst.w->limited = 1;
+	shm_write_end(dst.seq);
+	ids[0] = wallet_txn(st, src.agent_id, src.org_id, "wallet.transfer", "transfer", amount,
+	                    amount, src.w->balance, meta, meta_len, now);
+	ids[1] = wallet_txn(st, dst.agent_id, dst.org_id, "wallet.transfer", "transfer", amount,
+	                    -amount, balance, meta, meta_len, now);
+	shm_change_end(m);
+	return 0;
+}
+
+int gate_adjust(struct state *st, const struct gate_wallet_ref *ref, int64_t amount,
+                const uint8_t *meta, size_t meta_len, int64_t now, uint64_t *txn_id, char *err,
+                size_t errlen)
+{
+	struct owner o = owner_of(st, ref);
+	struct shm *m = state_shm(st);
+	int64_t balance;
+
+	if (amount == 0 || amount == INT64_MIN) {
+		sc_errorf(err, errlen, "amount: must be a non-zero number of micro-dollars");
+		return SC_EINVAL;
+	}
+	if (__builtin_add_overflow(o.w->balance, amount, &balance)) {
+		sc_errorf(err, errlen, "amount: the balance would overflow");
+		return SC_ERANGE;
+	}
+	if (balance < 0) {
+		sc_errorf(err, errlen, "amount: a debit of %lld exceeds the balance (%lld)",
+		          (long long)-amount, (long long)o.w->balance);
+		return SC_EINVAL;
+	}
+	shm_change_begin(m);
+	shm_write_begin(o.seq);
+	o.w->balance = balance;
+	o.w->limited = 1;
+	shm_write_end(o.seq);
+	*txn_id = wallet_txn(st, o.agent_id, o.org_id, "wallet.adjust", "adjustment",
+	                     amount < 0 ? -amount : amount, -amount, balance, meta, meta_len, now);
+	shm_change_end(m);
+	return 0;
 }
 
 int64_t gate_next_expiry(struct state *st)

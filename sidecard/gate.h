@@ -75,6 +75,25 @@ int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int 
                 int64_t actual, int64_t now, struct gate_settlement *out, char *err,
                 size_t errlen);
 
+/* An agent's wallet (org = 0) or an org's (org = 1), by slot. */
+struct gate_wallet_ref {
+	uint32_t slot;
+	int org;
+};
+
+/*
+ * Moves amount (> 0) between two wallets of one org atomically and records
+ * a debit and a credit transaction (ids[0], ids[1]) carrying meta (a packed
+ * {reason} map). SC_EINVAL beyond the source's available funds.
+ */
+int gate_transfer(struct state *st, const struct gate_wallet_ref *from,
+                  const struct gate_wallet_ref *to, int64_t amount, const uint8_t *meta,
+                  size_t meta_len, int64_t now, uint64_t ids[2], char *err, size_t errlen);
+/* Credits (amount > 0) or debits (< 0, at most the balance) a wallet, recorded with meta. */
+int gate_adjust(struct state *st, const struct gate_wallet_ref *ref, int64_t amount,
+                const uint8_t *meta, size_t meta_len, int64_t now, uint64_t *txn_id, char *err,
+                size_t errlen);
+
 /* Expires every hold due at now; returns how many. */
 unsigned gate_expire(struct state *st, int64_t now);
 /* When the oldest hold expires, or INT64_MAX if there is none. */

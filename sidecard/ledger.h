@@ -32,6 +32,8 @@ enum ledger_type {
 	LEDGER_CHECK,
 	LEDGER_REPORT,
 	LEDGER_EXPIRE, /* [] : every hold due at the record's time expired */
+	LEDGER_WALLETS_TRANSFER,
+	LEDGER_WALLETS_ADJUST,
 	LEDGER_TYPE_END
 };
 

@@ -34,7 +34,7 @@
  *   28     4     CRC32C of header bytes 0..27 followed by the body
  *   32     n     body: one msgpack object
  *
- * Method records (type 2 to 11) have the body [params, result]: the named
+ * Method records (types 2 to 11, 13 and 14) have the body [params, result]: the named
  * arguments of the request as the client sent them and the result the daemon
  * answered. Replaying params at the record's time through the same code
  * reproduces the result exactly; recovery checks that it does. An expiry
@@ -76,6 +76,8 @@ static const char *const type_names[LEDGER_TYPE_END] = {
 	[LEDGER_CHECK] = "check",
 	[LEDGER_REPORT] = "report",
 	[LEDGER_EXPIRE] = "expire",
+	[LEDGER_WALLETS_TRANSFER] = "wallets.transfer",
+	[LEDGER_WALLETS_ADJUST] = "wallets.adjust",
 };
 
 const char *ledger_type_name(unsigned type)

@@ -15,6 +15,7 @@ Suite *shm_suite(void);    /* tests/check_shm.c: the shared-memory state segment
 Suite *gate_suite(void);   /* tests/check_gate.c: the gating engine */
 Suite *score_suite(void);  /* tests/check_score.c: kredit score, status escalation, anomalies */
 Suite *task_suite(void);   /* tests/check_task.c: per-task usage cap */
+Suite *wallet_suite(void); /* tests/check_wallet.c: transfers, adjustments, balance_after */
 Suite *client_suite(void); /* tests/check_client.c: libsidecard against a fake daemon */
 
 #endif /* SC_TESTS_SUITES_H */
