@@ -106,6 +106,7 @@ static int broken(sc_client *c, int code, const char *what)
 
 enum field_type {
 	FT_UINT,     /* uint64_t, a non-negative integer */
+	FT_UINT32,   /* uint32_t, a non-negative integer that fits (open holds) */
 	FT_INT,      /* int64_t (money, times, counters) */
 	FT_INT32,    /* int (scores) */
 	FT_BOOL,     /* int, 0 or 1 */
@@ -262,8 +263,22 @@ static const struct field transaction_fields[] = {
 	F(FT_STR, risk_level, "risk_level", STR(risk_level)),
 	F(FT_ENUM, risk, "risk_level", .parse = parse_risk),
 	F(FT_STR, idempotency_key, "idempotency_key", STR(idempotency_key), .flags = F_OPTIONAL),
+	F(FT_STR, task_id, "task_id", STR(task_id), .flags = F_OPTIONAL),
 	F(FT_INT, created_at, "created_at"),
 	F(FT_INT, settled_at, "settled_at", .flags = F_OPTIONAL),
+};
+#undef type_of_table
+
+#define type_of_table sc_task_usage
+static const struct field task_usage_fields[] = {
+	F(FT_STR, task_id, "task_id", STR(task_id)),
+	F(FT_INT, usage, "usage"),
+	F(FT_INT, held, "held"),
+	F(FT_INT, max_usage, "max_usage"),
+	F(FT_UINT, checks, "checks"),
+	F(FT_UINT32, open_holds, "open_holds"),
+	F(FT_INT, created_at, "created_at"),
+	F(FT_INT, last_at, "last_at"),
 };
 #undef type_of_table
 
@@ -464,6 +479,12 @@ static int decode_value(sc_client *c, const msgpack_object *v, const struct fiel
 		if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
 			return bad_field(c, what, f->key, "a non-negative integer");
 		memcpy(dst, &v->via.u64, sizeof(uint64_t));
+		return 0;
+	case FT_UINT32:
+		if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 > UINT32_MAX)
+			return bad_field(c, what, f->key, "a 32-bit non-negative integer");
+		k = (uint32_t)v->via.u64;
+		memcpy(dst, &k, sizeof(k));
 		return 0;
 	case FT_INT:
 		if (get_int(v, &i) != 0)
@@ -1042,6 +1063,8 @@ int sc_check(sc_client *c, const sc_check_req *req, sc_decision *out)
 		arg_str(r, "type", req->type);
 	if (req->idempotency_key != NULL)
 		arg_str(r, "idempotency_key", req->idempotency_key);
+	if (req->task_id != NULL)
+		arg_str(r, "task_id", req->task_id);
 	return call_one(c, r, TABLE(decision_fields, "decision"), out, sizeof(*out));
 }
 
@@ -1354,6 +1377,16 @@ int sc_fleet_get(sc_client *c, sc_fleet *out)
 	struct request r = { .method = "fleet" };
 
 	return call_one(c, &r, TABLE(fleet_fields, "fleet"), out, sizeof(*out));
+}
+
+int sc_tasks_usage(sc_client *c, const char *task_id, sc_task_usage *out)
+{
+	struct request rq = { .method = "tasks.usage" }, *r = &rq;
+
+	if (task_id == NULL)
+		return fail(c, SC_EINVAL, "task_id: required");
+	arg_str(r, "task_id", task_id);
+	return call_one(c, r, TABLE(task_usage_fields, "task usage"), out, sizeof(*out));
 }
 
 /* ----- kredit score and events ----- */

@@ -39,6 +39,7 @@ enum opt {
 	O_ACTUAL_COST,
 	O_TYPE,
 	O_IDEMPOTENCY_KEY,
+	O_TASK_ID,
 	O_PRIORITY,
 	O_STATUS,
 	O_TXN_STATUS,
@@ -116,7 +117,7 @@ struct out_table {
 extern const struct out_table ctl_wallet_out, ctl_rule_out, ctl_org_out, ctl_org_cols,
 	ctl_agent_out, ctl_agent_cols, ctl_transaction_out, ctl_transaction_cols,
 	ctl_txn_summary_out, ctl_top_agent_out, ctl_fleet_out, ctl_decision_out, ctl_score_out,
-	ctl_event_out, ctl_event_cols, ctl_settlement_out;
+	ctl_event_out, ctl_event_cols, ctl_settlement_out, ctl_task_usage_out;
 
 /* One object: JSON, or the human detail view. */
 void ctl_show(const struct ctx *x, struct out_table t, const void *obj);

@@ -63,6 +63,7 @@ static const struct option_def {
 	[O_ESTIMATED_COST] = { "estimated-cost", K_MONEY, "$", 0 },
 	[O_TYPE] = { "type", K_STR, "api_call|compute|data|tool|other", SC_TYPE_MAX },
 	[O_IDEMPOTENCY_KEY] = { "idempotency-key", K_STR, "KEY", SC_KEY_MAX },
+	[O_TASK_ID] = { "task-id", K_STR, "ID", SC_KEY_MAX },
 	[O_TRANSACTION_ID] = { "transaction-id", K_ID, "ID", 0 },
 	[O_OUTCOME] = { "outcome", K_OUTCOME, "success|failure|partial", 0 },
 	[O_ACTUAL_COST] = { "actual-cost", K_MONEY, "$", 0 },

@@ -27,6 +27,7 @@
 
 enum out_type {
 	OT_UINT,     /* uint64_t */
+	OT_UINT32,   /* uint32_t */
 	OT_SIZE,     /* size_t */
 	OT_INT,      /* int64_t */
 	OT_INT32,    /* int */
@@ -177,6 +178,7 @@ static const struct out_field transaction_out[] = {
 	W(OT_STR, block_reason, "block_reason", "REASON", .flags = OF_NULL),
 	W(OT_STR, risk_level, "risk_level", "RISK"),
 	W(OT_STR, idempotency_key, "idempotency_key", "KEY", .flags = OF_NULL),
+	W(OT_STR, task_id, "task_id", "TASK", .flags = OF_NULL),
 	W(OT_TIME, created_at, "created_at", "CREATED"),
 	W(OT_TIME, settled_at, "settled_at", "SETTLED", .flags = OF_NULL),
 };
@@ -192,6 +194,19 @@ static const struct out_field transaction_cols[] = {
 	W(OT_MONEY, charged, "charged", "CHARGED"),
 	W(OT_STR, block_reason, "block_reason", "REASON", .flags = OF_NULL),
 	W(OT_TIME, created_at, "created_at", "CREATED"),
+};
+#undef T
+
+#define T sc_task_usage
+static const struct out_field task_usage_out[] = {
+	W(OT_STR, task_id, "task_id", "TASK"),
+	W(OT_MONEY, usage, "usage", "USAGE"),
+	W(OT_MONEY, held, "held", "HELD"),
+	W(OT_MONEY, max_usage, "max_usage", "MAX USAGE", .flags = OF_UNLIMITED),
+	W(OT_UINT, checks, "checks", "CHECKS"),
+	W(OT_UINT32, open_holds, "open_holds", "OPEN HOLDS"),
+	W(OT_TIME, created_at, "created_at", "CREATED"),
+	W(OT_TIME, last_at, "last_at", "LAST"),
 };
 #undef T
 
@@ -309,7 +324,7 @@ const struct out_table ctl_wallet_out = OUT(wallet_out), ctl_rule_out = OUT(rule
 	ctl_top_agent_out = OUT(top_agent_out), ctl_fleet_out = OUT(fleet_out),
 	ctl_decision_out = OUT(decision_out), ctl_score_out = OUT(score_out),
 	ctl_event_out = OUT(event_out), ctl_event_cols = OUT(event_cols),
-	ctl_settlement_out = OUT(settlement_out);
+	ctl_settlement_out = OUT(settlement_out), ctl_task_usage_out = OUT(task_usage_out);
 #undef OUT
 
 static int64_t get_i64(const char *p)
@@ -323,6 +338,14 @@ static int64_t get_i64(const char *p)
 static int get_int(const char *p)
 {
 	int v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static uint32_t get_u32(const char *p)
+{
+	uint32_t v;
 
 	memcpy(&v, p, sizeof(v));
 	return v;
@@ -373,6 +396,9 @@ static void cell(const struct out_field *f, const char *base, char *buf, size_t 
 	switch (f->type) {
 	case OT_UINT:
 		snprintf(buf, len, "%" PRIu64, (uint64_t)get_i64(p));
+		break;
+	case OT_UINT32:
+		snprintf(buf, len, "%" PRIu32, get_u32(p));
 		break;
 	case OT_SIZE:
 		memcpy(&n, p, sizeof(n));
@@ -453,7 +479,7 @@ static void print_table(struct out_table t, const void *rows, size_t nrows, size
 		for (i = 0; i < t.n; i++) {
 			int right = t.f[i].type == OT_MONEY || t.f[i].type == OT_INT ||
 			            t.f[i].type == OT_INT32 || t.f[i].type == OT_UINT ||
-			            t.f[i].type == OT_SIZE;
+			            t.f[i].type == OT_UINT32 || t.f[i].type == OT_SIZE;
 			int last = i + 1 == t.n;
 
 			printf("%s%*s%s", i ? "  " : "", right ? (int)width[i] : 0,
@@ -534,6 +560,9 @@ static void json_value(const struct out_field *f, const char *base)
 	switch (f->type) {
 	case OT_UINT:
 		printf("%" PRIu64, (uint64_t)get_i64(p));
+		break;
+	case OT_UINT32:
+		printf("%" PRIu32, get_u32(p));
 		break;
 	case OT_SIZE:
 		memcpy(&n, p, sizeof(n));

@@ -98,7 +98,7 @@ SC_API int sc_err_from_name(const char *name);
 #define SC_NAME_MAX 63       /* org, agent and rule names */
 #define SC_ACTION_MAX 127    /* check actions and rule match patterns */
 #define SC_TYPE_MAX 15       /* check type ("api_call", ...) */
-#define SC_KEY_MAX 63        /* idempotency keys */
+#define SC_KEY_MAX 63        /* idempotency keys and task ids */
 #define SC_REASON_MAX 127    /* block reasons ("rule:<name>:daily_spend_limit") */
 #define SC_RULES_MAX 32      /* rules per agent */
 
@@ -217,9 +217,15 @@ typedef struct sc_check_req {
 	sc_micros estimated_cost;
 	const char *type;            /* optional: api_call, compute, data, tool, other */
 	const char *idempotency_key; /* optional */
+	/*
+	 * Optional: the task the check counts toward, which may span agents;
+	 * blocked with "task:max_usage" past the daemon's --task-max-usage.
+	 * Last, so that initializers written before it still compile.
+	 */
+	const char *task_id;
 } sc_check_req;
 
-/* Enough for every limit of steps 5-7 of PROTOCOL.md (nine) and both debts. */
+/* Enough for every limit of steps 5-8 of PROTOCOL.md (ten) and both debts. */
 #define SC_WARNINGS_MAX 16
 
 typedef struct sc_decision {
@@ -258,6 +264,7 @@ typedef struct sc_transaction {
 	char risk_level[16];
 	enum sc_risk risk; /* risk_level, decoded */
 	char idempotency_key[SC_KEY_MAX + 1];
+	char task_id[SC_KEY_MAX + 1]; /* "" when the check named no task */
 	int64_t created_at;
 	int64_t settled_at; /* 0 while pending or blocked */
 } sc_transaction;
@@ -327,6 +334,20 @@ typedef struct sc_score {
 	sc_micros average_cost;
 	int64_t age_s;
 } sc_score;
+
+/*
+ * What a task's checks add up to (PROTOCOL.md, tasks.usage): usage is what
+ * its transactions were charged, held its open holds (open_holds of them),
+ * max_usage the cap in force (0 = unlimited), checks the checks that named
+ * it. created_at and last_at are microseconds since the epoch.
+ */
+typedef struct sc_task_usage {
+	char task_id[SC_KEY_MAX + 1];
+	sc_micros usage, held, max_usage;
+	uint64_t checks;
+	uint32_t open_holds;
+	int64_t created_at, last_at;
+} sc_task_usage;
 
 enum sc_event_type {
 	SC_EVENT_STATUS_CHANGE,   /* from -> to; reason "score" or "operator" */
@@ -439,6 +460,13 @@ SC_API int sc_agents_top(sc_client *c, uint64_t org_id, int64_t since, int64_t u
 SC_API void sc_top_agents_free(sc_top_agent *list);
 
 SC_API int sc_fleet_get(sc_client *c, sc_fleet *out);
+
+/*
+ * A task's usage. SC_ENOTFOUND for a task the daemon does not know: none
+ * of its checks named it, or it was forgotten (daemon option --tasks keeps
+ * the most recently used, those with open holds always).
+ */
+SC_API int sc_tasks_usage(sc_client *c, const char *task_id, sc_task_usage *out);
 
 /* ----- kredit score and events ----- */
 

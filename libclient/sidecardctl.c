@@ -5,7 +5,7 @@
  *     sidecardctl [--socket PATH] [--json] VERB [SUBVERB] [--flag=value | --flag value]...
  *
  * The verbs follow Kredit's CLI (orgs, agents, rules, wallet, check, report,
- * score, transactions, fleet, stats). Flags and their values are parsed in
+ * score, transactions, tasks, fleet, stats). Flags and their values are parsed in
  * ctl_options.c; what a command answers is printed by ctl_output.c, for
  * humans or, with --json, as one JSON document.
  *
@@ -321,6 +321,7 @@ static int cmd_check(struct ctx *x, const struct opts *o)
 		.estimated_cost = o->num[O_ESTIMATED_COST],
 		.type = o->str[O_TYPE],
 		.idempotency_key = o->str[O_IDEMPOTENCY_KEY],
+		.task_id = o->str[O_TASK_ID],
 	};
 	sc_decision d;
 	unsigned i;
@@ -433,6 +434,17 @@ static int cmd_agents_top(struct ctx *x, const struct opts *o)
 		return call_error(x, rc);
 	ctl_show_list(x, ctl_top_agent_out, ctl_top_agent_out, list, n, sizeof(*list));
 	sc_top_agents_free(list);
+	return 0;
+}
+
+static int cmd_tasks_usage(struct ctx *x, const struct opts *o)
+{
+	sc_task_usage u;
+	int rc = sc_tasks_usage(x->c, o->str[O_TASK_ID], &u);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_task_usage_out, &u);
 	return 0;
 }
 
@@ -678,7 +690,7 @@ static const struct command commands[] = {
 	  "set fields of an agent's or an org's wallet (--debt 0 records a repaid debt)" },
 	{ "check", NULL, cmd_check,
 	  BIT(O_AGENT_ID) | BIT(O_ACTION) | BIT(O_ESTIMATED_COST) | BIT(O_TYPE) |
-	          BIT(O_IDEMPOTENCY_KEY),
+	          BIT(O_IDEMPOTENCY_KEY) | BIT(O_TASK_ID),
 	  BIT(O_AGENT_ID) | BIT(O_ACTION) | BIT(O_ESTIMATED_COST),
 	  "ask before a paid action: prints the transaction id; exit 1 when blocked" },
 	{ "report", NULL, cmd_report, BIT(O_TRANSACTION_ID) | BIT(O_OUTCOME) | BIT(O_ACTUAL_COST),
@@ -692,6 +704,8 @@ static const struct command commands[] = {
 	  "a page gives the next page)" },
 	{ "transactions", "summary", cmd_transactions_summary, TXN_FILTER_FLAGS, 0,
 	  "count transactions by status and sum their estimates and charges" },
+	{ "tasks", "usage", cmd_tasks_usage, BIT(O_TASK_ID), BIT(O_TASK_ID),
+	  "what a task's checks were charged and hold, against the daemon's cap (--task-max-usage)" },
 	{ "fleet", NULL, cmd_fleet, 0, 0,
 	  "agents by status, total spend, checks blocked by risk controls, anomalies, average "
 	  "score" },

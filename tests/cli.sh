@@ -4,7 +4,8 @@
 # Starts $SIDECARD_BIN on a fresh temporary directory, drives
 # $SIDECARDCTL_BIN through orgs, agents, rules, wallets, check and report
 # with dollar amounts, then transactions by filter, window and page, their
-# summary, the top agents and the fleet; checks exit statuses (0 allowed,
+# summary, the top agents, the fleet and task usage (check --task-id,
+# tasks usage); checks exit statuses (0 allowed,
 # 1 blocked, 2 error), parses --json output with $PYTHON3 (Debian's
 # /usr/bin/python3 by default) and stops at the first failure. Run by `make check`; standalone:
 #   SIDECARD_BIN=sidecard/sidecard SIDECARDCTL_BIN=libclient/sidecardctl tests/cli.sh
@@ -294,6 +295,53 @@ SIDECARD_SOCKET=$sock "$ctl" orgs list >"$dir/out" 2>"$dir/err"
 rc=$?
 expect 0 "SIDECARD_SOCKET"; out_has "my-team"
 ok "stats, SIDECARD_SOCKET"
+
+# Tasks, with the daemon's default cap of $5, on an agent of their own so
+# that the tallies above are not disturbed.
+run --json agents create --org other-team --name task-bot --balance 100
+expect 0 "agents create task-bot"
+bot=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$dir/out")
+run tasks usage --task-id job-1; expect 2 "tasks usage before any check"
+err_has "sidecardctl: tasks usage: "
+first=$("$ctl" --socket "$sock" check --agent-id "$bot" --action llm.call --estimated-cost 3 \
+	--task-id job-1 2>"$dir/err")
+rc=$?
+expect 0 "check --task-id"
+case $first in '' | *[!0-9]*) fail "check --task-id printed '$first', not a transaction id" ;; esac
+run check --agent-id "$bot" --action llm.call --estimated-cost 2.01 --task-id job-1
+expect 1 "check past the task cap"; err_has "blocked: task:max_usage"
+run --json check --agent-id "$bot" --action llm.call --estimated-cost 2 --task-id=job-1
+expect 0 "check up to the task cap"; json 'assert d["status"] == "allowed", d'
+run check --agent-id "$bot" --action llm.call --estimated-cost 50
+expect 0 "check without a task"
+ok "check --task-id: blocked past the task's cap, a check without it is not"
+
+run tasks usage --task-id job-1; expect 0 "tasks usage"
+grep -qE '^task_id: +job-1$' "$dir/out" || fail "tasks usage: no task_id line"
+grep -qE '^usage: +\$0\.00$' "$dir/out" || fail "tasks usage: usage is not \$0.00"
+grep -qE '^held: +\$5\.00$' "$dir/out" || fail "tasks usage: held is not \$5.00"
+grep -qE '^max_usage: +\$5\.00$' "$dir/out" || fail "tasks usage: max_usage is not \$5.00"
+grep -qE '^checks: +3$' "$dir/out" || fail "tasks usage: not 3 checks"
+grep -qE '^open_holds: +2$' "$dir/out" || fail "tasks usage: not 2 open holds"
+out_has "created_at:"; out_has "last_at:"
+run report --transaction-id "$first" --outcome success --actual-cost 1.25
+expect 0 "report a task's check"
+run --json tasks usage --task-id job-1; expect 0 "tasks usage --json"
+json 'assert sorted(d) == sorted(["task_id", "usage", "held", "max_usage", "checks",
+                                 "open_holds", "created_at", "last_at"]), d
+assert d["task_id"] == "job-1" and d["usage"] == 1250000 and d["held"] == 2000000, d
+assert d["max_usage"] == 5000000 and d["checks"] == 3 and d["open_holds"] == 1, d
+assert 0 < d["created_at"] <= d["last_at"], d'
+run --json transactions --agent-id "$bot"
+expect 0 "transactions of the task"
+json 'assert [t["task_id"] for t in d] == [None, "job-1", "job-1", "job-1"], d'
+run tasks usage; expect 2 "tasks usage without --task-id"; err_has "--task-id"
+run check --agent-id "$bot" --action llm.call --estimated-cost 1 \
+	--task-id 0123456789012345678901234567890123456789012345678901234567890123
+expect 2 "a task id of 64 bytes"; err_has "--task-id"
+run check --agent-id "$bot" --action llm.call --estimated-cost 1 --task-id 'has space'
+expect 2 "a task id with a space"; err_has "task_id"
+ok "tasks usage: human and --json, transactions name their task"
 
 run agents delete --agent-id "$agent"; expect 0 "agents delete"
 run agents get --agent-id "$agent"; expect 2 "deleted agent"
