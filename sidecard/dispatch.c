@@ -1200,7 +1200,7 @@ static int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = ok(c);
-	pack_map(c, 29);
+	pack_map(c, 30);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -1230,6 +1230,7 @@ static int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "capacity_holds", h->hold_cap);
 	proto_pack_key_u64(pk, "capacity_history", h->txn_cap);
 	proto_pack_key_u64(pk, "capacity_events", h->event_cap);
+	proto_pack_key_u64(pk, "capacity_tasks", h->task_cap);
 	return 0;
 }
 
