@@ -34,9 +34,11 @@
  * that bit (SC_WALLET_SET_*, SC_RULE_SET_*). A nested map whose members
  * live in the same struct (score's `factors`) is an FT_INLINE entry naming
  * its own table; a rule that spans fields (an event's `from` and `to` come
- * together, on status changes only) is the table's `check`. A method is
- * then a few lines: build a `struct request` of named arguments, call rpc(),
- * decode the result with a table.
+ * together, on status changes only; a transaction without an agent is a
+ * transfer or an adjustment, whose metadata holds its reason) is the
+ * table's `check`, which may also fill the members such a rule governs. A
+ * method is then a few lines: build a `struct request` of named arguments,
+ * call rpc(), decode the result with a table.
  *
  * Threads: an sc_client belongs to one thread at a time (sidecard.h); there
  * is no global state, so distinct clients may be used concurrently.
@@ -115,6 +117,7 @@ enum field_type {
 	FT_WALLET,   /* sc_wallet; aux: the value of `limited` when absent */
 	FT_RULES,    /* sc_rule[SC_RULES_MAX]; aux: offset of the size_t count */
 	FT_WARNINGS, /* char[SC_WARNINGS_MAX][SC_REASON_MAX + 1]; aux: offset of the unsigned count */
+	FT_ID_PAIR,  /* uint64_t[2], an array of exactly two ids (a transfer's transactions) */
 	FT_INLINE,   /* a nested map of members of the same struct; `inner`, aux entries */
 };
 
@@ -249,7 +252,8 @@ static const struct field agent_fields[] = {
 #define type_of_table sc_transaction
 static const struct field transaction_fields[] = {
 	F(FT_UINT, id, "id"),
-	F(FT_UINT, agent_id, "agent_id"),
+	/* nil for an org wallet's transaction: txn_check says where that may be */
+	F(FT_UINT, agent_id, "agent_id", .flags = F_OPTIONAL),
 	F(FT_UINT, org_id, "org_id"),
 	F(FT_UINT, rule_id, "rule_id", .flags = F_OPTIONAL),
 	F(FT_STR, action, "action", STR(action)),
@@ -259,6 +263,7 @@ static const struct field transaction_fields[] = {
 	  .present = offsetof(sc_transaction, has_outcome)),
 	F(FT_INT, estimated_cost, "estimated_cost"),
 	F(FT_INT, charged, "charged"),
+	F(FT_INT, balance_after, "balance_after"),
 	F(FT_STR, block_reason, "block_reason", STR(block_reason), .flags = F_OPTIONAL),
 	F(FT_STR, risk_level, "risk_level", STR(risk_level)),
 	F(FT_ENUM, risk, "risk_level", .parse = parse_risk),
@@ -377,6 +382,40 @@ static const struct field event_fields[] = {
 };
 #undef type_of_table
 
+/* The result of wallets.transfer. */
+struct transfer {
+	sc_micros amount;
+	sc_wallet from, to;
+	uint64_t transactions[2]; /* the debit's id, then the credit's */
+};
+
+/*
+ * An absent `limited` is 1 on either side: an agent wallet is always
+ * limited, and an org wallet that money moved into, or that held money to
+ * move out, is limited too (only a funded org wallet has a balance).
+ */
+#define type_of_table struct transfer
+static const struct field transfer_fields[] = {
+	F(FT_INT, amount, "amount"),
+	F(FT_WALLET, from, "from", .aux = 1),
+	F(FT_WALLET, to, "to", .aux = 1),
+	F(FT_ID_PAIR, transactions, "transactions"),
+};
+#undef type_of_table
+
+/* The result of wallets.adjust; an adjusted org wallet is limited, as above. */
+struct adjustment {
+	sc_wallet wallet;
+	uint64_t transaction_id;
+};
+
+#define type_of_table struct adjustment
+static const struct field adjustment_fields[] = {
+	F(FT_WALLET, wallet, "wallet", .aux = 1),
+	F(FT_UINT, transaction_id, "transaction_id"),
+};
+#undef type_of_table
+
 /* hello's result, of which the client keeps the version. */
 struct hello {
 	char server[32];
@@ -411,8 +450,11 @@ struct table {
 	const struct field *fields;
 	size_t n;
 	const char *what; /* the object's name in messages */
-	/* After the fields: NULL if the object is whole, else what is wrong with it. */
-	const char *(*check)(const msgpack_object *obj, const void *base);
+	/*
+	 * After the fields: NULL if the object is whole, else what is wrong with
+	 * it. It may fill the members that depend on several fields.
+	 */
+	const char *(*check)(const msgpack_object *obj, void *base);
 };
 
 #define TABLE(a, what) ((struct table){ (a), COUNT(a), (what), NULL })
@@ -552,6 +594,14 @@ static int decode_value(sc_client *c, const msgpack_object *v, const struct fiel
 		memcpy((char *)base + f->aux, &n, sizeof(n));
 		return 0;
 	}
+	case FT_ID_PAIR:
+		if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size != 2 ||
+		    v->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+		    v->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+			return bad_field(c, what, f->key, "an array of two ids");
+		memcpy(dst, &v->via.array.ptr[0].via.u64, sizeof(uint64_t));
+		memcpy(dst + sizeof(uint64_t), &v->via.array.ptr[1].via.u64, sizeof(uint64_t));
+		return 0;
 	case FT_INLINE:
 		return decode_fields(c, v, (struct table){ f->inner, f->aux, f->key, NULL }, base);
 	}
@@ -1277,6 +1327,80 @@ int sc_org_wallet_update(sc_client *c, uint64_t org_id, const sc_wallet_update *
 	return wallet_call(c, "org_id", org_id, u, out);
 }
 
+/* The keys that name a wallet in a request: a transfer's two, or adjust's one. */
+struct ref_keys {
+	const char *what, *agent_id, *org_id;
+};
+
+static const struct ref_keys from_keys = { "from", "from_agent_id", "from_org_id" },
+	to_keys = { "to", "to_agent_id", "to_org_id" },
+	own_keys = { "wallet", "agent_id", "org_id" };
+
+static int arg_wallet_ref(sc_client *c, struct request *r, const struct ref_keys *k,
+                          sc_wallet_ref ref)
+{
+	if ((ref.agent_id != 0) == (ref.org_id != 0))
+		return fail(c, SC_EINVAL, "%s: give exactly one of %s and %s", k->what, k->agent_id,
+		            k->org_id);
+	if (ref.agent_id != 0)
+		arg_uint(r, k->agent_id, ref.agent_id);
+	else
+		arg_uint(r, k->org_id, ref.org_id);
+	return 0;
+}
+
+int sc_wallets_transfer(sc_client *c, sc_wallet_ref from, sc_wallet_ref to, sc_micros amount,
+                        const char *reason, sc_wallet *from_after, sc_wallet *to_after,
+                        uint64_t txn_ids[2])
+{
+	struct request rq = { .method = "wallets.transfer" }, *r = &rq;
+	struct transfer t;
+	int rc;
+
+	if (reason == NULL)
+		return fail(c, SC_EINVAL, "reason: required");
+	if ((rc = arg_wallet_ref(c, r, &from_keys, from)) != 0 ||
+	    (rc = arg_wallet_ref(c, r, &to_keys, to)) != 0)
+		return rc;
+	arg_int(r, "amount", amount);
+	arg_str(r, "reason", reason);
+	if ((rc = call_one(c, r, TABLE(transfer_fields, "transfer"), &t, sizeof(t))) != 0)
+		return rc;
+	if (t.amount != amount)
+		return fail(c, SC_EPROTO,
+		            "malformed transfer from the daemon: 'amount' is %" PRId64 ", not %" PRId64,
+		            t.amount, amount);
+	if (from_after != NULL)
+		*from_after = t.from;
+	if (to_after != NULL)
+		*to_after = t.to;
+	if (txn_ids != NULL)
+		memcpy(txn_ids, t.transactions, sizeof(t.transactions));
+	return 0;
+}
+
+int sc_wallets_adjust(sc_client *c, sc_wallet_ref w, sc_micros amount, const char *reason,
+                      sc_wallet *after, uint64_t *txn_id)
+{
+	struct request rq = { .method = "wallets.adjust" }, *r = &rq;
+	struct adjustment a;
+	int rc;
+
+	if (reason == NULL)
+		return fail(c, SC_EINVAL, "reason: required");
+	if ((rc = arg_wallet_ref(c, r, &own_keys, w)) != 0)
+		return rc;
+	arg_int(r, "amount", amount);
+	arg_str(r, "reason", reason);
+	if ((rc = call_one(c, r, TABLE(adjustment_fields, "adjustment"), &a, sizeof(a))) != 0)
+		return rc;
+	if (after != NULL)
+		*after = a.wallet;
+	if (txn_id != NULL)
+		*txn_id = a.transaction_id;
+	return 0;
+}
+
 void sc_txn_filter_init(sc_txn_filter *f)
 {
 	memset(f, 0, sizeof(*f));
@@ -1295,6 +1419,25 @@ static void arg_txn_scope(struct request *r, const sc_txn_filter *f)
 		arg_int(r, "since", f->since);
 	if (f->until != 0)
 		arg_int(r, "until", f->until);
+}
+
+/*
+ * Only a transfer or an adjustment may lack an agent (an org wallet's), and
+ * each carries its reason as metadata {reason}; a check's metadata is the
+ * caller's own and is not read.
+ */
+static const char *txn_check(const msgpack_object *obj, void *base)
+{
+	sc_transaction *t = base;
+	const msgpack_object *meta, *reason;
+
+	if (strcmp(t->type, "transfer") != 0 && strcmp(t->type, "adjustment") != 0)
+		return t->agent_id != 0 ? NULL : "no 'agent_id' on a check's transaction";
+	if ((meta = map_get(obj, "metadata")) == NULL || meta->type != MSGPACK_OBJECT_MAP ||
+	    (reason = map_get(meta, "reason")) == NULL ||
+	    copy_str(reason, t->reason, sizeof(t->reason)) != 0 || t->reason[0] == '\0')
+		return "a transfer or adjustment without a 'metadata' of {reason: a short string}";
+	return NULL;
 }
 
 int sc_transactions_query(sc_client *c, const sc_txn_filter *f, sc_transaction **out, size_t *n)
@@ -1320,8 +1463,8 @@ int sc_transactions_query(sc_client *c, const sc_txn_filter *f, sc_transaction *
 		arg_uint(r, "before", f->before);
 	if (f->limit != 0)
 		arg_uint(r, "limit", f->limit);
-	return call_list(c, r, TABLE(transaction_fields, "transaction"), sizeof(**out),
-	                 (void **)out, n);
+	return call_list(c, r, CHECKED_TABLE(transaction_fields, "transaction", txn_check),
+	                 sizeof(**out), (void **)out, n);
 }
 
 int sc_transactions_list(sc_client *c, uint64_t agent_id, int status, unsigned limit,
@@ -1408,7 +1551,7 @@ static int given(const msgpack_object *obj, const char *key)
 }
 
 /* `from` and `to`: both on a status change, neither on any other event. */
-static const char *event_check(const msgpack_object *obj, const void *base)
+static const char *event_check(const msgpack_object *obj, void *base)
 {
 	int status_change = ((const sc_event *)base)->type == SC_EVENT_STATUS_CHANGE;
 

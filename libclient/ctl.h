@@ -30,6 +30,10 @@ enum opt {
 	O_ORG_ID,
 	O_RULE_ID,
 	O_TRANSACTION_ID,
+	O_FROM_AGENT_ID,
+	O_FROM_ORG_ID,
+	O_TO_AGENT_ID,
+	O_TO_ORG_ID,
 	O_ORG,
 	O_NAME,
 	O_MATCH,
@@ -37,6 +41,8 @@ enum opt {
 	O_ESTIMATED_COST,
 	O_OUTCOME,
 	O_ACTUAL_COST,
+	O_AMOUNT,
+	O_REASON,
 	O_TYPE,
 	O_IDEMPOTENCY_KEY,
 	O_TASK_ID,
@@ -62,6 +68,7 @@ enum opt {
 };
 
 #define BIT(o) (UINT64_C(1) << (o))
+_Static_assert(O_COUNT_ <= 64, "struct opts keeps the given flags in 64 bits");
 
 /* The parsed flags of one command line. */
 struct opts {
@@ -113,11 +120,27 @@ struct out_table {
 	size_t n;
 };
 
+/*
+ * What wallet transfer and wallet adjust answer, shaped as the wire's
+ * results (libsidecard hands them back as separate out parameters).
+ */
+struct ctl_transfer {
+	sc_micros amount;
+	sc_wallet from, to;
+	uint64_t transactions[2]; /* the debit's id, then the credit's */
+};
+
+struct ctl_adjustment {
+	sc_wallet wallet;
+	uint64_t transaction_id;
+};
+
 /* Full objects (…_out) and the columns of their list tables (…_cols). */
 extern const struct out_table ctl_wallet_out, ctl_rule_out, ctl_org_out, ctl_org_cols,
 	ctl_agent_out, ctl_agent_cols, ctl_transaction_out, ctl_transaction_cols,
 	ctl_txn_summary_out, ctl_top_agent_out, ctl_fleet_out, ctl_decision_out, ctl_score_out,
-	ctl_event_out, ctl_event_cols, ctl_settlement_out, ctl_task_usage_out;
+	ctl_event_out, ctl_event_cols, ctl_settlement_out, ctl_task_usage_out, ctl_transfer_out,
+	ctl_adjustment_out;
 
 /* One object: JSON, or the human detail view. */
 void ctl_show(const struct ctx *x, struct out_table t, const void *obj);

@@ -65,6 +65,13 @@ static const struct option_def {
 	[O_IDEMPOTENCY_KEY] = { "idempotency-key", K_STR, "KEY", SC_KEY_MAX },
 	[O_TASK_ID] = { "task-id", K_STR, "ID", SC_KEY_MAX },
 	[O_TRANSACTION_ID] = { "transaction-id", K_ID, "ID", 0 },
+	[O_FROM_AGENT_ID] = { "from-agent-id", K_ID, "ID", 0 },
+	[O_FROM_ORG_ID] = { "from-org-id", K_ID, "ID", 0 },
+	[O_TO_AGENT_ID] = { "to-agent-id", K_ID, "ID", 0 },
+	[O_TO_ORG_ID] = { "to-org-id", K_ID, "ID", 0 },
+	/* Signed for wallet adjust ("-2.50" debits); the daemon refuses what a command cannot take. */
+	[O_AMOUNT] = { "amount", K_MONEY, "$", 0 },
+	[O_REASON] = { "reason", K_STR, "TEXT", SC_REASON_MAX },
 	[O_OUTCOME] = { "outcome", K_OUTCOME, "success|failure|partial", 0 },
 	[O_ACTUAL_COST] = { "actual-cost", K_MONEY, "$", 0 },
 	[O_TXN_STATUS] = { "status", K_TXN_STATUS, "pending|settled|blocked|expired", 0 },

@@ -40,6 +40,7 @@ enum out_type {
 	OT_WALLET,   /* sc_wallet */
 	OT_RULES,    /* sc_agent.rules */
 	OT_WARNINGS, /* sc_decision.warnings */
+	OT_ID_PAIR,  /* uint64_t[2] (a transfer's debit and credit) */
 	OT_GROUP,    /* members of the same struct shown as a nested object: `inner` */
 };
 
@@ -162,10 +163,11 @@ static const struct out_field agent_cols[] = {
 };
 #undef T
 
+/* agent_id is null (JSON) or "-" for an org wallet's transfer or adjustment. */
 #define T sc_transaction
 static const struct out_field transaction_out[] = {
 	W(OT_UINT, id, "id", "ID"),
-	W(OT_UINT, agent_id, "agent_id", "AGENT"),
+	W(OT_UINT, agent_id, "agent_id", "AGENT", .flags = OF_NULL),
 	W(OT_UINT, org_id, "org_id", "ORG"),
 	W(OT_UINT, rule_id, "rule_id", "RULE", .flags = OF_NULL),
 	W(OT_STR, action, "action", "ACTION"),
@@ -175,16 +177,18 @@ static const struct out_field transaction_out[] = {
 	  .has = offsetof(sc_transaction, has_outcome)),
 	W(OT_MONEY, estimated_cost, "estimated_cost", "ESTIMATE"),
 	W(OT_MONEY, charged, "charged", "CHARGED"),
+	W(OT_MONEY, balance_after, "balance_after", "BALANCE"),
 	W(OT_STR, block_reason, "block_reason", "REASON", .flags = OF_NULL),
 	W(OT_STR, risk_level, "risk_level", "RISK"),
 	W(OT_STR, idempotency_key, "idempotency_key", "KEY", .flags = OF_NULL),
 	W(OT_STR, task_id, "task_id", "TASK", .flags = OF_NULL),
+	W(OT_STR, reason, "reason", "NOTE", .flags = OF_NULL),
 	W(OT_TIME, created_at, "created_at", "CREATED"),
 	W(OT_TIME, settled_at, "settled_at", "SETTLED", .flags = OF_NULL),
 };
 static const struct out_field transaction_cols[] = {
 	W(OT_UINT, id, "id", "ID"),
-	W(OT_UINT, agent_id, "agent_id", "AGENT"),
+	W(OT_UINT, agent_id, "agent_id", "AGENT", .flags = OF_NULL),
 	W(OT_STR, action, "action", "ACTION"),
 	W(OT_STR, type, "type", "TYPE"),
 	W(OT_ENUM, status, "status", "STATUS", .name = txn_status_text),
@@ -192,6 +196,7 @@ static const struct out_field transaction_cols[] = {
 	  .has = offsetof(sc_transaction, has_outcome)),
 	W(OT_MONEY, estimated_cost, "estimated_cost", "ESTIMATE"),
 	W(OT_MONEY, charged, "charged", "CHARGED"),
+	W(OT_MONEY, balance_after, "balance_after", "BALANCE"),
 	W(OT_STR, block_reason, "block_reason", "REASON", .flags = OF_NULL),
 	W(OT_TIME, created_at, "created_at", "CREATED"),
 };
@@ -313,6 +318,22 @@ static const struct out_field settlement_out[] = {
 	W(OT_BOOL, replayed, "replayed", "REPLAYED"),
 };
 #undef T
+
+#define T struct ctl_transfer
+static const struct out_field transfer_out[] = {
+	W(OT_MONEY, amount, "amount", "AMOUNT"),
+	W(OT_WALLET, from, "from", "FROM"),
+	W(OT_WALLET, to, "to", "TO"),
+	W(OT_ID_PAIR, transactions, "transactions", "TRANSACTIONS"),
+};
+#undef T
+
+#define T struct ctl_adjustment
+static const struct out_field adjustment_out[] = {
+	W(OT_WALLET, wallet, "wallet", "WALLET"),
+	W(OT_UINT, transaction_id, "transaction_id", "TRANSACTION"),
+};
+#undef T
 #undef W
 
 /* The tables as the other files see them. */
@@ -324,7 +345,8 @@ const struct out_table ctl_wallet_out = OUT(wallet_out), ctl_rule_out = OUT(rule
 	ctl_top_agent_out = OUT(top_agent_out), ctl_fleet_out = OUT(fleet_out),
 	ctl_decision_out = OUT(decision_out), ctl_score_out = OUT(score_out),
 	ctl_event_out = OUT(event_out), ctl_event_cols = OUT(event_cols),
-	ctl_settlement_out = OUT(settlement_out), ctl_task_usage_out = OUT(task_usage_out);
+	ctl_settlement_out = OUT(settlement_out), ctl_task_usage_out = OUT(task_usage_out),
+	ctl_transfer_out = OUT(transfer_out), ctl_adjustment_out = OUT(adjustment_out);
 #undef OUT
 
 static int64_t get_i64(const char *p)
@@ -441,6 +463,10 @@ static void cell(const struct out_field *f, const char *base, char *buf, size_t 
 		}
 		break;
 	}
+	case OT_ID_PAIR:
+		snprintf(buf, len, "%" PRIu64 ", %" PRIu64, (uint64_t)get_i64(p),
+		         (uint64_t)get_i64(p + sizeof(uint64_t)));
+		break;
 	case OT_WALLET:
 	case OT_RULES:
 	case OT_GROUP:
@@ -616,6 +642,10 @@ static void json_value(const struct out_field *f, const char *base)
 		putchar(']');
 		break;
 	}
+	case OT_ID_PAIR:
+		printf("[%" PRIu64 ", %" PRIu64 "]", (uint64_t)get_i64(p),
+		       (uint64_t)get_i64(p + sizeof(uint64_t)));
+		break;
 	}
 }
 

@@ -248,6 +248,11 @@ typedef struct sc_settlement {
 	int replayed;
 } sc_settlement;
 
+/*
+ * One transaction: a check, a top-up, or one side of a transfer or an
+ * adjustment (type "transfer" or "adjustment", status settled). agent_id is
+ * 0 for a transaction of an org's own wallet.
+ */
 typedef struct sc_transaction {
 	uint64_t id;
 	uint64_t agent_id;
@@ -259,12 +264,20 @@ typedef struct sc_transaction {
 	int has_outcome;
 	enum sc_outcome outcome;
 	sc_micros estimated_cost;
+	/* Taken from the wallet; negative for money put in (a transfer's credit). */
 	sc_micros charged;
+	/*
+	 * The balance of the wallet the transaction touched once it took effect;
+	 * for a pending or blocked check, the balance when it was decided.
+	 */
+	sc_micros balance_after;
 	char block_reason[SC_REASON_MAX + 1];
 	char risk_level[16];
 	enum sc_risk risk; /* risk_level, decoded */
 	char idempotency_key[SC_KEY_MAX + 1];
 	char task_id[SC_KEY_MAX + 1]; /* "" when the check named no task */
+	/* A transfer's or an adjustment's reason (its metadata); "" for a check. */
+	char reason[SC_REASON_MAX + 1];
 	int64_t created_at;
 	int64_t settled_at; /* 0 while pending or blocked */
 } sc_transaction;
@@ -434,6 +447,38 @@ SC_API int sc_wallets_update(sc_client *c, uint64_t agent_id, const sc_wallet_up
 SC_API int sc_org_wallet_get(sc_client *c, uint64_t org_id, sc_wallet *out);
 SC_API int sc_org_wallet_update(sc_client *c, uint64_t org_id, const sc_wallet_update *u,
                                 sc_wallet *out);
+
+/*
+ * A wallet named by its owner: an agent (agent_id) or an org's shared
+ * wallet (org_id). Exactly one of the two is non-zero.
+ */
+typedef struct sc_wallet_ref {
+	uint64_t agent_id, org_id;
+} sc_wallet_ref;
+
+/*
+ * Moves amount (> 0) from one wallet to another of the same org (two
+ * agents, or an agent and the org's wallet), atomically, recording reason
+ * (1 to SC_REASON_MAX bytes) on a debit and a credit transaction of type
+ * "transfer". SC_EINVAL if amount exceeds the source's available funds
+ * (balance minus open holds), if the wallets are of different orgs or the
+ * same, or if a ref does not name exactly one owner. A transfer into an org
+ * wallet makes it limited. On success fills, where not NULL, both wallets
+ * as they are after it and txn_ids with the ids of the debit and the credit.
+ */
+SC_API int sc_wallets_transfer(sc_client *c, sc_wallet_ref from, sc_wallet_ref to,
+                               sc_micros amount, const char *reason, sc_wallet *from_after,
+                               sc_wallet *to_after, uint64_t txn_ids[2]);
+
+/*
+ * An operator's correction of a wallet's balance, with its reason: a
+ * positive amount credits it, a negative one debits it, at most down to 0
+ * (SC_EINVAL beyond; 0 is SC_EINVAL too). Recorded as a transaction of type
+ * "adjustment"; adjusting an org wallet makes it limited. after and txn_id
+ * may be NULL.
+ */
+SC_API int sc_wallets_adjust(sc_client *c, sc_wallet_ref w, sc_micros amount, const char *reason,
+                             sc_wallet *after, uint64_t *txn_id);
 
 /*
  * Transactions of the kept history (daemon option --history), newest first.

@@ -313,6 +313,55 @@ static int cmd_wallet(struct ctx *x, const struct opts *o)
 	return 0;
 }
 
+/* The wallet named by a pair of flags, an agent's or an org's: exactly one given. */
+static int wallet_ref_of(const struct ctx *x, const struct opts *o, enum opt agent, enum opt org,
+                         const char *flags, sc_wallet_ref *ref)
+{
+	int has_agent = (o->given & BIT(agent)) != 0, has_org = (o->given & BIT(org)) != 0;
+
+	if (has_agent == has_org)
+		return ctl_usage_error(x, "give exactly one of %s", flags);
+	ref->agent_id = has_agent ? (uint64_t)o->num[agent] : 0;
+	ref->org_id = has_org ? (uint64_t)o->num[org] : 0;
+	return 0;
+}
+
+static int cmd_wallet_transfer(struct ctx *x, const struct opts *o)
+{
+	sc_wallet_ref from, to;
+	struct ctl_transfer t;
+	int rc;
+
+	if ((rc = wallet_ref_of(x, o, O_FROM_AGENT_ID, O_FROM_ORG_ID,
+	                        "--from-agent-id and --from-org-id", &from)) != 0 ||
+	    (rc = wallet_ref_of(x, o, O_TO_AGENT_ID, O_TO_ORG_ID, "--to-agent-id and --to-org-id",
+	                        &to)) != 0)
+		return rc;
+	t.amount = o->num[O_AMOUNT];
+	rc = sc_wallets_transfer(x->c, from, to, t.amount, o->str[O_REASON], &t.from, &t.to,
+	                         t.transactions);
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_transfer_out, &t);
+	return 0;
+}
+
+static int cmd_wallet_adjust(struct ctx *x, const struct opts *o)
+{
+	struct ctl_adjustment a;
+	sc_wallet_ref w;
+	int rc;
+
+	if ((rc = wallet_ref_of(x, o, O_AGENT_ID, O_ORG_ID, "--agent-id and --org-id", &w)) != 0)
+		return rc;
+	rc = sc_wallets_adjust(x->c, w, o->num[O_AMOUNT], o->str[O_REASON], &a.wallet,
+	                       &a.transaction_id);
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_adjustment_out, &a);
+	return 0;
+}
+
 static int cmd_check(struct ctx *x, const struct opts *o)
 {
 	sc_check_req req = {
@@ -688,6 +737,17 @@ static const struct command commands[] = {
 	{ "wallet", "update", cmd_wallet,
 	  BIT(O_AGENT_ID) | BIT(O_ORG_ID) | WALLET_FLAGS | BIT(O_DEBT), 0,
 	  "set fields of an agent's or an org's wallet (--debt 0 records a repaid debt)" },
+	{ "wallet", "transfer", cmd_wallet_transfer,
+	  BIT(O_FROM_AGENT_ID) | BIT(O_FROM_ORG_ID) | BIT(O_TO_AGENT_ID) | BIT(O_TO_ORG_ID) |
+	          BIT(O_AMOUNT) | BIT(O_REASON),
+	  BIT(O_AMOUNT) | BIT(O_REASON),
+	  "move available funds between two wallets of one org (one --from-*, one --to-*); "
+	  "prints both wallets and the ids of the debit and the credit" },
+	{ "wallet", "adjust", cmd_wallet_adjust,
+	  BIT(O_AGENT_ID) | BIT(O_ORG_ID) | BIT(O_AMOUNT) | BIT(O_REASON),
+	  BIT(O_AMOUNT) | BIT(O_REASON),
+	  "credit (--amount 5) or debit (--amount -2.50) an agent's or an org's wallet, at most "
+	  "down to 0" },
 	{ "check", NULL, cmd_check,
 	  BIT(O_AGENT_ID) | BIT(O_ACTION) | BIT(O_ESTIMATED_COST) | BIT(O_TYPE) |
 	          BIT(O_IDEMPOTENCY_KEY) | BIT(O_TASK_ID),

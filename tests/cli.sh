@@ -4,8 +4,9 @@
 # Starts $SIDECARD_BIN on a fresh temporary directory, drives
 # $SIDECARDCTL_BIN through orgs, agents, rules, wallets, check and report
 # with dollar amounts, then transactions by filter, window and page, their
-# summary, the top agents, the fleet and task usage (check --task-id,
-# tasks usage); checks exit statuses (0 allowed,
+# summary, the top agents, the fleet, task usage (check --task-id,
+# tasks usage) and wallet transfers and adjustments (a negative amount
+# debits); checks exit statuses (0 allowed,
 # 1 blocked, 2 error), parses --json output with $PYTHON3 (Debian's
 # /usr/bin/python3 by default) and stops at the first failure. Run by `make check`; standalone:
 #   SIDECARD_BIN=sidecard/sidecard SIDECARDCTL_BIN=libclient/sidecardctl tests/cli.sh
@@ -342,6 +343,73 @@ expect 2 "a task id of 64 bytes"; err_has "--task-id"
 run check --agent-id "$bot" --action llm.call --estimated-cost 1 --task-id 'has space'
 expect 2 "a task id with a space"; err_has "task_id"
 ok "tasks usage: human and --json, transactions name their task"
+
+# Transfers and adjustments, on agents of their own (created after the
+# tallies above) in other-team, whose org wallet is still unfunded.
+run --json agents create --org other-team --name payer --balance 20
+expect 0 "agents create payer"
+payer=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$dir/out")
+run --json agents create --org other-team --name payee
+expect 0 "agents create payee"
+payee=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$dir/out")
+team=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["org_id"])' "$dir/out")
+run wallet transfer --from-agent-id "$payer" --to-agent-id "$payee" --amount 2.50 \
+	--reason "rebalance"
+expect 0 "wallet transfer"; out_has "transactions:"
+grep -qE '^amount: +\$2\.50$' "$dir/out" || fail "wallet transfer: amount is not \$2.50"
+[ "$(grep -cE '^  balance: +\$(17\.50|2\.50)$' "$dir/out")" -eq 2 ] ||
+	fail "wallet transfer: the wallets are not \$17.50 and \$2.50"
+run --json wallet transfer --from-agent-id="$payer" --to-org-id="$team" --amount 1 \
+	--reason "fund the org"
+expect 0 "wallet transfer --json"
+json 'assert d["amount"] == 1000000 and d["from"]["balance"] == 16500000, d
+assert d["to"]["balance"] == 1000000 and d["to"]["limited"] is True, d
+assert len(d["transactions"]) == 2 and d["transactions"][0] != d["transactions"][1], d'
+credit=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["transactions"][1])' "$dir/out")
+run --json transactions --org-id "$team" --status settled; expect 0 "transactions of transfers"
+json 'org = [t for t in d if t["id"] == '"$credit"']
+assert len(org) == 1 and org[0]["agent_id"] is None and org[0]["type"] == "transfer", d
+assert org[0]["charged"] == -1000000 and org[0]["balance_after"] == 1000000, d
+assert org[0]["reason"] == "fund the org", d
+assert [(t["charged"], t["balance_after"], t["reason"]) for t in d
+        if t["type"] == "transfer" and t["agent_id"] == '"$payer"'] == [
+    (1000000, 16500000, "fund the org"), (2500000, 17500000, "rebalance")], d'
+run transactions --agent-id "$payee"; expect 0 "transactions table"
+out_has "BALANCE"; out_has "transfer"; out_has '-$2.50'
+ok "wallet transfer: between agents and into the org wallet, human and --json"
+
+run wallet adjust --agent-id "$payee" --amount -2.50 --reason refund
+expect 0 "wallet adjust debit"; out_has "transaction_id:"
+grep -qE '^  balance: +\$0\.00$' "$dir/out" || fail "wallet adjust: the balance is not \$0.00"
+run --json wallet adjust --org-id "$team" --amount 4 --reason grant
+expect 0 "wallet adjust --json"
+json 'assert d["wallet"]["balance"] == 5000000 and d["wallet"]["limited"] is True, d
+assert isinstance(d["transaction_id"], int), d'
+adjusted=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["transaction_id"])' "$dir/out")
+run --json transactions --org-id "$team" --limit 2; expect 0 "transactions of adjustments"
+json 'assert [(t["id"], t["agent_id"], t["type"], t["charged"], t["balance_after"], t["reason"])
+        for t in d] == [('"$adjusted"', None, "adjustment", -4000000, 5000000, "grant"),
+                        (d[1]["id"], '"$payee"', "adjustment", 2500000, 0, "refund")], d'
+run wallet adjust --agent-id "$payee" --amount=-0.01 --reason "past the balance"
+expect 2 "wallet adjust past the balance"; err_has "sidecardctl: wallet adjust: amount"
+ok "wallet adjust: a credit and a negative debit, human and --json"
+
+run wallet transfer --from-agent-id "$payer" --to-agent-id "$agent" --amount 1 --reason x
+expect 2 "wallet transfer across orgs"; err_has "org"
+run wallet transfer --from-agent-id "$payer" --to-agent-id "$payee" --amount 100 --reason x
+expect 2 "wallet transfer beyond the available funds"; err_has "available"
+run wallet transfer --from-agent-id "$payer" --from-org-id "$team" --to-agent-id "$payee" \
+	--amount 1 --reason x
+expect 2 "wallet transfer from two wallets"; err_has "--from-agent-id and --from-org-id"
+run wallet transfer --from-agent-id "$payer" --amount 1 --reason x
+expect 2 "wallet transfer to nowhere"; err_has "--to-agent-id and --to-org-id"
+run wallet adjust --agent-id "$payee" --amount 1
+expect 2 "wallet adjust without --reason"; err_has "--reason"
+run wallet adjust --agent-id "$payee" --amount 1.0000001 --reason x
+expect 2 "wallet adjust, seven decimals"; err_has "--amount"
+run --json wallet --agent-id "$payer"; expect 0 "wallet after refusals"
+json 'assert d["balance"] == 16500000, d'
+ok "wallet transfer and adjust: refusals exit 2 and change nothing"
 
 run agents delete --agent-id "$agent"; expect 0 "agents delete"
 run agents get --agent-id "$agent"; expect 2 "deleted agent"
