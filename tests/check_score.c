@@ -267,11 +267,6 @@ Suite *score_suite(void)
 	};
 	Suite *s = suite_create("score");
 
-	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-		TCase *tc = test_tcase_tmp(tests[i].name, gate_setup, gate_teardown);
-
-		tcase_add_test(tc, tests[i].test);
-		suite_add_tcase(s, tc);
-	}
+	test_add_cases_tmp(s, tests, sizeof(tests) / sizeof(tests[0]), gate_setup, gate_teardown);
 	return s;
 }

@@ -63,3 +63,10 @@ void test_add_cases(Suite *s, const struct test_case *cases, size_t n, double ti
 		suite_add_tcase(s, tc);
 	}
 }
+
+void test_add_cases_tmp(Suite *s, const struct test_case *cases, size_t n,
+                        void (*setup)(void), void (*teardown)(void))
+{
+	for (size_t i = 0; i < n; i++)
+		tcase_add_test(test_add_tcase_tmp(s, cases[i].name, setup, teardown, 0), cases[i].test);
+}

@@ -55,4 +55,8 @@ struct test_case {
  */
 void test_add_cases(Suite *s, const struct test_case *cases, size_t n, double timeout);
 
+/* The same, each case in its own test_tcase_tmp with setup and teardown. */
+void test_add_cases_tmp(Suite *s, const struct test_case *cases, size_t n,
+                        void (*setup)(void), void (*teardown)(void));
+
 #endif /* SC_TESTS_TESTUTIL_H */
