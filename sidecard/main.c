@@ -21,7 +21,7 @@
 #include <uv.h>
 
 #include "checkpoint.h"
-#include "config.h"
+#include "daemon_config.h"
 #include "dispatch.h"
 #include "gate.h"
 #include "ledger_writer.h"

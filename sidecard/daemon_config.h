@@ -1,5 +1,5 @@
 /*
- * config.h: the daemon's settings, from built-in defaults, an optional
+ * daemon_config.h: the daemon's settings, from built-in defaults, an optional
  * config file and the command line (in that order; later wins).
  */
 #ifndef SIDECARD_CONFIG_H

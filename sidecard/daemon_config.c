@@ -1,5 +1,5 @@
 /*
- * config.c: parses the daemon's options. One table describes every option:
+ * daemon_config.c: parses the daemon's options. One table describes every option:
  * its name (the same on the command line as --name and in the config file as
  * "name = value"), its kind, where it goes in struct config, its bounds and
  * its help line. Runs on the main thread before anything starts.
@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "config.h"
+#include "daemon_config.h"
 #include "sidecard.h"
 
 enum kind { K_PATH, K_UINT, K_SECONDS, K_MODE, K_GROUP, K_LEVEL, K_CHARGE, K_U64, K_DURABILITY };
