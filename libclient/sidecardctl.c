@@ -543,7 +543,9 @@ static const char *const stat_names[] = {
 	"reports",          "expired",           "topups",          "anomalies",
 	"risk_blocked",     "connections_open",  "connections_total", "requests",
 	"protocol_errors",  "capacity_orgs",     "capacity_agents",   "capacity_rules",
-	"capacity_holds",   "capacity_history",
+	"capacity_holds",   "capacity_history",  "capacity_events",   "capacity_tasks",
+	"ledger_last_seq",  "ledger_durable_seq", "ledger_syncs",     "ledger_records_synced",
+	"ledger_failed",    "checkpoint_seq",
 };
 
 static int cmd_stats(struct ctx *x, const struct opts *o)
@@ -567,7 +569,7 @@ static int cmd_stats(struct ctx *x, const struct opts *o)
 		if (x->json) {
 			printf("%s\"%s\": %" PRId64, n++ ? ", " : "", stat_names[i], v[i]);
 		} else {
-			printf("%-18s %" PRId64 "\n", stat_names[i], v[i]);
+			printf("%-22s %" PRId64 "\n", stat_names[i], v[i]);
 		}
 	}
 	if (x->json)

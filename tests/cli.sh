@@ -290,8 +290,10 @@ ok "fleet"
 run --json stats; expect 0 "stats --json"
 json 'assert d["agents"] == 1 and d["checks"] >= 6 and d["blocked"] >= 4, d
 assert d["risk_blocked"] == 1, d
-assert d["checks"] == d["allowed"] + d["blocked"], d'
-run stats; expect 0 "stats"; out_has "holds_open"
+assert d["checks"] == d["allowed"] + d["blocked"], d
+assert d["ledger_durable_seq"] == d["ledger_last_seq"] > 0 and d["ledger_failed"] == 0, d
+assert d["capacity_tasks"] > 0 and d["capacity_events"] > 0, d'
+run stats; expect 0 "stats"; out_has "holds_open"; out_has "ledger_durable_seq"
 SIDECARD_SOCKET=$sock "$ctl" orgs list >"$dir/out" 2>"$dir/err"
 rc=$?
 expect 0 "SIDECARD_SOCKET"; out_has "my-team"
