@@ -8,13 +8,10 @@
  * the state's single writer; liburcu adds its call_rcu worker.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <urcu.h>
@@ -23,6 +20,7 @@
 #include "checkpoint.h"
 #include "daemon_config.h"
 #include "dispatch.h"
+#include "fsutil.h"
 #include "gate.h"
 #include "ledger_writer.h"
 #include "log.h"
@@ -44,48 +42,21 @@ struct daemon {
 	int stopping;
 };
 
-/* Creates dir and its missing parents with mode 0700. */
-static int mkdirs(const char *dir)
-{
-	char path[PATH_MAX];
-
-	snprintf(path, sizeof(path), "%s", dir);
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0700) != 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return mkdir(path, 0700) != 0 && errno != EEXIST ? -errno : 0;
-}
-
 /* One daemon per state directory: an exclusive lock held for life. */
 static int lock_state_dir(const char *dir)
 {
-	char path[PATH_MAX + 32], pid[32] = "";
+	char path[PATH_MAX + 32], err[PATH_MAX + 64];
+	long holder;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/sidecard.lock", dir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		log_error("cannot open %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
-
-		pid[n > 0 ? n : 0] = '\0';
-		pid[strcspn(pid, "\n")] = '\0';
-		log_error("another sidecard is using the state directory %s (pid %s)", dir,
-		          pid[0] ? pid : "unknown");
-		close(fd);
-		return -1;
-	}
-	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, strlen(pid), 0) < 0)
-		log_warn("cannot write the pid into %s: %s", path, strerror(errno));
+	fd = fs_lock(path, &holder, err, sizeof(err));
+	if (fd == SC_EEXISTS && holder > 0)
+		log_error("another sidecard is using the state directory %s (pid %ld)", dir, holder);
+	else if (fd == SC_EEXISTS)
+		log_error("another sidecard is using the state directory %s (pid unknown)", dir);
+	else if (fd < 0)
+		log_error("%s", err);
 	return fd;
 }
 
@@ -435,8 +406,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level(d.cfg.log_level);
-	if ((rc = mkdirs(d.cfg.state_dir)) != 0) {
-		log_error("cannot create the state directory %s: %s", d.cfg.state_dir, strerror(-rc));
+	if (fs_mkdirs(d.cfg.state_dir, 1, err, sizeof(err)) != 0) {
+		log_error("%s", err);
 		return 1;
 	}
 	if ((lock_fd = lock_state_dir(d.cfg.state_dir)) < 0)

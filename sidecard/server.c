@@ -55,12 +55,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "server.h"
 #include "sidecard.h"
 
@@ -174,63 +174,22 @@ static int sys_error(char *err, size_t errlen, const char *what, const char *pat
 	return -e;
 }
 
-/* Creates the missing directories above path, mode 0700. */
-static int make_parents(const char *path, char *err, size_t errlen)
-{
-	char dir[PATH_MAX];
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	for (char *p = strchr(dir + 1, '/'); p; p = strchr(p + 1, '/')) {
-		*p = '\0';
-		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-			return sys_error(err, errlen, "cannot create directory", dir);
-		*p = '/';
-	}
-	return 0;
-}
-
-/* The pid written in a held lock file, or -1. */
-static long lock_holder(int fd)
-{
-	char buf[32];
-	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-	long pid;
-
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	pid = strtol(buf, NULL, 10);
-	return pid > 0 ? pid : -1;
-}
-
 static int take_lock(struct srv *s, char *err, size_t errlen)
 {
-	char pid[32];
-	int n;
+	long holder;
+	int fd = fs_lock(s->lock_path, &holder, err, errlen);
 
-	s->lock_fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (s->lock_fd < 0)
-		return sys_error(err, errlen, "cannot open", s->lock_path);
-	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-		int rc = errno == EWOULDBLOCK ? SC_EEXISTS : sys_error(err, errlen, "cannot lock",
-		                                                       s->lock_path);
-		if (rc == SC_EEXISTS) {
-			long holder = lock_holder(s->lock_fd);
-
-			if (holder > 0)
-				snprintf(err, errlen, "another sidecard is running on %s (pid %ld)",
-				         s->path, holder);
-			else
-				snprintf(err, errlen, "another sidecard is running on %s (pid unknown)",
-				         s->path);
-		}
-		close(s->lock_fd);
-		s->lock_fd = -1;
-		return rc;
+	if (fd == SC_EEXISTS) {
+		if (holder > 0)
+			snprintf(err, errlen, "another sidecard is running on %s (pid %ld)", s->path,
+			         holder);
+		else
+			snprintf(err, errlen, "another sidecard is running on %s (pid unknown)",
+			         s->path);
 	}
-	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-	if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n)
-		return sys_error(err, errlen, "cannot write", s->lock_path);
+	if (fd < 0)
+		return fd;
+	s->lock_fd = fd;
 	return 0;
 }
 
@@ -696,7 +655,7 @@ static int check_config(const struct srv_config *cfg, char *err, size_t errlen)
 /* Takes the lock and the socket file; returns the listening socket. */
 static int open_socket(struct srv *s, char *err, size_t errlen)
 {
-	int rc = make_parents(s->path, err, errlen);
+	int rc = fs_mkdirs(s->path, 0, err, errlen);
 
 	if (rc == 0)
 		rc = take_lock(s, err, errlen);
