@@ -595,50 +595,55 @@ static int m_rules_remove(struct call *c)
 	return 0;
 }
 
-/* {agent_id} or {org_id}: exactly one. */
-static int wallet_owner(struct call *c, uint32_t *slot, int *org)
+/* A wallet named by <prefix>agent_id or <prefix>org_id: exactly one. */
+static int wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet_ref *ref)
 {
-	uint64_t unused;
-	int has_agent, rc;
+	char akey[32], okey[32];
+	uint32_t agent_slot = 0, org_slot = 0;
+	uint64_t id = 0;
+	int has_agent, has_org, rc;
 
-	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &unused, &has_agent)) ||
-	    (rc = org_id_arg(c, "org_id", slot, org)))
+	snprintf(akey, sizeof(akey), "%sagent_id", prefix);
+	snprintf(okey, sizeof(okey), "%sorg_id", prefix);
+	if ((rc = proto_arg_u64(c->a, akey, 0, &id, &has_agent)) ||
+	    (rc = org_id_arg(c, okey, &org_slot, &has_org)))
 		return rc;
-	if (has_agent == *org)
-		return failf(c, SC_EINVAL, "give exactly one of agent_id and org_id");
-	if (has_agent)
-		return agent_arg(c, slot);
+	if (has_agent == has_org)
+		return failf(c, SC_EINVAL, "give exactly one of %s and %s", akey, okey);
+	if (has_agent && state_agent_by_id(c->st, id, &agent_slot) != 0)
+		return failf(c, SC_ENOTFOUND, "%s: no agent %llu", akey, (unsigned long long)id);
+	*ref = (struct gate_wallet_ref){has_org ? org_slot : agent_slot, has_org};
 	return 0;
 }
 
-static const struct shm_wallet *owner_wallet(struct call *c, uint32_t slot, int org)
+static const struct shm_wallet *owner_wallet(struct call *c, const struct gate_wallet_ref *ref)
 {
-	return org ? &c->m->orgs[slot].wallet : &c->m->agents[slot].wallet;
+	return ref->org ? &c->m->orgs[ref->slot].wallet : &c->m->agents[ref->slot].wallet;
 }
 
 static int m_wallets_get(struct call *c)
 {
-	uint32_t slot;
-	int org, rc;
+	struct gate_wallet_ref ref;
+	int rc;
 
-	if ((rc = wallet_owner(c, &slot, &org)))
+	if ((rc = wallet_ref_arg(c, "", &ref)))
 		return rc;
 	ok(c);
-	pack_wallet(c, owner_wallet(c, slot, org), org);
+	pack_wallet(c, owner_wallet(c, &ref), ref.org);
 	return 0;
 }
 
 static int m_wallets_update(struct call *c)
 {
+	struct gate_wallet_ref ref;
 	sc_wallet_update u;
-	uint32_t slot;
-	int org, rc;
+	int rc;
 
-	if ((rc = wallet_owner(c, &slot, &org)) || (rc = wallet_args(c->a, 1, &u)) ||
-	    (rc = state_wallet_update(c->st, slot, org, &u, c->err, sizeof(c->err))))
+	if ((rc = wallet_ref_arg(c, "", &ref)) || (rc = wallet_args(c->a, 1, &u)) ||
+	    (rc = state_wallet_update(c->st, ref.slot, ref.org, &u, c->err, sizeof(c->err))))
 		return rc;
 	ok(c);
-	pack_wallet(c, owner_wallet(c, slot, org), org);
+	pack_wallet(c, owner_wallet(c, &ref), ref.org);
 	return 0;
 }
 
@@ -680,27 +685,6 @@ static int reason_meta(struct call *c, uint8_t *buf, size_t *len)
 	return 0;
 }
 
-/* A wallet named by <prefix>agent_id or <prefix>org_id: exactly one. */
-static int wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet_ref *ref)
-{
-	char akey[32], okey[32];
-	uint64_t id;
-	int has_agent, has_org, rc;
-
-	snprintf(akey, sizeof(akey), "%sagent_id", prefix);
-	snprintf(okey, sizeof(okey), "%sorg_id", prefix);
-	if ((rc = proto_arg_u64(c->a, akey, 0, &id, &has_agent)) != 0)
-		return rc;
-	if (has_agent && state_agent_by_id(c->st, id, &ref->slot) != 0)
-		return failf(c, SC_ENOTFOUND, "%s: no agent %llu", akey, (unsigned long long)id);
-	if ((rc = org_id_arg(c, okey, has_agent ? &(uint32_t){0} : &ref->slot, &has_org)) != 0)
-		return rc;
-	if (has_agent == has_org)
-		return failf(c, SC_EINVAL, "give exactly one of %s and %s", akey, okey);
-	ref->org = has_org;
-	return 0;
-}
-
 static int m_wallets_transfer(struct call *c)
 {
 	struct gate_wallet_ref from, to;
@@ -721,9 +705,9 @@ static int m_wallets_transfer(struct call *c)
 	pack_map(c, 4);
 	proto_pack_key_i64(pk, "amount", amount);
 	proto_pack_cstr(pk, "from");
-	pack_wallet(c, owner_wallet(c, from.slot, from.org), from.org);
+	pack_wallet(c, owner_wallet(c, &from), from.org);
 	proto_pack_cstr(pk, "to");
-	pack_wallet(c, owner_wallet(c, to.slot, to.org), to.org);
+	pack_wallet(c, owner_wallet(c, &to), to.org);
 	proto_pack_cstr(pk, "transactions");
 	msgpack_pack_array(pk, 2);
 	msgpack_pack_uint64(pk, ids[0]);
@@ -750,7 +734,7 @@ static int m_wallets_adjust(struct call *c)
 	pk = ok(c);
 	pack_map(c, 2);
 	proto_pack_cstr(pk, "wallet");
-	pack_wallet(c, owner_wallet(c, ref.slot, ref.org), ref.org);
+	pack_wallet(c, owner_wallet(c, &ref), ref.org);
 	proto_pack_key_u64(pk, "transaction_id", id);
 	return 0;
 }
