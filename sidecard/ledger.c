@@ -118,22 +118,9 @@ static int sync_dir(const char *dir)
 static int segment_create(struct ledger *l, uint64_t first_seq, int64_t now)
 {
 	char path[4200], tmp[4210], h[LEDGER_FILE_HEADER];
-	uint32_t crc;
 	int fd, rc;
 
-	memset(h, 0, sizeof(h));
-	memcpy(h, LEDGER_FILE_MAGIC, 8);
-	for (int i = 0; i < 4; i++) {
-		h[8 + i] = (char)(LEDGER_FILE_VERSION >> (8 * i));
-		h[12 + i] = (char)(LEDGER_FILE_HEADER >> (8 * i));
-	}
-	for (int i = 0; i < 8; i++) {
-		h[16 + i] = (char)(first_seq >> (8 * i));
-		h[24 + i] = (char)((uint64_t)now >> (8 * i));
-	}
-	crc = ledger_crc32c(0, h, 60);
-	for (int i = 0; i < 4; i++)
-		h[60 + i] = (char)(crc >> (8 * i));
+	ledger_encode_file_header(h, first_seq, now);
 	segment_path(l, first_seq, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);

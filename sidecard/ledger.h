@@ -53,6 +53,9 @@ struct ledger_record {
 /* CRC32C (Castagnoli), hardware-accelerated where the CPU has SSE4.2. */
 uint32_t ledger_crc32c(uint32_t crc, const void *buf, size_t len);
 
+/* Encodes a segment's header; out must hold LEDGER_FILE_HEADER bytes. */
+void ledger_encode_file_header(char *out, uint64_t first_seq, int64_t now);
+
 /* Encodes a record header for body; out must hold LEDGER_RECORD_HEADER bytes. */
 void ledger_encode_header(char *out, uint64_t seq, int64_t time, unsigned type,
                           const char *body, uint32_t body_len);

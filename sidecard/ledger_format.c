@@ -171,6 +171,17 @@ static uint64_t get64(const char *p)
 	return v;
 }
 
+void ledger_encode_file_header(char *out, uint64_t first_seq, int64_t now)
+{
+	memset(out, 0, LEDGER_FILE_HEADER);
+	memcpy(out, LEDGER_FILE_MAGIC, 8);
+	put32(out + 8, LEDGER_FILE_VERSION);
+	put32(out + 12, LEDGER_FILE_HEADER);
+	put64(out + 16, first_seq);
+	put64(out + 24, (uint64_t)now);
+	put32(out + 60, ledger_crc32c(0, out, 60));
+}
+
 void ledger_encode_header(char *out, uint64_t seq, int64_t time, unsigned type,
                           const char *body, uint32_t body_len)
 {
