@@ -200,23 +200,41 @@ static void work(uv_work_t *w)
 	cp->rc = write_file(cp->dir, cp->seq, cp->buf, cp->len);
 }
 
-void checkpoint_prune(const char *dir, uint64_t seq)
+/* 1 if name is a snapshot file: <16 hex digits>.snap, or .snap.tmp while written. */
+static int snapshot_name(const char *name, uint64_t *seq, int *tmp)
+{
+	char *end;
+
+	*seq = strtoull(name, &end, 16);
+	if (end != name + 16)
+		return 0;
+	*tmp = strcmp(end, ".snap.tmp") == 0;
+	return *tmp || strcmp(end, ".snap") == 0;
+}
+
+/* Removes the snapshots below seq (only the unfinished ones if tmp_only). */
+static void remove_snapshots(const char *dir, uint64_t below, int tmp_only)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
 
 	while (d && (e = readdir(d)) != NULL) {
-		char path[4200], *end;
-		uint64_t s = strtoull(e->d_name, &end, 16);
+		char path[4200];
+		uint64_t s;
+		int tmp;
 
-		if (end == e->d_name + 16 && (strcmp(end, ".snap") == 0 || strcmp(end, ".snap.tmp") == 0) &&
-		    s < seq) {
+		if (snapshot_name(e->d_name, &s, &tmp) && s < below && (tmp || !tmp_only)) {
 			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
 			unlink(path);
 		}
 	}
 	if (d)
 		closedir(d);
+}
+
+void checkpoint_prune(const char *dir, uint64_t seq)
+{
+	remove_snapshots(dir, seq, 0);
 }
 
 static void work_done(uv_work_t *w, int status)
@@ -234,25 +252,6 @@ static void work_done(uv_work_t *w, int status)
 		cp->closed(cp->closed_arg);
 }
 
-/* Snapshots a stopped daemon was still writing: nothing can complete them now. */
-static void remove_partial(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	while (d && (e = readdir(d)) != NULL) {
-		size_t len = strlen(e->d_name);
-		char path[4200];
-
-		if (len > 9 && strcmp(e->d_name + len - 9, ".snap.tmp") == 0) {
-			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-			unlink(path);
-		}
-	}
-	if (d)
-		closedir(d);
-}
-
 int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
                     void (*done)(void *arg, uint64_t seq, int rc), void *arg)
 {
@@ -266,7 +265,8 @@ int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
 	}
 	cp->loop = loop;
 	snprintf(cp->dir, sizeof(cp->dir), "%s", dir);
-	remove_partial(dir);
+	/* snapshots a stopped daemon was still writing: nothing can complete them now */
+	remove_snapshots(dir, UINT64_MAX, 1);
 	cp->done = done;
 	cp->arg = arg;
 	*out = cp;
@@ -316,10 +316,10 @@ int checkpoint_find(const char *dir, uint64_t max_seq, uint64_t *seq)
 
 	*seq = 0;
 	while (d && (e = readdir(d)) != NULL) {
-		char *end;
-		uint64_t s = strtoull(e->d_name, &end, 16);
+		uint64_t s;
+		int tmp;
 
-		if (end == e->d_name + 16 && strcmp(end, ".snap") == 0 && s <= max_seq && s > *seq)
+		if (snapshot_name(e->d_name, &s, &tmp) && !tmp && s <= max_seq && s > *seq)
 			*seq = s;
 	}
 	if (d)
