@@ -22,7 +22,8 @@
 #include "gate.h"
 #include "log.h"
 
-static const char *const check_types[] = {"api_call", "compute", "data", "tool", "other"};
+static const char *const check_type_words[] = {"api_call", "compute", "data", "tool", "other"};
+static const struct sc_names check_types = {check_type_words, 5};
 
 _Static_assert((int)GATE_RISK_MEDIUM == (int)SC_RISK_MEDIUM && (int)GATE_RISK_HIGH == (int)SC_RISK_HIGH,
                "risk levels are the public enum's");
@@ -267,6 +268,12 @@ static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 	         (long long)add);
 }
 
+/* An optional key (idempotency key, task id): absent, or 1..63 printable bytes. */
+static int key_valid(struct state_str k)
+{
+	return k.len == 0 || (k.len <= SC_KEY_MAX && gate_action_valid(k.p, k.len));
+}
+
 static int validate_check(const struct gate_check_req *req, char *err, size_t errlen)
 {
 	if (!gate_action_valid(req->action.p, req->action.len)) {
@@ -278,27 +285,13 @@ static int validate_check(const struct gate_check_req *req, char *err, size_t er
 		sc_errorf(err, errlen, "estimated_cost: must not be negative");
 		return SC_EINVAL;
 	}
-	if (req->type.len) {
-		size_t i, n = sizeof(check_types) / sizeof(check_types[0]);
-
-		for (i = 0; i < n; i++)
-			if (strlen(check_types[i]) == req->type.len &&
-			    memcmp(check_types[i], req->type.p, req->type.len) == 0)
-				break;
-		if (i == n) {
-			sc_errorf(err, errlen, "type: must be api_call, compute, data, tool or other");
-			return SC_EINVAL;
-		}
-	}
-	if (req->key.len && (req->key.len > SC_KEY_MAX || !gate_action_valid(req->key.p, req->key.len))) {
-		sc_errorf(err, errlen, "idempotency_key: must be 1 to %d printable characters without spaces",
-		     SC_KEY_MAX);
+	if (req->type.len && sc_names_find(&check_types, req->type.p, req->type.len) < 0) {
+		sc_errorf(err, errlen, "type: must be api_call, compute, data, tool or other");
 		return SC_EINVAL;
 	}
-	if (req->task.len &&
-	    (req->task.len > SC_KEY_MAX || !gate_action_valid(req->task.p, req->task.len))) {
-		sc_errorf(err, errlen, "task_id: must be 1 to %d printable characters without spaces",
-		          SC_KEY_MAX);
+	if (!key_valid(req->key) || !key_valid(req->task)) {
+		sc_errorf(err, errlen, "%s: must be 1 to %d printable characters without spaces",
+		          key_valid(req->key) ? "task_id" : "idempotency_key", SC_KEY_MAX);
 		return SC_EINVAL;
 	}
 	if (req->meta_len > SHM_METADATA_MAX) {
