@@ -1362,8 +1362,7 @@ void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int
 	msgpack_packer *lp;
 
 	shm_change_begin(shm);
-	state_set_settings(d->st, hold_ttl_us, expiry_charges);
-	state_set_task_cap(d->st, task_max_usage);
+	state_set_settings(d->st, hold_ttl_us, expiry_charges, task_max_usage);
 	if (d->ledger) {
 		lp = ledger_begin(d->ledger, LEDGER_SETTINGS, now);
 		msgpack_pack_map(lp, 5);
@@ -1411,8 +1410,7 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 		          (long long)version, GATE_VERSION);
 		return SC_EUNSUPPORTED;
 	}
-	state_set_settings(d->st, ttl, charges);
-	state_set_task_cap(d->st, task_cap);
+	state_set_settings(d->st, ttl, charges, task_cap);
 	return 0;
 }
 

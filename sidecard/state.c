@@ -414,8 +414,7 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 	h = st->m.hdr;
 	st->exp_head = st->exp_tail = SHM_NONE;
 	if (created) {
-		state_set_settings(st, cfg->hold_ttl_us, cfg->expiry_charges);
-		state_set_task_cap(st, cfg->task_max_usage);
+		state_set_settings(st, cfg->hold_ttl_us, cfg->expiry_charges, cfg->task_max_usage);
 	} else {
 		st->cfg.hold_ttl_us = h->hold_ttl_us;
 		st->cfg.expiry_charges = (int)h->expiry_charges;
@@ -486,25 +485,18 @@ const struct state_config *state_config(const struct state *st)
 	return &st->cfg;
 }
 
-void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charges)
+void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charges,
+                        int64_t task_max_usage)
 {
 	struct shm_header *h = st->m.hdr;
 
 	shm_write_begin(&h->seq);
 	h->hold_ttl_us = hold_ttl_us;
 	h->expiry_charges = (uint32_t)expiry_charges;
+	h->task_max_usage = task_max_usage;
 	shm_write_end(&h->seq);
 	st->cfg.hold_ttl_us = hold_ttl_us;
 	st->cfg.expiry_charges = expiry_charges;
-}
-
-void state_set_task_cap(struct state *st, int64_t task_max_usage)
-{
-	struct shm_header *h = st->m.hdr;
-
-	shm_write_begin(&h->seq);
-	h->task_max_usage = task_max_usage;
-	shm_write_end(&h->seq);
 	st->cfg.task_max_usage = task_max_usage;
 }
 

@@ -137,8 +137,8 @@ int state_txn_index_key(struct state *st, const struct shm_txn *t);
  * the segment header, so that a ledger replay applies them at the same point
  * they were applied live. state_open loads them from an existing segment.
  */
-void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charges);
-void state_set_task_cap(struct state *st, int64_t task_max_usage);
+void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charges,
+                        int64_t task_max_usage);
 /* Records that the ledger record seq has been applied. */
 void state_set_applied(struct state *st, uint64_t seq);
 uint64_t state_applied(const struct state *st);

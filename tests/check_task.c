@@ -31,6 +31,14 @@ static int task_check(uint64_t agent, const char *task, int64_t est, int64_t now
 	return gate_check(g_st, &r, now, d, g_err, sizeof g_err);
 }
 
+/* Sets the task cap, keeping the other settings. */
+static void set_task_cap(int64_t cap)
+{
+	const struct state_config *cfg = state_config(g_st);
+
+	state_set_settings(g_st, cfg->hold_ttl_us, cfg->expiry_charges, cap);
+}
+
 static const struct shm_task *task_of(const char *id)
 {
 	uint32_t slot = state_task_find(g_st, str(id));
@@ -43,7 +51,7 @@ START_TEST(test_cap_spans_agents_and_counts_holds)
 	struct gate_decision d1, d2, d3;
 	uint64_t a = simple_agent("a", BIG, NULL), b = simple_agent("b", BIG, NULL);
 
-	state_set_task_cap(g_st, CAP);
+	set_task_cap(CAP);
 	ck_assert_int_eq(task_check(a, "job", 2000, T0, &d1), 0);
 	ck_assert(d1.allowed);
 	ck_assert_int_eq(task_check(b, "job", 1001, T0, &d2), 0);
@@ -73,7 +81,7 @@ START_TEST(test_zero_cap_is_unlimited)
 	struct gate_decision d;
 	uint64_t a = simple_agent("a", BIG, NULL);
 
-	state_set_task_cap(g_st, 0);
+	set_task_cap(0);
 	ck_assert_int_eq(task_check(a, "job", BIG / 2, T0, &d), 0);
 	ck_assert(d.allowed);
 }
@@ -84,7 +92,7 @@ START_TEST(test_expiry_counts_as_usage)
 	struct gate_decision d;
 	uint64_t a = simple_agent("a", BIG, NULL);
 
-	state_set_task_cap(g_st, CAP);
+	set_task_cap(CAP);
 	ck_assert_int_eq(task_check(a, "job", 2000, T0, &d), 0);
 	gate_expire(g_st, T0 + TTL + SEC);
 	ck_assert_int_eq(task_of("job")->used, 2000);
@@ -99,7 +107,7 @@ START_TEST(test_critical_is_warned)
 	struct gate_decision d;
 	uint64_t c = agent_new("c", SC_PRIORITY_CRITICAL, BIG, 0, 0, NULL, 0, NULL);
 
-	state_set_task_cap(g_st, CAP);
+	set_task_cap(CAP);
 	ck_assert_int_eq(task_check(c, "job", CAP + 1, T0, &d), 0);
 	ck_assert(d.allowed);
 	ck_assert(has_warning(&d, "task:max_usage"));
@@ -115,7 +123,7 @@ START_TEST(test_least_recently_used_task_is_forgotten)
 	caps.tasks = 2;
 	open_state(caps, TTL, 1);
 	a = simple_agent("a", BIG, NULL);
-	state_set_task_cap(g_st, CAP);
+	set_task_cap(CAP);
 	ck_assert_int_eq(task_check(a, "t1", 100, T0, &d), 0);
 	SETTLE(d.txn_id, SC_OUTCOME_SUCCESS, 0, 0, T0 + 1 * SEC);
 	ck_assert_int_eq(task_check(a, "t2", 100, T0 + 2 * SEC, &d), 0); /* t2 stays open */
