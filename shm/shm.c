@@ -42,7 +42,9 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	    add_table(&off, caps->holds, sizeof(struct shm_hold), &h->hold_off) ||
 	    add_table(&off, caps->txns, sizeof(struct shm_txn), &h->txn_off) ||
 	    add_table(&off, caps->events, sizeof(struct shm_event), &h->event_off) ||
-	    add_table(&off, caps->tasks, sizeof(struct shm_task), &h->task_off))
+	    add_table(&off, caps->tasks, sizeof(struct shm_task), &h->task_off) ||
+	    add_table(&off, caps->prices, sizeof(struct shm_price), &h->price_off) ||
+	    add_table(&off, caps->alerts, sizeof(struct shm_alert), &h->alert_off))
 		return SC_ERANGE;
 	if (off > (uint64_t)SIZE_MAX / 2)
 		return SC_ERANGE;
@@ -53,6 +55,8 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	h->txn_cap = caps->txns;
 	h->event_cap = caps->events;
 	h->task_cap = caps->tasks;
+	h->price_cap = caps->prices;
+	h->alert_cap = caps->alerts;
 	h->size = off;
 	return 0;
 }
@@ -89,11 +93,12 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 		return SC_EINVAL;
 	}
 	caps = (struct shm_caps){h->org_cap, h->agent_cap, h->rule_cap, h->hold_cap, h->txn_cap,
-	                         h->event_cap, h->task_cap};
+	                         h->event_cap, h->task_cap, h->price_cap, h->alert_cap};
 	memset(&want, 0, sizeof(want));
 	if (caps.orgs == 0 || caps.agents == 0 || caps.rules == 0 || caps.holds == 0 ||
-	    caps.txns == 0 || caps.events == 0 || caps.tasks == 0 || layout(&caps, &want) != 0 ||
-	    want.task_off != h->task_off ||
+	    caps.txns == 0 || caps.events == 0 || caps.tasks == 0 || caps.prices == 0 ||
+	    caps.alerts == 0 || layout(&caps, &want) != 0 || want.task_off != h->task_off ||
+	    want.price_off != h->price_off || want.alert_off != h->alert_off ||
 	    want.size != h->size || want.org_off != h->org_off || want.agent_off != h->agent_off ||
 	    want.rule_off != h->rule_off || want.hold_off != h->hold_off ||
 	    want.txn_off != h->txn_off || want.event_off != h->event_off) {
@@ -122,6 +127,8 @@ static void bind_tables(struct shm *m)
 	m->txns = (struct shm_txn *)(m->base + m->hdr->txn_off);
 	m->events = (struct shm_event *)(m->base + m->hdr->event_off);
 	m->tasks = (struct shm_task *)(m->base + m->hdr->task_off);
+	m->prices = (struct shm_price *)(m->base + m->hdr->price_off);
+	m->alerts = (struct shm_alert *)(m->base + m->hdr->alert_off);
 }
 
 static int map_file(struct shm *m, int fd, size_t size, int readonly)
@@ -187,7 +194,8 @@ static int create(struct shm *m, const char *path, const struct shm_caps *caps, 
 
 	memset(&h, 0, sizeof(h));
 	if (caps->orgs == 0 || caps->agents == 0 || caps->rules == 0 || caps->holds == 0 ||
-	    caps->txns == 0 || caps->events == 0 || caps->tasks == 0) {
+	    caps->txns == 0 || caps->events == 0 || caps->tasks == 0 || caps->prices == 0 ||
+	    caps->alerts == 0) {
 		sc_errorf(err, errlen, "every capacity must be at least 1");
 		return SC_EINVAL;
 	}

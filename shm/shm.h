@@ -19,6 +19,8 @@
  *                                                slot (N - 1) % txn_cap)
  *   event_off     event_cap   x struct shm_event (a ring, like transactions)
  *   task_off      task_cap    x struct shm_task  (usage of tasks named by checks)
+ *   price_off     price_cap   x struct shm_price (every version of every model's rates)
+ *   alert_off     alert_cap   x struct shm_alert (a ring, like transactions)
  *
  * Each table starts on a 64-byte boundary; its offset is stored in the
  * header, and records refer to each other by slot index or id, never by
@@ -58,27 +60,68 @@
 #include "sidecard.h"
 
 #define SHM_MAGIC "SCSTATE1"
-#define SHM_LAYOUT_VERSION 2u
+#define SHM_LAYOUT_VERSION 3u
 #define SHM_HEADER_SIZE 4096u
 #define SHM_NONE UINT32_MAX /* "no slot" */
 #define SHM_METADATA_MAX 512
+#define SHM_TZ_MAX 63
+#define SHM_RATE_BUCKETS 64 /* one-minute buckets; 61 are counted */
 
 struct shm_rec {
 	uint32_t seq;  /* odd while the writer is changing the record */
 	uint32_t used; /* 0: free slot */
 };
 
-/* Wallet of an agent or an org; embedded in their records. */
+/* Budget periods of a wallet (enum sc_period). */
+enum shm_period { SHM_PERIOD_NONE, SHM_PERIOD_DAILY, SHM_PERIOD_WEEKLY, SHM_PERIOD_MONTHLY };
+
+/* Alerts that fire at most once per period, each with its mark in shm_wallet.alerted. */
+enum shm_alert_mark {
+	SHM_MARK_LOW_WARNING,
+	SHM_MARK_LOW_CRITICAL,
+	SHM_MARK_BUDGET,
+	SHM_MARK_VELOCITY_WARNING,
+	SHM_MARK_VELOCITY_CRITICAL,
+	SHM_MARK_ANOMALY_WARNING,
+	SHM_MARK_ANOMALY_CRITICAL,
+	SHM_ALERT_MARKS
+};
+
+/*
+ * Wallet of an agent or an org; embedded in their records. Spend is kept
+ * per calendar period of the org's time zone; each counter is valid for the
+ * period its key names (struct shm_calendar) and counts as 0 in any other.
+ */
 struct shm_wallet {
 	int64_t balance;     /* settled funds, >= 0 */
 	int64_t held;        /* sum of open holds */
-	int64_t budget;
+	int64_t budget;      /* the period's refill target and the top-up base */
 	int64_t max_per_txn; /* 0 = unlimited */
 	int64_t daily_limit; /* 0 = unlimited */
 	int64_t daily_spent; /* charged on day `day` */
 	int64_t debt;
-	int32_t day;         /* UTC day number (days since the epoch) of daily_spent */
+	int32_t day;         /* local day number (days since the epoch) of daily_spent */
 	uint32_t limited;    /* org wallets: 0 until funded; agent wallets: 1 */
+	int64_t weekly_spent, monthly_spent, total_spent;
+	int32_t week, month; /* keys of weekly_spent and monthly_spent */
+	uint8_t period;      /* enum shm_period */
+	uint8_t carved;      /* agent wallets: a sub-budget reserved from the org's wallet */
+	uint16_t reserved;
+	int32_t period_key;  /* the budget period last refilled (a day, week or month key) */
+	int64_t reserving;   /* agent: what it reserves of its org's wallet; org: the sum */
+	int64_t low_balance; /* alert threshold of available funds; 0: a tenth of the budget */
+	int32_t alerted[SHM_ALERT_MARKS]; /* per mark: 1 + the period key when it last fired */
+	int32_t reserved2;
+};
+
+/* An org's calendar: its current local day, week and month and when they end. */
+struct shm_calendar {
+	int32_t day;        /* local days since 1970-01-01 */
+	int32_t week;       /* day number of the Monday that began this week */
+	int32_t month;      /* year * 12 + month - 1 */
+	int32_t reserved;
+	int64_t day_start;  /* UTC microseconds at which the local day began */
+	int64_t next_day, next_week, next_month;
 };
 
 struct shm_header {
@@ -89,10 +132,13 @@ struct shm_header {
 	uint32_t seq;           /* seqlock over the header's counters */
 	uint32_t busy;          /* 1 while a multi-record change is applied */
 	uint32_t org_cap, agent_cap, rule_cap, hold_cap, txn_cap, event_cap, task_cap;
+	uint32_t price_cap, alert_cap;
 	uint32_t reserved3;
 	uint64_t org_off, agent_off, rule_off, hold_off, txn_off, event_off, task_off;
+	uint64_t price_off, alert_off;
 	uint64_t next_org_id, next_agent_id, next_rule_id, next_txn_id, next_event_id;
-	uint64_t next_task_uid;
+	uint64_t next_task_uid, next_price_id, next_alert_id;
+	int64_t alert_velocity; /* setting: allowed checks per hour that raise a velocity alert */
 	int64_t task_max_usage; /* setting: cap of a task's usage plus holds, 0 = unlimited */
 	uint64_t mutations;     /* incremented by every applied change */
 	uint64_t applied_seq;   /* the last ledger record applied to this segment */
@@ -113,6 +159,9 @@ struct shm_org {
 	uint32_t n_agents;
 	uint32_t reserved;
 	char name[SC_NAME_MAX + 1];
+	char tz_name[SHM_TZ_MAX + 1]; /* as the operator gave it; "" for UTC */
+	char tz_rule[SHM_TZ_MAX + 1]; /* the POSIX TZ rule it resolved to, used for the calendar */
+	struct shm_calendar cal;
 	struct shm_wallet wallet;
 };
 
@@ -135,6 +184,8 @@ struct shm_agent {
 	/* lifetime counters behind the score */
 	uint64_t checks, blocked, settled, failures, overruns, expired, anomalies;
 	int64_t charged_total; /* sum of settled charges, for the average cost */
+	int32_t vel_minute;    /* minute number of the newest velocity bucket */
+	uint32_t vel[SHM_RATE_BUCKETS]; /* allowed checks per minute, for velocity alerts */
 };
 
 /* enum sc_event_type + 1, so that 0 is never a valid type */
@@ -151,8 +202,6 @@ struct shm_event {
 	int32_t score;     /* the agent's score when it happened */
 	char reason[SC_REASON_MAX + 1];
 };
-
-#define SHM_RATE_BUCKETS 64 /* one-minute buckets; 61 are counted */
 
 struct shm_rule {
 	struct shm_rec rec;
@@ -209,6 +258,10 @@ struct shm_txn {
 	char block_reason[SC_REASON_MAX + 1];
 	char idem_key[SC_KEY_MAX + 1];
 	char task_id[SC_KEY_MAX + 1];
+	char model[SC_NAME_MAX + 1]; /* a report priced from token counts: the model */
+	uint32_t rate_version;       /* ... and the version of its rate; 0: not priced */
+	uint32_t reserved2;
+	uint64_t tokens[3];          /* ... input, output and cached input tokens */
 	uint8_t meta[SHM_METADATA_MAX]; /* the check's metadata map, packed */
 };
 
@@ -225,8 +278,42 @@ struct shm_task {
 	int64_t created_at, last_at;
 };
 
+/* One version of a model's rates; versions are never changed, only added. */
+struct shm_price {
+	struct shm_rec rec;
+	uint64_t id;
+	uint32_t version;        /* 1, 2, ... per model */
+	uint32_t reserved;
+	char model[SC_NAME_MAX + 1];
+	int64_t effective_from;  /* in force from this time until a later version's */
+	int64_t input, output, cached_input; /* micros per million tokens */
+	int64_t created_at;
+};
+
+/* enum sc_alert_kind + 1, so that 0 is never a valid kind */
+enum shm_alert_kind {
+	SHM_ALERT_LOW_BALANCE = 1,
+	SHM_ALERT_VELOCITY,
+	SHM_ALERT_BUDGET,
+	SHM_ALERT_ANOMALY
+};
+
+struct shm_alert {
+	struct shm_rec rec;
+	uint64_t id;
+	uint64_t agent_id;  /* 0: the org's own wallet */
+	uint64_t org_id;
+	uint64_t txn_id;    /* the transaction that crossed the threshold; 0: none */
+	int64_t time;
+	uint8_t kind;       /* enum shm_alert_kind */
+	uint8_t severity;   /* 0 warning, 1 critical */
+	uint8_t reserved[6];
+	int64_t value, threshold;
+	char message[SC_REASON_MAX + 1];
+};
+
 struct shm_caps {
-	uint32_t orgs, agents, rules, holds, txns, events, tasks;
+	uint32_t orgs, agents, rules, holds, txns, events, tasks, prices, alerts;
 };
 
 /* A mapped segment. */
@@ -244,6 +331,8 @@ struct shm {
 	struct shm_txn *txns;
 	struct shm_event *events;
 	struct shm_task *tasks;
+	struct shm_price *prices;
+	struct shm_alert *alerts;
 };
 
 /* Bytes a segment of these capacities needs. SC_ERANGE if it overflows. */

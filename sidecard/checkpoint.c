@@ -76,6 +76,10 @@ static const struct table_desc tables[] = {
 	{offsetof(struct shm, events), offsetof(struct shm_header, event_cap),
 	 sizeof(struct shm_event)},
 	{offsetof(struct shm, tasks), offsetof(struct shm_header, task_cap), sizeof(struct shm_task)},
+	{offsetof(struct shm, prices), offsetof(struct shm_header, price_cap),
+	 sizeof(struct shm_price)},
+	{offsetof(struct shm, alerts), offsetof(struct shm_header, alert_cap),
+	 sizeof(struct shm_alert)},
 };
 
 #define N_TABLES (sizeof(tables) / sizeof(tables[0]))
@@ -416,7 +420,8 @@ int checkpoint_restore(const char *dir, uint64_t seq, const char *shm_path, char
 	if (rc == 0) {
 		memcpy(&saved, p + CKPT_HEAD, sizeof(saved));
 		caps = (struct shm_caps){saved.org_cap, saved.agent_cap, saved.rule_cap,
-		                         saved.hold_cap, saved.txn_cap, saved.event_cap, saved.task_cap};
+		                         saved.hold_cap, saved.txn_cap, saved.event_cap, saved.task_cap,
+		                         saved.price_cap, saved.alert_cap};
 		unlink(shm_path);
 		rc = shm_open_rw(&m, shm_path, &caps, &created, err, errlen);
 		if (rc == 0) {

@@ -51,6 +51,11 @@ static const struct option_def options[] = {
 	{"tasks", K_UINT, F(caps.tasks), 1, 1u << 28, "N", "tasks whose usage is kept (65536)"},
 	{"task-max-usage", K_U64, F(task_max_usage), 0, INT64_MAX, "MICROS",
 	 "cap of a task's usage in micro-dollars, 0 unlimited (5000000)"},
+	{"alert-velocity", K_U64, F(alert_velocity), 0, INT64_MAX, "N",
+	 "allowed checks per hour of one agent that raise a velocity alert, twice that a "
+	 "critical one, 0 never (500)"},
+	{"prices", K_UINT, F(caps.prices), 1, 1u << 24, "N", "model rate versions kept (4096)"},
+	{"alerts", K_UINT, F(caps.alerts), 1, 1u << 28, "N", "alerts kept (65536)"},
 	{"max-connections", K_UINT, F(max_connections), 1, 1u << 20, "N", "client connections (1024)"},
 	{"max-outstanding", K_UINT, F(max_outstanding), 1, 1u << 20, "N",
 	 "unread responses per connection before reading pauses (1024)"},
@@ -227,8 +232,9 @@ static void defaults(struct config *c)
 	c->expiry_charges = 1;
 	c->caps = (struct shm_caps){.orgs = 1024, .agents = 16384, .rules = 65536,
 	                            .holds = 65536, .txns = 65536, .events = 65536,
-	                            .tasks = 65536};
+	                            .tasks = 65536, .prices = 4096, .alerts = 65536};
 	c->task_max_usage = 5000000;
+	c->alert_velocity = 500;
 	c->max_connections = 1024;
 	c->max_outstanding = 1024;
 	c->max_message = 65536;

@@ -22,6 +22,7 @@ struct config {
 	int64_t hold_ttl_us;
 	int expiry_charges;     /* 1: expiry charges the estimate */
 	int64_t task_max_usage; /* micro-dollars, 0 = unlimited */
+	int64_t alert_velocity; /* allowed checks per hour per agent raising an alert, 0 = never */
 	struct shm_caps caps;
 	unsigned max_connections;
 	unsigned max_outstanding;

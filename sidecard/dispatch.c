@@ -365,7 +365,7 @@ static int m_hello(struct call *c)
 	proto_pack_key_u64(pk, "max_key", SC_KEY_MAX);
 	proto_pack_key_u64(pk, "max_rules_per_agent", SC_RULES_MAX);
 	proto_pack_key_u64(pk, "max_metadata", SHM_METADATA_MAX);
-	proto_pack_key_i64(pk, "hold_ttl_s", state_config(c->st)->hold_ttl_us / 1000000);
+	proto_pack_key_i64(pk, "hold_ttl_s", state_config(c->st)->set.hold_ttl_us / 1000000);
 	return 0;
 }
 
@@ -993,7 +993,7 @@ static int m_tasks_usage(struct call *c)
 	proto_pack_key_str(pk, "task_id", t->id);
 	proto_pack_key_i64(pk, "usage", t->used);
 	proto_pack_key_i64(pk, "held", t->held);
-	proto_pack_key_i64(pk, "max_usage", state_config(c->st)->task_max_usage);
+	proto_pack_key_i64(pk, "max_usage", state_config(c->st)->set.task_max_usage);
 	proto_pack_key_u64(pk, "checks", t->checks);
 	proto_pack_key_u64(pk, "open_holds", t->open_holds);
 	proto_pack_key_i64(pk, "created_at", t->created_at);
@@ -1184,7 +1184,7 @@ static int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = ok(c);
-	pack_map(c, 30);
+	pack_map(c, 32);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -1215,6 +1215,8 @@ static int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "capacity_history", h->txn_cap);
 	proto_pack_key_u64(pk, "capacity_events", h->event_cap);
 	proto_pack_key_u64(pk, "capacity_tasks", h->task_cap);
+	proto_pack_key_u64(pk, "capacity_prices", h->price_cap);
+	proto_pack_key_u64(pk, "capacity_alerts", h->alert_cap);
 	return 0;
 }
 
@@ -1354,24 +1356,24 @@ unsigned dispatch_expire(struct dispatch *d, int64_t now)
 	return n;
 }
 
-void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int expiry_charges,
-                       int64_t task_max_usage)
+void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set)
 {
 	const struct shm_header *h = state_shm(d->st)->hdr;
 	struct shm *shm = state_shm(d->st);
 	msgpack_packer *lp;
 
 	shm_change_begin(shm);
-	state_set_settings(d->st, hold_ttl_us, expiry_charges, task_max_usage);
+	state_set_settings(d->st, set);
 	if (d->ledger) {
 		lp = ledger_begin(d->ledger, LEDGER_SETTINGS, now);
-		msgpack_pack_map(lp, 5);
-		proto_pack_key_i64(lp, "task_max_usage", task_max_usage);
+		msgpack_pack_map(lp, 6);
+		proto_pack_key_i64(lp, "task_max_usage", set->task_max_usage);
 		proto_pack_key_i64(lp, "gate", GATE_VERSION);
-		proto_pack_key_i64(lp, "hold_ttl_us", hold_ttl_us);
-		proto_pack_key_bool(lp, "expiry_charges", expiry_charges);
+		proto_pack_key_i64(lp, "hold_ttl_us", set->hold_ttl_us);
+		proto_pack_key_bool(lp, "expiry_charges", set->expiry_charges);
+		proto_pack_key_i64(lp, "alert_velocity", set->alert_velocity);
 		proto_pack_cstr(lp, "capacity");
-		msgpack_pack_map(lp, 7);
+		msgpack_pack_map(lp, 9);
 		proto_pack_key_u64(lp, "orgs", h->org_cap);
 		proto_pack_key_u64(lp, "agents", h->agent_cap);
 		proto_pack_key_u64(lp, "rules", h->rule_cap);
@@ -1379,6 +1381,8 @@ void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int
 		proto_pack_key_u64(lp, "history", h->txn_cap);
 		proto_pack_key_u64(lp, "events", h->event_cap);
 		proto_pack_key_u64(lp, "tasks", h->task_cap);
+		proto_pack_key_u64(lp, "prices", h->price_cap);
+		proto_pack_key_u64(lp, "alerts", h->alert_cap);
 		state_set_applied(d->st, ledger_commit(d->ledger));
 	}
 	shm_change_end(shm);
@@ -1390,17 +1394,19 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
                            size_t errlen)
 {
 	struct proto_args a;
-	int64_t ttl, version, task_cap;
-	int charges, rc;
+	struct state_settings set;
+	int64_t version;
+	int rc;
 	const msgpack_object *cap;
 	const msgpack_object arr = {.type = MSGPACK_OBJECT_ARRAY,
 	                            .via.array = {.size = 1, .ptr = (msgpack_object *)body}};
 
 	if ((rc = proto_args_init(&a, &arr, err, errlen)) ||
 	    (rc = proto_arg_int(&a, "gate", 1, 1, INT64_MAX, &version, NULL)) ||
-	    (rc = proto_arg_int(&a, "hold_ttl_us", 1, 1, INT64_MAX, &ttl, NULL)) ||
-	    (rc = proto_arg_int(&a, "task_max_usage", 1, 0, INT64_MAX, &task_cap, NULL)) ||
-	    (rc = proto_arg_bool(&a, "expiry_charges", 1, &charges, NULL)) ||
+	    (rc = proto_arg_int(&a, "hold_ttl_us", 1, 1, INT64_MAX, &set.hold_ttl_us, NULL)) ||
+	    (rc = proto_arg_int(&a, "task_max_usage", 1, 0, INT64_MAX, &set.task_max_usage, NULL)) ||
+	    (rc = proto_arg_int(&a, "alert_velocity", 1, 0, INT64_MAX, &set.alert_velocity, NULL)) ||
+	    (rc = proto_arg_bool(&a, "expiry_charges", 1, &set.expiry_charges, NULL)) ||
 	    (rc = proto_arg_obj(&a, "capacity", 1, MSGPACK_OBJECT_MAP, &cap, NULL)))
 		return rc;
 	if (version != GATE_VERSION) {
@@ -1410,16 +1416,17 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 		          (long long)version, GATE_VERSION);
 		return SC_EUNSUPPORTED;
 	}
-	state_set_settings(d->st, ttl, charges, task_cap);
+	state_set_settings(d->st, &set);
 	return 0;
 }
 
 int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 {
-	static const char *const keys[] = {"orgs",    "agents", "rules", "holds",
-	                                   "history", "events", "tasks"};
-	uint32_t *fields[] = {&caps->orgs, &caps->agents, &caps->rules, &caps->holds,
-	                      &caps->txns, &caps->events, &caps->tasks};
+	static const char *const keys[] = {"orgs",   "agents", "rules",  "holds", "history",
+	                                   "events", "tasks",  "prices", "alerts"};
+	uint32_t *fields[] = {&caps->orgs,   &caps->agents, &caps->rules,
+	                      &caps->holds,  &caps->txns,   &caps->events,
+	                      &caps->tasks,  &caps->prices, &caps->alerts};
 	const msgpack_object *cap;
 	msgpack_unpacked u;
 	struct proto_args a, sub;

@@ -40,8 +40,7 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 /* Expires due holds and records it; returns how many. */
 unsigned dispatch_expire(struct dispatch *d, int64_t now);
 /* Applies and records the settings (and the segment's capacities). */
-void dispatch_settings(struct dispatch *d, int64_t now, int64_t hold_ttl_us, int expiry_charges,
-                       int64_t task_max_usage);
+void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set);
 /* The capacities in the body of a settings record: 0 or SC_EINVAL. */
 int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps);
 /*

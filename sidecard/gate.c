@@ -413,7 +413,7 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 	h->task_uid = task_slot != SHM_NONE ? m->tasks[task_slot].uid : 0;
 	h->amount = req->estimate;
 	h->created_at = now;
-	h->expires_at = gate_add_sat(now, state_config(st)->hold_ttl_us);
+	h->expires_at = gate_add_sat(now, state_config(st)->set.hold_ttl_us);
 	shm_write_end(&h->rec.seq);
 	state_hold_link(st, hold_slot);
 }
@@ -437,7 +437,7 @@ static int holds_fit(const struct shm *m, const struct shm_agent *a, uint32_t ru
 /* Step 8: the task's usage cap. */
 static int task_limit(struct state *st, const struct shm_task *t, int64_t est, struct verdict *v)
 {
-	int64_t cap = state_config(st)->task_max_usage;
+	int64_t cap = state_config(st)->set.task_max_usage;
 
 	return cap > 0 && est > cap - gate_add_sat(t->used, t->held) && refuse(v, "task:max_usage");
 }
@@ -772,7 +772,7 @@ int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int 
 unsigned gate_expire(struct state *st, int64_t now)
 {
 	struct shm *m = state_shm(st);
-	int charges = state_config(st)->expiry_charges;
+	int charges = state_config(st)->set.expiry_charges;
 	unsigned n = 0;
 	uint32_t slot;
 

@@ -289,13 +289,25 @@ static int rebuild(struct daemon *d, struct state_config *sc, uint64_t last_seq)
 	return 0;
 }
 
+/* The settings the command line asks for. */
+static struct state_settings settings(const struct daemon *d)
+{
+	return (struct state_settings){.hold_ttl_us = d->cfg.hold_ttl_us,
+	                               .expiry_charges = d->cfg.expiry_charges,
+	                               .task_max_usage = d->cfg.task_max_usage,
+	                               .alert_velocity = d->cfg.alert_velocity};
+}
+
+static int same_settings(const struct state_settings *a, const struct state_settings *b)
+{
+	return a->hold_ttl_us == b->hold_ttl_us && a->expiry_charges == b->expiry_charges &&
+	       a->task_max_usage == b->task_max_usage && a->alert_velocity == b->alert_velocity;
+}
+
 /* Scans and repairs the ledger, then attaches to or rebuilds the state. */
 static int recover(struct daemon *d, struct ledger_scan_result *tail)
 {
-	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps,
-	                          .hold_ttl_us = d->cfg.hold_ttl_us,
-	                          .expiry_charges = d->cfg.expiry_charges,
-	                          .task_max_usage = d->cfg.task_max_usage};
+	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps, .set = settings(d)};
 	char err[4300];
 	int64_t t0 = dispatch_now();
 	int rc;
@@ -326,6 +338,7 @@ static int start(struct daemon *d)
 	                           .batch_bytes = d->cfg.commit_batch,
 	                           .segment_bytes = d->cfg.segment_bytes, .now = dispatch_now};
 	struct ledger_scan_result tail;
+	struct state_settings set;
 	struct state_counts counts;
 	char err[512];
 	int rc;
@@ -350,11 +363,9 @@ static int start(struct daemon *d)
 	d->dispatch.hold_placed = on_hold_placed;
 	d->dispatch.hold_placed_arg = d;
 	d->dispatch.srv_cfg = &d->srv_cfg;
-	if (tail.last_seq == 0 || state_config(d->st)->hold_ttl_us != d->cfg.hold_ttl_us ||
-	    state_config(d->st)->expiry_charges != d->cfg.expiry_charges ||
-	    state_config(d->st)->task_max_usage != d->cfg.task_max_usage)
-		dispatch_settings(&d->dispatch, dispatch_now(), d->cfg.hold_ttl_us,
-		                  d->cfg.expiry_charges, d->cfg.task_max_usage);
+	set = settings(d);
+	if (tail.last_seq == 0 || !same_settings(&state_config(d->st)->set, &set))
+		dispatch_settings(&d->dispatch, dispatch_now(), &set);
 
 	srv_config_default(&d->srv_cfg, d->cfg.socket_path);
 	d->srv_cfg.mode = d->cfg.socket_mode;
@@ -387,7 +398,7 @@ static int start(struct daemon *d)
 	         "durability %s; hold ttl %llds",
 	         d->shm_path, counts.orgs, counts.agents, counts.rules, counts.holds,
 	         (unsigned long long)state_applied(d->st), d->cfg.strict ? "strict" : "async",
-	         (long long)(state_config(d->st)->hold_ttl_us / 1000000));
+	         (long long)(state_config(d->st)->set.hold_ttl_us / 1000000));
 	return 0;
 }
 

@@ -414,11 +414,12 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 	h = st->m.hdr;
 	st->exp_head = st->exp_tail = SHM_NONE;
 	if (created) {
-		state_set_settings(st, cfg->hold_ttl_us, cfg->expiry_charges, cfg->task_max_usage);
+		state_set_settings(st, &cfg->set);
 	} else {
-		st->cfg.hold_ttl_us = h->hold_ttl_us;
-		st->cfg.expiry_charges = (int)h->expiry_charges;
-		st->cfg.task_max_usage = h->task_max_usage;
+		st->cfg.set = (struct state_settings){.hold_ttl_us = h->hold_ttl_us,
+		                                      .expiry_charges = (int)h->expiry_charges,
+		                                      .task_max_usage = h->task_max_usage,
+		                                      .alert_velocity = h->alert_velocity};
 	}
 	st->ix = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
 	st->rule_tables = calloc(h->agent_cap, sizeof(*st->rule_tables));
@@ -485,19 +486,17 @@ const struct state_config *state_config(const struct state *st)
 	return &st->cfg;
 }
 
-void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charges,
-                        int64_t task_max_usage)
+void state_set_settings(struct state *st, const struct state_settings *set)
 {
 	struct shm_header *h = st->m.hdr;
 
 	shm_write_begin(&h->seq);
-	h->hold_ttl_us = hold_ttl_us;
-	h->expiry_charges = (uint32_t)expiry_charges;
-	h->task_max_usage = task_max_usage;
+	h->hold_ttl_us = set->hold_ttl_us;
+	h->expiry_charges = (uint32_t)set->expiry_charges;
+	h->task_max_usage = set->task_max_usage;
+	h->alert_velocity = set->alert_velocity;
 	shm_write_end(&h->seq);
-	st->cfg.hold_ttl_us = hold_ttl_us;
-	st->cfg.expiry_charges = expiry_charges;
-	st->cfg.task_max_usage = task_max_usage;
+	st->cfg.set = *set;
 }
 
 void state_set_applied(struct state *st, uint64_t seq)

@@ -20,12 +20,18 @@
 
 struct state;
 
-struct state_config {
-	const char *path;       /* the segment file */
-	struct shm_caps caps;   /* used when the segment is created */
+/* Settings that change the gate's decisions: recorded in the ledger, kept in the header. */
+struct state_settings {
 	int64_t hold_ttl_us;    /* hold lifetime */
 	int expiry_charges;     /* 1: an expired hold charges its estimate; 0: nothing */
 	int64_t task_max_usage; /* cap of a task's usage plus holds; 0 = unlimited */
+	int64_t alert_velocity; /* allowed checks per hour that raise a velocity alert; 0 = never */
+};
+
+struct state_config {
+	const char *path;         /* the segment file */
+	struct shm_caps caps;     /* used when the segment is created */
+	struct state_settings set;
 };
 
 /* A string argument that need not be NUL-terminated. */
@@ -137,8 +143,7 @@ int state_txn_index_key(struct state *st, const struct shm_txn *t);
  * the segment header, so that a ledger replay applies them at the same point
  * they were applied live. state_open loads them from an existing segment.
  */
-void state_set_settings(struct state *st, int64_t hold_ttl_us, int expiry_charges,
-                        int64_t task_max_usage);
+void state_set_settings(struct state *st, const struct state_settings *set);
 /* Records that the ledger record seq has been applied. */
 void state_set_applied(struct state *st, uint64_t seq);
 uint64_t state_applied(const struct state *st);

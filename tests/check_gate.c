@@ -1563,7 +1563,7 @@ END_TEST
 /* An open hold outlives its transaction's slot in the history ring. */
 START_TEST(test_hold_survives_history_wrap)
 {
-	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8 };
+	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8, 8, 8 };
 	uint32_t s, hs;
 	uint64_t a, t;
 	struct gate_decision d;
@@ -1588,7 +1588,7 @@ END_TEST
 
 START_TEST(test_hold_table_full_is_limit_and_changes_nothing)
 {
-	struct shm_caps caps = { 4, 8, 64, 2, 64, 64, 64 };
+	struct shm_caps caps = { 4, 8, 64, 2, 64, 64, 64, 64, 64 };
 	struct state_rule_spec r = rspec("r", "*", 0, 0, 0);
 	uint32_t s, rs;
 	uint64_t a, t1, next;
@@ -1655,7 +1655,7 @@ END_TEST
 
 START_TEST(test_rule_capacity_refuses_whole_agent)
 {
-	struct shm_caps caps = { 4, 8, 4, 8, 64, 64, 64 };
+	struct shm_caps caps = { 4, 8, 4, 8, 64, 64, 64, 64, 64 };
 	struct state_rule_spec r[3];
 	struct state_agent_spec spec;
 	struct state_counts c;
@@ -2122,7 +2122,7 @@ END_TEST
 
 START_TEST(test_key_forgotten_after_history_wrap)
 {
-	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8 };
+	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8, 8, 8 };
 	uint64_t a, t1;
 	struct gate_decision d;
 
@@ -2776,7 +2776,7 @@ static void run_sweep(struct shm_caps caps, uint64_t seed, int small)
 
 START_TEST(test_random_sweep_keeps_invariants)
 {
-	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192 };
+	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192 };
 
 	run_sweep(caps, UINT64_C(0x5eed5eed12345678), 0);
 }
@@ -2784,7 +2784,7 @@ END_TEST
 
 START_TEST(test_random_sweep_other_seed)
 {
-	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192 };
+	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192 };
 
 	run_sweep(caps, UINT64_C(0x0123456789abcdef), 0);
 }
@@ -2793,7 +2793,7 @@ END_TEST
 /* Four hold slots and a 32-transaction history: full tables and reuse. */
 START_TEST(test_random_sweep_small_tables)
 {
-	struct shm_caps caps = { 4, 8, 64, 4, 32, 32, 32 };
+	struct shm_caps caps = { 4, 8, 64, 4, 32, 32, 32, 32, 32 };
 
 	run_sweep(caps, UINT64_C(0xfeedface0badf00d), 1);
 }

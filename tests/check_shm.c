@@ -31,7 +31,7 @@ static char g_dir[96];
 static char g_path[128];
 static char g_err[256];
 
-static const struct shm_caps small_caps = { 2, 3, 4, 5, 6, 6, 6 };
+static const struct shm_caps small_caps = { 2, 3, 4, 5, 6, 6, 6, 6, 6 };
 
 static void setup(void)
 {
@@ -148,7 +148,9 @@ static uint64_t tables_bytes(const struct shm_caps *c)
 	       (uint64_t)c->holds * sizeof(struct shm_hold) +
 	       (uint64_t)c->txns * sizeof(struct shm_txn) +
 	       (uint64_t)c->events * sizeof(struct shm_event) +
-	       (uint64_t)c->tasks * sizeof(struct shm_task);
+	       (uint64_t)c->tasks * sizeof(struct shm_task) +
+	       (uint64_t)c->prices * sizeof(struct shm_price) +
+	       (uint64_t)c->alerts * sizeof(struct shm_alert);
 }
 
 START_TEST(test_layout_size_covers_header_and_tables)
@@ -160,10 +162,11 @@ START_TEST(test_layout_size_covers_header_and_tables)
 	ck_assert_int_eq(shm_layout_size(&c, &size), 0);
 	ck_assert_uint_ge(size, need);
 	/* at most 63 bytes of alignment padding in front of each table */
-	ck_assert_uint_le(size, need + 7 * 63 + 4096);
-	c.txns += 1;
+	ck_assert_uint_le(size, need + 9 * 63 + 4096);
+	/* the last table has no padding behind it */
+	c.alerts += 1;
 	ck_assert_int_eq(shm_layout_size(&c, &bigger), 0);
-	ck_assert_uint_ge(bigger, size + sizeof(struct shm_txn));
+	ck_assert_uint_eq(bigger, size + sizeof(struct shm_alert));
 }
 END_TEST
 
@@ -175,7 +178,7 @@ END_TEST
  */
 START_TEST(test_layout_size_overflow_is_erange_or_exact)
 {
-	struct shm_caps c = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
+	struct shm_caps c = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
 	uint64_t size = 0;
 	unsigned __int128 need = (unsigned __int128)SHM_HEADER_SIZE + tables_bytes(&c);
 	int rc = shm_layout_size(&c, &size);
@@ -184,7 +187,7 @@ START_TEST(test_layout_size_overflow_is_erange_or_exact)
 	if (rc == 0) {
 		ck_assert_msg((unsigned __int128)size >= need, "wrapped size %llu",
 		              (unsigned long long)size);
-		ck_assert_uint_le(size, (uint64_t)need + 7 * 63 + 4096);
+		ck_assert_uint_le(size, (uint64_t)need + 9 * 63 + 4096);
 	}
 	c.orgs = 1;
 	c.agents = 1;
@@ -192,6 +195,8 @@ START_TEST(test_layout_size_overflow_is_erange_or_exact)
 	c.holds = 1;
 	c.events = 1;
 	c.tasks = 1;
+	c.prices = 1;
+	c.alerts = 1;
 	c.txns = UINT32_MAX;
 	rc = shm_layout_size(&c, &size);
 	ck_assert_msg(rc == 0 || rc == SC_ERANGE, "rc %d", rc);
@@ -317,8 +322,8 @@ START_TEST(test_state_survives_close_and_reopen)
 	memset(&cfg, 0, sizeof cfg);
 	cfg.path = g_path;
 	cfg.caps = small_caps;
-	cfg.hold_ttl_us = INT64_C(300000000);
-	cfg.expiry_charges = 1;
+	cfg.set.hold_ttl_us = INT64_C(300000000);
+	cfg.set.expiry_charges = 1;
 	rc = state_open(&st, &cfg, g_err, sizeof g_err);
 	ck_assert_msg(rc == 0, "state_open: %d (%s)", rc, g_err);
 	rc = state_org_create(st, name, INT64_C(1795428000000000), &slot, g_err, sizeof g_err);
@@ -357,7 +362,7 @@ END_TEST
 
 START_TEST(test_existing_capacities_win)
 {
-	struct shm_caps bigger = { 10, 20, 30, 40, 50, 50, 50 };
+	struct shm_caps bigger = { 10, 20, 30, 40, 50, 50, 50, 50, 50 };
 	struct shm m;
 	int created = -1;
 	uint64_t size = 0;

@@ -34,9 +34,10 @@ static int task_check(uint64_t agent, const char *task, int64_t est, int64_t now
 /* Sets the task cap, keeping the other settings. */
 static void set_task_cap(int64_t cap)
 {
-	const struct state_config *cfg = state_config(g_st);
+	struct state_settings set = state_config(g_st)->set;
 
-	state_set_settings(g_st, cfg->hold_ttl_us, cfg->expiry_charges, cap);
+	set.task_max_usage = cap;
+	state_set_settings(g_st, &set);
 }
 
 static const struct shm_task *task_of(const char *id)

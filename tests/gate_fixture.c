@@ -27,7 +27,7 @@ struct shm *g_m;
 uint32_t g_org;
 char g_err[256];
 
-const struct shm_caps default_caps = { 4, 8, 64, 32, 256, 256, 256 };
+const struct shm_caps default_caps = { 4, 8, 64, 32, 256, 256, 256, 256, 256 };
 
 /* ---------------------------------------------------------------------- */
 /* fixture */
@@ -55,8 +55,8 @@ void open_state(struct shm_caps caps, int64_t ttl, int expiry_charges)
 	memset(&cfg, 0, sizeof cfg);
 	cfg.path = g_path;
 	cfg.caps = caps;
-	cfg.hold_ttl_us = ttl;
-	cfg.expiry_charges = expiry_charges;
+	cfg.set.hold_ttl_us = ttl;
+	cfg.set.expiry_charges = expiry_charges;
 	g_err[0] = '\0';
 	rc = state_open(&g_st, &cfg, g_err, sizeof g_err);
 	ck_assert_msg(rc == 0, "state_open: %d (%s)", rc, g_err);
