@@ -16,23 +16,8 @@
 #include "common.h"
 #include "dispatch.h"
 #include "gate.h"
+#include "dispatch_int.h"
 #include "ledger_writer.h"
-#include "proto.h"
-
-#define ERRLEN 256
-
-struct call {
-	struct dispatch *d;
-	struct state *st;
-	struct shm *m;
-	struct proto_args *a;
-	msgpack_packer *pk;
-	int64_t now;
-	int replayed; /* the method changed nothing: an idempotent replay */
-	char err[ERRLEN];
-};
-
-typedef int (*method_fn)(struct call *c);
 
 int64_t dispatch_now(void)
 {
@@ -42,10 +27,7 @@ int64_t dispatch_now(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int failf(struct call *c, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int failf(struct call *c, int code, const char *fmt, ...)
+int call_fail(struct call *c, int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -57,16 +39,16 @@ static int failf(struct call *c, int code, const char *fmt, ...)
 
 /* ------------------------------------------------------------- packing */
 
-static void pack_map(struct call *c, size_t n)
+void call_map(struct call *c, size_t n)
 {
 	msgpack_pack_map(c->pk, n);
 }
 
-static void pack_wallet(struct call *c, const struct shm_wallet *w, int org)
+void pack_wallet(struct call *c, const struct shm_wallet *w, int org)
 {
 	msgpack_packer *pk = c->pk;
 
-	pack_map(c, org ? 9 : 8);
+	call_map(c, org ? 9 : 8);
 	proto_pack_key_i64(pk, "balance", w->balance);
 	proto_pack_key_i64(pk, "held", w->held);
 	proto_pack_key_i64(pk, "available", w->balance - w->held);
@@ -79,11 +61,11 @@ static void pack_wallet(struct call *c, const struct shm_wallet *w, int org)
 		proto_pack_key_bool(pk, "limited", (int)w->limited);
 }
 
-static void pack_rule(struct call *c, const struct shm_rule *r)
+void pack_rule(struct call *c, const struct shm_rule *r)
 {
 	msgpack_packer *pk = c->pk;
 
-	pack_map(c, 8);
+	call_map(c, 8);
 	proto_pack_key_u64(pk, "id", r->id);
 	proto_pack_key_str(pk, "name", r->name);
 	proto_pack_key_str(pk, "match", r->match);
@@ -94,12 +76,12 @@ static void pack_rule(struct call *c, const struct shm_rule *r)
 	proto_pack_key_i64(pk, "hourly_count", gate_rate_count(r, c->now));
 }
 
-static void pack_agent(struct call *c, uint32_t slot)
+void pack_agent(struct call *c, uint32_t slot)
 {
 	const struct shm_agent *a = &c->m->agents[slot];
 	msgpack_packer *pk = c->pk;
 
-	pack_map(c, 9);
+	call_map(c, 9);
 	proto_pack_key_u64(pk, "id", a->id);
 	proto_pack_key_u64(pk, "org_id", a->org_id);
 	proto_pack_key_str(pk, "org", c->m->orgs[a->org_slot].name);
@@ -115,12 +97,12 @@ static void pack_agent(struct call *c, uint32_t slot)
 		pack_rule(c, &c->m->rules[a->rule_slots[i]]);
 }
 
-static void pack_org(struct call *c, uint32_t slot)
+void pack_org(struct call *c, uint32_t slot)
 {
 	const struct shm_org *o = &c->m->orgs[slot];
 	msgpack_packer *pk = c->pk;
 
-	pack_map(c, 5);
+	call_map(c, 5);
 	proto_pack_key_u64(pk, "id", o->id);
 	proto_pack_key_str(pk, "name", o->name);
 	proto_pack_key_u64(pk, "agents", o->n_agents);
@@ -129,7 +111,7 @@ static void pack_org(struct call *c, uint32_t slot)
 	pack_wallet(c, &o->wallet, 1);
 }
 
-static void pack_key_opt_u64(msgpack_packer *pk, const char *key, uint64_t v)
+void pack_key_opt_u64(msgpack_packer *pk, const char *key, uint64_t v)
 {
 	proto_pack_cstr(pk, key);
 	if (v)
@@ -138,16 +120,16 @@ static void pack_key_opt_u64(msgpack_packer *pk, const char *key, uint64_t v)
 		msgpack_pack_nil(pk);
 }
 
-static void pack_key_opt_str(msgpack_packer *pk, const char *key, const char *s)
+void pack_key_opt_str(msgpack_packer *pk, const char *key, const char *s)
 {
 	proto_pack_key_str(pk, key, s[0] ? s : NULL);
 }
 
-static void pack_txn(struct call *c, const struct shm_txn *t)
+void pack_txn(struct call *c, const struct shm_txn *t)
 {
 	msgpack_packer *pk = c->pk;
 
-	pack_map(c, 18);
+	call_map(c, 18);
 	proto_pack_key_u64(pk, "id", t->id);
 	pack_key_opt_u64(pk, "agent_id", t->agent_id);
 	proto_pack_key_u64(pk, "org_id", t->org_id);
@@ -176,7 +158,7 @@ static void pack_txn(struct call *c, const struct shm_txn *t)
 }
 
 /* Starts a successful response: the nil error. */
-static msgpack_packer *ok(struct call *c)
+msgpack_packer *call_ok(struct call *c)
 {
 	msgpack_pack_nil(c->pk);
 	return c->pk;
@@ -184,13 +166,13 @@ static msgpack_packer *ok(struct call *c)
 
 /* ------------------------------------------------------ argument helpers */
 
-static int arg_str(struct call *c, struct proto_args *a, const char *key, int required,
+int call_arg_str(struct call *c, struct proto_args *a, const char *key, int required,
                    size_t max, struct state_str *out, int *present)
 {
 	return proto_arg_str(a, key, required, max, &out->p, &out->len, present);
 }
 
-static int agent_arg(struct call *c, uint32_t *slot)
+int call_agent_arg(struct call *c, uint32_t *slot)
 {
 	uint64_t id;
 	int rc = proto_arg_u64(c->a, "agent_id", 1, &id, NULL);
@@ -198,12 +180,12 @@ static int agent_arg(struct call *c, uint32_t *slot)
 	if (rc != 0)
 		return rc;
 	if (state_agent_by_id(c->st, id, slot) != 0)
-		return failf(c, SC_ENOTFOUND, "agent_id: no agent %llu", (unsigned long long)id);
+		return call_fail(c, SC_ENOTFOUND, "agent_id: no agent %llu", (unsigned long long)id);
 	return 0;
 }
 
 /* "org" (or another key): an org name or id. */
-static int org_ref_arg(struct call *c, const char *key, int required, uint32_t *slot,
+int call_org_ref_arg(struct call *c, const char *key, int required, uint32_t *slot,
                        int *present)
 {
 	const msgpack_object *o;
@@ -213,7 +195,7 @@ static int org_ref_arg(struct call *c, const char *key, int required, uint32_t *
 		return rc;
 	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
 		if (state_org_by_id(c->st, o->via.u64, slot) != 0)
-			return failf(c, SC_ENOTFOUND, "%s: no org %llu", key,
+			return call_fail(c, SC_ENOTFOUND, "%s: no org %llu", key,
 			             (unsigned long long)o->via.u64);
 		return 0;
 	}
@@ -221,14 +203,14 @@ static int org_ref_arg(struct call *c, const char *key, int required, uint32_t *
 		struct state_str name = {o->via.str.ptr, o->via.str.size};
 
 		if (state_org_by_name(c->st, name, slot) != 0)
-			return failf(c, SC_ENOTFOUND, "%s: no org named '%.*s'", key,
+			return call_fail(c, SC_ENOTFOUND, "%s: no org named '%.*s'", key,
 			             (int)(name.len > 64 ? 64 : name.len), name.p);
 		return 0;
 	}
-	return failf(c, SC_EINVAL, "%s: must be an org name (string) or id (integer)", key);
+	return call_fail(c, SC_EINVAL, "%s: must be an org name (string) or id (integer)", key);
 }
 
-static int org_id_arg(struct call *c, const char *key, uint32_t *slot, int *present)
+int call_org_id_arg(struct call *c, const char *key, uint32_t *slot, int *present)
 {
 	uint64_t id;
 	int rc = proto_arg_u64(c->a, key, present == NULL, &id, present);
@@ -236,17 +218,17 @@ static int org_id_arg(struct call *c, const char *key, uint32_t *slot, int *pres
 	if (rc != 0 || (present && !*present))
 		return rc;
 	if (state_org_by_id(c->st, id, slot) != 0)
-		return failf(c, SC_ENOTFOUND, "%s: no org %llu", key, (unsigned long long)id);
+		return call_fail(c, SC_ENOTFOUND, "%s: no org %llu", key, (unsigned long long)id);
 	return 0;
 }
 
 /* An enum given by its word; *out is its value. */
-static int enum_arg(struct call *c, struct proto_args *a, const char *key,
+int call_enum_arg(struct call *c, struct proto_args *a, const char *key,
                     const struct sc_names *names, int *out, int *present)
 {
 	struct state_str s;
 	char allowed[96] = "";
-	int rc = arg_str(c, a, key, 0, 0, &s, present), v;
+	int rc = call_arg_str(c, a, key, 0, 0, &s, present), v;
 
 	if (rc != 0 || !*present)
 		return rc;
@@ -257,7 +239,7 @@ static int enum_arg(struct call *c, struct proto_args *a, const char *key,
 	for (unsigned i = 0; i < names->n; i++)
 		snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s",
 		         i == 0 ? "" : i + 1 == names->n ? " or " : ", ", names->v[i]);
-	return failf(c, SC_EINVAL, "%s: must be %s", key, allowed);
+	return call_fail(c, SC_EINVAL, "%s: must be %s", key, allowed);
 }
 
 /* The fields each method accepts; anything else is an unknown field. */
@@ -320,10 +302,10 @@ static int rule_args(struct call *c, struct proto_args *a, struct state_rule_spe
 	int present, rc;
 
 	memset(r, 0, sizeof(*r));
-	if ((rc = arg_str(c, a, "name", 0, SC_NAME_MAX, &r->name, &present)) != 0)
+	if ((rc = call_arg_str(c, a, "name", 0, SC_NAME_MAX, &r->name, &present)) != 0)
 		return rc;
 	r->set |= present ? STATE_RULE_SET_NAME : 0;
-	if ((rc = arg_str(c, a, "match", 0, SC_ACTION_MAX, &r->match, &present)) != 0)
+	if ((rc = call_arg_str(c, a, "match", 0, SC_ACTION_MAX, &r->match, &present)) != 0)
 		return rc;
 	r->set |= present ? STATE_RULE_SET_MATCH : 0;
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
@@ -346,14 +328,14 @@ static int rule_args(struct call *c, struct proto_args *a, struct state_rule_spe
 static int m_hello(struct call *c)
 {
 	const struct srv_config *s = c->d->srv_cfg;
-	msgpack_packer *pk = ok(c);
+	msgpack_packer *pk = call_ok(c);
 
-	pack_map(c, 4);
+	call_map(c, 4);
 	proto_pack_key_str(pk, "server", "sidecard");
 	proto_pack_key_str(pk, "version", SC_VERSION);
 	proto_pack_key_i64(pk, "protocol", SC_PROTOCOL_VERSION);
 	proto_pack_cstr(pk, "limits");
-	pack_map(c, 12);
+	call_map(c, 12);
 	proto_pack_key_u64(pk, "max_message", s->limits.max_message);
 	proto_pack_key_u64(pk, "max_depth", s->limits.max_depth);
 	proto_pack_key_u64(pk, "max_string", s->limits.max_string);
@@ -375,10 +357,10 @@ static int m_orgs_create(struct call *c)
 	uint32_t slot;
 	int rc;
 
-	if ((rc = arg_str(c, c->a, "name", 1, SC_NAME_MAX, &name, NULL)) ||
+	if ((rc = call_arg_str(c, c->a, "name", 1, SC_NAME_MAX, &name, NULL)) ||
 	    (rc = state_org_create(c->st, name, c->now, &slot, c->err, sizeof(c->err))))
 		return rc;
-	ok(c);
+	call_ok(c);
 	pack_org(c, slot);
 	return 0;
 }
@@ -402,12 +384,12 @@ static int m_orgs_list(struct call *c)
 	struct id_slot *v;
 
 	if (!(v = malloc((size_t)cap * sizeof(*v))))
-		return failf(c, SC_EINTERNAL, "out of memory");
+		return call_fail(c, SC_EINTERNAL, "out of memory");
 	for (uint32_t i = 0; i < cap; i++)
 		if (c->m->orgs[i].rec.used)
 			v[n++] = (struct id_slot){c->m->orgs[i].id, i};
 	qsort(v, n, sizeof(*v), id_slot_cmp);
-	ok(c);
+	call_ok(c);
 	msgpack_pack_array(c->pk, n);
 	for (uint32_t i = 0; i < n; i++)
 		pack_org(c, v[i].slot);
@@ -427,9 +409,9 @@ static int m_agents_create(struct call *c)
 	uint32_t slot;
 
 	memset(&spec, 0, sizeof(spec));
-	if ((rc = org_ref_arg(c, "org", 1, &spec.org_slot, NULL)) ||
-	    (rc = arg_str(c, c->a, "name", 1, SC_NAME_MAX, &spec.name, NULL)) ||
-	    (rc = enum_arg(c, c->a, "priority", &sc_priority_names, &prio, &present)))
+	if ((rc = call_org_ref_arg(c, "org", 1, &spec.org_slot, NULL)) ||
+	    (rc = call_arg_str(c, c->a, "name", 1, SC_NAME_MAX, &spec.name, NULL)) ||
+	    (rc = call_enum_arg(c, c->a, "priority", &sc_priority_names, &prio, &present)))
 		return rc;
 	spec.priority = present ? (enum sc_priority)prio : SC_PRIORITY_NORMAL;
 	if ((rc = proto_arg_obj(c->a, "wallet", 0, MSGPACK_OBJECT_MAP, &wallet, &present)))
@@ -442,7 +424,7 @@ static int m_agents_create(struct call *c)
 		return rc;
 	if (present) {
 		if (rlist->via.array.size > MAX_CREATE_RULES)
-			return failf(c, SC_ELIMIT, "rules: an agent has at most %d rules", SC_RULES_MAX);
+			return call_fail(c, SC_ELIMIT, "rules: an agent has at most %d rules", SC_RULES_MAX);
 		for (uint32_t i = 0; i < rlist->via.array.size; i++) {
 			char prefix[32];
 
@@ -457,7 +439,7 @@ static int m_agents_create(struct call *c)
 	}
 	if ((rc = state_agent_create(c->st, &spec, c->now, &slot, c->err, sizeof(c->err))))
 		return rc;
-	ok(c);
+	call_ok(c);
 	pack_agent(c, slot);
 	return 0;
 }
@@ -467,9 +449,9 @@ static int m_agents_get(struct call *c)
 	uint32_t slot;
 	int rc;
 
-	if ((rc = agent_arg(c, &slot)))
+	if ((rc = call_agent_arg(c, &slot)))
 		return rc;
-	ok(c);
+	call_ok(c);
 	pack_agent(c, slot);
 	return 0;
 }
@@ -481,12 +463,12 @@ static int m_agents_list(struct call *c)
 	struct id_slot *v;
 	int present, rc;
 
-	if ((rc = org_ref_arg(c, "org", 0, &org_slot, &present)))
+	if ((rc = call_org_ref_arg(c, "org", 0, &org_slot, &present)))
 		return rc;
 	if (present)
 		org_id = c->m->orgs[org_slot].id;
 	if (!(v = malloc((size_t)cap * sizeof(*v))))
-		return failf(c, SC_EINTERNAL, "out of memory");
+		return call_fail(c, SC_EINTERNAL, "out of memory");
 	for (uint32_t i = 0; i < cap; i++) {
 		const struct shm_agent *a = &c->m->agents[i];
 
@@ -494,7 +476,7 @@ static int m_agents_list(struct call *c)
 			v[n++] = (struct id_slot){a->id, i};
 	}
 	qsort(v, n, sizeof(*v), id_slot_cmp);
-	ok(c);
+	call_ok(c);
 	msgpack_pack_array(c->pk, n);
 	for (uint32_t i = 0; i < n; i++)
 		pack_agent(c, v[i].slot);
@@ -508,14 +490,14 @@ static int m_agents_update(struct call *c)
 	int has_name, has_prio, has_status, prio = -1, status = -1, rc;
 	uint32_t slot;
 
-	if ((rc = agent_arg(c, &slot)) ||
-	    (rc = arg_str(c, c->a, "name", 0, SC_NAME_MAX, &name, &has_name)) ||
-	    (rc = enum_arg(c, c->a, "priority", &sc_priority_names, &prio, &has_prio)) ||
-	    (rc = enum_arg(c, c->a, "status", &sc_status_names, &status, &has_status)) ||
+	if ((rc = call_agent_arg(c, &slot)) ||
+	    (rc = call_arg_str(c, c->a, "name", 0, SC_NAME_MAX, &name, &has_name)) ||
+	    (rc = call_enum_arg(c, c->a, "priority", &sc_priority_names, &prio, &has_prio)) ||
+	    (rc = call_enum_arg(c, c->a, "status", &sc_status_names, &status, &has_status)) ||
 	    (rc = state_agent_update(c->st, slot, has_name ? &name : NULL, has_prio ? prio : -1,
 	                             has_status ? status : -1, c->now, c->err, sizeof(c->err))))
 		return rc;
-	ok(c);
+	call_ok(c);
 	pack_agent(c, slot);
 	return 0;
 }
@@ -525,11 +507,11 @@ static int m_agents_delete(struct call *c)
 	uint32_t slot;
 	int rc;
 
-	if ((rc = agent_arg(c, &slot)) ||
+	if ((rc = call_agent_arg(c, &slot)) ||
 	    (rc = state_agent_delete(c->st, slot, c->err, sizeof(c->err))))
 		return rc;
-	ok(c);
-	pack_map(c, 1);
+	call_ok(c);
+	call_map(c, 1);
 	proto_pack_key_bool(c->pk, "deleted", 1);
 	return 0;
 }
@@ -540,10 +522,10 @@ static int m_rules_add(struct call *c)
 	uint32_t slot, rule_slot;
 	int rc;
 
-	if ((rc = agent_arg(c, &slot)) || (rc = rule_args(c, c->a, &spec)) ||
+	if ((rc = call_agent_arg(c, &slot)) || (rc = rule_args(c, c->a, &spec)) ||
 	    (rc = state_rule_add(c->st, slot, &spec, &rule_slot, c->err, sizeof(c->err))))
 		return rc;
-	ok(c);
+	call_ok(c);
 	pack_rule(c, &c->m->rules[rule_slot]);
 	return 0;
 }
@@ -554,10 +536,10 @@ static int m_rules_list(struct call *c)
 	uint32_t slot;
 	int rc;
 
-	if ((rc = agent_arg(c, &slot)))
+	if ((rc = call_agent_arg(c, &slot)))
 		return rc;
 	a = &c->m->agents[slot];
-	ok(c);
+	call_ok(c);
 	msgpack_pack_array(c->pk, a->n_rules);
 	for (unsigned i = 0; i < a->n_rules; i++)
 		pack_rule(c, &c->m->rules[a->rule_slots[i]]);
@@ -571,11 +553,11 @@ static int m_rules_update(struct call *c)
 	uint64_t rule_id;
 	int rc;
 
-	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
+	if ((rc = call_agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
 	    (rc = rule_args(c, c->a, &spec)) ||
 	    (rc = state_rule_update(c->st, slot, rule_id, &spec, &rule_slot, c->err, sizeof(c->err))))
 		return rc;
-	ok(c);
+	call_ok(c);
 	pack_rule(c, &c->m->rules[rule_slot]);
 	return 0;
 }
@@ -586,11 +568,11 @@ static int m_rules_remove(struct call *c)
 	uint32_t slot;
 	int rc;
 
-	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
+	if ((rc = call_agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
 	    (rc = state_rule_remove(c->st, slot, rule_id, c->err, sizeof(c->err))))
 		return rc;
-	ok(c);
-	pack_map(c, 1);
+	call_ok(c);
+	call_map(c, 1);
 	proto_pack_key_bool(c->pk, "removed", 1);
 	return 0;
 }
@@ -606,12 +588,12 @@ static int wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet
 	snprintf(akey, sizeof(akey), "%sagent_id", prefix);
 	snprintf(okey, sizeof(okey), "%sorg_id", prefix);
 	if ((rc = proto_arg_u64(c->a, akey, 0, &id, &has_agent)) ||
-	    (rc = org_id_arg(c, okey, &org_slot, &has_org)))
+	    (rc = call_org_id_arg(c, okey, &org_slot, &has_org)))
 		return rc;
 	if (has_agent == has_org)
-		return failf(c, SC_EINVAL, "give exactly one of %s and %s", akey, okey);
+		return call_fail(c, SC_EINVAL, "give exactly one of %s and %s", akey, okey);
 	if (has_agent && state_agent_by_id(c->st, id, &agent_slot) != 0)
-		return failf(c, SC_ENOTFOUND, "%s: no agent %llu", akey, (unsigned long long)id);
+		return call_fail(c, SC_ENOTFOUND, "%s: no agent %llu", akey, (unsigned long long)id);
 	*ref = (struct gate_wallet_ref){has_org ? org_slot : agent_slot, has_org};
 	return 0;
 }
@@ -628,7 +610,7 @@ static int m_wallets_get(struct call *c)
 
 	if ((rc = wallet_ref_arg(c, "", &ref)))
 		return rc;
-	ok(c);
+	call_ok(c);
 	pack_wallet(c, owner_wallet(c, &ref), ref.org);
 	return 0;
 }
@@ -642,7 +624,7 @@ static int m_wallets_update(struct call *c)
 	if ((rc = wallet_ref_arg(c, "", &ref)) || (rc = wallet_args(c->a, 1, &u)) ||
 	    (rc = state_wallet_update(c->st, ref.slot, ref.org, &u, c->err, sizeof(c->err))))
 		return rc;
-	ok(c);
+	call_ok(c);
 	pack_wallet(c, owner_wallet(c, &ref), ref.org);
 	return 0;
 }
@@ -673,7 +655,7 @@ static int reason_meta(struct call *c, uint8_t *buf, size_t *len)
 	struct fixed_buf b = {buf, 0, SHM_METADATA_MAX, 0};
 	struct state_str reason;
 	msgpack_packer mp;
-	int rc = arg_str(c, c->a, "reason", 1, SC_REASON_MAX, &reason, NULL);
+	int rc = call_arg_str(c, c->a, "reason", 1, SC_REASON_MAX, &reason, NULL);
 
 	if (rc != 0)
 		return rc;
@@ -701,8 +683,8 @@ static int m_wallets_transfer(struct call *c)
 	    (rc = gate_transfer(c->st, &from, &to, amount, meta, meta_len, c->now, ids, c->err,
 	                        sizeof(c->err))))
 		return rc;
-	pk = ok(c);
-	pack_map(c, 4);
+	pk = call_ok(c);
+	call_map(c, 4);
 	proto_pack_key_i64(pk, "amount", amount);
 	proto_pack_cstr(pk, "from");
 	pack_wallet(c, owner_wallet(c, &from), from.org);
@@ -731,8 +713,8 @@ static int m_wallets_adjust(struct call *c)
 	    (rc = gate_adjust(c->st, &ref, amount, meta, meta_len, c->now, &id, c->err,
 	                      sizeof(c->err))))
 		return rc;
-	pk = ok(c);
-	pack_map(c, 2);
+	pk = call_ok(c);
+	call_map(c, 2);
 	proto_pack_cstr(pk, "wallet");
 	pack_wallet(c, owner_wallet(c, &ref), ref.org);
 	proto_pack_key_u64(pk, "transaction_id", id);
@@ -750,11 +732,11 @@ static int m_check(struct call *c)
 
 	memset(&req, 0, sizeof(req));
 	if ((rc = proto_arg_u64(c->a, "agent_id", 1, &req.agent_id, NULL)) ||
-	    (rc = arg_str(c, c->a, "action", 1, SC_ACTION_MAX, &req.action, NULL)) ||
+	    (rc = call_arg_str(c, c->a, "action", 1, SC_ACTION_MAX, &req.action, NULL)) ||
 	    (rc = proto_arg_money(c->a, "estimated_cost", 1, &req.estimate, NULL)) ||
-	    (rc = arg_str(c, c->a, "type", 0, SC_TYPE_MAX, &req.type, NULL)) ||
-	    (rc = arg_str(c, c->a, "idempotency_key", 0, SC_KEY_MAX, &req.key, NULL)) ||
-	    (rc = arg_str(c, c->a, "task_id", 0, SC_KEY_MAX, &req.task, NULL)) ||
+	    (rc = call_arg_str(c, c->a, "type", 0, SC_TYPE_MAX, &req.type, NULL)) ||
+	    (rc = call_arg_str(c, c->a, "idempotency_key", 0, SC_KEY_MAX, &req.key, NULL)) ||
+	    (rc = call_arg_str(c, c->a, "task_id", 0, SC_KEY_MAX, &req.task, NULL)) ||
 	    (rc = proto_arg_obj(c->a, "metadata", 0, MSGPACK_OBJECT_MAP, &meta, &present)))
 		return rc;
 	if (present) {
@@ -764,7 +746,7 @@ static int m_check(struct call *c)
 		msgpack_packer_init(&mp, &b, fixed_write);
 		msgpack_pack_object(&mp, *meta);
 		if (b.overflow)
-			return failf(c, SC_EINVAL, "metadata: more than %d bytes packed",
+			return call_fail(c, SC_EINVAL, "metadata: more than %d bytes packed",
 			             SHM_METADATA_MAX);
 		req.meta = metabuf;
 		req.meta_len = b.len;
@@ -774,8 +756,8 @@ static int m_check(struct call *c)
 	c->replayed = d.replayed;
 	if (d.allowed && !d.replayed && c->d->hold_placed)
 		c->d->hold_placed(c->d->hold_placed_arg);
-	pk = ok(c);
-	pack_map(c, d.allowed ? 6 : 7);
+	pk = call_ok(c);
+	call_map(c, d.allowed ? 6 : 7);
 	proto_pack_key_str(pk, "status", d.allowed ? "allowed" : "blocked");
 	pack_key_opt_u64(pk, "transaction_id", d.txn_id);
 	if (!d.allowed)
@@ -799,17 +781,17 @@ static int m_report(struct call *c)
 	msgpack_packer *pk;
 
 	if ((rc = proto_arg_u64(c->a, "transaction_id", 1, &txn_id, NULL)) ||
-	    (rc = enum_arg(c, c->a, "outcome", &sc_outcome_names, &outcome, &has_outcome)))
+	    (rc = call_enum_arg(c, c->a, "outcome", &sc_outcome_names, &outcome, &has_outcome)))
 		return rc;
 	if (!has_outcome)
-		return failf(c, SC_EINVAL, "outcome: required");
+		return call_fail(c, SC_EINVAL, "outcome: required");
 	if ((rc = proto_arg_money(c->a, "actual_cost", 0, &actual, &has_actual)) ||
 	    (rc = gate_report(c->st, txn_id, (enum sc_outcome)outcome, has_actual, actual, c->now,
 	                      &s, c->err, sizeof(c->err))))
 		return rc;
 	c->replayed = s.replayed;
-	pk = ok(c);
-	pack_map(c, 7);
+	pk = call_ok(c);
+	call_map(c, 7);
 	proto_pack_key_u64(pk, "transaction_id", s.txn_id);
 	proto_pack_key_str(pk, "status", "settled");
 	proto_pack_key_str(pk, "outcome", sc_outcome_name(s.outcome));
@@ -820,407 +802,6 @@ static int m_report(struct call *c)
 	return 0;
 }
 
-static int m_score(struct call *c)
-{
-	const struct shm_agent *a;
-	msgpack_packer *pk;
-	uint32_t slot;
-	int rc;
-
-	if ((rc = agent_arg(c, &slot)))
-		return rc;
-	a = &c->m->agents[slot];
-	pk = ok(c);
-	pack_map(c, 4);
-	proto_pack_key_u64(pk, "agent_id", a->id);
-	proto_pack_key_i64(pk, "score", a->score);
-	proto_pack_key_str(pk, "status", sc_status_name(a->status));
-	proto_pack_cstr(pk, "factors");
-	pack_map(c, 9);
-	proto_pack_key_u64(pk, "checks", a->checks);
-	proto_pack_key_u64(pk, "blocked", a->blocked);
-	proto_pack_key_u64(pk, "settled", a->settled);
-	proto_pack_key_u64(pk, "failures", a->failures);
-	proto_pack_key_u64(pk, "overruns", a->overruns);
-	proto_pack_key_u64(pk, "expired", a->expired);
-	proto_pack_key_u64(pk, "anomalies", a->anomalies);
-	proto_pack_key_i64(pk, "average_cost",
-	                   a->settled ? a->charged_total / (int64_t)a->settled : 0);
-	proto_pack_key_i64(pk, "age_s", (c->now - a->created_at) / 1000000);
-	return 0;
-}
-
-static void pack_event(struct call *c, const struct shm_event *e)
-{
-	int status_change = e->type == SHM_EVENT_STATUS;
-	msgpack_packer *pk = c->pk;
-
-	pack_map(c, 8);
-	proto_pack_key_u64(pk, "id", e->id);
-	proto_pack_key_u64(pk, "agent_id", e->agent_id);
-	proto_pack_key_str(pk, "type", sc_event_type_name((enum sc_event_type)(e->type - SHM_EVENT_STATUS)));
-	proto_pack_key_i64(pk, "time", e->time);
-	proto_pack_key_i64(pk, "score", e->score);
-	proto_pack_key_str(pk, "from", status_change ? sc_status_name(e->from) : NULL);
-	proto_pack_key_str(pk, "to", status_change ? sc_status_name(e->to) : NULL);
-	proto_pack_key_str(pk, "reason", e->reason);
-}
-
-/* Filters of the ring listings; 0 or -1 means any. */
-struct ring_filter {
-	uint64_t agent_id;
-	uint64_t org_id;
-	int status;
-	int risk;
-	int64_t since, until; /* created_at in [since, until) */
-	uint64_t before;      /* ids below this; 0: any */
-};
-
-#define RING_FILTER_ANY {0, 0, -1, -1, INT64_MIN, INT64_MAX, 0}
-
-/* One ring (transactions or events) as the listing walks it. */
-struct ring {
-	uint64_t next_id;
-	uint32_t cap;
-	const void *(*get)(struct state *st, uint64_t id); /* NULL if no longer kept */
-	int (*keep)(const void *rec, const struct ring_filter *f);
-	void (*pack)(struct call *c, const void *rec);
-};
-
-/* Packs, newest first, at most limit records of the ring that f keeps. */
-static int list_ring(struct call *c, const struct ring *r, const struct ring_filter *f,
-                     int64_t limit)
-{
-	const void **found = malloc((size_t)limit * sizeof(*found));
-	size_t n = 0;
-
-	if (!found)
-		return failf(c, SC_EINTERNAL, "out of memory");
-	uint64_t start = f->before && f->before < r->next_id ? f->before : r->next_id;
-
-	for (uint64_t id = start - 1; id > 0 && r->next_id - id <= r->cap && n < (size_t)limit;
-	     id--) {
-		const void *rec = r->get(c->st, id);
-
-		if (rec && r->keep(rec, f))
-			found[n++] = rec;
-	}
-	ok(c);
-	msgpack_pack_array(c->pk, n);
-	for (size_t i = 0; i < n; i++)
-		r->pack(c, found[i]);
-	free(found);
-	return 0;
-}
-
-static const void *event_get(struct state *st, uint64_t id)
-{
-	return state_event_by_id(st, id);
-}
-
-static int event_keep(const void *rec, const struct ring_filter *f)
-{
-	return ((const struct shm_event *)rec)->agent_id == f->agent_id;
-}
-
-static void event_pack(struct call *c, const void *rec)
-{
-	pack_event(c, rec);
-}
-
-static int m_agents_events(struct call *c)
-{
-	const struct shm_header *h = c->m->hdr;
-	const struct ring r = {h->next_event_id, h->event_cap, event_get, event_keep, event_pack};
-	struct ring_filter f = RING_FILTER_ANY;
-	int64_t limit = 50;
-	uint32_t slot;
-	int rc;
-
-	if ((rc = agent_arg(c, &slot)) || (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
-		return rc;
-	f.agent_id = c->m->agents[slot].id;
-	return list_ring(c, &r, &f, limit);
-}
-
-static const void *txn_get(struct state *st, uint64_t id)
-{
-	return state_txn_by_id(st, id);
-}
-
-static int txn_keep(const void *rec, const struct ring_filter *f)
-{
-	const struct shm_txn *t = rec;
-
-	return (!f->agent_id || t->agent_id == f->agent_id) && (!f->org_id || t->org_id == f->org_id) &&
-	       (f->status < 0 || t->status == f->status) && (f->risk < 0 || t->risk == f->risk) &&
-	       t->created_at >= f->since && t->created_at < f->until;
-}
-
-static void txn_pack(struct call *c, const void *rec)
-{
-	pack_txn(c, rec);
-}
-
-/* The filters transactions.list, .summary and agents.top share. */
-static int txn_filter_args(struct call *c, struct ring_filter *f)
-{
-	int present, rc;
-
-	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &f->agent_id, &present)) ||
-	    (rc = proto_arg_u64(c->a, "org_id", 0, &f->org_id, &present)) ||
-	    (rc = proto_arg_int(c->a, "since", 0, 0, INT64_MAX, &f->since, &present)) ||
-	    (rc = proto_arg_int(c->a, "until", 0, 0, INT64_MAX, &f->until, &present)))
-		return rc;
-	return 0;
-}
-
-static int m_tasks_usage(struct call *c)
-{
-	const struct shm_task *t;
-	struct state_str id;
-	msgpack_packer *pk;
-	uint32_t slot;
-	int rc;
-
-	if ((rc = arg_str(c, c->a, "task_id", 1, SC_KEY_MAX, &id, NULL)))
-		return rc;
-	if ((slot = state_task_find(c->st, id)) == SHM_NONE)
-		return failf(c, SC_ENOTFOUND, "task_id: no task '%.*s'", (int)id.len, id.p);
-	t = &c->m->tasks[slot];
-	pk = ok(c);
-	pack_map(c, 8);
-	proto_pack_key_str(pk, "task_id", t->id);
-	proto_pack_key_i64(pk, "usage", t->used);
-	proto_pack_key_i64(pk, "held", t->held);
-	proto_pack_key_i64(pk, "max_usage", state_config(c->st)->set.task_max_usage);
-	proto_pack_key_u64(pk, "checks", t->checks);
-	proto_pack_key_u64(pk, "open_holds", t->open_holds);
-	proto_pack_key_i64(pk, "created_at", t->created_at);
-	proto_pack_key_i64(pk, "last_at", t->last_at);
-	return 0;
-}
-
-static int m_transactions_list(struct call *c)
-{
-	const struct shm_header *h = c->m->hdr;
-	const struct ring r = {h->next_txn_id, h->txn_cap, txn_get, txn_keep, txn_pack};
-	struct ring_filter f = RING_FILTER_ANY;
-	int64_t limit = 50;
-	int present, rc;
-
-	if ((rc = txn_filter_args(c, &f)) ||
-	    (rc = enum_arg(c, c->a, "status", &sc_txn_status_names, &f.status, &present)) ||
-	    (rc = enum_arg(c, c->a, "risk_level", &sc_risk_names, &f.risk, &present)) ||
-	    (rc = proto_arg_u64(c->a, "before", 0, &f.before, &present)) ||
-	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
-		return rc;
-	return list_ring(c, &r, &f, limit);
-}
-
-/* Calls visit for every kept transaction that f keeps, newest first. */
-static void each_txn(struct call *c, const struct ring_filter *f,
-                     void (*visit)(void *arg, const struct shm_txn *t), void *arg)
-{
-	const struct shm_header *h = c->m->hdr;
-
-	for (uint64_t id = h->next_txn_id - 1; id > 0 && h->next_txn_id - id <= h->txn_cap; id--) {
-		const struct shm_txn *t = state_txn_by_id(c->st, id);
-
-		if (t && txn_keep(t, f))
-			visit(arg, t);
-	}
-}
-
-struct summary {
-	uint64_t by_status[SC_TXN_EXPIRED + 1];
-	int64_t charged, estimated;
-};
-
-static void add_to_summary(void *arg, const struct shm_txn *t)
-{
-	struct summary *s = arg;
-
-	if (t->status <= SC_TXN_EXPIRED)
-		s->by_status[t->status]++;
-	s->charged = gate_add_sat(s->charged, t->charged);
-	s->estimated = gate_add_sat(s->estimated, t->estimate);
-}
-
-static int m_transactions_summary(struct call *c)
-{
-	struct ring_filter f = RING_FILTER_ANY;
-	struct summary s;
-	msgpack_packer *pk;
-	uint64_t total = 0;
-	int rc;
-
-	if ((rc = txn_filter_args(c, &f)))
-		return rc;
-	memset(&s, 0, sizeof(s));
-	each_txn(c, &f, add_to_summary, &s);
-	for (int i = 0; i <= SC_TXN_EXPIRED; i++)
-		total += s.by_status[i];
-	pk = ok(c);
-	pack_map(c, 7);
-	proto_pack_key_u64(pk, "total", total);
-	for (int i = 0; i <= SC_TXN_EXPIRED; i++)
-		proto_pack_key_u64(pk, sc_txn_status_name((enum sc_txn_status)i), s.by_status[i]);
-	proto_pack_key_i64(pk, "charged", s.charged);
-	proto_pack_key_i64(pk, "estimated", s.estimated);
-	return 0;
-}
-
-/* Spend per agent slot over a window, for agents.top. */
-struct spend {
-	struct call *c;
-	int64_t *by_slot;
-	uint64_t *count;
-};
-
-static void add_spend(void *arg, const struct shm_txn *t)
-{
-	struct spend *s = arg;
-	uint32_t slot;
-
-	if (t->charged > 0 && state_agent_by_id(s->c->st, t->agent_id, &slot) == 0) {
-		s->by_slot[slot] = gate_add_sat(s->by_slot[slot], t->charged);
-		s->count[slot]++;
-	}
-}
-
-static int m_agents_top(struct call *c)
-{
-	uint32_t cap = c->m->hdr->agent_cap;
-	struct ring_filter f = RING_FILTER_ANY;
-	struct spend s = {c, calloc(cap, sizeof(int64_t)), calloc(cap, sizeof(uint64_t))};
-	uint32_t *order = calloc(cap, sizeof(uint32_t)), n = 0;
-	uint64_t *txns = calloc(cap, sizeof(uint64_t));
-	int64_t limit = 10;
-	int present, rc = 0;
-
-	if (!s.by_slot || !s.count || !order || !txns)
-		rc = failf(c, SC_EINTERNAL, "out of memory");
-	else if ((rc = proto_arg_u64(c->a, "org_id", 0, &f.org_id, &present)) == 0 &&
-	         (rc = proto_arg_int(c->a, "since", 0, 0, INT64_MAX, &f.since, &present)) == 0 &&
-	         (rc = proto_arg_int(c->a, "until", 0, 0, INT64_MAX, &f.until, &present)) == 0 &&
-	         (rc = proto_arg_int(c->a, "limit", 0, 1, 100, &limit, NULL)) == 0) {
-		each_txn(c, &f, add_spend, &s);
-		/* selection of the largest, ties by lower slot: limit is small */
-		for (; n < (uint32_t)limit; n++) {
-			uint32_t best = SHM_NONE;
-
-			for (uint32_t i = 0; i < cap; i++)
-				if (s.count[i] && (best == SHM_NONE || s.by_slot[i] > s.by_slot[best]))
-					best = i;
-			if (best == SHM_NONE)
-				break;
-			order[n] = best;
-			txns[n] = s.count[best];
-			s.count[best] = 0; /* taken */
-		}
-		ok(c);
-		msgpack_pack_array(c->pk, n);
-		for (uint32_t i = 0; i < n; i++) {
-			const struct shm_agent *a = &c->m->agents[order[i]];
-
-			pack_map(c, 4);
-			proto_pack_key_u64(c->pk, "agent_id", a->id);
-			proto_pack_key_str(c->pk, "name", a->name);
-			proto_pack_key_i64(c->pk, "spend", s.by_slot[order[i]]);
-			proto_pack_key_u64(c->pk, "transactions", txns[i]);
-		}
-	}
-	free(txns);
-	free(s.by_slot);
-	free(s.count);
-	free(order);
-	return rc;
-}
-
-static int m_fleet(struct call *c)
-{
-	const struct shm_header *h = c->m->hdr;
-	uint64_t by_status[SC_STATUS_FROZEN + 1] = {0}, agents = 0;
-	int64_t spend = 0, scores = 0;
-	msgpack_packer *pk;
-
-	for (uint32_t i = 0; i < h->agent_cap; i++) {
-		const struct shm_agent *a = &c->m->agents[i];
-
-		if (!a->rec.used)
-			continue;
-		agents++;
-		by_status[a->status <= SC_STATUS_FROZEN ? a->status : SC_STATUS_ACTIVE]++;
-		spend = gate_add_sat(spend, a->charged_total);
-		scores += a->score;
-	}
-	pk = ok(c);
-	pack_map(c, 8);
-	proto_pack_key_u64(pk, "total_agents", agents);
-	proto_pack_key_u64(pk, "active_agents", by_status[SC_STATUS_ACTIVE]);
-	proto_pack_key_u64(pk, "throttled_agents", by_status[SC_STATUS_THROTTLED]);
-	proto_pack_key_u64(pk, "frozen_agents", by_status[SC_STATUS_FROZEN]);
-	proto_pack_key_i64(pk, "total_spend", spend);
-	proto_pack_key_u64(pk, "risk_events_blocked", h->risk_blocked);
-	proto_pack_key_u64(pk, "anomalies", h->anomalies);
-	proto_pack_key_i64(pk, "avg_credit_score", agents ? scores / (int64_t)agents : 0);
-	return 0;
-}
-
-static int m_stats(struct call *c)
-{
-	const struct shm_header *h = c->m->hdr;
-	struct srv_stats ss;
-	struct ledger_stats ls;
-	struct state_counts sc;
-	msgpack_packer *pk;
-
-	memset(&ss, 0, sizeof(ss));
-	if (c->d->srv)
-		srv_get_stats(c->d->srv, &ss);
-	state_counts(c->st, &sc);
-	memset(&ls, 0, sizeof(ls));
-	if (c->d->ledger)
-		ledger_get_stats(c->d->ledger, &ls);
-	pk = ok(c);
-	pack_map(c, 32);
-	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
-	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
-	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
-	proto_pack_key_u64(pk, "ledger_records_synced", ls.records_synced);
-	proto_pack_key_u64(pk, "ledger_failed", (uint64_t)ls.failed);
-	proto_pack_key_u64(pk, "checkpoint_seq", c->d->checkpoint_seq);
-	proto_pack_key_i64(pk, "uptime_s", (c->now - c->d->started_at) / 1000000);
-	proto_pack_key_u64(pk, "orgs", sc.orgs);
-	proto_pack_key_u64(pk, "agents", sc.agents);
-	proto_pack_key_u64(pk, "rules", sc.rules);
-	proto_pack_key_u64(pk, "holds_open", sc.holds);
-	proto_pack_key_u64(pk, "checks", h->checks);
-	proto_pack_key_u64(pk, "allowed", h->allowed);
-	proto_pack_key_u64(pk, "blocked", h->blocked);
-	proto_pack_key_u64(pk, "reports", h->reports);
-	proto_pack_key_u64(pk, "expired", h->expired);
-	proto_pack_key_u64(pk, "topups", h->topups);
-	proto_pack_key_u64(pk, "anomalies", h->anomalies);
-	proto_pack_key_u64(pk, "risk_blocked", h->risk_blocked);
-	proto_pack_key_u64(pk, "connections_open", ss.connections_open);
-	proto_pack_key_u64(pk, "connections_total", ss.connections_total);
-	proto_pack_key_u64(pk, "requests", ss.requests);
-	proto_pack_key_u64(pk, "protocol_errors", ss.protocol_errors);
-	proto_pack_key_u64(pk, "capacity_orgs", h->org_cap);
-	proto_pack_key_u64(pk, "capacity_agents", h->agent_cap);
-	proto_pack_key_u64(pk, "capacity_rules", h->rule_cap);
-	proto_pack_key_u64(pk, "capacity_holds", h->hold_cap);
-	proto_pack_key_u64(pk, "capacity_history", h->txn_cap);
-	proto_pack_key_u64(pk, "capacity_events", h->event_cap);
-	proto_pack_key_u64(pk, "capacity_tasks", h->task_cap);
-	proto_pack_key_u64(pk, "capacity_prices", h->price_cap);
-	proto_pack_key_u64(pk, "capacity_alerts", h->alert_cap);
-	return 0;
-}
-
-/* The hot methods first: lookup is a linear scan. */
 static const struct method {
 	const char *name;
 	method_fn fn;
@@ -1319,10 +900,10 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 
 	c.err[0] = '\0';
 	if (!m) {
-		rc = failf(&c, SC_EUNSUPPORTED, "unknown method '%.*s'",
+		rc = call_fail(&c, SC_EUNSUPPORTED, "unknown method '%.*s'",
 		           (int)(req->method_len > 64 ? 64 : req->method_len), req->method);
 	} else if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
-		rc = failf(&c, SC_EUNAVAILABLE, "%s", refused);
+		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", refused);
 	} else {
 		if (m->ledger_type)
 			shm_change_begin(shm);

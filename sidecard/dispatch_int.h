@@ -1,0 +1,101 @@
+/*
+ * dispatch_int.h: what the files of the dispatcher share: the call a method
+ * runs in, the packers of the protocol's objects and the argument readers.
+ *
+ *   dispatch.c       the method table, requests, ledger records and replay,
+ *                    and the methods that change orgs, agents, rules, wallets
+ *   dispatch_view.c  the read-only methods over the whole state
+ *
+ * A method reads its arguments, calls the state or the gate and, only once
+ * nothing can fail any more, packs nil and its result (call_ok); on failure
+ * it packs nothing and returns the code with a message (call_fail).
+ */
+#ifndef SIDECARD_DISPATCH_INT_H
+#define SIDECARD_DISPATCH_INT_H
+
+#include <msgpack.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "dispatch.h"
+#include "proto.h"
+#include "state.h"
+
+#define ERRLEN 256
+
+struct call {
+	struct dispatch *d;
+	struct state *st;
+	struct shm *m;
+	struct proto_args *a;
+	msgpack_packer *pk;
+	int64_t now;
+	int replayed; /* the method changed nothing: an idempotent replay */
+	char err[ERRLEN];
+};
+
+typedef int (*method_fn)(struct call *c);
+
+/* ---- results ---- */
+int call_fail(struct call *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Starts a successful response: the nil error. */
+msgpack_packer *call_ok(struct call *c);
+void call_map(struct call *c, size_t n);
+void pack_wallet(struct call *c, const struct shm_wallet *w, int org);
+void pack_rule(struct call *c, const struct shm_rule *r);
+void pack_agent(struct call *c, uint32_t slot);
+void pack_org(struct call *c, uint32_t slot);
+void pack_txn(struct call *c, const struct shm_txn *t);
+/* A key whose value is nil when v is 0 (or s is empty). */
+void pack_key_opt_u64(msgpack_packer *pk, const char *key, uint64_t v);
+void pack_key_opt_str(msgpack_packer *pk, const char *key, const char *s);
+
+/* ---- arguments ---- */
+int call_arg_str(struct call *c, struct proto_args *a, const char *key, int required, size_t max,
+                 struct state_str *out, int *present);
+/* "agent_id": an existing agent. */
+int call_agent_arg(struct call *c, uint32_t *slot);
+/* key: an org name or id. */
+int call_org_ref_arg(struct call *c, const char *key, int required, uint32_t *slot, int *present);
+/* key: an org id; optional when present is not NULL. */
+int call_org_id_arg(struct call *c, const char *key, uint32_t *slot, int *present);
+/* An enum given by its word; *out is its value. */
+int call_enum_arg(struct call *c, struct proto_args *a, const char *key,
+                  const struct sc_names *names, int *out, int *present);
+
+/* ---- listings of a ring (transactions, events, alerts), newest first ---- */
+/* Filters of the ring listings; 0 or -1 means any. */
+struct ring_filter {
+	uint64_t agent_id;
+	uint64_t org_id;
+	int status;
+	int risk;
+	int64_t since, until; /* created_at in [since, until) */
+	uint64_t before;      /* ids below this; 0: any */
+};
+
+#define RING_FILTER_ANY {0, 0, -1, -1, INT64_MIN, INT64_MAX, 0}
+
+/* One ring (transactions or events) as the listing walks it. */
+struct ring {
+	uint64_t next_id;
+	uint32_t cap;
+	const void *(*get)(struct state *st, uint64_t id); /* NULL if no longer kept */
+	int (*keep)(const void *rec, const struct ring_filter *f);
+	void (*pack)(struct call *c, const void *rec);
+};
+
+/* Packs, newest first, at most limit records of the ring that f keeps. */
+int list_ring(struct call *c, const struct ring *r, const struct ring_filter *f, int64_t limit);
+
+/* ---- the methods of dispatch_view.c ---- */
+int m_score(struct call *c);
+int m_agents_events(struct call *c);
+int m_tasks_usage(struct call *c);
+int m_transactions_list(struct call *c);
+int m_transactions_summary(struct call *c);
+int m_agents_top(struct call *c);
+int m_fleet(struct call *c);
+int m_stats(struct call *c);
+
+#endif /* SIDECARD_DISPATCH_INT_H */
