@@ -60,6 +60,7 @@
 
 #include <msgpack.h>
 
+#include "common.h"
 #include "sidecard.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -136,6 +137,7 @@ struct field {
 	int (*parse)(const char *name, int *out);
 	size_t present;
 	const struct field *inner;
+	const struct sc_names *names; /* FT_ENUM in an update: the words to send */
 };
 
 /* Every enumeration is stored as an int; that holds on every ABI we build for. */
@@ -145,6 +147,7 @@ _Static_assert(sizeof(enum sc_outcome) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_txn_status) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_event_type) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_risk) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum sc_period) == sizeof(int), "enum size");
 
 #define ENUM_PARSER(fn, parse_fn, type)              \
 	static int fn(const char *s, int *out)       \
@@ -161,6 +164,7 @@ ENUM_PARSER(parse_outcome, sc_outcome_parse, enum sc_outcome)
 ENUM_PARSER(parse_txn_status, sc_txn_status_parse, enum sc_txn_status)
 ENUM_PARSER(parse_event_type, sc_event_type_parse, enum sc_event_type)
 ENUM_PARSER(parse_risk, sc_risk_parse, enum sc_risk)
+ENUM_PARSER(parse_period, sc_period_parse, enum sc_period)
 #undef ENUM_PARSER
 
 /* A decision's status: "allowed" -> 1, "blocked" -> 0. */
@@ -194,7 +198,10 @@ static const struct field wallet_fields[] = {
 	F(FT_INT, daily_spend_limit, "daily_spend_limit"),
 	F(FT_INT, daily_spent, "daily_spent"),
 	F(FT_INT, debt, "debt"),
+	F(FT_ENUM, period, "period", .parse = parse_period),
+	F(FT_INT, reserved, "reserved"),
 	F(FT_BOOL, limited, "limited", .flags = F_OPTIONAL),
+	F(FT_BOOL, sub_budget, "sub_budget", .flags = F_OPTIONAL),
 };
 #undef type_of_table
 
@@ -205,6 +212,7 @@ static const struct field wallet_update_fields[] = {
 	F(FT_INT, max_per_txn, "max_per_txn", .set = SC_WALLET_SET_MAX_PER_TXN),
 	F(FT_INT, daily_spend_limit, "daily_spend_limit", .set = SC_WALLET_SET_DAILY_SPEND_LIMIT),
 	F(FT_INT, debt, "debt", .set = SC_WALLET_SET_DEBT),
+	F(FT_ENUM, period, "period", .set = SC_WALLET_SET_PERIOD, .names = &sc_period_names),
 };
 #undef type_of_table
 
@@ -231,6 +239,8 @@ static const struct field org_fields[] = {
 	F(FT_STR, name, "name", STR(name)),
 	F(FT_UINT, agents, "agents"),
 	F(FT_INT, created_at, "created_at"),
+	F(FT_STR, timezone, "timezone", STR(timezone)),
+	F(FT_STR, timezone_rule, "timezone_rule", STR(timezone_rule)),
 	F(FT_WALLET, wallet, "wallet", .aux = 0),
 };
 #undef type_of_table
@@ -413,6 +423,37 @@ struct adjustment {
 static const struct field adjustment_fields[] = {
 	F(FT_WALLET, wallet, "wallet", .aux = 1),
 	F(FT_UINT, transaction_id, "transaction_id"),
+};
+#undef type_of_table
+
+/* The result of wallets.carve and wallets.release: an agent's wallet and its org's. */
+struct carve {
+	sc_wallet agent, org;
+	uint64_t transaction_id;
+};
+
+#define type_of_table struct carve
+static const struct field carve_fields[] = {
+	F(FT_WALLET, agent, "agent", .aux = 1),
+	F(FT_WALLET, org, "org", .aux = 1),
+	F(FT_UINT, transaction_id, "transaction_id", .flags = F_OPTIONAL),
+};
+#undef type_of_table
+
+#define type_of_table sc_spend
+static const struct field spend_fields[] = {
+	F(FT_INT, total, "total"),
+	F(FT_INT, daily, "daily"),
+	F(FT_INT, weekly, "weekly"),
+	F(FT_INT, monthly, "monthly"),
+	F(FT_INT, held, "held"),
+	F(FT_INT, budget, "budget"),
+	F(FT_ENUM, period, "period", .parse = parse_period),
+	F(FT_STR, timezone, "timezone", STR(timezone)),
+	F(FT_INT, daily_reset_at, "daily_reset_at"),
+	F(FT_INT, weekly_reset_at, "weekly_reset_at"),
+	F(FT_INT, monthly_reset_at, "monthly_reset_at"),
+	F(FT_INT, period_reset_at, "period_reset_at", .flags = F_OPTIONAL),
 };
 #undef type_of_table
 
@@ -790,6 +831,11 @@ static void put_fields(struct writer *w, struct table t, const void *base, unsig
 		put_str(w, f->key);
 		if (f->type == FT_STR) {
 			put_str(w, p);
+		} else if (f->type == FT_ENUM) {
+			int e;
+
+			memcpy(&e, p, sizeof(e));
+			put_str(w, e >= 0 && (unsigned)e < f->names->n ? f->names->v[e] : "unknown");
 		} else {
 			memcpy(&v, p, sizeof(v));
 			put_int(w, v);
@@ -1134,13 +1180,31 @@ int sc_report(sc_client *c, uint64_t transaction_id, enum sc_outcome outcome, in
 
 /* ----- management ----- */
 
-int sc_orgs_create(sc_client *c, const char *name, sc_org *out)
+int sc_orgs_create_tz(sc_client *c, const char *name, const char *timezone, sc_org *out)
 {
 	struct request rq = { .method = "orgs.create" }, *r = &rq;
 
 	if (name == NULL)
 		return fail(c, SC_EINVAL, "name: required");
 	arg_str(r, "name", name);
+	if (timezone != NULL)
+		arg_str(r, "timezone", timezone);
+	return call_one(c, r, TABLE(org_fields, "org"), out, sizeof(*out));
+}
+
+int sc_orgs_create(sc_client *c, const char *name, sc_org *out)
+{
+	return sc_orgs_create_tz(c, name, NULL, out);
+}
+
+int sc_orgs_set_timezone(sc_client *c, uint64_t org_id, const char *timezone, sc_org *out)
+{
+	struct request rq = { .method = "orgs.update" }, *r = &rq;
+
+	if (timezone == NULL)
+		return fail(c, SC_EINVAL, "timezone: required");
+	arg_uint(r, "org_id", org_id);
+	arg_str(r, "timezone", timezone);
 	return call_one(c, r, TABLE(org_fields, "org"), out, sizeof(*out));
 }
 
@@ -1399,6 +1463,55 @@ int sc_wallets_adjust(sc_client *c, sc_wallet_ref w, sc_micros amount, const cha
 	if (txn_id != NULL)
 		*txn_id = a.transaction_id;
 	return 0;
+}
+
+static int carve_call(sc_client *c, const char *method, uint64_t agent_id, const sc_micros *amount,
+                      const char *reason, sc_wallet *agent_after, sc_wallet *org_after,
+                      uint64_t *txn_id)
+{
+	struct request rq = { .method = method }, *r = &rq;
+	struct carve v;
+	int rc;
+
+	arg_uint(r, "agent_id", agent_id);
+	if (amount != NULL) {
+		if (reason == NULL)
+			return fail(c, SC_EINVAL, "reason: required");
+		arg_int(r, "amount", *amount);
+		arg_str(r, "reason", reason);
+	}
+	if ((rc = call_one(c, r, TABLE(carve_fields, "carve"), &v, sizeof(v))) != 0)
+		return rc;
+	if (agent_after != NULL)
+		*agent_after = v.agent;
+	if (org_after != NULL)
+		*org_after = v.org;
+	if (txn_id != NULL)
+		*txn_id = v.transaction_id;
+	return 0;
+}
+
+int sc_wallets_carve(sc_client *c, uint64_t agent_id, sc_micros amount, const char *reason,
+                     sc_wallet *agent_after, sc_wallet *org_after, uint64_t *txn_id)
+{
+	return carve_call(c, "wallets.carve", agent_id, &amount, reason, agent_after, org_after,
+	                  txn_id);
+}
+
+int sc_wallets_release(sc_client *c, uint64_t agent_id, sc_wallet *agent_after,
+                       sc_wallet *org_after)
+{
+	return carve_call(c, "wallets.release", agent_id, NULL, NULL, agent_after, org_after, NULL);
+}
+
+int sc_spend_get(sc_client *c, sc_wallet_ref w, sc_spend *out)
+{
+	struct request rq = { .method = "spend" }, *r = &rq;
+	int rc;
+
+	if ((rc = arg_wallet_ref(c, r, &own_keys, w)) != 0)
+		return rc;
+	return call_one(c, r, TABLE(spend_fields, "spend"), out, sizeof(*out));
 }
 
 void sc_txn_filter_init(sc_txn_filter *f)

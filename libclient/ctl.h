@@ -64,6 +64,8 @@ enum opt {
 	O_LIMIT,
 	O_STATE_DIR,
 	O_FROM,
+	O_TIMEZONE,
+	O_PERIOD,
 	O_COUNT_
 };
 
@@ -135,12 +137,18 @@ struct ctl_adjustment {
 	uint64_t transaction_id;
 };
 
+/* What wallet carve and wallet release answer. */
+struct ctl_carve {
+	sc_wallet agent, org;
+	uint64_t transaction_id; /* 0 for a release */
+};
+
 /* Full objects (…_out) and the columns of their list tables (…_cols). */
 extern const struct out_table ctl_wallet_out, ctl_rule_out, ctl_org_out, ctl_org_cols,
 	ctl_agent_out, ctl_agent_cols, ctl_transaction_out, ctl_transaction_cols,
 	ctl_txn_summary_out, ctl_top_agent_out, ctl_fleet_out, ctl_decision_out, ctl_score_out,
 	ctl_event_out, ctl_event_cols, ctl_settlement_out, ctl_task_usage_out, ctl_transfer_out,
-	ctl_adjustment_out;
+	ctl_adjustment_out, ctl_spend_out, ctl_carve_out;
 
 /* One object: JSON, or the human detail view. */
 void ctl_show(const struct ctx *x, struct out_table t, const void *obj);

@@ -31,6 +31,7 @@ enum kind {
 	K_STATUS,     /* active, throttled, frozen */
 	K_TXN_STATUS, /* pending, settled, blocked, expired */
 	K_RISK,       /* low, medium, high */
+	K_PERIOD,     /* none, daily, weekly, monthly */
 	K_TIME,       /* ISO-8601 UTC or microseconds, after the epoch */
 	K_OUTCOME,    /* success, failure, partial, or a command's exit status */
 	K_RULE,       /* name=...,match=...,limits; repeatable */
@@ -82,6 +83,8 @@ static const struct option_def {
 	[O_LIMIT] = { "limit", K_NUMBER, "N", 0 },
 	[O_STATE_DIR] = { "state-dir", K_STR, "DIR", 3072 },
 	[O_FROM] = { "from", K_NUMBER, "SEQ", 0 },
+	[O_TIMEZONE] = { "timezone", K_STR, "ZONE", 63 },
+	[O_PERIOD] = { "period", K_PERIOD, "none|daily|weekly|monthly", 0 },
 };
 
 int ctl_usage_error(const struct ctx *x, const char *fmt, ...)
@@ -279,6 +282,7 @@ static int parse_value(const struct ctx *x, enum opt i, const char *v, struct op
 	enum sc_txn_status ts = SC_TXN_PENDING;
 	enum sc_outcome oc = SC_OUTCOME_SUCCESS;
 	enum sc_risk rk = SC_RISK_LOW;
+	enum sc_period pe = SC_PERIOD_NONE;
 	uint64_t n;
 	int rc = 0;
 
@@ -320,6 +324,10 @@ static int parse_value(const struct ctx *x, enum opt i, const char *v, struct op
 	case K_RISK:
 		rc = sc_risk_parse(v, &rk);
 		o->num[i] = rk;
+		break;
+	case K_PERIOD:
+		rc = sc_period_parse(v, &pe);
+		o->num[i] = pe;
 		break;
 	case K_TIME:
 		if (parse_time(v, &o->num[i]) != 0)

@@ -66,6 +66,11 @@ static const char *priority_text(int v)
 	return sc_priority_name((enum sc_priority)v);
 }
 
+static const char *period_text(int v)
+{
+	return sc_period_name((enum sc_period)v);
+}
+
 static const char *status_text(int v)
 {
 	return sc_status_name((enum sc_status)v);
@@ -100,7 +105,35 @@ static const struct out_field wallet_out[] = {
 	W(OT_MONEY, daily_spend_limit, "daily_spend_limit", "DAILY LIMIT", .flags = OF_UNLIMITED),
 	W(OT_MONEY, daily_spent, "daily_spent", "DAILY SPENT"),
 	W(OT_MONEY, debt, "debt", "DEBT"),
+	W(OT_ENUM, period, "period", "PERIOD", .name = period_text),
+	W(OT_MONEY, reserved, "reserved", "RESERVED"),
 	W(OT_BOOL, limited, "limited", "LIMITED"),
+	W(OT_BOOL, sub_budget, "sub_budget", "SUB-BUDGET"),
+};
+#undef T
+
+#define T sc_spend
+static const struct out_field spend_out[] = {
+	W(OT_MONEY, total, "total", "TOTAL"),
+	W(OT_MONEY, daily, "daily", "TODAY"),
+	W(OT_MONEY, weekly, "weekly", "THIS WEEK"),
+	W(OT_MONEY, monthly, "monthly", "THIS MONTH"),
+	W(OT_MONEY, held, "held", "HELD"),
+	W(OT_MONEY, budget, "budget", "BUDGET"),
+	W(OT_ENUM, period, "period", "PERIOD", .name = period_text),
+	W(OT_STR, timezone, "timezone", "TIME ZONE"),
+	W(OT_TIME, daily_reset_at, "daily_reset_at", "DAY ENDS"),
+	W(OT_TIME, weekly_reset_at, "weekly_reset_at", "WEEK ENDS"),
+	W(OT_TIME, monthly_reset_at, "monthly_reset_at", "MONTH ENDS"),
+	W(OT_TIME, period_reset_at, "period_reset_at", "NEXT REFILL", .flags = OF_NULL),
+};
+#undef T
+
+#define T struct ctl_carve
+static const struct out_field carve_out[] = {
+	W(OT_WALLET, agent, "agent", "AGENT WALLET"),
+	W(OT_WALLET, org, "org", "ORG WALLET"),
+	W(OT_UINT, transaction_id, "transaction_id", "TRANSACTION", .flags = OF_NULL),
 };
 #undef T
 
@@ -123,6 +156,8 @@ static const struct out_field org_out[] = {
 	W(OT_STR, name, "name", "NAME"),
 	W(OT_UINT, agents, "agents", "AGENTS"),
 	W(OT_TIME, created_at, "created_at", "CREATED"),
+	W(OT_STR, timezone, "timezone", "TIME ZONE"),
+	W(OT_STR, timezone_rule, "timezone_rule", "RULE"),
 	W(OT_WALLET, wallet, "wallet", "WALLET"),
 };
 static const struct out_field org_cols[] = {
@@ -346,7 +381,8 @@ const struct out_table ctl_wallet_out = OUT(wallet_out), ctl_rule_out = OUT(rule
 	ctl_decision_out = OUT(decision_out), ctl_score_out = OUT(score_out),
 	ctl_event_out = OUT(event_out), ctl_event_cols = OUT(event_cols),
 	ctl_settlement_out = OUT(settlement_out), ctl_task_usage_out = OUT(task_usage_out),
-	ctl_transfer_out = OUT(transfer_out), ctl_adjustment_out = OUT(adjustment_out);
+	ctl_transfer_out = OUT(transfer_out), ctl_adjustment_out = OUT(adjustment_out),
+	ctl_spend_out = OUT(spend_out), ctl_carve_out = OUT(carve_out);
 #undef OUT
 
 static int64_t get_i64(const char *p)

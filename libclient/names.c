@@ -46,6 +46,13 @@ static const char *const risk_names[] = {
 	[SC_RISK_HIGH] = "high",
 };
 
+static const char *const period_names[] = {
+	[SC_PERIOD_NONE] = "none",
+	[SC_PERIOD_DAILY] = "daily",
+	[SC_PERIOD_WEEKLY] = "weekly",
+	[SC_PERIOD_MONTHLY] = "monthly",
+};
+
 static const char *const txn_status_names[] = {
 	[SC_TXN_PENDING] = "pending",
 	[SC_TXN_SETTLED] = "settled",
@@ -61,6 +68,7 @@ const struct sc_names sc_outcome_names = NAMES(outcome_names);
 const struct sc_names sc_txn_status_names = NAMES(txn_status_names);
 const struct sc_names sc_event_type_names = NAMES(event_type_names);
 const struct sc_names sc_risk_names = NAMES(risk_names);
+const struct sc_names sc_period_names = NAMES(period_names);
 
 int sc_names_find(const struct sc_names *t, const char *s, size_t len)
 {
@@ -110,6 +118,11 @@ const char *sc_risk_name(enum sc_risk r)
 const char *sc_event_type_name(enum sc_event_type t)
 {
 	return name_of(event_type_names, COUNT(event_type_names), (unsigned)t);
+}
+
+const char *sc_period_name(enum sc_period p)
+{
+	return name_of(period_names, COUNT(period_names), (unsigned)p);
 }
 
 const char *sc_txn_status_name(enum sc_txn_status s)
@@ -174,5 +187,15 @@ int sc_risk_parse(const char *s, enum sc_risk *out)
 
 	if (rc == 0)
 		*out = (enum sc_risk)v;
+	return rc;
+}
+
+int sc_period_parse(const char *s, enum sc_period *out)
+{
+	unsigned v;
+	int rc = index_of(&sc_period_names, s, &v);
+
+	if (rc == 0)
+		*out = (enum sc_period)v;
 	return rc;
 }

@@ -118,6 +118,12 @@ enum sc_txn_status {
  * of 100x, or a critical agent allowed past a limit, is high.
  */
 enum sc_risk { SC_RISK_LOW, SC_RISK_MEDIUM, SC_RISK_HIGH };
+/*
+ * A wallet's budget period: at the start of each period of its org's
+ * calendar (local midnight; weeks start on Monday; months on the 1st) the
+ * wallet is refilled to its budget.
+ */
+enum sc_period { SC_PERIOD_NONE, SC_PERIOD_DAILY, SC_PERIOD_WEEKLY, SC_PERIOD_MONTHLY };
 
 /* Text forms used on the wire and by the CLI ("normal", "frozen", ...). */
 SC_API const char *sc_priority_name(enum sc_priority p);
@@ -125,19 +131,24 @@ SC_API const char *sc_status_name(enum sc_status s);
 SC_API const char *sc_outcome_name(enum sc_outcome o);
 SC_API const char *sc_txn_status_name(enum sc_txn_status s);
 SC_API const char *sc_risk_name(enum sc_risk r);
+SC_API const char *sc_period_name(enum sc_period p);
 /* Reverse lookups; 0 or SC_EINVAL. */
 SC_API int sc_priority_parse(const char *s, enum sc_priority *out);
 SC_API int sc_status_parse(const char *s, enum sc_status *out);
 SC_API int sc_outcome_parse(const char *s, enum sc_outcome *out);
 SC_API int sc_txn_status_parse(const char *s, enum sc_txn_status *out);
 SC_API int sc_risk_parse(const char *s, enum sc_risk *out);
+SC_API int sc_period_parse(const char *s, enum sc_period *out);
 
 /*
  * A wallet. balance is settled funds, held the sum of open holds, available
  * = balance - held (negative only for a critical agent). Limits of 0 mean
- * unlimited. daily_spent is what was charged on the current UTC day. An org
- * wallet is unlimited until it is funded (limited = 0): it then gates every
- * agent of the org. Agent wallets are always limited.
+ * unlimited. daily_spent is what was charged on the current day of the
+ * org's time zone. An org wallet is unlimited until it is funded (limited =
+ * 0): it then gates every agent of the org. Agent wallets are always
+ * limited. reserved: for an org, the part of its available funds its
+ * agents' sub-budgets reserve; for an agent with a sub-budget (sub_budget),
+ * what it reserves.
  */
 typedef struct sc_wallet {
 	sc_micros balance;
@@ -148,7 +159,10 @@ typedef struct sc_wallet {
 	sc_micros daily_spend_limit;
 	sc_micros daily_spent;
 	sc_micros debt;
-	int limited;
+	enum sc_period period;
+	sc_micros reserved;
+	int limited;    /* org wallets */
+	int sub_budget; /* agent wallets */
 } sc_wallet;
 
 /* Fields of a wallet update; set the matching SC_WALLET_SET_* bit. */
@@ -157,7 +171,8 @@ enum {
 	SC_WALLET_SET_BUDGET = 1 << 1,
 	SC_WALLET_SET_MAX_PER_TXN = 1 << 2,
 	SC_WALLET_SET_DAILY_SPEND_LIMIT = 1 << 3,
-	SC_WALLET_SET_DEBT = 1 << 4
+	SC_WALLET_SET_DEBT = 1 << 4,
+	SC_WALLET_SET_PERIOD = 1 << 5
 };
 
 typedef struct sc_wallet_update {
@@ -167,6 +182,7 @@ typedef struct sc_wallet_update {
 	sc_micros max_per_txn;
 	sc_micros daily_spend_limit;
 	sc_micros debt;
+	enum sc_period period;
 } sc_wallet_update;
 
 typedef struct sc_rule {
@@ -195,6 +211,8 @@ typedef struct sc_org {
 	char name[SC_NAME_MAX + 1];
 	uint64_t agents;
 	int64_t created_at; /* microseconds since the Unix epoch, UTC */
+	char timezone[64];      /* as given; "UTC" when none was */
+	char timezone_rule[64]; /* the POSIX TZ rule it resolved to, which the daemon keeps */
 	sc_wallet wallet;
 } sc_org;
 
@@ -479,6 +497,45 @@ SC_API int sc_wallets_transfer(sc_client *c, sc_wallet_ref from, sc_wallet_ref t
  */
 SC_API int sc_wallets_adjust(sc_client *c, sc_wallet_ref w, sc_micros amount, const char *reason,
                              sc_wallet *after, uint64_t *txn_id);
+
+/*
+ * Carves a sub-budget for an agent from its org's wallet: the agent's
+ * balance grows by amount (> 0) and its available funds are reserved in the
+ * org's wallet for it alone, so other agents of the org cannot spend them.
+ * SC_EINVAL when the org's wallet is unlimited or amount plus what the
+ * agent already has available exceeds the org's unreserved available
+ * funds. Recorded as a "carve" transaction with reason. Any of the outputs
+ * may be NULL.
+ */
+SC_API int sc_wallets_carve(sc_client *c, uint64_t agent_id, sc_micros amount, const char *reason,
+                            sc_wallet *agent_after, sc_wallet *org_after, uint64_t *txn_id);
+/* Ends an agent's sub-budget: what it reserved returns to its org's shared funds. */
+SC_API int sc_wallets_release(sc_client *c, uint64_t agent_id, sc_wallet *agent_after,
+                              sc_wallet *org_after);
+
+/*
+ * What a wallet was charged, in total and in the current day, week (from
+ * Monday) and month of its org's time zone, and when each period ends
+ * (microseconds since the epoch). period_reset_at is when the wallet's
+ * budget period next refills it, 0 when it has none.
+ */
+typedef struct sc_spend {
+	sc_micros total, daily, weekly, monthly, held, budget;
+	enum sc_period period;
+	char timezone[64];
+	int64_t daily_reset_at, weekly_reset_at, monthly_reset_at, period_reset_at;
+} sc_spend;
+SC_API int sc_spend_get(sc_client *c, sc_wallet_ref w, sc_spend *out);
+
+/*
+ * Creates an org whose calendar (daily limits, budget periods, spend per
+ * day, week and month) follows a time zone: an IANA name such as
+ * "Europe/Paris", a POSIX TZ rule, or NULL/"UTC". sc_orgs_create() is this
+ * with UTC. sc_orgs_set_timezone() changes it: the current periods are
+ * recomputed from the moment of the change.
+ */
+SC_API int sc_orgs_create_tz(sc_client *c, const char *name, const char *timezone, sc_org *out);
+SC_API int sc_orgs_set_timezone(sc_client *c, uint64_t org_id, const char *timezone, sc_org *out);
 
 /*
  * Transactions of the kept history (daemon option --history), newest first.

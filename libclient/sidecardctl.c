@@ -79,6 +79,10 @@ static void wallet_update_from(const struct opts *o, sc_wallet_update *u)
 		u->set |= wallet_opts[i].set;
 		memcpy((char *)u + wallet_opts[i].off, &o->num[wallet_opts[i].opt], sizeof(sc_micros));
 	}
+	if (o->given & BIT(O_PERIOD)) {
+		u->set |= SC_WALLET_SET_PERIOD;
+		u->period = (enum sc_period)o->num[O_PERIOD];
+	}
 }
 
 /* Options that are fields of a rule. */
@@ -116,7 +120,18 @@ static unsigned rule_from(const struct opts *o, sc_rule *r)
 static int cmd_orgs_create(struct ctx *x, const struct opts *o)
 {
 	sc_org org;
-	int rc = sc_orgs_create(x->c, o->str[O_NAME], &org);
+	int rc = sc_orgs_create_tz(x->c, o->str[O_NAME], o->str[O_TIMEZONE], &org);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_org_out, &org);
+	return 0;
+}
+
+static int cmd_orgs_update(struct ctx *x, const struct opts *o)
+{
+	sc_org org;
+	int rc = sc_orgs_set_timezone(x->c, (uint64_t)o->num[O_ORG_ID], o->str[O_TIMEZONE], &org);
 
 	if (rc != 0)
 		return call_error(x, rc);
@@ -343,6 +358,35 @@ static int cmd_wallet_transfer(struct ctx *x, const struct opts *o)
 	if (rc != 0)
 		return call_error(x, rc);
 	ctl_show(x, ctl_transfer_out, &t);
+	return 0;
+}
+
+static int cmd_spend(struct ctx *x, const struct opts *o)
+{
+	sc_wallet_ref w;
+	sc_spend s;
+	int rc;
+
+	if ((rc = wallet_ref_of(x, o, O_AGENT_ID, O_ORG_ID, "--agent-id and --org-id", &w)) != 0)
+		return rc;
+	if ((rc = sc_spend_get(x->c, w, &s)) != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_spend_out, &s);
+	return 0;
+}
+
+static int cmd_wallet_carve(struct ctx *x, const struct opts *o)
+{
+	struct ctl_carve v = { .transaction_id = 0 };
+	uint64_t agent = (uint64_t)o->num[O_AGENT_ID];
+	int rc = strcmp(x->cmd->sub, "carve") == 0
+	                 ? sc_wallets_carve(x->c, agent, o->num[O_AMOUNT], o->str[O_REASON], &v.agent,
+	                                    &v.org, &v.transaction_id)
+	                 : sc_wallets_release(x->c, agent, &v.agent, &v.org);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_carve_out, &v);
 	return 0;
 }
 
@@ -705,7 +749,11 @@ static int cmd_ledger_export(struct ctx *x, const struct opts *o)
 #define TXN_FILTER_FLAGS (BIT(O_AGENT_ID) | BIT(O_ORG_ID) | WINDOW_FLAGS)
 
 static const struct command commands[] = {
-	{ "orgs", "create", cmd_orgs_create, BIT(O_NAME), BIT(O_NAME), "create an org" },
+	{ "orgs", "create", cmd_orgs_create, BIT(O_NAME) | BIT(O_TIMEZONE), BIT(O_NAME),
+	  "create an org; --timezone (e.g. Europe/Paris, default UTC) sets where its days, weeks "
+	  "and months begin" },
+	{ "orgs", "update", cmd_orgs_update, BIT(O_ORG_ID) | BIT(O_TIMEZONE),
+	  BIT(O_ORG_ID) | BIT(O_TIMEZONE), "change an org's time zone" },
 	{ "orgs", "list", cmd_orgs_list, 0, 0, "list orgs" },
 	{ "agents", "create", cmd_agents_create,
 	  BIT(O_ORG) | BIT(O_NAME) | BIT(O_PRIORITY) | WALLET_FLAGS | BIT(O_RULE),
@@ -737,8 +785,17 @@ static const struct command commands[] = {
 	{ "wallet", NULL, cmd_wallet, BIT(O_AGENT_ID) | BIT(O_ORG_ID), 0,
 	  "show the wallet of one agent (--agent-id) or one org (--org-id)" },
 	{ "wallet", "update", cmd_wallet,
-	  BIT(O_AGENT_ID) | BIT(O_ORG_ID) | WALLET_FLAGS | BIT(O_DEBT), 0,
-	  "set fields of an agent's or an org's wallet (--debt 0 records a repaid debt)" },
+	  BIT(O_AGENT_ID) | BIT(O_ORG_ID) | WALLET_FLAGS | BIT(O_DEBT) | BIT(O_PERIOD), 0,
+	  "set fields of an agent's or an org's wallet (--debt 0 records a repaid debt; --period "
+	  "refills the balance to the budget at the start of each day, week or month)" },
+	{ "wallet", "carve", cmd_wallet_carve, BIT(O_AGENT_ID) | BIT(O_AMOUNT) | BIT(O_REASON),
+	  BIT(O_AGENT_ID) | BIT(O_AMOUNT) | BIT(O_REASON),
+	  "carve a sub-budget for an agent from its org's unreserved funds" },
+	{ "wallet", "release", cmd_wallet_carve, BIT(O_AGENT_ID), BIT(O_AGENT_ID),
+	  "end an agent's sub-budget; its reservation returns to the org" },
+	{ "spend", NULL, cmd_spend, BIT(O_AGENT_ID) | BIT(O_ORG_ID), 0,
+	  "what a wallet was charged in total, today, this week and this month, and when each "
+	  "period ends" },
 	{ "wallet", "transfer", cmd_wallet_transfer,
 	  BIT(O_FROM_AGENT_ID) | BIT(O_FROM_ORG_ID) | BIT(O_TO_AGENT_ID) | BIT(O_TO_ORG_ID) |
 	          BIT(O_AMOUNT) | BIT(O_REASON),

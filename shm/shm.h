@@ -139,6 +139,7 @@ struct shm_header {
 	uint64_t next_org_id, next_agent_id, next_rule_id, next_txn_id, next_event_id;
 	uint64_t next_task_uid, next_price_id, next_alert_id;
 	int64_t alert_velocity; /* setting: allowed checks per hour that raise a velocity alert */
+	int64_t next_roll;      /* the earliest next local midnight of any org's calendar */
 	int64_t task_max_usage; /* setting: cap of a task's usage plus holds, 0 = unlimited */
 	uint64_t mutations;     /* incremented by every applied change */
 	uint64_t applied_seq;   /* the last ledger record applied to this segment */

@@ -44,24 +44,40 @@ void call_map(struct call *c, size_t n)
 	msgpack_pack_map(c->pk, n);
 }
 
-void pack_wallet(struct call *c, const struct shm_wallet *w, int org)
+const struct shm_org *call_wallet_org(struct call *c, const struct gate_wallet_ref *ref)
 {
+	return &c->m->orgs[ref->org ? ref->slot : c->m->agents[ref->slot].org_slot];
+}
+
+const struct shm_wallet *call_wallet(struct call *c, const struct gate_wallet_ref *ref)
+{
+	return ref->org ? &c->m->orgs[ref->slot].wallet : &c->m->agents[ref->slot].wallet;
+}
+
+void pack_wallet(struct call *c, const struct gate_wallet_ref *ref)
+{
+	const struct shm_wallet *w = call_wallet(c, ref);
+	const struct shm_calendar *cal = &call_wallet_org(c, ref)->cal;
 	msgpack_packer *pk = c->pk;
 
-	call_map(c, org ? 9 : 8);
+	call_map(c, 11);
 	proto_pack_key_i64(pk, "balance", w->balance);
 	proto_pack_key_i64(pk, "held", w->held);
 	proto_pack_key_i64(pk, "available", w->balance - w->held);
 	proto_pack_key_i64(pk, "budget", w->budget);
 	proto_pack_key_i64(pk, "max_per_txn", w->max_per_txn);
 	proto_pack_key_i64(pk, "daily_spend_limit", w->daily_limit);
-	proto_pack_key_i64(pk, "daily_spent", w->day == gate_day(c->now) ? w->daily_spent : 0);
+	proto_pack_key_i64(pk, "daily_spent", w->day == cal->day ? w->daily_spent : 0);
 	proto_pack_key_i64(pk, "debt", w->debt);
-	if (org)
+	proto_pack_key_str(pk, "period", sc_period_name(w->period));
+	proto_pack_key_i64(pk, "reserved", w->reserving);
+	if (ref->org)
 		proto_pack_key_bool(pk, "limited", (int)w->limited);
+	else
+		proto_pack_key_bool(pk, "sub_budget", w->carved);
 }
 
-void pack_rule(struct call *c, const struct shm_rule *r)
+void pack_rule(struct call *c, const struct shm_rule *r, const struct shm_agent *a)
 {
 	msgpack_packer *pk = c->pk;
 
@@ -72,7 +88,8 @@ void pack_rule(struct call *c, const struct shm_rule *r)
 	proto_pack_key_i64(pk, "max_cost_per_txn", r->max_cost_per_txn);
 	proto_pack_key_i64(pk, "daily_spend_limit", r->daily_limit);
 	proto_pack_key_i64(pk, "hourly_rate_limit", r->hourly_limit);
-	proto_pack_key_i64(pk, "daily_spent", r->day == gate_day(c->now) ? r->daily_spent : 0);
+	proto_pack_key_i64(pk, "daily_spent",
+	                   r->day == c->m->orgs[a->org_slot].cal.day ? r->daily_spent : 0);
 	proto_pack_key_i64(pk, "hourly_count", gate_rate_count(r, c->now));
 }
 
@@ -90,11 +107,11 @@ void pack_agent(struct call *c, uint32_t slot)
 	proto_pack_key_str(pk, "status", sc_status_name(a->status));
 	proto_pack_key_i64(pk, "created_at", a->created_at);
 	proto_pack_cstr(pk, "wallet");
-	pack_wallet(c, &a->wallet, 0);
+	pack_wallet(c, &(struct gate_wallet_ref){slot, 0});
 	proto_pack_cstr(pk, "rules");
 	msgpack_pack_array(pk, a->n_rules);
 	for (unsigned i = 0; i < a->n_rules; i++)
-		pack_rule(c, &c->m->rules[a->rule_slots[i]]);
+		pack_rule(c, &c->m->rules[a->rule_slots[i]], a);
 }
 
 void pack_org(struct call *c, uint32_t slot)
@@ -102,13 +119,15 @@ void pack_org(struct call *c, uint32_t slot)
 	const struct shm_org *o = &c->m->orgs[slot];
 	msgpack_packer *pk = c->pk;
 
-	call_map(c, 5);
+	call_map(c, 7);
 	proto_pack_key_u64(pk, "id", o->id);
 	proto_pack_key_str(pk, "name", o->name);
 	proto_pack_key_u64(pk, "agents", o->n_agents);
 	proto_pack_key_i64(pk, "created_at", o->created_at);
+	proto_pack_key_str(pk, "timezone", o->tz_name[0] ? o->tz_name : "UTC");
+	proto_pack_key_str(pk, "timezone_rule", o->tz_rule[0] ? o->tz_rule : "UTC0");
 	proto_pack_cstr(pk, "wallet");
-	pack_wallet(c, &o->wallet, 1);
+	pack_wallet(c, &(struct gate_wallet_ref){slot, 1});
 }
 
 void pack_key_opt_u64(msgpack_packer *pk, const char *key, uint64_t v)
@@ -353,13 +372,16 @@ static int m_hello(struct call *c)
 
 static int m_orgs_create(struct call *c)
 {
+	char tz[SHM_TZ_MAX + 1], rule[SHM_TZ_MAX + 1];
 	struct state_str name;
 	uint32_t slot;
-	int rc;
+	int has_tz, rc;
 
 	if ((rc = call_arg_str(c, c->a, "name", 1, SC_NAME_MAX, &name, NULL)) ||
+	    (rc = call_timezone_arg(c, tz, rule, &has_tz)) ||
 	    (rc = state_org_create(c->st, name, c->now, &slot, c->err, sizeof(c->err))))
 		return rc;
+	gate_org_timezone(c->st, slot, has_tz ? tz : "", has_tz ? rule : "", c->now);
 	call_ok(c);
 	pack_org(c, slot);
 	return 0;
@@ -526,7 +548,7 @@ static int m_rules_add(struct call *c)
 	    (rc = state_rule_add(c->st, slot, &spec, &rule_slot, c->err, sizeof(c->err))))
 		return rc;
 	call_ok(c);
-	pack_rule(c, &c->m->rules[rule_slot]);
+	pack_rule(c, &c->m->rules[rule_slot], &c->m->agents[slot]);
 	return 0;
 }
 
@@ -542,7 +564,7 @@ static int m_rules_list(struct call *c)
 	call_ok(c);
 	msgpack_pack_array(c->pk, a->n_rules);
 	for (unsigned i = 0; i < a->n_rules; i++)
-		pack_rule(c, &c->m->rules[a->rule_slots[i]]);
+		pack_rule(c, &c->m->rules[a->rule_slots[i]], a);
 	return 0;
 }
 
@@ -558,7 +580,7 @@ static int m_rules_update(struct call *c)
 	    (rc = state_rule_update(c->st, slot, rule_id, &spec, &rule_slot, c->err, sizeof(c->err))))
 		return rc;
 	call_ok(c);
-	pack_rule(c, &c->m->rules[rule_slot]);
+	pack_rule(c, &c->m->rules[rule_slot], &c->m->agents[slot]);
 	return 0;
 }
 
@@ -578,7 +600,7 @@ static int m_rules_remove(struct call *c)
 }
 
 /* A wallet named by <prefix>agent_id or <prefix>org_id: exactly one. */
-static int wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet_ref *ref)
+int call_wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet_ref *ref)
 {
 	char akey[32], okey[32];
 	uint32_t agent_slot = 0, org_slot = 0;
@@ -598,20 +620,15 @@ static int wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet
 	return 0;
 }
 
-static const struct shm_wallet *owner_wallet(struct call *c, const struct gate_wallet_ref *ref)
-{
-	return ref->org ? &c->m->orgs[ref->slot].wallet : &c->m->agents[ref->slot].wallet;
-}
-
 static int m_wallets_get(struct call *c)
 {
 	struct gate_wallet_ref ref;
 	int rc;
 
-	if ((rc = wallet_ref_arg(c, "", &ref)))
+	if ((rc = call_wallet_ref_arg(c, "", &ref)))
 		return rc;
 	call_ok(c);
-	pack_wallet(c, owner_wallet(c, &ref), ref.org);
+	pack_wallet(c, &ref);
 	return 0;
 }
 
@@ -619,13 +636,23 @@ static int m_wallets_update(struct call *c)
 {
 	struct gate_wallet_ref ref;
 	sc_wallet_update u;
-	int rc;
+	int period = 0, has_period, rc;
 
-	if ((rc = wallet_ref_arg(c, "", &ref)) || (rc = wallet_args(c->a, 1, &u)) ||
+	if ((rc = call_wallet_ref_arg(c, "", &ref)) || (rc = wallet_args(c->a, 1, &u)) ||
+	    (rc = call_enum_arg(c, c->a, "period", &sc_period_names, &period, &has_period)) ||
 	    (rc = state_wallet_update(c->st, ref.slot, ref.org, &u, c->err, sizeof(c->err))))
 		return rc;
+	if (has_period) {
+		struct shm_org *o = &c->m->orgs[ref.org ? ref.slot : c->m->agents[ref.slot].org_slot];
+		uint32_t *seq = ref.org ? &o->rec.seq : &c->m->agents[ref.slot].rec.seq;
+
+		gate_wallet_period(ref.org ? &o->wallet : &c->m->agents[ref.slot].wallet, seq, period,
+		                   &o->cal);
+	}
+	if (!ref.org)
+		gate_carve_sync(c->st, &c->m->agents[ref.slot]);
 	call_ok(c);
-	pack_wallet(c, owner_wallet(c, &ref), ref.org);
+	pack_wallet(c, &ref);
 	return 0;
 }
 
@@ -650,7 +677,7 @@ static int fixed_write(void *data, const char *buf, size_t len)
 }
 
 /* The {reason} metadata of a transfer or adjustment, packed into buf. */
-static int reason_meta(struct call *c, uint8_t *buf, size_t *len)
+int call_reason_meta(struct call *c, uint8_t *buf, size_t *len)
 {
 	struct fixed_buf b = {buf, 0, SHM_METADATA_MAX, 0};
 	struct state_str reason;
@@ -677,9 +704,9 @@ static int m_wallets_transfer(struct call *c)
 	msgpack_packer *pk;
 	int rc;
 
-	if ((rc = wallet_ref_arg(c, "from_", &from)) || (rc = wallet_ref_arg(c, "to_", &to)) ||
+	if ((rc = call_wallet_ref_arg(c, "from_", &from)) || (rc = call_wallet_ref_arg(c, "to_", &to)) ||
 	    (rc = proto_arg_money(c->a, "amount", 1, &amount, NULL)) ||
-	    (rc = reason_meta(c, meta, &meta_len)) ||
+	    (rc = call_reason_meta(c, meta, &meta_len)) ||
 	    (rc = gate_transfer(c->st, &from, &to, amount, meta, meta_len, c->now, ids, c->err,
 	                        sizeof(c->err))))
 		return rc;
@@ -687,9 +714,9 @@ static int m_wallets_transfer(struct call *c)
 	call_map(c, 4);
 	proto_pack_key_i64(pk, "amount", amount);
 	proto_pack_cstr(pk, "from");
-	pack_wallet(c, owner_wallet(c, &from), from.org);
+	pack_wallet(c, &from);
 	proto_pack_cstr(pk, "to");
-	pack_wallet(c, owner_wallet(c, &to), to.org);
+	pack_wallet(c, &to);
 	proto_pack_cstr(pk, "transactions");
 	msgpack_pack_array(pk, 2);
 	msgpack_pack_uint64(pk, ids[0]);
@@ -707,16 +734,16 @@ static int m_wallets_adjust(struct call *c)
 	msgpack_packer *pk;
 	int rc;
 
-	if ((rc = wallet_ref_arg(c, "", &ref)) ||
+	if ((rc = call_wallet_ref_arg(c, "", &ref)) ||
 	    (rc = proto_arg_int(c->a, "amount", 1, -INT64_MAX, INT64_MAX, &amount, NULL)) ||
-	    (rc = reason_meta(c, meta, &meta_len)) ||
+	    (rc = call_reason_meta(c, meta, &meta_len)) ||
 	    (rc = gate_adjust(c->st, &ref, amount, meta, meta_len, c->now, &id, c->err,
 	                      sizeof(c->err))))
 		return rc;
 	pk = call_ok(c);
 	call_map(c, 2);
 	proto_pack_cstr(pk, "wallet");
-	pack_wallet(c, owner_wallet(c, &ref), ref.org);
+	pack_wallet(c, &ref);
 	proto_pack_key_u64(pk, "transaction_id", id);
 	return 0;
 }
@@ -820,8 +847,12 @@ static const struct method {
 	 LEDGER_WALLETS_TRANSFER},
 	{"wallets.adjust", m_wallets_adjust, FIELDS("agent_id", "org_id", "amount", "reason"),
 	 LEDGER_WALLETS_ADJUST},
-	{"wallets.update", m_wallets_update, FIELDS("agent_id", "org_id", WALLET_FIELDS, "debt"), LEDGER_WALLETS_UPDATE},
-	{"orgs.create", m_orgs_create, FIELDS("name"), LEDGER_ORGS_CREATE},
+	{"wallets.update", m_wallets_update, FIELDS("agent_id", "org_id", WALLET_FIELDS, "debt", "period"), LEDGER_WALLETS_UPDATE},
+	{"wallets.carve", m_wallets_carve, FIELDS("agent_id", "amount", "reason"), LEDGER_WALLETS_CARVE},
+	{"wallets.release", m_wallets_release, FIELDS("agent_id"), LEDGER_WALLETS_RELEASE},
+	{"spend", m_spend, FIELDS("agent_id", "org_id"), 0},
+	{"orgs.create", m_orgs_create, FIELDS("name", "timezone"), LEDGER_ORGS_CREATE},
+	{"orgs.update", m_orgs_update, FIELDS("org_id", "timezone"), LEDGER_ORGS_UPDATE},
 	{"orgs.list", m_orgs_list, FIELDS(NULL), 0},
 	{"agents.create", m_agents_create, FIELDS("org", "name", "priority", "wallet", "rules"), LEDGER_AGENTS_CREATE},
 	{"agents.get", m_agents_get, FIELDS("agent_id"), 0},
@@ -905,9 +936,13 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 	} else if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
 		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", refused);
 	} else {
+		int64_t now = dispatch_now();
+
+		if (m->ledger_type && now >= gate_next_roll(d->st))
+			dispatch_roll(d, now); /* a new day begins before the change that sees it */
 		if (m->ledger_type)
 			shm_change_begin(shm);
-		rc = run(d, m, req->params, dispatch_now(), &c);
+		rc = run(d, m, req->params, now, &c);
 		if (rc == 0 && m->ledger_type && !c.replayed && d->ledger)
 			seq = record(d, m->ledger_type, c.now, req->params);
 		if (m->ledger_type)
@@ -935,6 +970,18 @@ unsigned dispatch_expire(struct dispatch *d, int64_t now)
 	}
 	shm_change_end(shm);
 	return n;
+}
+
+void dispatch_roll(struct dispatch *d, int64_t now)
+{
+	struct shm *shm = state_shm(d->st);
+
+	shm_change_begin(shm);
+	if (gate_roll(d->st, now) && d->ledger) {
+		msgpack_pack_array(ledger_begin(d->ledger, LEDGER_ROLL, now), 0);
+		state_set_applied(d->st, ledger_commit(d->ledger));
+	}
+	shm_change_end(shm);
 }
 
 void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set)
@@ -1044,6 +1091,29 @@ static const struct method *method_of_type(unsigned type)
 	return NULL;
 }
 
+/*
+ * Runs a method record again. An org's time zone was resolved by the live
+ * daemon: the replay reads the rule from the recorded result instead.
+ */
+static int replay_run(struct dispatch *d, const struct method *m, const struct ledger_record *r,
+                      const msgpack_object *params, size_t off, struct call *c)
+{
+	msgpack_unpacked res;
+	size_t roff = 0;
+	int rc;
+
+	if (r->type != LEDGER_ORGS_CREATE && r->type != LEDGER_ORGS_UPDATE)
+		return run(d, m, params, r->time, c);
+	msgpack_unpacked_init(&res);
+	if (msgpack_unpack_next(&res, r->body + 1 + off, r->body_len - 1 - off, &roff) ==
+	    MSGPACK_UNPACK_SUCCESS)
+		d->recorded = &res.data;
+	rc = run(d, m, params, r->time, c);
+	d->recorded = NULL;
+	msgpack_unpacked_destroy(&res);
+	return rc;
+}
+
 int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err, size_t errlen)
 {
 	const struct method *m = method_of_type(r->type);
@@ -1055,6 +1125,8 @@ int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err
 	msgpack_unpacked_init(&u);
 	if (r->type == LEDGER_EXPIRE) {
 		gate_expire(d->st, r->time);
+	} else if (r->type == LEDGER_ROLL) {
+		gate_roll(d->st, r->time);
 	} else if (r->type == LEDGER_SETTINGS) {
 		if (msgpack_unpack_next(&u, r->body, r->body_len, &off) != MSGPACK_UNPACK_SUCCESS)
 			rc = SC_EINVAL;
@@ -1066,7 +1138,7 @@ int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err
 		sc_errorf(err, errlen, "record %llu: not a %s record this daemon can apply",
 		          (unsigned long long)r->seq, ledger_type_name(r->type));
 		rc = SC_EINVAL;
-	} else if ((rc = run(d, m, &u.data, r->time, &c)) != 0) {
+	} else if ((rc = replay_run(d, m, r, &u.data, off, &c)) != 0) {
 		sc_errorf(err, errlen, "record %llu (%s) failed on replay: %s",
 		          (unsigned long long)r->seq, m->name, c.err);
 	} else if (d->scratch.size - 1 != r->body_len - 1 - off ||

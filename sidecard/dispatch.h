@@ -27,6 +27,7 @@ struct dispatch {
 	int strict;                /* replies to changes wait for their record to be durable */
 	uint64_t checkpoint_seq;   /* the newest snapshot, for stats */
 	msgpack_sbuffer scratch;   /* a method's result before it is sent (init/destroy by owner) */
+	const msgpack_object *recorded; /* replay: the result the record holds, else NULL */
 };
 
 /*
@@ -39,6 +40,8 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 
 /* Expires due holds and records it; returns how many. */
 unsigned dispatch_expire(struct dispatch *d, int64_t now);
+/* Rolls the orgs' calendars into a new local day when one began, and records it. */
+void dispatch_roll(struct dispatch *d, int64_t now);
 /* Applies and records the settings (and the segment's capacities). */
 void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set);
 /* The capacities in the body of a settings record: 0 or SC_EINVAL. */

@@ -5,6 +5,7 @@
  *   dispatch.c       the method table, requests, ledger records and replay,
  *                    and the methods that change orgs, agents, rules, wallets
  *   dispatch_view.c  the read-only methods over the whole state
+ *   dispatch_period.c  time zones, budget periods, spend and sub-budgets
  *
  * A method reads its arguments, calls the state or the gate and, only once
  * nothing can fail any more, packs nil and its result (call_ok); on failure
@@ -18,6 +19,7 @@
 
 #include "common.h"
 #include "dispatch.h"
+#include "gate.h"
 #include "proto.h"
 #include "state.h"
 
@@ -41,8 +43,12 @@ int call_fail(struct call *c, int code, const char *fmt, ...) __attribute__((for
 /* Starts a successful response: the nil error. */
 msgpack_packer *call_ok(struct call *c);
 void call_map(struct call *c, size_t n);
-void pack_wallet(struct call *c, const struct shm_wallet *w, int org);
-void pack_rule(struct call *c, const struct shm_rule *r);
+/* The wallet ref names and the org whose calendar it counts in. */
+const struct shm_wallet *call_wallet(struct call *c, const struct gate_wallet_ref *ref);
+const struct shm_org *call_wallet_org(struct call *c, const struct gate_wallet_ref *ref);
+void pack_wallet(struct call *c, const struct gate_wallet_ref *ref);
+/* A rule of agent a. */
+void pack_rule(struct call *c, const struct shm_rule *r, const struct shm_agent *a);
 void pack_agent(struct call *c, uint32_t slot);
 void pack_org(struct call *c, uint32_t slot);
 void pack_txn(struct call *c, const struct shm_txn *t);
@@ -59,6 +65,10 @@ int call_agent_arg(struct call *c, uint32_t *slot);
 int call_org_ref_arg(struct call *c, const char *key, int required, uint32_t *slot, int *present);
 /* key: an org id; optional when present is not NULL. */
 int call_org_id_arg(struct call *c, const char *key, uint32_t *slot, int *present);
+/* "<prefix>agent_id" or "<prefix>org_id", exactly one: a wallet. */
+int call_wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet_ref *ref);
+/* "reason" (required), packed as the metadata map {reason} into buf (SHM_METADATA_MAX). */
+int call_reason_meta(struct call *c, uint8_t *buf, size_t *len);
 /* An enum given by its word; *out is its value. */
 int call_enum_arg(struct call *c, struct proto_args *a, const char *key,
                   const struct sc_names *names, int *out, int *present);
@@ -87,6 +97,18 @@ struct ring {
 
 /* Packs, newest first, at most limit records of the ring that f keeps. */
 int list_ring(struct call *c, const struct ring *r, const struct ring_filter *f, int64_t limit);
+
+/* ---- the methods of dispatch_period.c ---- */
+/*
+ * "timezone" (optional): resolved into the POSIX rule kept with the org, or
+ * on replay taken from the recorded result.
+ */
+int call_timezone_arg(struct call *c, char name[SHM_TZ_MAX + 1], char rule[SHM_TZ_MAX + 1],
+                      int *present);
+int m_orgs_update(struct call *c);
+int m_spend(struct call *c);
+int m_wallets_carve(struct call *c);
+int m_wallets_release(struct call *c);
 
 /* ---- the methods of dispatch_view.c ---- */
 int m_score(struct call *c);

@@ -98,9 +98,9 @@ int64_t gate_add_sat(int64_t a, int64_t b)
 	return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
 }
 
-int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int64_t now)
+int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int32_t today)
 {
-	return gate_add_sat(day == gate_day(now) ? spent : 0, held);
+	return gate_add_sat(day == today ? spent : 0, held);
 }
 
 static uint32_t bucket(int32_t minute)
@@ -187,17 +187,20 @@ static int64_t available(const struct shm_wallet *w)
 	return __builtin_sub_overflow(w->balance, w->held, &a) ? INT64_MIN : a;
 }
 
-/* Steps 5 and 6: a wallet's per-transaction, daily and balance limits. */
+/*
+ * Steps 5 and 6: a wallet's per-transaction, daily and balance limits; avail
+ * is what the check may use of the balance, today the org's local day.
+ */
 static int wallet_limits(const struct shm_wallet *w, const char *prefix, const char *empty,
-                         int64_t est, int64_t now, struct verdict *v)
+                         int64_t est, int32_t today, int64_t avail, struct verdict *v)
 {
 	if (w->max_per_txn > 0 && est > w->max_per_txn && refuse(v, "%s:max_per_txn", prefix))
 		return 1;
 	if (w->daily_limit > 0 &&
-	    est > w->daily_limit - gate_daily_used(w->day, w->daily_spent, w->held, now) &&
+	    est > w->daily_limit - gate_daily_used(w->day, w->daily_spent, w->held, today) &&
 	    refuse(v, "%s:daily_spend_limit", prefix))
 		return 1;
-	return est > available(w) && refuse(v, "%s", empty);
+	return est > avail && refuse(v, "%s", empty);
 }
 
 static int64_t hourly_limit(const struct shm_agent *a, const struct shm_rule *r)
@@ -209,7 +212,7 @@ static int64_t hourly_limit(const struct shm_agent *a, const struct shm_rule *r)
 
 /* Step 7: the most specific rule's limits. */
 static int rule_limits(const struct shm_agent *a, const struct shm_rule *r, int64_t est,
-                       int64_t now, struct verdict *v)
+                       int32_t today, int64_t now, struct verdict *v)
 {
 	int64_t hourly = hourly_limit(a, r);
 
@@ -217,16 +220,14 @@ static int rule_limits(const struct shm_agent *a, const struct shm_rule *r, int6
 	    refuse(v, "rule:%s:max_cost_per_txn", r->name))
 		return 1;
 	if (r->daily_limit > 0 &&
-	    est > r->daily_limit - gate_daily_used(r->day, r->daily_spent, r->held, now) &&
+	    est > r->daily_limit - gate_daily_used(r->day, r->daily_spent, r->held, today) &&
 	    refuse(v, "rule:%s:daily_spend_limit", r->name))
 		return 1;
 	return hourly > 0 && gate_rate_count(r, now) >= hourly &&
 	       refuse(v, "rule:%s:hourly_rate_limit", r->name);
 }
 
-/* Priority high: tops up by 50% of budget when available < 10% of budget. */
-/* Records a settled transaction that moved money in or out of a wallet. */
-static uint64_t wallet_txn(struct state *st, uint64_t agent_id, uint64_t org_id,
+uint64_t gate_wallet_txn(struct state *st, uint64_t agent_id, uint64_t org_id,
                            const char *action, const char *type, int64_t estimate, int64_t charged,
                            int64_t balance_after, const uint8_t *meta, size_t meta_len, int64_t now)
 {
@@ -251,6 +252,7 @@ static uint64_t wallet_txn(struct state *st, uint64_t agent_id, uint64_t org_id,
 	return id;
 }
 
+/* Priority high: tops up by 50% of budget when available < 10% of budget. */
 static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 {
 	struct shm_wallet *w = &a->wallet;
@@ -262,7 +264,7 @@ static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 	shm_write_begin(&a->rec.seq);
 	w->balance = balance;
 	shm_write_end(&a->rec.seq);
-	wallet_txn(st, a->id, a->org_id, "wallet.topup", "topup", add, 0, balance, NULL, 0, now);
+	gate_wallet_txn(st, a->id, a->org_id, "wallet.topup", "topup", add, 0, balance, NULL, 0, now);
 	count(st, C_TOPUPS);
 	log_info("agent %llu topped up by %lld micros (priority high)", (unsigned long long)a->id,
 	         (long long)add);
@@ -498,6 +500,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	int64_t ratio = 0;
 
 	memset(out, 0, sizeof(*out));
+	gate_roll(st, now);
 	if ((rc = validate_check(req, err, errlen)) != 0)
 		return rc;
 	if (state_agent_by_id(st, req->agent_id, &agent_slot) != 0) {
@@ -544,11 +547,13 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	} else if (a->priority != SC_PRIORITY_CRITICAL && o->wallet.limited && o->wallet.debt > 0) {
 		refuse(&v, "org_debt");
 	} else if (!(o->wallet.limited &&
-	             wallet_limits(&o->wallet, "org", "org_empty", req->estimate, now, &v))) {
+	             wallet_limits(&o->wallet, "org", "org_empty", req->estimate, o->cal.day,
+	                           gate_org_available(o, a), &v))) {
 		maybe_top_up(st, a, now);
 		/* steps 6 to 9: wallet, most specific rule, task, score */
-		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, now, &v) &&
-		    !(r && rule_limits(a, r, req->estimate, now, &v)) &&
+		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, o->cal.day,
+		                   available(&a->wallet), &v) &&
+		    !(r && rule_limits(a, r, req->estimate, o->cal.day, now, &v)) &&
 		    !(task && task_limit(st, task, req->estimate, &v)) && a->score < GATE_SCORE_BLOCK)
 			refuse(&v, "score_too_low");
 	}
@@ -568,6 +573,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	if (out->allowed)
 		place_holds(st, agent_slot, rule_slot, task_slot, hold_slot, req, out->txn_id, now);
 	note_check(st, a, task, out, anomaly, ratio, now);
+	gate_carve_sync(st, a);
 	shm_change_end(m);
 	out->available = available(&a->wallet);
 	return 0;
@@ -575,21 +581,12 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 
 /* --------------------------------------------------------------- settle */
 
-/* Keeps daily_spent for the current UTC day. */
-static void roll_day(int32_t *day, int64_t *spent, int64_t now)
-{
-	if (*day != gate_day(now)) {
-		*day = gate_day(now);
-		*spent = 0;
-	}
-}
-
 /* Releases a hold of amount and charges charge; the rest of a charge past the balance is debt. */
-static void wallet_settle(struct shm_wallet *w, int64_t amount, int64_t charge, int64_t now)
+static void wallet_settle(struct shm_wallet *w, const struct shm_calendar *cal, int64_t amount,
+                          int64_t charge)
 {
 	w->held -= amount;
-	roll_day(&w->day, &w->daily_spent, now);
-	w->daily_spent = gate_add_sat(w->daily_spent, charge);
+	gate_spend_add(w, cal, charge);
 	if (charge <= w->balance) {
 		w->balance -= charge;
 	} else {
@@ -617,7 +614,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 
 	SC_ASSERT(a->rec.used && a->id == h->agent_id);
 	shm_write_begin(&a->rec.seq);
-	wallet_settle(&a->wallet, h->amount, charge, now);
+	wallet_settle(&a->wallet, &o->cal, h->amount, charge);
 	a->open_holds--;
 	if (status == SC_TXN_SETTLED) {
 		a->settled++;
@@ -631,7 +628,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 	gate_rescore(st, a, now);
 	if (h->org_limited) {
 		shm_write_begin(&o->rec.seq);
-		wallet_settle(&o->wallet, h->amount, charge, now);
+		wallet_settle(&o->wallet, &o->cal, h->amount, charge);
 		shm_write_end(&o->rec.seq);
 	}
 	if (h->rule_slot != SHM_NONE && m->rules[h->rule_slot].rec.used &&
@@ -640,7 +637,10 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 
 		shm_write_begin(&r->rec.seq);
 		r->held -= h->amount;
-		roll_day(&r->day, &r->daily_spent, now);
+		if (r->day != o->cal.day) {
+			r->day = o->cal.day;
+			r->daily_spent = 0;
+		}
 		r->daily_spent = gate_add_sat(r->daily_spent, charge);
 		shm_write_end(&r->rec.seq);
 	}
@@ -666,6 +666,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		shm_write_end(&t->rec.seq);
 	}
 	state_hold_free(st, hold_slot);
+	gate_carve_sync(st, a);
 	count(st, status == SC_TXN_SETTLED ? C_REPORTS : C_EXPIRED);
 }
 
@@ -739,6 +740,7 @@ int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int 
 	int64_t charge;
 
 	memset(out, 0, sizeof(*out));
+	gate_roll(st, now);
 	if ((unsigned)outcome > SC_OUTCOME_PARTIAL) {
 		sc_errorf(err, errlen, "outcome: must be success, failure or partial");
 		return SC_EINVAL;
@@ -776,6 +778,7 @@ unsigned gate_expire(struct state *st, int64_t now)
 	unsigned n = 0;
 	uint32_t slot;
 
+	gate_roll(st, now);
 	while ((slot = state_hold_oldest(st)) != SHM_NONE && m->holds[slot].expires_at <= now) {
 		const struct shm_hold *h = &m->holds[slot];
 
@@ -810,6 +813,22 @@ static struct owner owner_of(struct state *st, const struct gate_wallet_ref *ref
 	                      m->agents[ref->slot].id, m->agents[ref->slot].org_id};
 }
 
+/* What a transfer may take: an org's available funds exclude its agents' sub-budgets. */
+static int64_t source_available(struct state *st, const struct gate_wallet_ref *ref)
+{
+	struct owner o = owner_of(st, ref);
+	int64_t a = available(o.w);
+
+	return ref->org ? gate_add_sat(a, -o.w->reserving) : a;
+}
+
+/* A sub-budget follows its agent's available funds. */
+static void sync_owner(struct state *st, const struct gate_wallet_ref *ref)
+{
+	if (!ref->org)
+		gate_carve_sync(st, &state_shm(st)->agents[ref->slot]);
+}
+
 int gate_transfer(struct state *st, const struct gate_wallet_ref *from,
                   const struct gate_wallet_ref *to, int64_t amount, const uint8_t *meta,
                   size_t meta_len, int64_t now, uint64_t ids[2], char *err, size_t errlen)
@@ -818,6 +837,7 @@ int gate_transfer(struct state *st, const struct gate_wallet_ref *from,
 	struct shm *m = state_shm(st);
 	int64_t balance;
 
+	gate_roll(st, now);
 	if (amount <= 0) {
 		sc_errorf(err, errlen, "amount: must be more than 0");
 		return SC_EINVAL;
@@ -831,9 +851,11 @@ int gate_transfer(struct state *st, const struct gate_wallet_ref *from,
 		sc_errorf(err, errlen, "the source and the destination are the same wallet");
 		return SC_EINVAL;
 	}
-	if (amount > available(src.w)) {
-		sc_errorf(err, errlen, "amount: %lld exceeds the source's available funds (%lld)",
-		          (long long)amount, (long long)available(src.w));
+	if (amount > source_available(st, from)) {
+		sc_errorf(err, errlen,
+		          "amount: %lld exceeds the source's available funds (%lld%s)",
+		          (long long)amount, (long long)source_available(st, from),
+		          from->org ? ", not counting sub-budgets" : "");
 		return SC_EINVAL;
 	}
 	if (__builtin_add_overflow(dst.w->balance, amount, &balance)) {
@@ -848,10 +870,12 @@ int gate_transfer(struct state *st, const struct gate_wallet_ref *from,
 	dst.w->balance = balance;
 	dst.w->limited = 1;
 	shm_write_end(dst.seq);
-	ids[0] = wallet_txn(st, src.agent_id, src.org_id, "wallet.transfer", "transfer", amount,
+	ids[0] = gate_wallet_txn(st, src.agent_id, src.org_id, "wallet.transfer", "transfer", amount,
 	                    amount, src.w->balance, meta, meta_len, now);
-	ids[1] = wallet_txn(st, dst.agent_id, dst.org_id, "wallet.transfer", "transfer", amount,
+	ids[1] = gate_wallet_txn(st, dst.agent_id, dst.org_id, "wallet.transfer", "transfer", amount,
 	                    -amount, balance, meta, meta_len, now);
+	sync_owner(st, from);
+	sync_owner(st, to);
 	shm_change_end(m);
 	return 0;
 }
@@ -864,6 +888,7 @@ int gate_adjust(struct state *st, const struct gate_wallet_ref *ref, int64_t amo
 	struct shm *m = state_shm(st);
 	int64_t balance;
 
+	gate_roll(st, now);
 	if (amount == 0 || amount == INT64_MIN) {
 		sc_errorf(err, errlen, "amount: must be a non-zero number of micro-dollars");
 		return SC_EINVAL;
@@ -882,8 +907,9 @@ int gate_adjust(struct state *st, const struct gate_wallet_ref *ref, int64_t amo
 	o.w->balance = balance;
 	o.w->limited = 1;
 	shm_write_end(o.seq);
-	*txn_id = wallet_txn(st, o.agent_id, o.org_id, "wallet.adjust", "adjustment",
+	*txn_id = gate_wallet_txn(st, o.agent_id, o.org_id, "wallet.adjust", "adjustment",
 	                     amount < 0 ? -amount : amount, -amount, balance, meta, meta_len, now);
+	sync_owner(st, ref);
 	shm_change_end(m);
 	return 0;
 }

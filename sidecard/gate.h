@@ -21,7 +21,7 @@
  * replay an older ledger: the settings record carries this number and
  * recovery refuses a mismatch. Raise it with any change of decisions.
  */
-#define GATE_VERSION 1
+#define GATE_VERSION 2
 
 #define GATE_US_PER_DAY INT64_C(86400000000)
 #define GATE_US_PER_MINUTE INT64_C(60000000)
@@ -140,7 +140,50 @@ int32_t gate_minute(int64_t now);
 /* Allowed checks a rule has counted in the hourly window at now. */
 int64_t gate_rate_count(const struct shm_rule *r, int64_t now);
 
-/* Amount counted against a daily limit at now: spent today plus held. */
-int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int64_t now);
+/* Amount counted against a daily limit on local day today: spent that day plus held. */
+int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int32_t today);
+
+/* Records a settled transaction that moved money in or out of a wallet (agent_id 0: the org's). */
+uint64_t gate_wallet_txn(struct state *st, uint64_t agent_id, uint64_t org_id, const char *action,
+                         const char *type, int64_t estimate, int64_t charged,
+                         int64_t balance_after, const uint8_t *meta, size_t meta_len, int64_t now);
+
+/* ---- calendars, budget periods and sub-budgets (period.c) ---- */
+
+/* The calendar at now of a POSIX TZ rule ("" for UTC). */
+void gate_calendar(const char *rule, int64_t now, struct shm_calendar *cal);
+/*
+ * Rolls every org whose local day ended by now into its new calendar and
+ * refills the wallets whose budget period changed. Cheap when nothing is
+ * due. Returns the number of orgs rolled. Every gate operation starts with it.
+ */
+unsigned gate_roll(struct state *st, int64_t now);
+/* When the next org's local day ends: the time gate_roll next has work. */
+int64_t gate_next_roll(struct state *st);
+/* Sets an org's time zone (name as given, its resolved POSIX rule) and its calendar. */
+void gate_org_timezone(struct state *st, uint32_t org_slot, const char *name, const char *rule,
+                       int64_t now);
+/* Sets a wallet's budget period; the first refill comes when the next such period begins. */
+void gate_wallet_period(struct shm_wallet *w, uint32_t *seq, int period,
+                        const struct shm_calendar *cal);
+/* The key of the wallet's budget period in cal (its day when it has none), and its end. */
+int32_t gate_period_key(const struct shm_wallet *w, const struct shm_calendar *cal);
+int64_t gate_period_end(const struct shm_wallet *w, const struct shm_calendar *cal);
+/* Counts a charge in the wallet's daily, weekly, monthly and total spend. */
+void gate_spend_add(struct shm_wallet *w, const struct shm_calendar *cal, int64_t charge);
+
+/* What agent a (NULL: no agent) may use of its org's wallet: available minus others' sub-budgets. */
+int64_t gate_org_available(const struct shm_org *o, const struct shm_agent *a);
+/* Brings the reservation of a's sub-budget in line with its available funds. */
+void gate_carve_sync(struct state *st, struct shm_agent *a);
+/*
+ * Carves amount (> 0) for an agent from its org's unreserved available funds:
+ * the agent's balance grows by amount and what it has available is reserved
+ * in the org's wallet for it alone. Recorded as a "carve" transaction.
+ */
+int gate_carve(struct state *st, uint32_t agent_slot, int64_t amount, const uint8_t *meta,
+               size_t meta_len, int64_t now, uint64_t *txn_id, char *err, size_t errlen);
+/* Ends an agent's sub-budget: its reservation returns to the org's shared funds. */
+void gate_release(struct state *st, uint32_t agent_slot);
 
 #endif /* SIDECARD_GATE_H */

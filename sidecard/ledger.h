@@ -34,6 +34,10 @@ enum ledger_type {
 	LEDGER_EXPIRE, /* [] : every hold due at the record's time expired */
 	LEDGER_WALLETS_TRANSFER,
 	LEDGER_WALLETS_ADJUST,
+	LEDGER_ROLL, /* [] : the calendars rolled at the record's time (gate_roll) */
+	LEDGER_ORGS_UPDATE,
+	LEDGER_WALLETS_CARVE,
+	LEDGER_WALLETS_RELEASE,
 	LEDGER_TYPE_END
 };
 

@@ -78,6 +78,10 @@ static const char *const type_names[LEDGER_TYPE_END] = {
 	[LEDGER_EXPIRE] = "expire",
 	[LEDGER_WALLETS_TRANSFER] = "wallets.transfer",
 	[LEDGER_WALLETS_ADJUST] = "wallets.adjust",
+	[LEDGER_ROLL] = "roll",
+	[LEDGER_ORGS_UPDATE] = "orgs.update",
+	[LEDGER_WALLETS_CARVE] = "wallets.carve",
+	[LEDGER_WALLETS_RELEASE] = "wallets.release",
 };
 
 const char *ledger_type_name(unsigned type)

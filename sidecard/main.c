@@ -32,6 +32,7 @@ struct daemon {
 	struct srv_config srv_cfg;
 	uv_loop_t loop;
 	uv_timer_t expiry, checkpoint_timer;
+	int64_t timer_due; /* when the expiry timer fires (daemon time) */
 	uv_signal_t sigterm, sigint;
 	struct state *st;
 	struct srv *srv;
@@ -62,13 +63,19 @@ static int lock_state_dir(const char *dir)
 
 static void on_expiry(uv_timer_t *t);
 
-/* Arms the timer for the oldest hold; all holds share one TTL, so it is the next due. */
+/*
+ * Arms the timer for the oldest hold (all holds share one TTL, so it is the
+ * next due) or the next local midnight of an org, whichever comes first.
+ */
 static void arm_expiry(struct daemon *d)
 {
-	int64_t next = gate_next_expiry(d->st), wait;
+	int64_t next = gate_next_expiry(d->st), roll = gate_next_roll(d->st), wait;
 
 	if (d->stopping)
 		return;
+	if (roll < next)
+		next = roll;
+	d->timer_due = next;
 	if (next == INT64_MAX) {
 		uv_timer_stop(&d->expiry);
 		return;
@@ -87,6 +94,7 @@ static void on_expiry(uv_timer_t *t)
 		uv_timer_start(&d->expiry, on_expiry, 1000, 0);
 		return;
 	}
+	dispatch_roll(&d->dispatch, dispatch_now());
 	n = dispatch_expire(&d->dispatch, dispatch_now());
 	if (n)
 		log_info("%u hold(s) expired", n);
@@ -97,7 +105,7 @@ static void on_hold_placed(void *arg)
 {
 	struct daemon *d = arg;
 
-	if (!uv_is_active((uv_handle_t *)&d->expiry))
+	if (!uv_is_active((uv_handle_t *)&d->expiry) || gate_next_expiry(d->st) < d->timer_due)
 		arm_expiry(d);
 }
 

@@ -577,6 +577,7 @@ int state_org_create(struct state *st, struct state_str name, int64_t now, uint3
 	o->created_at = now;
 	copy_str(o->name, name);
 	shm_write_end(&o->rec.seq);
+	h->next_roll = 0; /* the gate's next roll sets up the new org's calendar */
 	shm_change_end(&st->m);
 	rc = ix_add(st, key_num(IX_ORG_ID, o->id), s);
 	if (rc == 0)

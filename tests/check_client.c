@@ -132,19 +132,26 @@ static void org_list(msgpack_packer *pk, uint64_t msgid, const char *name, int w
 
 	put_response_head(pk, msgid);
 	msgpack_pack_array(pk, 1);
-	msgpack_pack_map(pk, without_created_at ? 5 : 6);
+	msgpack_pack_map(pk, without_created_at ? 7 : 8);
 	put_kv_int(pk, "id", 7);
 	put_str(pk, "name");
 	put_str(pk, name);
+	put_str(pk, "timezone");
+	put_str(pk, "UTC");
+	put_str(pk, "timezone_rule");
+	put_str(pk, "UTC0");
 	put_kv_int(pk, "agents", 0);
 	if (!without_created_at)
 		put_kv_int(pk, "created_at", 1);
 	put_str(pk, "from_the_future");
 	put_str(pk, "ignored");
 	put_str(pk, "wallet");
-	msgpack_pack_map(pk, 9);
+	msgpack_pack_map(pk, 11);
 	for (i = 0; i < sizeof(wallet_keys) / sizeof(wallet_keys[0]); i++)
 		put_kv_int(pk, wallet_keys[i], (int64_t)i);
+	put_kv_int(pk, "reserved", 0);
+	put_str(pk, "period");
+	put_str(pk, "none");
 	put_str(pk, "limited");
 	msgpack_pack_true(pk);
 }

@@ -168,13 +168,13 @@ END_TEST
 
 START_TEST(test_daily_used_resets_on_new_utc_day)
 {
-	ck_assert_int_eq(gate_daily_used(T0_DAY, 50, 10, T0), 60);
-	ck_assert_int_eq(gate_daily_used(T0_DAY, 50, 0, MIDNIGHT - 1), 50);
+	ck_assert_int_eq(gate_daily_used(T0_DAY, 50, 10, gate_day(T0)), 60);
+	ck_assert_int_eq(gate_daily_used(T0_DAY, 50, 0, gate_day(MIDNIGHT - 1)), 50);
 	/* spent on an earlier day no longer counts; holds always do */
-	ck_assert_int_eq(gate_daily_used(T0_DAY, 50, 0, MIDNIGHT), 0);
-	ck_assert_int_eq(gate_daily_used(T0_DAY, 50, 10, MIDNIGHT), 10);
-	ck_assert_int_eq(gate_daily_used(T0_DAY - 1, 50, 10, T0), 10);
-	ck_assert_int_eq(gate_daily_used(0, 0, 0, T0), 0);
+	ck_assert_int_eq(gate_daily_used(T0_DAY, 50, 0, gate_day(MIDNIGHT)), 0);
+	ck_assert_int_eq(gate_daily_used(T0_DAY, 50, 10, gate_day(MIDNIGHT)), 10);
+	ck_assert_int_eq(gate_daily_used(T0_DAY - 1, 50, 10, gate_day(T0)), 10);
+	ck_assert_int_eq(gate_daily_used(0, 0, 0, gate_day(T0)), 0);
 }
 END_TEST
 
@@ -2443,14 +2443,14 @@ static void sw_after_allowed(struct sweep *w, int ai, uint64_t txn, const char *
 	           (long long)aw->held, (long long)aw->balance);
 	SW_REQUIRE(!aw->max_per_txn || est <= aw->max_per_txn, "step %llu: wallet max", st);
 	SW_REQUIRE(!aw->daily_limit ||
-	                   gate_daily_used(aw->day, aw->daily_spent, aw->held, w->now) <=
+	                   gate_daily_used(aw->day, aw->daily_spent, aw->held, gate_day(w->now)) <=
 	                           aw->daily_limit,
 	           "step %llu: agent %d over its daily limit", st, ai);
 	SW_REQUIRE(ow->held <= ow->balance, "step %llu: org held %lld > balance %lld", st,
 	           (long long)ow->held, (long long)ow->balance);
 	SW_REQUIRE(!ow->max_per_txn || est <= ow->max_per_txn, "step %llu: org max", st);
 	SW_REQUIRE(!ow->daily_limit ||
-	                   gate_daily_used(ow->day, ow->daily_spent, ow->held, w->now) <=
+	                   gate_daily_used(ow->day, ow->daily_spent, ow->held, gate_day(w->now)) <=
 	                           ow->daily_limit,
 	           "step %llu: org over its daily limit", st);
 	SW_REQUIRE(aw->debt == 0 && ow->debt == 0, "step %llu: allowed with debt", st);
@@ -2467,7 +2467,7 @@ static void sw_after_allowed(struct sweep *w, int ai, uint64_t txn, const char *
 	SW_REQUIRE(r != NULL, "step %llu: rule %llu missing", st, (unsigned long long)tx->rule_id);
 	SW_REQUIRE(!r->max_cost_per_txn || est <= r->max_cost_per_txn, "step %llu: rule max", st);
 	SW_REQUIRE(!r->daily_limit ||
-	                   gate_daily_used(r->day, r->daily_spent, r->held, w->now) <=
+	                   gate_daily_used(r->day, r->daily_spent, r->held, gate_day(w->now)) <=
 	                           r->daily_limit,
 	           "step %llu: rule %s over its daily limit", st, r->name);
 	if (r->hourly_limit) {
