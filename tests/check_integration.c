@@ -1267,6 +1267,84 @@ static const struct {
 	{ 1, -USD(20), "reclaim", 0, 0 },
 };
 
+/* Time zones, spend per period and budget periods through the protocol. */
+START_TEST(test_timezone_spend_and_period)
+{
+	sc_wallet_update daily = { .set = SC_WALLET_SET_PERIOD | SC_WALLET_SET_BUDGET,
+		                   .budget = USD(10), .period = SC_PERIOD_DAILY };
+	int64_t day = INT64_C(86400000000), ist = INT64_C(19800000000); /* UTC+5:30 */
+	uint64_t a, org;
+	sc_spend s;
+	sc_wallet w;
+	sc_org o;
+
+	OK(sc_orgs_create_tz(c, "mumbai", "Asia/Kolkata", &o));
+	ck_assert_str_eq(o.timezone, "Asia/Kolkata");
+	ck_assert_str_eq(o.timezone_rule, "IST-5:30");
+	org = o.id;
+	FAILS(sc_orgs_create_tz(c, "mars", "Mars/Olympus_Mons", &o), SC_ENOTFOUND, "timezone");
+	FAILS(sc_orgs_create_tz(c, "up", "../../etc/passwd", &o), SC_EINVAL, "timezone");
+	a = new_agent_in("mumbai", "bot", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
+	OK(sc_wallets_update(c, a, &daily, &w));
+	ck_assert_int_eq(w.period, SC_PERIOD_DAILY);
+	report(allow(a, "tool.run", USD(3)), SC_OUTCOME_SUCCESS, 1, USD(2));
+	allow(a, "tool.run", USD(1));
+
+	OK(sc_spend_get(c, (sc_wallet_ref){ .agent_id = a }, &s));
+	ck_assert_int_eq(s.total, USD(2));
+	ck_assert_int_eq(s.daily, USD(2));
+	ck_assert_int_eq(s.weekly, USD(2));
+	ck_assert_int_eq(s.monthly, USD(2));
+	ck_assert_int_eq(s.held, USD(1));
+	ck_assert_int_eq(s.budget, USD(10));
+	ck_assert_int_eq(s.period, SC_PERIOD_DAILY);
+	ck_assert_str_eq(s.timezone, "Asia/Kolkata");
+	/* the local day ends at 18:30 UTC */
+	ck_assert_int_eq((s.daily_reset_at + ist) % day, 0);
+	ck_assert_int_eq(s.period_reset_at, s.daily_reset_at);
+	ck_assert_int_ge(s.weekly_reset_at, s.daily_reset_at);
+	ck_assert_int_ge(s.monthly_reset_at, s.daily_reset_at);
+
+	/* the org's own wallet has no period; back to UTC */
+	OK(sc_spend_get(c, of_org(org), &s));
+	ck_assert_int_eq(s.period_reset_at, 0);
+	OK(sc_orgs_set_timezone(c, org, "UTC", &o));
+	ck_assert_str_eq(o.timezone_rule, "UTC0");
+	OK(sc_spend_get(c, (sc_wallet_ref){ .agent_id = a }, &s));
+	ck_assert_int_eq(s.daily_reset_at % day, 0);
+	FAILS(sc_spend_get(c, (sc_wallet_ref){ .agent_id = a, .org_id = org }, &s), SC_EINVAL,
+	      "exactly one");
+}
+END_TEST
+
+/* A sub-budget through the protocol: reserved for its agent, released on request. */
+START_TEST(test_carve_and_release)
+{
+	sc_wallet_update funds = { .set = SC_WALLET_SET_BALANCE, .balance = USD(10) };
+	uint64_t org = new_org("pool"), carved, shared, id;
+	sc_wallet agent, ow;
+
+	carved = new_agent_in("pool", "carved", SC_PRIORITY_NORMAL, 0, 0, 0, NULL, 0);
+	shared = new_agent_in("pool", "shared", SC_PRIORITY_NORMAL, USD(100), 0, 0, NULL, 0);
+	FAILS(sc_wallets_carve(c, carved, USD(6), "q4", NULL, NULL, NULL), SC_EINVAL, "unlimited");
+	OK(sc_org_wallet_update(c, org, &funds, &ow));
+	OK(sc_wallets_carve(c, carved, USD(6), "q4", &agent, &ow, &id));
+	ck_assert_int_eq(agent.balance, USD(6));
+	ck_assert_int_eq(agent.reserved, USD(6));
+	ck_assert_int_eq(agent.sub_budget, 1);
+	ck_assert_int_eq(ow.reserved, USD(6));
+	ck_assert_uint_gt(id, 0);
+	FAILS(sc_wallets_carve(c, shared, USD(5), "too much", NULL, NULL, NULL), SC_EINVAL,
+	      "unreserved");
+	blocked(shared, "tool.run", USD(5), "org_empty");
+	allow(carved, "tool.run", USD(6));
+	OK(sc_wallets_release(c, carved, &agent, &ow));
+	ck_assert_int_eq(agent.sub_budget, 0);
+	ck_assert_int_eq(ow.reserved, 0);
+	FAILS(sc_wallets_release(c, carved, NULL, NULL), SC_EINVAL, "no sub-budget");
+}
+END_TEST
+
 START_TEST(test_adjust)
 {
 	uint64_t org = new_org("team"), a, txn;
@@ -2866,6 +2944,8 @@ static Suite *integration_suite(void)
 	tcase_add_test(tc, test_transfer_refused);
 	tcase_add_test(tc, test_transfer_org_wallet);
 	tcase_add_test(tc, test_adjust);
+	tcase_add_test(tc, test_timezone_spend_and_period);
+	tcase_add_test(tc, test_carve_and_release);
 	tcase_add_test(tc, test_balance_after_check);
 
 	tc = tcase(s, "score", setup_default, TEST_TIMEOUT_S);

@@ -368,7 +368,10 @@ static struct world populate(void)
 	sc_rule search = test_rule("search", "search.web", 0, USD(20), 0), tools, out;
 	sc_wallet_update org_funds = { .set = SC_WALLET_SET_BALANCE, .balance = USD(1000) };
 	sc_wallet_update limit = { .set = SC_WALLET_SET_MAX_PER_TXN, .max_per_txn = USD(10) };
+	sc_wallet_update daily = { .set = SC_WALLET_SET_PERIOD | SC_WALLET_SET_BUDGET,
+		                   .budget = USD(50), .period = SC_PERIOD_DAILY };
 	struct world w;
+	sc_org o;
 	sc_agent a;
 	sc_wallet wl;
 	sc_decision dec;
@@ -394,6 +397,14 @@ static struct world populate(void)
 	made[LEDGER_RULES_REMOVE]++;
 	OK(sc_wallets_update(c, w.research, &limit, &wl));
 	made[LEDGER_WALLETS_UPDATE]++;
+	/* time zones, budget periods and sub-budgets replay too */
+	OK(sc_orgs_set_timezone(c, w.alpha, "Asia/Kolkata", &o));
+	made[LEDGER_ORGS_UPDATE]++;
+	ck_assert_str_eq(o.timezone_rule, "IST-5:30");
+	OK(sc_wallets_update(c, w.ops, &daily, &wl));
+	made[LEDGER_WALLETS_UPDATE]++;
+	OK(sc_wallets_carve(c, w.ops, USD(20), "launch week", NULL, NULL, NULL));
+	made[LEDGER_WALLETS_CARVE]++;
 
 	report(allow(w.research, "openai.chat", USD(2)), SC_OUTCOME_SUCCESS, 1, CENTS(150));
 	w.open_hold = allow(w.research, "openai.chat", USD(4));
@@ -473,6 +484,9 @@ static void same_wallet(const char *where, const sc_wallet *a, const sc_wallet *
 	SAME(where, "wallet daily_spent", a->daily_spent, b->daily_spent);
 	SAME(where, "wallet debt", a->debt, b->debt);
 	SAME(where, "wallet limited", a->limited, b->limited);
+	SAME(where, "wallet period", a->period, b->period);
+	SAME(where, "wallet reserved", a->reserved, b->reserved);
+	SAME(where, "wallet sub_budget", a->sub_budget, b->sub_budget);
 }
 
 static void same_rules(const char *where, const sc_rule *a, size_t na, const sc_rule *b, size_t nb)
@@ -531,6 +545,8 @@ static void assert_same(const struct snapshot *before, const char *when)
 		SAME_STR(where, "name", a->name, b->name);
 		SAME(where, "agents", a->agents, b->agents);
 		SAME(where, "created_at", a->created_at, b->created_at);
+		SAME_STR(where, "timezone", a->timezone, b->timezone);
+		SAME_STR(where, "timezone_rule", a->timezone_rule, b->timezone_rule);
 		same_wallet(where, &a->wallet, &b->wallet);
 	}
 	snprintf(where, sizeof(where), "%s: agents", when);

@@ -413,6 +413,38 @@ run --json wallet --agent-id "$payer"; expect 0 "wallet after refusals"
 json 'assert d["balance"] == 16500000, d'
 ok "wallet transfer and adjust: refusals exit 2 and change nothing"
 
+run --json orgs create --name paris-team --timezone Europe/Paris; expect 0 "orgs create --timezone"
+json 'assert d["timezone"] == "Europe/Paris" and d["timezone_rule"] == "CET-1CEST,M3.5.0,M10.5.0/3", d'
+paris=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$dir/out")
+run orgs create --name nowhere --timezone Nowhere/City; expect 2 "orgs create, unknown zone"
+err_has "timezone"
+run --json agents create --org paris-team --name planner --balance 20
+expect 0 "agents create in paris-team"
+planner=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$dir/out")
+run --json wallet update --agent-id "$planner" --budget 20 --period weekly
+expect 0 "wallet update --period"; json 'assert d["period"] == "weekly" and d["budget"] == 20000000, d'
+run wallet update --agent-id "$planner" --period fortnightly; expect 2 "a bad --period"
+err_has "--period"
+run check --agent-id "$planner" --action tool.run --estimated-cost 1.25; expect 0 "check in paris-team"
+run report --transaction-id "$(cat "$dir/out")" --outcome success; expect 0 "report in paris-team"
+run --json spend --agent-id "$planner"; expect 0 "spend --json"
+json 'assert (d["total"], d["daily"], d["weekly"], d["monthly"]) == (1250000,) * 4, d
+assert d["timezone"] == "Europe/Paris" and d["period"] == "weekly", d
+assert d["period_reset_at"] == d["weekly_reset_at"] > d["daily_reset_at"], d'
+run spend --agent-id "$planner"; expect 0 "spend"; out_has "period_reset_at:"; out_has '$1.25'
+ok "time zones, budget periods and spend"
+
+run --json wallet update --org-id "$paris" --balance 100; expect 0 "fund paris-team"
+run --json wallet carve --agent-id "$planner" --amount 30 --reason "launch"
+expect 0 "wallet carve"
+json 'assert d["agent"]["sub_budget"] is True and d["agent"]["reserved"] == 48750000, d
+assert d["org"]["reserved"] == 48750000 and isinstance(d["transaction_id"], int), d'
+run wallet carve --agent-id "$planner" --amount 60 --reason more; expect 2 "carve too much"
+err_has "unreserved"
+run --json wallet release --agent-id "$planner"; expect 0 "wallet release"
+json 'assert d["agent"]["sub_budget"] is False and d["org"]["reserved"] == 0, d'
+ok "wallet carve and release"
+
 run agents delete --agent-id "$agent"; expect 0 "agents delete"
 run agents get --agent-id "$agent"; expect 2 "deleted agent"
 ok "agents delete"
