@@ -1,13 +1,14 @@
 #!/bin/sh
 # Installs everything sidecard needs to build and test on Debian (bookworm or
 # later): the toolchain, autotools, the four libraries, and the tools the test
-# suite uses (Debian's python3 with python3-msgpack for the interop test).
+# suite uses (Debian's python3 with python3-msgpack for the interop test, and
+# tzdata, whose zone files the time zone tests resolve).
 # Safe to run again; needs root or sudo.
 set -eu
 
 packages="build-essential autoconf automake libtool pkg-config \
 libuv1-dev libmsgpack-dev liburcu-dev check \
-python3 python3-msgpack"
+python3 python3-msgpack tzdata"
 
 if [ "$(id -u)" -ne 0 ]; then
 	SUDO=sudo

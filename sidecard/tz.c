@@ -112,6 +112,7 @@ static int peek(const struct parser *p)
 	return p->pos < p->len ? (unsigned char)p->s[p->pos] : -1;
 }
 
+/* ASCII only, whatever the locale */
 static int is_alpha(int c)
 {
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
@@ -136,9 +137,7 @@ static const char *show_char(const struct parser *p, char *buf, size_t size)
 	return buf;
 }
 
-static int fail(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(struct parser *p, const char *fmt, ...)
+static int __attribute__((format(printf, 2, 3))) fail(struct parser *p, const char *fmt, ...)
 {
 	char what[128];
 	va_list ap;
@@ -217,7 +216,8 @@ static int parse_name(struct parser *p, const char *which)
  */
 static int parse_hms(struct parser *p, const char *what, long max_h, int32_t *out)
 {
-	long h, m = 0, sec = 0, sign = 1;
+	static const char *const unit[] = { "minutes", "seconds" };
+	long h, v, sign = 1, secs;
 	size_t at = p->pos;
 	char c[16];
 
@@ -229,23 +229,16 @@ static int parse_hms(struct parser *p, const char *what, long max_h, int32_t *ou
 		p->pos = at;
 		return fail(p, "%s hours out of range (at most %ld)", what, max_h);
 	}
-	if (peek(p) == ':') {
-		p->pos++;
-		at = p->pos;
-		if (parse_number(p, &m) != 0 || p->pos - at > 2 || m > 59) {
+	secs = h * 3600;
+	for (int i = 0; i < 2 && peek(p) == ':'; i++) {
+		at = ++p->pos;
+		if (parse_number(p, &v) != 0 || p->pos - at > 2 || v > 59) {
 			p->pos = at;
-			return fail(p, "%s minutes must be 00..59", what);
+			return fail(p, "%s %s must be 00..59", what, unit[i]);
 		}
-		if (peek(p) == ':') {
-			p->pos++;
-			at = p->pos;
-			if (parse_number(p, &sec) != 0 || p->pos - at > 2 || sec > 59) {
-				p->pos = at;
-				return fail(p, "%s seconds must be 00..59", what);
-			}
-		}
+		secs += i == 0 ? v * 60 : v;
 	}
-	*out = (int32_t)(sign * (h * 3600 + m * 60 + sec));
+	*out = (int32_t)(sign * secs);
 	return 0;
 }
 

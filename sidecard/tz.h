@@ -20,11 +20,16 @@
 
 enum tz_rule_kind { TZ_JULIAN1, TZ_JULIAN0, TZ_MWD };
 
-struct tz_rule { /* one DST transition rule of a POSIX TZ string */
-	uint8_t kind;         /* TZ_JULIAN1 (Jn, 1..365, Feb 29 never counted), TZ_JULIAN0 (n, 0..365), TZ_MWD (Mm.w.d) */
-	uint16_t day;         /* n for J/n kinds; d (0=Sunday..6) for M */
-	uint8_t month, week;  /* M kind: 1..12, 1..5 (5 = last) */
-	int32_t time;         /* seconds after local midnight the transition happens, -167h..167h (RFC 8536) */
+/*
+ * One DST transition rule of a POSIX TZ string. kind: TZ_JULIAN1 (Jn,
+ * 1..365, Feb 29 never counted), TZ_JULIAN0 (n, 0..365, Feb 29 counted) or
+ * TZ_MWD (Mm.w.d: day d of week w of month m).
+ */
+struct tz_rule {
+	uint8_t kind;
+	uint16_t day;         /* n for the Julian kinds; d (0 = Sunday .. 6) for TZ_MWD */
+	uint8_t month, week;  /* TZ_MWD: 1..12, 1..5 (5 = the last in the month) */
+	int32_t time;         /* seconds after local midnight, -167h..167h (RFC 8536) */
 };
 
 struct tz {
@@ -49,8 +54,9 @@ int tz_parse(const char *s, size_t len, struct tz *out, char *err, size_t errlen
  * -> the POSIX footer of its TZif file under $TZDIR or /usr/share/zoneinfo
  * (names with "..", a leading '/' or characters outside [A-Za-z0-9/_+-] are
  * refused); anything else tz_parse accepts is kept as typed. Returns 0 with
- * a rule that parses; SC_ENOTFOUND for an unknown name; SC_EINVAL for
- * anything else (a file without a footer, a bad rule, rule_size too small).
+ * a rule that parses; SC_ENOTFOUND for an unknown name; -errno when a zone
+ * file exists but cannot be read; SC_EINVAL for anything else (a file
+ * without a footer, a bad rule, rule_size too small).
  */
 int tz_resolve(const char *name, char *rule, size_t rule_size, char *err, size_t errlen);
 
@@ -86,8 +92,8 @@ struct tz_calendar {
  * happens twice (fall back at 00:00) counts the first, and the repeated
  * hour stays in the new day, so the keys never go backwards. Always
  * day_start <= now_us < next_day <= next_week and now_us < next_month, for
- * now_us within +-2^60 microseconds (about 36,000 years); beyond that now_us
- * is taken as the nearest end of that range.
+ * now_us within +-2^60 microseconds (about 36,000 years around 1970); a
+ * moment beyond is computed as the nearest end of that range.
  */
 void tz_calendar(const struct tz *z, int64_t now_us, struct tz_calendar *out);
 
