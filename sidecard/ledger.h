@@ -34,6 +34,7 @@ enum ledger_type {
 	LEDGER_EXPIRE, /* [] : every hold due at the record's time expired */
 	LEDGER_WALLETS_TRANSFER,
 	LEDGER_WALLETS_ADJUST,
+	LEDGER_PRICING_SET,
 	LEDGER_TYPE_END
 };
 

@@ -78,6 +78,7 @@ static const char *const type_names[LEDGER_TYPE_END] = {
 	[LEDGER_EXPIRE] = "expire",
 	[LEDGER_WALLETS_TRANSFER] = "wallets.transfer",
 	[LEDGER_WALLETS_ADJUST] = "wallets.adjust",
+	[LEDGER_PRICING_SET] = "pricing.set",
 };
 
 const char *ledger_type_name(unsigned type)

@@ -16,6 +16,8 @@ Suite *gate_suite(void);   /* tests/check_gate.c: the gating engine */
 Suite *score_suite(void);  /* tests/check_score.c: kredit score, status escalation, anomalies */
 Suite *task_suite(void);   /* tests/check_task.c: per-task usage cap */
 Suite *wallet_suite(void); /* tests/check_wallet.c: transfers, adjustments, balance_after */
+Suite *pricing_suite(void); /* tests/check_pricing.c: rate versions, costs from token counts */
+Suite *pricing_daemon_suite(void); /* tests/check_pricing_daemon.c: pricing through the daemon */
 Suite *client_suite(void); /* tests/check_client.c: libsidecard against a fake daemon */
 
 #endif /* SC_TESTS_SUITES_H */
