@@ -281,6 +281,11 @@ static const struct field transaction_fields[] = {
 	F(FT_STR, task_id, "task_id", STR(task_id), .flags = F_OPTIONAL),
 	F(FT_INT, created_at, "created_at"),
 	F(FT_INT, settled_at, "settled_at", .flags = F_OPTIONAL),
+	F(FT_STR, model, "model", STR(model), .flags = F_OPTIONAL),
+	F(FT_UINT32, rate_version, "rate_version", .flags = F_OPTIONAL),
+	F(FT_UINT, input_tokens, "input_tokens", .flags = F_OPTIONAL),
+	F(FT_UINT, output_tokens, "output_tokens", .flags = F_OPTIONAL),
+	F(FT_UINT, cached_input_tokens, "cached_input_tokens", .flags = F_OPTIONAL),
 };
 #undef type_of_table
 
@@ -351,6 +356,20 @@ static const struct field settlement_fields[] = {
 	F(FT_INT, balance, "balance"),
 	F(FT_INT, debt, "debt"),
 	F(FT_BOOL, replayed, "replayed"),
+	F(FT_STR, model, "model", STR(model), .flags = F_OPTIONAL),
+	F(FT_UINT32, rate_version, "rate_version", .flags = F_OPTIONAL),
+};
+#undef type_of_table
+
+#define type_of_table sc_price
+static const struct field price_fields[] = {
+	F(FT_STR, model, "model", STR(model)),
+	F(FT_UINT32, version, "version"),
+	F(FT_INT, input, "input"),
+	F(FT_INT, output, "output"),
+	F(FT_INT, cached_input, "cached_input"),
+	F(FT_INT, effective_from, "effective_from"),
+	F(FT_INT, created_at, "created_at"),
 };
 #undef type_of_table
 
@@ -1176,6 +1195,69 @@ int sc_report(sc_client *c, uint64_t transaction_id, enum sc_outcome outcome, in
 	if (has_actual)
 		arg_int(r, "actual_cost", actual_cost);
 	return call_one(c, r, TABLE(settlement_fields, "settlement"), out, sizeof(*out));
+}
+
+int sc_report_tokens(sc_client *c, uint64_t transaction_id, enum sc_outcome outcome,
+                     const sc_tokens *t, sc_settlement *out)
+{
+	struct request rq = { .method = "report" }, *r = &rq;
+
+	if ((unsigned)outcome > SC_OUTCOME_PARTIAL)
+		return fail(c, SC_EINVAL, "outcome: out of range");
+	if (t == NULL || t->model == NULL)
+		return fail(c, SC_EINVAL, "model: required");
+	arg_uint(r, "transaction_id", transaction_id);
+	arg_str(r, "outcome", sc_outcome_name(outcome));
+	arg_str(r, "model", t->model);
+	arg_uint(r, "input_tokens", t->input_tokens);
+	arg_uint(r, "output_tokens", t->output_tokens);
+	arg_uint(r, "cached_input_tokens", t->cached_input_tokens);
+	return call_one(c, r, TABLE(settlement_fields, "settlement"), out, sizeof(*out));
+}
+
+/* ----- pricing ----- */
+
+int sc_pricing_set(sc_client *c, const char *model, sc_micros input, sc_micros output,
+                   const sc_micros *cached_input, const int64_t *effective_from, sc_price *out)
+{
+	struct request rq = { .method = "pricing.set" }, *r = &rq;
+
+	if (model == NULL)
+		return fail(c, SC_EINVAL, "model: required");
+	arg_str(r, "model", model);
+	arg_int(r, "input", input);
+	arg_int(r, "output", output);
+	if (cached_input != NULL)
+		arg_int(r, "cached_input", *cached_input);
+	if (effective_from != NULL)
+		arg_int(r, "effective_from", *effective_from);
+	return call_one(c, r, TABLE(price_fields, "price"), out, sizeof(*out));
+}
+
+int sc_pricing_list(sc_client *c, const char *model, sc_price **out, size_t *n)
+{
+	struct request rq = { .method = "pricing.list" }, *r = &rq;
+
+	if (model != NULL)
+		arg_str(r, "model", model);
+	return call_list(c, r, TABLE(price_fields, "price"), sizeof(**out), (void **)out, n);
+}
+
+void sc_prices_free(sc_price *list)
+{
+	free(list);
+}
+
+int sc_pricing_get(sc_client *c, const char *model, const int64_t *at, sc_price *out)
+{
+	struct request rq = { .method = "pricing.get" }, *r = &rq;
+
+	if (model == NULL)
+		return fail(c, SC_EINVAL, "model: required");
+	arg_str(r, "model", model);
+	if (at != NULL)
+		arg_int(r, "at", *at);
+	return call_one(c, r, TABLE(price_fields, "price"), out, sizeof(*out));
 }
 
 /* ----- management ----- */

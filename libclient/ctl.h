@@ -41,6 +41,15 @@ enum opt {
 	O_ESTIMATED_COST,
 	O_OUTCOME,
 	O_ACTUAL_COST,
+	O_MODEL,
+	O_INPUT_TOKENS,
+	O_OUTPUT_TOKENS,
+	O_CACHED_INPUT_TOKENS,
+	O_INPUT,
+	O_OUTPUT,
+	O_CACHED_INPUT,
+	O_EFFECTIVE_FROM,
+	O_AT,
 	O_AMOUNT,
 	O_REASON,
 	O_TYPE,
@@ -148,7 +157,7 @@ extern const struct out_table ctl_wallet_out, ctl_rule_out, ctl_org_out, ctl_org
 	ctl_agent_out, ctl_agent_cols, ctl_transaction_out, ctl_transaction_cols,
 	ctl_txn_summary_out, ctl_top_agent_out, ctl_fleet_out, ctl_decision_out, ctl_score_out,
 	ctl_event_out, ctl_event_cols, ctl_settlement_out, ctl_task_usage_out, ctl_transfer_out,
-	ctl_adjustment_out, ctl_spend_out, ctl_carve_out;
+	ctl_adjustment_out, ctl_spend_out, ctl_carve_out, ctl_price_out;
 
 /* One object: JSON, or the human detail view. */
 void ctl_show(const struct ctx *x, struct out_table t, const void *obj);

@@ -4,7 +4,7 @@
  * usage.
  *
  * Dollar amounts are read with sc_money_parse(). Times (--since, --until)
- * are read as ISO-8601 UTC to the second ("2026-11-24T10:00:00Z") or as
+ * and --effective-from, --at are read as ISO-8601 UTC to the second ("2026-11-24T10:00:00Z") or as
  * integer microseconds since the epoch, the wire's unit. --rule takes a
  * comma-separated key=value specification and may be repeated.
  *
@@ -75,6 +75,16 @@ static const struct option_def {
 	[O_REASON] = { "reason", K_STR, "TEXT", SC_REASON_MAX },
 	[O_OUTCOME] = { "outcome", K_OUTCOME, "success|failure|partial", 0 },
 	[O_ACTUAL_COST] = { "actual-cost", K_MONEY, "$", 0 },
+	[O_MODEL] = { "model", K_STR, "MODEL", SC_NAME_MAX },
+	[O_INPUT_TOKENS] = { "input-tokens", K_NUMBER, "N", 0 },
+	[O_OUTPUT_TOKENS] = { "output-tokens", K_NUMBER, "N", 0 },
+	[O_CACHED_INPUT_TOKENS] = { "cached-input-tokens", K_NUMBER, "N", 0 },
+	/* Rates: dollars per million tokens. */
+	[O_INPUT] = { "input", K_MONEY, "$/M", 0 },
+	[O_OUTPUT] = { "output", K_MONEY, "$/M", 0 },
+	[O_CACHED_INPUT] = { "cached-input", K_MONEY, "$/M", 0 },
+	[O_EFFECTIVE_FROM] = { "effective-from", K_TIME, "TIME", 0 },
+	[O_AT] = { "at", K_TIME, "TIME", 0 },
 	[O_TXN_STATUS] = { "status", K_TXN_STATUS, "pending|settled|blocked|expired", 0 },
 	[O_RISK_LEVEL] = { "risk-level", K_RISK, "low|medium|high", 0 },
 	[O_SINCE] = { "since", K_TIME, "TIME", 0 },

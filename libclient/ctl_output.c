@@ -220,6 +220,15 @@ static const struct out_field transaction_out[] = {
 	W(OT_STR, reason, "reason", "NOTE", .flags = OF_NULL),
 	W(OT_TIME, created_at, "created_at", "CREATED"),
 	W(OT_TIME, settled_at, "settled_at", "SETTLED", .flags = OF_NULL),
+	W(OT_STR, model, "model", "MODEL", .flags = OF_NULL),
+	W(OT_UINT32, rate_version, "rate_version", "RATE VERSION", .flags = OF_HAS,
+	  .has = offsetof(sc_transaction, rate_version)),
+	W(OT_UINT, input_tokens, "input_tokens", "INPUT TOKENS", .flags = OF_HAS,
+	  .has = offsetof(sc_transaction, rate_version)),
+	W(OT_UINT, output_tokens, "output_tokens", "OUTPUT TOKENS", .flags = OF_HAS,
+	  .has = offsetof(sc_transaction, rate_version)),
+	W(OT_UINT, cached_input_tokens, "cached_input_tokens", "CACHED INPUT TOKENS",
+	  .flags = OF_HAS, .has = offsetof(sc_transaction, rate_version)),
 };
 static const struct out_field transaction_cols[] = {
 	W(OT_UINT, id, "id", "ID"),
@@ -351,6 +360,22 @@ static const struct out_field settlement_out[] = {
 	W(OT_MONEY, balance, "balance", "BALANCE"),
 	W(OT_MONEY, debt, "debt", "DEBT"),
 	W(OT_BOOL, replayed, "replayed", "REPLAYED"),
+	W(OT_STR, model, "model", "MODEL", .flags = OF_NULL),
+	W(OT_UINT32, rate_version, "rate_version", "RATE VERSION", .flags = OF_HAS,
+	  .has = offsetof(sc_settlement, rate_version)),
+};
+#undef T
+
+/* Rates are money per million tokens: "$2.50" is $2.50 per million. */
+#define T sc_price
+static const struct out_field price_out[] = {
+	W(OT_STR, model, "model", "MODEL"),
+	W(OT_UINT32, version, "version", "VERSION"),
+	W(OT_MONEY, input, "input", "INPUT/M"),
+	W(OT_MONEY, output, "output", "OUTPUT/M"),
+	W(OT_MONEY, cached_input, "cached_input", "CACHED INPUT/M"),
+	W(OT_TIME, effective_from, "effective_from", "EFFECTIVE FROM"),
+	W(OT_TIME, created_at, "created_at", "CREATED"),
 };
 #undef T
 
@@ -382,7 +407,8 @@ const struct out_table ctl_wallet_out = OUT(wallet_out), ctl_rule_out = OUT(rule
 	ctl_event_out = OUT(event_out), ctl_event_cols = OUT(event_cols),
 	ctl_settlement_out = OUT(settlement_out), ctl_task_usage_out = OUT(task_usage_out),
 	ctl_transfer_out = OUT(transfer_out), ctl_adjustment_out = OUT(adjustment_out),
-	ctl_spend_out = OUT(spend_out), ctl_carve_out = OUT(carve_out);
+	ctl_spend_out = OUT(spend_out), ctl_carve_out = OUT(carve_out),
+	ctl_price_out = OUT(price_out);
 #undef OUT
 
 static int64_t get_i64(const char *p)

@@ -264,6 +264,9 @@ typedef struct sc_settlement {
 	sc_micros balance;
 	sc_micros debt;
 	int replayed;
+	/* A report priced from token counts: the model and its rate's version; "" and 0 otherwise. */
+	char model[SC_NAME_MAX + 1];
+	uint32_t rate_version;
 } sc_settlement;
 
 /*
@@ -298,6 +301,14 @@ typedef struct sc_transaction {
 	char reason[SC_REASON_MAX + 1];
 	int64_t created_at;
 	int64_t settled_at; /* 0 while pending or blocked */
+	/*
+	 * A report priced from token counts (sc_report_tokens): the model, the
+	 * version of its rate the cost was computed with, and the tokens; "",
+	 * 0, 0, 0, 0 otherwise.
+	 */
+	char model[SC_NAME_MAX + 1];
+	uint32_t rate_version;
+	uint64_t input_tokens, output_tokens, cached_input_tokens;
 } sc_transaction;
 
 /*
@@ -429,6 +440,55 @@ SC_API int sc_check(sc_client *c, const sc_check_req *req, sc_decision *out);
 /* has_actual = 0: the daemon's default (estimate for success, 0 for failure). */
 SC_API int sc_report(sc_client *c, uint64_t transaction_id, enum sc_outcome outcome,
                      int has_actual, sc_micros actual_cost, sc_settlement *out);
+
+/*
+ * The token counts of a report priced by the daemon: model names a model of
+ * the rate table (sc_pricing_set); the counts are at most INT64_MAX.
+ */
+typedef struct sc_tokens {
+	const char *model;
+	uint64_t input_tokens, output_tokens, cached_input_tokens;
+} sc_tokens;
+
+/*
+ * Settles a hold with the cost of tokens at the model's rate in force when
+ * the check was made: ceil(sum of tokens x rate per million / 1,000,000)
+ * micros, whatever the outcome (tokens used are paid, on failure too). out
+ * carries the model and the rate's version. SC_ENOTFOUND (nothing changed)
+ * when the model had no rate in force then; SC_ERANGE when the cost does
+ * not fit in 64 bits.
+ */
+SC_API int sc_report_tokens(sc_client *c, uint64_t transaction_id, enum sc_outcome outcome,
+                            const sc_tokens *t, sc_settlement *out);
+
+/* ----- pricing: versioned rates per model ----- */
+
+/*
+ * One version of a model's rates, in micro-dollars per million tokens
+ * ("2.50" dollars per million is 2500000). Versions count 1, 2, ... per
+ * model and are never changed; the one in force at a time t is the one with
+ * the greatest effective_from <= t (the higher version on a tie).
+ */
+typedef struct sc_price {
+	char model[SC_NAME_MAX + 1];
+	uint32_t version;
+	sc_micros input, output, cached_input;
+	int64_t effective_from, created_at; /* microseconds since the epoch, UTC */
+} sc_price;
+
+/*
+ * Adds the model's next rate version. cached_input NULL: the same as
+ * input; effective_from NULL: now (it may be in the past or the future).
+ * SC_ELIMIT when the daemon's table of versions (--prices) is full.
+ */
+SC_API int sc_pricing_set(sc_client *c, const char *model, sc_micros input, sc_micros output,
+                          const sc_micros *cached_input, const int64_t *effective_from,
+                          sc_price *out);
+/* Every version (model NULL) or one model's (SC_ENOTFOUND if it has none), by model, version. */
+SC_API int sc_pricing_list(sc_client *c, const char *model, sc_price **out, size_t *n);
+SC_API void sc_prices_free(sc_price *list);
+/* The version in force at *at (NULL: now); SC_ENOTFOUND if none is. */
+SC_API int sc_pricing_get(sc_client *c, const char *model, const int64_t *at, sc_price *out);
 
 /* ----- management ----- */
 

@@ -5,7 +5,7 @@
  *     sidecardctl [--socket PATH] [--json] VERB [SUBVERB] [--flag=value | --flag value]...
  *
  * The verbs follow Kredit's CLI (orgs, agents, rules, wallet, check, report,
- * score, transactions, tasks, fleet, stats). Flags and their values are parsed in
+ * pricing, score, transactions, tasks, fleet, stats). Flags and their values are parsed in
  * ctl_options.c; what a command answers is printed by ctl_output.c, for
  * humans or, with --json, as one JSON document.
  *
@@ -436,14 +436,28 @@ static int cmd_check(struct ctx *x, const struct opts *o)
 	return 0;
 }
 
+#define TOKEN_FLAGS (BIT(O_INPUT_TOKENS) | BIT(O_OUTPUT_TOKENS) | BIT(O_CACHED_INPUT_TOKENS))
+
+/* report with --actual-cost, or priced by the daemon from --model and token counts. */
 static int cmd_report(struct ctx *x, const struct opts *o)
 {
 	int has_actual = (o->given & BIT(O_ACTUAL_COST)) != 0;
 	char charged[32], balance[32], debt[32];
+	sc_tokens t = { .model = o->str[O_MODEL],
+		        .input_tokens = (uint64_t)o->num[O_INPUT_TOKENS],
+		        .output_tokens = (uint64_t)o->num[O_OUTPUT_TOKENS],
+		        .cached_input_tokens = (uint64_t)o->num[O_CACHED_INPUT_TOKENS] };
+	uint64_t id = (uint64_t)o->num[O_TRANSACTION_ID];
+	enum sc_outcome outcome = (enum sc_outcome)o->num[O_OUTCOME];
 	sc_settlement s;
-	int rc = sc_report(x->c, (uint64_t)o->num[O_TRANSACTION_ID],
-	                   (enum sc_outcome)o->num[O_OUTCOME], has_actual, o->num[O_ACTUAL_COST], &s);
+	int rc;
 
+	if (t.model != NULL && has_actual)
+		return ctl_usage_error(x, "give either --model with token counts or --actual-cost");
+	if (t.model == NULL && (o->given & TOKEN_FLAGS))
+		return ctl_usage_error(x, "token counts need --model");
+	rc = t.model != NULL ? sc_report_tokens(x->c, id, outcome, &t, &s)
+	                     : sc_report(x->c, id, outcome, has_actual, o->num[O_ACTUAL_COST], &s);
 	if (rc != 0)
 		return call_error(x, rc);
 	if (x->json) {
@@ -456,6 +470,48 @@ static int cmd_report(struct ctx *x, const struct opts *o)
 	printf("transaction %" PRIu64 " settled%s: %s, charged %s; balance %s, debt %s\n",
 	       s.transaction_id, s.replayed ? " (replayed)" : "", sc_outcome_name(s.outcome), charged,
 	       balance, debt);
+	if (s.rate_version != 0)
+		printf("priced at %s rate version %" PRIu32 "\n", s.model, s.rate_version);
+	return 0;
+}
+
+static int cmd_pricing_set(struct ctx *x, const struct opts *o)
+{
+	int has_cached = (o->given & BIT(O_CACHED_INPUT)) != 0;
+	int has_from = (o->given & BIT(O_EFFECTIVE_FROM)) != 0;
+	sc_price p;
+	int rc = sc_pricing_set(x->c, o->str[O_MODEL], o->num[O_INPUT], o->num[O_OUTPUT],
+	                        has_cached ? &o->num[O_CACHED_INPUT] : NULL,
+	                        has_from ? &o->num[O_EFFECTIVE_FROM] : NULL, &p);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_price_out, &p);
+	return 0;
+}
+
+static int cmd_pricing_list(struct ctx *x, const struct opts *o)
+{
+	sc_price *list;
+	size_t n;
+	int rc = sc_pricing_list(x->c, o->str[O_MODEL], &list, &n);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show_list(x, ctl_price_out, ctl_price_out, list, n, sizeof(*list));
+	sc_prices_free(list);
+	return 0;
+}
+
+static int cmd_pricing_get(struct ctx *x, const struct opts *o)
+{
+	sc_price p;
+	int rc = sc_pricing_get(x->c, o->str[O_MODEL],
+	                        (o->given & BIT(O_AT)) ? &o->num[O_AT] : NULL, &p);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_price_out, &p);
 	return 0;
 }
 
@@ -812,9 +868,20 @@ static const struct command commands[] = {
 	          BIT(O_IDEMPOTENCY_KEY) | BIT(O_TASK_ID),
 	  BIT(O_AGENT_ID) | BIT(O_ACTION) | BIT(O_ESTIMATED_COST),
 	  "ask before a paid action: prints the transaction id; exit 1 when blocked" },
-	{ "report", NULL, cmd_report, BIT(O_TRANSACTION_ID) | BIT(O_OUTCOME) | BIT(O_ACTUAL_COST),
+	{ "report", NULL, cmd_report,
+	  BIT(O_TRANSACTION_ID) | BIT(O_OUTCOME) | BIT(O_ACTUAL_COST) | BIT(O_MODEL) | TOKEN_FLAGS,
 	  BIT(O_TRANSACTION_ID) | BIT(O_OUTCOME),
-	  "settle a hold (--outcome also takes an exit status: 0 success, else failure)" },
+	  "settle a hold (--outcome also takes an exit status: 0 success, else failure); with "
+	  "--model and token counts the daemon prices it at the rate in force at the check" },
+	{ "pricing", "set", cmd_pricing_set,
+	  BIT(O_MODEL) | BIT(O_INPUT) | BIT(O_OUTPUT) | BIT(O_CACHED_INPUT) | BIT(O_EFFECTIVE_FROM),
+	  BIT(O_MODEL) | BIT(O_INPUT) | BIT(O_OUTPUT),
+	  "add a model's next rate version, in dollars per million tokens (--cached-input "
+	  "defaults to --input, --effective-from to now)" },
+	{ "pricing", "list", cmd_pricing_list, BIT(O_MODEL), 0,
+	  "every rate version, of one model or all, by model and version" },
+	{ "pricing", "get", cmd_pricing_get, BIT(O_MODEL) | BIT(O_AT), BIT(O_MODEL),
+	  "the rate version of a model in force at --at (default now)" },
 	{ "score", NULL, cmd_score, BIT(O_AGENT_ID), BIT(O_AGENT_ID),
 	  "an agent's kredit score (300-850), its status and the counters behind it" },
 	{ "transactions", NULL, cmd_transactions,
@@ -848,8 +915,9 @@ static void print_usage(FILE *f)
 	      "else the default path). Amounts are dollars (\"2.40\"); --json prints one JSON\n"
 	      "document with amounts in integer micro-dollars. The ledger commands read the files\n"
 	      "of the daemon's state directory instead (--state-dir, else the daemon's default).\n"
-	      "Times (--since, --until) are UTC, 2026-11-24T10:00:00Z, or integer microseconds\n"
-	      "since the epoch; a window is since <= created_at < until.\n"
+	      "Rates (pricing --input, --output, --cached-input) are dollars per million tokens.\n"
+	      "Times (--since, --until, --effective-from, --at) are UTC, 2026-11-24T10:00:00Z,\n"
+	      "or integer microseconds since the epoch; a window is since <= created_at < until.\n"
 	      "Exit status: 0 ok (check: allowed), 1 check blocked or ledger corrupt, 2 error.\n"
 	      "\ncommands:\n",
 	      f);

@@ -144,11 +144,27 @@ void pack_key_opt_str(msgpack_packer *pk, const char *key, const char *s)
 	proto_pack_key_str(pk, key, s[0] ? s : NULL);
 }
 
+/* model, rate_version and the tokens of a report priced from token counts; nil otherwise. */
+static void pack_txn_pricing(msgpack_packer *pk, const struct shm_txn *t)
+{
+	static const char *const keys[] = {"input_tokens", "output_tokens", "cached_input_tokens"};
+
+	pack_key_opt_str(pk, "model", t->model);
+	pack_key_opt_u64(pk, "rate_version", t->rate_version);
+	for (int k = 0; k < 3; k++) {
+		proto_pack_cstr(pk, keys[k]);
+		if (t->rate_version)
+			msgpack_pack_uint64(pk, t->tokens[k]);
+		else
+			msgpack_pack_nil(pk);
+	}
+}
+
 void pack_txn(struct call *c, const struct shm_txn *t)
 {
 	msgpack_packer *pk = c->pk;
 
-	call_map(c, 18);
+	call_map(c, 23);
 	proto_pack_key_u64(pk, "id", t->id);
 	pack_key_opt_u64(pk, "agent_id", t->agent_id);
 	proto_pack_key_u64(pk, "org_id", t->org_id);
@@ -170,6 +186,7 @@ void pack_txn(struct call *c, const struct shm_txn *t)
 	else
 		msgpack_pack_nil(pk);
 	proto_pack_key_i64(pk, "created_at", t->created_at);
+	pack_txn_pricing(pk, t);
 	if (t->settled_at)
 		proto_pack_key_i64(pk, "settled_at", t->settled_at);
 	else
@@ -802,9 +819,10 @@ static int m_check(struct call *c)
 static int m_report(struct call *c)
 {
 	struct gate_settlement s;
-	uint64_t txn_id;
+	struct state_str model;
+	uint64_t txn_id, tokens[3];
 	int64_t actual = 0;
-	int outcome, has_outcome, has_actual, rc;
+	int outcome, has_outcome, has_actual, has_model, has_tokens, rc;
 	msgpack_packer *pk;
 
 	if ((rc = proto_arg_u64(c->a, "transaction_id", 1, &txn_id, NULL)) ||
@@ -813,12 +831,24 @@ static int m_report(struct call *c)
 	if (!has_outcome)
 		return call_fail(c, SC_EINVAL, "outcome: required");
 	if ((rc = proto_arg_money(c->a, "actual_cost", 0, &actual, &has_actual)) ||
-	    (rc = gate_report(c->st, txn_id, (enum sc_outcome)outcome, has_actual, actual, c->now,
-	                      &s, c->err, sizeof(c->err))))
+	    (rc = call_arg_str(c, c->a, "model", 0, SC_NAME_MAX, &model, &has_model)) ||
+	    (rc = pricing_token_args(c, tokens, &has_tokens)))
+		return rc;
+	if (has_model && has_actual)
+		return call_fail(c, SC_EINVAL,
+		                 "model, actual_cost: give either token counts of a model or an "
+		                 "actual_cost, not both");
+	if (has_tokens && !has_model)
+		return call_fail(c, SC_EINVAL, "model: required with token counts");
+	rc = has_model ? gate_report_tokens(c->st, txn_id, (enum sc_outcome)outcome, model, tokens,
+	                                    c->now, &s, c->err, sizeof(c->err))
+	               : gate_report(c->st, txn_id, (enum sc_outcome)outcome, has_actual, actual,
+	                             c->now, &s, c->err, sizeof(c->err));
+	if (rc != 0)
 		return rc;
 	c->replayed = s.replayed;
 	pk = call_ok(c);
-	call_map(c, 7);
+	call_map(c, 9);
 	proto_pack_key_u64(pk, "transaction_id", s.txn_id);
 	proto_pack_key_str(pk, "status", "settled");
 	proto_pack_key_str(pk, "outcome", sc_outcome_name(s.outcome));
@@ -826,6 +856,8 @@ static int m_report(struct call *c)
 	proto_pack_key_i64(pk, "balance", s.balance);
 	proto_pack_key_i64(pk, "debt", s.debt);
 	proto_pack_key_bool(pk, "replayed", s.replayed);
+	pack_key_opt_str(pk, "model", s.model);
+	pack_key_opt_u64(pk, "rate_version", s.rate_version);
 	return 0;
 }
 
@@ -839,7 +871,14 @@ static const struct method {
 	 FIELDS("agent_id", "action", "estimated_cost", "type", "metadata", "idempotency_key",
 	        "task_id"),
 	 LEDGER_CHECK},
-	{"report", m_report, FIELDS("transaction_id", "outcome", "actual_cost"), LEDGER_REPORT},
+	{"report", m_report,
+	 FIELDS("transaction_id", "outcome", "actual_cost", "model", "input_tokens", "output_tokens",
+	        "cached_input_tokens"),
+	 LEDGER_REPORT},
+	{"pricing.set", m_pricing_set,
+	 FIELDS("model", "input", "output", "cached_input", "effective_from"), LEDGER_PRICING_SET},
+	{"pricing.list", m_pricing_list, FIELDS("model"), 0},
+	{"pricing.get", m_pricing_get, FIELDS("model", "at"), 0},
 	{"hello", m_hello, FIELDS(NULL), 0},
 	{"wallets.get", m_wallets_get, FIELDS("agent_id", "org_id"), 0},
 	{"wallets.transfer", m_wallets_transfer,

@@ -6,6 +6,7 @@
  *                    and the methods that change orgs, agents, rules, wallets
  *   dispatch_view.c  the read-only methods over the whole state
  *   dispatch_period.c  time zones, budget periods, spend and sub-budgets
+ *   dispatch_pricing.c  the rate table's methods and report's token arguments
  *
  * A method reads its arguments, calls the state or the gate and, only once
  * nothing can fail any more, packs nil and its result (call_ok); on failure
@@ -119,5 +120,12 @@ int m_transactions_summary(struct call *c);
 int m_agents_top(struct call *c);
 int m_fleet(struct call *c);
 int m_stats(struct call *c);
+
+/* ---- dispatch_pricing.c ---- */
+int m_pricing_set(struct call *c);
+int m_pricing_list(struct call *c);
+int m_pricing_get(struct call *c);
+/* report's input_tokens, output_tokens, cached_input_tokens (absent: 0); *any if one was given. */
+int pricing_token_args(struct call *c, uint64_t tokens[3], int *any);
 
 #endif /* SIDECARD_DISPATCH_INT_H */

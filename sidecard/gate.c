@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "gate.h"
+#include "pricing.h"
 #include "log.h"
 
 static const char *const check_type_words[] = {"api_call", "compute", "data", "tool", "other"};
@@ -603,8 +604,9 @@ static int charge_fits(const struct shm_wallet *w, int64_t charge)
 	       (charge <= w->balance || !__builtin_add_overflow(w->debt, charge - w->balance, &unused));
 }
 
+/* pc: the pricing of a report from token counts, recorded with it; NULL otherwise. */
 static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc_txn_status status,
-                   enum sc_outcome outcome, int64_t now)
+                   enum sc_outcome outcome, const struct pricing_charge *pc, int64_t now)
 {
 	struct shm *m = state_shm(st);
 	struct shm_hold *h = &m->holds[hold_slot];
@@ -663,6 +665,11 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		t->charged = charge;
 		t->balance_after = a->wallet.balance;
 		t->settled_at = now;
+		if (pc) {
+			memcpy(t->model, pc->model, sizeof(t->model));
+			t->rate_version = pc->rate_version;
+			memcpy(t->tokens, pc->tokens, sizeof(t->tokens));
+		}
 		shm_write_end(&t->rec.seq);
 	}
 	state_hold_free(st, hold_slot);
@@ -689,14 +696,43 @@ static int64_t default_charge(enum sc_outcome outcome, int has_actual, int64_t a
 	return outcome == SC_OUTCOME_SUCCESS ? estimate : 0;
 }
 
+/* What a report asks to charge: actual_cost, or tokens of a model (model.len > 0). */
+struct report_cost {
+	int has_actual;
+	int64_t actual;
+	struct state_str model;
+	const uint64_t *tokens;
+};
+
+/* The charge of a report on a hold placed at created_at; priced reports fill pc. */
+static int report_charge(struct state *st, enum sc_outcome outcome, const struct report_cost *rc,
+                         int64_t estimate, int64_t created_at, struct pricing_charge *pc,
+                         int64_t *charge, char *err, size_t errlen)
+{
+	int e;
+
+	memset(pc, 0, sizeof(*pc));
+	if (rc->model.len == 0) {
+		*charge = default_charge(outcome, rc->has_actual, rc->actual, estimate);
+		return 0;
+	}
+	e = pricing_price(st, rc->model, rc->tokens, created_at, pc, err, errlen);
+	if (e == 0)
+		*charge = pc->cost;
+	return e;
+}
+
 /* A report of a transaction that has no open hold. */
 static int report_closed(struct state *st, uint64_t txn_id, enum sc_outcome outcome,
-                         int has_actual, int64_t actual, struct gate_settlement *out, char *err,
+                         const struct report_cost *cost, struct gate_settlement *out, char *err,
                          size_t errlen)
 {
 	struct shm *m = state_shm(st);
 	const struct shm_txn *t = state_txn_by_id(st, txn_id);
+	struct pricing_charge pc;
 	uint32_t agent_slot;
+	int64_t charge;
+	int rc;
 
 	if (!t) {
 		sc_errorf(err, errlen, "transaction_id: no open or recent transaction %llu",
@@ -718,26 +754,33 @@ static int report_closed(struct state *st, uint64_t txn_id, enum sc_outcome outc
 		     (unsigned long long)txn_id);
 		return SC_EINTERNAL;
 	}
-	if (t->outcome != outcome || t->charged != default_charge(outcome, has_actual, actual,
-	                                                          t->estimate)) {
+	if ((rc = report_charge(st, outcome, cost, t->estimate, t->created_at, &pc, &charge, err,
+	                        errlen)) != 0)
+		return rc;
+	if (t->outcome != outcome || t->charged != charge || strcmp(t->model, pc.model) != 0) {
 		sc_errorf(err, errlen,
 		     "transaction_id: transaction %llu was already settled as %s with %lld micros",
 		     (unsigned long long)txn_id, sc_outcome_name(t->outcome), (long long)t->charged);
 		return SC_EEXISTS;
 	}
 	fill_settlement(&m->agents[agent_slot], txn_id, outcome, t->charged, 1, out);
+	memcpy(out->model, t->model, sizeof(out->model));
+	out->rate_version = t->rate_version;
 	return 0;
 }
 
-int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int has_actual,
-                int64_t actual, int64_t now, struct gate_settlement *out, char *err,
-                size_t errlen)
+static int report(struct state *st, uint64_t txn_id, enum sc_outcome outcome,
+                  const struct report_cost *cost, int64_t now, struct gate_settlement *out,
+                  char *err, size_t errlen)
 {
 	struct shm *m = state_shm(st);
 	const struct shm_hold *h;
 	const struct shm_agent *a;
+	struct pricing_charge pc;
 	uint32_t hold_slot;
 	int64_t charge;
+	int has_actual = cost->has_actual, rc;
+	int64_t actual = cost->actual;
 
 	memset(out, 0, sizeof(*out));
 	gate_roll(st, now);
@@ -749,15 +792,18 @@ int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int 
 		sc_errorf(err, errlen, "actual_cost: must not be negative");
 		return SC_EINVAL;
 	}
-	if (outcome == SC_OUTCOME_PARTIAL && !has_actual) {
+	if (outcome == SC_OUTCOME_PARTIAL && !has_actual && cost->model.len == 0) {
 		sc_errorf(err, errlen, "actual_cost: required when the outcome is partial");
 		return SC_EINVAL;
 	}
 	if (state_hold_by_txn(st, txn_id, &hold_slot) != 0)
-		return report_closed(st, txn_id, outcome, has_actual, actual, out, err, errlen);
+		return report_closed(st, txn_id, outcome, cost, out, err, errlen);
 	h = &m->holds[hold_slot];
 	a = &m->agents[h->agent_slot];
-	charge = default_charge(outcome, has_actual, actual, h->amount);
+	/* A priced report uses the rate in force when the check placed the hold. */
+	if ((rc = report_charge(st, outcome, cost, h->amount, h->created_at, &pc, &charge, err,
+	                        errlen)) != 0)
+		return rc;
 	if (!charge_fits(&a->wallet, charge) ||
 	    (h->org_limited && !charge_fits(&m->orgs[h->org_slot].wallet, charge))) {
 		sc_errorf(err, errlen, "actual_cost: charging %lld micros would overflow the wallet's totals",
@@ -765,10 +811,35 @@ int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int 
 		return SC_ERANGE;
 	}
 	shm_change_begin(m);
-	settle(st, hold_slot, charge, SC_TXN_SETTLED, outcome, now);
+	settle(st, hold_slot, charge, SC_TXN_SETTLED, outcome, cost->model.len ? &pc : NULL, now);
 	shm_change_end(m);
 	fill_settlement(a, txn_id, outcome, charge, 0, out);
+	memcpy(out->model, pc.model, sizeof(out->model));
+	out->rate_version = pc.rate_version;
 	return 0;
+}
+
+int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int has_actual,
+                int64_t actual, int64_t now, struct gate_settlement *out, char *err,
+                size_t errlen)
+{
+	const struct report_cost cost = {has_actual, actual, {"", 0}, NULL};
+
+	return report(st, txn_id, outcome, &cost, now, out, err, errlen);
+}
+
+int gate_report_tokens(struct state *st, uint64_t txn_id, enum sc_outcome outcome,
+                       struct state_str model, const uint64_t tokens[3], int64_t now,
+                       struct gate_settlement *out, char *err, size_t errlen)
+{
+	const struct report_cost cost = {0, 0, model, tokens};
+
+	if (model.len == 0) {
+		sc_errorf(err, errlen, "model: must be 1 to %d printable characters without spaces or '*'",
+		          SC_NAME_MAX);
+		return SC_EINVAL;
+	}
+	return report(st, txn_id, outcome, &cost, now, out, err, errlen);
 }
 
 unsigned gate_expire(struct state *st, int64_t now)
@@ -784,7 +855,7 @@ unsigned gate_expire(struct state *st, int64_t now)
 
 		log_debug("hold of transaction %llu expired", (unsigned long long)h->txn_id);
 		shm_change_begin(m);
-		settle(st, slot, charges ? h->amount : 0, SC_TXN_EXPIRED, SC_OUTCOME_FAILURE, now);
+		settle(st, slot, charges ? h->amount : 0, SC_TXN_EXPIRED, SC_OUTCOME_FAILURE, NULL, now);
 		shm_change_end(m);
 		n++;
 	}

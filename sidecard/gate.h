@@ -59,6 +59,8 @@ struct gate_settlement {
 	int64_t balance;
 	int64_t debt;
 	int replayed;
+	char model[SC_NAME_MAX + 1]; /* a report priced from tokens: the model; "" otherwise */
+	uint32_t rate_version;       /* ... and the version of its rate; 0 otherwise */
 };
 
 /*
@@ -74,6 +76,19 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 int gate_report(struct state *st, uint64_t txn_id, enum sc_outcome outcome, int has_actual,
                 int64_t actual, int64_t now, struct gate_settlement *out, char *err,
                 size_t errlen);
+
+/*
+ * Settles an open transaction with the cost of tokens (input, output, cached
+ * input) of model at the rate in force when the check placed the hold (the
+ * transaction's created_at), for any outcome; the transaction records the
+ * model, the rate's version and the tokens. SC_ENOTFOUND for a model without
+ * a rate at that time and SC_ERANGE for a cost beyond 64 bits, changing
+ * nothing. Reporting a settled transaction again replays it if the outcome,
+ * the model and the cost are the same.
+ */
+int gate_report_tokens(struct state *st, uint64_t txn_id, enum sc_outcome outcome,
+                       struct state_str model, const uint64_t tokens[3], int64_t now,
+                       struct gate_settlement *out, char *err, size_t errlen);
 
 /* An agent's wallet (org = 0) or an org's (org = 1), by slot. */
 struct gate_wallet_ref {

@@ -82,6 +82,7 @@ static const char *const type_names[LEDGER_TYPE_END] = {
 	[LEDGER_ORGS_UPDATE] = "orgs.update",
 	[LEDGER_WALLETS_CARVE] = "wallets.carve",
 	[LEDGER_WALLETS_RELEASE] = "wallets.release",
+	[LEDGER_PRICING_SET] = "pricing.set",
 };
 
 const char *ledger_type_name(unsigned type)

@@ -13,7 +13,9 @@
  *
  * One lock-free hash table (cds_lfht) holds every index, each entry tagged
  * with its kind: org by id, org by name, agent by id, agent by (org, name),
- * open hold by transaction id, transaction by (agent, idempotency key). The
+ * open hold by transaction id, transaction by (agent, idempotency key), task
+ * by id, model by name (its newest rate version; older versions are chained
+ * from it through price_older, newest first). The
  * records themselves live in the segment; an index entry only maps a key to
  * a slot or id. Removed entries are freed after a grace period (call_rcu).
  *
@@ -41,7 +43,10 @@
 #include "log.h"
 #include "state.h"
 
-enum ix_kind { IX_ORG_ID, IX_ORG_NAME, IX_AGENT_ID, IX_AGENT_NAME, IX_HOLD_TXN, IX_IDEM, IX_TASK };
+enum ix_kind {
+	IX_ORG_ID, IX_ORG_NAME, IX_AGENT_ID, IX_AGENT_NAME, IX_HOLD_TXN, IX_IDEM, IX_TASK,
+	IX_PRICE /* model -> slot of its newest rate version */
+};
 
 struct ix_node {
 	struct cds_lfht_node node;
@@ -82,7 +87,8 @@ struct state {
 	struct state_config cfg;
 	struct cds_lfht *ix;
 	struct rule_table **rule_tables; /* by agent slot, RCU-published */
-	struct slot_stack free_orgs, free_agents, free_rules, free_holds, free_tasks;
+	struct slot_stack free_orgs, free_agents, free_rules, free_holds, free_tasks, free_prices;
+	uint32_t *price_older; /* by price slot: the model's previous version, or SHM_NONE */
 	uint32_t *exp_prev, *exp_next; /* expiry list, by hold slot */
 	uint32_t exp_head, exp_tail;
 	struct state_counts counts;
@@ -331,6 +337,64 @@ static int hold_expiry_cmp(const void *a, const void *b)
 	return x->txn_id < y->txn_id ? -1 : x->txn_id > y->txn_id;
 }
 
+/* --------------------------------------------------------------- prices */
+
+static int find_slot(struct state *st, struct ix_key k, uint32_t *slot);
+
+uint32_t state_price_newest(struct state *st, struct state_str model)
+{
+	uint32_t slot;
+
+	return find_slot(st, key_str(IX_PRICE, 0, model), &slot) == 0 ? slot : SHM_NONE;
+}
+
+uint32_t state_price_older(struct state *st, uint32_t slot)
+{
+	return st->price_older[slot];
+}
+
+/*
+ * Chains a written version into its model's versions, newest first. A live
+ * version is always its model's newest; on rebuild slots come in any order.
+ */
+static int price_index(struct state *st, uint32_t slot)
+{
+	const struct shm_price *p = &st->m.prices[slot];
+	struct ix_key k = key_cstr(IX_PRICE, 0, p->model);
+	uint32_t newest = state_price_newest(st, (struct state_str){p->model, k.len}), at;
+
+	if (newest == SHM_NONE || p->version > st->m.prices[newest].version) {
+		st->price_older[slot] = newest;
+		if (newest != SHM_NONE)
+			ix_del(st, k);
+		return ix_add(st, k, slot);
+	}
+	at = newest;
+	while (st->price_older[at] != SHM_NONE &&
+	       st->m.prices[st->price_older[at]].version > p->version)
+		at = st->price_older[at];
+	st->price_older[slot] = st->price_older[at];
+	st->price_older[at] = slot;
+	return 0;
+}
+
+int state_price_reserve(struct state *st, uint32_t *slot)
+{
+	if (st->free_prices.n == 0)
+		return SC_ELIMIT;
+	*slot = st->free_prices.v[st->free_prices.n - 1];
+	return 0;
+}
+
+int state_price_link(struct state *st, uint32_t slot)
+{
+	uint32_t taken = SHM_NONE;
+	int rc = stack_pop(&st->free_prices, &taken);
+
+	SC_ASSERT(rc == 0 && taken == slot);
+	return price_index(st, slot);
+}
+
 /* ------------------------------------------------------- open and close */
 
 /* Rebuilds indexes, free stacks, rule tables and the expiry list. */
@@ -389,6 +453,10 @@ static int rebuild(struct state *st)
 	for (uint32_t i = 0; i < h->task_cap && rc == 0; i++)
 		if (st->m.tasks[i].rec.used)
 			rc = ix_add(st, key_cstr(IX_TASK, 0, st->m.tasks[i].id), i);
+	for (uint32_t i = 0; i < h->price_cap && rc == 0; i++)
+		if (st->m.prices[i].rec.used)
+			rc = price_index(st, i);
+	STACK_FILL(st->free_prices, st->m.prices, h->price_cap);
 	STACK_FILL(st->free_tasks, st->m.tasks, h->task_cap);
 	STACK_FILL(st->free_orgs, st->m.orgs, h->org_cap);
 	STACK_FILL(st->free_agents, st->m.agents, h->agent_cap);
@@ -425,7 +493,9 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 	st->rule_tables = calloc(h->agent_cap, sizeof(*st->rule_tables));
 	st->exp_prev = malloc(h->hold_cap * sizeof(uint32_t));
 	st->exp_next = malloc(h->hold_cap * sizeof(uint32_t));
-	rc = (!st->ix || !st->rule_tables || !st->exp_prev || !st->exp_next ||
+	st->price_older = malloc(h->price_cap * sizeof(uint32_t));
+	rc = (!st->ix || !st->rule_tables || !st->exp_prev || !st->exp_next || !st->price_older ||
+	      stack_init(&st->free_prices, h->price_cap) ||
 	      stack_init(&st->free_orgs, h->org_cap) || stack_init(&st->free_agents, h->agent_cap) ||
 	      stack_init(&st->free_rules, h->rule_cap) || stack_init(&st->free_holds, h->hold_cap) ||
 	      stack_init(&st->free_tasks, h->task_cap))
@@ -472,6 +542,8 @@ void state_close(struct state *st)
 	free(st->free_rules.v);
 	free(st->free_holds.v);
 	free(st->free_tasks.v);
+	free(st->free_prices.v);
+	free(st->price_older);
 	shm_close(&st->m);
 	free(st);
 }

@@ -166,6 +166,16 @@ int state_task_reserve(struct state *st, uint32_t *slot);
 /* Writes a new task into a reserved slot (inside a change). */
 void state_task_create(struct state *st, uint32_t slot, struct state_str id, int64_t now);
 
+/* ---- prices: versions of models' rates (pricing.c); never changed or removed ---- */
+/* The slot of the model's newest rate version, or SHM_NONE. */
+uint32_t state_price_newest(struct state *st, struct state_str model);
+/* The slot of the model's version before the one in slot, or SHM_NONE. */
+uint32_t state_price_older(struct state *st, uint32_t slot);
+/* The slot a new version will take; changes nothing. SC_ELIMIT when the table is full. */
+int state_price_reserve(struct state *st, uint32_t *slot);
+/* Takes the reserved slot, written (rec.used set), as its model's newest version. */
+int state_price_link(struct state *st, uint32_t slot);
+
 /* Counts of live objects. */
 struct state_counts {
 	uint32_t orgs, agents, rules, holds;

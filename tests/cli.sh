@@ -5,8 +5,8 @@
 # $SIDECARDCTL_BIN through orgs, agents, rules, wallets, check and report
 # with dollar amounts, then transactions by filter, window and page, their
 # summary, the top agents, the fleet, task usage (check --task-id,
-# tasks usage) and wallet transfers and adjustments (a negative amount
-# debits); checks exit statuses (0 allowed,
+# tasks usage), wallet transfers and adjustments (a negative amount
+# debits) and pricing (rate versions, a report priced from tokens); checks exit statuses (0 allowed,
 # 1 blocked, 2 error), parses --json output with $PYTHON3 (Debian's
 # /usr/bin/python3 by default) and stops at the first failure. Run by `make check`; standalone:
 #   SIDECARD_BIN=sidecard/sidecard SIDECARDCTL_BIN=libclient/sidecardctl tests/cli.sh
@@ -444,6 +444,43 @@ err_has "unreserved"
 run --json wallet release --agent-id "$planner"; expect 0 "wallet release"
 json 'assert d["agent"]["sub_budget"] is False and d["org"]["reserved"] == 0, d'
 ok "wallet carve and release"
+
+run pricing set --model gpt-x --input 2.50 --output 10 --cached-input 1.25 \
+	--effective-from 2020-01-01T00:00:00Z
+expect 0 "pricing set"; out_has "version:"; out_has '$2.50'; out_has '$1.25'
+run --json pricing set --model gpt-x --input 5 --output 20 --effective-from 2099-01-01T00:00:00Z
+expect 0 "pricing set --json"
+json 'assert d["version"] == 2 and d["input"] == 5000000 and d["cached_input"] == 5000000, d
+assert d["effective_from"] == 4070908800000000, d'
+run pricing list; expect 0 "pricing list"; out_has "VERSION"; out_has "gpt-x"; out_has '$20.00'
+run --json pricing list --model gpt-x; expect 0 "pricing list --model"
+json 'assert [(p["model"], p["version"], p["output"]) for p in d] == [("gpt-x", 1, 10000000),
+                                                                      ("gpt-x", 2, 20000000)], d'
+run --json pricing get --model gpt-x; expect 0 "pricing get"
+json 'assert d["version"] == 1, d'
+run --json pricing get --model gpt-x --at 2099-06-01T00:00:00Z; expect 0 "pricing get --at"
+json 'assert d["version"] == 2, d'
+run pricing get --model unknown-model; expect 2 "pricing get of an unpriced model"
+err_has "model: no rate for 'unknown-model' in force at"
+run pricing set --model gpt-x --input 2.5.0 --output 1; expect 2 "pricing set, bad dollars"
+err_has "--input"
+ok "pricing set, list and get, human and --json"
+
+run --json agents create --org my-team --name token-bot --balance 10; expect 0 "token agent"
+tokbot=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$dir/out")
+txn=$("$ctl" --socket "$sock" check --agent-id "$tokbot" --action llm.chat --estimated-cost 1)
+run report --transaction-id "$txn" --outcome success --model unknown-model --input-tokens 5
+expect 2 "report with an unpriced model"; err_has "no rate for 'unknown-model'"
+run report --transaction-id "$txn" --outcome success --model gpt-x --actual-cost 1
+expect 2 "report with a model and an actual cost"; err_has "--actual-cost"
+run report --transaction-id "$txn" --outcome success --model gpt-x --input-tokens 5000 \
+	--output-tokens 1500 --cached-input-tokens 2000
+expect 0 "report with tokens"; out_has 'charged $0.03'; out_has "gpt-x rate version 1"
+run --json transactions --agent-id "$tokbot"; expect 0 "transactions of a priced report"
+json 'assert [(t["model"], t["rate_version"], t["input_tokens"], t["output_tokens"],
+         t["cached_input_tokens"], t["charged"]) for t in d] == [("gpt-x", 1, 5000, 1500, 2000,
+                                                                   30000)], d'
+ok "report priced from token counts"
 
 run agents delete --agent-id "$agent"; expect 0 "agents delete"
 run agents get --agent-id "$agent"; expect 2 "deleted agent"

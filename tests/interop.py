@@ -150,6 +150,29 @@ def main(path):
     assert error["name"] == "not_found" and error["code"] == -1002, error
     ok("unknown field, string money, unknown method, not_found")
 
+    # Pricing: a rate per million tokens, and a report priced from token counts.
+    price = c.ok("pricing.set", {"model": "py-model", "input": 2500000, "output": 10000000,
+                                 "effective_from": 1})
+    assert price["version"] == 1 and price["cached_input"] == 2500000, price
+    held = c.ok("check", {"agent_id": aid, "action": "openai.chat", "estimated_cost": USD})
+    error, _ = c.call("report", {"transaction_id": held["transaction_id"], "outcome": "success",
+                                 "model": "py-model", "input_tokens": 1, "actual_cost": 5})
+    assert error["name"] == "invalid_argument", error
+    assert "model" in error["message"] and "actual_cost" in error["message"], error
+    error, _ = c.call("report", {"transaction_id": held["transaction_id"], "outcome": "success",
+                                 "input_tokens": 1})
+    assert error["name"] == "invalid_argument" and "model" in error["message"], error
+    priced = c.ok("report", {"transaction_id": held["transaction_id"], "outcome": "success",
+                             "model": "py-model", "input_tokens": 5000, "output_tokens": 1500})
+    assert priced["charged"] == 27500 and priced["model"] == "py-model", priced
+    assert priced["rate_version"] == 1 and priced["replayed"] is False, priced
+    txn = c.ok("transactions.list", {"agent_id": aid, "limit": 200})
+    txn = [t for t in txn if t["id"] == held["transaction_id"]][0]
+    assert (txn["model"], txn["rate_version"], txn["input_tokens"], txn["output_tokens"],
+            txn["cached_input_tokens"], txn["charged"]) == ("py-model", 1, 5000, 1500, 0,
+                                                            27500), txn
+    ok("pricing.set and a report priced from token counts")
+
     # A notification is executed and never answered.
     c.sock.sendall(msgpack.packb([NOTIFICATION, "orgs.create", [{"name": "notified"}]]))
     orgs = c.ok("orgs.list", {})

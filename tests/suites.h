@@ -18,6 +18,8 @@ Suite *task_suite(void);   /* tests/check_task.c: per-task usage cap */
 Suite *wallet_suite(void); /* tests/check_wallet.c: transfers, adjustments, balance_after */
 Suite *period_suite(void); /* tests/check_period.c: calendars, budget periods, sub-budgets */
 Suite *tz_suite(void);     /* tests/check_tz.c: time zones and the local calendar */
+Suite *pricing_suite(void); /* tests/check_pricing.c: rate versions, costs from token counts */
+Suite *pricing_daemon_suite(void); /* tests/check_pricing_daemon.c: pricing through the daemon */
 Suite *client_suite(void); /* tests/check_client.c: libsidecard against a fake daemon */
 
 #endif /* SC_TESTS_SUITES_H */
