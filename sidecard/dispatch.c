@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alerts.h"
 #include "common.h"
 #include "dispatch.h"
 #include "gate.h"
@@ -48,7 +49,7 @@ void pack_wallet(struct call *c, const struct shm_wallet *w, int org)
 {
 	msgpack_packer *pk = c->pk;
 
-	call_map(c, org ? 9 : 8);
+	call_map(c, org ? 10 : 9);
 	proto_pack_key_i64(pk, "balance", w->balance);
 	proto_pack_key_i64(pk, "held", w->held);
 	proto_pack_key_i64(pk, "available", w->balance - w->held);
@@ -57,6 +58,7 @@ void pack_wallet(struct call *c, const struct shm_wallet *w, int org)
 	proto_pack_key_i64(pk, "daily_spend_limit", w->daily_limit);
 	proto_pack_key_i64(pk, "daily_spent", w->day == gate_day(c->now) ? w->daily_spent : 0);
 	proto_pack_key_i64(pk, "debt", w->debt);
+	proto_pack_key_i64(pk, "low_balance", w->low_balance);
 	if (org)
 		proto_pack_key_bool(pk, "limited", (int)w->limited);
 }
@@ -243,7 +245,7 @@ int call_enum_arg(struct call *c, struct proto_args *a, const char *key,
 }
 
 /* The fields each method accepts; anything else is an unknown field. */
-#define WALLET_FIELDS "balance", "budget", "max_per_txn", "daily_spend_limit"
+#define WALLET_FIELDS "balance", "budget", "max_per_txn", "daily_spend_limit", "low_balance"
 #define RULE_FIELDS "name", "match", "max_cost_per_txn", "daily_spend_limit", "hourly_rate_limit"
 #define FIELDS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
@@ -263,6 +265,7 @@ static int wallet_args(struct proto_args *a, int with_debt, sc_wallet_update *u)
 		{"max_per_txn", SC_WALLET_SET_MAX_PER_TXN, offsetof(sc_wallet_update, max_per_txn)},
 		{"daily_spend_limit", SC_WALLET_SET_DAILY_SPEND_LIMIT,
 		 offsetof(sc_wallet_update, daily_spend_limit)},
+		{"low_balance", SC_WALLET_SET_LOW_BALANCE, offsetof(sc_wallet_update, low_balance)},
 		{"debt", SC_WALLET_SET_DEBT, offsetof(sc_wallet_update, debt)},
 	};
 	size_t n = sizeof(fields) / sizeof(fields[0]) - (with_debt ? 0 : 1);
@@ -624,6 +627,7 @@ static int m_wallets_update(struct call *c)
 	if ((rc = wallet_ref_arg(c, "", &ref)) || (rc = wallet_args(c->a, 1, &u)) ||
 	    (rc = state_wallet_update(c->st, ref.slot, ref.org, &u, c->err, sizeof(c->err))))
 		return rc;
+	alerts_evaluate(c->st, &(struct alerts_change){.wallet = ref}, c->now);
 	call_ok(c);
 	pack_wallet(c, owner_wallet(c, &ref), ref.org);
 	return 0;
@@ -842,6 +846,10 @@ static const struct method {
 	{"agents.top", m_agents_top, FIELDS("org_id", "since", "until", "limit"), 0},
 	{"fleet", m_fleet, FIELDS(NULL), 0},
 	{"tasks.usage", m_tasks_usage, FIELDS("task_id"), 0},
+	{"alerts.list", m_alerts_list,
+	 FIELDS("agent_id", "org_id", "kind", "severity", "since", "before", "limit"), 0},
+	{"alerts.subscribe", m_alerts_subscribe, FIELDS(NULL), 0},
+	{"alerts.unsubscribe", m_alerts_unsubscribe, FIELDS(NULL), 0},
 };
 
 static const struct method *find_method(const char *name, size_t len)
@@ -872,7 +880,7 @@ static uint64_t record(struct dispatch *d, unsigned type, int64_t now, const msg
 
 /* Runs a method; its result (after a nil error) is left in d->scratch. */
 static int run(struct dispatch *d, const struct method *m, const msgpack_object *params,
-               int64_t now, struct call *c)
+               int64_t now, uint64_t conn_id, struct call *c)
 {
 	struct proto_args args;
 	msgpack_packer spk;
@@ -881,7 +889,7 @@ static int run(struct dispatch *d, const struct method *m, const msgpack_object 
 	d->scratch.size = 0;
 	msgpack_packer_init(&spk, &d->scratch, msgpack_sbuffer_write);
 	*c = (struct call){.d = d, .st = d->st, .m = state_shm(d->st), .a = &args, .pk = &spk,
-	                   .now = now};
+	                   .now = now, .conn_id = conn_id};
 	if ((rc = proto_args_init(&args, params, c->err, sizeof(c->err))) == 0 &&
 	    (rc = proto_args_expect(&args, m->fields)) == 0)
 		rc = m->fn(c);
@@ -907,7 +915,7 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 	} else {
 		if (m->ledger_type)
 			shm_change_begin(shm);
-		rc = run(d, m, req->params, dispatch_now(), &c);
+		rc = run(d, m, req->params, dispatch_now(), req->conn_id, &c);
 		if (rc == 0 && m->ledger_type && !c.replayed && d->ledger)
 			seq = record(d, m->ledger_type, c.now, req->params);
 		if (m->ledger_type)
@@ -1066,7 +1074,7 @@ int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err
 		sc_errorf(err, errlen, "record %llu: not a %s record this daemon can apply",
 		          (unsigned long long)r->seq, ledger_type_name(r->type));
 		rc = SC_EINVAL;
-	} else if ((rc = run(d, m, &u.data, r->time, &c)) != 0) {
+	} else if ((rc = run(d, m, &u.data, r->time, 0, &c)) != 0) {
 		sc_errorf(err, errlen, "record %llu (%s) failed on replay: %s",
 		          (unsigned long long)r->seq, m->name, c.err);
 	} else if (d->scratch.size - 1 != r->body_len - 1 - off ||

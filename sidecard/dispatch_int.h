@@ -5,6 +5,7 @@
  *   dispatch.c       the method table, requests, ledger records and replay,
  *                    and the methods that change orgs, agents, rules, wallets
  *   dispatch_view.c  the read-only methods over the whole state
+ *   dispatch_alerts.c the alert methods and the push of alerts to subscribers
  *
  * A method reads its arguments, calls the state or the gate and, only once
  * nothing can fail any more, packs nil and its result (call_ok); on failure
@@ -30,6 +31,7 @@ struct call {
 	struct proto_args *a;
 	msgpack_packer *pk;
 	int64_t now;
+	uint64_t conn_id; /* the connection asking; 0 during a ledger replay */
 	int replayed; /* the method changed nothing: an idempotent replay */
 	char err[ERRLEN];
 };
@@ -72,9 +74,10 @@ struct ring_filter {
 	int risk;
 	int64_t since, until; /* created_at in [since, until) */
 	uint64_t before;      /* ids below this; 0: any */
+	int kind, severity;   /* alerts: enum sc_alert_kind, enum sc_severity */
 };
 
-#define RING_FILTER_ANY {0, 0, -1, -1, INT64_MIN, INT64_MAX, 0}
+#define RING_FILTER_ANY {0, 0, -1, -1, INT64_MIN, INT64_MAX, 0, -1, -1}
 
 /* One ring (transactions or events) as the listing walks it. */
 struct ring {
@@ -97,5 +100,10 @@ int m_transactions_summary(struct call *c);
 int m_agents_top(struct call *c);
 int m_fleet(struct call *c);
 int m_stats(struct call *c);
+
+/* ---- the methods of dispatch_alerts.c ---- */
+int m_alerts_list(struct call *c);
+int m_alerts_subscribe(struct call *c);
+int m_alerts_unsubscribe(struct call *c);
 
 #endif /* SIDECARD_DISPATCH_INT_H */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alerts.h"
 #include "common.h"
 #include "gate.h"
 #include "log.h"
@@ -109,35 +110,52 @@ static uint32_t bucket(int32_t minute)
 }
 
 /*
- * Buckets hold minutes (rate_minute - 63, rate_minute]. The window counted
- * at minute M is [M - 60, M]; a clock that stepped back counts everything
- * newer too, which can only block earlier, never later.
+ * Buckets hold minutes (newest - 63, newest]. The window counted at minute
+ * M is [M - 60, M]; a clock that stepped back counts everything newer too,
+ * which can only block earlier, never later.
  */
-int64_t gate_rate_count(const struct shm_rule *r, int64_t now)
+int64_t gate_window_count(const uint32_t *buckets, int32_t newest, int64_t now)
 {
-	int32_t m = gate_minute(now), hi = r->rate_minute;
+	int32_t m = gate_minute(now), hi = newest;
 	int32_t lo = m - 60 > hi - (SHM_RATE_BUCKETS - 1) ? m - 60 : hi - (SHM_RATE_BUCKETS - 1);
 	int64_t n = 0;
 
 	for (int32_t i = lo; i <= hi; i++)
-		n += r->rate[bucket(i)];
+		n += buckets[bucket(i)];
 	return n;
 }
 
-static void rate_add(struct shm_rule *r, int64_t now)
+void gate_window_add(uint32_t *buckets, int32_t *newest, int64_t now)
 {
 	int32_t m = gate_minute(now);
 
-	if (m > r->rate_minute) {
-		if (m - r->rate_minute >= SHM_RATE_BUCKETS)
-			memset(r->rate, 0, sizeof(r->rate));
+	if (m > *newest) {
+		if (m - *newest >= SHM_RATE_BUCKETS)
+			memset(buckets, 0, SHM_RATE_BUCKETS * sizeof(*buckets));
 		else
-			for (int32_t i = r->rate_minute + 1; i <= m; i++)
-				r->rate[bucket(i)] = 0;
-		r->rate_minute = m;
+			for (int32_t i = *newest + 1; i <= m; i++)
+				buckets[bucket(i)] = 0;
+		*newest = m;
 	}
-	if (r->rate[bucket(r->rate_minute)] < UINT32_MAX)
-		r->rate[bucket(r->rate_minute)]++;
+	if (buckets[bucket(*newest)] < UINT32_MAX)
+		buckets[bucket(*newest)]++;
+}
+
+int64_t gate_rate_count(const struct shm_rule *r, int64_t now)
+{
+	return gate_window_count(r->rate, r->rate_minute, now);
+}
+
+int32_t gate_period_key(const struct shm_wallet *w, const struct shm_calendar *cal)
+{
+	switch (w->period) {
+	case SHM_PERIOD_WEEKLY:
+		return cal->week;
+	case SHM_PERIOD_MONTHLY:
+		return cal->month;
+	default:
+		return cal->day;
+	}
 }
 
 /* ------------------------------------------------------------- counters */
@@ -389,7 +407,7 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 
 		shm_write_begin(&r->rec.seq);
 		r->held += req->estimate;
-		rate_add(r, now);
+		gate_window_add(r->rate, &r->rate_minute, now);
 		shm_write_end(&r->rec.seq);
 	}
 	if (task_slot != SHM_NONE) {
@@ -568,6 +586,8 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	if (out->allowed)
 		place_holds(st, agent_slot, rule_slot, task_slot, hold_slot, req, out->txn_id, now);
 	note_check(st, a, task, out, anomaly, ratio, now);
+	alerts_evaluate(st, &(struct alerts_change){{agent_slot, 0}, out->allowed ? out->txn_id : 0,
+	                                            out->allowed, anomaly, ratio}, now);
 	shm_change_end(m);
 	out->available = available(&a->wallet);
 	return 0;
@@ -665,6 +685,8 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		t->settled_at = now;
 		shm_write_end(&t->rec.seq);
 	}
+	alerts_evaluate(st, &(struct alerts_change){.wallet = {h->agent_slot, 0}, .txn_id = h->txn_id},
+	                now);
 	state_hold_free(st, hold_slot);
 	count(st, status == SC_TXN_SETTLED ? C_REPORTS : C_EXPIRED);
 }
@@ -852,6 +874,8 @@ int gate_transfer(struct state *st, const struct gate_wallet_ref *from,
 	                    amount, src.w->balance, meta, meta_len, now);
 	ids[1] = wallet_txn(st, dst.agent_id, dst.org_id, "wallet.transfer", "transfer", amount,
 	                    -amount, balance, meta, meta_len, now);
+	alerts_evaluate(st, &(struct alerts_change){.wallet = *from, .txn_id = ids[0]}, now);
+	alerts_evaluate(st, &(struct alerts_change){.wallet = *to, .txn_id = ids[1]}, now);
 	shm_change_end(m);
 	return 0;
 }
@@ -884,6 +908,7 @@ int gate_adjust(struct state *st, const struct gate_wallet_ref *ref, int64_t amo
 	shm_write_end(o.seq);
 	*txn_id = wallet_txn(st, o.agent_id, o.org_id, "wallet.adjust", "adjustment",
 	                     amount < 0 ? -amount : amount, -amount, balance, meta, meta_len, now);
+	alerts_evaluate(st, &(struct alerts_change){.wallet = *ref, .txn_id = *txn_id}, now);
 	shm_change_end(m);
 	return 0;
 }

@@ -137,8 +137,25 @@ int gate_risk_reason(const char *reason);
 int32_t gate_day(int64_t now);
 int32_t gate_minute(int64_t now);
 
+/*
+ * A sliding hour of one-minute buckets (SHM_RATE_BUCKETS of them, indexed
+ * by minute % SHM_RATE_BUCKETS, the newest being minute *newest): a rule's
+ * allowed calls and an agent's velocity. gate_window_count is what the
+ * window holds at now (the current minute and the 60 before it);
+ * gate_window_add counts one at now, clearing the buckets it moves past.
+ */
+int64_t gate_window_count(const uint32_t *buckets, int32_t newest, int64_t now);
+void gate_window_add(uint32_t *buckets, int32_t *newest, int64_t now);
+
 /* Allowed checks a rule has counted in the hourly window at now. */
 int64_t gate_rate_count(const struct shm_rule *r, int64_t now);
+
+/*
+ * The key of the period a wallet's alerts fire once in (shm_wallet.alerted):
+ * for a wallet with a budget period, that period's key in its org's
+ * calendar (a day, week or month); otherwise the org's local day.
+ */
+int32_t gate_period_key(const struct shm_wallet *w, const struct shm_calendar *cal);
 
 /* Amount counted against a daily limit at now: spent today plus held. */
 int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int64_t now);

@@ -20,6 +20,7 @@ int main(void)
 	srunner_add_suite(sr, score_suite());
 	srunner_add_suite(sr, task_suite());
 	srunner_add_suite(sr, wallet_suite());
+	srunner_add_suite(sr, alerts_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

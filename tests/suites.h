@@ -16,6 +16,7 @@ Suite *gate_suite(void);   /* tests/check_gate.c: the gating engine */
 Suite *score_suite(void);  /* tests/check_score.c: kredit score, status escalation, anomalies */
 Suite *task_suite(void);   /* tests/check_task.c: per-task usage cap */
 Suite *wallet_suite(void); /* tests/check_wallet.c: transfers, adjustments, balance_after */
+Suite *alerts_suite(void); /* tests/check_alerts.c: alerts raised by the gate */
 Suite *client_suite(void); /* tests/check_client.c: libsidecard against a fake daemon */
 
 #endif /* SC_TESTS_SUITES_H */
