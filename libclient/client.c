@@ -40,6 +40,13 @@
  * method is then a few lines: build a `struct request` of named arguments,
  * call rpc(), decode the result with a table.
  *
+ * NOTIFICATIONS. The daemon pushes [2, "alert", [alert]] to a connection
+ * that subscribed (sc_alerts_subscribe); such a notification may arrive
+ * while a call waits for its response. Every read goes through one place
+ * (take_notification): an alert is decoded into a small ring on the client
+ * (ALERT_QUEUE, the oldest dropped and counted when full) for
+ * sc_alert_next(), and "error" ends the connection as before.
+ *
  * Threads: an sc_client belongs to one thread at a time (sidecard.h); there
  * is no global state, so distinct clients may be used concurrently.
  * Ownership: the client owns its socket, buffers and the last decoded
@@ -56,6 +63,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <msgpack.h>
@@ -71,6 +79,8 @@
 #define READ_CHUNK (64 * 1024)
 /* Most named arguments any method takes (transactions.list: 8). */
 #define ARGS_MAX 8
+/* Pushed alerts kept until sc_alert_next() takes them. */
+#define ALERT_QUEUE 64
 
 struct sc_client {
 	int fd; /* -1 once the connection is dead */
@@ -80,6 +90,9 @@ struct sc_client {
 	msgpack_unpacked msg; /* the last message read, valid until the next read */
 	char version[32];
 	char error[512];
+	sc_alert alerts[ALERT_QUEUE]; /* a ring of pushed alerts: head, then len of them */
+	unsigned alerts_head, alerts_len;
+	uint64_t alerts_dropped;
 };
 
 /* ----- errors ----- */
@@ -148,6 +161,8 @@ _Static_assert(sizeof(enum sc_txn_status) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_event_type) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_risk) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sc_period) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum sc_alert_kind) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum sc_severity) == sizeof(int), "enum size");
 
 #define ENUM_PARSER(fn, parse_fn, type)              \
 	static int fn(const char *s, int *out)       \
@@ -165,6 +180,8 @@ ENUM_PARSER(parse_txn_status, sc_txn_status_parse, enum sc_txn_status)
 ENUM_PARSER(parse_event_type, sc_event_type_parse, enum sc_event_type)
 ENUM_PARSER(parse_risk, sc_risk_parse, enum sc_risk)
 ENUM_PARSER(parse_period, sc_period_parse, enum sc_period)
+ENUM_PARSER(parse_alert_kind, sc_alert_kind_parse, enum sc_alert_kind)
+ENUM_PARSER(parse_severity, sc_severity_parse, enum sc_severity)
 #undef ENUM_PARSER
 
 /* A decision's status: "allowed" -> 1, "blocked" -> 0. */
@@ -202,6 +219,7 @@ static const struct field wallet_fields[] = {
 	F(FT_INT, reserved, "reserved"),
 	F(FT_BOOL, limited, "limited", .flags = F_OPTIONAL),
 	F(FT_BOOL, sub_budget, "sub_budget", .flags = F_OPTIONAL),
+	F(FT_INT, low_balance, "low_balance", .flags = F_OPTIONAL),
 };
 #undef type_of_table
 
@@ -213,6 +231,7 @@ static const struct field wallet_update_fields[] = {
 	F(FT_INT, daily_spend_limit, "daily_spend_limit", .set = SC_WALLET_SET_DAILY_SPEND_LIMIT),
 	F(FT_INT, debt, "debt", .set = SC_WALLET_SET_DEBT),
 	F(FT_ENUM, period, "period", .set = SC_WALLET_SET_PERIOD, .names = &sc_period_names),
+	F(FT_INT, low_balance, "low_balance", .set = SC_WALLET_SET_LOW_BALANCE),
 };
 #undef type_of_table
 
@@ -408,6 +427,35 @@ static const struct field event_fields[] = {
 	F(FT_ENUM, to, "to", .parse = parse_status, .flags = F_OPTIONAL | F_PRESENT,
 	  .present = offsetof(sc_event, has_status)),
 	F(FT_STR, reason, "reason", STR(reason)),
+};
+#undef type_of_table
+
+#define type_of_table sc_alert
+static const struct field alert_fields[] = {
+	F(FT_UINT, id, "id"),
+	/* nil for an org wallet's alert */
+	F(FT_UINT, agent_id, "agent_id", .flags = F_OPTIONAL),
+	F(FT_UINT, org_id, "org_id"),
+	F(FT_ENUM, kind, "kind", .parse = parse_alert_kind),
+	F(FT_ENUM, severity, "severity", .parse = parse_severity),
+	F(FT_INT, value, "value"),
+	F(FT_INT, threshold, "threshold"),
+	F(FT_UINT, transaction_id, "transaction_id", .flags = F_OPTIONAL),
+	F(FT_INT, time, "time"),
+	F(FT_STR, message, "message", STR(message)),
+};
+#undef type_of_table
+
+/* The result of alerts.subscribe and alerts.unsubscribe. */
+struct subscription {
+	int subscribed;
+	uint64_t last_alert_id;
+};
+
+#define type_of_table struct subscription
+static const struct field subscription_fields[] = {
+	F(FT_BOOL, subscribed, "subscribed"),
+	F(FT_UINT, last_alert_id, "last_alert_id", .flags = F_OPTIONAL),
 };
 #undef type_of_table
 
@@ -930,11 +978,43 @@ static int send_all(sc_client *c, const char *p, size_t len)
 	return 0;
 }
 
-/* Reads until one whole message is in c->msg. */
-static int receive(sc_client *c)
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Waits until the socket is readable: for ever when deadline is NULL (a
+ * signal is retried), else until *deadline (CLOCK_MONOTONIC milliseconds,
+ * -1: none), returning -ETIMEDOUT after it and -EINTR when a signal came.
+ */
+static int wait_readable(sc_client *c, const int64_t *deadline)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	int64_t left;
+	int n;
+
+	if (deadline == NULL)
+		return 0;
+	left = *deadline < 0 ? -1 : *deadline - monotonic_ms();
+	if (*deadline >= 0 && left < 0)
+		left = 0;
+	n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+	if (n < 0)
+		return errno == EINTR ? fail(c, -EINTR, "interrupted")
+		                      : broken(c, -errno, "wait for the daemon");
+	return n == 0 ? fail(c, -ETIMEDOUT, "nothing from the daemon in time") : 0;
+}
+
+/* Reads until one whole message is in c->msg; deadline as wait_readable's. */
+static int receive_until(sc_client *c, const int64_t *deadline)
 {
 	size_t buffered, room;
 	ssize_t n;
+	int rc;
 
 	for (;;) {
 		switch (msgpack_unpacker_next(&c->unp, &c->msg)) {
@@ -955,6 +1035,8 @@ static int receive(sc_client *c)
 		room = msgpack_unpacker_buffer_capacity(&c->unp);
 		if (room > RESPONSE_MAX + 1 - buffered)
 			room = RESPONSE_MAX + 1 - buffered;
+		if ((rc = wait_readable(c, deadline)) != 0)
+			return rc;
 		n = recv(c->fd, msgpack_unpacker_buffer(&c->unp), room, 0);
 		if (n == 0)
 			return broken(c, SC_ECLOSED, "the daemon closed the connection");
@@ -965,6 +1047,11 @@ static int receive(sc_client *c)
 		}
 		msgpack_unpacker_buffer_consumed(&c->unp, (size_t)n);
 	}
+}
+
+static int receive(sc_client *c)
+{
+	return receive_until(c, NULL);
 }
 
 /* Turns an error map {code, name, message} into its code and message. */
@@ -986,6 +1073,48 @@ static int daemon_error(sc_client *c, const msgpack_object *err)
 	snprintf(c->error, sizeof(c->error), "%.*s", (int)message->via.str.size,
 	         message->via.str.ptr);
 	return rc;
+}
+
+static int is_notification(const msgpack_object *m, const char *method)
+{
+	const msgpack_object *name = &m->via.array.ptr[1], *params = &m->via.array.ptr[2];
+
+	return m->via.array.size == 3 && name->type == MSGPACK_OBJECT_STR &&
+	       name->via.str.size == strlen(method) &&
+	       memcmp(name->via.str.ptr, method, name->via.str.size) == 0 &&
+	       params->type == MSGPACK_OBJECT_ARRAY && params->via.array.size == 1;
+}
+
+/*
+ * Handles the notification m: queues an alert (a malformed one is dropped:
+ * it must not fail the call that happened to read it); "error" means the
+ * daemon is closing this connection and is returned as the code.
+ */
+static int take_notification(sc_client *c, const msgpack_object *m)
+{
+	const msgpack_object *param = &m->via.array.ptr[2].via.array.ptr[0];
+	sc_alert a;
+	int rc;
+
+	if (is_notification(m, "error")) {
+		rc = daemon_error(c, param);
+		close(c->fd);
+		c->fd = -1;
+		return rc;
+	}
+	if (!is_notification(m, "alert"))
+		return 0;
+	if (decode_one(c, param, TABLE(alert_fields, "alert"), &a, sizeof(a)) != 0) {
+		c->error[0] = '\0';
+		return 0;
+	}
+	if (c->alerts_len == ALERT_QUEUE) {
+		c->alerts_head = (c->alerts_head + 1) % ALERT_QUEUE;
+		c->alerts_len--;
+		c->alerts_dropped++;
+	}
+	c->alerts[(c->alerts_head + c->alerts_len++) % ALERT_QUEUE] = a;
+	return 0;
 }
 
 /*
@@ -1019,17 +1148,8 @@ static int rpc(sc_client *c, const struct request *r, const msgpack_object **res
 			return broken(c, SC_EPROTO, "malformed message from the daemon");
 		if (m->via.array.ptr[0].via.u64 != 2)
 			break;
-		/* A notification: "error" means the daemon is closing this connection. */
-		if (m->via.array.size == 3 && m->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
-		    m->via.array.ptr[1].via.str.size == 5 &&
-		    memcmp(m->via.array.ptr[1].via.str.ptr, "error", 5) == 0 &&
-		    m->via.array.ptr[2].type == MSGPACK_OBJECT_ARRAY &&
-		    m->via.array.ptr[2].via.array.size == 1) {
-			rc = daemon_error(c, &m->via.array.ptr[2].via.array.ptr[0]);
-			close(c->fd);
-			c->fd = -1;
+		if ((rc = take_notification(c, m)) != 0)
 			return rc;
-		}
 	}
 	if (m->via.array.size != 4 || m->via.array.ptr[0].via.u64 != 1 ||
 	    m->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
@@ -1790,4 +1910,107 @@ int sc_stat(sc_client *c, const char *name, int64_t *out)
 		return fail(c, SC_EPROTO, "malformed stats from the daemon: '%s' is not an integer",
 		            name);
 	return 0;
+}
+
+/* ----- alerts ----- */
+
+void sc_alert_filter_init(sc_alert_filter *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->kind = -1;
+	f->severity = -1;
+}
+
+int sc_alerts_list(sc_client *c, const sc_alert_filter *f, sc_alert **out, size_t *n)
+{
+	struct request rq = { .method = "alerts.list" }, *r = &rq;
+	sc_alert_filter any;
+
+	*out = NULL;
+	*n = 0;
+	if (f == NULL) {
+		sc_alert_filter_init(&any);
+		f = &any;
+	}
+	if (f->kind > SC_ALERT_ANOMALY || f->severity > SC_SEVERITY_CRITICAL)
+		return fail(c, SC_EINVAL, "%s: out of range",
+		            f->kind > SC_ALERT_ANOMALY ? "kind" : "severity");
+	if (f->agent_id != 0)
+		arg_uint(r, "agent_id", f->agent_id);
+	if (f->org_id != 0)
+		arg_uint(r, "org_id", f->org_id);
+	if (f->kind >= 0)
+		arg_str(r, "kind", sc_alert_kind_name((enum sc_alert_kind)f->kind));
+	if (f->severity >= 0)
+		arg_str(r, "severity", sc_severity_name((enum sc_severity)f->severity));
+	if (f->since != 0)
+		arg_int(r, "since", f->since);
+	if (f->before != 0)
+		arg_uint(r, "before", f->before);
+	if (f->limit != 0)
+		arg_uint(r, "limit", f->limit);
+	return call_list(c, r, TABLE(alert_fields, "alert"), sizeof(**out), (void **)out, n);
+}
+
+void sc_alerts_free(sc_alert *list)
+{
+	free(list);
+}
+
+/* alerts.subscribe (yes) or alerts.unsubscribe: the answer must say so. */
+static int subscription_call(sc_client *c, int yes, uint64_t *last_id)
+{
+	struct request r = { .method = yes ? "alerts.subscribe" : "alerts.unsubscribe" };
+	struct subscription s;
+	int rc = call_one(c, &r, TABLE(subscription_fields, "subscription"), &s, sizeof(s));
+
+	if (rc == 0 && s.subscribed != yes)
+		rc = fail(c, SC_EPROTO, "the daemon answered %s with subscribed: %s", r.method,
+		          s.subscribed ? "true" : "false");
+	if (rc == 0 && last_id != NULL)
+		*last_id = s.last_alert_id;
+	return rc;
+}
+
+int sc_alerts_subscribe(sc_client *c, uint64_t *last_id)
+{
+	return subscription_call(c, 1, last_id);
+}
+
+int sc_alerts_unsubscribe(sc_client *c)
+{
+	return subscription_call(c, 0, NULL);
+}
+
+int sc_alert_next(sc_client *c, int timeout_ms, sc_alert *out)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : monotonic_ms() + timeout_ms;
+	const msgpack_object *m;
+	int rc;
+
+	for (;;) {
+		if (c->alerts_len > 0) {
+			*out = c->alerts[c->alerts_head];
+			c->alerts_head = (c->alerts_head + 1) % ALERT_QUEUE;
+			c->alerts_len--;
+			return 0;
+		}
+		if (c->fd < 0)
+			return fail(c, SC_ECLOSED, "the connection is closed");
+		if ((rc = receive_until(c, &deadline)) != 0)
+			return rc;
+		m = &c->msg.data;
+		if (m->type != MSGPACK_OBJECT_ARRAY || m->via.array.size < 3 ||
+		    m->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+		    m->via.array.ptr[0].via.u64 != 2)
+			return broken(c, SC_EPROTO, "a message other than a notification, with no call "
+			                            "waiting");
+		if ((rc = take_notification(c, m)) != 0)
+			return rc;
+	}
+}
+
+uint64_t sc_alerts_dropped(const sc_client *c)
+{
+	return c != NULL ? c->alerts_dropped : 0;
 }

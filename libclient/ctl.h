@@ -59,6 +59,8 @@ enum opt {
 	O_STATUS,
 	O_TXN_STATUS,
 	O_RISK_LEVEL,
+	O_ALERT_KIND,
+	O_SEVERITY,
 	O_BALANCE,
 	O_BUDGET,
 	O_MAX_PER_TXN,
@@ -66,6 +68,7 @@ enum opt {
 	O_DAILY_SPEND_LIMIT,
 	O_HOURLY_RATE_LIMIT,
 	O_DEBT,
+	O_LOW_BALANCE,
 	O_RULE,
 	O_SINCE,
 	O_UNTIL,
@@ -75,6 +78,7 @@ enum opt {
 	O_FROM,
 	O_TIMEZONE,
 	O_PERIOD,
+	O_FOLLOW,
 	O_COUNT_
 };
 
@@ -120,6 +124,9 @@ int ctl_parse_uint(const char *s, uint64_t *out);
  */
 int ctl_parse_flags(const struct ctx *x, char *const *flags, size_t nflags, struct opts *o);
 
+/* 1 if arg ("--follow") names a flag that takes no value, so main() must not give it the next word. */
+int ctl_flag_is_switch(const char *arg);
+
 /* "verb sub --required X [--optional Y]" and the command's help line. */
 void ctl_print_command_usage(FILE *f, const struct command *cmd);
 
@@ -157,7 +164,8 @@ extern const struct out_table ctl_wallet_out, ctl_rule_out, ctl_org_out, ctl_org
 	ctl_agent_out, ctl_agent_cols, ctl_transaction_out, ctl_transaction_cols,
 	ctl_txn_summary_out, ctl_top_agent_out, ctl_fleet_out, ctl_decision_out, ctl_score_out,
 	ctl_event_out, ctl_event_cols, ctl_settlement_out, ctl_task_usage_out, ctl_transfer_out,
-	ctl_adjustment_out, ctl_spend_out, ctl_carve_out, ctl_price_out;
+	ctl_adjustment_out, ctl_spend_out, ctl_carve_out, ctl_price_out, ctl_alert_out,
+	ctl_alert_cols;
 
 /* One object: JSON, or the human detail view. */
 void ctl_show(const struct ctx *x, struct out_table t, const void *obj);
@@ -165,6 +173,9 @@ void ctl_show(const struct ctx *x, struct out_table t, const void *obj);
 /* A list: a JSON array of full objects, or a table of the columns. */
 void ctl_show_list(const struct ctx *x, struct out_table full, struct out_table cols,
                    const void *rows, size_t n, size_t stride);
+
+/* One object on one line: a JSON line, or the human cells of t separated by two spaces. */
+void ctl_show_line(const struct ctx *x, struct out_table t, const void *obj);
 
 /* Micro-dollars as "$2.40" or "-$2.40". */
 void ctl_usd(sc_micros m, char *buf, size_t len);

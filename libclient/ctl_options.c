@@ -35,6 +35,9 @@ enum kind {
 	K_TIME,       /* ISO-8601 UTC or microseconds, after the epoch */
 	K_OUTCOME,    /* success, failure, partial, or a command's exit status */
 	K_RULE,       /* name=...,match=...,limits; repeatable */
+	K_ALERT_KIND, /* low_balance, high_velocity, budget_exceeded, anomaly */
+	K_SEVERITY,   /* warning, critical */
+	K_SWITCH,     /* no value: given or not */
 };
 
 static const struct option_def {
@@ -52,6 +55,7 @@ static const struct option_def {
 	[O_MAX_PER_TXN] = { "max-per-txn", K_MONEY, "$", 0 },
 	[O_DAILY_SPEND_LIMIT] = { "daily-spend-limit", K_MONEY, "$", 0 },
 	[O_DEBT] = { "debt", K_MONEY, "$", 0 },
+	[O_LOW_BALANCE] = { "low-balance", K_MONEY, "$", 0 },
 	[O_RULE] = { "rule", K_RULE, "'name=N,match=M[,max-cost-per-txn=$][,daily-spend-limit=$]"
 	                             "[,hourly-rate-limit=N]'", 0 },
 	[O_AGENT_ID] = { "agent-id", K_ID, "ID", 0 },
@@ -87,6 +91,9 @@ static const struct option_def {
 	[O_AT] = { "at", K_TIME, "TIME", 0 },
 	[O_TXN_STATUS] = { "status", K_TXN_STATUS, "pending|settled|blocked|expired", 0 },
 	[O_RISK_LEVEL] = { "risk-level", K_RISK, "low|medium|high", 0 },
+	[O_ALERT_KIND] = { "kind", K_ALERT_KIND, "low_balance|high_velocity|budget_exceeded|anomaly",
+	                   0 },
+	[O_SEVERITY] = { "severity", K_SEVERITY, "warning|critical", 0 },
 	[O_SINCE] = { "since", K_TIME, "TIME", 0 },
 	[O_UNTIL] = { "until", K_TIME, "TIME", 0 },
 	[O_BEFORE] = { "before", K_ID, "ID", 0 },
@@ -95,6 +102,7 @@ static const struct option_def {
 	[O_FROM] = { "from", K_NUMBER, "SEQ", 0 },
 	[O_TIMEZONE] = { "timezone", K_STR, "ZONE", 63 },
 	[O_PERIOD] = { "period", K_PERIOD, "none|daily|weekly|monthly", 0 },
+	[O_FOLLOW] = { "follow", K_SWITCH, NULL, 0 },
 };
 
 int ctl_usage_error(const struct ctx *x, const char *fmt, ...)
@@ -293,6 +301,8 @@ static int parse_value(const struct ctx *x, enum opt i, const char *v, struct op
 	enum sc_outcome oc = SC_OUTCOME_SUCCESS;
 	enum sc_risk rk = SC_RISK_LOW;
 	enum sc_period pe = SC_PERIOD_NONE;
+	enum sc_alert_kind ak = SC_ALERT_LOW_BALANCE;
+	enum sc_severity sv = SC_SEVERITY_WARNING;
 	uint64_t n;
 	int rc = 0;
 
@@ -355,6 +365,19 @@ static int parse_value(const struct ctx *x, enum opt i, const char *v, struct op
 		break;
 	case K_RULE:
 		return parse_rule(x, v, o);
+	case K_ALERT_KIND:
+		rc = sc_alert_kind_parse(v, &ak);
+		o->num[i] = ak;
+		break;
+	case K_SEVERITY:
+		rc = sc_severity_parse(v, &sv);
+		o->num[i] = sv;
+		break;
+	case K_SWITCH:
+		if (v != NULL)
+			return ctl_usage_error(x, "--%s takes no value", d->flag);
+		o->num[i] = 1;
+		return 0;
 	}
 	if (rc != 0)
 		return ctl_usage_error(x, "--%s: must be one of %s, not '%s'", d->flag, d->meta, v);
@@ -377,11 +400,13 @@ static int parse_flag(const struct ctx *x, const char *arg, const char *next, in
 			break;
 	if (i == O_COUNT_)
 		return ctl_usage_error(x, "unknown flag --%.*s", (int)len, name);
-	if (value == NULL)
+	if (options[i].kind == K_SWITCH)
+		value = eq ? eq + 1 : NULL;
+	else if (value == NULL)
 		return ctl_usage_error(x, "--%s needs a value", options[i].flag);
 	if ((o->given & BIT(i)) && options[i].kind != K_RULE)
 		return ctl_usage_error(x, "--%s given twice", options[i].flag);
-	*used_next = eq == NULL;
+	*used_next = eq == NULL && options[i].kind != K_SWITCH;
 	o->given |= BIT(i);
 	return parse_value(x, (enum opt)i, value, o);
 }
@@ -403,6 +428,15 @@ int ctl_parse_flags(const struct ctx *x, char *const *flags, size_t nflags, stru
 	return 0;
 }
 
+int ctl_flag_is_switch(const char *arg)
+{
+	for (int i = 0; i < O_COUNT_; i++)
+		if (options[i].kind == K_SWITCH && strncmp(arg, "--", 2) == 0 &&
+		    strcmp(arg + 2, options[i].flag) == 0)
+			return 1;
+	return 0;
+}
+
 /* Required flags first, in the order of enum opt. */
 void ctl_print_command_usage(FILE *f, const struct command *cmd)
 {
@@ -413,8 +447,11 @@ void ctl_print_command_usage(FILE *f, const struct command *cmd)
 		for (i = 0; i < O_COUNT_; i++) {
 			if (!(cmd->allowed & BIT(i)) || !(cmd->required & BIT(i)) != !required)
 				continue;
-			fprintf(f, required ? " --%s %s" : " [--%s %s]", options[i].flag,
-			        options[i].meta);
+			if (options[i].kind == K_SWITCH)
+				fprintf(f, required ? " --%s" : " [--%s]", options[i].flag);
+			else
+				fprintf(f, required ? " --%s %s" : " [--%s %s]", options[i].flag,
+				        options[i].meta);
 		}
 	}
 	fprintf(f, "\n      %s\n", cmd->help);

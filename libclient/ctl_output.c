@@ -42,6 +42,7 @@ enum out_type {
 	OT_WARNINGS, /* sc_decision.warnings */
 	OT_ID_PAIR,  /* uint64_t[2] (a transfer's debit and credit) */
 	OT_GROUP,    /* members of the same struct shown as a nested object: `inner` */
+	OT_ALERT_VALUE, /* int64_t of an sc_alert: money or a count, by the alert's kind */
 };
 
 enum {
@@ -91,6 +92,16 @@ static const char *event_type_text(int v)
 	return sc_event_type_name((enum sc_event_type)v);
 }
 
+static const char *alert_kind_text(int v)
+{
+	return sc_alert_kind_name((enum sc_alert_kind)v);
+}
+
+static const char *severity_text(int v)
+{
+	return sc_severity_name((enum sc_severity)v);
+}
+
 #define W(type_, member, key_, header_, ...)                                                  \
 	{ .key = key_, .header = header_, .type = (type_), .off = offsetof(T, member),        \
 	  __VA_ARGS__ }
@@ -108,6 +119,7 @@ static const struct out_field wallet_out[] = {
 	W(OT_ENUM, period, "period", "PERIOD", .name = period_text),
 	W(OT_MONEY, reserved, "reserved", "RESERVED"),
 	W(OT_BOOL, limited, "limited", "LIMITED"),
+	W(OT_MONEY, low_balance, "low_balance", "LOW BALANCE"),
 	W(OT_BOOL, sub_budget, "sub_budget", "SUB-BUDGET"),
 };
 #undef T
@@ -394,6 +406,30 @@ static const struct out_field adjustment_out[] = {
 	W(OT_UINT, transaction_id, "transaction_id", "TRANSACTION"),
 };
 #undef T
+
+/* value and threshold are money for low_balance and budget_exceeded, counts otherwise. */
+#define T sc_alert
+static const struct out_field alert_out[] = {
+	W(OT_UINT, id, "id", "ID"),
+	W(OT_UINT, agent_id, "agent_id", "AGENT", .flags = OF_NULL),
+	W(OT_UINT, org_id, "org_id", "ORG"),
+	W(OT_ENUM, kind, "kind", "KIND", .name = alert_kind_text),
+	W(OT_ENUM, severity, "severity", "SEVERITY", .name = severity_text),
+	W(OT_ALERT_VALUE, value, "value", "VALUE"),
+	W(OT_ALERT_VALUE, threshold, "threshold", "THRESHOLD"),
+	W(OT_UINT, transaction_id, "transaction_id", "TRANSACTION", .flags = OF_NULL),
+	W(OT_TIME, time, "time", "TIME"),
+	W(OT_STR, message, "message", "MESSAGE"),
+};
+static const struct out_field alert_cols[] = {
+	W(OT_UINT, id, "id", "ID"),
+	W(OT_TIME, time, "time", "TIME"),
+	W(OT_ENUM, severity, "severity", "SEVERITY", .name = severity_text),
+	W(OT_ENUM, kind, "kind", "KIND", .name = alert_kind_text),
+	W(OT_UINT, transaction_id, "transaction_id", "TRANSACTION", .flags = OF_NULL),
+	W(OT_STR, message, "message", "MESSAGE"),
+};
+#undef T
 #undef W
 
 /* The tables as the other files see them. */
@@ -408,7 +444,8 @@ const struct out_table ctl_wallet_out = OUT(wallet_out), ctl_rule_out = OUT(rule
 	ctl_settlement_out = OUT(settlement_out), ctl_task_usage_out = OUT(task_usage_out),
 	ctl_transfer_out = OUT(transfer_out), ctl_adjustment_out = OUT(adjustment_out),
 	ctl_spend_out = OUT(spend_out), ctl_carve_out = OUT(carve_out),
-	ctl_price_out = OUT(price_out);
+	ctl_price_out = OUT(price_out), ctl_alert_out = OUT(alert_out),
+	ctl_alert_cols = OUT(alert_cols);
 #undef OUT
 
 static int64_t get_i64(const char *p)
@@ -497,6 +534,15 @@ static void cell(const struct out_field *f, const char *base, char *buf, size_t 
 	case OT_MONEY:
 		ctl_usd(get_i64(p), buf, len);
 		break;
+	case OT_ALERT_VALUE: {
+		enum sc_alert_kind kind = ((const sc_alert *)base)->kind;
+
+		if (kind == SC_ALERT_LOW_BALANCE || kind == SC_ALERT_BUDGET_EXCEEDED)
+			ctl_usd(get_i64(p), buf, len);
+		else
+			snprintf(buf, len, "%" PRId64, get_i64(p));
+		break;
+	}
 	case OT_BOOL:
 		snprintf(buf, len, "%s", get_int(p) ? "yes" : "no");
 		break;
@@ -566,6 +612,7 @@ static void print_table(struct out_table t, const void *rows, size_t nrows, size
 		printf("%*s", indent, "");
 		for (i = 0; i < t.n; i++) {
 			int right = t.f[i].type == OT_MONEY || t.f[i].type == OT_INT ||
+			            t.f[i].type == OT_ALERT_VALUE ||
 			            t.f[i].type == OT_INT32 || t.f[i].type == OT_UINT ||
 			            t.f[i].type == OT_UINT32 || t.f[i].type == OT_SIZE;
 			int last = i + 1 == t.n;
@@ -659,6 +706,7 @@ static void json_value(const struct out_field *f, const char *base)
 	case OT_INT:
 	case OT_MONEY:
 	case OT_TIME:
+	case OT_ALERT_VALUE:
 		printf("%" PRId64, get_i64(p));
 		break;
 	case OT_INT32:
@@ -750,4 +798,20 @@ void ctl_show_list(const struct ctx *x, struct out_table full, struct out_table 
 		json_object(full, (const char *)rows + i * stride);
 	}
 	fputs("]\n", stdout);
+}
+
+void ctl_show_line(const struct ctx *x, struct out_table t, const void *obj)
+{
+	char buf[CELL_MAX];
+	size_t i;
+
+	if (x->json) {
+		json_object(t, obj);
+	} else {
+		for (i = 0; i < t.n; i++) {
+			cell(&t.f[i], obj, buf, sizeof(buf));
+			printf("%s%s", i ? "  " : "", buf);
+		}
+	}
+	putchar('\n');
 }

@@ -60,6 +60,18 @@ static const char *const txn_status_names[] = {
 	[SC_TXN_EXPIRED] = "expired",
 };
 
+static const char *const alert_kind_names[] = {
+	[SC_ALERT_LOW_BALANCE] = "low_balance",
+	[SC_ALERT_HIGH_VELOCITY] = "high_velocity",
+	[SC_ALERT_BUDGET_EXCEEDED] = "budget_exceeded",
+	[SC_ALERT_ANOMALY] = "anomaly",
+};
+
+static const char *const severity_names[] = {
+	[SC_SEVERITY_WARNING] = "warning",
+	[SC_SEVERITY_CRITICAL] = "critical",
+};
+
 #define NAMES(table) {table, COUNT(table)}
 
 const struct sc_names sc_priority_names = NAMES(priority_names);
@@ -69,6 +81,8 @@ const struct sc_names sc_txn_status_names = NAMES(txn_status_names);
 const struct sc_names sc_event_type_names = NAMES(event_type_names);
 const struct sc_names sc_risk_names = NAMES(risk_names);
 const struct sc_names sc_period_names = NAMES(period_names);
+const struct sc_names sc_alert_kind_names = NAMES(alert_kind_names);
+const struct sc_names sc_severity_names = NAMES(severity_names);
 
 int sc_names_find(const struct sc_names *t, const char *s, size_t len)
 {
@@ -123,6 +137,16 @@ const char *sc_event_type_name(enum sc_event_type t)
 const char *sc_period_name(enum sc_period p)
 {
 	return name_of(period_names, COUNT(period_names), (unsigned)p);
+}
+
+const char *sc_alert_kind_name(enum sc_alert_kind k)
+{
+	return name_of(alert_kind_names, COUNT(alert_kind_names), (unsigned)k);
+}
+
+const char *sc_severity_name(enum sc_severity s)
+{
+	return name_of(severity_names, COUNT(severity_names), (unsigned)s);
 }
 
 const char *sc_txn_status_name(enum sc_txn_status s)
@@ -197,5 +221,25 @@ int sc_period_parse(const char *s, enum sc_period *out)
 
 	if (rc == 0)
 		*out = (enum sc_period)v;
+	return rc;
+}
+
+int sc_alert_kind_parse(const char *s, enum sc_alert_kind *out)
+{
+	unsigned v;
+	int rc = index_of(&sc_alert_kind_names, s, &v);
+
+	if (rc == 0)
+		*out = (enum sc_alert_kind)v;
+	return rc;
+}
+
+int sc_severity_parse(const char *s, enum sc_severity *out)
+{
+	unsigned v;
+	int rc = index_of(&sc_severity_names, s, &v);
+
+	if (rc == 0)
+		*out = (enum sc_severity)v;
 	return rc;
 }

@@ -163,6 +163,8 @@ typedef struct sc_wallet {
 	sc_micros reserved;
 	int limited;    /* org wallets */
 	int sub_budget; /* agent wallets */
+	/* The low_balance alert's threshold of available funds; 0: a tenth of the budget. */
+	sc_micros low_balance;
 } sc_wallet;
 
 /* Fields of a wallet update; set the matching SC_WALLET_SET_* bit. */
@@ -172,7 +174,8 @@ enum {
 	SC_WALLET_SET_MAX_PER_TXN = 1 << 2,
 	SC_WALLET_SET_DAILY_SPEND_LIMIT = 1 << 3,
 	SC_WALLET_SET_DEBT = 1 << 4,
-	SC_WALLET_SET_PERIOD = 1 << 5
+	SC_WALLET_SET_PERIOD = 1 << 5,
+	SC_WALLET_SET_LOW_BALANCE = 1 << 6
 };
 
 typedef struct sc_wallet_update {
@@ -183,6 +186,7 @@ typedef struct sc_wallet_update {
 	sc_micros daily_spend_limit;
 	sc_micros debt;
 	enum sc_period period;
+	sc_micros low_balance;
 } sc_wallet_update;
 
 typedef struct sc_rule {
@@ -414,6 +418,62 @@ typedef struct sc_event {
 	char reason[SC_REASON_MAX + 1];
 } sc_event;
 
+/*
+ * Alerts (PROTOCOL.md "Alerts"): each fires at most once per threshold per
+ * period. low_balance: available funds below the wallet's low_balance (or a
+ * tenth of its budget), critical below a fifth of that; high_velocity:
+ * allowed checks of an agent in the sliding hour at or above the daemon's
+ * --alert-velocity, critical at twice it; budget_exceeded (always critical):
+ * spend above the budget of the wallet's period or above its daily spend
+ * limit; anomaly: a check of 10x (warning) or 100x (critical) the agent's
+ * average cost.
+ */
+enum sc_alert_kind {
+	SC_ALERT_LOW_BALANCE,
+	SC_ALERT_HIGH_VELOCITY,
+	SC_ALERT_BUDGET_EXCEEDED,
+	SC_ALERT_ANOMALY
+};
+enum sc_severity { SC_SEVERITY_WARNING, SC_SEVERITY_CRITICAL };
+
+/* "low_balance", "high_velocity", "budget_exceeded", "anomaly"; "unknown" out of range. */
+SC_API const char *sc_alert_kind_name(enum sc_alert_kind k);
+/* "warning", "critical". */
+SC_API const char *sc_severity_name(enum sc_severity s);
+/* 0 or SC_EINVAL. */
+SC_API int sc_alert_kind_parse(const char *s, enum sc_alert_kind *out);
+SC_API int sc_severity_parse(const char *s, enum sc_severity *out);
+
+/*
+ * One alert. agent_id is 0 for an org's own wallet; transaction_id 0 when
+ * no transaction crossed the threshold. value and threshold are money
+ * (micro-dollars) for low_balance (available funds) and budget_exceeded
+ * (spend), a count of allowed checks for high_velocity, and the ratio of
+ * the estimate to the average cost for anomaly (threshold 10 or 100).
+ */
+typedef struct sc_alert {
+	uint64_t id, agent_id, org_id, transaction_id;
+	enum sc_alert_kind kind;
+	enum sc_severity severity;
+	sc_micros value, threshold;
+	int64_t time; /* microseconds since the Unix epoch, UTC */
+	char message[128];
+} sc_alert;
+
+/*
+ * Which alerts a listing covers; sc_alert_filter_init() sets "any": ids 0,
+ * kind and severity -1 (else an enum value), since 0 (else time >= since),
+ * before 0 (else ids below it), limit 0 (the default, 50; at most 1000).
+ */
+typedef struct sc_alert_filter {
+	uint64_t agent_id, org_id;
+	int kind;
+	int severity;
+	int64_t since;
+	uint64_t before;
+	unsigned limit;
+} sc_alert_filter;
+
 /* ----- connection ----- */
 
 typedef struct sc_client sc_client;
@@ -637,6 +697,35 @@ SC_API int sc_score_get(sc_client *c, uint64_t agent_id, sc_score *out);
 SC_API int sc_agents_events(sc_client *c, uint64_t agent_id, unsigned limit, sc_event **out,
                             size_t *n);
 SC_API void sc_events_free(sc_event *list);
+
+/* ----- alerts ----- */
+
+SC_API void sc_alert_filter_init(sc_alert_filter *f);
+/* The alerts the daemon keeps (--alerts), newest first; f NULL: any. */
+SC_API int sc_alerts_list(sc_client *c, const sc_alert_filter *f, sc_alert **out, size_t *n);
+SC_API void sc_alerts_free(sc_alert *list);
+
+/*
+ * Subscribes this connection to alerts: from now on the daemon pushes every
+ * new alert, in id order, as a notification, which sc_alert_next() returns.
+ * last_id (may be NULL) receives the id of the newest alert before the
+ * subscription. A subscription ends with the connection (a reconnect or a
+ * daemon restart does not resubscribe) or with sc_alerts_unsubscribe().
+ *
+ * Alerts that arrive while another call waits for its response are queued
+ * on the client (the newest 64); when the queue is full the oldest is
+ * dropped and counted (sc_alerts_dropped()).
+ */
+SC_API int sc_alerts_subscribe(sc_client *c, uint64_t *last_id);
+SC_API int sc_alerts_unsubscribe(sc_client *c);
+/*
+ * The next pushed alert: a queued one at once, else waits up to timeout_ms
+ * (< 0: without limit) for one. Returns 0, -ETIMEDOUT when none came in
+ * time, -EINTR when a signal interrupted the wait, or a transport error.
+ */
+SC_API int sc_alert_next(sc_client *c, int timeout_ms, sc_alert *out);
+/* Alerts this client dropped from its full queue. */
+SC_API uint64_t sc_alerts_dropped(const sc_client *c);
 
 /* One named counter of the stats method; SC_ENOTFOUND if there is none. */
 SC_API int sc_stat(sc_client *c, const char *name, int64_t *out);

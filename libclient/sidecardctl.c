@@ -5,7 +5,9 @@
  *     sidecardctl [--socket PATH] [--json] VERB [SUBVERB] [--flag=value | --flag value]...
  *
  * The verbs follow Kredit's CLI (orgs, agents, rules, wallet, check, report,
- * pricing, score, transactions, tasks, fleet, stats). Flags and their values are parsed in
+ * pricing, score, transactions, tasks, fleet, stats), plus alerts (`alerts --follow`
+ * subscribes and prints each alert pushed, one per line, until SIGINT or
+ * SIGTERM, then exits 0). Flags and their values are parsed in
  * ctl_options.c; what a command answers is printed by ctl_output.c, for
  * humans or, with --json, as one JSON document.
  *
@@ -32,6 +34,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +69,7 @@ static const struct {
 	{ O_DAILY_SPEND_LIMIT, SC_WALLET_SET_DAILY_SPEND_LIMIT,
 	  offsetof(sc_wallet_update, daily_spend_limit) },
 	{ O_DEBT, SC_WALLET_SET_DEBT, offsetof(sc_wallet_update, debt) },
+	{ O_LOW_BALANCE, SC_WALLET_SET_LOW_BALANCE, offsetof(sc_wallet_update, low_balance) },
 };
 
 static void wallet_update_from(const struct opts *o, sc_wallet_update *u)
@@ -636,6 +640,88 @@ static int cmd_agents_events(struct ctx *x, const struct opts *o)
 	return 0;
 }
 
+static void alert_filter_from(const struct opts *o, sc_alert_filter *f)
+{
+	sc_alert_filter_init(f);
+	f->agent_id = (uint64_t)o->num[O_AGENT_ID];
+	f->org_id = (uint64_t)o->num[O_ORG_ID];
+	if (o->given & BIT(O_ALERT_KIND))
+		f->kind = (int)o->num[O_ALERT_KIND];
+	if (o->given & BIT(O_SEVERITY))
+		f->severity = (int)o->num[O_SEVERITY];
+	f->since = o->num[O_SINCE];
+	f->before = (uint64_t)o->num[O_BEFORE];
+	f->limit = (unsigned)o->num[O_LIMIT];
+}
+
+/* --follow applies the filter itself: the daemon pushes every alert. */
+static int alert_matches(const sc_alert_filter *f, const sc_alert *a)
+{
+	return (!f->agent_id || a->agent_id == f->agent_id) &&
+	       (!f->org_id || a->org_id == f->org_id) && (f->kind < 0 || (int)a->kind == f->kind) &&
+	       (f->severity < 0 || (int)a->severity == f->severity);
+}
+
+static volatile sig_atomic_t follow_stop;
+
+static void on_follow_signal(int sig)
+{
+	(void)sig;
+	follow_stop = 1;
+}
+
+/* Subscribes and prints each alert as it comes, until SIGINT or SIGTERM. */
+static int follow_alerts(struct ctx *x, const sc_alert_filter *f)
+{
+	struct sigaction sa;
+	sc_alert a;
+	int rc;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_follow_signal; /* no SA_RESTART: the wait returns -EINTR */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	if ((rc = sc_alerts_subscribe(x->c, NULL)) != 0)
+		return call_error(x, rc);
+	while (!follow_stop) {
+		/* A bounded wait, so a signal just before it cannot leave it blocked. */
+		rc = sc_alert_next(x->c, 1000, &a);
+		if (rc == -EINTR || rc == -ETIMEDOUT)
+			continue;
+		if (rc != 0)
+			return call_error(x, rc);
+		if (!alert_matches(f, &a))
+			continue;
+		ctl_show_line(x, x->json ? ctl_alert_out : ctl_alert_cols, &a);
+		if (fflush(stdout) != 0)
+			return EXIT_ERROR;
+	}
+	return 0;
+}
+
+static int cmd_alerts(struct ctx *x, const struct opts *o)
+{
+	sc_alert_filter f;
+	sc_alert *list;
+	size_t n;
+	int rc;
+
+	if ((rc = check_limit(x, o, 1000)) != 0)
+		return rc;
+	if ((o->given & BIT(O_FOLLOW)) && (o->given & (BIT(O_LIMIT) | BIT(O_BEFORE) | BIT(O_SINCE))))
+		return ctl_usage_error(x, "--follow prints new alerts: --limit, --before and --since "
+		                          "do not apply");
+	alert_filter_from(o, &f);
+	if (o->given & BIT(O_FOLLOW))
+		return follow_alerts(x, &f);
+	if ((rc = sc_alerts_list(x->c, &f, &list, &n)) != 0)
+		return call_error(x, rc);
+	ctl_show_list(x, ctl_alert_out, ctl_alert_cols, list, n, sizeof(*list));
+	sc_alerts_free(list);
+	return 0;
+}
+
 /* The counters of the stats method, in PROTOCOL.md's order. */
 static const char *const stat_names[] = {
 	"uptime_s",         "orgs",              "agents",          "rules",
@@ -645,7 +731,7 @@ static const char *const stat_names[] = {
 	"protocol_errors",  "capacity_orgs",     "capacity_agents",   "capacity_rules",
 	"capacity_holds",   "capacity_history",  "capacity_events",   "capacity_tasks",
 	"ledger_last_seq",  "ledger_durable_seq", "ledger_syncs",     "ledger_records_synced",
-	"ledger_failed",    "checkpoint_seq",
+	"ledger_failed",    "checkpoint_seq",    "capacity_alerts",   "alerts_dropped",
 };
 
 static int cmd_stats(struct ctx *x, const struct opts *o)
@@ -796,7 +882,8 @@ static int cmd_ledger_export(struct ctx *x, const struct opts *o)
 }
 
 #define WALLET_FLAGS                                                                   \
-	(BIT(O_BALANCE) | BIT(O_BUDGET) | BIT(O_MAX_PER_TXN) | BIT(O_DAILY_SPEND_LIMIT))
+	(BIT(O_BALANCE) | BIT(O_BUDGET) | BIT(O_MAX_PER_TXN) | BIT(O_DAILY_SPEND_LIMIT) |  \
+	 BIT(O_LOW_BALANCE))
 #define RULE_FLAGS                                                                     \
 	(BIT(O_NAME) | BIT(O_MATCH) | BIT(O_MAX_COST_PER_TXN) | BIT(O_DAILY_SPEND_LIMIT) | \
 	 BIT(O_HOURLY_RATE_LIMIT))
@@ -896,6 +983,12 @@ static const struct command commands[] = {
 	  "agents by status, total spend, checks blocked by risk controls, anomalies, average "
 	  "score" },
 	{ "stats", NULL, cmd_stats, 0, 0, "the daemon's counters" },
+	{ "alerts", NULL, cmd_alerts,
+	  BIT(O_AGENT_ID) | BIT(O_ORG_ID) | BIT(O_ALERT_KIND) | BIT(O_SEVERITY) | BIT(O_SINCE) |
+	          BIT(O_BEFORE) | BIT(O_LIMIT) | BIT(O_FOLLOW),
+	  0,
+	  "alerts (low balance, velocity, budget, anomaly), newest first (--limit 1-1000, default "
+	  "50); --follow prints each new one as it is raised, until interrupted" },
 	{ "ledger", "verify", cmd_ledger_verify, BIT(O_STATE_DIR), 0,
 	  "check every ledger record offline (exit 1: corrupt; a torn tail is a warning)" },
 	{ "ledger", "export", cmd_ledger_export, BIT(O_STATE_DIR) | BIT(O_FROM), 0,
@@ -979,7 +1072,7 @@ int main(int argc, char **argv)
 			socket_path = argv[++a];
 		} else if (strncmp(arg, "--", 2) == 0) {
 			flags[nflags++] = argv[a];
-			if (strchr(arg, '=') == NULL && a + 1 < argc)
+			if (strchr(arg, '=') == NULL && a + 1 < argc && !ctl_flag_is_switch(arg))
 				flags[nflags++] = argv[++a];
 		} else if (nwords < COUNT(words)) {
 			words[nwords++] = arg;

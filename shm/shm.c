@@ -223,6 +223,7 @@ static int create(struct shm *m, const char *path, const struct shm_caps *caps, 
 	h.header_size = SHM_HEADER_SIZE;
 	h.next_org_id = h.next_agent_id = h.next_rule_id = h.next_txn_id = h.next_event_id = 1;
 	h.next_task_uid = h.next_price_id = 1;
+	h.next_alert_id = 1;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	h.created_at = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 	memcpy(m->base, &h, sizeof(h));

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alerts.h"
 #include "common.h"
 #include "dispatch.h"
 #include "gate.h"
@@ -60,7 +61,7 @@ void pack_wallet(struct call *c, const struct gate_wallet_ref *ref)
 	const struct shm_calendar *cal = &call_wallet_org(c, ref)->cal;
 	msgpack_packer *pk = c->pk;
 
-	call_map(c, 11);
+	call_map(c, 12);
 	proto_pack_key_i64(pk, "balance", w->balance);
 	proto_pack_key_i64(pk, "held", w->held);
 	proto_pack_key_i64(pk, "available", w->balance - w->held);
@@ -71,6 +72,7 @@ void pack_wallet(struct call *c, const struct gate_wallet_ref *ref)
 	proto_pack_key_i64(pk, "debt", w->debt);
 	proto_pack_key_str(pk, "period", sc_period_name(w->period));
 	proto_pack_key_i64(pk, "reserved", w->reserving);
+	proto_pack_key_i64(pk, "low_balance", w->low_balance);
 	if (ref->org)
 		proto_pack_key_bool(pk, "limited", (int)w->limited);
 	else
@@ -279,7 +281,7 @@ int call_enum_arg(struct call *c, struct proto_args *a, const char *key,
 }
 
 /* The fields each method accepts; anything else is an unknown field. */
-#define WALLET_FIELDS "balance", "budget", "max_per_txn", "daily_spend_limit"
+#define WALLET_FIELDS "balance", "budget", "max_per_txn", "daily_spend_limit", "low_balance"
 #define RULE_FIELDS "name", "match", "max_cost_per_txn", "daily_spend_limit", "hourly_rate_limit"
 #define FIELDS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
@@ -299,6 +301,7 @@ static int wallet_args(struct proto_args *a, int with_debt, sc_wallet_update *u)
 		{"max_per_txn", SC_WALLET_SET_MAX_PER_TXN, offsetof(sc_wallet_update, max_per_txn)},
 		{"daily_spend_limit", SC_WALLET_SET_DAILY_SPEND_LIMIT,
 		 offsetof(sc_wallet_update, daily_spend_limit)},
+		{"low_balance", SC_WALLET_SET_LOW_BALANCE, offsetof(sc_wallet_update, low_balance)},
 		{"debt", SC_WALLET_SET_DEBT, offsetof(sc_wallet_update, debt)},
 	};
 	size_t n = sizeof(fields) / sizeof(fields[0]) - (with_debt ? 0 : 1);
@@ -668,6 +671,7 @@ static int m_wallets_update(struct call *c)
 	}
 	if (!ref.org)
 		gate_carve_sync(c->st, &c->m->agents[ref.slot]);
+	alerts_evaluate(c->st, &(struct alerts_change){.wallet = ref}, c->now);
 	call_ok(c);
 	pack_wallet(c, &ref);
 	return 0;
@@ -912,6 +916,10 @@ static const struct method {
 	{"agents.top", m_agents_top, FIELDS("org_id", "since", "until", "limit"), 0},
 	{"fleet", m_fleet, FIELDS(NULL), 0},
 	{"tasks.usage", m_tasks_usage, FIELDS("task_id"), 0},
+	{"alerts.list", m_alerts_list,
+	 FIELDS("agent_id", "org_id", "kind", "severity", "since", "before", "limit"), 0},
+	{"alerts.subscribe", m_alerts_subscribe, FIELDS(NULL), 0},
+	{"alerts.unsubscribe", m_alerts_unsubscribe, FIELDS(NULL), 0},
 };
 
 static const struct method *find_method(const char *name, size_t len)
@@ -942,7 +950,7 @@ static uint64_t record(struct dispatch *d, unsigned type, int64_t now, const msg
 
 /* Runs a method; its result (after a nil error) is left in d->scratch. */
 static int run(struct dispatch *d, const struct method *m, const msgpack_object *params,
-               int64_t now, struct call *c)
+               int64_t now, uint64_t conn_id, struct call *c)
 {
 	struct proto_args args;
 	msgpack_packer spk;
@@ -951,7 +959,7 @@ static int run(struct dispatch *d, const struct method *m, const msgpack_object 
 	d->scratch.size = 0;
 	msgpack_packer_init(&spk, &d->scratch, msgpack_sbuffer_write);
 	*c = (struct call){.d = d, .st = d->st, .m = state_shm(d->st), .a = &args, .pk = &spk,
-	                   .now = now};
+	                   .now = now, .conn_id = conn_id};
 	if ((rc = proto_args_init(&args, params, c->err, sizeof(c->err))) == 0 &&
 	    (rc = proto_args_expect(&args, m->fields)) == 0)
 		rc = m->fn(c);
@@ -981,7 +989,7 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 			dispatch_roll(d, now); /* a new day begins before the change that sees it */
 		if (m->ledger_type)
 			shm_change_begin(shm);
-		rc = run(d, m, req->params, now, &c);
+		rc = run(d, m, req->params, now, req->conn_id, &c);
 		if (rc == 0 && m->ledger_type && !c.replayed && d->ledger)
 			seq = record(d, m->ledger_type, c.now, req->params);
 		if (m->ledger_type)
@@ -1142,12 +1150,12 @@ static int replay_run(struct dispatch *d, const struct method *m, const struct l
 	int rc;
 
 	if (r->type != LEDGER_ORGS_CREATE && r->type != LEDGER_ORGS_UPDATE)
-		return run(d, m, params, r->time, c);
+		return run(d, m, params, r->time, 0, c);
 	msgpack_unpacked_init(&res);
 	if (msgpack_unpack_next(&res, r->body + 1 + off, r->body_len - 1 - off, &roff) ==
 	    MSGPACK_UNPACK_SUCCESS)
 		d->recorded = &res.data;
-	rc = run(d, m, params, r->time, c);
+	rc = run(d, m, params, r->time, 0, c);
 	d->recorded = NULL;
 	msgpack_unpacked_destroy(&res);
 	return rc;

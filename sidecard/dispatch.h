@@ -14,6 +14,7 @@
 #include "state.h"
 
 struct ledger;
+struct dispatch_alerts;
 
 struct dispatch {
 	struct state *st;
@@ -28,6 +29,7 @@ struct dispatch {
 	uint64_t checkpoint_seq;   /* the newest snapshot, for stats */
 	msgpack_sbuffer scratch;   /* a method's result before it is sent (init/destroy by owner) */
 	const msgpack_object *recorded; /* replay: the result the record holds, else NULL */
+	struct dispatch_alerts *alerts; /* alerts.subscribe's subscribers; NULL until the first */
 };
 
 /*
@@ -51,6 +53,18 @@ int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps);
  * checks that a method record reproduces its recorded result byte for byte.
  */
 int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err, size_t errlen);
+
+/*
+ * Sends every alert raised since the last call to the connections that
+ * subscribed before it, as [2, "alert", [alert]], in id order. Called by
+ * the loop's owner after each loop iteration and after expiring holds,
+ * never from a handler (which must not notify its own connection).
+ */
+void dispatch_push_alerts(struct dispatch *d);
+/* Alert notifications dropped because the subscriber was not reading. */
+uint64_t dispatch_alerts_dropped(const struct dispatch *d);
+/* Releases the subscribers (d->alerts). */
+void dispatch_alerts_free(struct dispatch *d);
 
 /* Microseconds since the Unix epoch, UTC. */
 int64_t dispatch_now(void);

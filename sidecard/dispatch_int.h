@@ -7,6 +7,7 @@
  *   dispatch_view.c  the read-only methods over the whole state
  *   dispatch_period.c  time zones, budget periods, spend and sub-budgets
  *   dispatch_pricing.c  the rate table's methods and report's token arguments
+ *   dispatch_alerts.c the alert methods and the push of alerts to subscribers
  *
  * A method reads its arguments, calls the state or the gate and, only once
  * nothing can fail any more, packs nil and its result (call_ok); on failure
@@ -33,6 +34,7 @@ struct call {
 	struct proto_args *a;
 	msgpack_packer *pk;
 	int64_t now;
+	uint64_t conn_id; /* the connection asking; 0 during a ledger replay */
 	int replayed; /* the method changed nothing: an idempotent replay */
 	char err[ERRLEN];
 };
@@ -83,9 +85,10 @@ struct ring_filter {
 	int risk;
 	int64_t since, until; /* created_at in [since, until) */
 	uint64_t before;      /* ids below this; 0: any */
+	int kind, severity;   /* alerts: enum sc_alert_kind, enum sc_severity */
 };
 
-#define RING_FILTER_ANY {0, 0, -1, -1, INT64_MIN, INT64_MAX, 0}
+#define RING_FILTER_ANY {0, 0, -1, -1, INT64_MIN, INT64_MAX, 0, -1, -1}
 
 /* One ring (transactions or events) as the listing walks it. */
 struct ring {
@@ -127,5 +130,9 @@ int m_pricing_list(struct call *c);
 int m_pricing_get(struct call *c);
 /* report's input_tokens, output_tokens, cached_input_tokens (absent: 0); *any if one was given. */
 int pricing_token_args(struct call *c, uint64_t tokens[3], int *any);
+/* ---- the methods of dispatch_alerts.c ---- */
+int m_alerts_list(struct call *c);
+int m_alerts_subscribe(struct call *c);
+int m_alerts_unsubscribe(struct call *c);
 
 #endif /* SIDECARD_DISPATCH_INT_H */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alerts.h"
 #include "common.h"
 #include "gate.h"
 #include "pricing.h"
@@ -110,35 +111,40 @@ static uint32_t bucket(int32_t minute)
 }
 
 /*
- * Buckets hold minutes (rate_minute - 63, rate_minute]. The window counted
- * at minute M is [M - 60, M]; a clock that stepped back counts everything
- * newer too, which can only block earlier, never later.
+ * Buckets hold minutes (newest - 63, newest]. The window counted at minute
+ * M is [M - 60, M]; a clock that stepped back counts everything newer too,
+ * which can only block earlier, never later.
  */
-int64_t gate_rate_count(const struct shm_rule *r, int64_t now)
+int64_t gate_window_count(const uint32_t *buckets, int32_t newest, int64_t now)
 {
-	int32_t m = gate_minute(now), hi = r->rate_minute;
+	int32_t m = gate_minute(now), hi = newest;
 	int32_t lo = m - 60 > hi - (SHM_RATE_BUCKETS - 1) ? m - 60 : hi - (SHM_RATE_BUCKETS - 1);
 	int64_t n = 0;
 
 	for (int32_t i = lo; i <= hi; i++)
-		n += r->rate[bucket(i)];
+		n += buckets[bucket(i)];
 	return n;
 }
 
-static void rate_add(struct shm_rule *r, int64_t now)
+void gate_window_add(uint32_t *buckets, int32_t *newest, int64_t now)
 {
 	int32_t m = gate_minute(now);
 
-	if (m > r->rate_minute) {
-		if (m - r->rate_minute >= SHM_RATE_BUCKETS)
-			memset(r->rate, 0, sizeof(r->rate));
+	if (m > *newest) {
+		if (m - *newest >= SHM_RATE_BUCKETS)
+			memset(buckets, 0, SHM_RATE_BUCKETS * sizeof(*buckets));
 		else
-			for (int32_t i = r->rate_minute + 1; i <= m; i++)
-				r->rate[bucket(i)] = 0;
-		r->rate_minute = m;
+			for (int32_t i = *newest + 1; i <= m; i++)
+				buckets[bucket(i)] = 0;
+		*newest = m;
 	}
-	if (r->rate[bucket(r->rate_minute)] < UINT32_MAX)
-		r->rate[bucket(r->rate_minute)]++;
+	if (buckets[bucket(*newest)] < UINT32_MAX)
+		buckets[bucket(*newest)]++;
+}
+
+int64_t gate_rate_count(const struct shm_rule *r, int64_t now)
+{
+	return gate_window_count(r->rate, r->rate_minute, now);
 }
 
 /* ------------------------------------------------------------- counters */
@@ -392,7 +398,7 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 
 		shm_write_begin(&r->rec.seq);
 		r->held += req->estimate;
-		rate_add(r, now);
+		gate_window_add(r->rate, &r->rate_minute, now);
 		shm_write_end(&r->rec.seq);
 	}
 	if (task_slot != SHM_NONE) {
@@ -575,6 +581,8 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 		place_holds(st, agent_slot, rule_slot, task_slot, hold_slot, req, out->txn_id, now);
 	note_check(st, a, task, out, anomaly, ratio, now);
 	gate_carve_sync(st, a);
+	alerts_evaluate(st, &(struct alerts_change){{agent_slot, 0}, out->allowed ? out->txn_id : 0,
+	                                            out->allowed, anomaly, ratio}, now);
 	shm_change_end(m);
 	out->available = available(&a->wallet);
 	return 0;
@@ -672,6 +680,8 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		}
 		shm_write_end(&t->rec.seq);
 	}
+	alerts_evaluate(st, &(struct alerts_change){.wallet = {h->agent_slot, 0}, .txn_id = h->txn_id},
+	                now);
 	state_hold_free(st, hold_slot);
 	gate_carve_sync(st, a);
 	count(st, status == SC_TXN_SETTLED ? C_REPORTS : C_EXPIRED);
@@ -947,6 +957,8 @@ int gate_transfer(struct state *st, const struct gate_wallet_ref *from,
 	                    -amount, balance, meta, meta_len, now);
 	sync_owner(st, from);
 	sync_owner(st, to);
+	alerts_evaluate(st, &(struct alerts_change){.wallet = *from, .txn_id = ids[0]}, now);
+	alerts_evaluate(st, &(struct alerts_change){.wallet = *to, .txn_id = ids[1]}, now);
 	shm_change_end(m);
 	return 0;
 }
@@ -981,6 +993,7 @@ int gate_adjust(struct state *st, const struct gate_wallet_ref *ref, int64_t amo
 	*txn_id = gate_wallet_txn(st, o.agent_id, o.org_id, "wallet.adjust", "adjustment",
 	                     amount < 0 ? -amount : amount, -amount, balance, meta, meta_len, now);
 	sync_owner(st, ref);
+	alerts_evaluate(st, &(struct alerts_change){.wallet = *ref, .txn_id = *txn_id}, now);
 	shm_change_end(m);
 	return 0;
 }

@@ -152,6 +152,16 @@ int gate_risk_reason(const char *reason);
 int32_t gate_day(int64_t now);
 int32_t gate_minute(int64_t now);
 
+/*
+ * A sliding hour of one-minute buckets (SHM_RATE_BUCKETS of them, indexed
+ * by minute % SHM_RATE_BUCKETS, the newest being minute *newest): a rule's
+ * allowed calls and an agent's velocity. gate_window_count is what the
+ * window holds at now (the current minute and the 60 before it);
+ * gate_window_add counts one at now, clearing the buckets it moves past.
+ */
+int64_t gate_window_count(const uint32_t *buckets, int32_t newest, int64_t now);
+void gate_window_add(uint32_t *buckets, int32_t *newest, int64_t now);
+
 /* Allowed checks a rule has counted in the hourly window at now. */
 int64_t gate_rate_count(const struct shm_rule *r, int64_t now);
 

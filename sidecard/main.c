@@ -1,7 +1,8 @@
 /*
  * main.c: the sidecard daemon's entry point. Loads the configuration, takes
  * the state directory (one daemon per state), opens the state segment,
- * starts the server and the hold-expiry timer on one libuv loop, and drains
+ * starts the server and the hold-expiry timer on one libuv loop, pushes new
+ * alerts to their subscribers after every loop iteration, and drains
  * cleanly on SIGTERM or SIGINT.
  *
  * Threads: everything runs on the main thread, which is the loop thread and
@@ -33,6 +34,7 @@ struct daemon {
 	uv_loop_t loop;
 	uv_timer_t expiry, checkpoint_timer;
 	int64_t timer_due; /* when the expiry timer fires (daemon time) */
+	uv_check_t alerts; /* pushes the alerts raised during the iteration */
 	uv_signal_t sigterm, sigint;
 	struct state *st;
 	struct srv *srv;
@@ -96,9 +98,19 @@ static void on_expiry(uv_timer_t *t)
 	}
 	dispatch_roll(&d->dispatch, dispatch_now());
 	n = dispatch_expire(&d->dispatch, dispatch_now());
-	if (n)
+	if (n) {
 		log_info("%u hold(s) expired", n);
+		/* the loop may next block in poll: push what the expiry raised now */
+		dispatch_push_alerts(&d->dispatch);
+	}
 	arm_expiry(d);
+}
+
+static void on_loop_turn(uv_check_t *h)
+{
+	struct daemon *d = h->data;
+
+	dispatch_push_alerts(&d->dispatch);
 }
 
 static void on_hold_placed(void *arg)
@@ -199,6 +211,7 @@ static void on_signal(uv_signal_t *s, int signum)
 	uv_timer_stop(&d->expiry);
 	uv_close((uv_handle_t *)&d->expiry, NULL);
 	uv_timer_stop(&d->checkpoint_timer);
+	uv_close((uv_handle_t *)&d->alerts, NULL);
 	srv_stop(d->srv, on_server_stopped, d);
 }
 
@@ -394,6 +407,9 @@ static int start(struct daemon *d)
 	uv_timer_start(&d->checkpoint_timer, on_checkpoint_timer,
 	               (uint64_t)(d->cfg.checkpoint_interval_us / 1000),
 	               (uint64_t)(d->cfg.checkpoint_interval_us / 1000));
+	uv_check_init(&d->loop, &d->alerts);
+	d->alerts.data = d;
+	uv_check_start(&d->alerts, on_loop_turn);
 	uv_signal_init(&d->loop, &d->sigterm);
 	uv_signal_init(&d->loop, &d->sigint);
 	d->sigterm.data = d->sigint.data = d;
@@ -446,6 +462,7 @@ int main(int argc, char **argv)
 	ledger_free(d.ledger);
 	checkpoint_free(d.cp);
 	state_close(d.st);
+	dispatch_alerts_free(&d.dispatch);
 	msgpack_sbuffer_destroy(&d.dispatch.scratch);
 	if (uv_loop_close(&d.loop) != 0)
 		log_warn("the loop closed with handles still open");

@@ -811,6 +811,15 @@ void srv_set_durable(struct srv *s, uint64_t seq)
 	}
 }
 
+int srv_conn_open(const struct srv *s, uint64_t conn_id)
+{
+	const struct conn *c = s->conns;
+
+	while (c && c->id != conn_id)
+		c = c->next;
+	return c != NULL && !c->closing && !c->finishing && !c->rejected && !s->stopping;
+}
+
 int srv_notify(struct srv *s, uint64_t conn_id, const char *method, const char *packed_params,
                size_t len)
 {

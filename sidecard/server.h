@@ -139,4 +139,10 @@ void srv_set_durable(struct srv *s, uint64_t seq);
 int srv_notify(struct srv *s, uint64_t conn_id, const char *method, const char *packed_params,
                size_t len);
 
+/*
+ * 1 if connection conn_id is open and not closing (srv_notify would find
+ * it), else 0. Linear in the number of connections.
+ */
+int srv_conn_open(const struct srv *s, uint64_t conn_id);
+
 #endif /* SIDECARD_SERVER_H */

@@ -698,6 +698,7 @@ static int check_wallet_update(const sc_wallet_update *u, char *err, size_t errl
 		{SC_WALLET_SET_DAILY_SPEND_LIMIT, "daily_spend_limit",
 		 offsetof(sc_wallet_update, daily_spend_limit)},
 		{SC_WALLET_SET_DEBT, "debt", offsetof(sc_wallet_update, debt)},
+		{SC_WALLET_SET_LOW_BALANCE, "low_balance", offsetof(sc_wallet_update, low_balance)},
 	};
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
@@ -724,6 +725,8 @@ static void apply_wallet_update(struct shm_wallet *w, const sc_wallet_update *u)
 		w->daily_limit = u->daily_spend_limit;
 	if (u->set & SC_WALLET_SET_DEBT)
 		w->debt = u->debt;
+	if (u->set & SC_WALLET_SET_LOW_BALANCE)
+		w->low_balance = u->low_balance;
 }
 
 int state_wallet_update(struct state *st, uint32_t slot, int org, const sc_wallet_update *u,
@@ -1212,6 +1215,32 @@ const struct shm_event *state_event_by_id(struct state *st, uint64_t id)
 		return NULL;
 	e = &st->m.events[(id - 1) % h->event_cap];
 	return e->rec.used && e->id == id ? e : NULL;
+}
+
+uint64_t state_alert_add(struct state *st, const struct shm_alert *a)
+{
+	struct shm_header *h = st->m.hdr;
+	uint64_t id = h->next_alert_id++;
+	struct shm_alert *r = &st->m.alerts[(id - 1) % h->alert_cap];
+
+	shm_write_begin(&r->rec.seq);
+	memcpy((char *)r + sizeof(r->rec), (const char *)a + sizeof(a->rec),
+	       sizeof(*r) - sizeof(r->rec));
+	r->rec.used = 1;
+	r->id = id;
+	shm_write_end(&r->rec.seq);
+	return id;
+}
+
+const struct shm_alert *state_alert_by_id(struct state *st, uint64_t id)
+{
+	const struct shm_header *h = st->m.hdr;
+	const struct shm_alert *a;
+
+	if (id == 0 || id >= h->next_alert_id)
+		return NULL;
+	a = &st->m.alerts[(id - 1) % h->alert_cap];
+	return a->rec.used && a->id == id ? a : NULL;
 }
 
 uint32_t state_task_find(struct state *st, struct state_str id)

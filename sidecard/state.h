@@ -154,6 +154,14 @@ void state_event_add(struct state *st, const struct shm_agent *a, enum shm_event
 /* The event with this id if it is still in the ring, else NULL. */
 const struct shm_event *state_event_by_id(struct state *st, uint64_t id);
 
+/*
+ * Records an alert in the alert ring (the oldest is dropped): *a without its
+ * rec and id, which are assigned. Returns the new alert's id.
+ */
+uint64_t state_alert_add(struct state *st, const struct shm_alert *a);
+/* The alert with this id if it is still in the ring, else NULL. */
+const struct shm_alert *state_alert_by_id(struct state *st, uint64_t id);
+
 /* ---- tasks ---- */
 /* The slot of the task with this id, or SHM_NONE. */
 uint32_t state_task_find(struct state *st, struct state_str id);

@@ -2898,6 +2898,135 @@ START_TEST(test_task_default_cap)
 }
 END_TEST
 
+/* ----- alerts ----- */
+
+/* The next alert pushed to sub within 2 s. */
+static sc_alert next_alert(sc_client *sub)
+{
+	sc_alert a;
+	int rc = sc_alert_next(sub, 2000, &a);
+
+	ck_assert_msg(rc == 0, "no alert pushed: %s (%s)", sc_err_name(rc), sc_last_error(sub));
+	return a;
+}
+
+static void no_alert(sc_client *conn)
+{
+	sc_alert a;
+	int rc = sc_alert_next(conn, 300, &a);
+
+	ck_assert_msg(rc == -ETIMEDOUT, "expected no alert, got %s: %s", sc_err_name(rc),
+	              rc == 0 ? a.message : sc_last_error(conn));
+}
+
+START_TEST(test_alerts_pushed_to_subscribers)
+{
+	sc_client *sub, *other, *sub2;
+	sc_wallet_update u = { .set = SC_WALLET_SET_LOW_BALANCE, .low_balance = USD(5) };
+	sc_alert_filter f;
+	sc_alert a, *list;
+	sc_wallet w;
+	uint64_t agent = new_agent(USD(10)), last = 99, txn, second;
+	int64_t count;
+	size_t n;
+
+	OK(sc_connect(d.socket, &sub));
+	OK(sc_connect(d.socket, &other));
+	TEST_OK(sub, sc_alerts_subscribe(sub, &last));
+	ck_assert_uint_eq(last, 0);
+
+	/* a hold takes available to $0.50, below a tenth of the $10 budget */
+	txn = allow(agent, "openai.chat", CENTS(950));
+	a = next_alert(sub);
+	ck_assert_int_eq(a.kind, SC_ALERT_LOW_BALANCE);
+	ck_assert_int_eq(a.severity, SC_SEVERITY_WARNING);
+	ck_assert_uint_eq(a.agent_id, agent);
+	ck_assert_uint_eq(a.transaction_id, txn);
+	ck_assert_int_eq(a.value, CENTS(50));
+	ck_assert_int_eq(a.threshold, USD(1));
+	ck_assert_str_eq(a.message, "agent 1 (bot): available $0.50 below $1.00");
+	no_alert(other);
+
+	OK(sc_alerts_list(c, NULL, &list, &n));
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(list[0].id, a.id);
+	ck_assert_str_eq(list[0].message, a.message);
+	sc_alerts_free(list);
+	sc_alert_filter_init(&f);
+	f.kind = SC_ALERT_ANOMALY;
+	OK(sc_alerts_list(c, &f, &list, &n));
+	ck_assert_uint_eq(n, 0);
+	sc_alerts_free(list);
+
+	/* a subscriber that raises an alert itself gets it after its reply */
+	OK(sc_connect(d.socket, &sub2));
+	TEST_OK(sub2, sc_alerts_subscribe(sub2, &last));
+	ck_assert_uint_eq(last, a.id);
+	sc_close(sub); /* gone before the next alert: the daemon must not mind */
+	TEST_OK(sub2, sc_wallets_update(sub2, agent, &u, &w));
+	ck_assert_int_eq(w.low_balance, USD(5));
+	a = next_alert(sub2);
+	ck_assert_int_eq(a.severity, SC_SEVERITY_CRITICAL);
+	ck_assert_int_eq(a.threshold, USD(1)); /* a fifth of $5 */
+	ck_assert_uint_eq(a.transaction_id, 0);
+	no_alert(other);
+
+	/* unsubscribed: nothing more */
+	TEST_OK(sub2, sc_alerts_unsubscribe(sub2));
+	second = new_agent_in("org-1", "second", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
+	allow(second, "openai.chat", CENTS(950));
+	OK(sc_alerts_list(c, NULL, &list, &n));
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(list[0].agent_id, second);
+	ck_assert_uint_gt(list[0].id, list[1].id);
+	sc_alerts_free(list);
+	no_alert(sub2);
+
+	OK(sc_stat(c, "alerts_dropped", &count));
+	ck_assert_int_eq(count, 0);
+	ck_assert_uint_eq(sc_alerts_dropped(sub2), 0);
+	sc_close(sub2);
+	sc_close(other);
+}
+END_TEST
+
+START_TEST(test_alerts_budget_and_filters)
+{
+	sc_client *sub;
+	sc_alert_filter f;
+	sc_alert a, *list;
+	uint64_t agent, last, txn;
+	size_t n;
+
+	new_org("spenders");
+	agent = new_agent_in("spenders", "overrun", SC_PRIORITY_NORMAL, USD(100), 0, USD(10), NULL, 0);
+	OK(sc_connect(d.socket, &sub));
+	TEST_OK(sub, sc_alerts_subscribe(sub, &last));
+	txn = allow(agent, "tool.run", USD(9));
+	report(txn, SC_OUTCOME_SUCCESS, 1, USD(15));
+	a = next_alert(sub);
+	ck_assert_int_eq(a.kind, SC_ALERT_BUDGET_EXCEEDED);
+	ck_assert_int_eq(a.severity, SC_SEVERITY_CRITICAL);
+	ck_assert_int_eq(a.value, USD(15));
+	ck_assert_int_eq(a.threshold, USD(10));
+	ck_assert_uint_eq(a.transaction_id, txn);
+	sc_alert_filter_init(&f);
+	f.agent_id = agent;
+	f.kind = SC_ALERT_BUDGET_EXCEEDED;
+	OK(sc_alerts_list(c, &f, &list, &n));
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(list[0].id, a.id);
+	sc_alerts_free(list);
+	f.agent_id = agent + 1;
+	OK(sc_alerts_list(c, &f, &list, &n));
+	ck_assert_uint_eq(n, 0);
+	sc_alerts_free(list);
+	f.kind = 9;
+	FAILS(sc_alerts_list(c, &f, &list, &n), SC_EINVAL, "kind");
+	sc_close(sub);
+}
+END_TEST
+
 static TCase *tcase(Suite *s, const char *name, void (*setup)(void), unsigned timeout)
 {
 	return test_add_tcase_tmp(s, name, setup, stop, timeout);
@@ -2975,6 +3104,10 @@ static Suite *integration_suite(void)
 	tcase_add_test(tc, test_hold_expiry);
 	tc = tcase(s, "expiry-none", setup_short_ttl_no_charge, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_hold_expiry_no_charge);
+
+	tc = tcase(s, "alerts", setup_default, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_alerts_pushed_to_subscribers);
+	tcase_add_test(tc, test_alerts_budget_and_filters);
 
 	tc = tcase(s, "restart", setup_default, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_restart_keeps_state);

@@ -6,7 +6,8 @@
 # with dollar amounts, then transactions by filter, window and page, their
 # summary, the top agents, the fleet, task usage (check --task-id,
 # tasks usage), wallet transfers and adjustments (a negative amount
-# debits) and pricing (rate versions, a report priced from tokens); checks exit statuses (0 allowed,
+# debits), pricing (rate versions, a report priced from tokens) and alerts (listed, and
+# followed as they are pushed); checks exit statuses (0 allowed,
 # 1 blocked, 2 error), parses --json output with $PYTHON3 (Debian's
 # /usr/bin/python3 by default) and stops at the first failure. Run by `make check`; standalone:
 #   SIDECARD_BIN=sidecard/sidecard SIDECARDCTL_BIN=libclient/sidecardctl tests/cli.sh
@@ -481,6 +482,47 @@ json 'assert [(t["model"], t["rate_version"], t["input_tokens"], t["output_token
          t["cached_input_tokens"], t["charged"]) for t in d] == [("gpt-x", 1, 5000, 1500, 2000,
                                                                    30000)], d'
 ok "report priced from token counts"
+
+run orgs create --name alerting; expect 0 "orgs create alerting"
+run --json agents create --org alerting --name low-bot --balance 10; expect 0 "agents create low-bot"
+low=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$dir/out")
+"$ctl" --socket "$sock" --json alerts --follow --agent-id "$low" >"$dir/follow" 2>"$dir/follow.err" &
+follower=$!
+# the follower is subscribed once its connection is open and its subscribe answered
+i=0
+until "$ctl" --socket "$sock" --json stats 2>/dev/null | "$py" -c 'import json, sys
+sys.exit(0 if json.load(sys.stdin)["connections_open"] >= 2 else 1)'; do
+	i=$((i + 1)); [ $i -le 100 ] || fail "alerts --follow did not connect"; sleep 0.05
+done
+sleep 0.3
+run check --agent-id "$low" --action tool.run --estimated-cost 9.50; expect 0 "check to a low balance"
+i=0
+until [ -s "$dir/follow" ]; do
+	i=$((i + 1)); [ $i -le 100 ] || { kill "$follower"; fail "alerts --follow printed nothing"; }
+	sleep 0.05
+done
+kill -INT "$follower"; wait "$follower"; rc=$?
+expect 0 "alerts --follow stopped by SIGINT"
+"$py" -c 'import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert len(lines) == 1, lines
+a = json.loads(lines[0])
+assert a["kind"] == "low_balance" and a["severity"] == "warning", a
+assert a["agent_id"] == int(sys.argv[2]) and a["value"] == 500000 and a["threshold"] == 1000000, a' \
+	"$dir/follow" "$low" || fail "alerts --follow output: $(cat "$dir/follow" "$dir/follow.err")"
+ok "alerts --follow prints a pushed alert as a JSON line and exits 0 on SIGINT"
+
+run alerts; expect 0 "alerts"; out_has "SEVERITY"; out_has "low_balance"
+out_has 'agent '"$low"' (low-bot): available $0.50 below $1.00'
+run --json alerts --agent-id "$low" --kind low_balance --limit 5; expect 0 "alerts --json"
+json 'assert len(d) == 1 and d[0]["kind"] == "low_balance" and d[0]["org_id"] > 0, d'
+run --json wallet update --agent-id "$low" --low-balance 5; expect 0 "wallet update --low-balance"
+json 'assert d["low_balance"] == 5000000, d'
+run --json alerts --severity critical; expect 0 "alerts --severity"
+json 'assert len(d) == 1 and d[0]["threshold"] == 1000000 and d[0]["transaction_id"] is None, d'
+run alerts --kind bogus; expect 2 "alerts --kind bogus"; err_has "--kind"
+run alerts --follow --limit 3; expect 2 "alerts --follow --limit"; err_has "--follow"
+ok "alerts: listed and filtered; wallet update --low-balance raises a critical one"
 
 run agents delete --agent-id "$agent"; expect 0 "agents delete"
 run agents get --agent-id "$agent"; expect 2 "deleted agent"

@@ -179,6 +179,23 @@ def main(path):
     assert [o["name"] for o in orgs] == ["interop", "notified"], orgs
     ok("a client notification is executed, not answered")
 
+    # Alerts are pushed as notifications to a connection that subscribed.
+    sub = Client(path)
+    sub_result = sub.ok("alerts.subscribe")
+    assert sub_result["subscribed"] is True and sub_result["last_alert_id"] == 0, sub_result
+    low = c.ok("agents.create", {"org": "interop", "name": "low-bot",
+                                 "wallet": {"balance": 10 * USD}})
+    c.ok("check", {"agent_id": low["id"], "action": "tool.run", "estimated_cost": 9_500_000})
+    msg = sub.read()
+    assert msg[0] == NOTIFICATION and msg[1] == "alert" and len(msg[2]) == 1, msg
+    alert = msg[2][0]
+    assert alert["kind"] == "low_balance" and alert["severity"] == "warning", alert
+    assert alert["agent_id"] == low["id"] and alert["value"] == 500_000, alert
+    listed = c.ok("alerts.list", {"agent_id": low["id"]})
+    assert [a["id"] for a in listed] == [alert["id"]], listed
+    assert sub.ok("alerts.unsubscribe") == {"subscribed": False}
+    ok("alerts.subscribe: a low balance pushed as [2, \"alert\", [alert]]")
+
     print("%d passed, 0 failed" % passed)
 
 

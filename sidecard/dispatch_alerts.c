@@ -1,0 +1,220 @@
+/*
+ * dispatch_alerts.c: the alert methods (alerts.list, alerts.subscribe,
+ * alerts.unsubscribe; PROTOCOL.md "Alerts") and the push of new alerts to
+ * the connections that subscribed. None writes a ledger record: alerts are
+ * derived from the other records (sidecard/alerts.c), and a subscription is
+ * a property of a connection, which a restart does not keep.
+ *
+ * DESIGN. A handler must not notify the connection it answers, and an
+ * alert may be raised by a handler or by the expiry timer, so alerts are not
+ * pushed where they are raised. The dispatcher remembers the highest alert
+ * id it has pushed; dispatch_push_alerts, called by the daemon after every
+ * loop iteration (a uv_check handle) and after each expiry, sends the newer
+ * ones to every subscriber in id order. Each subscriber also remembers the
+ * last alert id before it subscribed, so it receives exactly the alerts its
+ * subscribe reply did not already cover. Subscribers are a small array of
+ * connection ids: one whose connection has closed is dropped when a push to
+ * it finds no connection, and on each subscribe. A subscriber that does not
+ * read (its queue at the server's max_outstanding) loses that notification,
+ * counted in stats as alerts_dropped; it stays subscribed.
+ *
+ * Threads: the loop thread. Ownership: d->alerts is allocated by the first
+ * subscribe and released by dispatch_alerts_free.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatch_int.h"
+
+struct subscriber {
+	uint64_t conn_id;
+	uint64_t after; /* alerts up to this id predate the subscription */
+};
+
+struct dispatch_alerts {
+	struct subscriber *v;
+	size_t n, cap;
+	uint64_t pushed;  /* the highest alert id pushed (or passed over with no subscriber) */
+	uint64_t dropped; /* notifications a subscriber was too slow to take */
+	msgpack_sbuffer params;
+};
+
+static void pack_alert(struct call *c, const struct shm_alert *a)
+{
+	msgpack_packer *pk = c->pk;
+
+	call_map(c, 10);
+	proto_pack_key_u64(pk, "id", a->id);
+	pack_key_opt_u64(pk, "agent_id", a->agent_id);
+	proto_pack_key_u64(pk, "org_id", a->org_id);
+	proto_pack_key_str(pk, "kind",
+	                   sc_alert_kind_name((enum sc_alert_kind)(a->kind - SHM_ALERT_LOW_BALANCE)));
+	proto_pack_key_str(pk, "severity", sc_severity_name((enum sc_severity)a->severity));
+	proto_pack_key_i64(pk, "value", a->value);
+	proto_pack_key_i64(pk, "threshold", a->threshold);
+	pack_key_opt_u64(pk, "transaction_id", a->txn_id);
+	proto_pack_key_i64(pk, "time", a->time);
+	proto_pack_key_str(pk, "message", a->message);
+}
+
+static const void *alert_get(struct state *st, uint64_t id)
+{
+	return state_alert_by_id(st, id);
+}
+
+static int alert_keep(const void *rec, const struct ring_filter *f)
+{
+	const struct shm_alert *a = rec;
+
+	return (!f->agent_id || a->agent_id == f->agent_id) && (!f->org_id || a->org_id == f->org_id) &&
+	       (f->kind < 0 || a->kind == f->kind + SHM_ALERT_LOW_BALANCE) &&
+	       (f->severity < 0 || a->severity == f->severity) && a->time >= f->since;
+}
+
+static void alert_pack(struct call *c, const void *rec)
+{
+	pack_alert(c, rec);
+}
+
+int m_alerts_list(struct call *c)
+{
+	const struct shm_header *h = c->m->hdr;
+	const struct ring r = {h->next_alert_id, h->alert_cap, alert_get, alert_keep, alert_pack};
+	struct ring_filter f = RING_FILTER_ANY;
+	int64_t limit = 50;
+	int present, rc;
+
+	if ((rc = proto_arg_u64(c->a, "agent_id", 0, &f.agent_id, &present)) ||
+	    (rc = proto_arg_u64(c->a, "org_id", 0, &f.org_id, &present)) ||
+	    (rc = call_enum_arg(c, c->a, "kind", &sc_alert_kind_names, &f.kind, &present)) ||
+	    (rc = call_enum_arg(c, c->a, "severity", &sc_severity_names, &f.severity, &present)) ||
+	    (rc = proto_arg_int(c->a, "since", 0, 0, INT64_MAX, &f.since, &present)) ||
+	    (rc = proto_arg_u64(c->a, "before", 0, &f.before, &present)) ||
+	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
+		return rc;
+	return list_ring(c, &r, &f, limit);
+}
+
+static void remove_at(struct dispatch_alerts *s, size_t i)
+{
+	s->v[i] = s->v[--s->n];
+}
+
+static size_t find(const struct dispatch_alerts *s, uint64_t conn_id)
+{
+	size_t i;
+
+	for (i = 0; i < s->n && s->v[i].conn_id != conn_id; i++)
+		;
+	return i;
+}
+
+static int pack_subscribed(struct call *c, int yes, int with_last)
+{
+	msgpack_packer *pk = call_ok(c);
+
+	call_map(c, with_last ? 2 : 1);
+	proto_pack_key_bool(pk, "subscribed", yes);
+	if (with_last)
+		proto_pack_key_u64(pk, "last_alert_id", c->m->hdr->next_alert_id - 1);
+	return 0;
+}
+
+int m_alerts_subscribe(struct call *c)
+{
+	struct dispatch *d = c->d;
+	struct dispatch_alerts *s = d->alerts;
+	uint64_t last = c->m->hdr->next_alert_id - 1;
+
+	if (c->conn_id == 0)
+		return call_fail(c, SC_EINVAL, "alerts.subscribe: only a connection can subscribe");
+	if (!s) {
+		if (!(s = calloc(1, sizeof(*s))))
+			return call_fail(c, SC_EINTERNAL, "out of memory");
+		msgpack_sbuffer_init(&s->params);
+		d->alerts = s;
+	}
+	for (size_t i = s->n; i-- > 0;)
+		if (d->srv && s->v[i].conn_id != c->conn_id && !srv_conn_open(d->srv, s->v[i].conn_id))
+			remove_at(s, i);
+	if (find(s, c->conn_id) == s->n) {
+		if (s->n == s->cap) {
+			size_t cap = s->cap ? 2 * s->cap : 16;
+			struct subscriber *v = realloc(s->v, cap * sizeof(*v));
+
+			if (!v)
+				return call_fail(c, SC_EINTERNAL, "out of memory");
+			s->v = v;
+			s->cap = cap;
+		}
+		if (s->n == 0)
+			s->pushed = last;
+		s->v[s->n++] = (struct subscriber){c->conn_id, last};
+	}
+	return pack_subscribed(c, 1, 1);
+}
+
+int m_alerts_unsubscribe(struct call *c)
+{
+	struct dispatch_alerts *s = c->d->alerts;
+	size_t i;
+
+	if (s && (i = find(s, c->conn_id)) < s->n)
+		remove_at(s, i);
+	return pack_subscribed(c, 0, 0);
+}
+
+/* Sends one packed [alert] to every subscriber that did not see it at subscribe. */
+static void push_one(struct dispatch *d, struct dispatch_alerts *s, uint64_t id)
+{
+	for (size_t i = s->n; i-- > 0;) {
+		int rc;
+
+		if (id <= s->v[i].after)
+			continue;
+		rc = srv_notify(d->srv, s->v[i].conn_id, "alert", s->params.data, s->params.size);
+		if (rc == SC_ELIMIT)
+			s->dropped++;
+		else if (rc != 0)
+			remove_at(s, i);
+	}
+}
+
+void dispatch_push_alerts(struct dispatch *d)
+{
+	struct dispatch_alerts *s = d->alerts;
+	uint64_t next;
+
+	if (!s)
+		return;
+	next = state_shm(d->st)->hdr->next_alert_id;
+	for (uint64_t id = s->pushed + 1; id < next && s->n && d->srv; id++) {
+		const struct shm_alert *a = state_alert_by_id(d->st, id);
+		msgpack_packer pk;
+		struct call c = {.d = d, .st = d->st, .m = state_shm(d->st), .pk = &pk};
+
+		if (!a)
+			continue;
+		msgpack_sbuffer_clear(&s->params);
+		msgpack_packer_init(&pk, &s->params, msgpack_sbuffer_write);
+		msgpack_pack_array(&pk, 1);
+		pack_alert(&c, a);
+		push_one(d, s, id);
+	}
+	s->pushed = next - 1;
+}
+
+uint64_t dispatch_alerts_dropped(const struct dispatch *d)
+{
+	return d->alerts ? d->alerts->dropped : 0;
+}
+
+void dispatch_alerts_free(struct dispatch *d)
+{
+	if (!d->alerts)
+		return;
+	msgpack_sbuffer_destroy(&d->alerts->params);
+	free(d->alerts->v);
+	free(d->alerts);
+	d->alerts = NULL;
+}
