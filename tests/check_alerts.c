@@ -215,6 +215,34 @@ START_TEST(test_budget_exceeded_by_daily_limit_overrun)
 }
 END_TEST
 
+/* A weekly budget overspent fires once that week, and again in the next week only. */
+START_TEST(test_budget_exceeded_by_period_spend_once_per_week)
+{
+	const struct shm_alert *a[4];
+	uint32_t slot;
+	uint64_t id = agent_new("weekly", SC_PRIORITY_CRITICAL, USD(100), 0, 0, NULL, 0, &slot);
+	int64_t tue = MIDNIGHT + HOUR, monday = MIDNIGHT + 6 * DAY + HOUR;
+	sc_wallet_update u = {.set = SC_WALLET_SET_BUDGET, .budget = USD(10)};
+
+	ck_assert_int_eq(state_wallet_update(g_st, slot, 0, &u, g_err, sizeof(g_err)), 0);
+	gate_roll(g_st, T0);
+	gate_wallet_period(AW(slot), &g_m->agents[slot].rec.seq, SC_PERIOD_WEEKLY,
+	                   &g_m->orgs[g_org].cal);
+	SETTLE(ALLOW(id, "x.y", USD(6), T0), SC_OUTCOME_SUCCESS, 1, USD(6), T0);
+	SETTLE(ALLOW(id, "x.y", USD(6), tue), SC_OUTCOME_SUCCESS, 1, USD(6), tue);
+	ck_assert_uint_eq(alerts(a, 4), 1);
+	ck_assert_int_eq(a[0]->kind, SHM_ALERT_BUDGET);
+	ck_assert_int_eq(a[0]->value, USD(12));
+	SETTLE(ALLOW(id, "x.y", USD(1), tue + DAY), SC_OUTCOME_SUCCESS, 1, USD(1), tue + DAY);
+	ck_assert_uint_eq(alerts(a, 4), 1);
+	/* Monday: the wallet is refilled, a new week begins, the mark is free again */
+	SETTLE(ALLOW(id, "x.y", USD(11), monday), SC_OUTCOME_SUCCESS, 1, USD(11), monday);
+	ck_assert_uint_eq(alerts(a, 4), 2);
+	ck_assert_int_eq(a[1]->kind, SHM_ALERT_BUDGET);
+	ck_assert_int_eq(a[1]->value, USD(11));
+}
+END_TEST
+
 START_TEST(test_org_wallet_low_balance)
 {
 	const struct shm_alert *a[4];
@@ -250,6 +278,7 @@ Suite *alerts_suite(void)
 	tcase_add_test(tc, test_velocity_off_at_zero);
 	tcase_add_test(tc, test_anomaly_warning_and_critical);
 	tcase_add_test(tc, test_budget_exceeded_by_daily_limit_overrun);
+	tcase_add_test(tc, test_budget_exceeded_by_period_spend_once_per_week);
 	tcase_add_test(tc, test_org_wallet_low_balance);
 	suite_add_tcase(s, tc);
 	return s;
