@@ -5,8 +5,10 @@
  *   sidecardctl.c   the command table, the command handlers and main()
  *   ctl_options.c   the flag table and parsing of flag values
  *   ctl_output.c    the output field tables and the three printers
+ *   ctl_demo.c      `sidecardctl demo`: a simulated fleet against its own daemon
  *
- * Internal non-static names carry the prefix ctl_. Threads: one.
+ * Internal non-static names carry the prefix ctl_. Threads: one, except
+ * inside ctl_demo(), whose agent threads call only libsidecard and ctl_usd().
  */
 #ifndef SIDECARD_CTL_H
 #define SIDECARD_CTL_H
@@ -64,6 +66,10 @@ enum opt {
 	O_LIMIT,
 	O_STATE_DIR,
 	O_FROM,
+	O_MINUTES,
+	O_SPEED,
+	O_SEED,
+	O_DAEMON,
 	O_COUNT_
 };
 
@@ -149,7 +155,18 @@ void ctl_show(const struct ctx *x, struct out_table t, const void *obj);
 void ctl_show_list(const struct ctx *x, struct out_table full, struct out_table cols,
                    const void *rows, size_t n, size_t stride);
 
+/* s as a JSON string, quoted and escaped, on stdout. */
+void ctl_json_str(const char *s);
+
 /* Micro-dollars as "$2.40" or "-$2.40". */
 void ctl_usd(sc_micros m, char *buf, size_t len);
+
+/* ----- demo (ctl_demo.c) ----- */
+
+/*
+ * `sidecardctl demo`: starts a private daemon, simulates a fleet of agents
+ * against it and prints what happened. Needs no connection in x.
+ */
+int ctl_demo(struct ctx *x, const struct opts *o);
 
 #endif

@@ -82,6 +82,10 @@ static const struct option_def {
 	[O_LIMIT] = { "limit", K_NUMBER, "N", 0 },
 	[O_STATE_DIR] = { "state-dir", K_STR, "DIR", 3072 },
 	[O_FROM] = { "from", K_NUMBER, "SEQ", 0 },
+	[O_MINUTES] = { "minutes", K_NUMBER, "M", 0 },
+	[O_SPEED] = { "speed", K_NUMBER, "N", 0 },
+	[O_SEED] = { "seed", K_NUMBER, "S", 0 },
+	[O_DAEMON] = { "daemon", K_STR, "PATH", 3072 },
 };
 
 int ctl_usage_error(const struct ctx *x, const char *fmt, ...)
