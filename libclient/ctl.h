@@ -5,8 +5,10 @@
  *   sidecardctl.c   the command table, the command handlers and main()
  *   ctl_options.c   the flag table and parsing of flag values
  *   ctl_output.c    the output field tables and the three printers
+ *   ctl_demo.c      `sidecardctl demo`: a simulated fleet against its own daemon
  *
- * Internal non-static names carry the prefix ctl_. Threads: one.
+ * Internal non-static names carry the prefix ctl_. Threads: one, except
+ * inside ctl_demo(), whose agent threads call only libsidecard and ctl_usd().
  */
 #ifndef SIDECARD_CTL_H
 #define SIDECARD_CTL_H
@@ -79,6 +81,10 @@ enum opt {
 	O_TIMEZONE,
 	O_PERIOD,
 	O_FOLLOW,
+	O_MINUTES,
+	O_SPEED,
+	O_SEED,
+	O_DAEMON,
 	O_COUNT_
 };
 
@@ -176,8 +182,18 @@ void ctl_show_list(const struct ctx *x, struct out_table full, struct out_table 
 
 /* One object on one line: a JSON line, or the human cells of t separated by two spaces. */
 void ctl_show_line(const struct ctx *x, struct out_table t, const void *obj);
+/* s as a JSON string, quoted and escaped, on stdout. */
+void ctl_json_str(const char *s);
 
 /* Micro-dollars as "$2.40" or "-$2.40". */
 void ctl_usd(sc_micros m, char *buf, size_t len);
+
+/* ----- demo (ctl_demo.c) ----- */
+
+/*
+ * `sidecardctl demo`: starts a private daemon, simulates a fleet of agents
+ * against it and prints what happened. Needs no connection in x.
+ */
+int ctl_demo(struct ctx *x, const struct opts *o);
 
 #endif

@@ -103,6 +103,10 @@ static const struct option_def {
 	[O_TIMEZONE] = { "timezone", K_STR, "ZONE", 63 },
 	[O_PERIOD] = { "period", K_PERIOD, "none|daily|weekly|monthly", 0 },
 	[O_FOLLOW] = { "follow", K_SWITCH, NULL, 0 },
+	[O_MINUTES] = { "minutes", K_NUMBER, "M", 0 },
+	[O_SPEED] = { "speed", K_NUMBER, "N", 0 },
+	[O_SEED] = { "seed", K_NUMBER, "S", 0 },
+	[O_DAEMON] = { "daemon", K_STR, "PATH", 3072 },
 };
 
 int ctl_usage_error(const struct ctx *x, const char *fmt, ...)

@@ -665,7 +665,7 @@ static void print_detail(struct out_table t, const void *obj, int indent)
 	}
 }
 
-static void json_str(const char *s)
+void ctl_json_str(const char *s)
 {
 	putchar('"');
 	for (; *s; s++) {
@@ -716,13 +716,13 @@ static void json_value(const struct out_field *f, const char *base)
 		fputs(get_int(p) ? "true" : "false", stdout);
 		break;
 	case OT_STR:
-		json_str(p);
+		ctl_json_str(p);
 		break;
 	case OT_ENUM:
-		json_str(f->name(get_int(p)));
+		ctl_json_str(f->name(get_int(p)));
 		break;
 	case OT_ALLOWED:
-		json_str(get_int(p) ? "allowed" : "blocked");
+		ctl_json_str(get_int(p) ? "allowed" : "blocked");
 		break;
 	case OT_WALLET:
 		json_object(ctl_wallet_out, p);
@@ -747,7 +747,7 @@ static void json_value(const struct out_field *f, const char *base)
 		putchar('[');
 		for (i = 0; i < d->n_warnings; i++) {
 			fputs(i ? ", " : "", stdout);
-			json_str(d->warnings[i]);
+			ctl_json_str(d->warnings[i]);
 		}
 		putchar(']');
 		break;
@@ -766,7 +766,7 @@ static void json_object(struct out_table t, const void *obj)
 	putchar('{');
 	for (i = 0; i < t.n; i++) {
 		fputs(i ? ", " : "", stdout);
-		json_str(t.f[i].key);
+		ctl_json_str(t.f[i].key);
 		fputs(": ", stdout);
 		json_value(&t.f[i], obj);
 	}

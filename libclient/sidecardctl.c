@@ -16,6 +16,8 @@
  * transaction id alone on stdout so that a hook can write
  * TXN=$(sidecardctl check ...).
  *
+ * `demo` (ctl_demo.c) starts a daemon of its own in a temporary directory.
+ *
  * `ledger verify` and `ledger export` do not talk to the daemon: they read
  * the ledger files of a state directory (sidecard/ledger_format.c) with
  * ledger_scan() and never modify them, so they are safe beside a running
@@ -993,6 +995,10 @@ static const struct command commands[] = {
 	  "check every ledger record offline (exit 1: corrupt; a torn tail is a warning)" },
 	{ "ledger", "export", cmd_ledger_export, BIT(O_STATE_DIR) | BIT(O_FROM), 0,
 	  "print the ledger records from sequence SEQ on as JSON lines, offline" },
+	{ "demo", NULL, ctl_demo, BIT(O_MINUTES) | BIT(O_SPEED) | BIT(O_SEED) | BIT(O_DAEMON), 0,
+	  "simulate five agents for M minutes (60) against a private daemon (PATH: the sidecard\n"
+	  "      beside sidecardctl, else on $PATH) running N times faster (120), then print what\n"
+	  "      each was allowed, blocked and charged; S seeds the simulation" },
 };
 
 /* ----- main ----- */
@@ -1105,8 +1111,11 @@ int main(int argc, char **argv)
 	free(flags);
 	if (rc != 0)
 		return rc;
-	/* The ledger verbs read local files; every other verb talks to the daemon. */
-	if (strcmp(x.cmd->verb, "ledger") == 0)
+	/*
+	 * The ledger verbs read local files and demo starts its own daemon; every
+	 * other verb talks to the daemon of --socket.
+	 */
+	if (strcmp(x.cmd->verb, "ledger") == 0 || strcmp(x.cmd->verb, "demo") == 0)
 		return x.cmd->run(&x, &o);
 	rc = sc_connect(socket_path, &x.c);
 	if (rc != 0) {

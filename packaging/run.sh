@@ -1,8 +1,9 @@
 #!/bin/sh
-# Sets sidecard up on a fresh Debian machine and runs it on its defaults:
-# installs the build dependencies, builds, starts the daemon, shows it
-# gating a few checks with sidecardctl, then keeps the daemon in the
-# foreground until Ctrl-C.
+# Sets sidecard up on a fresh Debian machine and runs it: installs the build
+# dependencies, builds, plays `sidecardctl demo` (five simulated agents for
+# an hour against a private daemon, in 30 seconds), then starts the daemon
+# on its defaults, shows it gating a few checks with sidecardctl and keeps
+# it in the foreground until Ctrl-C.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,13 @@ make -j"$(nproc)"
 
 daemon=./sidecard/sidecard
 ctl=./libclient/sidecardctl
+
+echo
+echo "== sidecardctl demo: five agents, one simulated hour, against a private daemon =="
+$ctl demo --daemon $daemon || true
+
+echo
+echo "== now sidecard on its defaults =="
 $daemon &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT

@@ -31,6 +31,8 @@ struct option_def {
 };
 
 #define F(field) offsetof(struct config, field)
+/* Where config_usage() starts a help text, for help of more than one line. */
+#define HELP_INDENT "                                 "
 
 static const struct option_def options[] = {
 	{"socket", K_PATH, F(socket_path), 0, 0, "PATH", "Unix socket to serve"},
@@ -72,6 +74,10 @@ static const struct option_def options[] = {
 	 "snapshot the state every N ledger records (1000000)"},
 	{"checkpoint-interval", K_SECONDS, F(checkpoint_interval_us), 1, 86400, "SECONDS",
 	 "snapshot the state at least this often when it changed (300)"},
+	{"time-scale", K_UINT, F(time_scale), 1, 100000, "N",
+	 "for demos and tests: hold TTLs, hourly windows and daily limits\n"
+	 HELP_INDENT "pass N times faster; never with a ledger you keep, whose times\n"
+	 HELP_INDENT "would run ahead of the real clock (1)"},
 	{"log-level", K_LEVEL, F(log_level), 0, 0, "LEVEL", "error, warn, info or debug (info)"},
 };
 
@@ -245,6 +251,7 @@ static void defaults(struct config *c)
 	c->segment_bytes = UINT64_C(64) << 20;
 	c->checkpoint_records = 1000000;
 	c->checkpoint_interval_us = INT64_C(300) * 1000000;
+	c->time_scale = 1;
 }
 
 void config_usage(FILE *out)

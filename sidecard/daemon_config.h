@@ -34,6 +34,7 @@ struct config {
 	uint64_t segment_bytes;       /* ledger segment size before rotation */
 	uint64_t checkpoint_records;  /* a snapshot every this many records */
 	int64_t checkpoint_interval_us;
+	unsigned time_scale;          /* the daemon's clock runs this many times faster */
 };
 
 /*

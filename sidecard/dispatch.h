@@ -66,7 +66,14 @@ uint64_t dispatch_alerts_dropped(const struct dispatch *d);
 /* Releases the subscribers (d->alerts). */
 void dispatch_alerts_free(struct dispatch *d);
 
-/* Microseconds since the Unix epoch, UTC. */
+/*
+ * The daemon's clock: microseconds since the Unix epoch, UTC, running
+ * --time-scale times faster than the real clock since start-up (once: on
+ * the main thread, before any other thread). A wait of wait_us on the
+ * daemon's clock lasts dispatch_real_wait_ms() real milliseconds, rounded up.
+ */
 int64_t dispatch_now(void);
+void dispatch_set_time_scale(unsigned scale);
+int64_t dispatch_real_wait_ms(int64_t wait_us);
 
 #endif /* SIDECARD_DISPATCH_H */

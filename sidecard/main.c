@@ -82,8 +82,9 @@ static void arm_expiry(struct daemon *d)
 		uv_timer_stop(&d->expiry);
 		return;
 	}
-	wait = (next - dispatch_now() + 999) / 1000;
-	uv_timer_start(&d->expiry, on_expiry, wait > 0 ? (uint64_t)wait : 0, 0);
+	/* next is on the daemon's clock, which --time-scale may speed up; the timer is real. */
+	wait = dispatch_real_wait_ms(next - dispatch_now());
+	uv_timer_start(&d->expiry, on_expiry, (uint64_t)wait, 0);
 }
 
 static void on_expiry(uv_timer_t *t)
@@ -441,6 +442,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level(d.cfg.log_level);
+	dispatch_set_time_scale(d.cfg.time_scale);
+	if (d.cfg.time_scale > 1)
+		log_info("--time-scale %u: the clock runs %u times faster than real time",
+		         d.cfg.time_scale, d.cfg.time_scale);
 	if (fs_mkdirs(d.cfg.state_dir, 1, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		return 1;

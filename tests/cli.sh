@@ -6,8 +6,8 @@
 # with dollar amounts, then transactions by filter, window and page, their
 # summary, the top agents, the fleet, task usage (check --task-id,
 # tasks usage), wallet transfers and adjustments (a negative amount
-# debits), pricing (rate versions, a report priced from tokens) and alerts (listed, and
-# followed as they are pushed); checks exit statuses (0 allowed,
+# debits), pricing (rate versions, a report priced from tokens), alerts (listed, and
+# followed as they are pushed) and `demo` with a daemon of its own; checks exit statuses (0 allowed,
 # 1 blocked, 2 error), parses --json output with $PYTHON3 (Debian's
 # /usr/bin/python3 by default) and stops at the first failure. Run by `make check`; standalone:
 #   SIDECARD_BIN=sidecard/sidecard SIDECARDCTL_BIN=libclient/sidecardctl tests/cli.sh
@@ -527,5 +527,28 @@ ok "alerts: listed and filtered; wallet update --low-balance raises a critical o
 run agents delete --agent-id "$agent"; expect 0 "agents delete"
 run agents get --agent-id "$agent"; expect 2 "deleted agent"
 ok "agents delete"
+
+# demo runs a daemon of its own (ten simulated minutes in one real second),
+# in a directory under $TMPDIR that it removes.
+mkdir "$dir/demo" && TMPDIR=$dir/demo && export TMPDIR
+run --json demo --minutes 10 --speed 600 --daemon "$bin"
+expect 0 "demo"
+json 'names = [a["name"] for a in d["agents"]]
+assert names == ["researcher", "booker", "scraper", "oncall", "rogue"], names
+assert all(a["checks"] == a["allowed"] + a["blocked"] for a in d["agents"]), d
+assert all(a["blocked"] == sum(a["block_reasons"].values()) for a in d["agents"]), d
+assert sum(a["blocked"] for a in d["agents"]) > 0, d
+rogue = d["agents"][4]
+assert rogue["score"] < 650 and rogue["status"] in ("throttled", "frozen"), rogue
+assert d["fleet"]["total_agents"] == 5 and d["simulated_minutes"] == 10, d'
+run demo --minutes 10 --speed 600 --daemon "$bin"
+expect 0 "demo, human"
+for name in researcher booker scraper oncall rogue; do out_has "$name"; done
+out_has "[ 10/10 min] checks"; out_has "fleet: 5 agents"
+run demo --speed 0; expect 2 "demo --speed 0"; err_has "--speed: must be 1 to 100000"
+run demo --minutes 1 --daemon /nonexistent/sidecard; expect 2 "demo with no daemon"
+err_has "cannot run /nonexistent/sidecard"
+[ -z "$(ls -A "$dir/demo")" ] || fail "demo left $(ls "$dir/demo") behind"
+ok "demo: five agents against a daemon of its own, human and --json"
 
 echo "$passed passed, 0 failed"

@@ -34,7 +34,7 @@ refused() {
 for o in socket state-dir config socket-mode socket-group hold-ttl expiry-charge orgs agents \
 	rules holds history events max-connections max-outstanding max-message log-level \
 	durability commit-interval commit-batch segment-size checkpoint-records \
-	checkpoint-interval; do
+	checkpoint-interval time-scale; do
 	grep -q -- "--$o " "$dir/help" || fail "--help does not list --$o"
 done
 ok "--help lists every option"
@@ -44,6 +44,8 @@ refused "hold-ttl: '0' is not a number from 1" --hold-ttl 0
 refused "durability: 'sometimes' is not strict or async" --durability sometimes
 refused "socket-mode: '999' is not an octal number" --socket-mode 999
 refused "hold-ttl: needs a value" --hold-ttl
+refused "time-scale: '0' is not a number from 1 to 100000" --time-scale 0
+refused "time-scale: 'abc' is not a number from 1 to 100000" --time-scale abc
 
 cat >"$dir/bad.conf" <<CONF
 # a comment
