@@ -172,214 +172,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 #ifdef FUZZ_STANDALONE
 
-#include <dirent.h>
-#include <sys/stat.h>
-#include <time.h>
-
+#define FUZZ_NAME "fuzz_frame"
+#define FUZZ_CORPUS "fuzz/corpus"
 #define FUZZ_MAX_INPUT 70000
-#define FUZZ_MAX_SEEDS 256
+#define FUZZ_MAX_EDITS 8
+/* msgpack type bytes: insertions make new headers, replacements any byte */
+#define FUZZ_ALPHABET "\x00\x01\x7f\x80\x90\xc0\xc1\xcc\xd9\xda\xdb\xdc\xdd\xde\xdf\xff"
+#define FUZZ_REPLACE_FROM_ALPHABET 0
+#include "standalone.h"
 
-struct seeds {
-	char *data[FUZZ_MAX_SEEDS];
-	size_t size[FUZZ_MAX_SEEDS];
-	size_t n;
-};
-
-static const struct {
-	const char *bytes;
-	size_t size;
-} builtin[] = {
-#define SEED(bytes) { bytes, sizeof(bytes) - 1 }
+static void fuzz_builtin(struct seeds *s)
+{
+#define SEED(bytes) fuzz_seed(s, bytes, sizeof(bytes) - 1)
 	SEED("\x94\x00\x01\xa5" "check\x91\x83\xa8" "agent_id\x07\xae" "estimated_cost"
-	     "\xce\x00\x26\x25\xa0\xa6" "action\xab" "openai.chat"),
-	SEED("\x94\x00\x02\xa5" "hello\x90"),
-	SEED("\x93\x02\xa4" "ping\x90"),
+	     "\xce\x00\x26\x25\xa0\xa6" "action\xab" "openai.chat");
+	SEED("\x94\x00\x02\xa5" "hello\x90");
+	SEED("\x93\x02\xa4" "ping\x90");
 	SEED("\x94\x00\x03\xa3" "add\x91\x81\xa6" "wallet\x81\xa7" "balance"
-	     "\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00"),
-	SEED("\x91\x91\x91\x91\x91\x91\x01"),
-	SEED("\xc1"),
+	     "\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00");
+	SEED("\x91\x91\x91\x91\x91\x91\x01");
+	SEED("\xc1");
 #undef SEED
-};
-
-static unsigned long long rng_state;
-
-static unsigned long long rng(void)
-{
-	/* xorshift64*: reproducible from FUZZ_SEED, no libc state */
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 2685821657736338717ULL;
-}
-
-static void add_seed(struct seeds *s, const char *data, size_t size)
-{
-	if (s->n == FUZZ_MAX_SEEDS || size > FUZZ_MAX_INPUT)
-		return;
-	s->data[s->n] = malloc(size ? size : 1);
-	if (s->data[s->n] == NULL)
-		return;
-	memcpy(s->data[s->n], data, size);
-	s->size[s->n++] = size;
-}
-
-/* Reads a file, runs it, and keeps it as a seed. */
-static int replay_file(struct seeds *s, const char *path)
-{
-	static char buf[FUZZ_MAX_INPUT];
-	FILE *f = fopen(path, "rb");
-	size_t n;
-
-	if (f == NULL) {
-		perror(path);
-		return -1;
-	}
-	n = fread(buf, 1, sizeof(buf), f);
-	fclose(f);
-	LLVMFuzzerTestOneInput((const uint8_t *)buf, n);
-	add_seed(s, buf, n);
-	return 0;
-}
-
-static int replay_path(struct seeds *s, const char *path, int *count)
-{
-	struct stat st;
-	struct dirent *e;
-	DIR *d;
-	char child[4096];
-	int rc = 0;
-
-	if (stat(path, &st) != 0) {
-		perror(path);
-		return -1;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		(*count)++;
-		return replay_file(s, path);
-	}
-	d = opendir(path);
-	if (d == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL && rc == 0) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
-		rc = replay_path(s, child, count);
-	}
-	closedir(d);
-	return rc;
-}
-
-/* One random edit of buf[0..*n): flip, insert, delete, splice or truncate. */
-static void mutate(char *buf, size_t *n, const struct seeds *s)
-{
-	size_t at = *n ? rng() % *n : 0;
-
-	switch (rng() % 6) {
-	case 0:
-		if (*n)
-			buf[at] ^= (char)(1u << (rng() % 8));
-		break;
-	case 1:
-		if (*n)
-			buf[at] = (char)rng();
-		break;
-	case 2:
-		if (*n < FUZZ_MAX_INPUT) {
-			memmove(buf + at + 1, buf + at, *n - at);
-			buf[at] = (char)"\x00\x01\x7f\x80\x90\xc0\xc1\xcc\xd9\xda\xdb\xdc\xdd\xde\xdf\xff"
-			                  [rng() % 16];
-			(*n)++;
-		}
-		break;
-	case 3:
-		if (*n) {
-			memmove(buf + at, buf + at + 1, *n - at - 1);
-			(*n)--;
-		}
-		break;
-	case 4: {
-		size_t k = rng() % s->n;
-
-		if (*n + s->size[k] <= FUZZ_MAX_INPUT) {
-			memcpy(buf + *n, s->data[k], s->size[k]);
-			*n += s->size[k];
-		}
-		break;
-	}
-	default:
-		*n = at;
-		break;
-	}
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static unsigned long run_random(const struct seeds *s, double seconds)
-{
-	static char buf[FUZZ_MAX_INPUT];
-	double end = now() + seconds;
-	unsigned long runs = 0;
-
-	while (runs % 256 != 0 || now() < end) {
-		size_t k = rng() % s->n, n = s->size[k];
-		unsigned edits = 1 + (unsigned)(rng() % 8);
-
-		memcpy(buf, s->data[k], n);
-		for (unsigned i = 0; i < edits; i++)
-			mutate(buf, &n, s);
-		LLVMFuzzerTestOneInput((const uint8_t *)buf, n);
-		runs++;
-	}
-	return runs;
-}
-
-int main(int argc, char **argv)
-{
-	struct seeds s = { .n = 0 };
-	unsigned long long seed;
-	const char *env;
-	double seconds = 2;
-	int files = 0, rc = 0;
-
-	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++) {
-		LLVMFuzzerTestOneInput((const uint8_t *)builtin[i].bytes, builtin[i].size);
-		add_seed(&s, builtin[i].bytes, builtin[i].size);
-	}
-	for (int i = 1; i < argc && rc == 0; i++)
-		rc = replay_path(&s, argv[i], &files);
-	if (argc > 1) {
-		printf("fuzz_frame: replayed %d inputs\n", files);
-		goto out;
-	}
-	if ((env = getenv("SIDECARD_SRCDIR")) != NULL) {
-		char dir[4096];
-
-		snprintf(dir, sizeof(dir), "%s/fuzz/corpus", env);
-		rc = replay_path(&s, dir, &files);
-	}
-	if ((env = getenv("FUZZ_SECONDS")) != NULL)
-		seconds = atof(env);
-	seed = (env = getenv("FUZZ_SEED")) != NULL ? strtoull(env, NULL, 0) : 0;
-	if (seed == 0)
-		seed = (unsigned long long)time(NULL) | 1;
-	rng_state = seed;
-	if (rc == 0) {
-		printf("fuzz_frame: replayed %d corpus inputs; random inputs with FUZZ_SEED=%llu\n",
-		       files, seed);
-		fflush(stdout);
-		printf("fuzz_frame: %lu random inputs passed\n", run_random(&s, seconds));
-	}
-out:
-	for (size_t i = 0; i < s.n; i++)
-		free(s.data[i]);
-	return rc == 0 ? 0 : 1;
 }
 
 #endif /* FUZZ_STANDALONE */

@@ -99,197 +99,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 #ifdef FUZZ_STANDALONE
 
-#include <dirent.h>
-#include <sys/stat.h>
-#include <time.h>
-
+#define FUZZ_NAME "fuzz_tz"
+#define FUZZ_CORPUS "fuzz/corpus_tz"
 #define FUZZ_MAX_INPUT 4096
-#define FUZZ_MAX_SEEDS 256
+#define FUZZ_MAX_EDITS 4
+/* the characters of POSIX rules, and a few that must be refused */
+#define FUZZ_ALPHABET "0123456789,.:/<>+-JMESTDCUA\n\0\xff"
+#define FUZZ_REPLACE_FROM_ALPHABET 1
+#include "standalone.h"
 
-struct seeds {
-	char *data[FUZZ_MAX_SEEDS];
-	size_t size[FUZZ_MAX_SEEDS];
-	size_t n;
-};
-
-static const char *const builtin[] = {
-	"UTC0", "CET-1CEST,M3.5.0,M10.5.0/3", "EST5EDT", "<+0530>-5:30",
-	"AEST-10AEDT,M10.1.0,M4.1.0/3", "<-04>4<-03>,M9.1.6/24,M4.1.6/24",
-	"EST5EDT,0/0,J365/25", "<-03>3<-02>,M3.5.0/-2,M10.5.0/-1", "XXX-24YYY24,J60/-167,59/167",
-};
-
-static unsigned long long rng_state;
-
-static unsigned long long rng(void)
+static void fuzz_builtin(struct seeds *s)
 {
-	/* xorshift64*: reproducible from FUZZ_SEED, no libc state */
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 2685821657736338717ULL;
-}
-
-static void add_seed(struct seeds *s, const char *data, size_t size)
-{
-	if (s->n == FUZZ_MAX_SEEDS || size > FUZZ_MAX_INPUT)
-		return;
-	s->data[s->n] = malloc(size ? size : 1);
-	if (s->data[s->n] == NULL)
-		return;
-	memcpy(s->data[s->n], data, size);
-	s->size[s->n++] = size;
-}
-
-static void run_seed(struct seeds *s, const char *data, size_t size)
-{
-	LLVMFuzzerTestOneInput((const uint8_t *)data, size);
-	add_seed(s, data, size);
-}
-
-static int replay_path(struct seeds *s, const char *path, int *count)
-{
-	static char buf[FUZZ_MAX_INPUT];
-	char child[4096];
-	struct dirent *e;
-	struct stat st;
-	int rc = 0;
-	FILE *f;
-	DIR *d;
-
-	if (stat(path, &st) != 0) {
-		perror(path);
-		return -1;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		if ((d = opendir(path)) == NULL)
-			return -1;
-		while ((e = readdir(d)) != NULL && rc == 0) {
-			if (e->d_name[0] == '.')
-				continue;
-			snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
-			rc = replay_path(s, child, count);
-		}
-		closedir(d);
-		return rc;
-	}
-	if ((f = fopen(path, "rb")) == NULL) {
-		perror(path);
-		return -1;
-	}
-	run_seed(s, buf, fread(buf, 1, sizeof(buf), f));
-	fclose(f);
-	(*count)++;
-	return 0;
-}
-
-/* One random edit: flip, replace, insert a rule character, delete, splice or truncate. */
-static void mutate(char *buf, size_t *n, const struct seeds *s)
-{
-	static const char alphabet[] = "0123456789,.:/<>+-JMESTDCUA\n\0\xff";
-	size_t at = *n ? rng() % *n : 0;
-
-	switch (rng() % 6) {
-	case 0:
-		if (*n)
-			buf[at] ^= (char)(1u << (rng() % 8));
-		break;
-	case 1:
-		if (*n)
-			buf[at] = alphabet[rng() % (sizeof(alphabet) - 1)];
-		break;
-	case 2:
-		if (*n < FUZZ_MAX_INPUT) {
-			memmove(buf + at + 1, buf + at, *n - at);
-			buf[at] = alphabet[rng() % (sizeof(alphabet) - 1)];
-			(*n)++;
-		}
-		break;
-	case 3:
-		if (*n) {
-			memmove(buf + at, buf + at + 1, *n - at - 1);
-			(*n)--;
-		}
-		break;
-	case 4: {
-		size_t k = rng() % s->n;
-
-		if (*n + s->size[k] <= FUZZ_MAX_INPUT) {
-			memcpy(buf + *n, s->data[k], s->size[k]);
-			*n += s->size[k];
-		}
-		break;
-	}
-	default:
-		*n = at;
-		break;
-	}
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static unsigned long run_random(const struct seeds *s, double seconds)
-{
-	static char buf[FUZZ_MAX_INPUT];
-	double end = now() + seconds;
-	unsigned long runs = 0;
-
-	while (runs % 256 != 0 || now() < end) {
-		size_t k = rng() % s->n, n = s->size[k];
-		unsigned edits = 1 + (unsigned)(rng() % 4);
-
-		memcpy(buf, s->data[k], n);
-		for (unsigned i = 0; i < edits; i++)
-			mutate(buf, &n, s);
-		LLVMFuzzerTestOneInput((const uint8_t *)buf, n);
-		runs++;
-	}
-	return runs;
-}
-
-int main(int argc, char **argv)
-{
-	struct seeds s = { .n = 0 };
-	unsigned long long seed;
-	const char *env;
-	double seconds = 2;
-	int files = 0, rc = 0;
+	static const char *const builtin[] = {
+		"UTC0", "CET-1CEST,M3.5.0,M10.5.0/3", "EST5EDT", "<+0530>-5:30",
+		"AEST-10AEDT,M10.1.0,M4.1.0/3", "<-04>4<-03>,M9.1.6/24,M4.1.6/24",
+		"EST5EDT,0/0,J365/25", "<-03>3<-02>,M3.5.0/-2,M10.5.0/-1",
+		"XXX-24YYY24,J60/-167,59/167",
+	};
 
 	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
-		run_seed(&s, builtin[i], strlen(builtin[i]));
-	for (int i = 1; i < argc && rc == 0; i++)
-		rc = replay_path(&s, argv[i], &files);
-	if (argc > 1) {
-		printf("fuzz_tz: replayed %d inputs\n", files);
-		goto out;
-	}
-	if ((env = getenv("SIDECARD_SRCDIR")) != NULL) {
-		char dir[4096];
-
-		snprintf(dir, sizeof(dir), "%s/fuzz/corpus_tz", env);
-		rc = replay_path(&s, dir, &files);
-	}
-	if ((env = getenv("FUZZ_SECONDS")) != NULL)
-		seconds = atof(env);
-	seed = (env = getenv("FUZZ_SEED")) != NULL ? strtoull(env, NULL, 0) : 0;
-	if (seed == 0)
-		seed = (unsigned long long)time(NULL) | 1;
-	rng_state = seed;
-	if (rc == 0) {
-		printf("fuzz_tz: replayed %d corpus inputs; random inputs with FUZZ_SEED=%llu\n", files,
-		       seed);
-		fflush(stdout);
-		printf("fuzz_tz: %lu random inputs passed\n", run_random(&s, seconds));
-	}
-out:
-	for (size_t i = 0; i < s.n; i++)
-		free(s.data[i]);
-	return rc == 0 ? 0 : 1;
+		fuzz_seed(s, builtin[i], strlen(builtin[i]));
 }
 
 #endif /* FUZZ_STANDALONE */
