@@ -127,11 +127,12 @@ static void raise_alert(struct state *st, const struct owner *o, const struct al
 static void low_balance(struct state *st, const struct owner *o, uint64_t txn_id, int64_t now)
 {
 	const struct shm_wallet *w = o->w;
-	int64_t t = w->low_balance > 0 ? w->low_balance : w->budget / 10, avail;
+	int64_t t = w->low_balance > 0 ? w->low_balance : w->budget / 10;
+	int64_t avail = gate_available(w);
 	char v[SC_MONEY_STRLEN + 2], th[SC_MONEY_STRLEN + 2], what[SC_REASON_MAX + 1];
 	struct alert_spec s = {SHM_MARK_LOW_WARNING, SHM_ALERT_LOW_BALANCE, 0, 0, t, txn_id};
 
-	if (t <= 0 || __builtin_sub_overflow(w->balance, w->held, &avail) || avail >= t)
+	if (t <= 0 || avail >= t)
 		return;
 	s.value = avail;
 	if (avail < t / 5) {

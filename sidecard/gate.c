@@ -187,7 +187,7 @@ static int refuse(struct verdict *v, const char *fmt, ...)
 	return v->stop_at_first;
 }
 
-static int64_t available(const struct shm_wallet *w)
+int64_t gate_available(const struct shm_wallet *w)
 {
 	int64_t a;
 
@@ -266,7 +266,7 @@ static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 	int64_t add = w->budget / 2, balance;
 
 	if (a->priority != SC_PRIORITY_HIGH || w->budget <= 0 || add == 0 ||
-	    available(w) >= w->budget / 10 || __builtin_add_overflow(w->balance, add, &balance))
+	    gate_available(w) >= w->budget / 10 || __builtin_add_overflow(w->balance, add, &balance))
 		return;
 	shm_write_begin(&a->rec.seq);
 	w->balance = balance;
@@ -327,7 +327,7 @@ static int replay(const struct gate_check_req *req, const struct shm_txn *t,
 	out->txn_id = t->id;
 	out->risk = t->risk;
 	memcpy(out->block_reason, t->block_reason, sizeof(out->block_reason));
-	out->available = available(&a->wallet);
+	out->available = gate_available(&a->wallet);
 	out->replayed = 1;
 	return 0;
 }
@@ -559,7 +559,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 		maybe_top_up(st, a, now);
 		/* steps 6 to 9: wallet, most specific rule, task, score */
 		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, o->cal.day,
-		                   available(&a->wallet), &v) &&
+		                   gate_available(&a->wallet), &v) &&
 		    !(r && rule_limits(a, r, req->estimate, o->cal.day, now, &v)) &&
 		    !(task && task_limit(st, task, req->estimate, &v)) && a->score < GATE_SCORE_BLOCK)
 			refuse(&v, "score_too_low");
@@ -584,7 +584,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	alerts_evaluate(st, &(struct alerts_change){{agent_slot, 0}, out->allowed ? out->txn_id : 0,
 	                                            out->allowed, anomaly, ratio}, now);
 	shm_change_end(m);
-	out->available = available(&a->wallet);
+	out->available = gate_available(&a->wallet);
 	return 0;
 }
 
@@ -898,7 +898,7 @@ static struct owner owner_of(struct state *st, const struct gate_wallet_ref *ref
 static int64_t source_available(struct state *st, const struct gate_wallet_ref *ref)
 {
 	struct owner o = owner_of(st, ref);
-	int64_t a = available(o.w);
+	int64_t a = gate_available(o.w);
 
 	return ref->org ? gate_add_sat(a, -o.w->reserving) : a;
 }

@@ -142,6 +142,9 @@ int gate_pattern_valid(const char *s, size_t len);
  */
 int gate_pattern_rank(const char *pattern, size_t plen, const char *action, size_t alen);
 
+/* A wallet's balance minus its holds (negative only for a critical agent). */
+int64_t gate_available(const struct shm_wallet *w);
+
 /* a + b, or INT64_MAX where the sum would overflow (totals and counters). */
 int64_t gate_add_sat(int64_t a, int64_t b);
 

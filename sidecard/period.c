@@ -191,24 +191,17 @@ void gate_wallet_period(struct shm_wallet *w, uint32_t *seq, int period,
 
 /* --------------------------------------------------------- sub-budgets */
 
-static int64_t wallet_available(const struct shm_wallet *w)
-{
-	int64_t a;
-
-	return __builtin_sub_overflow(w->balance, w->held, &a) ? INT64_MIN : a;
-}
-
 int64_t gate_org_available(const struct shm_org *o, const struct shm_agent *a)
 {
 	int64_t others = o->wallet.reserving - (a ? a->wallet.reserving : 0);
 
-	return gate_add_sat(wallet_available(&o->wallet), -others);
+	return gate_add_sat(gate_available(&o->wallet), -others);
 }
 
 void gate_carve_sync(struct state *st, struct shm_agent *a)
 {
 	struct shm_org *o = &state_shm(st)->orgs[a->org_slot];
-	int64_t avail = wallet_available(&a->wallet);
+	int64_t avail = gate_available(&a->wallet);
 	int64_t r = a->wallet.carved && avail > 0 ? avail : 0;
 
 	if (r == a->wallet.reserving)
@@ -242,7 +235,7 @@ int gate_carve(struct state *st, uint32_t agent_slot, int64_t amount, const uint
 	}
 	/* the reservation grows from what the agent reserves now to its available plus amount */
 	free_funds = gate_org_available(o, a);
-	avail = wallet_available(&a->wallet);
+	avail = gate_available(&a->wallet);
 	if (__builtin_add_overflow(a->wallet.balance, amount, &balance)) {
 		sc_errorf(err, errlen, "amount: the agent's balance would overflow");
 		return SC_ERANGE;
