@@ -149,23 +149,11 @@ static void budget(struct state *st, const struct owner *o, uint64_t txn_id, int
 {
 	static const char *const when[] = {"today", "today", "this week", "this month"};
 	const struct shm_wallet *w = o->w;
-	int64_t spent = 0, daily = w->day == o->cal->day ? w->daily_spent : 0;
+	int64_t daily = gate_period_spent(w, o->cal, SHM_PERIOD_DAILY);
+	int64_t spent = gate_period_spent(w, o->cal, w->period);
 	struct alert_spec s = {SHM_MARK_BUDGET, SHM_ALERT_BUDGET, 1, 0, 0, txn_id};
 	char v[SC_MONEY_STRLEN + 2], th[SC_MONEY_STRLEN + 2], what[SC_REASON_MAX + 1];
 
-	switch (w->period) {
-	case SHM_PERIOD_DAILY:
-		spent = daily;
-		break;
-	case SHM_PERIOD_WEEKLY:
-		spent = w->week == o->cal->week ? w->weekly_spent : 0;
-		break;
-	case SHM_PERIOD_MONTHLY:
-		spent = w->month == o->cal->month ? w->monthly_spent : 0;
-		break;
-	default:
-		break;
-	}
 	if (w->period != SHM_PERIOD_NONE && w->period <= SHM_PERIOD_MONTHLY && w->budget > 0 &&
 	    spent > w->budget) {
 		s.value = spent;

@@ -104,7 +104,7 @@ void pack_wallet(struct call *c, const struct gate_wallet_ref *ref)
 	proto_pack_key_i64(pk, "budget", w->budget);
 	proto_pack_key_i64(pk, "max_per_txn", w->max_per_txn);
 	proto_pack_key_i64(pk, "daily_spend_limit", w->daily_limit);
-	proto_pack_key_i64(pk, "daily_spent", w->day == cal->day ? w->daily_spent : 0);
+	proto_pack_key_i64(pk, "daily_spent", gate_period_spent(w, cal, SHM_PERIOD_DAILY));
 	proto_pack_key_i64(pk, "debt", w->debt);
 	proto_pack_key_str(pk, "period", sc_period_name(w->period));
 	proto_pack_key_i64(pk, "reserved", w->reserving);

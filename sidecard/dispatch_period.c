@@ -82,9 +82,9 @@ int m_spend(struct call *c)
 	pk = call_ok(c);
 	call_map(c, 12);
 	proto_pack_key_i64(pk, "total", w->total_spent);
-	proto_pack_key_i64(pk, "daily", w->day == cal->day ? w->daily_spent : 0);
-	proto_pack_key_i64(pk, "weekly", w->week == cal->week ? w->weekly_spent : 0);
-	proto_pack_key_i64(pk, "monthly", w->month == cal->month ? w->monthly_spent : 0);
+	proto_pack_key_i64(pk, "daily", gate_period_spent(w, cal, SHM_PERIOD_DAILY));
+	proto_pack_key_i64(pk, "weekly", gate_period_spent(w, cal, SHM_PERIOD_WEEKLY));
+	proto_pack_key_i64(pk, "monthly", gate_period_spent(w, cal, SHM_PERIOD_MONTHLY));
 	proto_pack_key_i64(pk, "held", w->held);
 	proto_pack_key_i64(pk, "budget", w->budget);
 	proto_pack_key_str(pk, "period", sc_period_name(w->period));

@@ -197,6 +197,12 @@ void gate_wallet_period(struct shm_wallet *w, uint32_t *seq, int period,
 /* The key of the wallet's budget period in cal (its day when it has none), and its end. */
 int32_t gate_period_key(const struct shm_wallet *w, const struct shm_calendar *cal);
 int64_t gate_period_end(const struct shm_wallet *w, const struct shm_calendar *cal);
+/*
+ * What the wallet was charged in the current period of cal of this kind
+ * (SHM_PERIOD_DAILY, WEEKLY or MONTHLY; NONE reads as DAILY): its counter,
+ * or 0 when the counter belongs to an earlier period.
+ */
+int64_t gate_period_spent(const struct shm_wallet *w, const struct shm_calendar *cal, int period);
 /* Counts a charge in the wallet's daily, weekly, monthly and total spend. */
 void gate_spend_add(struct shm_wallet *w, const struct shm_calendar *cal, int64_t charge);
 

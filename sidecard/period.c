@@ -45,6 +45,18 @@ int64_t gate_period_end(const struct shm_wallet *w, const struct shm_calendar *c
 	}
 }
 
+int64_t gate_period_spent(const struct shm_wallet *w, const struct shm_calendar *cal, int period)
+{
+	switch (period) {
+	case SHM_PERIOD_WEEKLY:
+		return w->week == cal->week ? w->weekly_spent : 0;
+	case SHM_PERIOD_MONTHLY:
+		return w->month == cal->month ? w->monthly_spent : 0;
+	default:
+		return w->day == cal->day ? w->daily_spent : 0;
+	}
+}
+
 void gate_spend_add(struct shm_wallet *w, const struct shm_calendar *cal, int64_t charge)
 {
 	if (w->day != cal->day) {
