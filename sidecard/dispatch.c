@@ -698,13 +698,8 @@ static int m_wallets_update(struct call *c)
 	    (rc = call_enum_arg(c, c->a, "period", &sc_period_names, &period, &has_period)) ||
 	    (rc = state_wallet_update(c->st, ref.slot, ref.org, &u, c->err, sizeof(c->err))))
 		return rc;
-	if (has_period) {
-		struct shm_org *o = &c->m->orgs[ref.org ? ref.slot : c->m->agents[ref.slot].org_slot];
-		uint32_t *seq = ref.org ? &o->rec.seq : &c->m->agents[ref.slot].rec.seq;
-
-		gate_wallet_period(ref.org ? &o->wallet : &c->m->agents[ref.slot].wallet, seq, period,
-		                   &o->cal);
-	}
+	if (has_period)
+		gate_wallet_period(c->st, &ref, period);
 	if (!ref.org)
 		gate_carve_sync(c->st, &c->m->agents[ref.slot]);
 	alerts_evaluate(c->st, &(struct alerts_change){.wallet = ref}, c->now);

@@ -874,11 +874,15 @@ unsigned gate_expire(struct state *st, int64_t now)
 
 /* ------------------------------------------------ transfers, adjustments */
 
-/* The wallet of an agent or an org, its record's seqlock, and the ids a transaction names. */
+/*
+ * The wallet of an agent or an org, its record's seqlock, the ids a
+ * transaction names, and the calendar of the org it counts in.
+ */
 struct owner {
 	struct shm_wallet *w;
 	uint32_t *seq;
 	uint64_t agent_id, org_id;
+	const struct shm_calendar *cal;
 };
 
 static struct owner owner_of(struct state *st, const struct gate_wallet_ref *ref)
@@ -888,10 +892,21 @@ static struct owner owner_of(struct state *st, const struct gate_wallet_ref *ref
 	if (ref->org) {
 		struct shm_org *o = &m->orgs[ref->slot];
 
-		return (struct owner){&o->wallet, &o->rec.seq, 0, o->id};
+		return (struct owner){&o->wallet, &o->rec.seq, 0, o->id, &o->cal};
 	}
-	return (struct owner){&m->agents[ref->slot].wallet, &m->agents[ref->slot].rec.seq,
-	                      m->agents[ref->slot].id, m->agents[ref->slot].org_id};
+	struct shm_agent *a = &m->agents[ref->slot];
+
+	return (struct owner){&a->wallet, &a->rec.seq, a->id, a->org_id, &m->orgs[a->org_slot].cal};
+}
+
+void gate_wallet_period(struct state *st, const struct gate_wallet_ref *ref, int period)
+{
+	struct owner o = owner_of(st, ref);
+
+	shm_write_begin(o.seq);
+	o.w->period = (uint8_t)period;
+	o.w->period_key = gate_period_key(o.w, o.cal);
+	shm_write_end(o.seq);
 }
 
 /* What a transfer may take: an org's available funds exclude its agents' sub-budgets. */

@@ -192,8 +192,7 @@ int64_t gate_next_roll(struct state *st);
 void gate_org_timezone(struct state *st, uint32_t org_slot, const char *name, const char *rule,
                        int64_t now);
 /* Sets a wallet's budget period; the first refill comes when the next such period begins. */
-void gate_wallet_period(struct shm_wallet *w, uint32_t *seq, int period,
-                        const struct shm_calendar *cal);
+void gate_wallet_period(struct state *st, const struct gate_wallet_ref *ref, int period);
 /* The key of the wallet's budget period in cal (its day when it has none), and its end. */
 int32_t gate_period_key(const struct shm_wallet *w, const struct shm_calendar *cal);
 int64_t gate_period_end(const struct shm_wallet *w, const struct shm_calendar *cal);

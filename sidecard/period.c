@@ -192,15 +192,6 @@ void gate_org_timezone(struct state *st, uint32_t org_slot, const char *name, co
 	shm_change_end(m);
 }
 
-void gate_wallet_period(struct shm_wallet *w, uint32_t *seq, int period,
-                        const struct shm_calendar *cal)
-{
-	shm_write_begin(seq);
-	w->period = (uint8_t)period;
-	w->period_key = gate_period_key(w, cal);
-	shm_write_end(seq);
-}
-
 /* --------------------------------------------------------- sub-budgets */
 
 int64_t gate_org_available(const struct shm_org *o, const struct shm_agent *a)

@@ -226,8 +226,7 @@ START_TEST(test_budget_exceeded_by_period_spend_once_per_week)
 
 	ck_assert_int_eq(state_wallet_update(g_st, slot, 0, &u, g_err, sizeof(g_err)), 0);
 	gate_roll(g_st, T0);
-	gate_wallet_period(AW(slot), &g_m->agents[slot].rec.seq, SC_PERIOD_WEEKLY,
-	                   &g_m->orgs[g_org].cal);
+	gate_wallet_period(g_st, &(struct gate_wallet_ref){slot, 0}, SC_PERIOD_WEEKLY);
 	SETTLE(ALLOW(id, "x.y", USD(6), T0), SC_OUTCOME_SUCCESS, 1, USD(6), T0);
 	SETTLE(ALLOW(id, "x.y", USD(6), tue), SC_OUTCOME_SUCCESS, 1, USD(6), tue);
 	ck_assert_uint_eq(alerts(a, 4), 1);

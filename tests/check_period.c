@@ -21,8 +21,7 @@ static const uint8_t META[] = {0x81, 0xa6, 'r', 'e', 'a', 's', 'o', 'n', 0xa1, '
 
 static void set_budget(uint32_t slot, int org, int64_t budget, enum sc_period period)
 {
-	struct shm_wallet *w = org ? OW() : AW(slot);
-	uint32_t *seq = org ? &g_m->orgs[g_org].rec.seq : &g_m->agents[slot].rec.seq;
+	struct gate_wallet_ref ref = {slot, org};
 	sc_wallet_update u;
 
 	memset(&u, 0, sizeof u);
@@ -30,7 +29,7 @@ static void set_budget(uint32_t slot, int org, int64_t budget, enum sc_period pe
 	u.budget = budget;
 	ck_assert_int_eq(state_wallet_update(g_st, slot, org, &u, g_err, sizeof g_err), 0);
 	gate_roll(g_st, T0);
-	gate_wallet_period(w, seq, period, &g_m->orgs[g_org].cal);
+	gate_wallet_period(g_st, &ref, period);
 }
 
 /* The newest transaction of the history. */
