@@ -1035,31 +1035,35 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 	return 0;
 }
 
-unsigned dispatch_expire(struct dispatch *d, int64_t now)
+/*
+ * Applies a change the clock makes (expiries, a new day) at now and, if it
+ * changed anything, records it as an empty record of that type: a replay
+ * applies the same function at the record's time.
+ */
+static unsigned clock_change(struct dispatch *d, unsigned type,
+                             unsigned (*apply)(struct state *st, int64_t now), int64_t now)
 {
 	struct shm *shm = state_shm(d->st);
 	unsigned n;
 
 	shm_change_begin(shm);
-	n = gate_expire(d->st, now);
+	n = apply(d->st, now);
 	if (n && d->ledger) {
-		msgpack_pack_array(ledger_begin(d->ledger, LEDGER_EXPIRE, now), 0);
+		msgpack_pack_array(ledger_begin(d->ledger, type, now), 0);
 		state_set_applied(d->st, ledger_commit(d->ledger));
 	}
 	shm_change_end(shm);
 	return n;
 }
 
+unsigned dispatch_expire(struct dispatch *d, int64_t now)
+{
+	return clock_change(d, LEDGER_EXPIRE, gate_expire, now);
+}
+
 void dispatch_roll(struct dispatch *d, int64_t now)
 {
-	struct shm *shm = state_shm(d->st);
-
-	shm_change_begin(shm);
-	if (gate_roll(d->st, now) && d->ledger) {
-		msgpack_pack_array(ledger_begin(d->ledger, LEDGER_ROLL, now), 0);
-		state_set_applied(d->st, ledger_commit(d->ledger));
-	}
-	shm_change_end(shm);
+	clock_change(d, LEDGER_ROLL, gate_roll, now);
 }
 
 void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set)
