@@ -127,7 +127,8 @@ static void set_map(struct proto_args *a, const msgpack_object *map)
 	a->consumed = 0;
 }
 
-int proto_args_init(struct proto_args *a, const msgpack_object *params, char *err, size_t errlen)
+/* A top-level reader with no arguments yet, its messages going to err. */
+static void start(struct proto_args *a, char *err, size_t errlen)
 {
 	a->err = err;
 	a->errlen = errlen;
@@ -135,6 +136,11 @@ int proto_args_init(struct proto_args *a, const msgpack_object *params, char *er
 	set_map(a, NULL);
 	if (errlen > 0)
 		err[0] = '\0';
+}
+
+int proto_args_init(struct proto_args *a, const msgpack_object *params, char *err, size_t errlen)
+{
+	start(a, err, errlen);
 	if (params == NULL || (params->type == MSGPACK_OBJECT_ARRAY && params->via.array.size == 0))
 		return 0;
 	if (params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size != 1 ||
@@ -143,6 +149,17 @@ int proto_args_init(struct proto_args *a, const msgpack_object *params, char *er
 		return SC_EINVAL;
 	}
 	set_map(a, &params->via.array.ptr[0]);
+	return check_keys(a);
+}
+
+int proto_args_map(struct proto_args *a, const msgpack_object *map, char *err, size_t errlen)
+{
+	start(a, err, errlen);
+	if (map->type != MSGPACK_OBJECT_MAP) {
+		snprintf(err, errlen, "expected a map");
+		return SC_EINVAL;
+	}
+	set_map(a, map);
 	return check_keys(a);
 }
 

@@ -189,6 +189,8 @@ struct proto_args {
  * of this map and of its nested maps; it must outlive a.
  */
 int proto_args_init(struct proto_args *a, const msgpack_object *params, char *err, size_t errlen);
+/* The same over one map that is not wrapped in params (a ledger record's body or result). */
+int proto_args_map(struct proto_args *a, const msgpack_object *map, char *err, size_t errlen);
 
 /*
  * Starts reading a nested map, a value obtained from parent (for example by

@@ -1108,10 +1108,8 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 	int64_t version;
 	int rc;
 	const msgpack_object *cap;
-	const msgpack_object arr = {.type = MSGPACK_OBJECT_ARRAY,
-	                            .via.array = {.size = 1, .ptr = (msgpack_object *)body}};
 
-	if ((rc = proto_args_init(&a, &arr, err, errlen)) ||
+	if ((rc = proto_args_map(&a, body, err, errlen)) ||
 	    (rc = proto_arg_int(&a, "gate", 1, 1, INT64_MAX, &version, NULL)) ||
 	    (rc = proto_arg_int(&a, "hold_ttl_us", 1, 1, INT64_MAX, &set.hold_ttl_us, NULL)) ||
 	    (rc = proto_arg_int(&a, "task_max_usage", 1, 0, INT64_MAX, &set.task_max_usage, NULL)) ||
@@ -1146,10 +1144,7 @@ int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 
 	msgpack_unpacked_init(&u);
 	if (msgpack_unpack_next(&u, body, len, &off) == MSGPACK_UNPACK_SUCCESS) {
-		const msgpack_object arr = {.type = MSGPACK_OBJECT_ARRAY,
-		                            .via.array = {.size = 1, .ptr = &u.data}};
-
-		rc = proto_args_init(&a, &arr, err, sizeof(err));
+		rc = proto_args_map(&a, &u.data, err, sizeof(err));
 		if (rc == 0)
 			rc = proto_arg_obj(&a, "capacity", 1, MSGPACK_OBJECT_MAP, &cap, NULL);
 		if (rc == 0)

@@ -25,18 +25,16 @@ int call_timezone_arg(struct call *c, char name[SHM_TZ_MAX + 1], char rule[SHM_T
 		return rc;
 	memcpy(name, s.p, s.len);
 	name[s.len] = '\0';
-	if (c->d->recorded && c->d->recorded->type == MSGPACK_OBJECT_MAP) {
+	if (c->d->recorded) {
 		/* replay: the rule the live daemon resolved, whatever the tzdata says now */
-		for (uint32_t i = 0; i < c->d->recorded->via.map.size; i++) {
-			const msgpack_object_kv *kv = &c->d->recorded->via.map.ptr[i];
+		struct proto_args rec;
+		struct state_str r;
 
-			if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 13 &&
-			    memcmp(kv->key.via.str.ptr, "timezone_rule", 13) == 0 &&
-			    kv->val.type == MSGPACK_OBJECT_STR && kv->val.via.str.size <= SHM_TZ_MAX) {
-				memcpy(rule, kv->val.via.str.ptr, kv->val.via.str.size);
-				rule[kv->val.via.str.size] = '\0';
-				return 0;
-			}
+		if (proto_args_map(&rec, c->d->recorded, NULL, 0) == 0 &&
+		    proto_arg_str(&rec, "timezone_rule", 1, SHM_TZ_MAX, &r.p, &r.len, NULL) == 0) {
+			memcpy(rule, r.p, r.len);
+			rule[r.len] = '\0';
+			return 0;
 		}
 	}
 	rc = tz_resolve(name, rule, SHM_TZ_MAX + 1, c->err, sizeof(c->err));
