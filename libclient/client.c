@@ -902,7 +902,7 @@ static void put_fields(struct writer *w, struct table t, const void *base, unsig
 			int e;
 
 			memcpy(&e, p, sizeof(e));
-			put_str(w, e >= 0 && (unsigned)e < f->names->n ? f->names->v[e] : "unknown");
+			put_str(w, sc_names_word(f->names, e));
 		} else {
 			memcpy(&v, p, sizeof(v));
 			put_int(w, v);

@@ -21,6 +21,8 @@ extern const struct sc_names sc_priority_names, sc_status_names, sc_outcome_name
 	sc_txn_status_names, sc_event_type_names, sc_risk_names, sc_period_names,
 	sc_alert_kind_names, sc_severity_names;
 
+/* The word of value v, or "unknown" for a value out of range. */
+const char *sc_names_word(const struct sc_names *t, int v);
 /* The value whose word is s[0..len), or -1. */
 int sc_names_find(const struct sc_names *t, const char *s, size_t len);
 

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common.h"
 #include "ctl.h"
 
 enum out_type {
@@ -35,7 +36,7 @@ enum out_type {
 	OT_BOOL,     /* int */
 	OT_STR,      /* char[] */
 	OT_TIME,     /* int64_t microseconds since the epoch */
-	OT_ENUM,     /* int, shown by `name` */
+	OT_ENUM,     /* int, shown by its word in `names` */
 	OT_ALLOWED,  /* sc_decision.allowed, shown as the status word */
 	OT_WALLET,   /* sc_wallet */
 	OT_RULES,    /* sc_agent.rules */
@@ -56,51 +57,11 @@ struct out_field {
 	enum out_type type;
 	size_t off;
 	unsigned flags;
-	const char *(*name)(int v);
+	const struct sc_names *names; /* OT_ENUM: the words of its values */
 	size_t has;
 	const struct out_field *inner;
 	size_t n_inner;
 };
-
-static const char *priority_text(int v)
-{
-	return sc_priority_name((enum sc_priority)v);
-}
-
-static const char *period_text(int v)
-{
-	return sc_period_name((enum sc_period)v);
-}
-
-static const char *status_text(int v)
-{
-	return sc_status_name((enum sc_status)v);
-}
-
-static const char *outcome_text(int v)
-{
-	return sc_outcome_name((enum sc_outcome)v);
-}
-
-static const char *txn_status_text(int v)
-{
-	return sc_txn_status_name((enum sc_txn_status)v);
-}
-
-static const char *event_type_text(int v)
-{
-	return sc_event_type_name((enum sc_event_type)v);
-}
-
-static const char *alert_kind_text(int v)
-{
-	return sc_alert_kind_name((enum sc_alert_kind)v);
-}
-
-static const char *severity_text(int v)
-{
-	return sc_severity_name((enum sc_severity)v);
-}
 
 #define W(type_, member, key_, header_, ...)                                                  \
 	{ .key = key_, .header = header_, .type = (type_), .off = offsetof(T, member),        \
@@ -116,7 +77,7 @@ static const struct out_field wallet_out[] = {
 	W(OT_MONEY, daily_spend_limit, "daily_spend_limit", "DAILY LIMIT", .flags = OF_UNLIMITED),
 	W(OT_MONEY, daily_spent, "daily_spent", "DAILY SPENT"),
 	W(OT_MONEY, debt, "debt", "DEBT"),
-	W(OT_ENUM, period, "period", "PERIOD", .name = period_text),
+	W(OT_ENUM, period, "period", "PERIOD", .names = &sc_period_names),
 	W(OT_MONEY, reserved, "reserved", "RESERVED"),
 	W(OT_BOOL, limited, "limited", "LIMITED"),
 	W(OT_MONEY, low_balance, "low_balance", "LOW BALANCE"),
@@ -132,7 +93,7 @@ static const struct out_field spend_out[] = {
 	W(OT_MONEY, monthly, "monthly", "THIS MONTH"),
 	W(OT_MONEY, held, "held", "HELD"),
 	W(OT_MONEY, budget, "budget", "BUDGET"),
-	W(OT_ENUM, period, "period", "PERIOD", .name = period_text),
+	W(OT_ENUM, period, "period", "PERIOD", .names = &sc_period_names),
 	W(OT_STR, timezone, "timezone", "TIME ZONE"),
 	W(OT_TIME, daily_reset_at, "daily_reset_at", "DAY ENDS"),
 	W(OT_TIME, weekly_reset_at, "weekly_reset_at", "WEEK ENDS"),
@@ -190,8 +151,8 @@ static const struct out_field agent_out[] = {
 	W(OT_UINT, org_id, "org_id", "ORG ID"),
 	W(OT_STR, org, "org", "ORG"),
 	W(OT_STR, name, "name", "NAME"),
-	W(OT_ENUM, priority, "priority", "PRIORITY", .name = priority_text),
-	W(OT_ENUM, status, "status", "STATUS", .name = status_text),
+	W(OT_ENUM, priority, "priority", "PRIORITY", .names = &sc_priority_names),
+	W(OT_ENUM, status, "status", "STATUS", .names = &sc_status_names),
 	W(OT_TIME, created_at, "created_at", "CREATED"),
 	W(OT_WALLET, wallet, "wallet", "WALLET"),
 	W(OT_RULES, rules, "rules", "RULES"),
@@ -200,8 +161,8 @@ static const struct out_field agent_cols[] = {
 	W(OT_UINT, id, "id", "ID"),
 	W(OT_STR, org, "org", "ORG"),
 	W(OT_STR, name, "name", "NAME"),
-	W(OT_ENUM, priority, "priority", "PRIORITY", .name = priority_text),
-	W(OT_ENUM, status, "status", "STATUS", .name = status_text),
+	W(OT_ENUM, priority, "priority", "PRIORITY", .names = &sc_priority_names),
+	W(OT_ENUM, status, "status", "STATUS", .names = &sc_status_names),
 	W(OT_MONEY, wallet.balance, "balance", "BALANCE"),
 	W(OT_MONEY, wallet.held, "held", "HELD"),
 	W(OT_MONEY, wallet.available, "available", "AVAILABLE"),
@@ -219,8 +180,8 @@ static const struct out_field transaction_out[] = {
 	W(OT_UINT, rule_id, "rule_id", "RULE", .flags = OF_NULL),
 	W(OT_STR, action, "action", "ACTION"),
 	W(OT_STR, type, "type", "TYPE"),
-	W(OT_ENUM, status, "status", "STATUS", .name = txn_status_text),
-	W(OT_ENUM, outcome, "outcome", "OUTCOME", .name = outcome_text, .flags = OF_HAS,
+	W(OT_ENUM, status, "status", "STATUS", .names = &sc_txn_status_names),
+	W(OT_ENUM, outcome, "outcome", "OUTCOME", .names = &sc_outcome_names, .flags = OF_HAS,
 	  .has = offsetof(sc_transaction, has_outcome)),
 	W(OT_MONEY, estimated_cost, "estimated_cost", "ESTIMATE"),
 	W(OT_MONEY, charged, "charged", "CHARGED"),
@@ -247,8 +208,8 @@ static const struct out_field transaction_cols[] = {
 	W(OT_UINT, agent_id, "agent_id", "AGENT", .flags = OF_NULL),
 	W(OT_STR, action, "action", "ACTION"),
 	W(OT_STR, type, "type", "TYPE"),
-	W(OT_ENUM, status, "status", "STATUS", .name = txn_status_text),
-	W(OT_ENUM, outcome, "outcome", "OUTCOME", .name = outcome_text, .flags = OF_HAS,
+	W(OT_ENUM, status, "status", "STATUS", .names = &sc_txn_status_names),
+	W(OT_ENUM, outcome, "outcome", "OUTCOME", .names = &sc_outcome_names, .flags = OF_HAS,
 	  .has = offsetof(sc_transaction, has_outcome)),
 	W(OT_MONEY, estimated_cost, "estimated_cost", "ESTIMATE"),
 	W(OT_MONEY, charged, "charged", "CHARGED"),
@@ -332,7 +293,7 @@ static const struct out_field score_factors_out[] = {
 static const struct out_field score_out[] = {
 	W(OT_UINT, agent_id, "agent_id", "AGENT"),
 	W(OT_INT32, score, "score", "SCORE"),
-	W(OT_ENUM, status, "status", "STATUS", .name = status_text),
+	W(OT_ENUM, status, "status", "STATUS", .names = &sc_status_names),
 	{ .key = "factors", .header = "FACTORS", .type = OT_GROUP, .inner = score_factors_out,
 	  .n_inner = COUNT(score_factors_out) },
 };
@@ -342,22 +303,22 @@ static const struct out_field score_out[] = {
 static const struct out_field event_out[] = {
 	W(OT_UINT, id, "id", "ID"),
 	W(OT_UINT, agent_id, "agent_id", "AGENT"),
-	W(OT_ENUM, type, "type", "TYPE", .name = event_type_text),
+	W(OT_ENUM, type, "type", "TYPE", .names = &sc_event_type_names),
 	W(OT_TIME, time, "time", "TIME"),
 	W(OT_INT32, score, "score", "SCORE"),
-	W(OT_ENUM, from, "from", "FROM", .name = status_text, .flags = OF_HAS,
+	W(OT_ENUM, from, "from", "FROM", .names = &sc_status_names, .flags = OF_HAS,
 	  .has = offsetof(sc_event, has_status)),
-	W(OT_ENUM, to, "to", "TO", .name = status_text, .flags = OF_HAS,
+	W(OT_ENUM, to, "to", "TO", .names = &sc_status_names, .flags = OF_HAS,
 	  .has = offsetof(sc_event, has_status)),
 	W(OT_STR, reason, "reason", "REASON"),
 };
 static const struct out_field event_cols[] = {
 	W(OT_UINT, id, "id", "ID"),
 	W(OT_TIME, time, "time", "TIME"),
-	W(OT_ENUM, type, "type", "TYPE", .name = event_type_text),
-	W(OT_ENUM, from, "from", "FROM", .name = status_text, .flags = OF_HAS,
+	W(OT_ENUM, type, "type", "TYPE", .names = &sc_event_type_names),
+	W(OT_ENUM, from, "from", "FROM", .names = &sc_status_names, .flags = OF_HAS,
 	  .has = offsetof(sc_event, has_status)),
-	W(OT_ENUM, to, "to", "TO", .name = status_text, .flags = OF_HAS,
+	W(OT_ENUM, to, "to", "TO", .names = &sc_status_names, .flags = OF_HAS,
 	  .has = offsetof(sc_event, has_status)),
 	W(OT_INT32, score, "score", "SCORE"),
 	W(OT_STR, reason, "reason", "REASON"),
@@ -367,7 +328,7 @@ static const struct out_field event_cols[] = {
 #define T sc_settlement
 static const struct out_field settlement_out[] = {
 	W(OT_UINT, transaction_id, "transaction_id", "TRANSACTION"),
-	W(OT_ENUM, outcome, "outcome", "OUTCOME", .name = outcome_text),
+	W(OT_ENUM, outcome, "outcome", "OUTCOME", .names = &sc_outcome_names),
 	W(OT_MONEY, charged, "charged", "CHARGED"),
 	W(OT_MONEY, balance, "balance", "BALANCE"),
 	W(OT_MONEY, debt, "debt", "DEBT"),
@@ -413,8 +374,8 @@ static const struct out_field alert_out[] = {
 	W(OT_UINT, id, "id", "ID"),
 	W(OT_UINT, agent_id, "agent_id", "AGENT", .flags = OF_NULL),
 	W(OT_UINT, org_id, "org_id", "ORG"),
-	W(OT_ENUM, kind, "kind", "KIND", .name = alert_kind_text),
-	W(OT_ENUM, severity, "severity", "SEVERITY", .name = severity_text),
+	W(OT_ENUM, kind, "kind", "KIND", .names = &sc_alert_kind_names),
+	W(OT_ENUM, severity, "severity", "SEVERITY", .names = &sc_severity_names),
 	W(OT_ALERT_VALUE, value, "value", "VALUE"),
 	W(OT_ALERT_VALUE, threshold, "threshold", "THRESHOLD"),
 	W(OT_UINT, transaction_id, "transaction_id", "TRANSACTION", .flags = OF_NULL),
@@ -424,8 +385,8 @@ static const struct out_field alert_out[] = {
 static const struct out_field alert_cols[] = {
 	W(OT_UINT, id, "id", "ID"),
 	W(OT_TIME, time, "time", "TIME"),
-	W(OT_ENUM, severity, "severity", "SEVERITY", .name = severity_text),
-	W(OT_ENUM, kind, "kind", "KIND", .name = alert_kind_text),
+	W(OT_ENUM, severity, "severity", "SEVERITY", .names = &sc_severity_names),
+	W(OT_ENUM, kind, "kind", "KIND", .names = &sc_alert_kind_names),
 	W(OT_UINT, transaction_id, "transaction_id", "TRANSACTION", .flags = OF_NULL),
 	W(OT_STR, message, "message", "MESSAGE"),
 };
@@ -555,7 +516,7 @@ static void cell(const struct out_field *f, const char *base, char *buf, size_t 
 		strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm);
 		break;
 	case OT_ENUM:
-		snprintf(buf, len, "%s", f->name(get_int(p)));
+		snprintf(buf, len, "%s", sc_names_word(f->names, (int)get_int(p)));
 		break;
 	case OT_ALLOWED:
 		snprintf(buf, len, "%s", get_int(p) ? "allowed" : "blocked");
@@ -719,7 +680,7 @@ static void json_value(const struct out_field *f, const char *base)
 		ctl_json_str(p);
 		break;
 	case OT_ENUM:
-		ctl_json_str(f->name(get_int(p)));
+		ctl_json_str(sc_names_word(f->names, (int)get_int(p)));
 		break;
 	case OT_ALLOWED:
 		ctl_json_str(get_int(p) ? "allowed" : "blocked");

@@ -92,10 +92,9 @@ int sc_names_find(const struct sc_names *t, const char *s, size_t len)
 	return -1;
 }
 
-/* The name of value v in table, or "unknown" for a value out of range. */
-static const char *name_of(const char *const *table, size_t n, unsigned v)
+const char *sc_names_word(const struct sc_names *t, int v)
 {
-	return v < n ? table[v] : "unknown";
+	return v >= 0 && (unsigned)v < t->n ? t->v[v] : "unknown";
 }
 
 /* The index of s in t, or SC_EINVAL. */
@@ -111,47 +110,47 @@ static int index_of(const struct sc_names *t, const char *s, unsigned *out)
 
 const char *sc_priority_name(enum sc_priority p)
 {
-	return name_of(priority_names, COUNT(priority_names), (unsigned)p);
+	return sc_names_word(&sc_priority_names, (int)p);
 }
 
 const char *sc_status_name(enum sc_status s)
 {
-	return name_of(status_names, COUNT(status_names), (unsigned)s);
+	return sc_names_word(&sc_status_names, (int)s);
 }
 
 const char *sc_outcome_name(enum sc_outcome o)
 {
-	return name_of(outcome_names, COUNT(outcome_names), (unsigned)o);
+	return sc_names_word(&sc_outcome_names, (int)o);
 }
 
 const char *sc_risk_name(enum sc_risk r)
 {
-	return name_of(risk_names, COUNT(risk_names), (unsigned)r);
+	return sc_names_word(&sc_risk_names, (int)r);
 }
 
 const char *sc_event_type_name(enum sc_event_type t)
 {
-	return name_of(event_type_names, COUNT(event_type_names), (unsigned)t);
+	return sc_names_word(&sc_event_type_names, (int)t);
 }
 
 const char *sc_period_name(enum sc_period p)
 {
-	return name_of(period_names, COUNT(period_names), (unsigned)p);
+	return sc_names_word(&sc_period_names, (int)p);
 }
 
 const char *sc_alert_kind_name(enum sc_alert_kind k)
 {
-	return name_of(alert_kind_names, COUNT(alert_kind_names), (unsigned)k);
+	return sc_names_word(&sc_alert_kind_names, (int)k);
 }
 
 const char *sc_severity_name(enum sc_severity s)
 {
-	return name_of(severity_names, COUNT(severity_names), (unsigned)s);
+	return sc_names_word(&sc_severity_names, (int)s);
 }
 
 const char *sc_txn_status_name(enum sc_txn_status s)
 {
-	return name_of(txn_status_names, COUNT(txn_status_names), (unsigned)s);
+	return sc_names_word(&sc_txn_status_names, (int)s);
 }
 
 int sc_priority_parse(const char *s, enum sc_priority *out)
