@@ -208,8 +208,13 @@ static void compare_glibc(const char *tzenv, const struct tz *z, int64_t from, i
 
 /*
  * glibc with the installed file (its transitions, then the footer) and with
- * the footer alone. Not before 1970: glibc counts the days of a rule's year
- * from 1970 up, so it places the transitions of earlier years wrongly.
+ * the footer alone. The installed file is compared from 2040 on: the footer
+ * only governs the times after the file's last listed transition, and tzdata
+ * lists one-off changes a year or two ahead (tzdata 2026f keeps Havana on
+ * daylight time through the winter of 2026-27), which a daemon following
+ * the footer does not apply (docs/DESIGN.md). Not before 1970: glibc counts
+ * the days of a rule's year from 1970 up, so it places the transitions of
+ * earlier years wrongly.
  */
 START_TEST(test_offsets_match_glibc)
 {
@@ -218,7 +223,7 @@ START_TEST(test_offsets_match_glibc)
 
 	ck_assert_msg(tz_resolve(glibc_zones[_i], rule, sizeof(rule), err, sizeof(err)) == 0, "%s", err);
 	z = zone(rule);
-	compare_glibc(glibc_zones[_i], &z, utc(2026, 1, 1, 0, 0, 0), utc(2032, 1, 1, 0, 0, 0));
+	compare_glibc(glibc_zones[_i], &z, utc(2040, 1, 1, 0, 0, 0), utc(2046, 1, 1, 0, 0, 0));
 	compare_glibc(rule, &z, utc(1970, 1, 1, 0, 0, 0), utc(1973, 1, 1, 0, 0, 0));
 	compare_glibc(rule, &z, utc(2099, 1, 1, 0, 0, 0), utc(2101, 1, 1, 0, 0, 0));
 	compare_glibc(rule, &z, utc(2398, 1, 1, 0, 0, 0), utc(2401, 1, 1, 0, 0, 0));
