@@ -1169,7 +1169,9 @@ static int call_one(sc_client *c, const struct request *r, struct table t, void 
 	const msgpack_object *res;
 	int rc = rpc(c, r, &res);
 
-	return rc != 0 ? rc : decode_one(c, res, t, out, size);
+	if (rc != 0 || out == NULL)
+		return rc;
+	return decode_one(c, res, t, out, size);
 }
 
 static int call_list(sc_client *c, const struct request *r, struct table t, size_t size,

@@ -19,7 +19,8 @@
  *
  * Memory: functions that return lists allocate them; release a list with the
  * matching sc_*_free() call. Everything else is written into caller-owned
- * structures.
+ * structures; a pointer to a single result structure may be NULL when the
+ * caller only needs the return code (lists and ids need their pointers).
  */
 #ifndef SIDECARD_H
 #define SIDECARD_H
