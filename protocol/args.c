@@ -422,3 +422,129 @@ int proto_pack_error(msgpack_packer *pk, int code, const char *message)
 		rc = proto_pack_key_str(pk, "message", message ? message : sc_strerror(code));
 	return rc;
 }
+
+/* ----- packing into a buffer ----- */
+
+void proto_buf_init(struct proto_buf *b, char *mem, size_t size)
+{
+	b->start = b->p = mem;
+	b->end = mem + size;
+	b->overflow = 0;
+}
+
+size_t proto_buf_len(const struct proto_buf *b)
+{
+	return (size_t)(b->p - b->start);
+}
+
+/* Room for n more bytes, else overflow. */
+static int room(struct proto_buf *b, size_t n)
+{
+	if (b->overflow || (size_t)(b->end - b->p) < n) {
+		b->overflow = 1;
+		return 0;
+	}
+	return 1;
+}
+
+/* A marker byte followed by the low 'bytes' bytes of v, big-endian. */
+static void put_be(struct proto_buf *b, unsigned char marker, uint64_t v, unsigned bytes)
+{
+	if (!room(b, 1 + bytes))
+		return;
+	*b->p++ = (char)marker;
+	for (unsigned i = bytes; i-- > 0;)
+		*b->p++ = (char)(v >> (8 * i));
+}
+
+static void put_byte(struct proto_buf *b, unsigned char c)
+{
+	if (room(b, 1))
+		*b->p++ = (char)c;
+}
+
+void proto_put_nil(struct proto_buf *b)
+{
+	put_byte(b, 0xc0);
+}
+
+void proto_put_bool(struct proto_buf *b, int v)
+{
+	put_byte(b, v ? 0xc3 : 0xc2);
+}
+
+void proto_put_u64(struct proto_buf *b, uint64_t v)
+{
+	if (v < 128)
+		put_byte(b, (unsigned char)v);
+	else if (v < 256)
+		put_be(b, 0xcc, v, 1);
+	else if (v < 65536)
+		put_be(b, 0xcd, v, 2);
+	else if (v <= UINT32_MAX)
+		put_be(b, 0xce, v, 4);
+	else
+		put_be(b, 0xcf, v, 8);
+}
+
+/* msgpack-c packs a non-negative int64 as an unsigned integer. */
+void proto_put_i64(struct proto_buf *b, int64_t v)
+{
+	if (v >= 0)
+		proto_put_u64(b, (uint64_t)v);
+	else if (v >= -32)
+		put_byte(b, (unsigned char)(0xe0 | (v + 32)));
+	else if (v >= INT8_MIN)
+		put_be(b, 0xd0, (uint64_t)v, 1);
+	else if (v >= INT16_MIN)
+		put_be(b, 0xd1, (uint64_t)v, 2);
+	else if (v >= INT32_MIN)
+		put_be(b, 0xd2, (uint64_t)v, 4);
+	else
+		put_be(b, 0xd3, (uint64_t)v, 8);
+}
+
+void proto_put_map(struct proto_buf *b, uint32_t n)
+{
+	if (n < 16)
+		put_byte(b, (unsigned char)(0x80 | n));
+	else if (n < 65536)
+		put_be(b, 0xde, n, 2);
+	else
+		put_be(b, 0xdf, n, 4);
+}
+
+void proto_put_array(struct proto_buf *b, uint32_t n)
+{
+	if (n < 16)
+		put_byte(b, (unsigned char)(0x90 | n));
+	else if (n < 65536)
+		put_be(b, 0xdc, n, 2);
+	else
+		put_be(b, 0xdd, n, 4);
+}
+
+void proto_put_str(struct proto_buf *b, const char *s, size_t len)
+{
+	size_t head = len < 32 ? 1 : len < 256 ? 2 : len < 65536 ? 3 : 5;
+
+	if (len > UINT32_MAX || !room(b, head + len)) {
+		b->overflow = 1;
+		return;
+	}
+	if (len < 32)
+		*b->p++ = (char)(0xa0 | len);
+	else if (len < 256)
+		put_be(b, 0xd9, len, 1);
+	else if (len < 65536)
+		put_be(b, 0xda, len, 2);
+	else
+		put_be(b, 0xdb, len, 4);
+	memcpy(b->p, s, len);
+	b->p += len;
+}
+
+void proto_put_cstr(struct proto_buf *b, const char *s)
+{
+	proto_put_str(b, s, strlen(s));
+}

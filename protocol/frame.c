@@ -402,6 +402,34 @@ static int parse_tail(const msgpack_object *method, const msgpack_object *params
 	return 0;
 }
 
+/*
+ * The size of the element at p, which msgpack_unpack() has accepted: a
+ * container's header alone, any other element whole.
+ */
+static size_t element_size(const char *p, size_t n)
+{
+	struct header h;
+
+	read_header((const unsigned char *)p, n, &h);
+	return h.size + (size_t)h.payload;
+}
+
+/*
+ * params is the envelope's last element, so its bytes run from after the
+ * elements before it to the end of the message. The record of a change
+ * keeps them as they came instead of packing the unpacked objects again.
+ */
+static void note_params_raw(const char *buf, size_t len, unsigned before,
+                            struct proto_request *req)
+{
+	size_t off = element_size(buf, len);
+
+	for (unsigned i = 0; i < before; i++)
+		off += element_size(buf + off, len - off);
+	req->params_raw = buf + off;
+	req->params_raw_len = len - off;
+}
+
 int proto_request_parse(const char *buf, size_t len, msgpack_zone *zone, struct proto_request *req,
                         char *err, size_t errlen)
 {
@@ -422,12 +450,18 @@ int proto_request_parse(const char *buf, size_t len, msgpack_zone *zone, struct 
 		if (!is_uint32(&e[1]))
 			return envelope_error(err, errlen, "msgid must be a uint32");
 		req->msgid = (uint32_t)e[1].via.u64;
-		return parse_tail(&e[2], &e[3], req, err, errlen);
+		if (parse_tail(&e[2], &e[3], req, err, errlen) != 0)
+			return SC_EPROTO;
+		note_params_raw(buf, len, 3, req);
+		return 0;
 	}
 	if (req->type == PROTO_NOTIFICATION) {
 		if (o.via.array.size != 3)
 			return envelope_error(err, errlen, "notification must be an array of 3");
-		return parse_tail(&e[1], &e[2], req, err, errlen);
+		if (parse_tail(&e[1], &e[2], req, err, errlen) != 0)
+			return SC_EPROTO;
+		note_params_raw(buf, len, 2, req);
+		return 0;
 	}
 	return envelope_error(err, errlen,
 	                      "message type must be 0 (request) or 2 (notification)");

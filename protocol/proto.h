@@ -142,6 +142,8 @@ struct proto_request {
 	const char *method;           /* not NUL-terminated */
 	size_t method_len;
 	const msgpack_object *params; /* an array, possibly empty */
+	const char *params_raw;       /* the bytes params was unpacked from, as received */
+	size_t params_raw_len;
 };
 
 /*
@@ -284,5 +286,33 @@ int proto_pack_key_bool(msgpack_packer *pk, const char *key, int v);
  * message}; message NULL uses sc_strerror(code).
  */
 int proto_pack_error(msgpack_packer *pk, int code, const char *message);
+
+/* ----- packing into a buffer ----- */
+
+/*
+ * A writer into a caller's buffer, for the responses of the hot methods:
+ * one call per element and no packer callback per piece, so a response
+ * costs a few stores per element, then one write of the whole. Each
+ * proto_put_* writes exactly the bytes msgpack-c's packer writes for the
+ * same value (the smallest encoding), so a result built either way is the
+ * same byte for byte; a ledger replay compares them. A put that does not
+ * fit sets overflow and writes nothing; later puts write nothing either.
+ */
+struct proto_buf {
+	char *start, *p, *end;
+	int overflow;
+};
+
+void proto_buf_init(struct proto_buf *b, char *mem, size_t size);
+/* Bytes written so far. */
+size_t proto_buf_len(const struct proto_buf *b);
+void proto_put_nil(struct proto_buf *b);
+void proto_put_bool(struct proto_buf *b, int v);
+void proto_put_u64(struct proto_buf *b, uint64_t v);
+void proto_put_i64(struct proto_buf *b, int64_t v);
+void proto_put_map(struct proto_buf *b, uint32_t n);
+void proto_put_array(struct proto_buf *b, uint32_t n);
+void proto_put_str(struct proto_buf *b, const char *s, size_t len);
+void proto_put_cstr(struct proto_buf *b, const char *s);
 
 #endif /* SIDECARD_PROTO_H */

@@ -43,7 +43,8 @@ struct owner {
 	uint32_t *seq; /* the seqlock of the record holding w */
 	const struct shm_calendar *cal;
 	uint64_t agent_id, org_id;
-	char who[SC_NAME_MAX + 32]; /* "agent 7 (research-bot)" or "org 1 (acme)" */
+	/* "agent 7 (research-bot)" or "org 1 (acme)", formatted only when an alert fires */
+	const char *who_kind, *who_name;
 };
 
 static void owner_agent(struct shm *m, struct shm_agent *a, struct owner *o)
@@ -53,7 +54,8 @@ static void owner_agent(struct shm *m, struct shm_agent *a, struct owner *o)
 	o->cal = &m->orgs[a->org_slot].cal;
 	o->agent_id = a->id;
 	o->org_id = a->org_id;
-	snprintf(o->who, sizeof(o->who), "agent %llu (%s)", (unsigned long long)a->id, a->name);
+	o->who_kind = "agent";
+	o->who_name = a->name;
 }
 
 static void owner_org(struct shm_org *org, struct owner *o)
@@ -63,7 +65,8 @@ static void owner_org(struct shm_org *org, struct owner *o)
 	o->cal = &org->cal;
 	o->agent_id = 0;
 	o->org_id = org->id;
-	snprintf(o->who, sizeof(o->who), "org %llu (%s)", (unsigned long long)org->id, org->name);
+	o->who_kind = "org";
+	o->who_name = org->name;
 }
 
 /* "$4.20" or "-$4.20". */
@@ -76,12 +79,24 @@ static const char *usd(int64_t m, char *buf, size_t len)
 	return buf;
 }
 
+/*
+ * 1 if mark already fired in the wallet's current period. A threshold stays
+ * crossed for many changes in a row (every check of a busy agent past its
+ * velocity), so callers ask this before formatting a message nobody reads.
+ */
+static int mark_fired(const struct owner *o, enum shm_alert_mark mark)
+{
+	int32_t fired = o->w->alerted[mark];
+
+	return fired != 0 && fired - 1 >= gate_period_key(o->w, o->cal);
+}
+
 /* 1 if mark has not fired in the wallet's current period; then records that it has. */
 static int take_mark(const struct owner *o, enum shm_alert_mark mark)
 {
-	int32_t key = gate_period_key(o->w, o->cal), fired = o->w->alerted[mark];
+	int32_t key = gate_period_key(o->w, o->cal);
 
-	if (fired != 0 && fired - 1 >= key)
+	if (mark_fired(o, mark))
 		return 0;
 	shm_write_begin(o->seq);
 	o->w->alerted[mark] = key + 1;
@@ -120,7 +135,8 @@ static void raise_alert(struct state *st, const struct owner *o, const struct al
 	a.severity = (uint8_t)(s->critical != 0);
 	a.value = s->value;
 	a.threshold = s->threshold;
-	snprintf(a.message, sizeof(a.message), "%s: %s", o->who, what);
+	snprintf(a.message, sizeof(a.message), "%s %llu (%s): %s", o->who_kind,
+	         (unsigned long long)(o->agent_id ? o->agent_id : o->org_id), o->who_name, what);
 	log_debug("alert %llu: %s", (unsigned long long)state_alert_add(st, &a), a.message);
 }
 
@@ -140,6 +156,8 @@ static void low_balance(struct state *st, const struct owner *o, uint64_t txn_id
 		s.critical = 1;
 		s.threshold = t / 5;
 	}
+	if (mark_fired(o, s.mark))
+		return;
 	snprintf(what, sizeof(what), "available %s below %s", usd(avail, v, sizeof(v)),
 	         usd(s.threshold, th, sizeof(th)));
 	raise_alert(st, o, &s, s.critical ? SHM_MARK_LOW_WARNING : SHM_ALERT_MARKS, what, now);
@@ -156,12 +174,16 @@ static void budget(struct state *st, const struct owner *o, uint64_t txn_id, int
 
 	if (w->period != SHM_PERIOD_NONE && w->period <= SHM_PERIOD_MONTHLY && w->budget > 0 &&
 	    spent > w->budget) {
+		if (mark_fired(o, s.mark))
+			return;
 		s.value = spent;
 		s.threshold = w->budget;
 		snprintf(what, sizeof(what), "spent %s %s, above the budget of %s",
 		         usd(spent, v, sizeof(v)), when[w->period], usd(w->budget, th, sizeof(th)));
 		raise_alert(st, o, &s, SHM_ALERT_MARKS, what, now);
 	} else if (w->daily_limit > 0 && daily > w->daily_limit) {
+		if (mark_fired(o, s.mark))
+			return;
 		s.value = daily;
 		s.threshold = w->daily_limit;
 		snprintf(what, sizeof(what), "spent %s today, above the daily spend limit of %s",
@@ -188,6 +210,8 @@ static void velocity(struct state *st, struct shm_agent *a, const struct owner *
 		s.critical = 1;
 		s.threshold = gate_add_sat(limit, limit);
 	}
+	if (mark_fired(o, s.mark))
+		return;
 	snprintf(what, sizeof(what), "%lld allowed checks in the last hour, at least %lld",
 	         (long long)n, (long long)s.threshold);
 	raise_alert(st, o, &s, s.critical ? SHM_MARK_VELOCITY_WARNING : SHM_ALERT_MARKS, what, now);
@@ -201,6 +225,8 @@ static void anomaly(struct state *st, const struct owner *o, const struct alerts
 	                       SHM_ALERT_ANOMALY, high, ch->ratio, high ? 100 : 10, ch->txn_id};
 	char what[SC_REASON_MAX + 1];
 
+	if (mark_fired(o, s.mark))
+		return;
 	snprintf(what, sizeof(what), "transaction %llu estimated %lldx the average cost",
 	         (unsigned long long)ch->txn_id, (long long)ch->ratio);
 	raise_alert(st, o, &s, SHM_ALERT_MARKS, what, now);

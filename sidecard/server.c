@@ -421,6 +421,8 @@ static void conn_handle(struct conn *c, const char *buf, size_t len, int64_t msg
 	r.method = req.method;
 	r.method_len = req.method_len;
 	r.params = req.params;
+	r.params_raw = req.params_raw;
+	r.params_raw_len = req.params_raw_len;
 	if (!r.notification) {
 		msgpack_pack_array(&c->pk, 4);
 		msgpack_pack_int(&c->pk, PROTO_RESPONSE);

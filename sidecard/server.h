@@ -56,6 +56,8 @@ struct srv_request {
 	const char *method;           /* not NUL-terminated */
 	size_t method_len;
 	const msgpack_object *params; /* an array: [] or, when well formed, [map] */
+	const char *params_raw;       /* params as received (msgpack); NULL: pack params instead */
+	size_t params_raw_len;
 };
 
 /*

@@ -13,16 +13,21 @@
  *
  * One lock-free hash table (cds_lfht) holds every index, each entry tagged
  * with its kind: org by id, org by name, agent by id, agent by (org, name),
- * open hold by transaction id, transaction by (agent, idempotency key), task
- * by id, model by name (its newest rate version; older versions are chained
- * from it through price_older, newest first). The
- * records themselves live in the segment; an index entry only maps a key to
- * a slot or id. Removed entries are freed after a grace period (call_rcu).
+ * transaction by (agent, idempotency key), task by id, model by name (its
+ * newest rate version; older versions are chained from it through
+ * price_older, newest first). The records themselves live in the segment;
+ * an index entry only maps a key to a slot or id. Removed entries are freed
+ * after a grace period (call_rcu).
  *
  * Each agent's rules are compiled into an immutable rule table sorted by
  * specificity (exact patterns, then prefixes longest first, then "*"), so the
  * first match is the most specific. A rule change builds a new table and
  * publishes it with rcu_xchg_pointer; the old one is freed with call_rcu.
+ *
+ * Open holds are found by transaction id in a table of their own, private
+ * to the writer (see "hold index" below): a check places a hold and a
+ * report settles it a million times a second, which an allocation and a
+ * walk of the shared table per hold would dominate.
  *
  * Free slots of every table are kept on stacks rebuilt from the "used" flags
  * when the segment is opened. Open holds are also linked, in expiry order,
@@ -44,7 +49,7 @@
 #include "state.h"
 
 enum ix_kind {
-	IX_ORG_ID, IX_ORG_NAME, IX_AGENT_ID, IX_AGENT_NAME, IX_HOLD_TXN, IX_IDEM, IX_TASK,
+	IX_ORG_ID, IX_ORG_NAME, IX_AGENT_ID, IX_AGENT_NAME, IX_IDEM, IX_TASK,
 	IX_PRICE /* model -> slot of its newest rate version */
 };
 
@@ -82,6 +87,11 @@ struct slot_stack {
 	uint32_t n;
 };
 
+struct hold_ix_entry {
+	uint64_t txn_id; /* 0: empty (transaction ids start at 1) */
+	uint32_t slot;
+};
+
 struct state {
 	struct shm m;
 	struct state_config cfg;
@@ -91,6 +101,9 @@ struct state {
 	uint32_t *price_older; /* by price slot: the model's previous version, or SHM_NONE */
 	uint32_t *exp_prev, *exp_next; /* expiry list, by hold slot */
 	uint32_t exp_head, exp_tail;
+	struct hold_ix_entry *hold_ix; /* open holds by transaction id */
+	uint64_t hold_ix_mask;
+	unsigned hold_ix_shift;
 	struct state_counts counts;
 };
 
@@ -192,6 +205,82 @@ static struct ix_key key_str(enum ix_kind kind, uint64_t num, struct state_str s
 static struct ix_key key_cstr(enum ix_kind kind, uint64_t num, const char *s)
 {
 	return (struct ix_key){kind, num, s, strlen(s)};
+}
+
+/* ----------------------------------------------------------- hold index */
+
+/*
+ * Open holds by transaction id: open addressing with linear probing in a
+ * power-of-two table of at least twice the hold capacity, allocated once,
+ * so placing and settling a hold allocates nothing and touches about one
+ * cache line. Transaction ids are consecutive: an id's home keeps runs of
+ * 64 consecutive ids together, so holds placed one after another share
+ * cache lines, and scatters the runs with a multiplicative hash, so a long
+ * run of holds left open is not one long cluster that later ids must walk.
+ * Removal shifts the entries that follow back (no tombstones), so probes
+ * stay short however many holds came and went.
+ *
+ * Only the writer uses it, inside its changes: holds are looked up by the
+ * report that settles them and the expiry, never by readers.
+ */
+#define HOLD_IX_RUN 6 /* log2 of the run of consecutive ids kept together */
+
+static int hold_ix_init(struct state *st, uint32_t hold_cap)
+{
+	unsigned bits = HOLD_IX_RUN + 1;
+
+	while ((UINT64_C(1) << bits) < 2 * (uint64_t)hold_cap)
+		bits++;
+	st->hold_ix = calloc(UINT64_C(1) << bits, sizeof(*st->hold_ix));
+	st->hold_ix_mask = (UINT64_C(1) << bits) - 1;
+	st->hold_ix_shift = 64 - (bits - HOLD_IX_RUN);
+	return st->hold_ix ? 0 : -ENOMEM;
+}
+
+static uint64_t hold_ix_home(const struct state *st, uint64_t txn_id)
+{
+	uint64_t run = ((txn_id >> HOLD_IX_RUN) * 0x9e3779b97f4a7c15ULL) >> st->hold_ix_shift;
+
+	return (run << HOLD_IX_RUN | (txn_id & ((1u << HOLD_IX_RUN) - 1))) & st->hold_ix_mask;
+}
+
+/* The position of txn_id, or of the empty entry where it would go. */
+static uint64_t hold_ix_find(const struct state *st, uint64_t txn_id)
+{
+	uint64_t i = hold_ix_home(st, txn_id);
+
+	while (st->hold_ix[i].txn_id != 0 && st->hold_ix[i].txn_id != txn_id)
+		i = (i + 1) & st->hold_ix_mask;
+	return i;
+}
+
+/* At most hold_cap entries in twice as many places: there is always an empty one. */
+static void hold_ix_put(struct state *st, uint64_t txn_id, uint32_t slot)
+{
+	uint64_t i = hold_ix_find(st, txn_id);
+
+	st->hold_ix[i].txn_id = txn_id;
+	st->hold_ix[i].slot = slot;
+}
+
+static void hold_ix_del(struct state *st, uint64_t txn_id)
+{
+	struct hold_ix_entry *e = st->hold_ix;
+	uint64_t mask = st->hold_ix_mask, i = hold_ix_find(st, txn_id), j = i;
+
+	if (e[i].txn_id == 0)
+		return;
+	/* Moves back every later entry of the cluster whose home is not after the gap. */
+	for (;;) {
+		j = (j + 1) & mask;
+		if (e[j].txn_id == 0)
+			break;
+		if (((j - hold_ix_home(st, e[j].txn_id)) & mask) >= ((j - i) & mask)) {
+			e[i] = e[j];
+			i = j;
+		}
+	}
+	e[i].txn_id = 0;
 }
 
 /* ---------------------------------------------------------- slot stacks */
@@ -436,7 +525,7 @@ static int rebuild(struct state *st)
 		if (!st->m.holds[i].rec.used)
 			continue;
 		open_holds[n_open++] = i;
-		rc = ix_add(st, key_num(IX_HOLD_TXN, st->m.holds[i].txn_id), i);
+		hold_ix_put(st, st->m.holds[i].txn_id, i);
 	}
 	sort_holds_base = st->m.holds;
 	qsort(open_holds, n_open, sizeof(*open_holds), hold_expiry_cmp);
@@ -495,6 +584,7 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 	st->exp_next = malloc(h->hold_cap * sizeof(uint32_t));
 	st->price_older = malloc(h->price_cap * sizeof(uint32_t));
 	rc = (!st->ix || !st->rule_tables || !st->exp_prev || !st->exp_next || !st->price_older ||
+	      hold_ix_init(st, h->hold_cap) ||
 	      stack_init(&st->free_prices, h->price_cap) ||
 	      stack_init(&st->free_orgs, h->org_cap) || stack_init(&st->free_agents, h->agent_cap) ||
 	      stack_init(&st->free_rules, h->rule_cap) || stack_init(&st->free_holds, h->hold_cap) ||
@@ -537,6 +627,7 @@ void state_close(struct state *st)
 	free(st->rule_tables);
 	free(st->exp_prev);
 	free(st->exp_next);
+	free(st->hold_ix);
 	free(st->free_orgs.v);
 	free(st->free_agents.v);
 	free(st->free_rules.v);
@@ -1135,12 +1226,7 @@ void state_hold_release(struct state *st, uint32_t slot)
 
 void state_hold_link(struct state *st, uint32_t slot)
 {
-	const struct shm_hold *h = &st->m.holds[slot];
-
-	/* The table was sized for every hold, so only memory can fail here. */
-	if (ix_add(st, key_num(IX_HOLD_TXN, h->txn_id), slot) != 0)
-		log_error("cannot index hold of transaction %llu: out of memory",
-		          (unsigned long long)h->txn_id);
+	hold_ix_put(st, st->m.holds[slot].txn_id, slot);
 	exp_link(st, slot);
 	st->counts.holds++;
 }
@@ -1149,7 +1235,7 @@ void state_hold_free(struct state *st, uint32_t slot)
 {
 	struct shm_hold *h = &st->m.holds[slot];
 
-	ix_del(st, key_num(IX_HOLD_TXN, h->txn_id));
+	hold_ix_del(st, h->txn_id);
 	exp_unlink(st, slot);
 	shm_write_begin(&h->rec.seq);
 	h->rec.used = 0;
@@ -1160,7 +1246,12 @@ void state_hold_free(struct state *st, uint32_t slot)
 
 int state_hold_by_txn(struct state *st, uint64_t txn_id, uint32_t *slot)
 {
-	return find_slot(st, key_num(IX_HOLD_TXN, txn_id), slot);
+	uint64_t i = hold_ix_find(st, txn_id);
+
+	if (st->hold_ix[i].txn_id == 0)
+		return SC_ENOTFOUND;
+	*slot = st->hold_ix[i].slot;
+	return 0;
 }
 
 uint32_t state_hold_oldest(struct state *st)

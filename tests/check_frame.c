@@ -491,6 +491,36 @@ START_TEST(test_envelope_ok)
 }
 END_TEST
 
+/*
+ * params_raw is params's bytes as the client sent them, whatever encodings
+ * the envelope used before it: array 16, a type and msgid in wider integer
+ * formats than needed, a method in str 8.
+ */
+START_TEST(test_envelope_params_raw)
+{
+	static const char wide[] = "\xdc\x00\x04"        /* array 16 of 4 */
+	                           "\xcc\x00"             /* 0 as uint 8 */
+	                           "\xce\x00\x00\x00\x07" /* msgid 7 as uint 32 */
+	                           "\xd9\x05" "check"    /* str 8 */
+	                           "\x91\x81\xa1k\xcd\x00\x01"; /* [{"k": 1 as uint 16}] */
+	static const char note[] = "\x93\x02\xa4ping\x91\x80";
+	struct proto_request req;
+	msgpack_zone z;
+	char err[128];
+
+	msgpack_zone_init(&z, 1024);
+	ck_assert_int_eq(proto_request_parse(wide, sizeof(wide) - 1, &z, &req, err, sizeof(err)), 0);
+	ck_assert_uint_eq(req.msgid, 7);
+	ck_assert_uint_eq(req.params_raw_len, 7);
+	ck_assert(memcmp(req.params_raw, "\x91\x81\xa1k\xcd\x00\x01", 7) == 0);
+	msgpack_zone_clear(&z);
+	ck_assert_int_eq(proto_request_parse(note, sizeof(note) - 1, &z, &req, err, sizeof(err)), 0);
+	ck_assert_uint_eq(req.params_raw_len, 2);
+	ck_assert(memcmp(req.params_raw, "\x91\x80", 2) == 0);
+	msgpack_zone_destroy(&z);
+}
+END_TEST
+
 START_TEST(test_envelope_errors)
 {
 	static const struct {
@@ -842,6 +872,82 @@ START_TEST(test_pack_error)
 }
 END_TEST
 
+/*
+ * proto_put_* write what msgpack-c's packer writes, at every boundary of
+ * every format, so a result built with either is the same bytes.
+ */
+START_TEST(test_put_matches_packer)
+{
+	static const int64_t ints[] = {
+		0, 1, 127, 128, 255, 256, 65535, 65536, INT64_C(4294967295), INT64_C(4294967296),
+		INT64_MAX, -1, -32, -33, -128, -129, -32768, -32769, INT64_C(-2147483648),
+		INT64_C(-2147483649), INT64_MIN};
+	static const uint32_t counts[] = {0, 15, 16, 65535, 65536};
+	static const size_t lens[] = {0, 31, 32, 255, 256, 65535, 65536};
+	static char mem[70000], str[65536];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	struct proto_buf b;
+
+	memset(str, 'x', sizeof(str));
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	proto_buf_init(&b, mem, sizeof(mem));
+	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+		msgpack_pack_int64(&pk, ints[i]);
+		proto_put_i64(&b, ints[i]);
+		if (ints[i] >= 0) {
+			msgpack_pack_uint64(&pk, (uint64_t)ints[i]);
+			proto_put_u64(&b, (uint64_t)ints[i]);
+		}
+	}
+	msgpack_pack_uint64(&pk, UINT64_MAX);
+	proto_put_u64(&b, UINT64_MAX);
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+		msgpack_pack_map(&pk, counts[i]);
+		proto_put_map(&b, counts[i]);
+		msgpack_pack_array(&pk, counts[i]);
+		proto_put_array(&b, counts[i]);
+	}
+	msgpack_pack_nil(&pk);
+	proto_put_nil(&b);
+	msgpack_pack_true(&pk);
+	proto_put_bool(&b, 1);
+	msgpack_pack_false(&pk);
+	proto_put_bool(&b, 0);
+	ck_assert(!b.overflow);
+	ck_assert_uint_eq(proto_buf_len(&b), sb.size);
+	ck_assert(memcmp(mem, sb.data, sb.size) == 0);
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		sb.size = 0;
+		msgpack_pack_str(&pk, lens[i]);
+		msgpack_pack_str_body(&pk, str, lens[i]);
+		proto_buf_init(&b, mem, sizeof(mem));
+		proto_put_str(&b, str, lens[i]);
+		ck_assert_uint_eq(proto_buf_len(&b), sb.size);
+		ck_assert(memcmp(mem, sb.data, sb.size) == 0);
+	}
+	msgpack_sbuffer_destroy(&sb);
+}
+END_TEST
+
+/* A put that does not fit writes nothing, and nothing after it is written. */
+START_TEST(test_put_overflow)
+{
+	char mem[8];
+	struct proto_buf b;
+
+	proto_buf_init(&b, mem, sizeof(mem));
+	proto_put_cstr(&b, "status");
+	ck_assert_uint_eq(proto_buf_len(&b), 7);
+	proto_put_u64(&b, 65536);
+	ck_assert(b.overflow);
+	ck_assert_uint_eq(proto_buf_len(&b), 7);
+	proto_put_nil(&b);
+	ck_assert_uint_eq(proto_buf_len(&b), 7);
+}
+END_TEST
+
 Suite *frame_suite(void)
 {
 	Suite *s = suite_create("frame");
@@ -861,6 +967,7 @@ Suite *frame_suite(void)
 		{ "too_many_items", test_too_many_items },
 		{ "msgid_recovery", test_msgid_recovery },
 		{ "envelope_ok", test_envelope_ok },
+		{ "envelope_params_raw", test_envelope_params_raw },
 		{ "envelope_errors", test_envelope_errors },
 		{ "args_required", test_args_required },
 		{ "args_money", test_args_money },
@@ -872,6 +979,8 @@ Suite *frame_suite(void)
 		{ "args_strings", test_args_strings },
 		{ "args_too_many", test_args_too_many_fields },
 		{ "pack_error", test_pack_error },
+		{ "put_matches_packer", test_put_matches_packer },
+		{ "put_overflow", test_put_overflow },
 	};
 
 	test_add_cases(s, cases, sizeof(cases) / sizeof(cases[0]), 0);

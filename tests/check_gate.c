@@ -1042,6 +1042,49 @@ START_TEST(test_report_settles_hold)
 }
 END_TEST
 
+/*
+ * Every open hold is found by its transaction id whatever the order holds
+ * come and go in: rounds of reports in a scrambled order, each settled hold
+ * replaced by a new check, then the rest after a restart rebuilt the index
+ * from the segment. A settled transaction has no hold any more: reporting
+ * it again replays the settlement.
+ */
+START_TEST(test_report_finds_holds_in_any_order)
+{
+	enum { N = 500, ROUNDS = 8 };
+	struct shm_caps caps = default_caps;
+	uint64_t open[N], first, agent;
+	uint32_t slot;
+	struct gate_settlement st;
+	int64_t now = T0;
+
+	caps.holds = N;
+	caps.txns = 4096;
+	open_state(caps, TTL, 1);
+	agent = simple_agent("many", INT64_C(1000000000000), &slot);
+	for (unsigned i = 0; i < N; i++)
+		open[i] = ALLOW(agent, "tool.search", 1000 + i, now);
+	first = open[0];
+	for (unsigned r = 0; r < ROUNDS; r++) {
+		now += SEC;
+		/* a stride of 7 from a moving start visits every hold in a scrambled order */
+		for (unsigned k = 0, i = r; k < N / 2; k++, i = (i + 7) % N) {
+			st = SETTLE(open[i], SC_OUTCOME_FAILURE, 1, 1, now);
+			ck_assert_uint_eq(st.txn_id, open[i]);
+			open[i] = ALLOW(agent, "tool.search", 1, now);
+		}
+		ck_assert_uint_eq(holds_open(), N);
+	}
+	reattach();
+	for (unsigned i = N; i-- > 0;)
+		SETTLE(open[i], SC_OUTCOME_FAILURE, 0, 0, now + SEC);
+	ck_assert_uint_eq(holds_open(), 0);
+	ck_assert_int_eq(AW(slot)->held, 0);
+	st = SETTLE(first, SC_OUTCOME_FAILURE, 1, 1, now + 2 * SEC);
+	ck_assert(st.replayed);
+}
+END_TEST
+
 START_TEST(test_report_partial_requires_actual)
 {
 	struct lifecycle l;
@@ -2893,6 +2936,7 @@ Suite *gate_suite(void)
 	t = tc("hold_lifecycle", 1);
 	tcase_add_loop_test(t, test_report_settles_hold, 0,
 	                    sizeof(settle_cases) / sizeof(settle_cases[0]));
+	tcase_add_test(t, test_report_finds_holds_in_any_order);
 	tcase_add_test(t, test_report_partial_requires_actual);
 	tcase_add_test(t, test_report_above_balance_becomes_debt);
 	tcase_add_test(t, test_report_negative_actual_is_invalid);
