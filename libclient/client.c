@@ -6,10 +6,12 @@
  * packed into the connection's sbuffer, written whole (partial writes and
  * EINTR retried, MSG_NOSIGNAL so a vanished daemon never raises SIGPIPE),
  * then messages are read with a streaming msgpack_unpacker until the whole
- * response is there. msgids increase by one per call; since a connection has
- * at most one request outstanding, the response must carry exactly that
- * msgid, and anything else is SC_EPROTO. A response may not exceed
- * RESPONSE_MAX bytes: the unpacker buffers at most that much.
+ * response is there. msgids increase by one per request; since the daemon
+ * answers in request order, the response must carry exactly the msgid of
+ * the oldest request waiting, and anything else is SC_EPROTO. Only
+ * sc_check_batch() has more than one request outstanding (pipelining; see
+ * the comment above it). A response may not exceed RESPONSE_MAX bytes: the
+ * unpacker buffers at most that much.
  *
  * Failures come in three kinds:
  *   - the daemon answers with an error map {code, name, message}: the call
@@ -791,6 +793,7 @@ enum arg_kind {
 	ARG_FIELDS,    /* the set fields of `base`, inline in the arguments map */
 	ARG_MAP,       /* the set fields of `base`, as a nested map */
 	ARG_MAP_ARRAY, /* `count` structs of `size` bytes at `base`, each a nested map */
+	ARG_META,      /* `count` sc_meta string pairs at `base`, as a nested map */
 };
 
 struct arg {
@@ -948,6 +951,16 @@ static void put_request(struct writer *w, uint32_t msgid, const struct request *
 			put_map(w, count_set(a->t, a->set));
 			put_fields(w, a->t, a->base, a->set);
 			break;
+		case ARG_META: {
+			const sc_meta *m = a->base;
+
+			put_map(w, a->count);
+			for (k = 0; k < a->count; k++) {
+				put_str(w, m[k].key);
+				put_str(w, m[k].value);
+			}
+			break;
+		}
 		case ARG_MAP_ARRAY:
 			put_array(w, a->count);
 			for (k = 0; k < a->count; k++) {
@@ -1287,12 +1300,20 @@ const char *sc_server_version(const sc_client *c)
 
 /* ----- the gate ----- */
 
-int sc_check(sc_client *c, const sc_check_req *req, sc_decision *out)
+/* The check request for req into *r; SC_EINVAL (with the message) if it cannot be sent. */
+static int check_request(sc_client *c, const sc_check_req *req, struct request *r)
 {
-	struct request rq = { .method = "check" }, *r = &rq;
+	size_t i;
 
 	if (req->action == NULL)
 		return fail(c, SC_EINVAL, "action: required");
+	if (req->n_metadata > 0 && req->metadata == NULL)
+		return fail(c, SC_EINVAL, "metadata: %zu entries but no array", req->n_metadata);
+	for (i = 0; i < req->n_metadata; i++)
+		if (req->metadata[i].key == NULL || req->metadata[i].key[0] == '\0' ||
+		    req->metadata[i].value == NULL)
+			return fail(c, SC_EINVAL, "metadata: entry %zu needs a key and a value", i);
+	*r = (struct request){ .method = "check" };
 	arg_uint(r, "agent_id", req->agent_id);
 	arg_str(r, "action", req->action);
 	arg_int(r, "estimated_cost", req->estimated_cost);
@@ -1302,7 +1323,203 @@ int sc_check(sc_client *c, const sc_check_req *req, sc_decision *out)
 		arg_str(r, "idempotency_key", req->idempotency_key);
 	if (req->task_id != NULL)
 		arg_str(r, "task_id", req->task_id);
-	return call_one(c, r, TABLE(decision_fields, "decision"), out, sizeof(*out));
+	if (req->n_metadata > 0)
+		add(r, (struct arg){ .key = "metadata", .kind = ARG_META, .base = req->metadata,
+		                     .count = req->n_metadata });
+	return 0;
+}
+
+int sc_check(sc_client *c, const sc_check_req *req, sc_decision *out)
+{
+	struct request r;
+	int rc = check_request(c, req, &r);
+
+	return rc != 0 ? rc : call_one(c, &r, TABLE(decision_fields, "decision"), out, sizeof(*out));
+}
+
+/*
+ * sc_check_batch. Request i carries msgid base + i (uint32 arithmetic, as
+ * msgids wrap); the daemon answers in request order, so the answer due next
+ * is always that of the oldest request in flight, and anything else is a
+ * broken stream. Requests are packed into c->sbuf a window at a time, and
+ * the socket is driven with poll() for reading and writing at once: while a
+ * window is being written the answers already arriving are read, so neither
+ * side can block on a full socket buffer whatever the requests' sizes.
+ * rcs[i] is BATCH_PENDING until request i is answered or refused.
+ */
+#define BATCH_PENDING 1
+
+struct batch {
+	const sc_check_req *reqs;
+	size_t n;
+	sc_decision *outs;
+	int *rcs;
+	uint32_t base;   /* msgid of request 0 */
+	size_t packed;   /* requests 0..packed-1 are packed or refused */
+	size_t next;     /* the oldest request not answered yet */
+	size_t inflight; /* packed and not answered */
+	size_t off;      /* bytes of c->sbuf the kernel has taken */
+};
+
+static void batch_skip_answered(struct batch *b)
+{
+	while (b->next < b->packed && b->rcs[b->next] != BATCH_PENDING)
+		b->next++;
+}
+
+/* Packs requests into c->sbuf until the window is full. */
+static void batch_fill(sc_client *c, struct batch *b)
+{
+	struct writer w;
+	struct request r;
+	size_t before;
+	int rc;
+
+	msgpack_sbuffer_clear(&c->sbuf);
+	b->off = 0;
+	while (b->packed < b->n && b->inflight < SC_CHECK_BATCH_WINDOW) {
+		size_t i = b->packed++;
+
+		if ((rc = check_request(c, &b->reqs[i], &r)) != 0) {
+			b->rcs[i] = rc;
+			continue;
+		}
+		before = c->sbuf.size;
+		w.failed = 0;
+		msgpack_packer_init(&w.pk, &c->sbuf, msgpack_sbuffer_write);
+		put_request(&w, b->base + (uint32_t)i, &r);
+		if (w.failed) {
+			c->sbuf.size = before; /* drop the partial request */
+			b->rcs[i] = fail(c, -ENOMEM, "check: %s", sc_strerror(-ENOMEM));
+			continue;
+		}
+		b->inflight++;
+	}
+	batch_skip_answered(b);
+}
+
+/* Handles the message in c->msg: the answer to b->next, or a notification. */
+static int batch_take(sc_client *c, struct batch *b)
+{
+	const msgpack_object *m = &c->msg.data;
+	size_t i = b->next;
+
+	if (m->type != MSGPACK_OBJECT_ARRAY || m->via.array.size < 3 ||
+	    m->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return broken(c, SC_EPROTO, "malformed message from the daemon");
+	if (m->via.array.ptr[0].via.u64 == 2)
+		return take_notification(c, m);
+	if (m->via.array.size != 4 || m->via.array.ptr[0].via.u64 != 1 ||
+	    m->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return broken(c, SC_EPROTO, "malformed response from the daemon");
+	if (b->inflight == 0 || m->via.array.ptr[1].via.u64 != (uint32_t)(b->base + (uint32_t)i))
+		return broken(c, SC_EPROTO, "response to another request");
+	if (m->via.array.ptr[2].type != MSGPACK_OBJECT_NIL)
+		b->rcs[i] = daemon_error(c, &m->via.array.ptr[2]);
+	else
+		b->rcs[i] = decode_one(c, &m->via.array.ptr[3], TABLE(decision_fields, "decision"),
+		                       &b->outs[i], sizeof(b->outs[i]));
+	b->inflight--;
+	b->next++;
+	batch_skip_answered(b);
+	return 0;
+}
+
+/* Handles every whole message buffered; *took counts them. */
+static int batch_drain(sc_client *c, struct batch *b, int *took)
+{
+	int rc;
+
+	for (;;) {
+		switch (msgpack_unpacker_next(&c->unp, &c->msg)) {
+		case MSGPACK_UNPACK_SUCCESS:
+			if ((rc = batch_take(c, b)) != 0)
+				return rc;
+			++*took;
+			continue;
+		case MSGPACK_UNPACK_PARSE_ERROR:
+			return broken(c, SC_EPROTO, "malformed msgpack from the daemon");
+		case MSGPACK_UNPACK_NOMEM_ERROR:
+			return broken(c, -ENOMEM, "reading a response");
+		default:
+			return 0;
+		}
+	}
+}
+
+/* Waits until the socket can take bytes or has some, and moves them. */
+static int batch_io(sc_client *c, struct batch *b)
+{
+	int want_write = b->off < c->sbuf.size, took = 0, rc;
+	struct pollfd p = { .fd = c->fd, .events = POLLIN | (want_write ? POLLOUT : 0) };
+	size_t buffered, room;
+	ssize_t n;
+
+	if ((rc = batch_drain(c, b, &took)) != 0 || took > 0)
+		return rc;
+	while (poll(&p, 1, -1) < 0)
+		if (errno != EINTR)
+			return broken(c, -errno, "wait for the daemon");
+	if (want_write && (p.revents & (POLLOUT | POLLERR))) {
+		n = send(c->fd, c->sbuf.data + b->off, c->sbuf.size - b->off,
+		         MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0)
+			b->off += (size_t)n;
+		else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			return broken(c, -errno, "write to the daemon");
+	}
+	if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
+		return 0;
+	buffered = msgpack_unpacker_message_size(&c->unp);
+	if (buffered > RESPONSE_MAX)
+		return broken(c, SC_EPROTO, "response larger than 1 MiB");
+	if (!msgpack_unpacker_reserve_buffer(&c->unp, READ_CHUNK))
+		return broken(c, -ENOMEM, "reading a response");
+	room = msgpack_unpacker_buffer_capacity(&c->unp);
+	if (room > RESPONSE_MAX + 1 - buffered)
+		room = RESPONSE_MAX + 1 - buffered;
+	n = recv(c->fd, msgpack_unpacker_buffer(&c->unp), room, MSG_DONTWAIT);
+	if (n == 0)
+		return broken(c, SC_ECLOSED, "the daemon closed the connection");
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
+		               ? 0
+		               : broken(c, -errno, "read from the daemon");
+	msgpack_unpacker_buffer_consumed(&c->unp, (size_t)n);
+	return batch_drain(c, b, &took);
+}
+
+int sc_check_batch(sc_client *c, const sc_check_req *reqs, size_t n, sc_decision *outs, int *rcs)
+{
+	struct batch b = { .reqs = reqs, .n = n, .outs = outs, .rcs = rcs };
+	size_t i;
+	int rc = 0;
+
+	if (n > 0 && (reqs == NULL || outs == NULL || rcs == NULL))
+		return fail(c, SC_EINVAL, "check batch: reqs, outs and rcs are required");
+	c->error[0] = '\0';
+	for (i = 0; i < n; i++)
+		rcs[i] = BATCH_PENDING;
+	msgpack_sbuffer_clear(&c->sbuf); /* the last call's request is not to be sent again */
+	b.base = c->msgid + 1;
+	c->msgid += (uint32_t)n;
+	while (b.next < n) {
+		if (c->fd < 0) {
+			rc = fail(c, SC_ECLOSED, "the connection is closed");
+			break;
+		}
+		/* Refill once half the window is answered, so that writes go out in bulk. */
+		if (b.off == c->sbuf.size && b.packed < n && b.inflight <= SC_CHECK_BATCH_WINDOW / 2)
+			batch_fill(c, &b);
+		if (b.next == n)
+			break;
+		if ((rc = batch_io(c, &b)) != 0)
+			break;
+	}
+	for (i = 0; rc != 0 && i < n; i++)
+		if (rcs[i] == BATCH_PENDING)
+			rcs[i] = rc;
+	return rc;
 }
 
 int sc_report(sc_client *c, uint64_t transaction_id, enum sc_outcome outcome, int has_actual,

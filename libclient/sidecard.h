@@ -234,6 +234,12 @@ typedef struct sc_agent {
 	sc_rule rules[SC_RULES_MAX];
 } sc_agent;
 
+/* One entry of a check's metadata: a non-empty key and a value, both strings. */
+typedef struct sc_meta {
+	const char *key;
+	const char *value;
+} sc_meta;
+
 typedef struct sc_check_req {
 	uint64_t agent_id;
 	const char *action;
@@ -243,9 +249,17 @@ typedef struct sc_check_req {
 	/*
 	 * Optional: the task the check counts toward, which may span agents;
 	 * blocked with "task:max_usage" past the daemon's --task-max-usage.
-	 * Last, so that initializers written before it still compile.
+	 * Fields are only ever added at the end, so that initializers written
+	 * before them still compile.
 	 */
 	const char *task_id;
+	/*
+	 * Optional: n_metadata key/value strings kept with the transaction
+	 * (the wire's `metadata` map); at most 512 bytes once packed, which
+	 * the daemon checks (SC_EINVAL naming `metadata`).
+	 */
+	const sc_meta *metadata;
+	size_t n_metadata;
 } sc_check_req;
 
 /* Enough for every limit of steps 5-8 of PROTOCOL.md (ten) and both debts. */
@@ -498,6 +512,33 @@ SC_API const char *sc_server_version(const sc_client *c);
 /* ----- the gate ----- */
 
 SC_API int sc_check(sc_client *c, const sc_check_req *req, sc_decision *out);
+
+/* Most check requests sc_check_batch() keeps in flight on one connection. */
+#define SC_CHECK_BATCH_WINDOW 512
+
+/*
+ * Pipelined checks: sends the n requests of reqs on this connection without
+ * waiting for each answer, keeping at most SC_CHECK_BATCH_WINDOW of them in
+ * flight (well under the daemon's limit of outstanding responses, 1024), and
+ * returns when every one is answered. The daemon answers in request order
+ * and evaluates them in that order, exactly as n sc_check() calls would.
+ *
+ * Each request has its own result: rcs[i] is what sc_check() would have
+ * returned for reqs[i] (0 with a decision, allowed or blocked, in outs[i];
+ * or an SC_E* code: a request the library refuses, such as a NULL action,
+ * is SC_EINVAL and never sent; an error of the daemon's is its code, and the
+ * requests after it are still made). sc_last_error() gives the message of
+ * the last request that failed.
+ *
+ * Returns 0 when every request was answered (look at rcs), SC_EINVAL for
+ * NULL arrays, or the transport failure that ended the connection, as
+ * sc_check() would. After a transport failure the requests already answered
+ * keep their rcs and outs; every other rcs[i] holds that failure, and such a
+ * request may or may not have been gated (give the checks idempotency keys
+ * to retry them safely on a new connection).
+ */
+SC_API int sc_check_batch(sc_client *c, const sc_check_req *reqs, size_t n, sc_decision *outs,
+                          int *rcs);
 /* has_actual = 0: the daemon's default (estimate for success, 0 for failure). */
 SC_API int sc_report(sc_client *c, uint64_t transaction_id, enum sc_outcome outcome,
                      int has_actual, sc_micros actual_cost, sc_settlement *out);

@@ -1,0 +1,413 @@
+/*
+ * sys_sidecard.c: sidecard as a system under test of bench/gate_bench. A
+ * fresh daemon (tests/daemon.c: $SIDECARD_BIN, else the build tree's) on a
+ * new temporary directory, sized for the run, then set up through
+ * libsidecard: one org, `agents` agents with a large balance, a wallet
+ * per-transaction and daily limit, and `rules` rules each; the checks'
+ * action matches the last rule, which has a per-transaction limit, a daily
+ * limit and an hourly rate limit, all far above what a run can reach, so
+ * every check is gated through every step and allowed. A check that is not
+ * allowed, or any error, fails the run: its numbers would be lies.
+ *
+ * Capacities: a check that is not reported leaves its hold open (the TTL is
+ * an hour, longer than any run), so --holds is the caller's bound on the
+ * checks of this daemon's life. The transaction history (--history) is a
+ * ring of rows of about 1.2 KiB that a check overwrites in turn; an open
+ * hold does not need its row, so the default is kept and the daemon's
+ * memory stays that of its holds.
+ *
+ * Setup of many agents (the agents sweep goes to a million) uses four
+ * connections at once and prints its progress to stderr.
+ *
+ * Threads: start, ledger and stop on the main thread (which owns the stats
+ * connection); connect, op and disconnect on client threads, each with its
+ * own sc_client.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "gate_bench.h"
+#include "sidecard.h"
+#include "tmpdir.h"
+
+#define SETUP_THREADS 4
+#define BALANCE INT64_C(1000000000000000) /* $1e9: never runs out */
+#define BIG_LIMIT INT64_C(100000000000000)
+#define HOURLY_LIMIT INT64_C(1000000000000)
+
+struct sidecard {
+	char dir[64], log[96];
+	char caps[4][24]; /* --agents, --rules, --holds, the durability */
+	struct test_daemon d;
+	sc_client *stats;
+	uint64_t *agent_ids, *rule_ids; /* per agent: its id and its matching rule's */
+	sc_meta meta;
+	char *meta_value;
+};
+
+struct sidecard_conn {
+	struct sidecard *sc;
+	const struct setup *st;
+	sc_client *c;
+	unsigned admin_turn;
+	sc_check_req *reqs; /* pipelined */
+	sc_decision *outs;
+	int *rcs;
+};
+
+/* ----- setup ----- */
+
+struct setup_job {
+	struct sidecard *sc;
+	const struct setup *st;
+	size_t from, step;
+	volatile size_t *done;
+	int rc;
+	char err[256];
+};
+
+static void *setup_thread(void *arg)
+{
+	struct setup_job *j = arg;
+	sc_wallet_update w = {
+		.set = SC_WALLET_SET_BALANCE | SC_WALLET_SET_MAX_PER_TXN |
+		       SC_WALLET_SET_DAILY_SPEND_LIMIT,
+		.balance = BALANCE,
+		.max_per_txn = 1000 * BENCH_ESTIMATE,
+		.daily_spend_limit = BIG_LIMIT,
+	};
+	sc_rule rules[SC_RULES_MAX];
+	sc_client *c = NULL;
+	sc_agent *a = malloc(sizeof(*a));
+	size_t i, k, n_rules = j->st->rules;
+	char name[32];
+
+	memset(rules, 0, sizeof(rules));
+	for (k = 0; k < n_rules; k++) {
+		/* the last rule matches the checks' action; the others other tools */
+		snprintf(rules[k].name, sizeof(rules[k].name), "r%zu", k);
+		if (k + 1 == n_rules)
+			snprintf(rules[k].match, sizeof(rules[k].match), "llm.*");
+		else
+			snprintf(rules[k].match, sizeof(rules[k].match), "tool%zu.*", k);
+		rules[k].max_cost_per_txn = 1000 * BENCH_ESTIMATE;
+		rules[k].daily_spend_limit = BIG_LIMIT;
+		rules[k].hourly_rate_limit = HOURLY_LIMIT;
+	}
+	if (a == NULL || (j->rc = sc_connect(j->sc->d.socket, &c)) != 0) {
+		snprintf(j->err, sizeof(j->err), "connect: %s", sc_err_name(j->rc));
+		j->rc = j->rc ? j->rc : -1;
+		free(a);
+		return NULL;
+	}
+	for (i = j->from; i < j->st->agents; i += j->step) {
+		snprintf(name, sizeof(name), "a%zu", i);
+		j->rc = sc_agents_create(c, "bench", name, SC_PRIORITY_NORMAL, &w, rules, n_rules, a);
+		if (j->rc != 0) {
+			snprintf(j->err, sizeof(j->err), "agents.create %s: %s: %s", name,
+			         sc_err_name(j->rc), sc_last_error(c));
+			break;
+		}
+		j->sc->agent_ids[i] = a->id;
+		j->sc->rule_ids[i] = n_rules ? a->rules[n_rules - 1].id : 0;
+		__atomic_add_fetch(j->done, 1, __ATOMIC_RELAXED);
+	}
+	sc_close(c);
+	free(a);
+	return NULL;
+}
+
+static int setup_agents(struct sidecard *sc, const struct setup *st, char *err, size_t len)
+{
+	struct setup_job jobs[SETUP_THREADS];
+	pthread_t th[SETUP_THREADS];
+	volatile size_t done = 0;
+	size_t t, n = st->agents < SETUP_THREADS ? 1 : SETUP_THREADS, reported = 0;
+	int64_t t0 = bench_now_ns();
+	sc_org o;
+	int rc;
+
+	if ((rc = sc_orgs_create(sc->stats, "bench", &o)) != 0) {
+		snprintf(err, len, "orgs.create: %s: %s", sc_err_name(rc), sc_last_error(sc->stats));
+		return -1;
+	}
+	for (t = 0; t < n; t++) {
+		jobs[t] = (struct setup_job){ .sc = sc, .st = st, .from = t, .step = n, .done = &done };
+		pthread_create(&th[t], NULL, setup_thread, &jobs[t]);
+	}
+	if (!st->quiet && st->agents >= 100000) {
+		while (__atomic_load_n(&done, __ATOMIC_RELAXED) < st->agents) {
+			size_t now = __atomic_load_n(&done, __ATOMIC_RELAXED);
+			int failed = 0;
+
+			for (t = 0; t < n; t++)
+				failed |= jobs[t].rc != 0;
+			if (failed)
+				break;
+			if (now >= reported + st->agents / 10) {
+				fprintf(stderr, "gate_bench: setup: %zu of %zu agents (%.0f s)\n", now,
+				        st->agents, (double)(bench_now_ns() - t0) / 1e9);
+				reported = now;
+			}
+			bench_sleep_ms(200);
+		}
+	}
+	for (t = 0; t < n; t++)
+		pthread_join(th[t], NULL);
+	for (t = 0; t < n; t++) {
+		if (jobs[t].rc != 0) {
+			snprintf(err, len, "setup: %s", jobs[t].err);
+			return -1;
+		}
+	}
+	if (!st->quiet && st->agents >= 100000)
+		fprintf(stderr, "gate_bench: setup: %zu agents with %zu rules each in %.1f s\n",
+		        st->agents, st->rules, (double)(bench_now_ns() - t0) / 1e9);
+	return 0;
+}
+
+/* ----- the system interface ----- */
+
+static int sc_connect_(struct sys *s, void **conn, char *err, size_t len)
+{
+	struct sidecard_conn *k = calloc(1, sizeof(*k));
+	int rc;
+
+	if (k == NULL) {
+		snprintf(err, len, "out of memory");
+		return -1;
+	}
+	k->sc = s->priv;
+	k->st = &s->setup;
+	if ((rc = sc_connect(k->sc->d.socket, &k->c)) != 0) {
+		snprintf(err, len, "connect: %s", sc_err_name(rc));
+		free(k);
+		return -1;
+	}
+	*conn = k;
+	return 0;
+}
+
+static void sc_disconnect(void *conn)
+{
+	struct sidecard_conn *k = conn;
+
+	sc_close(k->c);
+	free(k->reqs);
+	free(k->outs);
+	free(k->rcs);
+	free(k);
+}
+
+static void fill_req(struct sidecard_conn *k, const struct setup *st, uint64_t *rng,
+                     sc_check_req *r)
+{
+	size_t i = (size_t)(bench_rand(rng) % st->agents);
+
+	*r = (sc_check_req){ .agent_id = k->sc->agent_ids[i], .action = "llm.chat",
+		             .estimated_cost = BENCH_ESTIMATE };
+	if (st->meta_bytes > 0) {
+		r->metadata = &k->sc->meta;
+		r->n_metadata = 1;
+	}
+}
+
+static long decided(const sc_decision *d, int rc, sc_client *c, char *err, size_t len)
+{
+	if (rc != 0) {
+		snprintf(err, len, "check: %s: %s", sc_err_name(rc), sc_last_error(c));
+		return -1;
+	}
+	if (!d->allowed) {
+		snprintf(err, len, "check blocked: %s", d->block_reason);
+		return -1;
+	}
+	return 1;
+}
+
+static long sc_admin(struct sidecard_conn *k, const struct setup *st, uint64_t *rng, char *err,
+                     size_t len)
+{
+	size_t i = (size_t)(bench_rand(rng) % st->agents);
+	sc_wallet_ref ref = { .agent_id = k->sc->agent_ids[i] };
+	sc_rule r = { .daily_spend_limit = BIG_LIMIT - (sc_micros)(k->admin_turn & 2) };
+	sc_rule out;
+	int rc;
+
+	if (k->admin_turn++ % 2 == 0 || st->rules == 0) {
+		rc = sc_wallets_adjust(k->c, ref, 10 * BENCH_ESTIMATE, "top-up", NULL, NULL);
+		if (rc != 0)
+			snprintf(err, len, "wallets.adjust: %s: %s", sc_err_name(rc),
+			         sc_last_error(k->c));
+	} else {
+		rc = sc_rules_update(k->c, ref.agent_id, k->sc->rule_ids[i],
+		                     SC_RULE_SET_DAILY_SPEND_LIMIT, &r, &out);
+		if (rc != 0)
+			snprintf(err, len, "rules.update: %s: %s", sc_err_name(rc),
+			         sc_last_error(k->c));
+	}
+	return rc == 0 ? 1 : -1;
+}
+
+static long sc_pipelined(struct sidecard_conn *k, const struct setup *st, uint64_t *rng, char *err,
+                         size_t len)
+{
+	size_t i;
+	int rc;
+
+	if (k->reqs == NULL) {
+		k->reqs = calloc(BENCH_PIPE_BATCH, sizeof(*k->reqs));
+		k->outs = calloc(BENCH_PIPE_BATCH, sizeof(*k->outs));
+		k->rcs = calloc(BENCH_PIPE_BATCH, sizeof(*k->rcs));
+		if (k->reqs == NULL || k->outs == NULL || k->rcs == NULL) {
+			snprintf(err, len, "out of memory");
+			return -1;
+		}
+	}
+	for (i = 0; i < BENCH_PIPE_BATCH; i++)
+		fill_req(k, st, rng, &k->reqs[i]);
+	if ((rc = sc_check_batch(k->c, k->reqs, BENCH_PIPE_BATCH, k->outs, k->rcs)) != 0) {
+		snprintf(err, len, "check batch: %s: %s", sc_err_name(rc), sc_last_error(k->c));
+		return -1;
+	}
+	for (i = 0; i < BENCH_PIPE_BATCH; i++)
+		if (decided(&k->outs[i], k->rcs[i], k->c, err, len) < 0)
+			return -1;
+	return BENCH_PIPE_BATCH;
+}
+
+static long sc_op(void *conn, enum op_kind kind, uint64_t *rng, char *err, size_t len)
+{
+	struct sidecard_conn *k = conn;
+	const struct setup *st = k->st;
+	sc_check_req req;
+	sc_decision d;
+	sc_settlement s;
+	int rc;
+
+	switch (kind) {
+	case OP_CHECK:
+	case OP_PAIR:
+		fill_req(k, st, rng, &req);
+		if (decided(&d, sc_check(k->c, &req, &d), k->c, err, len) < 0)
+			return -1;
+		if (kind == OP_CHECK)
+			return 1;
+		rc = sc_report(k->c, d.transaction_id, SC_OUTCOME_SUCCESS, 0, 0, &s);
+		if (rc != 0) {
+			snprintf(err, len, "report: %s: %s", sc_err_name(rc), sc_last_error(k->c));
+			return -1;
+		}
+		return 1;
+	case OP_PIPELINED:
+		return sc_pipelined(k, st, rng, err, len);
+	case OP_ADMIN:
+		return sc_admin(k, st, rng, err, len);
+	}
+	snprintf(err, len, "unknown operation");
+	return -1;
+}
+
+static int sc_ledger(struct sys *s, int64_t *records, int64_t *syncs)
+{
+	struct sidecard *sc = s->priv;
+
+	return sc_stat(sc->stats, "ledger_records_synced", records) == 0 &&
+	               sc_stat(sc->stats, "ledger_syncs", syncs) == 0
+	               ? 0
+	               : -1;
+}
+
+static int sc_stop(struct sys *s)
+{
+	struct sidecard *sc = s->priv;
+	int rc;
+
+	sc_close(sc->stats);
+	rc = test_daemon_stop(&sc->d);
+	if (rc != 0)
+		fprintf(stderr, "gate_bench: the daemon stopped with status %d; its log is %s\n", rc,
+		        sc->log);
+	else
+		test_rm_tree(sc->dir);
+	free(sc->agent_ids);
+	free(sc->rule_ids);
+	free(sc->meta_value);
+	free(sc);
+	s->priv = NULL;
+	return rc == 0 ? 0 : -1;
+}
+
+int sidecard_start(struct sys *s, const char *durability, const struct setup *st,
+                   uint64_t holds, char *err, size_t len)
+{
+	struct sidecard *sc = calloc(1, sizeof(*sc));
+	const char *extra[16];
+	size_t n = 0, v;
+	int rc;
+
+	if (sc == NULL) {
+		snprintf(err, len, "out of memory");
+		return -1;
+	}
+	*s = (struct sys){ .name = "sidecard", .durability = durability, .setup = *st, .priv = sc,
+		           .connect = sc_connect_, .op = sc_op, .disconnect = sc_disconnect,
+		           .ledger = sc_ledger, .stop = sc_stop };
+	sc->agent_ids = calloc(st->agents ? st->agents : 1, sizeof(uint64_t));
+	sc->rule_ids = calloc(st->agents ? st->agents : 1, sizeof(uint64_t));
+	v = bench_meta_value_len(st->meta_bytes);
+	sc->meta_value = calloc(v + 1, 1);
+	if (sc->agent_ids == NULL || sc->rule_ids == NULL || sc->meta_value == NULL ||
+	    test_tmpdir(sc->dir, sizeof(sc->dir)) != 0) {
+		snprintf(err, len, "out of memory or no temporary directory");
+		free(sc->agent_ids);
+		free(sc->rule_ids);
+		free(sc->meta_value);
+		free(sc);
+		return -1;
+	}
+	memset(sc->meta_value, 'm', v);
+	sc->meta = (sc_meta){ .key = "note", .value = sc->meta_value };
+	snprintf(sc->log, sizeof(sc->log), "%s/daemon.log", sc->dir);
+	snprintf(sc->caps[0], sizeof(sc->caps[0]), "%zu", st->agents + 16);
+	snprintf(sc->caps[1], sizeof(sc->caps[1]), "%zu", st->agents * (st->rules + 1) + 16);
+	snprintf(sc->caps[2], sizeof(sc->caps[2]), "%" PRIu64, holds);
+	snprintf(sc->caps[3], sizeof(sc->caps[3]), "%s", durability);
+	extra[n++] = "--durability";
+	extra[n++] = sc->caps[3];
+	extra[n++] = "--hold-ttl";
+	extra[n++] = "3600";
+	extra[n++] = "--log-level";
+	extra[n++] = "warn";
+	extra[n++] = "--agents";
+	extra[n++] = sc->caps[0];
+	extra[n++] = "--rules";
+	extra[n++] = sc->caps[1];
+	extra[n++] = "--holds";
+	extra[n++] = sc->caps[2];
+	extra[n] = NULL;
+	if (test_daemon_start_in(&sc->d, sc->dir, sc->log, extra) != 0) {
+		snprintf(err, len, "%s --durability %s did not start; its output is in %s",
+		         test_daemon_bin(), durability, sc->log);
+		free(sc->agent_ids);
+		free(sc->rule_ids);
+		free(sc->meta_value);
+		free(sc);
+		return -1;
+	}
+	s->pid = sc->d.pid;
+	if ((rc = sc_connect(sc->d.socket, &sc->stats)) != 0) {
+		snprintf(err, len, "connect: %s", sc_err_name(rc));
+		sc_stop(s);
+		return -1;
+	}
+	if (setup_agents(sc, st, err, len) != 0) {
+		sc_stop(s);
+		return -1;
+	}
+	return 0;
+}
