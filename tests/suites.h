@@ -22,5 +22,6 @@ Suite *pricing_suite(void); /* tests/check_pricing.c: rate versions, costs from 
 Suite *pricing_daemon_suite(void); /* tests/check_pricing_daemon.c: pricing through the daemon */
 Suite *alerts_suite(void); /* tests/check_alerts.c: alerts raised by the gate */
 Suite *client_suite(void); /* tests/check_client.c: libsidecard against a fake daemon */
+Suite *peek_suite(void);   /* tests/check_peek.c: sc_peek_* against the real daemon */
 
 #endif /* SC_TESTS_SUITES_H */
