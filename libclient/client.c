@@ -2131,6 +2131,24 @@ int sc_stat(sc_client *c, const char *name, int64_t *out)
 	return 0;
 }
 
+int sc_client_stat_str(sc_client *c, const char *name, char *buf, size_t len)
+{
+	struct request r = { .method = "stats" };
+	const msgpack_object *res, *v;
+	int rc;
+
+	if ((rc = rpc(c, &r, &res)) != 0)
+		return rc;
+	if (res->type != MSGPACK_OBJECT_MAP)
+		return fail(c, SC_EPROTO, "malformed stats from the daemon: not a map");
+	if ((v = map_get(res, name)) == NULL)
+		return fail(c, SC_ENOTFOUND, "the daemon's stats have no '%s'", name);
+	if (copy_str(v, buf, len) != 0)
+		return fail(c, SC_EPROTO, "malformed stats from the daemon: '%s' is not a string of "
+		            "at most %zu bytes", name, len - 1);
+	return 0;
+}
+
 /* ----- alerts ----- */
 
 void sc_alert_filter_init(sc_alert_filter *f)

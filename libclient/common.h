@@ -26,4 +26,11 @@ const char *sc_names_word(const struct sc_names *t, int v);
 /* The value whose word is s[0..len), or -1. */
 int sc_names_find(const struct sc_names *t, const char *s, size_t len);
 
+struct sc_client;
+/*
+ * A string of the daemon's `stats` (state_path) into buf (len bytes):
+ * 0, SC_ENOTFOUND, or a call's error with sc_last_error() (client.c).
+ */
+int sc_client_stat_str(struct sc_client *c, const char *name, char *buf, size_t len);
+
 #endif /* SIDECARD_COMMON_H */

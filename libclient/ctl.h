@@ -171,7 +171,7 @@ extern const struct out_table ctl_wallet_out, ctl_rule_out, ctl_org_out, ctl_org
 	ctl_txn_summary_out, ctl_top_agent_out, ctl_fleet_out, ctl_decision_out, ctl_score_out,
 	ctl_event_out, ctl_event_cols, ctl_settlement_out, ctl_task_usage_out, ctl_transfer_out,
 	ctl_adjustment_out, ctl_spend_out, ctl_carve_out, ctl_price_out, ctl_alert_out,
-	ctl_alert_cols;
+	ctl_alert_cols, ctl_snapshot_out;
 
 /* One object: JSON, or the human detail view. */
 void ctl_show(const struct ctx *x, struct out_table t, const void *obj);

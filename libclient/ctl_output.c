@@ -85,6 +85,23 @@ static const struct out_field wallet_out[] = {
 };
 #undef T
 
+#define T sc_wallet_snapshot
+static const struct out_field snapshot_out[] = {
+	W(OT_UINT, id, "id", "ID"),
+	W(OT_UINT, org_id, "org_id", "ORG"),
+	W(OT_ENUM, status, "status", "STATUS", .names = &sc_status_names),
+	W(OT_MONEY, balance, "balance", "BALANCE"),
+	W(OT_MONEY, held, "held", "HELD"),
+	W(OT_MONEY, available, "available", "AVAILABLE"),
+	W(OT_MONEY, budget, "budget", "BUDGET"),
+	W(OT_MONEY, max_per_txn, "max_per_txn", "MAX/TXN", .flags = OF_UNLIMITED),
+	W(OT_MONEY, daily_spend_limit, "daily_spend_limit", "DAILY LIMIT", .flags = OF_UNLIMITED),
+	W(OT_MONEY, daily_spent, "daily_spent", "DAILY SPENT"),
+	W(OT_MONEY, debt, "debt", "DEBT"),
+	W(OT_BOOL, limited, "limited", "LIMITED"),
+};
+#undef T
+
 #define T sc_spend
 static const struct out_field spend_out[] = {
 	W(OT_MONEY, total, "total", "TOTAL"),
@@ -406,7 +423,7 @@ const struct out_table ctl_wallet_out = OUT(wallet_out), ctl_rule_out = OUT(rule
 	ctl_transfer_out = OUT(transfer_out), ctl_adjustment_out = OUT(adjustment_out),
 	ctl_spend_out = OUT(spend_out), ctl_carve_out = OUT(carve_out),
 	ctl_price_out = OUT(price_out), ctl_alert_out = OUT(alert_out),
-	ctl_alert_cols = OUT(alert_cols);
+	ctl_alert_cols = OUT(alert_cols), ctl_snapshot_out = OUT(snapshot_out);
 #undef OUT
 
 static int64_t get_i64(const char *p)

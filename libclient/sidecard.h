@@ -772,6 +772,83 @@ SC_API uint64_t sc_alerts_dropped(const sc_client *c);
 /* One named counter of the stats method; SC_ENOTFOUND if there is none. */
 SC_API int sc_stat(sc_client *c, const char *name, int64_t *out);
 
+/* ----- peek: wallets read from the shared mapping, without the daemon ----- */
+
+/*
+ * The daemon keeps its state in a file (<state-dir>/state.shm) that any
+ * process allowed to read it may map read-only. An sc_peek is such a
+ * mapping: a wallet read through it costs tens of nanoseconds and no system
+ * call, instead of a round trip over the socket. What it returns is a
+ * consistent snapshot of the agent's record at one moment (every record
+ * carries a sequence counter the reader checks), the same values
+ * `wallets.get` would have answered then.
+ *
+ * Threads: an sc_peek is read-only once open; any number of threads may
+ * read through the same one at once. Close it only once none does.
+ *
+ * Errors of sc_peek_open* are SC_EUNAVAILABLE with the cause in err: the
+ * file is not visible (a container that mounts only the socket directory),
+ * not readable (the daemon creates it mode 0640: run as its user or in its
+ * group), of another layout version than this library's, or not served (the
+ * daemon is stopped or still starting). Callers then use the socket. A
+ * mapping may stop being usable later: reads return SC_EUNAVAILABLE and
+ * sc_peek_unavailable() says why; when the daemon replaced its state file
+ * (it rebuilt the state after a crash) the mapping shows the old file
+ * forever, so close it and open the path again.
+ */
+typedef struct sc_peek sc_peek;
+
+/*
+ * What sc_peek_wallet and sc_peek_org_wallet return: the wallet's money and limits as in
+ * sc_wallet, and the agent's status. daily_spent is what was charged on
+ * the current day of the org's calendar (0 once that day is over).
+ */
+typedef struct sc_wallet_snapshot {
+	uint64_t id;     /* the agent's (or, from sc_peek_org_wallet, the org's) */
+	uint64_t org_id;
+	enum sc_status status; /* the agent's; an org's is always active */
+	sc_micros balance;
+	sc_micros held;
+	sc_micros available; /* balance - held */
+	sc_micros budget;
+	sc_micros max_per_txn;       /* 0 = unlimited */
+	sc_micros daily_spend_limit; /* 0 = unlimited */
+	sc_micros daily_spent;
+	sc_micros debt;
+	int limited; /* an org's wallet gates its agents only once funded (sc_wallet) */
+} sc_wallet_snapshot;
+
+/* Maps the state file at state_path. 0 or SC_EUNAVAILABLE (err: why; may be NULL). */
+SC_API int sc_peek_open(const char *state_path, sc_peek **out, char *err, size_t errlen);
+/*
+ * Maps the state file of the daemon c is connected to (the `state_path` of
+ * its `stats`). A failure of the call itself returns its code with
+ * sc_last_error(c); a file that cannot be mapped is SC_EUNAVAILABLE as
+ * above.
+ */
+SC_API int sc_peek_open_client(sc_client *c, sc_peek **out, char *err, size_t errlen);
+/* Unmaps. NULL is a no-op. */
+SC_API void sc_peek_close(sc_peek *p);
+
+/*
+ * The wallet of agent agent_id. Returns 0; SC_ENOTFOUND for an agent that
+ * does not exist (never created, or deleted); SC_EUNAVAILABLE when the
+ * mapping no longer shows a served state (sc_peek_unavailable()); -EAGAIN
+ * when the record stayed in the middle of a change for the whole wait
+ * (about 100 ms; a daemon that died while writing it): ask the daemon
+ * instead. A read that races a change waits for it, spinning briefly then
+ * yielding the processor, so it never returns a half-written wallet.
+ */
+SC_API int sc_peek_wallet(const sc_peek *p, uint64_t agent_id, sc_wallet_snapshot *out);
+/* The shared wallet of org org_id (status active); the same returns. */
+SC_API int sc_peek_org_wallet(const sc_peek *p, uint64_t org_id, sc_wallet_snapshot *out);
+/*
+ * NULL while the daemon serves the mapped file; otherwise why reads return
+ * SC_EUNAVAILABLE (a constant string): the daemon stopped or is starting
+ * (the same file may be served again), or it replaced the file (reopen).
+ */
+SC_API const char *sc_peek_unavailable(const sc_peek *p);
+
 #ifdef __cplusplus
 }
 #endif

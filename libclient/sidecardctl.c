@@ -5,7 +5,8 @@
  *     sidecardctl [--socket PATH] [--json] VERB [SUBVERB] [--flag=value | --flag value]...
  *
  * The verbs follow Kredit's CLI (orgs, agents, rules, wallet, check, report,
- * pricing, score, transactions, tasks, fleet, stats), plus alerts (`alerts --follow`
+ * pricing, score, transactions, tasks, fleet, stats), plus peek (a wallet read
+ * from the shared state file, libsidecard's sc_peek_*) and alerts (`alerts --follow`
  * subscribes and prints each alert pushed, one per line, until SIGINT or
  * SIGTERM, then exits 0). Flags and their values are parsed in
  * ctl_options.c; what a command answers is printed by ctl_output.c, for
@@ -21,7 +22,8 @@
  * `ledger verify` and `ledger export` do not talk to the daemon: they read
  * the ledger files of a state directory (sidecard/ledger_format.c) with
  * ledger_scan() and never modify them, so they are safe beside a running
- * daemon and on a copy taken from a dead host.
+ * daemon and on a copy taken from a dead host. Nor does `peek --state-dir
+ * DIR`, which maps DIR/state.shm read-only.
  *
  * DESIGN. Three tables drive everything: `options` (ctl_options.c: every
  * flag, its value kind and how it is parsed), `commands` (here: verb,
@@ -765,6 +767,48 @@ static int cmd_stats(struct ctx *x, const struct opts *o)
 	return 0;
 }
 
+/* ----- peek: a wallet read from the daemon's shared state file ----- */
+
+/*
+ * `peek AGENT_ID` (or --agent-id, or --org-id for an org's wallet): maps
+ * the state file the daemon names in its stats, or DIR/state.shm of
+ * --state-dir without asking the daemon, and reads the wallet from it.
+ */
+static int cmd_peek(struct ctx *x, const struct opts *o)
+{
+	int agent = (o->given & BIT(O_AGENT_ID)) != 0;
+	char path[PATH_MAX], err[PATH_MAX + 256];
+	sc_wallet_snapshot w;
+	sc_peek *p;
+	int rc;
+
+	if (agent == ((o->given & BIT(O_ORG_ID)) != 0))
+		return ctl_usage_error(x, "give an agent id (peek AGENT_ID) or --org-id");
+	if (o->given & BIT(O_STATE_DIR)) {
+		snprintf(path, sizeof(path), "%s/state.shm", o->str[O_STATE_DIR]);
+		rc = sc_peek_open(path, &p, err, sizeof(err));
+	} else {
+		rc = sc_peek_open_client(x->c, &p, err, sizeof(err));
+	}
+	if (rc != 0) {
+		fprintf(stderr, "sidecardctl: %s: %s: %s\n", x->what, sc_err_name(rc), err);
+		return EXIT_ERROR;
+	}
+	rc = agent ? sc_peek_wallet(p, (uint64_t)o->num[O_AGENT_ID], &w)
+	           : sc_peek_org_wallet(p, (uint64_t)o->num[O_ORG_ID], &w);
+	if (rc == 0)
+		ctl_show(x, ctl_snapshot_out, &w);
+	else if (rc == SC_ENOTFOUND)
+		fprintf(stderr, "sidecardctl: %s: no %s %" PRId64 "\n", x->what, agent ? "agent" : "org",
+		        agent ? o->num[O_AGENT_ID] : o->num[O_ORG_ID]);
+	else if (rc == SC_EUNAVAILABLE)
+		fprintf(stderr, "sidecardctl: %s: %s\n", x->what, sc_peek_unavailable(p));
+	else
+		fprintf(stderr, "sidecardctl: %s: %s\n", x->what, sc_strerror(rc));
+	sc_peek_close(p);
+	return rc == 0 ? 0 : EXIT_ERROR;
+}
+
 /* ----- ledger: offline, on the files of a state directory ----- */
 
 #define EXIT_CORRUPT 1
@@ -985,6 +1029,10 @@ static const struct command commands[] = {
 	  "agents by status, total spend, checks blocked by risk controls, anomalies, average "
 	  "score" },
 	{ "stats", NULL, cmd_stats, 0, 0, "the daemon's counters" },
+	{ "peek", NULL, cmd_peek, BIT(O_AGENT_ID) | BIT(O_ORG_ID) | BIT(O_STATE_DIR), 0,
+	  "an agent's wallet (peek AGENT_ID) or an org's, read from the daemon's shared state\n"
+	  "      file instead of over the socket; with --state-dir, from DIR/state.shm without\n"
+	  "      asking the daemon" },
 	{ "alerts", NULL, cmd_alerts,
 	  BIT(O_AGENT_ID) | BIT(O_ORG_ID) | BIT(O_ALERT_KIND) | BIT(O_SEVERITY) | BIT(O_SINCE) |
 	          BIT(O_BEFORE) | BIT(O_LIMIT) | BIT(O_FOLLOW),
@@ -1087,6 +1135,14 @@ int main(int argc, char **argv)
 			return ctl_usage_error(&x, "unexpected argument '%s'", arg);
 		}
 	}
+	/* `peek AGENT_ID`: the id is the command's one positional word. */
+	if (nwords == 2 && strcmp(words[0], "peek") == 0) {
+		static char agent_flag[] = "--agent-id";
+
+		flags[nflags++] = agent_flag;
+		flags[nflags++] = (char *)words[1];
+		nwords = 1;
+	}
 	if (nwords == 0) {
 		free(flags);
 		print_usage(help ? stdout : stderr);
@@ -1115,7 +1171,8 @@ int main(int argc, char **argv)
 	 * The ledger verbs read local files and demo starts its own daemon; every
 	 * other verb talks to the daemon of --socket.
 	 */
-	if (strcmp(x.cmd->verb, "ledger") == 0 || strcmp(x.cmd->verb, "demo") == 0)
+	if (strcmp(x.cmd->verb, "ledger") == 0 || strcmp(x.cmd->verb, "demo") == 0 ||
+	    (strcmp(x.cmd->verb, "peek") == 0 && (o.given & BIT(O_STATE_DIR))))
 		return x.cmd->run(&x, &o);
 	rc = sc_connect(socket_path, &x.c);
 	if (rc != 0) {

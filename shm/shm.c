@@ -1,10 +1,13 @@
 /*
  * shm.c: creating, validating and mapping the state segment described in
- * shm.h, and the reader side of its per-record seqlock.
+ * shm.h, the reader side of its per-record seqlock, and the writer side of
+ * the agent index (shm.h, AGENT INDEX).
  *
- * Threads: shm_open_rw/shm_close run on the daemon's main thread before and
- * after the loop; shm_read may run on any thread of any process. Nothing here
- * allocates beyond the mapping itself; struct shm is owned by the caller.
+ * Threads: shm_open_rw/shm_close/shm_retire_file run on the daemon's main
+ * thread before and after the loop; the agent index is written by the loop
+ * thread; shm_open_ro and shm_read may run on any thread of any process.
+ * Nothing here allocates beyond the mapping itself; struct shm is owned by
+ * the caller.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,10 +34,24 @@ static int add_table(uint64_t *off, uint32_t count, size_t rec_size, uint64_t *t
 	return 0;
 }
 
+/* Entries of the agent index for agent_cap agents: the power of two >= 2 x agent_cap. */
+static int agent_ix_cap(uint32_t agent_cap, uint32_t *cap)
+{
+	uint64_t want = (uint64_t)agent_cap * 2, c = 2;
+
+	while (c < want)
+		c <<= 1;
+	if (c > UINT32_MAX)
+		return SC_ERANGE;
+	*cap = (uint32_t)c;
+	return 0;
+}
+
 /* Computes every table offset of a segment with these capacities. */
 static int layout(const struct shm_caps *caps, struct shm_header *h)
 {
 	uint64_t off = SHM_HEADER_SIZE;
+	uint32_t ix_cap;
 
 	if (add_table(&off, caps->orgs, sizeof(struct shm_org), &h->org_off) ||
 	    add_table(&off, caps->agents, sizeof(struct shm_agent), &h->agent_off) ||
@@ -44,7 +61,9 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	    add_table(&off, caps->events, sizeof(struct shm_event), &h->event_off) ||
 	    add_table(&off, caps->tasks, sizeof(struct shm_task), &h->task_off) ||
 	    add_table(&off, caps->prices, sizeof(struct shm_price), &h->price_off) ||
-	    add_table(&off, caps->alerts, sizeof(struct shm_alert), &h->alert_off))
+	    add_table(&off, caps->alerts, sizeof(struct shm_alert), &h->alert_off) ||
+	    agent_ix_cap(caps->agents, &ix_cap) ||
+	    add_table(&off, ix_cap, sizeof(uint32_t), &h->agent_ix_off))
 		return SC_ERANGE;
 	if (off > (uint64_t)SIZE_MAX / 2)
 		return SC_ERANGE;
@@ -57,6 +76,7 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	h->task_cap = caps->tasks;
 	h->price_cap = caps->prices;
 	h->alert_cap = caps->alerts;
+	h->agent_ix_cap = ix_cap;
 	h->size = off;
 	return 0;
 }
@@ -88,7 +108,7 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 		return SC_EINVAL;
 	}
 	if (h->version != SHM_LAYOUT_VERSION || h->header_size != SHM_HEADER_SIZE) {
-		sc_errorf(err, errlen, "layout version %u (header %u bytes); this daemon reads version %u",
+		sc_errorf(err, errlen, "layout version %u (header %u bytes), but this program reads version %u",
 		     h->version, h->header_size, SHM_LAYOUT_VERSION);
 		return SC_EINVAL;
 	}
@@ -101,7 +121,8 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 	    want.price_off != h->price_off || want.alert_off != h->alert_off ||
 	    want.size != h->size || want.org_off != h->org_off || want.agent_off != h->agent_off ||
 	    want.rule_off != h->rule_off || want.hold_off != h->hold_off ||
-	    want.txn_off != h->txn_off || want.event_off != h->event_off) {
+	    want.txn_off != h->txn_off || want.event_off != h->event_off ||
+	    want.agent_ix_off != h->agent_ix_off || want.agent_ix_cap != h->agent_ix_cap) {
 		sc_errorf(err, errlen, "header capacities and offsets are inconsistent");
 		return SC_EINVAL;
 	}
@@ -129,6 +150,7 @@ static void bind_tables(struct shm *m)
 	m->tasks = (struct shm_task *)(m->base + m->hdr->task_off);
 	m->prices = (struct shm_price *)(m->base + m->hdr->price_off);
 	m->alerts = (struct shm_alert *)(m->base + m->hdr->alert_off);
+	m->agent_ix = (uint32_t *)(m->base + m->hdr->agent_ix_off);
 }
 
 static int map_file(struct shm *m, int fd, size_t size, int readonly)
@@ -167,6 +189,8 @@ static int attach(struct shm *m, int fd, int readonly, const char *path, char *e
 		return rc;
 	}
 	rc = shm_validate(&h, (uint64_t)sb.st_size, err, errlen);
+	if (rc == SC_EINTERNAL && readonly)
+		rc = 0; /* busy: a reader maps the segment of a daemon at work */
 	if (rc != 0) {
 		char why[200];
 
@@ -249,8 +273,11 @@ int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, in
 		rc = attach(m, fd, 0, path, err, errlen);
 		*created = 0;
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		m->hdr->writer_pid = (uint32_t)getpid();
+		/* Readers wait until the daemon has recovered and serves it again. */
+		shm_set_serving(m, SHM_SERVING_STOPPED);
+	}
 	return rc;
 }
 
@@ -320,4 +347,130 @@ void shm_change_end(struct shm *m)
 	shm_write_end(&m->hdr->seq);
 	if (--m->change_depth == 0)
 		__atomic_store_n(&m->hdr->busy, 0, __ATOMIC_RELEASE);
+}
+
+void shm_set_serving(struct shm *m, enum shm_serving serving)
+{
+	__atomic_store_n(&m->hdr->serving, (uint32_t)serving, __ATOMIC_RELEASE);
+}
+
+int shm_retire_file(const char *path, char *err, size_t errlen)
+{
+	struct shm_header h;
+	struct stat sb;
+	void *page;
+	int fd, rc = 0;
+
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		sc_errorf(err, errlen, "%s: %s", path, strerror(-rc));
+		return rc;
+	}
+	memset(&h, 0, sizeof(h));
+	if (fstat(fd, &sb) != 0 || pread(fd, &h, sizeof(h), 0) < 0) {
+		rc = -errno;
+		sc_errorf(err, errlen, "%s: cannot read the header: %s", path, strerror(-rc));
+	} else if (sb.st_size < SHM_HEADER_SIZE || memcmp(h.magic, SHM_MAGIC, sizeof(h.magic)) != 0 ||
+	           h.version != SHM_LAYOUT_VERSION) {
+		rc = SC_EINVAL;
+		sc_errorf(err, errlen, "%s: not a state segment of layout version %u", path,
+		          SHM_LAYOUT_VERSION);
+	} else if ((page = mmap(NULL, SHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
+	           MAP_FAILED) {
+		rc = -errno;
+		sc_errorf(err, errlen, "%s: mmap: %s", path, strerror(-rc));
+	} else {
+		/* The readers' mappings share these pages: they see the store at once. */
+		__atomic_store_n(&((struct shm_header *)page)->serving, (uint32_t)SHM_SERVING_RETIRED,
+		                 __ATOMIC_RELEASE);
+		munmap(page, SHM_HEADER_SIZE);
+	}
+	close(fd);
+	return rc;
+}
+
+/* ---------------------------------------------------------- agent index */
+
+static void ix_store(uint32_t *e, uint32_t v)
+{
+	__atomic_store_n(e, v, __ATOMIC_RELEASE);
+}
+
+/* Puts slot in the first free or deleted entry of id's probe sequence. */
+static void ix_place(struct shm *m, uint64_t id, uint32_t slot)
+{
+	uint32_t cap = m->hdr->agent_ix_cap, mask = cap - 1;
+	uint32_t pos = shm_agent_ix_home(id, cap);
+
+	/* At least a quarter of the entries are empty (shm_agent_ix_insert), so this ends. */
+	while (m->agent_ix[pos] != SHM_IX_EMPTY && m->agent_ix[pos] != SHM_IX_TOMB)
+		pos = (pos + 1) & mask;
+	if (m->agent_ix[pos] == SHM_IX_TOMB)
+		m->agent_ix_tombs--;
+	ix_store(&m->agent_ix[pos], slot + 1);
+	m->agent_ix_live++;
+}
+
+void shm_agent_ix_rebuild(struct shm *m)
+{
+	const struct shm_header *h = m->hdr;
+
+	shm_write_begin(&m->hdr->agent_ix_seq);
+	memset(m->agent_ix, 0, (size_t)h->agent_ix_cap * sizeof(uint32_t));
+	m->agent_ix_live = m->agent_ix_tombs = 0;
+	for (uint32_t i = 0; i < h->agent_cap; i++)
+		if (m->agents[i].rec.used)
+			ix_place(m, m->agents[i].id, i);
+	shm_write_end(&m->hdr->agent_ix_seq);
+}
+
+/* Rebuilds once fewer than a quarter of the entries are empty, so probes stay short. */
+static void ix_maybe_rebuild(struct shm *m)
+{
+	uint32_t cap = m->hdr->agent_ix_cap;
+
+	if ((uint64_t)m->agent_ix_live + m->agent_ix_tombs > cap - cap / 4)
+		shm_agent_ix_rebuild(m);
+}
+
+void shm_agent_ix_insert(struct shm *m, uint64_t id, uint32_t slot)
+{
+	ix_place(m, id, slot);
+	ix_maybe_rebuild(m);
+}
+
+void shm_agent_ix_remove(struct shm *m, uint64_t id, uint32_t slot)
+{
+	uint32_t cap = m->hdr->agent_ix_cap, mask = cap - 1;
+	uint32_t pos = shm_agent_ix_home(id, cap);
+
+	for (uint32_t n = 0; n < cap && m->agent_ix[pos] != SHM_IX_EMPTY; n++) {
+		if (m->agent_ix[pos] == slot + 1) {
+			ix_store(&m->agent_ix[pos], SHM_IX_TOMB);
+			m->agent_ix_live--;
+			m->agent_ix_tombs++;
+			ix_maybe_rebuild(m);
+			return;
+		}
+		pos = (pos + 1) & mask;
+	}
+}
+
+uint32_t shm_agent_ix_find(const struct shm *m, uint64_t id)
+{
+	uint32_t cap = m->hdr->agent_ix_cap, mask = cap - 1;
+	uint32_t pos = shm_agent_ix_home(id, cap);
+
+	for (uint32_t n = 0; n < cap; n++) {
+		uint32_t e = m->agent_ix[pos];
+
+		if (e == SHM_IX_EMPTY)
+			break;
+		if (e != SHM_IX_TOMB && e - 1 < m->hdr->agent_cap && m->agents[e - 1].rec.used &&
+		    m->agents[e - 1].id == id)
+			return e - 1;
+		pos = (pos + 1) & mask;
+	}
+	return SHM_NONE;
 }

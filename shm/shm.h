@@ -21,6 +21,7 @@
  *   task_off      task_cap    x struct shm_task  (usage of tasks named by checks)
  *   price_off     price_cap   x struct shm_price (every version of every model's rates)
  *   alert_off     alert_cap   x struct shm_alert (a ring, like transactions)
+ *   agent_ix_off  agent_ix_cap x uint32_t       (agent id -> slot: AGENT INDEX)
  *
  * Each table starts on a 64-byte boundary; its offset is stored in the
  * header, and records refer to each other by slot index or id, never by
@@ -43,6 +44,41 @@
  *   shm_read (any proc)  | everything
  *   write of one record  | reads of any record; no other write (one writer)
  *
+ * AGENT INDEX
+ *
+ * Readers in other processes find an agent by id through a hash table in
+ * the segment: agent_ix_cap uint32_t entries, a power of two at least twice
+ * agent_cap, open addressing with linear probing from
+ * shm_agent_ix_home(id). An entry is SHM_IX_EMPTY (0, so a new sparse file
+ * starts empty), SHM_IX_TOMB (a deleted agent's entry, which probes pass
+ * over and inserts reuse) or the agent's slot + 1. Only the daemon writes
+ * it: one entry at agent create (a tombstone or empty entry becomes the
+ * slot) and at delete (the slot becomes a tombstone), each a single atomic
+ * store that leaves every other probe chain intact. When tombstones and
+ * live entries fill three quarters of the table, and every time the daemon
+ * opens the segment, the table is rebuilt from the agent records inside
+ * the seqlock hdr.agent_ix_seq (odd while it is rebuilt).
+ *
+ * An entry is only a hint: a reader copies the agent record it names under
+ * the record's seqlock and trusts it only if it is used and has the id it
+ * looked for, so a stale entry (the agent deleted, its slot reused) or one
+ * racing a change is never believed. A reader that finds nothing compares
+ * hdr.agent_ix_seq before and after its probe and probes again if a rebuild
+ * ran meanwhile, so "not found" is never the artefact of a rebuild.
+ *
+ * READERS AND RESTARTS
+ *
+ * hdr.serving tells a reader whether the mapped file is the state a
+ * running daemon serves: SHM_SERVING_LIVE once the daemon has recovered
+ * and serves it; SHM_SERVING_STOPPED while the daemon starts (it may
+ * rebuild the contents) and after it stopped cleanly (it will come back to
+ * the same file); SHM_SERVING_RETIRED once a daemon has replaced the file
+ * (rebuilt the state into a new state.shm; the old one is renamed or
+ * unlinked): a reader must open the path again. A daemon killed outright
+ * leaves LIVE behind, and its last contents stay readable until the next
+ * daemon either attaches (same file) or retires it. A file deleted by hand
+ * is not marked.
+ *
  * CRASH SAFETY
  *
  * hdr.busy is set while the daemon applies a change and until the change's
@@ -60,12 +96,17 @@
 #include "sidecard.h"
 
 #define SHM_MAGIC "SCSTATE1"
-#define SHM_LAYOUT_VERSION 3u
+#define SHM_LAYOUT_VERSION 4u
 #define SHM_HEADER_SIZE 4096u
 #define SHM_NONE UINT32_MAX /* "no slot" */
 #define SHM_METADATA_MAX 512
 #define SHM_TZ_MAX 63
 #define SHM_RATE_BUCKETS 64 /* one-minute buckets; 61 are counted */
+#define SHM_IX_EMPTY 0u         /* agent index: a free entry, which ends a probe */
+#define SHM_IX_TOMB UINT32_MAX  /* agent index: a deleted agent's entry */
+
+/* hdr.serving: what the mapped file is to a reader (READERS AND RESTARTS). */
+enum shm_serving { SHM_SERVING_STOPPED, SHM_SERVING_LIVE, SHM_SERVING_RETIRED };
 
 struct shm_rec {
 	uint32_t seq;  /* odd while the writer is changing the record */
@@ -151,7 +192,19 @@ struct shm_header {
 	uint32_t reserved1;
 	/* counters, monotonic across restarts */
 	uint64_t checks, allowed, blocked, reports, expired, topups, anomalies, risk_blocked;
+	/*
+	 * For readers in other processes (READERS AND RESTARTS, AGENT INDEX),
+	 * on a cache line of their own: the counters above change with every
+	 * check, these only at start, stop and index rebuilds, so a reader's
+	 * check of them stays a cache hit.
+	 */
+	uint32_t serving __attribute__((aligned(64))); /* enum shm_serving */
+	uint32_t agent_ix_seq;  /* odd while the agent index is rebuilt */
+	uint32_t agent_ix_cap;  /* entries: a power of two >= 2 x agent_cap */
+	uint32_t reserved4;
+	uint64_t agent_ix_off;
 };
+_Static_assert(sizeof(struct shm_header) <= SHM_HEADER_SIZE, "the header fits its page");
 
 struct shm_org {
 	struct shm_rec rec;
@@ -334,6 +387,9 @@ struct shm {
 	struct shm_task *tasks;
 	struct shm_price *prices;
 	struct shm_alert *alerts;
+	uint32_t *agent_ix;
+	/* writer only, recounted when the index is rebuilt */
+	uint32_t agent_ix_live, agent_ix_tombs;
 };
 
 /* Bytes a segment of these capacities needs. SC_ERANGE if it overflows. */
@@ -348,9 +404,15 @@ int shm_layout_size(const struct shm_caps *caps, uint64_t *size);
  */
 int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, int *created,
                 char *err, size_t errlen);
-/* Maps an existing segment read-only (any process). */
+/*
+ * Maps an existing segment read-only (any process). Unlike shm_open_rw it
+ * accepts a busy segment: the running daemon is busy in every change.
+ */
 int shm_open_ro(struct shm *m, const char *path, char *err, size_t errlen);
-/* Validates a mapped header against the file size. 0 or SC_EINVAL + err. */
+/*
+ * Validates a mapped header against the file size: 0, SC_EINVAL + err, or
+ * SC_EINTERNAL + err for a busy segment (the daemon stopped mid-change).
+ */
 int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size_t errlen);
 void shm_close(struct shm *m);
 
@@ -372,6 +434,40 @@ static inline void shm_write_end(uint32_t *seq)
  * benchmarks). Any thread, any process.
  */
 unsigned shm_read(const void *rec, void *out, size_t size);
+
+/*
+ * First entry a probe for agent id visits in an index of cap entries (a
+ * power of two >= 2): Fibonacci hashing, which spreads the consecutive ids
+ * the daemon assigns evenly over the table.
+ */
+static inline uint32_t shm_agent_ix_home(uint64_t id, uint32_t cap)
+{
+	return (uint32_t)((id * UINT64_C(0x9e3779b97f4a7c15)) >> (64 - __builtin_ctz(cap)));
+}
+
+/*
+ * The agent index, writer side (daemon loop thread). insert: agent slot,
+ * already written with rec.used = 1 and this id, becomes findable. remove:
+ * its entry becomes a tombstone; call it once the record is marked unused.
+ * Either may rebuild the whole index (AGENT INDEX), which is also how the
+ * daemon starts: shm_agent_ix_rebuild indexes every used agent record.
+ */
+void shm_agent_ix_insert(struct shm *m, uint64_t id, uint32_t slot);
+void shm_agent_ix_remove(struct shm *m, uint64_t id, uint32_t slot);
+void shm_agent_ix_rebuild(struct shm *m);
+/* The slot of agent id, or SHM_NONE; for the writer, which needs no seqlock. */
+uint32_t shm_agent_ix_find(const struct shm *m, uint64_t id);
+
+/*
+ * Marks the segment file at path retired (hdr.serving) before the daemon
+ * renames or unlinks it, so that readers still mapping it learn that they
+ * must open the path again. A file that is not a segment of this layout
+ * version is left alone (its readers, if any, cannot have mapped it).
+ * 0, or -errno / SC_EINVAL with a message in err.
+ */
+int shm_retire_file(const char *path, char *err, size_t errlen);
+/* Sets hdr.serving (writer). */
+void shm_set_serving(struct shm *m, enum shm_serving serving);
 
 /*
  * Marks the start and end of a change spanning several records (or a

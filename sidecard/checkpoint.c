@@ -427,6 +427,7 @@ int checkpoint_restore(const char *dir, uint64_t seq, const char *shm_path, char
 		if (rc == 0) {
 			saved.seq = 0;
 			saved.busy = 0;
+			saved.serving = SHM_SERVING_STOPPED; /* until the daemon has replayed the rest */
 			saved.writer_pid = m.hdr->writer_pid;
 			memcpy(m.hdr, &saved, sizeof(saved));
 			rc = load_tables(&m, p, (size_t)sb.st_size, &why);

@@ -6,6 +6,7 @@
  *
  * Threads: the loop thread, through dispatch_request.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -348,7 +349,12 @@ int m_stats(struct call *c)
 	struct ledger_stats ls;
 	struct state_counts sc;
 	msgpack_packer *pk;
+	const char *shm_path = state_config(c->st)->path;
+	char abs_path[PATH_MAX];
 
+	/* Absolute, so that a client in another directory can map it (sc_peek_open_client). */
+	if (realpath(shm_path, abs_path) != NULL)
+		shm_path = abs_path;
 	memset(&ss, 0, sizeof(ss));
 	if (c->d->srv)
 		srv_get_stats(c->d->srv, &ss);
@@ -357,7 +363,7 @@ int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = call_ok(c);
-	call_map(c, 33);
+	call_map(c, 34);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -391,6 +397,7 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "capacity_prices", h->price_cap);
 	proto_pack_key_u64(pk, "capacity_alerts", h->alert_cap);
 	proto_pack_key_u64(pk, "alerts_dropped", dispatch_alerts_dropped(c->d));
+	proto_pack_key_str(pk, "state_path", shm_path);
 	return 0;
 }
 

@@ -251,6 +251,8 @@ static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t 
 		snprintf(aside, sizeof(aside), "%s.invalid-%lld", d->shm_path,
 		         (long long)(dispatch_now() / 1000000));
 		log_warn("%s; keeping it as %s and rebuilding the state from the ledger", err, aside);
+		/* Readers still mapping it must reopen; a file of another layout has none. */
+		shm_retire_file(d->shm_path, NULL, 0);
 		if (rename(d->shm_path, aside) != 0)
 			unlink(d->shm_path);
 		return 0;
@@ -262,6 +264,7 @@ static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t 
 	         (unsigned long long)applied, (unsigned long long)last_seq);
 	state_close(d->st);
 	d->st = NULL;
+	shm_retire_file(d->shm_path, NULL, 0);
 	unlink(d->shm_path);
 	return 0;
 }
@@ -402,6 +405,7 @@ static int start(struct daemon *d)
 	}
 	d->dispatch.srv = d->srv;
 	srv_set_durable(d->srv, ledger_durable(d->ledger));
+	state_serve(d->st);
 	uv_timer_init(&d->loop, &d->expiry);
 	uv_timer_init(&d->loop, &d->checkpoint_timer);
 	d->expiry.data = d->checkpoint_timer.data = d;

@@ -11,13 +11,17 @@
  *
  * DESIGN
  *
- * One lock-free hash table (cds_lfht) holds every index, each entry tagged
- * with its kind: org by id, org by name, agent by id, agent by (org, name),
- * transaction by (agent, idempotency key), task by id, model by name (its
- * newest rate version; older versions are chained from it through
- * price_older, newest first). The records themselves live in the segment;
- * an index entry only maps a key to a slot or id. Removed entries are freed
- * after a grace period (call_rcu).
+ * Agents by id are found through the agent index inside the segment (shm.h,
+ * AGENT INDEX), which readers in other processes use too; this file keeps
+ * it in step with agent create and delete and rebuilds it on open.
+ *
+ * One lock-free hash table (cds_lfht) holds every other index, each entry
+ * tagged with its kind: org by id, org by name, agent by (org, name),
+ * transaction by (agent, idempotency key), task
+ * by id, model by name (its newest rate version; older versions are chained
+ * from it through price_older, newest first). The
+ * records themselves live in the segment; an index entry only maps a key to
+ * a slot or id. Removed entries are freed after a grace period (call_rcu).
  *
  * Each agent's rules are compiled into an immutable rule table sorted by
  * specificity (exact patterns, then prefixes longest first, then "*"), so the
@@ -49,7 +53,7 @@
 #include "state.h"
 
 enum ix_kind {
-	IX_ORG_ID, IX_ORG_NAME, IX_AGENT_ID, IX_AGENT_NAME, IX_IDEM, IX_TASK,
+	IX_ORG_ID, IX_ORG_NAME, IX_AGENT_NAME, IX_IDEM, IX_TASK,
 	IX_PRICE /* model -> slot of its newest rate version */
 };
 
@@ -510,14 +514,13 @@ static int rebuild(struct state *st)
 			continue;
 		st->counts.agents++;
 		st->counts.rules += a->n_rules;
-		rc = ix_add(st, key_num(IX_AGENT_ID, a->id), i);
-		if (rc == 0)
-			rc = ix_add(st, key_cstr(IX_AGENT_NAME, a->org_id, a->name), i);
+		rc = ix_add(st, key_cstr(IX_AGENT_NAME, a->org_id, a->name), i);
 		if (rc == 0)
 			rc = rule_table_publish(st, i);
 	}
 	if (rc != 0)
 		return rc;
+	shm_agent_ix_rebuild(&st->m);
 	open_holds = malloc((h->hold_cap ? h->hold_cap : 1) * sizeof(*open_holds));
 	if (!open_holds)
 		return -ENOMEM;
@@ -635,8 +638,15 @@ void state_close(struct state *st)
 	free(st->free_tasks.v);
 	free(st->free_prices.v);
 	free(st->price_older);
+	if (st->m.hdr)
+		shm_set_serving(&st->m, SHM_SERVING_STOPPED);
 	shm_close(&st->m);
 	free(st);
+}
+
+void state_serve(struct state *st)
+{
+	shm_set_serving(&st->m, SHM_SERVING_LIVE);
 }
 
 struct shm *state_shm(struct state *st)
@@ -1119,14 +1129,13 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	for (size_t i = 0; i < spec->n_rules; i++)
 		rule_insert(st, a, &spec->rules[i]);
 	shm_write_end(&a->rec.seq);
+	shm_agent_ix_insert(&st->m, a->id, s);
 	shm_write_begin(&o->rec.seq);
 	o->n_agents++;
 	shm_write_end(&o->rec.seq);
 	shm_change_end(&st->m);
 	st->counts.agents++;
-	rc = ix_add(st, key_num(IX_AGENT_ID, a->id), s);
-	if (rc == 0)
-		rc = ix_add(st, key_str(IX_AGENT_NAME, o->id, spec->name), s);
+	rc = ix_add(st, key_str(IX_AGENT_NAME, o->id, spec->name), s);
 	if (rc == 0)
 		rc = rule_table_publish(st, s);
 	if (rc != 0) {
@@ -1139,7 +1148,12 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 
 int state_agent_by_id(struct state *st, uint64_t id, uint32_t *slot)
 {
-	return find_slot(st, key_num(IX_AGENT_ID, id), slot);
+	uint32_t s = shm_agent_ix_find(&st->m, id);
+
+	if (s == SHM_NONE)
+		return SC_ENOTFOUND;
+	*slot = s;
+	return 0;
 }
 
 int state_agent_update(struct state *st, uint32_t slot, const struct state_str *name,
@@ -1193,7 +1207,6 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 		     (unsigned long long)a->id, a->open_holds);
 		return SC_EUNAVAILABLE;
 	}
-	ix_del(st, key_num(IX_AGENT_ID, a->id));
 	ix_del(st, key_cstr(IX_AGENT_NAME, a->org_id, a->name));
 	rule_table_drop(st, slot);
 	shm_change_begin(&st->m);
@@ -1203,6 +1216,7 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	a->n_rules = 0;
 	a->rec.used = 0;
 	shm_write_end(&a->rec.seq);
+	shm_agent_ix_remove(&st->m, a->id, slot);
 	shm_write_begin(&o->rec.seq);
 	o->n_agents--;
 	shm_write_end(&o->rec.seq);

@@ -67,7 +67,12 @@ struct state_agent_spec {
 };
 
 int state_open(struct state **out, const struct state_config *cfg, char *err, size_t errlen);
+/*
+ * Closing marks the segment stopped for readers (shm.h, READERS AND
+ * RESTARTS); state_serve marks it live, once the state is recovered.
+ */
 void state_close(struct state *st);
+void state_serve(struct state *st);
 struct shm *state_shm(struct state *st);
 const struct state_config *state_config(const struct state *st);
 

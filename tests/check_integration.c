@@ -3126,6 +3126,7 @@ int main(void)
 	srunner_add_suite(sr, client_suite());
 	srunner_add_suite(sr, batch_suite());
 	srunner_add_suite(sr, pricing_daemon_suite());
+	srunner_add_suite(sr, peek_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

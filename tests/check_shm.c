@@ -140,9 +140,20 @@ static void expect_refused(int rw_code)
 /* ====================================================================== */
 /* layout size */
 
+/* Entries of the agent index: the smallest power of two >= 2 x agents. */
+static uint64_t ix_entries(uint32_t agents)
+{
+	uint64_t n = 2;
+
+	while (n < 2 * (uint64_t)agents)
+		n *= 2;
+	return n;
+}
+
 static uint64_t tables_bytes(const struct shm_caps *c)
 {
-	return (uint64_t)c->orgs * sizeof(struct shm_org) +
+	return ix_entries(c->agents) * sizeof(uint32_t) +
+	       (uint64_t)c->orgs * sizeof(struct shm_org) +
 	       (uint64_t)c->agents * sizeof(struct shm_agent) +
 	       (uint64_t)c->rules * sizeof(struct shm_rule) +
 	       (uint64_t)c->holds * sizeof(struct shm_hold) +
@@ -162,11 +173,11 @@ START_TEST(test_layout_size_covers_header_and_tables)
 	ck_assert_int_eq(shm_layout_size(&c, &size), 0);
 	ck_assert_uint_ge(size, need);
 	/* at most 63 bytes of alignment padding in front of each table */
-	ck_assert_uint_le(size, need + 9 * 63 + 4096);
-	/* the last table has no padding behind it */
-	c.alerts += 1;
+	ck_assert_uint_le(size, need + 10 * 63 + 4096);
+	/* no padding behind the last table: 64 more alerts keep the index's alignment */
+	c.alerts += 64;
 	ck_assert_int_eq(shm_layout_size(&c, &bigger), 0);
-	ck_assert_uint_eq(bigger, size + sizeof(struct shm_alert));
+	ck_assert_uint_eq(bigger, size + 64 * sizeof(struct shm_alert));
 }
 END_TEST
 
@@ -187,7 +198,7 @@ START_TEST(test_layout_size_overflow_is_erange_or_exact)
 	if (rc == 0) {
 		ck_assert_msg((unsigned __int128)size >= need, "wrapped size %llu",
 		              (unsigned long long)size);
-		ck_assert_uint_le(size, (uint64_t)need + 9 * 63 + 4096);
+		ck_assert_uint_le(size, (uint64_t)need + 10 * 63 + 4096);
 	}
 	c.orgs = 1;
 	c.agents = 1;
@@ -265,6 +276,16 @@ START_TEST(test_created_segment_layout)
 	ck_assert_ptr_eq((void *)m.holds, (void *)(m.base + h->hold_off));
 	ck_assert_ptr_eq((void *)m.txns, (void *)(m.base + h->txn_off));
 	ck_assert_ptr_eq((void *)m.events, (void *)(m.base + h->event_off));
+	/* the agent index comes last, after the alerts, and ends the file */
+	ck_assert_uint_eq(h->agent_ix_cap, ix_entries(small_caps.agents));
+	ck_assert_uint_eq(h->agent_ix_off % 64, 0);
+	ck_assert_uint_ge(h->agent_ix_off,
+	                  h->alert_off + (uint64_t)h->alert_cap * sizeof(struct shm_alert));
+	ck_assert_uint_eq(h->agent_ix_off + (uint64_t)h->agent_ix_cap * sizeof(uint32_t), size);
+	ck_assert_ptr_eq((void *)m.agent_ix, (void *)(m.base + h->agent_ix_off));
+	for (uint32_t i = 0; i < h->agent_ix_cap; i++)
+		ck_assert_uint_eq(m.agent_ix[i], SHM_IX_EMPTY);
+	ck_assert_uint_eq(h->serving, SHM_SERVING_STOPPED);
 	/* a new segment starts empty */
 	for (uint32_t i = 0; i < h->org_cap; i++)
 		ck_assert_uint_eq(m.orgs[i].rec.used, 0);
@@ -834,6 +855,297 @@ END_TEST
 
 /* ====================================================================== */
 
+/* ====================================================================== */
+/* the agent index (shm.h, AGENT INDEX) */
+
+static const struct shm_caps ix_caps = { 2, 8, 4, 5, 6, 6, 6, 6, 6 }; /* 16 entries */
+
+/* Writes an agent record in slot as the daemon does, then indexes it. */
+static void ix_put(struct shm *m, uint32_t slot, uint64_t id)
+{
+	shm_write_begin(&m->agents[slot].rec.seq);
+	m->agents[slot].rec.used = 1;
+	m->agents[slot].id = id;
+	shm_write_end(&m->agents[slot].rec.seq);
+	shm_agent_ix_insert(m, id, slot);
+}
+
+static void ix_del(struct shm *m, uint32_t slot)
+{
+	shm_write_begin(&m->agents[slot].rec.seq);
+	m->agents[slot].rec.used = 0;
+	shm_write_end(&m->agents[slot].rec.seq);
+	shm_agent_ix_remove(m, m->agents[slot].id, slot);
+}
+
+/* n distinct ids >= 1 whose probes all start at the same entry. */
+static void colliding_ids(uint32_t cap, uint64_t *ids, unsigned n)
+{
+	unsigned got = 0;
+
+	for (uint64_t id = 2; got < n; id++)
+		if (shm_agent_ix_home(id, cap) == shm_agent_ix_home(1, cap))
+			ids[got++] = id;
+}
+
+/* The position of value in the index, or -1. */
+static int ix_pos(const struct shm *m, uint32_t value)
+{
+	for (uint32_t i = 0; i < m->hdr->agent_ix_cap; i++)
+		if (m->agent_ix[i] == value)
+			return (int)i;
+	return -1;
+}
+
+START_TEST(test_agent_ix_home_spreads_consecutive_ids)
+{
+	uint32_t cap = 1u << 12, used[1u << 12];
+
+	memset(used, 0, sizeof used);
+	/* consecutive ids (as the daemon assigns them) fill half the table without a collision cluster */
+	for (uint64_t id = 1; id <= cap / 2; id++) {
+		uint32_t h = shm_agent_ix_home(id, cap);
+
+		ck_assert_uint_lt(h, cap);
+		used[h]++;
+	}
+	for (uint32_t i = 0; i < cap; i++)
+		ck_assert_uint_le(used[i], 2);
+	ck_assert_uint_lt(shm_agent_ix_home(UINT64_MAX, 2), 2);
+}
+END_TEST
+
+START_TEST(test_agent_ix_insert_find_remove)
+{
+	struct shm m;
+	int created = -1;
+	uint64_t ids[3];
+
+	memset(&m, 0, sizeof m);
+	ck_assert_int_eq(shm_open_rw(&m, g_path, &ix_caps, &created, g_err, sizeof g_err), 0);
+	ck_assert_uint_eq(m.hdr->agent_ix_cap, 16);
+	colliding_ids(16, ids, 3);
+	ix_put(&m, 5, ids[0]);
+	ix_put(&m, 2, ids[1]);
+	ix_put(&m, 7, ids[2]);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, ids[0]), 5);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, ids[1]), 2);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, ids[2]), 7);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, 1), SHM_NONE);
+	ck_assert_uint_eq(m.agent_ix_live, 3);
+
+	/* deleting the head of the chain leaves a tombstone the others are found past */
+	ix_del(&m, 5);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, ids[0]), SHM_NONE);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, ids[1]), 2);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, ids[2]), 7);
+	ck_assert_int_eq(ix_pos(&m, 5 + 1), -1);
+	ck_assert_int_eq(ix_pos(&m, SHM_IX_TOMB), (int)shm_agent_ix_home(ids[0], 16));
+	ck_assert_uint_eq(m.agent_ix_live, 2);
+	ck_assert_uint_eq(m.agent_ix_tombs, 1);
+	/* removing an id that is not there changes nothing */
+	shm_agent_ix_remove(&m, 1, 3);
+	ck_assert_uint_eq(m.agent_ix_live, 2);
+	ck_assert_uint_eq(m.agent_ix_tombs, 1);
+	shm_close(&m);
+}
+END_TEST
+
+START_TEST(test_agent_ix_tombstone_reused)
+{
+	struct shm m;
+	int created = -1, tomb;
+	uint64_t ids[3];
+
+	memset(&m, 0, sizeof m);
+	ck_assert_int_eq(shm_open_rw(&m, g_path, &ix_caps, &created, g_err, sizeof g_err), 0);
+	colliding_ids(16, ids, 3);
+	ix_put(&m, 0, ids[0]);
+	ix_put(&m, 1, ids[1]);
+	ix_del(&m, 0);
+	tomb = ix_pos(&m, SHM_IX_TOMB);
+	ck_assert_int_ge(tomb, 0);
+	/* a new agent whose probe passes the tombstone takes it */
+	ix_put(&m, 3, ids[2]);
+	ck_assert_int_eq(ix_pos(&m, 3 + 1), tomb);
+	ck_assert_int_eq(ix_pos(&m, SHM_IX_TOMB), -1);
+	ck_assert_uint_eq(m.agent_ix_tombs, 0);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, ids[1]), 1);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, ids[2]), 3);
+	shm_close(&m);
+}
+END_TEST
+
+/* An entry is a hint: a slot reused by another agent does not answer for the old id. */
+START_TEST(test_agent_ix_stale_entry_not_trusted)
+{
+	struct shm m;
+	int created = -1;
+
+	memset(&m, 0, sizeof m);
+	ck_assert_int_eq(shm_open_rw(&m, g_path, &ix_caps, &created, g_err, sizeof g_err), 0);
+	ix_put(&m, 4, 10);
+	/* the record changes under the entry (as if deleted and reused) */
+	shm_write_begin(&m.agents[4].rec.seq);
+	m.agents[4].id = 11;
+	shm_write_end(&m.agents[4].rec.seq);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, 10), SHM_NONE);
+	shm_write_begin(&m.agents[4].rec.seq);
+	m.agents[4].id = 10;
+	m.agents[4].rec.used = 0;
+	shm_write_end(&m.agents[4].rec.seq);
+	ck_assert_uint_eq(shm_agent_ix_find(&m, 10), SHM_NONE);
+	/* an entry naming a slot past the table is ignored, not followed */
+	m.agent_ix[shm_agent_ix_home(12, 16)] = ix_caps.agents + 1;
+	ck_assert_uint_eq(shm_agent_ix_find(&m, 12), SHM_NONE);
+	shm_close(&m);
+}
+END_TEST
+
+/*
+ * Churn: agents created and deleted many times over. Tombstones never fill
+ * the table: it is rebuilt (agent_ix_seq advances by two, staying even)
+ * whenever fewer than a quarter of its entries are empty, and every live
+ * agent is found throughout.
+ */
+START_TEST(test_agent_ix_rebuilt_under_churn)
+{
+	struct shm m;
+	int created = -1;
+	uint64_t next_id = 1, live_id[8] = { 0 };
+	uint32_t seq0;
+
+	memset(&m, 0, sizeof m);
+	ck_assert_int_eq(shm_open_rw(&m, g_path, &ix_caps, &created, g_err, sizeof g_err), 0);
+	seq0 = m.hdr->agent_ix_seq;
+	for (unsigned round = 0; round < 500; round++) {
+		uint32_t slot = (round * 5) % 8;
+		uint64_t gone = live_id[slot];
+
+		if (gone)
+			ix_del(&m, slot);
+		live_id[slot] = next_id++;
+		ix_put(&m, slot, live_id[slot]);
+		ck_assert_uint_le(m.agent_ix_live + m.agent_ix_tombs, 12);
+		for (uint32_t i = 0; i < 8; i++)
+			if (live_id[i])
+				ck_assert_uint_eq(shm_agent_ix_find(&m, live_id[i]), i);
+		if (gone)
+			ck_assert_uint_eq(shm_agent_ix_find(&m, gone), SHM_NONE);
+	}
+	ck_assert_uint_eq(m.hdr->agent_ix_seq % 2, 0);
+	ck_assert_uint_gt(m.hdr->agent_ix_seq, seq0);
+	ck_assert_uint_eq(m.agent_ix_live, 8);
+	shm_close(&m);
+}
+END_TEST
+
+/* The daemon rebuilds the index whenever it opens the segment, from the agent records. */
+START_TEST(test_agent_ix_rebuilt_on_open)
+{
+	struct state_config cfg;
+	struct state *st = NULL;
+	struct state_agent_spec spec;
+	struct shm *m;
+	uint32_t org, slots[3], slot;
+	uint64_t ids[3];
+	int rc;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.path = g_path;
+	cfg.caps = ix_caps;
+	cfg.set.hold_ttl_us = INT64_C(300000000);
+	rc = state_open(&st, &cfg, g_err, sizeof g_err);
+	ck_assert_msg(rc == 0, "state_open: %d (%s)", rc, g_err);
+	ck_assert_int_eq(state_org_create(st, (struct state_str){ "acme", 4 }, 0, &org, g_err,
+	                                  sizeof g_err), 0);
+	for (int i = 0; i < 3; i++) {
+		char name[8];
+
+		snprintf(name, sizeof name, "a%d", i);
+		memset(&spec, 0, sizeof spec);
+		spec.org_slot = org;
+		spec.name = (struct state_str){ name, strlen(name) };
+		rc = state_agent_create(st, &spec, 0, &slots[i], g_err, sizeof g_err);
+		ck_assert_msg(rc == 0, "state_agent_create: %d (%s)", rc, g_err);
+		ids[i] = state_shm(st)->agents[slots[i]].id;
+	}
+	ck_assert_int_eq(state_agent_delete(st, slots[1], g_err, sizeof g_err), 0);
+	ck_assert_int_eq(state_agent_by_id(st, ids[1], &slot), SC_ENOTFOUND);
+	/* the file's index is wiped, as a snapshot restore leaves it */
+	m = state_shm(st);
+	memset(m->agent_ix, 0xab, m->hdr->agent_ix_cap * sizeof(uint32_t));
+	state_close(st);
+
+	rc = state_open(&st, &cfg, g_err, sizeof g_err);
+	ck_assert_msg(rc == 0, "state_open again: %d (%s)", rc, g_err);
+	m = state_shm(st);
+	ck_assert_int_eq(state_agent_by_id(st, ids[0], &slot), 0);
+	ck_assert_uint_eq(slot, slots[0]);
+	ck_assert_int_eq(state_agent_by_id(st, ids[2], &slot), 0);
+	ck_assert_uint_eq(slot, slots[2]);
+	ck_assert_int_eq(state_agent_by_id(st, ids[1], &slot), SC_ENOTFOUND);
+	ck_assert_uint_eq(m->agent_ix_live, 2);
+	ck_assert_uint_eq(m->agent_ix_tombs, 0);
+	ck_assert_uint_eq(m->hdr->agent_ix_seq % 2, 0);
+	/* the rebuild left only the two entries: everything else is empty */
+	{
+		unsigned empty = 0;
+
+		for (uint32_t i = 0; i < m->hdr->agent_ix_cap; i++)
+			empty += m->agent_ix[i] == SHM_IX_EMPTY;
+		ck_assert_uint_eq(empty, m->hdr->agent_ix_cap - 2);
+	}
+	state_close(st);
+}
+END_TEST
+
+/* A daemon that replaces the file marks it retired; stopping marks it stopped. */
+START_TEST(test_serving_and_retire)
+{
+	struct state_config cfg;
+	struct state *st = NULL;
+	struct shm ro;
+	int rc;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.path = g_path;
+	cfg.caps = ix_caps;
+	cfg.set.hold_ttl_us = INT64_C(300000000);
+	ck_assert_int_eq(state_open(&st, &cfg, g_err, sizeof g_err), 0);
+	rc = shm_open_ro(&ro, g_path, g_err, sizeof g_err);
+	ck_assert_msg(rc == 0, "shm_open_ro: %d (%s)", rc, g_err);
+	ck_assert_uint_eq(ro.hdr->serving, SHM_SERVING_STOPPED);
+	state_serve(st);
+	ck_assert_uint_eq(ro.hdr->serving, SHM_SERVING_LIVE);
+	state_close(st);
+	ck_assert_uint_eq(ro.hdr->serving, SHM_SERVING_STOPPED);
+	ck_assert_int_eq(state_open(&st, &cfg, g_err, sizeof g_err), 0);
+	state_serve(st);
+	state_close(st);
+	ck_assert_int_eq(shm_retire_file(g_path, g_err, sizeof g_err), 0);
+	ck_assert_uint_eq(ro.hdr->serving, SHM_SERVING_RETIRED);
+	shm_close(&ro);
+
+	/* a file that is not a segment is left alone, with a message */
+	{
+		char other[160];
+		FILE *f;
+
+		snprintf(other, sizeof other, "%s/not-a-segment", g_dir);
+		f = fopen(other, "w");
+		ck_assert_ptr_nonnull(f);
+		fputs("hello", f);
+		fclose(f);
+		g_err[0] = '\0';
+		ck_assert_int_eq(shm_retire_file(other, g_err, sizeof g_err), SC_EINVAL);
+		ck_assert_ptr_nonnull(strstr(g_err, "not a state segment"));
+		snprintf(other, sizeof other, "%s/missing", g_dir);
+		ck_assert_int_lt(shm_retire_file(other, g_err, sizeof g_err), 0);
+	}
+}
+END_TEST
+
 Suite *shm_suite(void)
 {
 	Suite *s = suite_create("shm");
@@ -873,6 +1185,16 @@ Suite *shm_suite(void)
 
 	t = test_tcase_tmp("change_bracket", setup, teardown);
 	tcase_add_test(t, test_change_bracket_sets_busy);
+	suite_add_tcase(s, t);
+
+	t = test_tcase_tmp("agent_index", setup, teardown);
+	tcase_add_test(t, test_agent_ix_home_spreads_consecutive_ids);
+	tcase_add_test(t, test_agent_ix_insert_find_remove);
+	tcase_add_test(t, test_agent_ix_tombstone_reused);
+	tcase_add_test(t, test_agent_ix_stale_entry_not_trusted);
+	tcase_add_test(t, test_agent_ix_rebuilt_under_churn);
+	tcase_add_test(t, test_agent_ix_rebuilt_on_open);
+	tcase_add_test(t, test_serving_and_retire);
 	suite_add_tcase(s, t);
 
 	t = test_tcase_tmp("seqlock_read", setup, teardown);

@@ -4,7 +4,8 @@
 # Starts $SIDECARD_BIN on a fresh temporary directory, drives
 # $SIDECARDCTL_BIN through orgs, agents, rules, wallets, check and report
 # with dollar amounts, then transactions by filter, window and page, their
-# summary, the top agents, the fleet, task usage (check --task-id,
+# summary, the top agents, the fleet, peek (the wallet from the shared state
+# file), task usage (check --task-id,
 # tasks usage), wallet transfers and adjustments (a negative amount
 # debits), pricing (rate versions, a report priced from tokens), alerts (listed, and
 # followed as they are pushed) and `demo` with a daemon of its own; checks exit statuses (0 allowed,
@@ -101,6 +102,19 @@ expect 0 "report"; out_has 'charged $2.40'; out_has 'balance $47.60'
 run --json wallet --agent-id "$agent"; expect 0 "wallet"
 json 'assert d["balance"] == 47600000 and d["held"] == 0 and d["daily_spent"] == 2400000, d'
 ok "report success with an actual cost"
+
+run peek "$agent"; expect 0 "peek"; out_has '$47.60'; out_has 'active'
+run --json peek "$agent"; expect 0 "peek --json"
+json 'assert d["id"] == '"$agent"' and d["status"] == "active", d
+assert d["balance"] == 47600000 and d["held"] == 0 and d["daily_spent"] == 2400000, d
+assert d["available"] == 47600000 and d["max_per_txn"] == 10000000, d'
+run --json peek --state-dir "$dir/state" --agent-id "$agent"; expect 0 "peek --state-dir"
+json 'assert d["balance"] == 47600000, d'
+run peek 999999; expect 2 "peek of an unknown agent"; err_has "no agent 999999"
+run peek --state-dir "$dir/nowhere" "$agent"; expect 2 "peek without the state file"
+err_has "unavailable"; err_has "not visible here"
+run peek; expect 2 "peek without an id"; err_has "agent id"
+ok "peek: the wallet read from the shared state file"
 
 run check --agent-id "$agent" --action openai.chat --estimated-cost 6
 expect 1 "check blocked"; err_has "blocked: rule:OpenAI cap:max_cost_per_txn"

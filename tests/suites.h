@@ -23,5 +23,6 @@ Suite *pricing_daemon_suite(void); /* tests/check_pricing_daemon.c: pricing thro
 Suite *alerts_suite(void); /* tests/check_alerts.c: alerts raised by the gate */
 Suite *client_suite(void); /* tests/check_client.c: libsidecard against a fake daemon */
 Suite *batch_suite(void);  /* tests/check_batch.c: pipelined checks and metadata, real daemon */
+Suite *peek_suite(void);   /* tests/check_peek.c: sc_peek_* against the real daemon */
 
 #endif /* SC_TESTS_SUITES_H */
