@@ -11,6 +11,12 @@
  * over the measured interval). Then the command line that reproduces it and
  * the machine. docs/PERFORMANCE.md records a run.
  *
+ * --disk N: instead, the disk's own cost of a durable 256-byte record on the
+ * temporary directory's file system, N times each way: appended with pwrite
+ * + fdatasync (the file grows: the sync commits its size too), over a
+ * zero-filled file with pwrite + fdatasync (what the ledger does), with
+ * O_DSYNC, and with pwritev2(RWF_DSYNC); p50 and p99 in microseconds.
+ *
  * The daemon is started by tests/daemon.c ($SIDECARD_BIN, else
  * sidecard/sidecard next to the build tree); its output goes to a log file
  * in its directory, which is removed after a clean stop. A check that is not
@@ -21,12 +27,14 @@
  * arrays, which the main thread reads after joining them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -282,6 +290,90 @@ static int run_one(const char *mode, int n_clients, double seconds, struct row *
 	return 0;
 }
 
+/* ---- --disk: the sync primitives alone ---- */
+
+enum disk_way { DISK_APPEND, DISK_OVERWRITE, DISK_O_DSYNC, DISK_RWF_DSYNC };
+
+/* One way, n records of 256 bytes in a new file of dir. 0 or -1. */
+static int disk_way(const char *dir, enum disk_way way, int n, double *p50, double *p99)
+{
+	static const char *const names[] = { "append", "overwrite", "o_dsync", "rwf_dsync" };
+	char path[128], rec[256], *zero;
+	int64_t *lat = malloc((size_t)n * sizeof(*lat));
+	size_t size = (size_t)n * sizeof(rec);
+	int fd, i, rc = 0;
+
+	memset(rec, 'r', sizeof(rec));
+	snprintf(path, sizeof(path), "%s/%s", dir, names[way]);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	zero = calloc(1, size);
+	if (fd < 0 || lat == NULL || zero == NULL)
+		goto fail;
+	if (way != DISK_APPEND &&
+	    (pwrite(fd, zero, size, 0) != (ssize_t)size || fdatasync(fd) != 0))
+		goto fail;
+	if (way == DISK_O_DSYNC) {
+		close(fd);
+		if ((fd = open(path, O_WRONLY | O_DSYNC | O_CLOEXEC)) < 0)
+			goto fail;
+	}
+	for (i = 0; i < n; i++) {
+		off_t off = (off_t)i * (off_t)sizeof(rec);
+		int64_t t0 = now_ns();
+		ssize_t w;
+
+		if (way == DISK_RWF_DSYNC) {
+			struct iovec io = { .iov_base = rec, .iov_len = sizeof(rec) };
+
+			w = pwritev2(fd, &io, 1, off, RWF_DSYNC);
+		} else {
+			w = pwrite(fd, rec, sizeof(rec), off);
+			if (w == (ssize_t)sizeof(rec) && way != DISK_O_DSYNC && fdatasync(fd) != 0)
+				w = -1;
+		}
+		if (w != (ssize_t)sizeof(rec))
+			goto fail;
+		lat[i] = now_ns() - t0;
+	}
+	qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
+	*p50 = percentile_us(lat, (size_t)n, 0.50);
+	*p99 = percentile_us(lat, (size_t)n, 0.99);
+	goto done;
+fail:
+	fprintf(stderr, "ledger_bench: --disk %s: %s\n", names[way], strerror(errno));
+	rc = -1;
+done:
+	if (fd >= 0)
+		close(fd);
+	unlink(path);
+	free(zero);
+	free(lat);
+	return rc;
+}
+
+static int disk(int n)
+{
+	static const char *const labels[] = { "append + fdatasync", "zero-filled + fdatasync",
+		                              "zero-filled, O_DSYNC", "zero-filled, RWF_DSYNC" };
+	char dir[64];
+	double p50, p99;
+	int way, round;
+
+	if (test_tmpdir(dir, sizeof(dir)) != 0)
+		return 1;
+	printf("%-26s %7s %7s\n", "256-byte record, durable", "p50us", "p99us");
+	for (round = 0; round < 2; round++) /* twice, interleaved: the disk's noise shows */
+		for (way = DISK_APPEND; way <= DISK_RWF_DSYNC; way++) {
+			if (disk_way(dir, (enum disk_way)way, n, &p50, &p99) != 0) {
+				test_rm_tree(dir);
+				return 1;
+			}
+			printf("%-26s %7.1f %7.1f\n", labels[way], p50, p99);
+		}
+	test_rm_tree(dir);
+	return 0;
+}
+
 static void machine(void)
 {
 	char line[512], model[256] = "unknown";
@@ -305,6 +397,7 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: ledger_bench [--clients N] [--seconds S] [--mode strict|async|both] "
 	             "[--quiet]\n"
+	             "       ledger_bench --disk N\n"
 	             "Measures check+report pairs against a fresh daemon per configuration,\n"
 	             "with 1 and N (default 8) clients, for S seconds (default 3) each.\n");
 }
@@ -313,7 +406,7 @@ int main(int argc, char **argv)
 {
 	static const char *const modes[] = { "strict", "async" };
 	struct row rows[8];
-	int clients = 8, quiet = 0, n_rows = 0, i, m, k, counts[2];
+	int clients = 8, quiet = 0, n_rows = 0, i, m, k, counts[2], disk_n = 0;
 	double seconds = 3;
 	const char *only = "both";
 
@@ -327,6 +420,8 @@ int main(int argc, char **argv)
 			only = argv[++i];
 		else if (strcmp(argv[i], "--quiet") == 0)
 			quiet = 1;
+		else if (strcmp(argv[i], "--disk") == 0 && i + 1 < argc)
+			disk_n = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return 0;
@@ -339,6 +434,8 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (disk_n > 0)
+		return disk(disk_n);
 	counts[0] = 1;
 	counts[1] = clients;
 	for (m = 0; m < 2; m++) {

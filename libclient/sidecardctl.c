@@ -877,8 +877,8 @@ static int scan_error(const struct ctx *x, int rc, const char *err)
 static void torn_warning(FILE *f, const struct ledger_scan_result *res)
 {
 	fprintf(f,
-	        "warning: %s: torn tail (a partial last record) at offset %" PRIu64
-	        ": the daemon will cut it off at its next start\n",
+	        "warning: %s: torn tail (the remains of an unfinished write) at offset %" PRIu64
+	        ": the daemon will remove it at its next start\n",
 	        res->tail_file, res->tail_offset);
 }
 

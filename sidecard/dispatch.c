@@ -7,6 +7,7 @@
  *
  * Threads: the loop thread, called by the server for each request.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1202,12 +1203,19 @@ int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 	return rc;
 }
 
+/* The method of each record type, found once (loop thread). */
 static const struct method *method_of_type(unsigned type)
 {
-	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-		if (methods[i].ledger_type == type)
-			return &methods[i];
-	return NULL;
+	static const struct method *by_type[LEDGER_TYPE_END];
+	static int filled;
+
+	if (!filled) {
+		for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+			if (methods[i].ledger_type && methods[i].ledger_type < LEDGER_TYPE_END)
+				by_type[methods[i].ledger_type] = &methods[i];
+		filled = 1;
+	}
+	return type < LEDGER_TYPE_END ? by_type[type] : NULL;
 }
 
 /*
@@ -1233,31 +1241,41 @@ static int replay_run(struct dispatch *d, const struct method *m, const struct l
 	return rc;
 }
 
+/*
+ * The record's objects live in one zone kept from one record to the next
+ * and cleared before each: a replay of millions of records allocates
+ * nothing per record for decoding.
+ */
 int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err, size_t errlen)
 {
 	const struct method *m = method_of_type(r->type);
-	msgpack_unpacked u;
+	msgpack_unpack_return ur = MSGPACK_UNPACK_PARSE_ERROR;
+	msgpack_object params;
 	size_t off = 0;
 	struct call c;
 	int rc = 0;
 
-	msgpack_unpacked_init(&u);
 	if (r->type == LEDGER_EXPIRE) {
 		gate_expire(d->st, r->time);
 	} else if (r->type == LEDGER_ROLL) {
 		gate_roll(d->st, r->time);
-	} else if (r->type == LEDGER_SETTINGS) {
-		if (msgpack_unpack_next(&u, r->body, r->body_len, &off) != MSGPACK_UNPACK_SUCCESS)
+	} else if (!d->replay_zone && !(d->replay_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE))) {
+		sc_errorf(err, errlen, "record %llu: out of memory", (unsigned long long)r->seq);
+		rc = -ENOMEM;
+	} else if (msgpack_zone_clear(d->replay_zone), r->type == LEDGER_SETTINGS) {
+		if (msgpack_unpack(r->body, r->body_len, &off, d->replay_zone, &params) !=
+		    MSGPACK_UNPACK_SUCCESS)
 			rc = SC_EINVAL;
 		else
-			rc = replay_settings(d, &u.data, err, errlen);
+			rc = replay_settings(d, &params, err, errlen);
 	} else if (!m || r->body_len < 1 || (unsigned char)r->body[0] != 0x92 ||
-	           msgpack_unpack_next(&u, r->body + 1, r->body_len - 1, &off) !=
-	               MSGPACK_UNPACK_SUCCESS) {
+	           ((ur = msgpack_unpack(r->body + 1, r->body_len - 1, &off, d->replay_zone,
+	                                 &params)) != MSGPACK_UNPACK_SUCCESS &&
+	            ur != MSGPACK_UNPACK_EXTRA_BYTES)) {
 		sc_errorf(err, errlen, "record %llu: not a %s record this daemon can apply",
 		          (unsigned long long)r->seq, ledger_type_name(r->type));
 		rc = SC_EINVAL;
-	} else if ((rc = replay_run(d, m, r, &u.data, off, &c)) != 0) {
+	} else if ((rc = replay_run(d, m, r, &params, off, &c)) != 0) {
 		sc_errorf(err, errlen, "record %llu (%s) failed on replay: %s",
 		          (unsigned long long)r->seq, m->name, c.err);
 	} else if (d->scratch.size - 1 != r->body_len - 1 - off ||
@@ -1266,8 +1284,14 @@ int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err
 		          (unsigned long long)r->seq, m->name);
 		rc = SC_EINTERNAL;
 	}
-	msgpack_unpacked_destroy(&u);
 	if (rc == 0)
 		state_set_applied(d->st, r->seq);
 	return rc;
+}
+
+void dispatch_replay_end(struct dispatch *d)
+{
+	if (d->replay_zone)
+		msgpack_zone_free(d->replay_zone);
+	d->replay_zone = NULL;
 }

@@ -30,6 +30,7 @@ struct dispatch {
 	msgpack_sbuffer scratch;   /* a method's result before it is sent (init/destroy by owner) */
 	const msgpack_object *recorded; /* replay: the result the record holds, else NULL */
 	struct dispatch_alerts *alerts; /* alerts.subscribe's subscribers; NULL until the first */
+	msgpack_zone *replay_zone; /* replay: the record's objects, reused; dispatch_replay_end */
 };
 
 /*
@@ -53,6 +54,8 @@ int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps);
  * checks that a method record reproduces its recorded result byte for byte.
  */
 int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err, size_t errlen);
+/* Releases what dispatch_replay kept from one record to the next. */
+void dispatch_replay_end(struct dispatch *d);
 
 /*
  * Sends every alert raised since the last call to the connections that

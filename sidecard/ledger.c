@@ -6,28 +6,68 @@
  *
  * Threads: every ledger_* function runs on the loop thread. The write of a
  * batch (flush_work) runs on a pool thread and touches only the segment
- * file and the batch buffer, which the loop thread leaves alone while
- * l->in_flight is set.
+ * file, the batch buffer and the rotation fields, which the loop thread
+ * leaves alone while l->in_flight is set. The zero-filling (prep_work) runs
+ * on another pool thread on its own descriptor and the prep_* fields, which
+ * the loop thread leaves alone while l->prep_busy is set; the two write
+ * disjoint ranges (start_flush waits rather than overlap).
  *
  * DESIGN
  *
  * Two buffers: `pending` collects new records, `batch` is the one being
- * written. A flush swaps them when no batch is in flight. In strict mode a
- * flush starts at the end of every loop iteration that appended something
- * (a uv_check handle), so a batch holds every record that arrived during
- * the previous fdatasync; in async mode it starts after --commit-interval,
- * or at once when the pending bytes reach --commit-batch.
+ * written. A flush swaps them when no batch is in flight. In async mode it
+ * starts after --commit-interval, or at once when the pending bytes reach
+ * --commit-batch. In strict mode it starts at the end of a loop iteration
+ * that appended something (a uv_check handle), subject to gathering:
+ *
+ * Gathering (strict mode; PostgreSQL's commit_delay, made adaptive). With
+ * one request outstanding per client, starting the next batch the moment a
+ * sync returns splits the clients into two cohorts that take turns (while
+ * one cohort's batch syncs, the other's requests form the next batch), so
+ * each fdatasync carries half of them. So when a sync completes, the
+ * writer sets a target: the records it just made durable (their clients
+ * were just answered and are likely to send their next change within a
+ * round trip) plus those already pending. The next batch starts as soon as
+ * that many records are pending, or at a deadline of half the last
+ * fdatasync's duration, at most GATHER_MAX_NS, whichever comes first. A
+ * lone client reaches its target (1) with its next request, so it never
+ * waits; a client that goes quiet delays the others by the deadline at
+ * most, and the next target adapts to what arrived. The deadline is a
+ * timerfd (uv_poll) because libuv's timers count milliseconds.
+ *
+ * Preallocation. An fdatasync of an appended file must also commit the
+ * file's new size, a journal commit on ext4 that costs as much as the data
+ * (docs/PERFORMANCE.md). So segments are zero-filled ahead of the records,
+ * by a pool job that runs beside the flushes, one at a time: it keeps at
+ * least PREALLOC_CHUNK/2 zero-filled and synced bytes ahead of the records
+ * of the current segment (in stretches of PREALLOC_CHUNK, up to
+ * --segment-size), and once the current segment is nearly full it prepares
+ * the next one as PREPARED_NAME. A flush then overwrites zeros and its
+ * fdatasync flushes data only. The zero-filling is written back in steps
+ * (sync_file_range) so that a batch's fdatasync finds few of its pages
+ * dirty. A flush that would write into the stretch being zero-filled waits
+ * for it (only when a burst outruns the preallocation). Writing zeros
+ * rather than fallocate(): writing into unwritten extents converts them,
+ * which is a metadata change again. The end of the records in such a
+ * segment is the first all-zero record header (ledger_format.c).
  *
  * Failure. A failed write or fdatasync keeps the batch, marks the ledger
  * failed (ledger_failure() says why, and the daemon refuses mutations) and
- * retries every RETRY_MS: the segment is cut back to its last durable size
- * and the whole batch written and synced again, so a retry never trusts
- * pages whose writeback failed. The first success clears the failure.
+ * retries every RETRY_MS: the whole batch is written again at the durable
+ * end of the segment, byte for byte the same, and synced, so a retry never
+ * trusts pages whose writeback failed. The first success clears the
+ * failure. A failed preallocation only logs: writes go on appending.
  *
- * Rotation. Before writing a batch, a segment that has reached
- * --segment-size is closed and a new one, named by the batch's first
- * sequence number, is created with its header synced and the directory
- * synced, so a segment file is never visible without its header.
+ * Rotation. A batch that does not fit in the rest of a non-empty segment
+ * (--segment-size) starts a new one, named by the batch's first sequence
+ * number: the prepared file (or a new one) gets its header written and
+ * synced under its temporary name, is renamed into place, and the directory
+ * synced, so a segment file is never visible without its header. A batch
+ * larger than a segment gets one of its own.
+ *
+ * O_DSYNC or pwritev2(RWF_DSYNC) instead of pwrite + fdatasync measured the
+ * same on this kind of disk (docs/PERFORMANCE.md); pwrite + fdatasync keeps
+ * the write and the sync apart for the failure rules above.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +76,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -45,6 +87,13 @@
 #include "sidecard.h"
 
 #define RETRY_MS 200
+/* Zero-filled ahead of the records: at most this much per preparation. */
+#define PREALLOC_CHUNK (UINT64_C(4) << 20)
+/* Written back in steps of this size, so that a concurrent fdatasync of a batch finds few of them dirty. */
+#define PREALLOC_STEP (256u << 10)
+#define PREPARED_NAME "prepared.tmp"
+/* The longest a strict-mode batch waits to gather records (see DESIGN). */
+#define GATHER_MAX_NS 200000
 
 struct ledger {
 	uv_loop_t *loop;
@@ -53,7 +102,25 @@ struct ledger {
 
 	/* the segment being appended; owned by the pool thread while in_flight */
 	int fd;
-	uint64_t file_size; /* durable bytes of the segment */
+	uint64_t file_size;  /* the end of the durable records in the segment */
+	int rotate;          /* this flush starts a new segment (decided by start_flush) */
+	int rot_fd;          /* the prepared file it takes, or -1: create one */
+	uint64_t rot_zeroed; /* how much of that file is zero-filled */
+	int rotated;         /* flush_work switched segments */
+
+	/* PREALLOCATION: loop thread, except that prep_work runs on a pool thread */
+	uv_work_t prep;
+	int prep_busy;       /* a preparation is running */
+	int prep_next;       /* it prepares the next segment, not the current one */
+	int prep_fd;         /* its file: a dup of the segment's, or the new one */
+	int prep_errno;
+	int prep_failed;     /* the last preparation failed (logged once) */
+	uint64_t prep_from, prep_to;
+	unsigned prep_gen;
+	uint64_t zeroed_end; /* the current segment is zero-filled and synced up to here */
+	unsigned seg_gen;    /* counts segment switches: tells stale preparations */
+	int next_fd;         /* the prepared next segment (PREPARED_NAME), or -1 */
+	uint64_t next_zeroed;
 
 	msgpack_sbuffer pending;
 	uint64_t pending_first, pending_last;
@@ -78,6 +145,13 @@ struct ledger {
 
 	uv_check_t check;
 	uv_timer_t timer;
+	/* strict mode: the batch being gathered after a sync (see DESIGN) */
+	size_t gather_target;      /* start at once when this many records are pending */
+	int64_t gather_deadline;   /* CLOCK_MONOTONIC ns; start at the latest then */
+	int64_t sync_ns;           /* how long the last fdatasync took (pool thread) */
+	int gather_fd;             /* timerfd for the deadline: libuv timers count ms */
+	int gather_armed;
+	uv_poll_t gather_poll;
 	int timer_armed;
 	int due; /* the commit interval has passed since the first pending record */
 	int closing;
@@ -90,6 +164,14 @@ struct ledger {
 };
 
 static void maybe_flush(struct ledger *l);
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* ----------------------------------------------------------- segment files */
 
@@ -111,20 +193,56 @@ static int sync_dir(const char *dir)
 }
 
 /*
- * Creates a segment whose first record will be first_seq: the header is
- * written and synced under a temporary name, renamed into place, and the
- * directory synced, so no segment is ever visible without its header.
+ * Writes zeros over [from, to) of fd, step by step written back, then syncs
+ * them with the file's size. 0 or -errno.
  */
-static int segment_create(struct ledger *l, uint64_t first_seq, int64_t now)
+static int zero_fill(int fd, uint64_t from, uint64_t to)
+{
+	static const char zero[65536];
+	uint64_t step_start = from;
+
+	while (from < to) {
+		size_t n = to - from < sizeof(zero) ? (size_t)(to - from) : sizeof(zero);
+		ssize_t w = pwrite(fd, zero, n, (off_t)from);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		from += (uint64_t)w;
+		if (from - step_start >= PREALLOC_STEP || from == to) {
+			if (sync_file_range(fd, (off_t)step_start, (off_t)(from - step_start),
+			                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+			                        SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
+			    errno != ENOSYS && errno != EINVAL)
+				return -errno;
+			step_start = from;
+		}
+	}
+	return fdatasync(fd) != 0 ? -errno : 0;
+}
+
+/*
+ * Makes the segment whose first record will be first_seq: its header is
+ * written and synced under a temporary name (the prepared, zero-filled file
+ * prepared_fd if there is one, else a new file), renamed into place, and
+ * the directory synced, so no segment is ever visible without its header.
+ * The file descriptor goes to *out. Pool thread, or the loop thread before
+ * any pool work.
+ */
+static int segment_create(struct ledger *l, uint64_t first_seq, int64_t now, int prepared_fd,
+                          int *out)
 {
 	char path[4200], tmp[4210], h[LEDGER_FILE_HEADER];
-	int fd, rc;
+	int fd = prepared_fd, rc;
 
-	ledger_encode_file_header(h, first_seq, now);
+	ledger_encode_file_header(h, first_seq, now, LEDGER_SEGMENT_ZEROED);
 	segment_path(l, first_seq, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (fd < 0)
+	if (prepared_fd >= 0)
+		snprintf(tmp, sizeof(tmp), "%s/%s", l->dir, PREPARED_NAME);
+	else
+		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (fd < 0 && (fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) < 0)
 		return -errno;
 	errno = 0;
 	if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) || fdatasync(fd) != 0 ||
@@ -134,12 +252,113 @@ static int segment_create(struct ledger *l, uint64_t first_seq, int64_t now)
 		unlink(tmp);
 		return rc;
 	}
-	if (l->fd >= 0)
-		close(l->fd);
-	l->fd = fd;
-	l->file_size = LEDGER_FILE_HEADER;
-	l->stats.segments++;
+	*out = fd;
 	return 0;
+}
+
+/* ----------------------------------------------------------- preallocation */
+
+/* Pool thread: zero-fills a stretch of the current segment, or the next segment. */
+static void prep_work(uv_work_t *w)
+{
+	struct ledger *l = w->data;
+	char path[4200];
+	int rc;
+
+	if (l->prep_next) {
+		snprintf(path, sizeof(path), "%s/%s", l->dir, PREPARED_NAME);
+		l->prep_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+		if (l->prep_fd < 0) {
+			l->prep_errno = errno;
+			return;
+		}
+	}
+	rc = zero_fill(l->prep_fd, l->prep_from, l->prep_to);
+	l->prep_errno = -rc;
+	if (rc != 0 && l->prep_next) {
+		close(l->prep_fd);
+		l->prep_fd = -1;
+		unlink(path);
+	}
+}
+
+static void finish_close(struct ledger *l);
+
+static void prep_done(uv_work_t *w, int status)
+{
+	struct ledger *l = w->data;
+
+	l->prep_busy = 0;
+	if (status != 0 && l->prep_errno == 0)
+		l->prep_errno = EINTR;
+	if (l->prep_errno) {
+		if (!l->prep_failed)
+			log_warn("ledger: cannot zero-fill %s ahead of the records: %s; writes go on "
+			         "without it",
+			         l->prep_next ? "the next segment" : "the segment",
+			         strerror(l->prep_errno));
+		l->prep_failed = 1;
+		if (!l->prep_next && l->prep_fd >= 0)
+			close(l->prep_fd);
+	} else {
+		l->prep_failed = 0;
+		if (l->prep_next) {
+			l->next_fd = l->prep_fd;
+			l->next_zeroed = l->prep_to;
+		} else {
+			close(l->prep_fd);
+			if (l->prep_gen == l->seg_gen && l->prep_to > l->zeroed_end)
+				l->zeroed_end = l->prep_to;
+		}
+	}
+	l->prep_fd = -1;
+	if (l->closing) {
+		if (!l->in_flight)
+			finish_close(l);
+		return;
+	}
+	maybe_flush(l); /* a flush may have waited for the stretch it writes to */
+}
+
+/*
+ * Loop thread, while no flush is in flight: keeps PREALLOC_CHUNK/2 or more
+ * zero-filled bytes ahead of the records of the current segment, and once
+ * the current segment is nearly full, a zero-filled next one.
+ */
+static void maybe_prepare(struct ledger *l)
+{
+	uint64_t limit = l->cfg.segment_bytes;
+	uint64_t from = l->zeroed_end > l->file_size ? l->zeroed_end : l->file_size;
+
+	if (l->prep_busy || l->in_flight || l->closing || l->failed)
+		return;
+	if (from < limit && from - l->file_size < PREALLOC_CHUNK / 2) {
+		l->prep_next = 0;
+		l->prep_from = from;
+		/* whole pages: the next stretch starts page-aligned */
+		l->prep_to = (from + PREALLOC_CHUNK) & ~(uint64_t)4095;
+		if (l->prep_to > limit)
+			l->prep_to = limit;
+		l->prep_gen = l->seg_gen;
+		if ((l->prep_fd = dup(l->fd)) < 0)
+			return;
+	} else if (l->next_fd < 0 && (limit <= l->file_size || limit - l->file_size < PREALLOC_CHUNK)) {
+		l->prep_next = 1;
+		l->prep_from = 0;
+		l->prep_to = limit < PREALLOC_CHUNK ? limit : PREALLOC_CHUNK;
+		l->prep_fd = -1;
+	} else {
+		return;
+	}
+	l->prep_busy = 1;
+	l->prep_errno = 0;
+	l->prep.data = l;
+	if (uv_queue_work(l->loop, &l->prep, prep_work, prep_done) != 0) {
+		l->prep_busy = 0;
+		if (l->prep_fd >= 0)
+			close(l->prep_fd);
+		l->prep_fd = -1;
+	}
 }
 
 /* ------------------------------------------------------------------ flush */
@@ -149,21 +368,31 @@ static void flush_work(uv_work_t *w)
 {
 	struct ledger *l = w->data;
 	size_t done = 0;
+	int64_t t0;
 	int rc;
 
 	l->work_errno = 0;
-	if (l->file_size >= l->cfg.segment_bytes &&
-	    (rc = segment_create(l, l->batch_first, l->cfg.now())) != 0) {
-		l->work_errno = -rc;
-		l->work_what = "create segment";
-		return;
+	if (l->rotate) {
+		int fd, prepared = l->rot_fd;
+
+		l->rot_fd = -1; /* consumed, whatever happens */
+		if ((rc = segment_create(l, l->batch_first, l->cfg.now(), prepared, &fd)) != 0) {
+			l->work_errno = -rc;
+			l->work_what = "create segment";
+			return;
+		}
+		close(l->fd);
+		l->fd = fd;
+		l->file_size = LEDGER_FILE_HEADER;
+		l->rotated = 1;
+		if (prepared < 0)
+			l->rot_zeroed = 0;
 	}
-	/* A failed attempt may have left part of the batch: start from the durable end. */
-	if (ftruncate(l->fd, (off_t)l->file_size) != 0) {
-		l->work_errno = errno;
-		l->work_what = "truncate";
-		return;
-	}
+	/*
+	 * A failed attempt may have left part of the batch: it is written again
+	 * from the durable end, byte for byte the same, so that no page whose
+	 * writeback failed is trusted.
+	 */
 	while (done < l->batch.size) {
 		ssize_t n = pwrite(l->fd, l->batch.data + done, l->batch.size - done,
 		                   (off_t)(l->file_size + done));
@@ -177,11 +406,13 @@ static void flush_work(uv_work_t *w)
 		}
 		done += (size_t)n;
 	}
+	t0 = mono_ns();
 	if (fdatasync(l->fd) != 0) {
 		l->work_errno = errno;
 		l->work_what = "fdatasync";
 		return;
 	}
+	l->sync_ns = mono_ns() - t0;
 	l->file_size += l->batch.size;
 }
 
@@ -202,13 +433,17 @@ static void arm_timer(struct ledger *l, uint64_t ms)
 	uv_timer_start(&l->timer, on_retry, ms, 0);
 }
 
-static void finish_close(struct ledger *l);
-
 static void flush_done(uv_work_t *w, int status)
 {
 	struct ledger *l = w->data;
 
 	l->in_flight = 0;
+	if (l->rotated) {
+		l->rotated = 0;
+		l->seg_gen++;
+		l->zeroed_end = l->rot_zeroed;
+		l->stats.segments++;
+	}
 	if (status != 0 || l->work_errno) {
 		int e = status != 0 ? EINTR : l->work_errno;
 
@@ -232,18 +467,43 @@ static void flush_done(uv_work_t *w, int status)
 	l->stats.syncs++;
 	l->stats.records_synced += l->batch_records;
 	l->durable_seq = l->batch_last;
+	/*
+	 * The clients whose replies this releases are likely to send their next
+	 * change within a round trip: gather them with those already pending.
+	 */
+	l->gather_target = l->batch_records + l->pending_records;
+	l->gather_deadline = mono_ns() + (l->sync_ns / 2 < GATHER_MAX_NS ? l->sync_ns / 2
+	                                                                : GATHER_MAX_NS);
 	l->batch.size = 0;
 	l->batch_records = 0;
 	if (l->durable)
 		l->durable(l->arg, l->durable_seq);
+	maybe_prepare(l);
 	maybe_flush(l);
 	if (l->closing && !l->in_flight)
 		finish_close(l);
 }
 
-/* Starts writing: the failed batch again, or the pending records. */
+/*
+ * Starts writing: the failed batch again, or the pending records. It waits
+ * (prep_done calls again) while the zero-filling of the stretch it would
+ * write to is still running.
+ */
 static void start_flush(struct ledger *l)
 {
+	size_t size = l->batch.size ? l->batch.size : l->pending.size;
+	int rotate = l->file_size > LEDGER_FILE_HEADER &&
+	             l->file_size + size > l->cfg.segment_bytes;
+
+	if (!rotate && l->prep_busy && !l->prep_next && l->prep_gen == l->seg_gen &&
+	    l->file_size + size > l->prep_from)
+		return;
+	l->rotate = rotate;
+	if (rotate) {
+		l->rot_fd = l->next_fd;
+		l->rot_zeroed = l->next_zeroed;
+		l->next_fd = -1;
+	}
 	if (l->batch.size == 0) {
 		msgpack_sbuffer t = l->batch;
 
@@ -256,15 +516,53 @@ static void start_flush(struct ledger *l)
 		l->pending_records = 0;
 		l->pending_first = 0;
 	}
+	if (l->gather_armed) {
+		uv_poll_stop(&l->gather_poll);
+		l->gather_armed = 0;
+	}
 	l->in_flight = 1;
 	l->due = 0;
 	l->work.data = l;
 	if (uv_queue_work(l->loop, &l->work, flush_work, flush_done) != 0) {
+		if (l->rot_fd >= 0)
+			l->next_fd = l->rot_fd; /* not consumed */
+		l->rot_fd = -1;
 		l->in_flight = 0;
 		l->work_errno = EAGAIN;
 		l->work_what = "queue";
 		flush_done(&l->work, 0);
 	}
+}
+
+static void on_gather(uv_poll_t *p, int status, int events)
+{
+	struct ledger *l = p->data;
+	uint64_t expirations;
+
+	(void)status;
+	(void)events;
+	if (read(l->gather_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+		log_warn("ledger: reading the commit-delay timer: %s", strerror(errno));
+	l->gather_armed = 0;
+	uv_poll_stop(&l->gather_poll);
+	maybe_flush(l);
+}
+
+/* Wakes the loop at the gathering deadline, with microsecond precision. */
+static void arm_gather(struct ledger *l)
+{
+	struct itimerspec its = {
+		.it_value = {.tv_sec = l->gather_deadline / 1000000000,
+		             .tv_nsec = l->gather_deadline % 1000000000}};
+
+	if (l->gather_armed)
+		return;
+	if (timerfd_settime(l->gather_fd, TFD_TIMER_ABSTIME, &its, NULL) != 0) {
+		start_flush(l); /* no timer: never hold a batch without one */
+		return;
+	}
+	l->gather_armed = 1;
+	uv_poll_start(&l->gather_poll, UV_READABLE, on_gather);
 }
 
 static void maybe_flush(struct ledger *l)
@@ -275,6 +573,13 @@ static void maybe_flush(struct ledger *l)
 		/* a failed batch waits for the retry timer */
 		if (!l->timer_armed || l->closing)
 			start_flush(l);
+		return;
+	}
+	if (l->cfg.strict && !l->closing) {
+		if (l->pending_records >= l->gather_target || mono_ns() >= l->gather_deadline)
+			start_flush(l);
+		else
+			arm_gather(l);
 		return;
 	}
 	if (l->cfg.strict || l->closing || l->due || l->pending.size >= l->cfg.batch_bytes)
@@ -314,8 +619,10 @@ uint64_t ledger_commit(struct ledger *l)
 	uint64_t seq = l->stats.last_seq + 1;
 
 	SC_ASSERT(l->open_record != SIZE_MAX && body <= LEDGER_RECORD_MAX);
-	ledger_encode_header(rec, seq, l->open_time, l->open_type, rec + LEDGER_RECORD_HEADER,
-	                     (uint32_t)body);
+	/* the first record of pending will be the first of its batch */
+	ledger_encode_header(rec, seq, l->open_time, l->open_type,
+	                     l->pending_records ? 0 : LEDGER_RECORD_BATCH_START,
+	                     rec + LEDGER_RECORD_HEADER, (uint32_t)body);
 	l->open_record = SIZE_MAX;
 	l->stats.last_seq = seq;
 	if (!l->pending_first)
@@ -349,6 +656,7 @@ int ledger_open(struct ledger **out, uv_loop_t *loop, const struct ledger_config
                 void *arg, char *err, size_t errlen)
 {
 	struct ledger *l = calloc(1, sizeof(*l));
+	char path[4200];
 	int rc;
 
 	if (!l)
@@ -356,6 +664,7 @@ int ledger_open(struct ledger **out, uv_loop_t *loop, const struct ledger_config
 	l->loop = loop;
 	l->cfg = *cfg;
 	l->fd = -1;
+	l->gather_fd = -1;
 	l->open_record = SIZE_MAX;
 	l->durable = durable;
 	l->arg = arg;
@@ -369,30 +678,55 @@ int ledger_open(struct ledger **out, uv_loop_t *loop, const struct ledger_config
 		sc_errorf(err, errlen, "%s: %s", l->dir, strerror(errno));
 		goto fail;
 	}
-	if (tail->segments && tail->tail_file[0] && tail->tail_offset >= LEDGER_FILE_HEADER) {
+	/* A preparation the previous daemon left may be incomplete: start afresh. */
+	snprintf(path, sizeof(path), "%s/%s", l->dir, PREPARED_NAME);
+	unlink(path);
+	l->next_fd = l->prep_fd = l->rot_fd = -1;
+	if (tail->segments && tail->tail_file[0] && tail->tail_offset >= LEDGER_FILE_HEADER &&
+	    tail->tail_zeroed) {
+		struct stat sb;
+
 		l->fd = open(tail->tail_file, O_WRONLY | O_CLOEXEC);
-		if (l->fd < 0) {
+		if (l->fd < 0 || fstat(l->fd, &sb) != 0) {
 			rc = -errno;
 			sc_errorf(err, errlen, "%s: %s", tail->tail_file, strerror(errno));
 			goto fail;
 		}
 		l->file_size = tail->tail_offset;
+		/* the scan found zeros (or repair wrote them) from the tail to the end */
+		l->zeroed_end = (uint64_t)sb.st_size;
 		l->stats.segments = tail->segments;
-	} else if ((rc = segment_create(l, tail->last_seq + 1, cfg->now())) != 0) {
-		sc_errorf(err, errlen, "%s: cannot create a ledger segment: %s", l->dir,
-		          strerror(-rc));
+	} else {
+		/* a new ledger, or one whose last segment is appended (never extended again) */
+		rc = segment_create(l, tail->last_seq + 1, cfg->now(), -1, &l->fd);
+		if (rc != 0) {
+			sc_errorf(err, errlen, "%s: cannot create a ledger segment: %s", l->dir,
+			          strerror(-rc));
+			goto fail;
+		}
+		l->file_size = LEDGER_FILE_HEADER;
+		l->stats.segments = tail->segments + 1;
+	}
+	l->gather_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (l->gather_fd < 0 || uv_poll_init(loop, &l->gather_poll, l->gather_fd) != 0) {
+		rc = l->gather_fd < 0 ? -errno : SC_EINTERNAL;
+		sc_errorf(err, errlen, "ledger: cannot create the commit-delay timer: %s",
+		          sc_strerror(rc));
 		goto fail;
 	}
 	uv_check_init(loop, &l->check);
 	uv_timer_init(loop, &l->timer);
-	l->check.data = l->timer.data = l;
-	l->handles_open = 2;
+	l->check.data = l->timer.data = l->gather_poll.data = l;
+	l->handles_open = 3;
 	uv_check_start(&l->check, on_check);
+	maybe_prepare(l);
 	*out = l;
 	return 0;
 fail:
 	if (l->fd >= 0)
 		close(l->fd);
+	if (l->gather_fd >= 0)
+		close(l->gather_fd);
 	msgpack_sbuffer_destroy(&l->pending);
 	msgpack_sbuffer_destroy(&l->batch);
 	free(l);
@@ -410,6 +744,8 @@ static void on_handle_closed(uv_handle_t *h)
 /* Called when nothing is in flight: the last records are written, then handles close. */
 static void finish_close(struct ledger *l)
 {
+	if (l->prep_busy)
+		return; /* prep_done comes back here */
 	if (l->pending_records || l->batch.size) {
 		if (l->final_attempts++ < 3) {
 			start_flush(l);
@@ -422,6 +758,7 @@ static void finish_close(struct ledger *l)
 		return;
 	uv_close((uv_handle_t *)&l->check, on_handle_closed);
 	uv_close((uv_handle_t *)&l->timer, on_handle_closed);
+	uv_close((uv_handle_t *)&l->gather_poll, on_handle_closed);
 }
 
 void ledger_close(struct ledger *l, void (*closed)(void *arg), void *arg)
@@ -441,6 +778,15 @@ void ledger_free(struct ledger *l)
 		return;
 	if (l->fd >= 0)
 		close(l->fd);
+	if (l->gather_fd >= 0)
+		close(l->gather_fd); /* after its poll handle closed */
+	if (l->next_fd >= 0) {
+		char path[4200];
+
+		close(l->next_fd);
+		snprintf(path, sizeof(path), "%s/%s", l->dir, PREPARED_NAME);
+		unlink(path);
+	}
 	msgpack_sbuffer_destroy(&l->pending);
 	msgpack_sbuffer_destroy(&l->batch);
 	free(l);

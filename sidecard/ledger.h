@@ -18,6 +18,11 @@
 #define LEDGER_RECORD_HEADER 32u
 #define LEDGER_RECORD_MAX (1u << 26)    /* no record is larger than 64 MiB */
 
+/* Segment header flags (ledger_format.c). */
+#define LEDGER_SEGMENT_ZEROED 0x1u /* zero-filled ahead of use; records mark batch starts */
+/* Record header flags. */
+#define LEDGER_RECORD_BATCH_START 0x1u /* the first record of a write+fdatasync batch */
+
 /* Record types. Method records carry [params, result] of the request. */
 enum ledger_type {
 	LEDGER_SETTINGS = 1, /* {hold_ttl_us, expiry_charges, capacities...} */
@@ -59,10 +64,10 @@ struct ledger_record {
 uint32_t ledger_crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* Encodes a segment's header; out must hold LEDGER_FILE_HEADER bytes. */
-void ledger_encode_file_header(char *out, uint64_t first_seq, int64_t now);
+void ledger_encode_file_header(char *out, uint64_t first_seq, int64_t now, unsigned flags);
 
 /* Encodes a record header for body; out must hold LEDGER_RECORD_HEADER bytes. */
-void ledger_encode_header(char *out, uint64_t seq, int64_t time, unsigned type,
+void ledger_encode_header(char *out, uint64_t seq, int64_t time, unsigned type, unsigned flags,
                           const char *body, uint32_t body_len);
 
 /* ---- reading ---- */
@@ -76,25 +81,37 @@ struct ledger_scan_result {
 	uint64_t records;      /* records visited */
 	unsigned segments;
 	int torn;              /* the last segment ended in a partial record */
+	int tail_zeroed;       /* the last segment is zero-filled (LEDGER_SEGMENT_ZEROED) */
 	char tail_file[4096];  /* the last segment's path */
 	uint64_t tail_offset;  /* where the valid data of the last segment ends */
 };
+
+/* Flags of ledger_scan. */
+#define LEDGER_SCAN_REPAIR 0x1u  /* remove a torn tail */
+/*
+ * The same files passed a scan moments ago and nobody has written them
+ * since (the daemon holds its state directory's lock): the checksums are
+ * not computed again. Everything else is checked.
+ */
+#define LEDGER_SCAN_TRUSTED 0x2u
 
 /*
  * Reads every segment of the ledger directory dir in order, checks each
  * record (magic, length, CRC32C, consecutive sequence numbers from one
  * segment to the next) and calls visit for those with seq >= from_seq.
  *
- * A partial record at the very end of the last segment is a torn tail: it
- * is reported in res (torn = 1, tail_offset) and, if repair is set, cut off
- * with ftruncate and a warning in err. Any other bad record is corruption:
- * the scan stops with SC_EINVAL and err names the file, the offset and the
- * sequence number expected there; nothing is rewritten. A missing or empty
- * directory is an empty ledger. Returns 0, the visitor's non-zero value, or
- * a negative code.
+ * The remains of a write that never completed at the end of the last
+ * segment are a torn tail (the rules, byte by byte, in ledger_format.c): it
+ * is reported in res (torn = 1, tail_offset) and, with LEDGER_SCAN_REPAIR, removed
+ * (a zero-filled segment is zeroed again from tail_offset on, an older one
+ * cut with ftruncate) with a warning in err. Any other bad record is
+ * corruption: the scan stops with SC_EINVAL and err names the file, the
+ * offset and the sequence number expected there; nothing is rewritten. A
+ * missing or empty directory is an empty ledger. Returns 0, the visitor's
+ * non-zero value, or a negative code.
  */
-int ledger_scan(const char *dir, uint64_t from_seq, int repair, ledger_visit_fn visit, void *arg,
-                struct ledger_scan_result *res, char *err, size_t errlen);
+int ledger_scan(const char *dir, uint64_t from_seq, unsigned flags, ledger_visit_fn visit,
+                void *arg, struct ledger_scan_result *res, char *err, size_t errlen);
 
 /*
  * Removes the segments whose every record is <= upto_seq (covered by a

@@ -19,7 +19,9 @@
  *   12     4     header size (64)
  *   16     8     sequence number of the first record in the file
  *   24     8     creation time, microseconds since the epoch
- *   32     28    reserved, zero
+ *   32     4     segment flags: bit 0 (LEDGER_SEGMENT_ZEROED) the file is
+ *                zero-filled ahead of the records; other bits zero
+ *   36     24    reserved, zero
  *   60     4     CRC32C of bytes 0..59
  *
  * Record (32-byte header + body):
@@ -30,7 +32,8 @@
  *   8      8     sequence number: the previous record's plus one
  *   16     8     time of the change, microseconds since the epoch (UTC)
  *   24     2     type (enum ledger_type)
- *   26     2     flags, zero
+ *   26     2     record flags: bit 0 (LEDGER_RECORD_BATCH_START) the first
+ *                record of a batch, in a zero-filled segment; other bits zero
  *   28     4     CRC32C of header bytes 0..27 followed by the body
  *   32     n     body: one msgpack object
  *
@@ -40,10 +43,37 @@
  * reproduces the result exactly; recovery checks that it does. An expiry
  * record's body is [] and a settings record's body is a map.
  *
- * A record is durable once the fdatasync after its write returns. A crash
- * can leave a partial record at the end of the last segment (a torn tail);
- * recovery cuts it off. A bad record anywhere else is corruption and stops
- * recovery with the file, offset and sequence number.
+ * A record is durable once the fdatasync after its write returns. The
+ * writer writes a batch of records with one pwrite and one fdatasync, and
+ * starts the next batch only after that fdatasync returned, so a crash can
+ * damage only the last batch of the last segment (a torn tail), never an
+ * earlier one. Where the data of a segment ends depends on its kind:
+ *
+ * - Zero-filled segments (flag ZEROED; every segment this daemon writes).
+ *   The file is filled with zero bytes, and synced, before records are
+ *   written over them, so an fdatasync flushes data and never has to commit
+ *   a new file size. The data ends at the first offset whose 32 bytes are
+ *   all zero (a record header never is: its magic is not zero), or at the
+ *   end of the file. Everything after that offset is zero. In the last
+ *   segment, a bad record or non-zero bytes after the end are a torn tail
+ *   unless a valid record flagged BATCH_START (of a later batch, whose
+ *   sequence number is above the one expected at the bad offset) lies
+ *   anywhere after it: a later batch proves that the damaged one was
+ *   complete and synced, so the damage is corruption. Power loss may keep
+ *   any subset of a torn batch's pages; none of them carries a later
+ *   batch's start. Repair writes zeros from the end of the valid data to the
+ *   end of the file and syncs them (the file keeps its preallocated size).
+ *   In any other segment, a bad record, a zero header followed by non-zero
+ *   bytes, or non-zero bytes after the end is corruption.
+ *
+ * - Appended segments (flag clear; written by earlier versions). The data
+ *   ends at the end of the file. A partial record at the very end of the
+ *   last segment (its header or body reaching the end of the file) is a
+ *   torn tail, which repair cuts off with ftruncate; a bad record anywhere
+ *   else is corruption. The writer never appends to such a segment again:
+ *   it starts a new, zero-filled one.
+ *
+ * Corruption stops recovery with the file, offset and sequence number.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -176,7 +206,7 @@ static uint64_t get64(const char *p)
 	return v;
 }
 
-void ledger_encode_file_header(char *out, uint64_t first_seq, int64_t now)
+void ledger_encode_file_header(char *out, uint64_t first_seq, int64_t now, unsigned flags)
 {
 	memset(out, 0, LEDGER_FILE_HEADER);
 	memcpy(out, LEDGER_FILE_MAGIC, 8);
@@ -184,10 +214,11 @@ void ledger_encode_file_header(char *out, uint64_t first_seq, int64_t now)
 	put32(out + 12, LEDGER_FILE_HEADER);
 	put64(out + 16, first_seq);
 	put64(out + 24, (uint64_t)now);
+	put32(out + 32, flags);
 	put32(out + 60, ledger_crc32c(0, out, 60));
 }
 
-void ledger_encode_header(char *out, uint64_t seq, int64_t time, unsigned type,
+void ledger_encode_header(char *out, uint64_t seq, int64_t time, unsigned type, unsigned flags,
                           const char *body, uint32_t body_len)
 {
 	put32(out, LEDGER_RECORD_MAGIC);
@@ -196,7 +227,8 @@ void ledger_encode_header(char *out, uint64_t seq, int64_t time, unsigned type,
 	put64(out + 16, (uint64_t)time);
 	out[24] = (char)(type & 0xff);
 	out[25] = (char)(type >> 8);
-	out[26] = out[27] = 0;
+	out[26] = (char)(flags & 0xff);
+	out[27] = (char)(flags >> 8);
 	put32(out + 28, ledger_crc32c(ledger_crc32c(0, out, 28), body, body_len));
 }
 
@@ -285,7 +317,7 @@ static int check_file_header(const char *p, size_t size, uint64_t want_first, co
 struct scan {
 	const char *dir;
 	uint64_t from_seq;
-	int repair;
+	unsigned flags;
 	ledger_visit_fn visit;
 	void *arg;
 	struct ledger_scan_result *res;
@@ -295,7 +327,8 @@ struct scan {
 };
 
 /* Why the record at p (avail bytes left) is not valid, or NULL. */
-static const char *record_problem(const char *p, size_t avail, uint64_t expect, int *partial)
+static const char *record_problem(const char *p, size_t avail, uint64_t expect, int check_crc,
+                                  int *partial)
 {
 	uint32_t len;
 
@@ -313,33 +346,90 @@ static const char *record_problem(const char *p, size_t avail, uint64_t expect, 
 		*partial = 1;
 		return "partial record";
 	}
-	if (get32(p + 28) != ledger_crc32c(ledger_crc32c(0, p, 28), p + LEDGER_RECORD_HEADER, len))
+	if (check_crc &&
+	    get32(p + 28) != ledger_crc32c(ledger_crc32c(0, p, 28), p + LEDGER_RECORD_HEADER, len))
 		return "checksum mismatch";
 	if (expect && get64(p + 8) != expect)
 		return "sequence number out of order";
 	return NULL;
 }
 
-/* Cuts a torn tail off the last segment. */
-static int cut_tail(struct scan *s, const char *path, uint64_t offset, const char *why)
+/* Writes zeros over [from, to) of fd and syncs them. 0 or -errno. */
+static int zero_range(int fd, uint64_t from, uint64_t to)
+{
+	static const char zero[65536];
+
+	while (from < to) {
+		size_t n = to - from < sizeof(zero) ? (size_t)(to - from) : sizeof(zero);
+		ssize_t w = pwrite(fd, zero, n, (off_t)from);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		from += (uint64_t)w;
+	}
+	return fdatasync(fd) != 0 ? -errno : 0;
+}
+
+/*
+ * Removes a torn tail from the last segment: a zero-filled segment is
+ * zeroed again from offset to its end (size), an appended one is cut.
+ */
+static int cut_tail(struct scan *s, const char *path, uint64_t offset, uint64_t size,
+                    int zeroed, const char *why)
 {
 	int fd, rc = 0;
 
 	s->res->torn = 1;
-	if (!s->repair)
+	if (!(s->flags & LEDGER_SCAN_REPAIR))
 		return 0;
 	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)offset) != 0 || fdatasync(fd) != 0)
+	if (fd < 0)
+		rc = -errno;
+	else if (zeroed)
+		rc = zero_range(fd, offset, size);
+	else if (ftruncate(fd, (off_t)offset) != 0 || fdatasync(fd) != 0)
 		rc = -errno;
 	if (fd >= 0)
 		close(fd);
 	if (rc != 0)
-		sc_errorf(s->err, s->errlen, "%s: cannot cut the torn tail at offset %" PRIu64 ": %s",
-		          path, offset, strerror(-rc));
+		sc_errorf(s->err, s->errlen, "%s: cannot remove the torn tail at offset %" PRIu64
+		          ": %s", path, offset, strerror(-rc));
 	else
-		sc_errorf(s->err, s->errlen, "%s: torn tail (%s) cut off at offset %" PRIu64, path,
-		          why, offset);
+		sc_errorf(s->err, s->errlen, "%s: torn tail (%s) %s at offset %" PRIu64, path, why,
+		          zeroed ? "zeroed from" : "cut off", offset);
 	return rc;
+}
+
+static int all_zero(const char *p, size_t n)
+{
+	static const char zero[4096];
+
+	for (; n >= sizeof(zero); p += sizeof(zero), n -= sizeof(zero))
+		if (memcmp(p, zero, sizeof(zero)) != 0)
+			return 0;
+	return memcmp(p, zero, n) == 0;
+}
+
+/*
+ * Whether p[from, size) holds a valid record flagged BATCH_START whose
+ * sequence number is above seq: the start of a batch written after the one
+ * that holds seq, which therefore was complete and synced.
+ */
+static int later_batch(const char *p, uint64_t from, uint64_t size, uint64_t seq)
+{
+	static const char magic[4] = {0x53, 0x43, 0x52, 0x31}; /* LEDGER_RECORD_MAGIC */
+	const char *q = p + from, *end = p + size;
+	int partial;
+
+	while (q < end && (q = memmem(q, (size_t)(end - q), magic, sizeof(magic))) != NULL) {
+		if (record_problem(q, (size_t)(end - q), 0, 1, &partial) == NULL &&
+		    ((unsigned char)q[26] & LEDGER_RECORD_BATCH_START) && get64(q + 8) > seq)
+			return 1;
+		q++;
+	}
+	return 0;
 }
 
 /*
@@ -354,13 +444,13 @@ static int drop_headless(struct scan *s, const char *path, const char *prev_file
 	s->res->segments--;
 	snprintf(s->res->tail_file, sizeof(s->res->tail_file), "%s", prev_file);
 	s->res->tail_offset = prev_offset;
-	if (s->repair && unlink(path) != 0) {
+	if ((s->flags & LEDGER_SCAN_REPAIR) && unlink(path) != 0) {
 		sc_errorf(s->err, s->errlen, "%s: cannot remove the half-created segment: %s", path,
 		          strerror(errno));
 		return -errno;
 	}
 	sc_errorf(s->err, s->errlen, "%s: torn tail (%s): a segment that was never completed%s",
-	          path, why, s->repair ? " was removed" : "");
+	          path, why, (s->flags & LEDGER_SCAN_REPAIR) ? " was removed" : "");
 	return 0;
 }
 
@@ -369,8 +459,8 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 	char path[4096], prev_file[4096];
 	struct stat sb;
 	const char *p, *why = NULL;
-	uint64_t off = LEDGER_FILE_HEADER, prev_offset = s->res->tail_offset;
-	int fd, rc = 0;
+	uint64_t off = LEDGER_FILE_HEADER, prev_offset = s->res->tail_offset, size;
+	int fd, zeroed, rc = 0;
 
 	snprintf(path, sizeof(path), "%s/%s", s->dir, seg->name);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &sb) != 0) {
@@ -391,7 +481,9 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 		sc_errorf(s->err, s->errlen, "%s: offset 0: segment shorter than its header", path);
 		return SC_EINVAL;
 	}
-	p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	size = (uint64_t)sb.st_size;
+	/* mapped in one go: faulting 4 KiB at a time costs more than reading the records */
+	p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED) {
 		sc_errorf(s->err, s->errlen, "%s: mmap: %s", path, strerror(errno));
@@ -410,21 +502,38 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 		return SC_EINVAL;
 	}
 	s->next_seq = seg->first_seq;
-	while (rc == 0 && off < (uint64_t)sb.st_size) {
-		size_t avail = (size_t)sb.st_size - off;
+	zeroed = (get32(p + 32) & LEDGER_SEGMENT_ZEROED) != 0;
+	s->res->tail_zeroed = zeroed;
+	while (rc == 0 && off < size) {
+		size_t avail = (size_t)(size - off);
 		const char *r = p + off;
-		int partial;
-		const char *problem = record_problem(r, avail, s->next_seq, &partial);
+		int partial = 0;
+		const char *problem = NULL;
 		struct ledger_record rec;
 
-		if (problem) {
+		if (zeroed && all_zero(r, avail < LEDGER_RECORD_HEADER ? avail : LEDGER_RECORD_HEADER)) {
+			if (all_zero(r, avail))
+				break; /* the end of the data */
+			problem = "all-zero record header with data after it";
+		} else {
+			problem = record_problem(r, avail, s->next_seq,
+			                         !(s->flags & LEDGER_SCAN_TRUSTED), &partial);
+		}
+		if (problem && zeroed) {
+			if (last && !later_batch(p, off + 1, size, s->next_seq)) {
+				rc = cut_tail(s, path, off, size, 1, problem);
+				break;
+			}
+		} else if (problem) {
 			uint32_t len = avail >= 8 ? get32(r + 4) : 0;
 			int at_end = partial || (uint64_t)LEDGER_RECORD_HEADER + len == avail;
 
 			if (last && at_end && strcmp(problem, "sequence number out of order") != 0) {
-				rc = cut_tail(s, path, off, problem);
+				rc = cut_tail(s, path, off, size, 0, problem);
 				break;
 			}
+		}
+		if (problem) {
 			sc_errorf(s->err, s->errlen,
 			          "%s: offset %" PRIu64 ": %s (expected sequence number %" PRIu64 ")",
 			          path, off, problem, s->next_seq);
@@ -451,10 +560,10 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 	return rc;
 }
 
-int ledger_scan(const char *dir, uint64_t from_seq, int repair, ledger_visit_fn visit, void *arg,
-                struct ledger_scan_result *res, char *err, size_t errlen)
+int ledger_scan(const char *dir, uint64_t from_seq, unsigned flags, ledger_visit_fn visit,
+                void *arg, struct ledger_scan_result *res, char *err, size_t errlen)
 {
-	struct scan s = {dir, from_seq, repair, visit, arg, res, err, errlen, 0};
+	struct scan s = {dir, from_seq, flags, visit, arg, res, err, errlen, 0};
 	struct segment *segs;
 	size_t n;
 	int rc;

@@ -299,7 +299,10 @@ static int rebuild(struct daemon *d, struct state_config *sc, uint64_t last_seq)
 		return rc;
 	}
 	d->dispatch.st = d->st;
-	rc = ledger_scan(d->ledger_dir, from, 0, replay_one, &rp, &res, err, sizeof(err));
+	/* recover() has just checked every record of these files */
+	rc = ledger_scan(d->ledger_dir, from, LEDGER_SCAN_TRUSTED, replay_one, &rp, &res, err,
+	                 sizeof(err));
+	dispatch_replay_end(&d->dispatch);
 	if (rc != 0) {
 		log_error("cannot rebuild the state: %s", rp.err[0] ? rp.err : err);
 		return rc < 0 ? rc : SC_EINTERNAL;
@@ -337,7 +340,8 @@ static int recover(struct daemon *d, struct ledger_scan_result *tail)
 	int64_t t0 = dispatch_now();
 	int rc;
 
-	rc = ledger_scan(d->ledger_dir, UINT64_MAX, 1, NULL, NULL, tail, err, sizeof(err));
+	rc = ledger_scan(d->ledger_dir, UINT64_MAX, LEDGER_SCAN_REPAIR, NULL, NULL, tail, err,
+	                 sizeof(err));
 	if (rc != 0) {
 		log_error("ledger: %s; refusing to start (nothing was changed)", err);
 		return rc;

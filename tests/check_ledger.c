@@ -8,12 +8,20 @@
  *   kept (re-attach) or deleted (rebuild from checkpoint plus ledger): the
  *   orgs, agents, wallets, rules, transactions and counters after the
  *   restart are exactly those acknowledged before it;
- * - a torn tail: the last segment cut at every byte offset inside its last
- *   record; `sidecardctl ledger verify` warns and exits 0, the daemon cuts
- *   the tail ("torn tail" in its log) and serves everything but that record;
- * - corruption: one byte flipped inside an earlier record; the daemon exits
- *   1 without serving and names the file and offset, the file is left
- *   byte-identical, and `sidecardctl ledger verify` exits 1 naming the same;
+ * - a torn tail: the last record torn at every byte offset inside it, by
+ *   ending the file there or by zeros from there on (the segment is
+ *   zero-filled after its records); `sidecardctl ledger verify` warns and
+ *   exits 0, the daemon removes the tail ("torn tail" in its log) and serves
+ *   everything but that record; non-zero bytes after the last record and a
+ *   last record whose header alone is zero are torn tails too, zeroed in
+ *   place;
+ * - corruption: one byte flipped inside an earlier record, or its header
+ *   zeroed; the daemon exits 1 without serving and names the file and
+ *   offset, the file is left byte-identical, and `sidecardctl ledger verify`
+ *   exits 1 naming the same;
+ * - segments as earlier versions wrote them (appended, no flags): read,
+ *   their torn tail cut off, and never extended: new records go to a new
+ *   zero-filled segment;
  * - `sidecardctl ledger export`: one JSON line per record, sequence numbers
  *   consecutive from 1, one record of the expected type per mutation;
  * - rotation and checkpoints with a 4 KiB --segment-size and a small
@@ -189,6 +197,14 @@ static void write_file(const char *path, const void *buf, size_t len)
 	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
 	ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
 	close(fd);
+}
+
+static int all_zero(const char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != 0)
+			return 0;
+	return 1;
 }
 
 /* The daemon's log of its last run ("" if none). Caller frees. */
@@ -678,7 +694,10 @@ START_TEST(test_torn_tail_every_offset)
 	ck_assert_int_eq(res.torn, 0);
 	saved = read_file(last.file, &saved_len);
 	ck_assert_ptr_nonnull(saved);
-	ck_assert_uint_eq(saved_len, last.offset + last.size);
+	/* the segment is zero-filled after its last record */
+	ck_assert_uint_ge(saved_len, last.offset + last.size);
+	ck_assert_msg(all_zero(saved + last.offset + last.size, saved_len - last.offset - last.size),
+	              "non-zero bytes after the last record of %s", last.file);
 	list_files("ledger", ledger_files, sizeof(ledger_files));
 	list_files("checkpoints", checkpoint_files, sizeof(checkpoint_files));
 
@@ -688,7 +707,18 @@ START_TEST(test_torn_tail_every_offset)
 		/* Undo what the previous start wrote, then tear the record here. */
 		remove_new_files("ledger", ledger_files);
 		remove_new_files("checkpoints", checkpoint_files);
-		write_file(last.file, saved, cut);
+		if ((cut / 2) % 2) {
+			/* a write that stopped at cut: zeros after it, the file keeps its size */
+			char *torn = malloc(saved_len);
+
+			ck_assert_ptr_nonnull(torn);
+			memcpy(torn, saved, cut);
+			memset(torn + cut, 0, saved_len - cut);
+			write_file(last.file, torn, saved_len);
+			free(torn);
+		} else {
+			write_file(last.file, saved, cut); /* a file that ends at cut */
+		}
 		if (cut % 2)
 			remove_shm();
 
@@ -725,7 +755,7 @@ START_TEST(test_corruption_refused)
 	char *before, *after, *log, out[8192], offset[64], expected[64];
 	const char *base;
 	size_t len, len_after;
-	int keep_shm = _i == 0;
+	int keep_shm = _i == 0, zero_header = _i == 2;
 
 	populate();
 	kill_daemon(SIGKILL);
@@ -736,7 +766,10 @@ START_TEST(test_corruption_refused)
 
 	before = read_file(victim.file, &len);
 	ck_assert_ptr_nonnull(before);
-	before[victim.offset + victim.size / 2] ^= 0x40;
+	if (zero_header) /* a zero-filled segment's end marker, in the middle of its data */
+		memset(before + victim.offset, 0, LEDGER_RECORD_HEADER);
+	else
+		before[victim.offset + victim.size / 2] ^= 0x40;
 	write_file(victim.file, before, len);
 	if (!keep_shm)
 		remove_shm();
@@ -1061,17 +1094,25 @@ START_TEST(test_disk_failure_at_rotation)
 	struct snapshot before;
 	struct world w = populate();
 	char out[4096];
+	uint32_t last_size = 0;
 	sc_org o;
-	int i;
+	int i, segments;
 
-	/* One record at a time, until the segment has reached --segment-size. */
+	/*
+	 * One record at a time, until the next one (as large as the last, give
+	 * or take a few bytes) does not fit in the segment's --segment-size.
+	 */
 	for (i = 0; i < 200; i++) {
-		free(scan_ledger(&res));
-		if (res.tail_offset >= 4096)
+		struct recs *rs = scan_ledger(&res);
+
+		last_size = rs->v[rs->n - 1].size;
+		free(rs);
+		if (4096 - res.tail_offset + 8 < last_size)
 			break;
 		check(w.research, "data.fetch", 0, NULL);
 	}
-	ck_assert_uint_ge(res.tail_offset, 4096);
+	ck_assert_uint_lt(4096 - res.tail_offset + 8, last_size);
+	segments = count_files("ledger", ".log");
 	take(&before);
 
 	/* The next batch starts a new segment, and its header cannot be written. */
@@ -1080,10 +1121,14 @@ START_TEST(test_disk_failure_at_rotation)
 	p.agent = w.research;
 	ck_assert_int_eq(pthread_create(&p.thread, NULL, pending_main, &p), 0);
 	ck_assert_msg(wait_stat("ledger_failed", 1, 3000), "ledger_failed is not 1");
+	ck_assert_int_eq(sc_orgs_create(c, "refused", &o), SC_EUNAVAILABLE);
+	ck_assert_msg(strstr(sc_last_error(c), "create segment") != NULL,
+	              "the failure was not at the new segment: %s", sc_last_error(c));
 	kill_daemon(SIGKILL);
 	pthread_join(p.thread, NULL);
 	ck_assert_int_ne(p.rc, 0); /* never acknowledged */
 	ck_assert_int_eq(unlink(control), 0);
+	ck_assert_int_eq(count_files("ledger", ".log"), segments);
 
 	restart();
 	assert_same(&before, "after a failed rotation and SIGKILL");
@@ -1095,6 +1140,165 @@ START_TEST(test_disk_failure_at_rotation)
 	                  d.state) == 0,
 	              "verify after the failed rotation:\n%s", out);
 	ck_assert_int_eq(sc_orgs_create(c, "after-rotation", &o), SC_EEXISTS);
+	release(&before);
+}
+END_TEST
+
+/* ----- zero-filled segments: what follows the last record ----- */
+
+/*
+ * The remains of a write that never completed, in the zero-filled segment:
+ * non-zero bytes after the last record (0), or the last record's header
+ * zeroed with its body left (1), as power loss may leave a batch whose later
+ * page reached the disk and earlier one did not. Both are a torn tail: the
+ * daemon zeroes them, keeps the file's size, and serves everything else.
+ */
+START_TEST(test_tail_damage)
+{
+	struct ledger_scan_result res;
+	struct snapshot before;
+	struct recs *rs;
+	struct rec last;
+	char *buf, *log, out[4096];
+	size_t len, len_after;
+	uint64_t from;
+	struct world w = populate();
+
+	take(&before);
+	if (_i == 1)
+		allow(w.ops, "tool.run", USD(1)); /* the record whose header is lost */
+	kill_daemon(SIGKILL);
+	rs = scan_ledger(&res);
+	last = rs->v[rs->n - 1];
+	free(rs);
+	buf = read_file(last.file, &len);
+	ck_assert_ptr_nonnull(buf);
+	from = _i == 0 ? last.offset + last.size : last.offset;
+	ck_assert_uint_gt(len, last.offset + last.size + 200);
+	if (_i == 0)
+		memset(buf + from + 100, 0x5a, 50);
+	else
+		memset(buf + from, 0, LEDGER_RECORD_HEADER);
+	write_file(last.file, buf, len);
+	free(buf);
+
+	ck_assert_msg(run(out, sizeof(out), "'%s' ledger verify --state-dir '%s'", ctl_bin(),
+	                  d.state) == 0,
+	              "verify failed:\n%s", out);
+	ck_assert_msg(strstr(out, "torn tail") && strstr(out, ": ok"),
+	              "verify does not report the torn tail:\n%s", out);
+	remove_shm();
+	restart();
+	log = daemon_log();
+	ck_assert_msg(strstr(log, "torn tail") && strstr(log, "zeroed from"),
+	              "no 'torn tail ... zeroed from' in the log:\n%s", log);
+	free(log);
+	assert_same(&before, _i == 0 ? "after garbage past the end" : "after a lost record header");
+
+	buf = read_file(last.file, &len_after);
+	ck_assert_uint_eq(len_after, len);
+	ck_assert_msg(all_zero(buf + from, len - from), "the torn tail was not zeroed");
+	free(buf);
+	release(&before);
+}
+END_TEST
+
+/* ----- segments of earlier versions: appended, without flags ----- */
+
+static void put_le32(char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (char)(v >> (8 * i));
+}
+
+/*
+ * Rewrites every segment as earlier versions wrote them: no segment or
+ * record flags, and the file ending at its last record.
+ */
+static void make_appended(void)
+{
+	struct ledger_scan_result res;
+	struct recs *rs = scan_ledger(&res);
+	size_t i = 0;
+
+	while (i < rs->n) {
+		const char *file = rs->v[i].file;
+		size_t len, end = LEDGER_FILE_HEADER;
+		char *buf = read_file(file, &len);
+
+		ck_assert_ptr_nonnull(buf);
+		put_le32(buf + 32, 0);
+		put_le32(buf + 60, ledger_crc32c(0, buf, 60));
+		for (; i < rs->n && strcmp(rs->v[i].file, file) == 0; i++) {
+			char *r = buf + rs->v[i].offset;
+
+			r[26] = r[27] = 0;
+			put_le32(r + 28, ledger_crc32c(ledger_crc32c(0, r, 28), r + LEDGER_RECORD_HEADER,
+			                               rs->v[i].size - LEDGER_RECORD_HEADER));
+			end = rs->v[i].offset + rs->v[i].size;
+		}
+		write_file(file, buf, end);
+		free(buf);
+	}
+	free(rs);
+}
+
+START_TEST(test_appended_segments)
+{
+	struct ledger_scan_result res;
+	struct snapshot before;
+	struct recs *rs;
+	struct rec last;
+	char out[4096], *log, *buf;
+	size_t len;
+	int segments;
+	struct world w = populate();
+
+	take(&before);
+	allow(w.ops, "tool.run", USD(1)); /* torn below */
+	kill_daemon(SIGKILL);
+	make_appended();
+	rs = scan_ledger(&res);
+	last = rs->v[rs->n - 1];
+	free(rs);
+	ck_assert_int_eq(res.tail_zeroed, 0);
+	ck_assert_int_eq(res.torn, 0);
+	ck_assert_int_eq(run(out, sizeof(out), "'%s' ledger verify --state-dir '%s'", ctl_bin(),
+	                     d.state),
+	                 0);
+	ck_assert_msg(!strstr(out, "torn"), "verify of appended segments:\n%s", out);
+
+	/* an appended segment's torn tail is cut off, as before */
+	buf = read_file(last.file, &len);
+	ck_assert_uint_eq(len, last.offset + last.size);
+	write_file(last.file, buf, last.offset + last.size / 2);
+	free(buf);
+	segments = count_files("ledger", ".log");
+	remove_shm();
+	restart();
+	log = daemon_log();
+	ck_assert_msg(strstr(log, "rebuilt") && strstr(log, "torn tail") && strstr(log, "cut off"),
+	              "no rebuild and cut torn tail in the log:\n%s", log);
+	free(log);
+	assert_same(&before, "after rewriting the ledger as appended segments");
+	buf = read_file(last.file, &len);
+	ck_assert_uint_eq(len, last.offset);
+	free(buf);
+
+	/* new records go to a new, zero-filled segment; the old one is never extended */
+	release(&before);
+	allow(w.ops, "tool.run", USD(1));
+	take(&before);
+	ck_assert_int_eq(count_files("ledger", ".log"), segments + 1);
+	kill_daemon(SIGKILL);
+	free(scan_ledger(&res));
+	ck_assert_int_eq(res.tail_zeroed, 1);
+	buf = read_file(last.file, &len);
+	ck_assert_uint_eq(len, last.offset);
+	free(buf);
+	remove_shm();
+	restart();
+	assert_same(&before, "after appended segments and a zero-filled one");
 	release(&before);
 }
 END_TEST
@@ -1111,7 +1315,9 @@ static Suite *ledger_suite(void)
 	tcase_add_loop_test(tcase(s, "restart", setup_default), test_restart, 0,
 	                    (int)COUNT(restart_cases));
 	tcase_add_test(tcase(s, "torn-tail", setup_default), test_torn_tail_every_offset);
-	tcase_add_loop_test(tcase(s, "corruption", setup_default), test_corruption_refused, 0, 2);
+	tcase_add_loop_test(tcase(s, "corruption", setup_default), test_corruption_refused, 0, 3);
+	tcase_add_loop_test(tcase(s, "tail-damage", setup_default), test_tail_damage, 0, 2);
+	tcase_add_test(tcase(s, "appended-segments", setup_default), test_appended_segments);
 	tcase_add_test(tcase(s, "export", setup_default), test_export);
 	tcase_add_test(tcase(s, "rotation", setup_rotation), test_rotation_checkpoint);
 	tcase_add_loop_test(tcase(s, "disk-failure", setup_fault), test_disk_failure, 0,
