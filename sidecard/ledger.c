@@ -4,10 +4,16 @@
  * batch at a time (group commit); when a batch is on disk the owner is told
  * the durable sequence number, which releases strict-mode replies.
  *
- * Threads: every ledger_* function runs on the loop thread. The write of a
- * batch (flush_work) runs on a pool thread and touches only the segment
- * file and the batch buffer, which the loop thread leaves alone while
- * l->in_flight is set.
+ * Threads: every ledger_* function runs on the loop thread, except when
+ * the owner gives a lock (cfg.lock): then ledger_begin/ledger_commit,
+ * ledger_failure and ledger_get_stats may run on any thread holding it, and
+ * the loop thread takes it only to look at and swap the pending records and
+ * to publish the outcome of a flush. A commit from another thread wakes the
+ * loop (l->wake) when the loop must act: the first record after a swap
+ * (strict: start a flush; async: arm the interval) and the one that crosses
+ * --commit-batch. The write of a batch (flush_work) runs on a pool thread
+ * and touches only the segment file and the batch buffer, which the loop
+ * thread leaves alone while l->in_flight is set.
  *
  * DESIGN
  *
@@ -31,6 +37,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +85,7 @@ struct ledger {
 
 	uv_check_t check;
 	uv_timer_t timer;
+	uv_async_t wake; /* with cfg.lock: commits on other threads wake the loop */
 	int timer_armed;
 	int due; /* the commit interval has passed since the first pending record */
 	int closing;
@@ -90,6 +98,19 @@ struct ledger {
 };
 
 static void maybe_flush(struct ledger *l);
+
+/* The owner's lock around what appenders on other threads share with the loop. */
+static void lock(struct ledger *l)
+{
+	if (l->cfg.lock)
+		pthread_mutex_lock(l->cfg.lock);
+}
+
+static void unlock(struct ledger *l)
+{
+	if (l->cfg.lock)
+		pthread_mutex_unlock(l->cfg.lock);
+}
 
 /* ----------------------------------------------------------- segment files */
 
@@ -215,11 +236,13 @@ static void flush_done(uv_work_t *w, int status)
 		if (!l->failed)
 			log_error("ledger: %s failed: %s; refusing changes and retrying every %d ms",
 			          l->work_what ? l->work_what : "flush", strerror(e), RETRY_MS);
+		lock(l);
 		l->failed = 1;
 		l->stats.failures++;
 		snprintf(l->failure, sizeof(l->failure),
 		         "ledger: %s failed (%s); changes are refused until the disk accepts writes",
 		         l->work_what ? l->work_what : "flush", strerror(e));
+		unlock(l);
 		if (l->closing)
 			finish_close(l);
 		else
@@ -228,10 +251,12 @@ static void flush_done(uv_work_t *w, int status)
 	}
 	if (l->failed)
 		log_info("ledger: writes succeed again; accepting changes");
+	lock(l);
 	l->failed = 0;
 	l->stats.syncs++;
 	l->stats.records_synced += l->batch_records;
 	l->durable_seq = l->batch_last;
+	unlock(l);
 	l->batch.size = 0;
 	l->batch_records = 0;
 	if (l->durable)
@@ -247,6 +272,7 @@ static void start_flush(struct ledger *l)
 	if (l->batch.size == 0) {
 		msgpack_sbuffer t = l->batch;
 
+		lock(l);
 		l->batch = l->pending;
 		l->pending = t;
 		l->pending.size = 0;
@@ -255,6 +281,7 @@ static void start_flush(struct ledger *l)
 		l->batch_records = l->pending_records;
 		l->pending_records = 0;
 		l->pending_first = 0;
+		unlock(l);
 	}
 	l->in_flight = 1;
 	l->due = 0;
@@ -269,7 +296,15 @@ static void start_flush(struct ledger *l)
 
 static void maybe_flush(struct ledger *l)
 {
-	if (l->in_flight || (l->batch.size == 0 && l->pending_records == 0))
+	size_t records, bytes;
+
+	if (l->in_flight)
+		return;
+	lock(l);
+	records = l->pending_records;
+	bytes = l->pending.size;
+	unlock(l);
+	if (l->batch.size == 0 && records == 0)
 		return;
 	if (l->batch.size) {
 		/* a failed batch waits for the retry timer */
@@ -277,7 +312,7 @@ static void maybe_flush(struct ledger *l)
 			start_flush(l);
 		return;
 	}
-	if (l->cfg.strict || l->closing || l->due || l->pending.size >= l->cfg.batch_bytes)
+	if (l->cfg.strict || l->closing || l->due || bytes >= l->cfg.batch_bytes)
 		start_flush(l);
 	else
 		arm_timer(l, l->cfg.interval_ms);
@@ -286,6 +321,11 @@ static void maybe_flush(struct ledger *l)
 static void on_check(uv_check_t *c)
 {
 	maybe_flush(c->data);
+}
+
+static void on_wake(uv_async_t *a)
+{
+	maybe_flush(a->data);
 }
 
 /* ----------------------------------------------------------------- append */
@@ -312,6 +352,7 @@ uint64_t ledger_commit(struct ledger *l)
 	char *rec = l->pending.data + l->open_record;
 	size_t body = l->pending.size - l->open_record - LEDGER_RECORD_HEADER;
 	uint64_t seq = l->stats.last_seq + 1;
+	int crossed = l->open_record < l->cfg.batch_bytes && l->pending.size >= l->cfg.batch_bytes;
 
 	SC_ASSERT(l->open_record != SIZE_MAX && body <= LEDGER_RECORD_MAX);
 	ledger_encode_header(rec, seq, l->open_time, l->open_type, rec + LEDGER_RECORD_HEADER,
@@ -322,6 +363,8 @@ uint64_t ledger_commit(struct ledger *l)
 		l->pending_first = seq;
 	l->pending_last = seq;
 	l->pending_records++;
+	if (l->cfg.lock && (l->pending_records == 1 || (!l->cfg.strict && crossed)))
+		uv_async_send(&l->wake);
 	return seq;
 }
 
@@ -387,6 +430,11 @@ int ledger_open(struct ledger **out, uv_loop_t *loop, const struct ledger_config
 	uv_timer_init(loop, &l->timer);
 	l->check.data = l->timer.data = l;
 	l->handles_open = 2;
+	if (cfg->lock) {
+		uv_async_init(loop, &l->wake, on_wake);
+		l->wake.data = l;
+		l->handles_open++;
+	}
 	uv_check_start(&l->check, on_check);
 	*out = l;
 	return 0;
@@ -410,7 +458,12 @@ static void on_handle_closed(uv_handle_t *h)
 /* Called when nothing is in flight: the last records are written, then handles close. */
 static void finish_close(struct ledger *l)
 {
-	if (l->pending_records || l->batch.size) {
+	size_t records;
+
+	lock(l);
+	records = l->pending_records;
+	unlock(l);
+	if (records || l->batch.size) {
 		if (l->final_attempts++ < 3) {
 			start_flush(l);
 			return;
@@ -422,6 +475,8 @@ static void finish_close(struct ledger *l)
 		return;
 	uv_close((uv_handle_t *)&l->check, on_handle_closed);
 	uv_close((uv_handle_t *)&l->timer, on_handle_closed);
+	if (l->cfg.lock)
+		uv_close((uv_handle_t *)&l->wake, on_handle_closed);
 }
 
 void ledger_close(struct ledger *l, void (*closed)(void *arg), void *arg)
