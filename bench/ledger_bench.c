@@ -1,7 +1,8 @@
 /*
  * ledger_bench.c: what the durable ledger costs. For each durability mode
- * (strict, async) and client count (1 and --clients, default 8) it starts a
- * fresh daemon on a temporary directory, gives each client thread its own
+ * (strict, async), client count (1 and --clients, default 8) and daemon
+ * worker count (--workers, a comma-separated list passed to the daemon's
+ * --workers; default 1) it starts a fresh daemon on a temporary directory, gives each client thread its own
  * connection and agent, and has every thread run check + report pairs for
  * --seconds (default 3) after a warm-up. It prints one table: pairs per
  * second ("ops/s": one op = one check and its report, i.e. checks gated per
@@ -43,6 +44,7 @@
 #include "tmpdir.h"
 
 #define MAX_CLIENTS 256
+#define MAX_WORKER_COUNTS 4 /* --workers 1,2,4,8 */
 #define WARMUP_MS 300
 #define ESTIMATE 1000 /* micros per check; reported as charged */
 
@@ -82,17 +84,21 @@ static int64_t now_ns(void)
 }
 
 /* Starts the daemon in the given mode (a static string) on a new directory. 0 or -1. */
-static int daemon_start(const char *mode)
+static int daemon_start(const char *mode, unsigned workers)
 {
+	static char workers_arg[16];
 	const char *extra[] = { "--durability", mode, "--hold-ttl", "3600", "--log-level", "warn",
-		                NULL };
+		                "--workers", workers_arg, NULL };
 
+	snprintf(workers_arg, sizeof(workers_arg), "%u", workers);
 	if (test_tmpdir(b.dir, sizeof(b.dir)) != 0)
 		return -1;
 	snprintf(b.log, sizeof(b.log), "%s/daemon.log", b.dir);
 	if (test_daemon_start_in(&b.d, b.dir, b.log, extra) != 0) {
-		fprintf(stderr, "ledger_bench: %s --durability %s did not start; its output is in %s\n",
-		        test_daemon_bin(), mode, b.log);
+		fprintf(stderr,
+		        "ledger_bench: %s --durability %s --workers %u did not start; its output is "
+		        "in %s\n",
+		        test_daemon_bin(), mode, workers, b.log);
 		return -1;
 	}
 	return 0;
@@ -180,6 +186,7 @@ static int cmp_i64(const void *a, const void *b_)
 
 struct row {
 	const char *mode;
+	unsigned workers;
 	int clients;
 	double ops;
 	double p50, p99, p999; /* microseconds, check */
@@ -193,7 +200,8 @@ static double percentile_us(const int64_t *v, size_t n, double p)
 }
 
 /* Runs one configuration. 0 or -1. */
-static int run_one(const char *mode, int n_clients, double seconds, struct row *out)
+static int run_one(const char *mode, unsigned workers, int n_clients, double seconds,
+                   struct row *out)
 {
 	static struct client clients[MAX_CLIENTS];
 	sc_wallet_update u = { .set = SC_WALLET_SET_BALANCE, .balance = INT64_C(1000000000000000) };
@@ -204,7 +212,7 @@ static int run_one(const char *mode, int n_clients, double seconds, struct row *
 	sc_org o;
 	int i, rc, failed = 0;
 
-	if (daemon_start(mode) != 0)
+	if (daemon_start(mode, workers) != 0)
 		return -1;
 	if ((rc = sc_connect(b.d.socket, &c)) != 0 || (rc = sc_orgs_create(c, "bench", &o)) != 0) {
 		fprintf(stderr, "ledger_bench: setup: %s: %s\n", sc_err_name(rc),
@@ -280,6 +288,7 @@ static int run_one(const char *mode, int n_clients, double seconds, struct row *
 	out->rep_p50 = percentile_us(rep, n_all, 0.50);
 	free(rep);
 	out->mode = mode;
+	out->workers = workers;
 	out->clients = n_clients;
 	out->ops = (double)n_all / ((double)(t1 - t0) / 1e9);
 	out->p50 = percentile_us(all, n_all, 0.50);
@@ -393,20 +402,39 @@ static void machine(void)
 	printf("machine: %ld CPUs online, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
 }
 
+/* "1,2,4": daemon worker counts, each 1 to 64. 0 or -1. */
+static int parse_workers(const char *s, unsigned *v, unsigned *n)
+{
+	char *end;
+
+	*n = 0;
+	do {
+		unsigned long w = strtoul(s, &end, 10);
+
+		if (end == s || w < 1 || w > 64 || *n == MAX_WORKER_COUNTS)
+			return -1;
+		v[(*n)++] = (unsigned)w;
+		s = end + 1;
+	} while (*end == ',');
+	return *end == '\0' ? 0 : -1;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: ledger_bench [--clients N] [--seconds S] [--mode strict|async|both] "
-	             "[--quiet]\n"
+	             "[--workers LIST] [--quiet]\n"
 	             "       ledger_bench --disk N\n"
 	             "Measures check+report pairs against a fresh daemon per configuration,\n"
-	             "with 1 and N (default 8) clients, for S seconds (default 3) each.\n");
+	             "with 1 and N (default 8) clients, for S seconds (default 3) each, and\n"
+	             "for each daemon --workers count of LIST (comma-separated, default 1).\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const char *const modes[] = { "strict", "async" };
-	struct row rows[8];
+	struct row rows[2 * 2 * MAX_WORKER_COUNTS];
 	int clients = 8, quiet = 0, n_rows = 0, i, m, k, counts[2], disk_n = 0;
+	unsigned workers[MAX_WORKER_COUNTS] = { 1 }, n_workers = 1, wi;
 	double seconds = 3;
 	const char *only = "both";
 
@@ -418,6 +446,12 @@ int main(int argc, char **argv)
 			seconds = strtod(argv[++i], NULL);
 		else if (strcmp(argv[i], "--mode") == 0 && i + 1 < argc)
 			only = argv[++i];
+		else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
+			if (parse_workers(argv[++i], workers, &n_workers) != 0) {
+				usage(stderr);
+				return 2;
+			}
+		}
 		else if (strcmp(argv[i], "--quiet") == 0)
 			quiet = 1;
 		else if (strcmp(argv[i], "--disk") == 0 && i + 1 < argc)
@@ -442,9 +476,11 @@ int main(int argc, char **argv)
 		if (strcmp(only, "both") != 0 && strcmp(only, modes[m]) != 0)
 			continue;
 		for (k = 0; k < (clients == 1 ? 1 : 2); k++) {
-			if (run_one(modes[m], counts[k], seconds, &rows[n_rows]) != 0)
-				return 1;
-			n_rows++;
+			for (wi = 0; wi < n_workers; wi++) {
+				if (run_one(modes[m], workers[wi], counts[k], seconds, &rows[n_rows]))
+					return 1;
+				n_rows++;
+			}
 		}
 	}
 	if (n_rows == 0) {
@@ -453,12 +489,12 @@ int main(int argc, char **argv)
 	}
 	if (quiet)
 		return 0;
-	printf("%-7s %7s %9s %7s %7s %8s %14s %12s\n", "mode", "clients", "ops/s", "p50us",
-	       "p99us", "p999us", "records/fsync", "report_p50us");
+	printf("%-7s %7s %7s %9s %7s %7s %8s %14s %12s\n", "mode", "workers", "clients", "ops/s",
+	       "p50us", "p99us", "p999us", "records/fsync", "report_p50us");
 	for (i = 0; i < n_rows; i++)
-		printf("%-7s %7d %9.0f %7.1f %7.1f %8.1f %14.1f %12.1f\n", rows[i].mode,
-		       rows[i].clients, rows[i].ops, rows[i].p50, rows[i].p99, rows[i].p999,
-		       rows[i].per_sync, rows[i].rep_p50);
+		printf("%-7s %7u %7d %9.0f %7.1f %7.1f %8.1f %14.1f %12.1f\n", rows[i].mode,
+		       rows[i].workers, rows[i].clients, rows[i].ops, rows[i].p50, rows[i].p99,
+		       rows[i].p999, rows[i].per_sync, rows[i].rep_p50);
 	printf("ops/s: check+report pairs per second (checks gated per second); p50us..p999us: "
 	       "a check's round trip\n");
 	printf("command: bench/ledger_bench");

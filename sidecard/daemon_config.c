@@ -58,6 +58,9 @@ static const struct option_def options[] = {
 	 "critical one, 0 never (500)"},
 	{"prices", K_UINT, F(caps.prices), 1, 1u << 24, "N", "model rate versions kept (4096)"},
 	{"alerts", K_UINT, F(caps.alerts), 1, 1u << 28, "N", "alerts kept (65536)"},
+	{"workers", K_UINT, F(workers), 1, 64, "N",
+	 "threads serving client connections, at most 64; 1 serves them on\n"
+	 HELP_INDENT "the main loop (1)"},
 	{"max-connections", K_UINT, F(max_connections), 1, 1u << 20, "N", "client connections (1024)"},
 	{"max-outstanding", K_UINT, F(max_outstanding), 1, 1u << 20, "N",
 	 "unread responses per connection before reading pauses (1024)"},
@@ -241,6 +244,7 @@ static void defaults(struct config *c)
 	                            .tasks = 65536, .prices = 4096, .alerts = 65536};
 	c->task_max_usage = 5000000;
 	c->alert_velocity = 500;
+	c->workers = 1;
 	c->max_connections = 1024;
 	c->max_outstanding = 1024;
 	c->max_message = 65536;

@@ -24,6 +24,7 @@ struct config {
 	int64_t task_max_usage; /* micro-dollars, 0 = unlimited */
 	int64_t alert_velocity; /* allowed checks per hour per agent raising an alert, 0 = never */
 	struct shm_caps caps;
+	unsigned workers;       /* threads serving connections; 1: the main loop serves them */
 	unsigned max_connections;
 	unsigned max_outstanding;
 	uint64_t max_message;

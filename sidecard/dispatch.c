@@ -5,7 +5,16 @@
  * failure it packs nothing and returns the code, and dispatch_request packs
  * the error map. So a response is never half an error.
  *
- * Threads: the loop thread, called by the server for each request.
+ * Threads: called by the server for each request on the thread serving the
+ * connection, which may be any of several workers (registered with
+ * liburcu). The method, its ledger record and the copy of its result into
+ * the response all run under the commit lock (d->lock); the expiries, day
+ * rolls and settings that the main loop applies take it too. So however
+ * many threads serve connections, the state has one writer at a time and
+ * the ledger holds the changes in exactly the order they were applied,
+ * which is what replay relies on. What runs outside the lock, in parallel:
+ * the socket reads and writes, the framing and msgpack decoding of the
+ * request (server.c) and the method lookup.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -1040,6 +1049,9 @@ static int run(struct dispatch *d, const struct method *m, const msgpack_object 
 	return rc;
 }
 
+static unsigned clock_change(struct dispatch *d, unsigned type,
+                             unsigned (*apply)(struct state *st, int64_t now), int64_t now);
+
 uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *pk)
 {
 	struct dispatch *d = ctx;
@@ -1054,13 +1066,18 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 	if (!m) {
 		rc = call_fail(&c, SC_EUNSUPPORTED, "unknown method '%.*s'",
 		           (int)(req->method_len > 64 ? 64 : req->method_len), req->method);
-	} else if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
+		goto fail;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
 		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", refused);
 	} else {
+		/* read under the lock, so the ledger's times follow its order */
 		int64_t now = dispatch_now();
 
+		/* a new day begins before the change that sees it */
 		if (m->ledger_type && now >= gate_next_roll(d->st))
-			dispatch_roll(d, now); /* a new day begins before the change that sees it */
+			clock_change(d, LEDGER_ROLL, gate_roll, now);
 		if (m->ledger_type)
 			shm_change_begin(shm);
 		rc = run(d, m, req->params, now, req->conn_id, &c);
@@ -1068,11 +1085,16 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 			seq = record(d, m->ledger_type, c.now, req);
 		if (m->ledger_type)
 			shm_change_end(shm);
+		if (m->ledger_type && d->alerts_raised && dispatch_alerts_pending(d))
+			d->alerts_raised(d->alerts_raised_arg);
 	}
 	if (rc == 0) {
 		pk->callback(pk->data, d->scratch.data, d->scratch.size);
+		pthread_mutex_unlock(&d->lock);
 		return d->strict ? seq : 0;
 	}
+	pthread_mutex_unlock(&d->lock);
+fail:
 	proto_pack_error(pk, rc, c.err[0] ? c.err : NULL);
 	msgpack_pack_nil(pk);
 	return 0;
@@ -1081,7 +1103,7 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 /*
  * Applies a change the clock makes (expiries, a new day) at now and, if it
  * changed anything, records it as an empty record of that type: a replay
- * applies the same function at the record's time.
+ * applies the same function at the record's time. Under the commit lock.
  */
 static unsigned clock_change(struct dispatch *d, unsigned type,
                              unsigned (*apply)(struct state *st, int64_t now), int64_t now)
@@ -1101,12 +1123,19 @@ static unsigned clock_change(struct dispatch *d, unsigned type,
 
 unsigned dispatch_expire(struct dispatch *d, int64_t now)
 {
-	return clock_change(d, LEDGER_EXPIRE, gate_expire, now);
+	unsigned n;
+
+	pthread_mutex_lock(&d->lock);
+	n = clock_change(d, LEDGER_EXPIRE, gate_expire, now);
+	pthread_mutex_unlock(&d->lock);
+	return n;
 }
 
 void dispatch_roll(struct dispatch *d, int64_t now)
 {
+	pthread_mutex_lock(&d->lock);
 	clock_change(d, LEDGER_ROLL, gate_roll, now);
+	pthread_mutex_unlock(&d->lock);
 }
 
 void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set)
@@ -1115,6 +1144,7 @@ void dispatch_settings(struct dispatch *d, int64_t now, const struct state_setti
 	struct shm *shm = state_shm(d->st);
 	msgpack_packer *lp;
 
+	pthread_mutex_lock(&d->lock);
 	shm_change_begin(shm);
 	state_set_settings(d->st, set);
 	if (d->ledger) {
@@ -1139,6 +1169,7 @@ void dispatch_settings(struct dispatch *d, int64_t now, const struct state_setti
 		state_set_applied(d->st, ledger_commit(d->ledger));
 	}
 	shm_change_end(shm);
+	pthread_mutex_unlock(&d->lock);
 }
 
 /* ------------------------------------------------------------- replay */

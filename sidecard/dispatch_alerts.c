@@ -6,20 +6,25 @@
  * a property of a connection, which a restart does not keep.
  *
  * DESIGN. A handler must not notify the connection it answers, and an
- * alert may be raised by a handler or by the expiry timer, so alerts are not
- * pushed where they are raised. The dispatcher remembers the highest alert
- * id it has pushed; dispatch_push_alerts, called by the daemon after every
- * loop iteration (a uv_check handle) and after each expiry, sends the newer
- * ones to every subscriber in id order. Each subscriber also remembers the
- * last alert id before it subscribed, so it receives exactly the alerts its
- * subscribe reply did not already cover. Subscribers are a small array of
- * connection ids: one whose connection has closed is dropped when a push to
- * it finds no connection, and on each subscribe. A subscriber that does not
- * read (its queue at the server's max_outstanding) loses that notification,
- * counted in stats as alerts_dropped; it stays subscribed.
+ * alert may be raised by a handler (on any worker) or by the expiry timer,
+ * so alerts are not pushed where they are raised. The dispatcher remembers
+ * the highest alert id it has pushed; dispatch_push_alerts, called by the
+ * daemon on the main loop after every iteration (a uv_check handle), after
+ * each expiry and when a worker's change raised one (alerts_raised wakes
+ * the main loop), sends the newer ones to every subscriber in id order:
+ * srv_notify delivers to a connection of the main loop at once and hands
+ * the message to the worker serving any other. Each subscriber also
+ * remembers the last alert id before it subscribed, so it receives exactly
+ * the alerts its subscribe reply did not already cover. Subscribers are a
+ * small array of connection ids: one is dropped when its connection closes
+ * (dispatch_conn_closed) or a push finds no such connection. A subscriber
+ * that does not read (its queue at the server's max_outstanding) loses that
+ * notification, counted by the server and shown in stats as alerts_dropped;
+ * it stays subscribed.
  *
- * Threads: the loop thread. Ownership: d->alerts is allocated by the first
- * subscribe and released by dispatch_alerts_free.
+ * Threads: the methods run in a handler, under the commit lock; the push
+ * and dispatch_conn_closed take it. Ownership: d->alerts is allocated by the
+ * first subscribe and released by dispatch_alerts_free.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +39,7 @@ struct subscriber {
 struct dispatch_alerts {
 	struct subscriber *v;
 	size_t n, cap;
-	uint64_t pushed;  /* the highest alert id pushed (or passed over with no subscriber) */
-	uint64_t dropped; /* notifications a subscriber was too slow to take */
+	uint64_t pushed; /* the highest alert id pushed (or passed over with no subscriber) */
 	msgpack_sbuffer params;
 };
 
@@ -134,9 +138,6 @@ int m_alerts_subscribe(struct call *c)
 		msgpack_sbuffer_init(&s->params);
 		d->alerts = s;
 	}
-	for (size_t i = s->n; i-- > 0;)
-		if (d->srv && s->v[i].conn_id != c->conn_id && !srv_conn_open(d->srv, s->v[i].conn_id))
-			remove_at(s, i);
 	if (find(s, c->conn_id) == s->n) {
 		if (s->n == s->cap) {
 			size_t cap = s->cap ? 2 * s->cap : 16;
@@ -173,14 +174,33 @@ static void push_one(struct dispatch *d, struct dispatch_alerts *s, uint64_t id)
 		if (id <= s->v[i].after)
 			continue;
 		rc = srv_notify(d->srv, s->v[i].conn_id, "alert", s->params.data, s->params.size);
-		if (rc == SC_ELIMIT)
-			s->dropped++;
-		else if (rc != 0)
+		if (rc != 0 && rc != SC_ELIMIT)
 			remove_at(s, i);
 	}
 }
 
-void dispatch_push_alerts(struct dispatch *d)
+int dispatch_alerts_pending(const struct dispatch *d)
+{
+	const struct dispatch_alerts *s = d->alerts;
+
+	return s && s->n && state_shm(d->st)->hdr->next_alert_id - 1 > s->pushed;
+}
+
+void dispatch_conn_closed(void *ctx, uint64_t conn_id)
+{
+	struct dispatch *d = ctx;
+	struct dispatch_alerts *s;
+	size_t i;
+
+	pthread_mutex_lock(&d->lock);
+	s = d->alerts;
+	if (s && (i = find(s, conn_id)) < s->n)
+		remove_at(s, i);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* Under the commit lock: the ring and the subscribers stay still while the push reads them. */
+static void push_alerts(struct dispatch *d)
 {
 	struct dispatch_alerts *s = d->alerts;
 	uint64_t next;
@@ -204,9 +224,21 @@ void dispatch_push_alerts(struct dispatch *d)
 	s->pushed = next - 1;
 }
 
+void dispatch_push_alerts(struct dispatch *d)
+{
+	pthread_mutex_lock(&d->lock);
+	push_alerts(d);
+	pthread_mutex_unlock(&d->lock);
+}
+
 uint64_t dispatch_alerts_dropped(const struct dispatch *d)
 {
-	return d->alerts ? d->alerts->dropped : 0;
+	struct srv_stats st;
+
+	if (!d->srv)
+		return 0;
+	srv_get_stats(d->srv, &st);
+	return st.notifications_dropped;
 }
 
 void dispatch_alerts_free(struct dispatch *d)

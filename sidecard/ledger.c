@@ -4,13 +4,20 @@
  * batch at a time (group commit); when a batch is on disk the owner is told
  * the durable sequence number, which releases strict-mode replies.
  *
- * Threads: every ledger_* function runs on the loop thread. The write of a
- * batch (flush_work) runs on a pool thread and touches only the segment
- * file, the batch buffer and the rotation fields, which the loop thread
- * leaves alone while l->in_flight is set. The zero-filling (prep_work) runs
- * on another pool thread on its own descriptor and the prep_* fields, which
- * the loop thread leaves alone while l->prep_busy is set; the two write
- * disjoint ranges (start_flush waits rather than overlap).
+ * Threads: every ledger_* function runs on the loop thread, except when
+ * the owner gives a lock (cfg.lock): then ledger_begin/ledger_commit,
+ * ledger_failure and ledger_get_stats may run on any thread holding it, and
+ * the loop thread takes it only to look at and swap the pending records and
+ * to publish the outcome of a flush. A commit from another thread wakes the
+ * loop (l->wake) when the loop must act: the first record after a swap
+ * (strict: start a flush; async: arm the interval) and the one that crosses
+ * --commit-batch. The write of a batch (flush_work) runs on a pool thread
+ * and touches only the segment file, the batch buffer and the rotation
+ * fields, which the loop thread leaves alone while l->in_flight is set. The
+ * zero-filling (prep_work) runs on another pool thread on its own descriptor
+ * and the prep_* fields, which the loop thread leaves alone while
+ * l->prep_busy is set; the two write disjoint ranges (start_flush waits
+ * rather than overlap).
  *
  * DESIGN
  *
@@ -71,6 +78,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +160,7 @@ struct ledger {
 	int gather_fd;             /* timerfd for the deadline: libuv timers count ms */
 	int gather_armed;
 	uv_poll_t gather_poll;
+	uv_async_t wake; /* with cfg.lock: commits on other threads wake the loop */
 	int timer_armed;
 	int due; /* the commit interval has passed since the first pending record */
 	int closing;
@@ -171,6 +180,19 @@ static int64_t mono_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The owner's lock around what appenders on other threads share with the loop. */
+static void lock(struct ledger *l)
+{
+	if (l->cfg.lock)
+		pthread_mutex_lock(l->cfg.lock);
+}
+
+static void unlock(struct ledger *l)
+{
+	if (l->cfg.lock)
+		pthread_mutex_unlock(l->cfg.lock);
 }
 
 /* ----------------------------------------------------------- segment files */
@@ -450,11 +472,13 @@ static void flush_done(uv_work_t *w, int status)
 		if (!l->failed)
 			log_error("ledger: %s failed: %s; refusing changes and retrying every %d ms",
 			          l->work_what ? l->work_what : "flush", strerror(e), RETRY_MS);
+		lock(l);
 		l->failed = 1;
 		l->stats.failures++;
 		snprintf(l->failure, sizeof(l->failure),
 		         "ledger: %s failed (%s); changes are refused until the disk accepts writes",
 		         l->work_what ? l->work_what : "flush", strerror(e));
+		unlock(l);
 		if (l->closing)
 			finish_close(l);
 		else
@@ -463,6 +487,7 @@ static void flush_done(uv_work_t *w, int status)
 	}
 	if (l->failed)
 		log_info("ledger: writes succeed again; accepting changes");
+	lock(l);
 	l->failed = 0;
 	l->stats.syncs++;
 	l->stats.records_synced += l->batch_records;
@@ -472,6 +497,7 @@ static void flush_done(uv_work_t *w, int status)
 	 * change within a round trip: gather them with those already pending.
 	 */
 	l->gather_target = l->batch_records + l->pending_records;
+	unlock(l);
 	l->gather_deadline = mono_ns() + (l->sync_ns / 2 < GATHER_MAX_NS ? l->sync_ns / 2
 	                                                                : GATHER_MAX_NS);
 	l->batch.size = 0;
@@ -491,13 +517,22 @@ static void flush_done(uv_work_t *w, int status)
  */
 static void start_flush(struct ledger *l)
 {
-	size_t size = l->batch.size ? l->batch.size : l->pending.size;
-	int rotate = l->file_size > LEDGER_FILE_HEADER &&
-	             l->file_size + size > l->cfg.segment_bytes;
+	size_t size;
+	int rotate;
 
+	/*
+	 * Under the owner's lock from sizing to the swap: appenders on other
+	 * threads must not grow the pending records between the rotation and
+	 * overlap decisions and the moment they become the batch.
+	 */
+	lock(l);
+	size = l->batch.size ? l->batch.size : l->pending.size;
+	rotate = l->file_size > LEDGER_FILE_HEADER && l->file_size + size > l->cfg.segment_bytes;
 	if (!rotate && l->prep_busy && !l->prep_next && l->prep_gen == l->seg_gen &&
-	    l->file_size + size > l->prep_from)
+	    l->file_size + size > l->prep_from) {
+		unlock(l);
 		return;
+	}
 	l->rotate = rotate;
 	if (rotate) {
 		l->rot_fd = l->next_fd;
@@ -516,6 +551,7 @@ static void start_flush(struct ledger *l)
 		l->pending_records = 0;
 		l->pending_first = 0;
 	}
+	unlock(l);
 	if (l->gather_armed) {
 		uv_poll_stop(&l->gather_poll);
 		l->gather_armed = 0;
@@ -567,7 +603,15 @@ static void arm_gather(struct ledger *l)
 
 static void maybe_flush(struct ledger *l)
 {
-	if (l->in_flight || (l->batch.size == 0 && l->pending_records == 0))
+	size_t records, bytes;
+
+	if (l->in_flight)
+		return;
+	lock(l);
+	records = l->pending_records;
+	bytes = l->pending.size;
+	unlock(l);
+	if (l->batch.size == 0 && records == 0)
 		return;
 	if (l->batch.size) {
 		/* a failed batch waits for the retry timer */
@@ -576,13 +620,13 @@ static void maybe_flush(struct ledger *l)
 		return;
 	}
 	if (l->cfg.strict && !l->closing) {
-		if (l->pending_records >= l->gather_target || mono_ns() >= l->gather_deadline)
+		if (records >= l->gather_target || mono_ns() >= l->gather_deadline)
 			start_flush(l);
 		else
 			arm_gather(l);
 		return;
 	}
-	if (l->cfg.strict || l->closing || l->due || l->pending.size >= l->cfg.batch_bytes)
+	if (l->cfg.strict || l->closing || l->due || bytes >= l->cfg.batch_bytes)
 		start_flush(l);
 	else
 		arm_timer(l, l->cfg.interval_ms);
@@ -591,6 +635,11 @@ static void maybe_flush(struct ledger *l)
 static void on_check(uv_check_t *c)
 {
 	maybe_flush(c->data);
+}
+
+static void on_wake(uv_async_t *a)
+{
+	maybe_flush(a->data);
 }
 
 /* ----------------------------------------------------------------- append */
@@ -617,6 +666,7 @@ uint64_t ledger_commit(struct ledger *l)
 	char *rec = l->pending.data + l->open_record;
 	size_t body = l->pending.size - l->open_record - LEDGER_RECORD_HEADER;
 	uint64_t seq = l->stats.last_seq + 1;
+	int crossed = l->open_record < l->cfg.batch_bytes && l->pending.size >= l->cfg.batch_bytes;
 
 	SC_ASSERT(l->open_record != SIZE_MAX && body <= LEDGER_RECORD_MAX);
 	/* the first record of pending will be the first of its batch */
@@ -629,6 +679,14 @@ uint64_t ledger_commit(struct ledger *l)
 		l->pending_first = seq;
 	l->pending_last = seq;
 	l->pending_records++;
+	/*
+	 * Wake the loop when it has something to decide: the first record, and
+	 * then in strict mode the record that completes the batch being
+	 * gathered, in async mode the one that crosses --commit-batch.
+	 */
+	if (l->cfg.lock && (l->pending_records == 1 ||
+	                    (l->cfg.strict ? l->pending_records == l->gather_target : crossed)))
+		uv_async_send(&l->wake);
 	return seq;
 }
 
@@ -718,6 +776,11 @@ int ledger_open(struct ledger **out, uv_loop_t *loop, const struct ledger_config
 	uv_timer_init(loop, &l->timer);
 	l->check.data = l->timer.data = l->gather_poll.data = l;
 	l->handles_open = 3;
+	if (cfg->lock) {
+		uv_async_init(loop, &l->wake, on_wake);
+		l->wake.data = l;
+		l->handles_open++;
+	}
 	uv_check_start(&l->check, on_check);
 	maybe_prepare(l);
 	*out = l;
@@ -744,9 +807,14 @@ static void on_handle_closed(uv_handle_t *h)
 /* Called when nothing is in flight: the last records are written, then handles close. */
 static void finish_close(struct ledger *l)
 {
+	size_t records;
+
 	if (l->prep_busy)
 		return; /* prep_done comes back here */
-	if (l->pending_records || l->batch.size) {
+	lock(l);
+	records = l->pending_records;
+	unlock(l);
+	if (records || l->batch.size) {
 		if (l->final_attempts++ < 3) {
 			start_flush(l);
 			return;
@@ -759,6 +827,8 @@ static void finish_close(struct ledger *l)
 	uv_close((uv_handle_t *)&l->check, on_handle_closed);
 	uv_close((uv_handle_t *)&l->timer, on_handle_closed);
 	uv_close((uv_handle_t *)&l->gather_poll, on_handle_closed);
+	if (l->cfg.lock)
+		uv_close((uv_handle_t *)&l->wake, on_handle_closed);
 }
 
 void ledger_close(struct ledger *l, void (*closed)(void *arg), void *arg)

@@ -1,10 +1,12 @@
 /*
  * ledger_writer.h: the daemon's group-committing ledger writer (ledger.c).
- * Loop thread only. Format and reader: ledger.h.
+ * Loop thread only, unless cfg.lock is given (below). Format and reader:
+ * ledger.h.
  */
 #ifndef SIDECARD_LEDGER_WRITER_H
 #define SIDECARD_LEDGER_WRITER_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include <msgpack.h>
@@ -21,6 +23,15 @@ struct ledger_config {
 	size_t batch_bytes;      /* async: flush at once past this many pending bytes */
 	uint64_t segment_bytes;  /* rotate segments past this size */
 	int64_t (*now)(void);    /* clock for segment headers */
+	/*
+	 * NULL: every call on the loop thread. Otherwise records may be
+	 * appended from any thread holding this lock (ledger_begin through
+	 * ledger_commit), which must also be held around ledger_failure and
+	 * ledger_get_stats on any thread; the writer takes it itself on the
+	 * loop thread, so the loop thread must not hold it when control
+	 * returns to the loop.
+	 */
+	pthread_mutex_t *lock;
 };
 
 struct ledger_stats {

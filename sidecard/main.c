@@ -1,12 +1,21 @@
 /*
  * main.c: the sidecard daemon's entry point. Loads the configuration, takes
  * the state directory (one daemon per state), opens the state segment,
- * starts the server and the hold-expiry timer on one libuv loop, pushes new
- * alerts to their subscribers after every loop iteration, and drains
- * cleanly on SIGTERM or SIGINT.
+ * starts the server and the hold-expiry timer on the main libuv loop,
+ * pushes new alerts to their subscribers after every loop iteration, and
+ * drains cleanly on SIGTERM or SIGINT.
  *
- * Threads: everything runs on the main thread, which is the loop thread and
- * the state's single writer; liburcu adds its call_rcu worker.
+ * Threads: the main thread runs the main loop: the listener, the ledger's
+ * group commit, the expiry and checkpoint timers, the alert push and the
+ * signals. With --workers 1 it also serves every connection. With
+ * --workers N the server runs N worker threads that serve the connections
+ * (server.c) and call dispatch_request concurrently; each is registered
+ * with liburcu (on_worker_thread). The state has one writer at a time: the
+ * dispatcher's commit lock (d->dispatch.lock), which the main loop takes
+ * too whenever it reads or changes the state, and which the ledger takes
+ * to swap its pending records. A worker reaches the main loop only through
+ * d->wake (re-arm the expiry timer, push alerts) and the ledger's own
+ * wake-up. liburcu adds its call_rcu worker.
  */
 #include <errno.h>
 #include <signal.h>
@@ -35,6 +44,7 @@ struct daemon {
 	uv_timer_t expiry, checkpoint_timer;
 	int64_t timer_due; /* when the expiry timer fires (daemon time) */
 	uv_check_t alerts; /* pushes the alerts raised during the iteration */
+	uv_async_t wake;   /* from workers: a hold was placed, or alerts wait for a push */
 	uv_signal_t sigterm, sigint;
 	struct state *st;
 	struct srv *srv;
@@ -71,13 +81,17 @@ static void on_expiry(uv_timer_t *t);
  */
 static void arm_expiry(struct daemon *d)
 {
-	int64_t next = gate_next_expiry(d->st), roll = gate_next_roll(d->st), wait;
+	int64_t next, roll, wait;
 
 	if (d->stopping)
 		return;
+	pthread_mutex_lock(&d->dispatch.lock);
+	next = gate_next_expiry(d->st);
+	roll = gate_next_roll(d->st);
 	if (roll < next)
 		next = roll;
 	d->timer_due = next;
+	pthread_mutex_unlock(&d->dispatch.lock);
 	if (next == INT64_MAX) {
 		uv_timer_stop(&d->expiry);
 		return;
@@ -90,9 +104,13 @@ static void arm_expiry(struct daemon *d)
 static void on_expiry(uv_timer_t *t)
 {
 	struct daemon *d = t->data;
+	const char *failure;
 	unsigned n;
 
-	if (ledger_failure(d->ledger)) {
+	pthread_mutex_lock(&d->dispatch.lock);
+	failure = ledger_failure(d->ledger);
+	pthread_mutex_unlock(&d->dispatch.lock);
+	if (failure) {
 		/* an expiry is a change too: wait until it can be recorded */
 		uv_timer_start(&d->expiry, on_expiry, 1000, 0);
 		return;
@@ -114,24 +132,65 @@ static void on_loop_turn(uv_check_t *h)
 	dispatch_push_alerts(&d->dispatch);
 }
 
+/*
+ * Under the commit lock, on the thread of the request: the timer is the
+ * main loop's, so a hold due before it fires asks the main loop to re-arm.
+ */
 static void on_hold_placed(void *arg)
 {
 	struct daemon *d = arg;
 
-	if (!uv_is_active((uv_handle_t *)&d->expiry) || gate_next_expiry(d->st) < d->timer_due)
+	if (gate_next_expiry(d->st) < d->timer_due)
+		uv_async_send(&d->wake);
+}
+
+/* Under the commit lock, on the thread of the request: alerts wait for the push. */
+static void on_alerts_raised(void *arg)
+{
+	struct daemon *d = arg;
+
+	uv_async_send(&d->wake);
+}
+
+static void on_wake(uv_async_t *a)
+{
+	struct daemon *d = a->data;
+	int rearm;
+
+	pthread_mutex_lock(&d->dispatch.lock);
+	rearm = gate_next_expiry(d->st) < d->timer_due;
+	pthread_mutex_unlock(&d->dispatch.lock);
+	if (rearm)
 		arm_expiry(d);
+	dispatch_push_alerts(&d->dispatch);
+}
+
+/* Each worker thread looks up the state, which needs liburcu. */
+static void on_worker_thread(void *ctx, int starting)
+{
+	(void)ctx;
+	if (starting)
+		rcu_register_thread();
+	else
+		rcu_unregister_thread();
 }
 
 /* ------------------------------------------------------------ checkpoints */
 
 static void take_checkpoint(struct daemon *d)
 {
-	uint64_t seq = state_applied(d->st);
+	uint64_t seq;
 	int rc;
 
-	if (d->stopping || seq <= d->dispatch.checkpoint_seq)
+	/* the snapshot copies the state: no change may run meanwhile */
+	pthread_mutex_lock(&d->dispatch.lock);
+	seq = state_applied(d->st);
+	if (d->stopping || seq <= d->dispatch.checkpoint_seq) {
+		pthread_mutex_unlock(&d->dispatch.lock);
 		return;
+	}
 	rc = checkpoint_start(d->cp, state_shm(d->st), seq, dispatch_now());
+	pthread_mutex_unlock(&d->dispatch.lock);
 	if (rc != 0 && rc != SC_EUNAVAILABLE)
 		log_warn("checkpoint at %llu: %s", (unsigned long long)seq, sc_strerror(rc));
 }
@@ -144,7 +203,9 @@ static void on_checkpoint_done(void *arg, uint64_t seq, int rc)
 		log_warn("checkpoint at %llu failed: %s", (unsigned long long)seq, sc_strerror(rc));
 		return;
 	}
+	pthread_mutex_lock(&d->dispatch.lock);
 	d->dispatch.checkpoint_seq = seq;
+	pthread_mutex_unlock(&d->dispatch.lock);
 	/* Older snapshots and the ledger they cover go only once this one is usable. */
 	if (ledger_durable(d->ledger) >= seq) {
 		int n;
@@ -164,10 +225,14 @@ static void on_checkpoint_timer(uv_timer_t *t)
 static void on_durable(void *arg, uint64_t seq)
 {
 	struct daemon *d = arg;
+	int due;
 
 	if (d->srv)
 		srv_set_durable(d->srv, seq);
-	if (state_applied(d->st) - d->dispatch.checkpoint_seq >= d->cfg.checkpoint_records)
+	pthread_mutex_lock(&d->dispatch.lock);
+	due = state_applied(d->st) - d->dispatch.checkpoint_seq >= d->cfg.checkpoint_records;
+	pthread_mutex_unlock(&d->dispatch.lock);
+	if (due)
 		take_checkpoint(d);
 }
 
@@ -198,6 +263,8 @@ static void on_server_stopped(void *arg)
 
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
+	/* every worker thread is joined: nothing sends to it any more */
+	uv_close((uv_handle_t *)&d->wake, NULL);
 	ledger_close(d->ledger, on_ledger_closed, d);
 }
 
@@ -365,10 +432,12 @@ static int start(struct daemon *d)
 	struct ledger_config lc = {.dir = d->ledger_dir, .strict = d->cfg.strict,
 	                           .interval_ms = d->cfg.commit_interval_ms,
 	                           .batch_bytes = d->cfg.commit_batch,
-	                           .segment_bytes = d->cfg.segment_bytes, .now = dispatch_now};
+	                           .segment_bytes = d->cfg.segment_bytes, .now = dispatch_now,
+	                           .lock = d->cfg.workers > 1 ? &d->dispatch.lock : NULL};
 	struct ledger_scan_result tail;
 	struct state_settings set;
 	struct state_counts counts;
+	uint64_t applied;
 	char err[512];
 	int rc;
 
@@ -391,6 +460,9 @@ static int start(struct daemon *d)
 	d->dispatch.started_at = dispatch_now();
 	d->dispatch.hold_placed = on_hold_placed;
 	d->dispatch.hold_placed_arg = d;
+	d->dispatch.alerts_raised = on_alerts_raised;
+	d->dispatch.alerts_raised_arg = d;
+	d->timer_due = INT64_MAX;
 	d->dispatch.srv_cfg = &d->srv_cfg;
 	set = settings(d);
 	if (tail.last_seq == 0 || !same_settings(&state_config(d->st)->set, &set))
@@ -402,12 +474,21 @@ static int start(struct daemon *d)
 	d->srv_cfg.max_connections = d->cfg.max_connections;
 	d->srv_cfg.max_outstanding = d->cfg.max_outstanding;
 	d->srv_cfg.limits.max_message = d->cfg.max_message;
+	d->srv_cfg.workers = d->cfg.workers;
+	d->srv_cfg.worker_thread = on_worker_thread;
+	d->srv_cfg.conn_closed = dispatch_conn_closed;
+	uv_async_init(&d->loop, &d->wake, on_wake);
+	d->wake.data = d;
 	if ((rc = srv_init(&d->srv, &d->loop, &d->srv_cfg, dispatch_request, &d->dispatch, err,
 	                   sizeof(err))) != 0) {
 		log_error("%s", err);
+		uv_close((uv_handle_t *)&d->wake, NULL);
 		return rc;
 	}
+	/* worker threads may already answer requests, which read it under the lock */
+	pthread_mutex_lock(&d->dispatch.lock);
 	d->dispatch.srv = d->srv;
+	pthread_mutex_unlock(&d->dispatch.lock);
 	srv_set_durable(d->srv, ledger_durable(d->ledger));
 	state_serve(d->st);
 	uv_timer_init(&d->loop, &d->expiry);
@@ -425,12 +506,16 @@ static int start(struct daemon *d)
 	uv_signal_start(&d->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&d->sigint, on_signal, SIGINT);
 	on_expiry(&d->expiry);
+	pthread_mutex_lock(&d->dispatch.lock);
 	state_counts(d->st, &counts);
-	log_info("sidecard %s listening on %s", SC_VERSION, d->cfg.socket_path);
+	applied = state_applied(d->st);
+	pthread_mutex_unlock(&d->dispatch.lock);
+	log_info("sidecard %s listening on %s with %u worker%s", SC_VERSION, d->cfg.socket_path,
+	         d->cfg.workers, d->cfg.workers == 1 ? " (the main loop)" : " threads");
 	log_info("state %s: %u orgs, %u agents, %u rules, %u open holds; ledger at record %llu, "
 	         "durability %s; hold ttl %llds",
 	         d->shm_path, counts.orgs, counts.agents, counts.rules, counts.holds,
-	         (unsigned long long)state_applied(d->st), d->cfg.strict ? "strict" : "async",
+	         (unsigned long long)applied, d->cfg.strict ? "strict" : "async",
 	         (long long)(state_config(d->st)->set.hold_ttl_us / 1000000));
 	return 0;
 }
@@ -461,6 +546,7 @@ int main(int argc, char **argv)
 	if ((lock_fd = lock_state_dir(d.cfg.state_dir)) < 0)
 		return 1;
 	rcu_register_thread();
+	pthread_mutex_init(&d.dispatch.lock, NULL);
 	uv_loop_init(&d.loop);
 	rc = start(&d);
 	if (rc == 0)
@@ -479,6 +565,7 @@ int main(int argc, char **argv)
 	msgpack_sbuffer_destroy(&d.dispatch.scratch);
 	if (uv_loop_close(&d.loop) != 0)
 		log_warn("the loop closed with handles still open");
+	pthread_mutex_destroy(&d.dispatch.lock);
 	rcu_unregister_thread();
 	close(lock_fd);
 	if (rc == 0)

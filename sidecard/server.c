@@ -3,15 +3,20 @@
  * stream into MessagePack-RPC messages, calls the handler for each request
  * and writes the responses back, in order and batched.
  *
- * Threads: everything here runs on the loop thread of the uv_loop_t given to
- * srv_init(), including the handler; there are no locks.
+ * Threads: the listener and the srv_ entry points other than srv_notify and
+ * srv_get_stats run on the main loop's thread. Connections live on a
+ * worker: without worker threads (cfg.workers <= 1) the one worker is the
+ * main loop itself and there are no locks; with N worker threads each runs
+ * its own loop, owns its connections outright and is reached from other
+ * threads only through its inbox (a list under its mutex, with a uv_async_t
+ * to wake it) and a few atomics (the durable sequence, counters).
  *
- * Ownership: the server owns its listener, its stop timer and every struct
- * conn. A conn is freed only in its close callback (libuv may still call
- * its write callback, with UV_ECANCELED, after uv_close), so code holding a
- * conn pointer may keep using it until control returns to the loop; it tests
- * c->closing instead. The server's memory is freed by srv_free() after
- * srv_stop() has reported done.
+ * Ownership: the server owns its listener, the workers, their stop timers
+ * and every struct conn. A conn is freed only in its close callback (libuv
+ * may still call its write callback, with UV_ECANCELED, after uv_close), so
+ * code holding a conn pointer may keep using it until control returns to
+ * the loop; it tests c->closing instead. The server's memory is freed by
+ * srv_free() after srv_stop() has reported done.
  *
  * DESIGN
  *
@@ -43,15 +48,31 @@
  * write errors close the connection at once. Nothing touches another
  * connection.
  *
- * Stopping. srv_stop() closes the listener and arms the stop timer at 0 ms;
- * the sweep stops every reader and closes connections with nothing left to
- * write, the others close as their writes complete, and after 2 s whatever
- * remains is closed. When the last handle is closed, the socket and the lock
- * file are removed and done() is called.
+ * Workers. The listener is a uv_poll_t on the listening socket: the main
+ * loop accept4()s every pending connection itself and hands the descriptor
+ * to the worker serving the fewest connections, which opens it with
+ * uv_pipe_open on its own loop. max_connections is global (n_open, counted
+ * up by the listener, down by the workers). A connection id is
+ * seq * workers + worker index, so srv_notify finds the worker from the id
+ * alone. Held responses: srv_set_durable publishes the durable sequence in
+ * one atomic and wakes each worker, which releases what its connections
+ * held. A worker's counters are written by it alone with relaxed atomic
+ * stores and summed on read. With one worker all of this collapses to
+ * direct calls on the main loop: no thread, no inbox, no wake-up.
+ *
+ * Stopping. srv_stop() closes the listener and asks every worker to stop;
+ * each arms its stop timer at 0 ms, the sweep stops every reader and closes
+ * connections with nothing left to write, the others close as their writes
+ * complete, and after 2 s whatever remains is closed. A worker with no
+ * connection left closes its handles, its loop ends and its thread tells
+ * the main loop, which joins it. When every worker is joined and the
+ * listener closed, the socket and the lock file are removed and done() is
+ * called.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,11 +82,13 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "log.h"
 #include "server.h"
 #include "sidecard.h"
 
 #define SRV_BACKLOG 4096
 #define SRV_DRAIN_MS 2000
+#define SRV_ACCEPT_RETRY_MS 100 /* after accept4 ran out of descriptors */
 #define SRV_DEFAULT_MODE 0660
 #define SRV_DEFAULT_MAX_CONNECTIONS 1024
 #define SRV_DEFAULT_MAX_OUTSTANDING 1024
@@ -73,9 +96,16 @@
 #define IN_SLACK (64 * 1024)     /* input buffer beyond max_message */
 #define ZONE_CHUNK 8192
 
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+/* A counter its worker alone writes: a plain add, published for other threads' reads. */
+#define STAT_ADD(w, field, n) __atomic_store_n(&(w)->stats.field, (w)->stats.field + (n), \
+                                               __ATOMIC_RELAXED)
+
+struct worker;
+
 struct conn {
 	uv_pipe_t pipe; /* pipe.data = the conn */
-	struct srv *srv;
+	struct worker *w;
 	uint64_t id;
 	struct conn *prev, *next;
 
@@ -102,10 +132,50 @@ struct conn {
 	unsigned out_of_memory : 1;
 };
 
+/* What other threads hand a worker: a connection to adopt or a message to deliver. */
+struct inbox_item {
+	struct inbox_item *next;
+	uint64_t conn_id;
+	int fd;       /* >= 0: a new connection; -1: msg is a notification for conn_id */
+	int rejected; /* the new connection is beyond max_connections */
+	size_t len;
+	char msg[];
+};
+
+struct worker {
+	struct srv *srv;
+	unsigned index;
+	uv_loop_t *loop; /* own_loop, or the main loop without worker threads */
+	uv_loop_t own_loop;
+	uv_thread_t thread;
+	uv_async_t wake;      /* worker threads: the inbox, durable progress, stop */
+	uv_timer_t stop_timer;
+
+	/* shared with other threads */
+	pthread_mutex_t mu;
+	struct inbox_item *inbox, **inbox_tail; /* under mu */
+	int stop_requested;                     /* under mu */
+	int wake_closed;                        /* under mu: nothing may be handed any more */
+	unsigned assigned; /* atomic: open connections it serves (for the listener's choice) */
+	int finished;      /* atomic: its thread has left its loop */
+	struct srv_stats stats; /* written by this worker only (STAT_ADD) */
+
+	/* the worker's own (separate bytes from the main loop's two flags below) */
+	struct conn *conns;
+	unsigned n_conns; /* every connection, accepted or rejected */
+	unsigned char stopping;
+	unsigned char timer_closing;
+
+	/* the main loop's */
+	unsigned char started; /* thread created */
+	unsigned char joined;
+};
+
 struct srv {
 	uv_loop_t *loop;
-	uv_pipe_t listener;
-	uv_timer_t stop_timer;
+	uv_poll_t listener;
+	uv_timer_t accept_timer;
+	int listen_fd;
 	struct srv_config cfg;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char lock_path[PATH_MAX];
@@ -113,22 +183,30 @@ struct srv {
 	srv_handler handler;
 	void *ctx;
 
-	struct conn *conns; /* every connection, accepted or rejected */
-	unsigned n_conns;
-	unsigned n_open; /* accepted (not rejected) connections */
-	uint64_t next_id;
-	uint64_t durable_seq; /* the ledger is on disk up to this sequence */
-	struct srv_stats stats;
+	struct worker *workers;
+	unsigned n_workers;
+	int threaded;             /* worker threads, each with its own loop */
+	uv_async_t workers_done;  /* a worker thread left its loop */
+	unsigned workers_left;    /* not yet stopped (and joined) */
+	unsigned next_pick;       /* round robin among equally loaded workers */
 
+	unsigned n_open;       /* atomic: accepted (not rejected) connections */
+	uint64_t next_seq;     /* main loop: connections handed out */
+	uint64_t issued;       /* atomic: next_seq, for srv_notify on other threads */
+	uint64_t durable_seq;  /* atomic: the ledger is on disk up to this sequence */
+
+	unsigned main_handles; /* open handles of the main loop */
 	unsigned stopping : 1;
-	unsigned listener_closed : 1;
-	unsigned timer_closing : 1;
+	unsigned finished : 1;
 	void (*done)(void *arg);
 	void *done_arg;
 };
 
+/* The worker whose thread is running, on worker threads. */
+static __thread struct worker *current_worker;
+
 static void conn_pump(struct conn *c);
-static void maybe_finish(struct srv *s);
+static void worker_maybe_finish(struct worker *w);
 
 /* ----- configuration ----- */
 
@@ -140,6 +218,7 @@ void srv_config_default(struct srv_config *cfg, const char *path)
 	cfg->gid = -1;
 	cfg->max_connections = SRV_DEFAULT_MAX_CONNECTIONS;
 	cfg->max_outstanding = SRV_DEFAULT_MAX_OUTSTANDING;
+	cfg->workers = 1;
 	proto_limits_default(&cfg->limits);
 }
 
@@ -154,6 +233,8 @@ static void fill_defaults(struct srv_config *cfg)
 		cfg->max_connections = SRV_DEFAULT_MAX_CONNECTIONS;
 	if (cfg->max_outstanding == 0)
 		cfg->max_outstanding = SRV_DEFAULT_MAX_OUTSTANDING;
+	if (cfg->workers == 0)
+		cfg->workers = 1;
 	if (cfg->limits.max_message == 0)
 		cfg->limits.max_message = d.max_message;
 	if (cfg->limits.max_depth == 0)
@@ -227,7 +308,7 @@ static int bind_socket(struct srv *s, char *err, size_t errlen)
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
 	memcpy(sa.sun_path, s->path, strlen(s->path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return sys_error(err, errlen, "cannot create socket for", s->path);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
@@ -267,32 +348,37 @@ static void note_queued(struct conn *c)
 
 	c->queued++;
 	outstanding = (uint64_t)c->queued + c->inflight;
-	if (outstanding > c->srv->stats.outstanding_peak)
-		c->srv->stats.outstanding_peak = outstanding;
+	if (outstanding > c->w->stats.outstanding_peak)
+		__atomic_store_n(&c->w->stats.outstanding_peak, outstanding, __ATOMIC_RELAXED);
 }
 
 static void on_conn_close(uv_handle_t *h)
 {
 	struct conn *c = h->data;
-	struct srv *s = c->srv;
+	struct worker *w = c->w;
+	struct srv *s = w->srv;
 
 	if (c->prev)
 		c->prev->next = c->next;
 	else
-		s->conns = c->next;
+		w->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	s->n_conns--;
-	if (!c->rejected)
-		s->n_open--;
+	w->n_conns--;
+	if (!c->rejected) {
+		__atomic_sub_fetch(&s->n_open, 1, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&w->assigned, 1, __ATOMIC_RELAXED);
+		if (s->cfg.conn_closed)
+			s->cfg.conn_closed(s->ctx, c->id);
+	}
 	if (c->zone_ready)
 		msgpack_zone_destroy(&c->zone);
 	msgpack_sbuffer_destroy(&c->out);
 	msgpack_sbuffer_destroy(&c->wbuf);
 	free(c->in);
 	free(c);
-	if (s->stopping)
-		maybe_finish(s);
+	if (w->stopping)
+		worker_maybe_finish(w);
 }
 
 static void conn_close(struct conn *c)
@@ -307,7 +393,7 @@ static void conn_close(struct conn *c)
 /* Closes a connection that must end once its output is written. */
 static void conn_settle(struct conn *c)
 {
-	if ((c->finishing || c->srv->stopping) && !c->writing && c->out.size == 0)
+	if ((c->finishing || c->w->stopping) && !c->writing && c->out.size == 0)
 		conn_close(c);
 }
 
@@ -341,7 +427,8 @@ static void conn_flush(struct conn *c)
 	uv_buf_t b;
 	int n;
 
-	if (c->writing || c->closing || c->out.size == 0 || c->wait_seq > c->srv->durable_seq)
+	if (c->writing || c->closing || c->out.size == 0 ||
+	    c->wait_seq > __atomic_load_n(&c->w->srv->durable_seq, __ATOMIC_ACQUIRE))
 		return;
 	b = uv_buf_init(c->out.data, (unsigned)c->out.size);
 	n = uv_try_write((uv_stream_t *)&c->pipe, &b, 1);
@@ -383,7 +470,7 @@ static void pack_error_notification(struct conn *c, int code, const char *messag
  */
 static void conn_fail(struct conn *c, int code, int64_t msgid, const char *message)
 {
-	c->srv->stats.protocol_errors++;
+	STAT_ADD(c->w, protocol_errors, 1);
 	if (msgid >= 0) {
 		msgpack_pack_array(&c->pk, 4);
 		msgpack_pack_int(&c->pk, PROTO_RESPONSE);
@@ -402,7 +489,7 @@ static void conn_fail(struct conn *c, int code, int64_t msgid, const char *messa
 /* Unpacks and answers one complete message. */
 static void conn_handle(struct conn *c, const char *buf, size_t len, int64_t msgid)
 {
-	struct srv *s = c->srv;
+	struct srv *s = c->w->srv;
 	struct proto_request req;
 	struct srv_request r;
 	char err[128];
@@ -414,7 +501,7 @@ static void conn_handle(struct conn *c, const char *buf, size_t len, int64_t msg
 		conn_fail(c, SC_EPROTO, msgid, err);
 		return;
 	}
-	s->stats.requests++;
+	STAT_ADD(c->w, requests, 1);
 	r.conn_id = c->id;
 	r.msgid = req.msgid;
 	r.notification = req.type == PROTO_NOTIFICATION;
@@ -445,16 +532,17 @@ static void conn_handle(struct conn *c, const char *buf, size_t len, int64_t msg
  */
 static int conn_process(struct conn *c)
 {
-	struct srv *s = c->srv;
-	const struct proto_limits *l = &s->cfg.limits;
+	struct worker *w = c->w;
+	const struct srv_config *cfg = &w->srv->cfg;
+	const struct proto_limits *l = &cfg->limits;
 
-	while (!c->finishing && !c->closing && !s->stopping && c->in_off < c->in_len) {
+	while (!c->finishing && !c->closing && !w->stopping && c->in_off < c->in_len) {
 		char message[128];
 		enum proto_scan r;
 		int64_t msgid;
 		size_t len;
 
-		if (c->queued + c->inflight >= s->cfg.max_outstanding)
+		if (c->queued + c->inflight >= cfg->max_outstanding)
 			return 1;
 		r = proto_scanner_feed(&c->scan, c->in + c->in_off, c->in_len - c->in_off, l, &len,
 		                       &msgid);
@@ -478,9 +566,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 /* Reads while the connection may take more input, stops otherwise. */
 static void conn_update_reading(struct conn *c)
 {
-	struct srv *s = c->srv;
-	int full = c->queued + c->inflight >= s->cfg.max_outstanding;
-	int want = !c->closing && !c->finishing && !s->stopping && !full;
+	struct worker *w = c->w;
+	int full = c->queued + c->inflight >= w->srv->cfg.max_outstanding;
+	int want = !c->closing && !c->finishing && !w->stopping && !full;
 
 	if (want && !c->reading) {
 		if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0) {
@@ -491,8 +579,8 @@ static void conn_update_reading(struct conn *c)
 	} else if (!want && c->reading) {
 		uv_read_stop((uv_stream_t *)&c->pipe);
 		c->reading = 0;
-		if (full && !c->finishing && !s->stopping)
-			s->stats.read_pauses++;
+		if (full && !c->finishing && !w->stopping)
+			STAT_ADD(w, read_pauses, 1);
 	}
 }
 
@@ -530,7 +618,7 @@ static void conn_pump(struct conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct conn *c = h->data;
-	size_t max = c->srv->cfg.limits.max_message + IN_SLACK;
+	size_t max = c->w->srv->cfg.limits.max_message + IN_SLACK;
 
 	if (c->in_cap - c->in_len < IN_INITIAL && c->in_cap < max) {
 		size_t cap = c->in_cap ? c->in_cap * 2 : IN_INITIAL;
@@ -569,26 +657,143 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	conn_pump(c);
 }
 
-/* ----- accepting ----- */
+/* ----- notifications ----- */
 
-static struct conn *conn_new(struct srv *s)
+static struct conn *find_conn(struct worker *w, uint64_t conn_id)
+{
+	struct conn *c = w->conns;
+
+	while (c && c->id != conn_id)
+		c = c->next;
+	return c;
+}
+
+/* Queues msg (a whole packed message) on the worker's connection conn_id. */
+static int deliver(struct worker *w, uint64_t conn_id, const char *method, const char *msg,
+                   size_t len)
+{
+	struct conn *c = find_conn(w, conn_id);
+
+	if (c == NULL || c->closing || c->finishing || c->rejected || w->stopping)
+		return SC_ENOTFOUND;
+	if (c->in_handler)
+		return SC_EUNAVAILABLE;
+	if (c->queued + c->inflight >= w->srv->cfg.max_outstanding) {
+		STAT_ADD(w, notifications_dropped, 1);
+		return SC_ELIMIT;
+	}
+	if (method) {
+		msgpack_pack_array(&c->pk, 3);
+		msgpack_pack_int(&c->pk, PROTO_NOTIFICATION);
+		proto_pack_cstr(&c->pk, method);
+	}
+	conn_write_out(c, msg, len);
+	if (c->out_of_memory) {
+		conn_close(c);
+		return SC_EINTERNAL;
+	}
+	note_queued(c);
+	conn_flush(c);
+	if (!c->closing)
+		conn_update_reading(c);
+	return 0;
+}
+
+/* The worker serving conn_id, or NULL if no connection ever had that id. */
+static struct worker *worker_of(struct srv *s, uint64_t conn_id)
+{
+	uint64_t seq = conn_id / s->n_workers;
+
+	if (seq == 0 || seq > __atomic_load_n(&s->issued, __ATOMIC_ACQUIRE))
+		return NULL;
+	return &s->workers[conn_id % s->n_workers];
+}
+
+/* ----- workers: the inbox ----- */
+
+/* Hands an item to a worker thread; 0, or -1 if the worker no longer takes any. */
+static int worker_post(struct worker *w, struct inbox_item *it)
+{
+	int rc = 0;
+
+	it->next = NULL;
+	pthread_mutex_lock(&w->mu);
+	if (w->wake_closed) {
+		rc = -1;
+	} else {
+		*w->inbox_tail = it;
+		w->inbox_tail = &it->next;
+		uv_async_send(&w->wake);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+/* Wakes a worker thread to look at the durable sequence or its stop request. */
+static void worker_poke(struct worker *w)
+{
+	pthread_mutex_lock(&w->mu);
+	if (!w->wake_closed)
+		uv_async_send(&w->wake);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int srv_notify(struct srv *s, uint64_t conn_id, const char *method, const char *packed_params,
+               size_t len)
+{
+	struct worker *w = worker_of(s, conn_id);
+	struct inbox_item *it;
+	msgpack_sbuffer head;
+	msgpack_packer pk;
+
+	if (w == NULL)
+		return SC_ENOTFOUND;
+	if (!s->threaded || current_worker == w)
+		return deliver(w, conn_id, method, packed_params, len);
+	msgpack_sbuffer_init(&head);
+	msgpack_packer_init(&pk, &head, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 3);
+	msgpack_pack_int(&pk, PROTO_NOTIFICATION);
+	proto_pack_cstr(&pk, method);
+	it = head.data ? malloc(sizeof(*it) + head.size + len) : NULL;
+	if (it == NULL) {
+		msgpack_sbuffer_destroy(&head);
+		return SC_EINTERNAL;
+	}
+	it->conn_id = conn_id;
+	it->fd = -1;
+	it->rejected = 0;
+	it->len = head.size + len;
+	memcpy(it->msg, head.data, head.size);
+	memcpy(it->msg + head.size, packed_params, len);
+	msgpack_sbuffer_destroy(&head);
+	if (worker_post(w, it) != 0) {
+		free(it);
+		return SC_ENOTFOUND;
+	}
+	return 0;
+}
+
+/* ----- workers: connections ----- */
+
+static struct conn *conn_new(struct worker *w, uint64_t id)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 
 	if (c == NULL)
 		return NULL;
-	c->srv = s;
-	c->id = ++s->next_id;
+	c->w = w;
+	c->id = id;
 	msgpack_sbuffer_init(&c->out);
 	msgpack_sbuffer_init(&c->wbuf);
 	msgpack_packer_init(&c->pk, c, conn_write_out);
 	proto_scanner_reset(&c->scan);
 	c->pipe.data = c;
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
-	s->n_conns++;
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
 	return c;
 }
 
@@ -596,10 +801,9 @@ static void conn_reject(struct conn *c)
 {
 	char message[64];
 
-	c->rejected = 1;
-	c->srv->stats.rejected_connections++;
+	STAT_ADD(c->w, rejected_connections, 1);
 	snprintf(message, sizeof(message), "too many connections (max %u)",
-	         c->srv->cfg.max_connections);
+	         c->w->srv->cfg.max_connections);
 	pack_error_notification(c, SC_ELIMIT, message);
 	note_queued(c);
 	c->finishing = 1;
@@ -608,34 +812,395 @@ static void conn_reject(struct conn *c)
 		conn_settle(c);
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+/* Forgets a descriptor the listener counted but no connection took over. */
+static void drop_fd(struct worker *w, int fd, int rejected)
 {
-	struct srv *s = listener->data;
-	struct conn *c;
+	close(fd);
+	if (!rejected) {
+		__atomic_sub_fetch(&w->srv->n_open, 1, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&w->assigned, 1, __ATOMIC_RELAXED);
+	}
+}
 
-	if (status < 0 || s->stopping)
+/* Serves an accepted descriptor on w's loop (w's thread). */
+static void worker_adopt(struct worker *w, int fd, uint64_t id, int rejected)
+{
+	struct conn *c = conn_new(w, id);
+
+	if (c == NULL) {
+		drop_fd(w, fd, rejected);
 		return;
-	c = conn_new(s);
-	if (c == NULL)
-		return; /* out of memory: libuv stops accepting until the next callback */
-	uv_pipe_init(s->loop, &c->pipe, 0);
-	if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0) {
-		c->rejected = 1;
+	}
+	c->rejected = rejected;
+	uv_pipe_init(w->loop, &c->pipe, 0);
+	if (uv_pipe_open(&c->pipe, fd) != 0) {
+		close(fd);
 		conn_close(c);
 		return;
 	}
-	if (s->n_open >= s->cfg.max_connections) {
+	if (rejected) {
 		conn_reject(c);
 		return;
 	}
-	s->n_open++;
-	s->stats.connections_total++;
+	STAT_ADD(w, connections_total, 1);
 	if (!msgpack_zone_init(&c->zone, ZONE_CHUNK)) {
 		conn_close(c);
 		return;
 	}
 	c->zone_ready = 1;
 	conn_update_reading(c);
+	if (!c->closing)
+		conn_settle(c); /* adopted after the worker began to stop */
+}
+
+/* Sends what waited for the ledger and can go now. */
+static void worker_release(struct worker *w)
+{
+	uint64_t seq = __atomic_load_n(&w->srv->durable_seq, __ATOMIC_ACQUIRE);
+	struct conn *c, *next;
+
+	for (c = w->conns; c; c = next) {
+		next = c->next;
+		if (!c->closing && !c->writing && !c->in_handler && c->out.size && c->wait_seq <= seq)
+			conn_pump(c);
+	}
+}
+
+/* ----- workers: stopping ----- */
+
+static void on_stop_deadline(uv_timer_t *t)
+{
+	struct worker *w = t->data;
+
+	for (struct conn *c = w->conns; c; c = c->next)
+		conn_close(c);
+}
+
+/* First step of stopping, on the loop's next turn: close every idle connection. */
+static void on_stop_sweep(uv_timer_t *t)
+{
+	struct worker *w = t->data;
+
+	for (struct conn *c = w->conns; c; c = c->next) {
+		conn_update_reading(c);
+		if (!c->closing)
+			conn_settle(c);
+	}
+	uv_timer_start(&w->stop_timer, on_stop_deadline, SRV_DRAIN_MS, 0);
+	worker_maybe_finish(w);
+}
+
+static void worker_stop(struct worker *w)
+{
+	if (w->stopping)
+		return;
+	w->stopping = 1;
+	uv_timer_init(w->loop, &w->stop_timer);
+	w->stop_timer.data = w;
+	uv_timer_start(&w->stop_timer, on_stop_sweep, 0, 0);
+}
+
+static void srv_maybe_finish(struct srv *s);
+
+static void on_wake_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void on_worker_timer_closed(uv_handle_t *h)
+{
+	struct worker *w = h->data;
+	struct inbox_item *it, *next;
+
+	if (!w->srv->threaded) {
+		w->srv->workers_left--;
+		srv_maybe_finish(w->srv);
+		return;
+	}
+	/* Nothing can be handed any more; what was, is dropped. The loop then ends. */
+	pthread_mutex_lock(&w->mu);
+	w->wake_closed = 1;
+	it = w->inbox;
+	w->inbox = NULL;
+	w->inbox_tail = &w->inbox;
+	pthread_mutex_unlock(&w->mu);
+	for (; it; it = next) {
+		next = it->next;
+		if (it->fd >= 0)
+			drop_fd(w, it->fd, it->rejected);
+		free(it);
+	}
+	uv_close((uv_handle_t *)&w->wake, on_wake_closed);
+}
+
+static void worker_maybe_finish(struct worker *w)
+{
+	if (!w->stopping || w->n_conns > 0 || w->timer_closing)
+		return;
+	w->timer_closing = 1;
+	uv_timer_stop(&w->stop_timer);
+	uv_close((uv_handle_t *)&w->stop_timer, on_worker_timer_closed);
+}
+
+/* The worker's wake-up: new connections and notifications, durable progress, stop. */
+static void on_wake(uv_async_t *a)
+{
+	struct worker *w = a->data;
+	struct inbox_item *it, *next;
+	int stop;
+
+	pthread_mutex_lock(&w->mu);
+	it = w->inbox;
+	w->inbox = NULL;
+	w->inbox_tail = &w->inbox;
+	stop = w->stop_requested;
+	pthread_mutex_unlock(&w->mu);
+	for (; it; it = next) {
+		next = it->next;
+		if (it->fd >= 0)
+			worker_adopt(w, it->fd, it->conn_id, it->rejected);
+		else
+			deliver(w, it->conn_id, NULL, it->msg, it->len);
+		free(it);
+	}
+	worker_release(w);
+	if (stop)
+		worker_stop(w);
+}
+
+static void worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct srv *s = w->srv;
+
+	current_worker = w;
+	if (s->cfg.worker_thread)
+		s->cfg.worker_thread(s->ctx, 1);
+	uv_run(w->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(w->loop) != 0)
+		log_warn("worker %u: its loop closed with handles still open", w->index);
+	if (s->cfg.worker_thread)
+		s->cfg.worker_thread(s->ctx, 0);
+	current_worker = NULL;
+	__atomic_store_n(&w->finished, 1, __ATOMIC_RELEASE);
+	uv_async_send(&s->workers_done);
+}
+
+/* Main loop: asks every worker to drain and stop. */
+static void workers_stop(struct srv *s)
+{
+	for (unsigned i = 0; i < s->n_workers; i++) {
+		struct worker *w = &s->workers[i];
+
+		if (!s->threaded) {
+			worker_stop(w);
+			continue;
+		}
+		if (!w->started)
+			continue;
+		pthread_mutex_lock(&w->mu);
+		w->stop_requested = 1;
+		if (!w->wake_closed)
+			uv_async_send(&w->wake);
+		pthread_mutex_unlock(&w->mu);
+	}
+}
+
+/* Main loop: joins the worker threads that have left their loop. */
+static void on_workers_done(uv_async_t *a)
+{
+	struct srv *s = a->data;
+
+	for (unsigned i = 0; i < s->n_workers; i++) {
+		struct worker *w = &s->workers[i];
+
+		if (w->started && !w->joined && __atomic_load_n(&w->finished, __ATOMIC_ACQUIRE)) {
+			uv_thread_join(&w->thread);
+			w->joined = 1;
+			s->workers_left--;
+		}
+	}
+	srv_maybe_finish(s);
+}
+
+/* Prepares the workers' memory; worker threads get their loop and handles. */
+static int workers_init(struct srv *s, char *err, size_t errlen)
+{
+	s->n_workers = s->cfg.workers;
+	s->threaded = s->n_workers > 1;
+	s->workers = calloc(s->n_workers, sizeof(*s->workers));
+	if (s->workers == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return SC_EINTERNAL;
+	}
+	for (unsigned i = 0; i < s->n_workers; i++) {
+		struct worker *w = &s->workers[i];
+
+		w->srv = s;
+		w->index = i;
+		w->inbox_tail = &w->inbox;
+		w->loop = s->loop;
+		pthread_mutex_init(&w->mu, NULL);
+	}
+	for (unsigned i = 0; s->threaded && i < s->n_workers; i++) {
+		struct worker *w = &s->workers[i];
+		int rc = uv_loop_init(&w->own_loop);
+
+		if (rc != 0) {
+			snprintf(err, errlen, "cannot create the loop of worker %u: %s", i,
+			         uv_strerror(rc));
+			return rc;
+		}
+		w->loop = &w->own_loop;
+		uv_async_init(w->loop, &w->wake, on_wake);
+		w->wake.data = w;
+	}
+	return 0;
+}
+
+/* Stops and joins the worker threads started so far (srv_init failed). */
+static void workers_abort(struct srv *s)
+{
+	if (!s->threaded)
+		return;
+	workers_stop(s);
+	for (unsigned i = 0; i < s->n_workers; i++)
+		if (s->workers[i].started)
+			uv_thread_join(&s->workers[i].thread);
+}
+
+/* Starts the worker threads. On failure none is left running. */
+static int workers_start(struct srv *s, char *err, size_t errlen)
+{
+	unsigned i;
+	int rc = 0;
+
+	s->workers_left = s->n_workers;
+	if (!s->threaded)
+		return 0;
+	uv_async_init(s->loop, &s->workers_done, on_workers_done);
+	s->workers_done.data = s;
+	s->main_handles++;
+	for (i = 0; i < s->n_workers && rc == 0; i++) {
+		rc = uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]);
+		if (rc == 0)
+			s->workers[i].started = 1;
+	}
+	if (rc == 0)
+		return 0;
+	snprintf(err, errlen, "cannot start worker thread %u: %s", i - 1, uv_strerror(rc));
+	workers_abort(s);
+	return rc;
+}
+
+/* Releases what workers_init made and the threads left behind (they are joined). */
+static void workers_free(struct srv *s)
+{
+	for (unsigned i = 0; s->workers && i < s->n_workers; i++) {
+		struct worker *w = &s->workers[i];
+
+		if (w->loop == &w->own_loop && !w->started) {
+			/* its thread never ran: close its loop here */
+			uv_close((uv_handle_t *)&w->wake, NULL);
+			uv_run(w->loop, UV_RUN_DEFAULT);
+			uv_loop_close(w->loop);
+		}
+		pthread_mutex_destroy(&w->mu);
+	}
+	free(s->workers);
+	s->workers = NULL;
+}
+
+/* ----- accepting ----- */
+
+/* The worker serving the fewest connections; ties go round robin. */
+static struct worker *pick_worker(struct srv *s)
+{
+	unsigned best = s->next_pick % s->n_workers, least = UINT_MAX;
+
+	for (unsigned k = 0; k < s->n_workers; k++) {
+		unsigned i = (s->next_pick + k) % s->n_workers;
+		unsigned load = LOAD(&s->workers[i].assigned);
+
+		if (load < least) {
+			least = load;
+			best = i;
+		}
+	}
+	s->next_pick = best + 1;
+	return &s->workers[best];
+}
+
+/* Main loop: gives an accepted descriptor to a worker. */
+static void hand_off(struct srv *s, int fd)
+{
+	int rejected = LOAD(&s->n_open) >= s->cfg.max_connections;
+	struct worker *w = pick_worker(s);
+	uint64_t id = ++s->next_seq * s->n_workers + w->index;
+	struct inbox_item *it;
+
+	__atomic_store_n(&s->issued, s->next_seq, __ATOMIC_RELEASE);
+	if (!rejected) {
+		__atomic_add_fetch(&s->n_open, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&w->assigned, 1, __ATOMIC_RELAXED);
+	}
+	if (!s->threaded) {
+		worker_adopt(w, fd, id, rejected);
+		return;
+	}
+	it = malloc(sizeof(*it));
+	if (it == NULL) {
+		drop_fd(w, fd, rejected);
+		return;
+	}
+	it->conn_id = id;
+	it->fd = fd;
+	it->rejected = rejected;
+	it->len = 0;
+	if (worker_post(w, it) != 0) {
+		drop_fd(w, fd, rejected);
+		free(it);
+	}
+}
+
+static void on_listener_readable(uv_poll_t *p, int status, int events);
+
+static void on_accept_retry(uv_timer_t *t)
+{
+	struct srv *s = t->data;
+
+	if (!s->stopping)
+		uv_poll_start(&s->listener, UV_READABLE, on_listener_readable);
+}
+
+static void on_listener_readable(uv_poll_t *p, int status, int events)
+{
+	struct srv *s = p->data;
+
+	(void)events;
+	if (s->stopping)
+		return;
+	if (status < 0)
+		log_warn("cannot poll %s: %s; retrying in %d ms", s->path, uv_strerror(status),
+		         SRV_ACCEPT_RETRY_MS);
+	while (status == 0) {
+		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd >= 0) {
+			hand_off(s, fd);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		/* Out of descriptors or memory: the backlog waits rather than the loop spinning. */
+		log_warn("cannot accept on %s: %s; retrying in %d ms", s->path, strerror(errno),
+		         SRV_ACCEPT_RETRY_MS);
+		break;
+	}
+	uv_poll_stop(&s->listener);
+	uv_timer_start(&s->accept_timer, on_accept_retry, SRV_ACCEPT_RETRY_MS, 0);
 }
 
 /* ----- the server ----- */
@@ -649,6 +1214,10 @@ static int check_config(const struct srv_config *cfg, char *err, size_t errlen)
 	if (strlen(cfg->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		snprintf(err, errlen, "socket path %s is longer than %zu bytes", cfg->socket_path,
 		         sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		return SC_EINVAL;
+	}
+	if (cfg->workers > SRV_MAX_WORKERS) {
+		snprintf(err, errlen, "%u workers: at most %d", cfg->workers, SRV_MAX_WORKERS);
 		return SC_EINVAL;
 	}
 	return 0;
@@ -672,7 +1241,28 @@ static int open_socket(struct srv *s, char *err, size_t errlen)
 
 static void free_after_close(uv_handle_t *h)
 {
-	free(h->data);
+	struct srv *s = h->data;
+
+	if (--s->main_handles > 0)
+		return;
+	workers_free(s);
+	free(s);
+}
+
+/* Undoes a srv_init that failed after the socket was bound. */
+static void init_failed(struct srv *s, int fd)
+{
+	close(fd);
+	unlink(s->path);
+	release_lock(s);
+	if (s->main_handles == 0) {
+		workers_free(s);
+		free(s);
+		return;
+	}
+	/* the handles already in the loop free s from their close callback */
+	if (s->threaded)
+		uv_close((uv_handle_t *)&s->workers_done, free_after_close);
 }
 
 int srv_init(struct srv **out, uv_loop_t *loop, const struct srv_config *cfg, srv_handler h,
@@ -696,6 +1286,7 @@ int srv_init(struct srv **out, uv_loop_t *loop, const struct srv_config *cfg, sr
 	s->cfg.socket_path = s->path;
 	snprintf(s->lock_path, sizeof(s->lock_path), "%s.lock", s->path);
 	s->lock_fd = -1;
+	s->listen_fd = -1;
 	s->handler = h;
 	s->ctx = ctx;
 	fd = open_socket(s, err, errlen);
@@ -703,78 +1294,54 @@ int srv_init(struct srv **out, uv_loop_t *loop, const struct srv_config *cfg, sr
 		free(s);
 		return fd;
 	}
-	uv_pipe_init(loop, &s->listener, 0);
-	s->listener.data = s;
-	rc = uv_pipe_open(&s->listener, fd);
-	if (rc != 0)
-		close(fd);
-	else
-		rc = uv_listen((uv_stream_t *)&s->listener, SRV_BACKLOG, on_connection);
-	if (rc != 0) {
-		/*
-		 * libuv refused a fresh listening socket, which it never does in
-		 * practice; the listener is already in the loop, so s is freed by
-		 * its close callback on the loop's next turn.
-		 */
-		snprintf(err, errlen, "cannot listen on %s: %s", s->path, uv_strerror(rc));
-		unlink(s->path);
-		release_lock(s);
-		uv_close((uv_handle_t *)&s->listener, free_after_close);
+	if ((rc = workers_init(s, err, errlen)) != 0 || (rc = workers_start(s, err, errlen)) != 0) {
+		init_failed(s, fd);
 		return rc;
 	}
-	uv_timer_init(loop, &s->stop_timer);
-	s->stop_timer.data = s;
+	rc = uv_poll_init(loop, &s->listener, fd);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", s->path, uv_strerror(rc));
+		workers_abort(s);
+		init_failed(s, fd);
+		return rc;
+	}
+	s->listen_fd = fd;
+	s->listener.data = s;
+	uv_timer_init(loop, &s->accept_timer);
+	s->accept_timer.data = s;
+	s->main_handles += 2;
+	uv_poll_start(&s->listener, UV_READABLE, on_listener_readable);
 	*out = s;
 	return 0;
 }
 
-static void on_timer_close(uv_handle_t *h)
-{
-	struct srv *s = h->data;
+static void on_main_handle_closed(uv_handle_t *h);
 
+static void srv_maybe_finish(struct srv *s)
+{
+	if (!s->stopping || s->workers_left > 0 || s->finished)
+		return;
+	if (s->threaded && !uv_is_closing((uv_handle_t *)&s->workers_done))
+		uv_close((uv_handle_t *)&s->workers_done, on_main_handle_closed);
+	if (s->main_handles > 0)
+		return;
+	s->finished = 1;
 	unlink(s->path);
 	release_lock(s);
 	if (s->done)
 		s->done(s->done_arg);
 }
 
-static void maybe_finish(struct srv *s)
-{
-	if (!s->stopping || !s->listener_closed || s->n_conns > 0 || s->timer_closing)
-		return;
-	s->timer_closing = 1;
-	uv_timer_stop(&s->stop_timer);
-	uv_close((uv_handle_t *)&s->stop_timer, on_timer_close);
-}
-
-static void on_listener_close(uv_handle_t *h)
+static void on_main_handle_closed(uv_handle_t *h)
 {
 	struct srv *s = h->data;
 
-	s->listener_closed = 1;
-	maybe_finish(s);
-}
-
-static void on_stop_deadline(uv_timer_t *t)
-{
-	struct srv *s = t->data;
-
-	for (struct conn *c = s->conns; c; c = c->next)
-		conn_close(c);
-}
-
-/* First step of stopping, on the loop's next turn: close every idle connection. */
-static void on_stop_sweep(uv_timer_t *t)
-{
-	struct srv *s = t->data;
-
-	for (struct conn *c = s->conns; c; c = c->next) {
-		conn_update_reading(c);
-		if (!c->closing)
-			conn_settle(c);
+	if (h == (uv_handle_t *)&s->listener) {
+		close(s->listen_fd);
+		s->listen_fd = -1;
 	}
-	uv_timer_start(&s->stop_timer, on_stop_deadline, SRV_DRAIN_MS, 0);
-	maybe_finish(s);
+	s->main_handles--;
+	srv_maybe_finish(s);
 }
 
 void srv_stop(struct srv *s, void (*done)(void *arg), void *arg)
@@ -784,68 +1351,45 @@ void srv_stop(struct srv *s, void (*done)(void *arg), void *arg)
 	s->stopping = 1;
 	s->done = done;
 	s->done_arg = arg;
-	uv_close((uv_handle_t *)&s->listener, on_listener_close);
-	uv_timer_start(&s->stop_timer, on_stop_sweep, 0, 0);
+	uv_close((uv_handle_t *)&s->listener, on_main_handle_closed);
+	uv_close((uv_handle_t *)&s->accept_timer, on_main_handle_closed);
+	workers_stop(s);
 }
 
 void srv_free(struct srv *s)
 {
+	workers_free(s);
 	free(s);
 }
 
 void srv_get_stats(const struct srv *s, struct srv_stats *st)
 {
-	*st = s->stats;
-	st->connections_open = s->n_open;
+	memset(st, 0, sizeof(*st));
+	for (unsigned i = 0; i < s->n_workers; i++) {
+		const struct srv_stats *w = &s->workers[i].stats;
+		uint64_t peak = LOAD(&w->outstanding_peak);
+
+		st->connections_total += LOAD(&w->connections_total);
+		st->requests += LOAD(&w->requests);
+		st->protocol_errors += LOAD(&w->protocol_errors);
+		st->rejected_connections += LOAD(&w->rejected_connections);
+		st->read_pauses += LOAD(&w->read_pauses);
+		st->notifications_dropped += LOAD(&w->notifications_dropped);
+		if (peak > st->outstanding_peak)
+			st->outstanding_peak = peak;
+	}
+	st->connections_open = LOAD(&s->n_open);
 }
 
 void srv_set_durable(struct srv *s, uint64_t seq)
 {
-	struct conn *c, *next;
-
-	if (seq <= s->durable_seq)
+	if (seq <= __atomic_load_n(&s->durable_seq, __ATOMIC_RELAXED))
 		return;
-	s->durable_seq = seq;
-	for (c = s->conns; c; c = next) {
-		next = c->next;
-		if (!c->closing && !c->writing && !c->in_handler && c->out.size && c->wait_seq <= seq)
-			conn_pump(c);
+	__atomic_store_n(&s->durable_seq, seq, __ATOMIC_RELEASE);
+	if (!s->threaded) {
+		worker_release(&s->workers[0]);
+		return;
 	}
-}
-
-int srv_conn_open(const struct srv *s, uint64_t conn_id)
-{
-	const struct conn *c = s->conns;
-
-	while (c && c->id != conn_id)
-		c = c->next;
-	return c != NULL && !c->closing && !c->finishing && !c->rejected && !s->stopping;
-}
-
-int srv_notify(struct srv *s, uint64_t conn_id, const char *method, const char *packed_params,
-               size_t len)
-{
-	struct conn *c = s->conns;
-
-	while (c && c->id != conn_id)
-		c = c->next;
-	if (c == NULL || c->closing || c->finishing || c->rejected || s->stopping)
-		return SC_ENOTFOUND;
-	if (c->in_handler)
-		return SC_EUNAVAILABLE;
-	if (c->queued + c->inflight >= s->cfg.max_outstanding)
-		return SC_ELIMIT;
-	msgpack_pack_array(&c->pk, 3);
-	msgpack_pack_int(&c->pk, PROTO_NOTIFICATION);
-	proto_pack_cstr(&c->pk, method);
-	conn_write_out(c, packed_params, len);
-	if (c->out_of_memory) {
-		conn_close(c);
-		return SC_EINTERNAL;
-	}
-	note_queued(c);
-	conn_flush(c);
-	if (!c->closing)
-		conn_update_reading(c);
-	return 0;
+	for (unsigned i = 0; i < s->n_workers; i++)
+		worker_poke(&s->workers[i]);
 }

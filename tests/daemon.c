@@ -3,8 +3,10 @@
  * tests, the crash harness and the benchmark (see daemon.h for the contract).
  *
  * The daemon runs in the foreground as a child process with
- * `--socket DIR/sidecard.sock --state-dir DIR/state` plus the caller's own
- * arguments. Readiness is "the socket accepts a connection", polled every
+ * `--socket DIR/sidecard.sock --state-dir DIR/state`, then `--workers N`
+ * when $SIDECARD_TEST_WORKERS is N (to run a whole suite against worker
+ * threads; `make check` does so for check_integration), then the caller's
+ * own arguments, which win over it. Readiness is "the socket accepts a connection", polled every
  * 5 ms for at most 30 s (a rebuild from checkpoint and ledger in the crash
  * harness takes a while); a child that exits meanwhile fails the start at
  * once. The child asks for SIGTERM when its parent dies (PR_SET_PDEATHSIG),
@@ -95,7 +97,7 @@ static int exit_code(int status)
 static int spawn(struct test_daemon *d)
 {
 	const char *argv[8 + sizeof(d->extra) / sizeof(d->extra[0])];
-	const char *bin = test_daemon_bin();
+	const char *bin = test_daemon_bin(), *workers = getenv("SIDECARD_TEST_WORKERS");
 	pid_t parent = getpid();
 	size_t n = 0, i;
 	int status;
@@ -106,6 +108,10 @@ static int spawn(struct test_daemon *d)
 	argv[n++] = d->socket;
 	argv[n++] = "--state-dir";
 	argv[n++] = d->state;
+	if (workers != NULL && workers[0] != '\0') {
+		argv[n++] = "--workers";
+		argv[n++] = workers;
+	}
 	for (i = 0; d->extra[i] != NULL; i++)
 		argv[n++] = d->extra[i];
 	argv[n] = NULL;

@@ -34,7 +34,7 @@ refused() {
 for o in socket state-dir config socket-mode socket-group hold-ttl expiry-charge orgs agents \
 	rules holds history events max-connections max-outstanding max-message log-level \
 	durability commit-interval commit-batch segment-size checkpoint-records \
-	checkpoint-interval time-scale; do
+	checkpoint-interval time-scale workers; do
 	grep -q -- "--$o " "$dir/help" || fail "--help does not list --$o"
 done
 ok "--help lists every option"
@@ -46,6 +46,8 @@ refused "socket-mode: '999' is not an octal number" --socket-mode 999
 refused "hold-ttl: needs a value" --hold-ttl
 refused "time-scale: '0' is not a number from 1 to 100000" --time-scale 0
 refused "time-scale: 'abc' is not a number from 1 to 100000" --time-scale abc
+refused "workers: '0' is not a number from 1 to 64" --workers 0
+refused "workers: '65' is not a number from 1 to 64" --workers 65
 
 cat >"$dir/bad.conf" <<CONF
 # a comment
@@ -61,6 +63,7 @@ state-dir = $dir/state
 
 hold-ttl = 7
 log-level = debug
+workers = 2
 CONF
 "$bin" --config "$dir/sidecard.conf" --hold-ttl 9 2>"$dir/daemon.log" &
 pid=$!
@@ -73,6 +76,8 @@ done
 ok "the config file's socket and state-dir are used"
 grep -q "hold ttl 9s" "$dir/daemon.log" || fail "--hold-ttl 9 did not override the file's 7"
 ok "the command line overrides the config file"
+grep -q "with 2 worker threads" "$dir/daemon.log" || fail "workers = 2 did not start two workers"
+ok "the config file's workers start worker threads"
 [ "$(stat -c %a "$sock")" = 660 ] || fail "socket mode $(stat -c %a "$sock"), expected 660"
 ok "the socket has mode 0660"
 "$bin" --socket "$sock" --state-dir "$dir/state2" 2>"$dir/err2"
