@@ -357,7 +357,7 @@ int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = call_ok(c);
-	call_map(c, 33);
+	call_map(c, 35);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -368,6 +368,7 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "orgs", sc.orgs);
 	proto_pack_key_u64(pk, "agents", sc.agents);
 	proto_pack_key_u64(pk, "rules", sc.rules);
+	proto_pack_key_u64(pk, "rule_texts", sc.texts);
 	proto_pack_key_u64(pk, "holds_open", sc.holds);
 	proto_pack_key_u64(pk, "checks", h->checks);
 	proto_pack_key_u64(pk, "allowed", h->allowed);
@@ -390,6 +391,7 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "capacity_tasks", h->task_cap);
 	proto_pack_key_u64(pk, "capacity_prices", h->price_cap);
 	proto_pack_key_u64(pk, "capacity_alerts", h->alert_cap);
+	proto_pack_key_u64(pk, "capacity_rule_texts", h->text_cap);
 	proto_pack_key_u64(pk, "alerts_dropped", dispatch_alerts_dropped(c->d));
 	return 0;
 }
