@@ -62,6 +62,7 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	    add_table(&off, caps->tasks, sizeof(struct shm_task), &h->task_off) ||
 	    add_table(&off, caps->prices, sizeof(struct shm_price), &h->price_off) ||
 	    add_table(&off, caps->alerts, sizeof(struct shm_alert), &h->alert_off) ||
+	    add_table(&off, caps->texts, sizeof(struct shm_text), &h->text_off) ||
 	    agent_ix_cap(caps->agents, &ix_cap) ||
 	    add_table(&off, ix_cap, sizeof(uint32_t), &h->agent_ix_off))
 		return SC_ERANGE;
@@ -76,6 +77,7 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	h->task_cap = caps->tasks;
 	h->price_cap = caps->prices;
 	h->alert_cap = caps->alerts;
+	h->text_cap = caps->texts;
 	h->agent_ix_cap = ix_cap;
 	h->size = off;
 	return 0;
@@ -112,18 +114,26 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 		     h->version, h->header_size, SHM_LAYOUT_VERSION);
 		return SC_EINVAL;
 	}
-	caps = (struct shm_caps){h->org_cap, h->agent_cap, h->rule_cap, h->hold_cap, h->txn_cap,
-	                         h->event_cap, h->task_cap, h->price_cap, h->alert_cap};
+	caps = (struct shm_caps){h->org_cap,  h->agent_cap, h->rule_cap,  h->hold_cap,
+	                         h->txn_cap,  h->event_cap, h->task_cap,  h->price_cap,
+	                         h->alert_cap, h->text_cap};
 	memset(&want, 0, sizeof(want));
 	if (caps.orgs == 0 || caps.agents == 0 || caps.rules == 0 || caps.holds == 0 ||
 	    caps.txns == 0 || caps.events == 0 || caps.tasks == 0 || caps.prices == 0 ||
-	    caps.alerts == 0 || layout(&caps, &want) != 0 || want.task_off != h->task_off ||
+	    caps.alerts == 0 || caps.texts == 0 || layout(&caps, &want) != 0 ||
+	    want.task_off != h->task_off || want.text_off != h->text_off ||
 	    want.price_off != h->price_off || want.alert_off != h->alert_off ||
 	    want.size != h->size || want.org_off != h->org_off || want.agent_off != h->agent_off ||
 	    want.rule_off != h->rule_off || want.hold_off != h->hold_off ||
 	    want.txn_off != h->txn_off || want.event_off != h->event_off ||
 	    want.agent_ix_off != h->agent_ix_off || want.agent_ix_cap != h->agent_ix_cap) {
 		sc_errorf(err, errlen, "header capacities and offsets are inconsistent");
+		return SC_EINVAL;
+	}
+	if (h->org_top > h->org_cap || h->agent_top > h->agent_cap || h->rule_top > h->rule_cap ||
+	    h->hold_top > h->hold_cap || h->task_top > h->task_cap || h->price_top > h->price_cap ||
+	    h->text_top > h->text_cap) {
+		sc_errorf(err, errlen, "a table's high-water mark is beyond its capacity");
 		return SC_EINVAL;
 	}
 	if (h->size != file_size) {
@@ -150,6 +160,7 @@ static void bind_tables(struct shm *m)
 	m->tasks = (struct shm_task *)(m->base + m->hdr->task_off);
 	m->prices = (struct shm_price *)(m->base + m->hdr->price_off);
 	m->alerts = (struct shm_alert *)(m->base + m->hdr->alert_off);
+	m->texts = (struct shm_text *)(m->base + m->hdr->text_off);
 	m->agent_ix = (uint32_t *)(m->base + m->hdr->agent_ix_off);
 }
 
@@ -219,7 +230,7 @@ static int create(struct shm *m, const char *path, const struct shm_caps *caps, 
 	memset(&h, 0, sizeof(h));
 	if (caps->orgs == 0 || caps->agents == 0 || caps->rules == 0 || caps->holds == 0 ||
 	    caps->txns == 0 || caps->events == 0 || caps->tasks == 0 || caps->prices == 0 ||
-	    caps->alerts == 0) {
+	    caps->alerts == 0 || caps->texts == 0) {
 		sc_errorf(err, errlen, "every capacity must be at least 1");
 		return SC_EINVAL;
 	}
@@ -419,7 +430,8 @@ void shm_agent_ix_rebuild(struct shm *m)
 	shm_write_begin(&m->hdr->agent_ix_seq);
 	memset(m->agent_ix, 0, (size_t)h->agent_ix_cap * sizeof(uint32_t));
 	m->agent_ix_live = m->agent_ix_tombs = 0;
-	for (uint32_t i = 0; i < h->agent_cap; i++)
+	/* slots at or above the high-water mark were never used: their pages stay untouched */
+	for (uint32_t i = 0; i < h->agent_top; i++)
 		if (m->agents[i].rec.used)
 			ix_place(m, m->agents[i].id, i);
 	shm_write_end(&m->hdr->agent_ix_seq);

@@ -21,11 +21,42 @@
  *   task_off      task_cap    x struct shm_task  (usage of tasks named by checks)
  *   price_off     price_cap   x struct shm_price (every version of every model's rates)
  *   alert_off     alert_cap   x struct shm_alert (a ring, like transactions)
+ *   text_off      text_cap    x struct shm_text  (rule names and patterns, shared)
  *   agent_ix_off  agent_ix_cap x uint32_t       (agent id -> slot: AGENT INDEX)
  *
  * Each table starts on a 64-byte boundary; its offset is stored in the
  * header, and records refer to each other by slot index or id, never by
  * pointer, so the segment means the same at any mapping address.
+ *
+ * RULES AND TEXTS
+ *
+ * An agent's rules form a list through shm_rule.next, headed by
+ * shm_agent.first_rule, in match order: exact patterns first, then
+ * prefixes longest first, then "*"; among equals, the older rule (lower id)
+ * first. The first rule whose pattern matches an action is the most
+ * specific one. Listing order (creation order) is id order.
+ *
+ * A rule's name and pattern are references (slots) into the text table.
+ * Fleets give thousands of agents the same rules, so a string is stored once
+ * and counted: shm_text.refs is the number of rule fields naming it, and a
+ * text whose count drops to 0 is freed. Its string never changes while it is
+ * referenced. A reader that follows a rule to its text reads two records
+ * and so compares hdr.mutations before and after (CONCURRENCY below): the
+ * rule may be renamed and the old text freed and reused in between.
+ *
+ * SIZE (bytes, checked by _Static_assert below): an agent 400, a rule 144,
+ * a text 144. One agent with 4 rules takes 976 bytes of segment.
+ *
+ * RATE WINDOWS
+ *
+ * A rule's hourly count and an agent's velocity are struct shm_window:
+ * SHM_WINDOW_BUCKETS buckets of SHM_WINDOW_MINUTES minutes each, indexed by
+ * bucket number (minute / SHM_WINDOW_MINUTES) % SHM_WINDOW_BUCKETS. The
+ * window counted at time t is the bucket holding t and the 15 before it:
+ * from 60 to 64 minutes back, depending on where t falls in its bucket. It
+ * always covers the last 60 minutes, so a limit of N per hour never lets
+ * more than N through in any 60-minute span; an exhausted limit may stay
+ * blocked up to 4 minutes longer than a minute-exact window would.
  *
  * CONCURRENCY
  *
@@ -101,7 +132,8 @@
 #define SHM_NONE UINT32_MAX /* "no slot" */
 #define SHM_METADATA_MAX 512
 #define SHM_TZ_MAX 63
-#define SHM_RATE_BUCKETS 64 /* one-minute buckets; 61 are counted */
+#define SHM_WINDOW_BUCKETS 16 /* buckets of a rate window, all counted */
+#define SHM_WINDOW_MINUTES 4  /* minutes per bucket */
 #define SHM_IX_EMPTY 0u         /* agent index: a free entry, which ends a probe */
 #define SHM_IX_TOMB UINT32_MAX  /* agent index: a deleted agent's entry */
 
@@ -111,6 +143,12 @@ enum shm_serving { SHM_SERVING_STOPPED, SHM_SERVING_LIVE, SHM_SERVING_RETIRED };
 struct shm_rec {
 	uint32_t seq;  /* odd while the writer is changing the record */
 	uint32_t used; /* 0: free slot */
+};
+
+/* Allowed checks in the last hour (see RATE WINDOWS above). */
+struct shm_window {
+	int32_t newest;                     /* bucket number of the newest bucket */
+	uint32_t n[SHM_WINDOW_BUCKETS];     /* allowed checks per bucket */
 };
 
 /* Budget periods of a wallet (enum sc_period). */
@@ -173,10 +211,9 @@ struct shm_header {
 	uint32_t seq;           /* seqlock over the header's counters */
 	uint32_t busy;          /* 1 while a multi-record change is applied */
 	uint32_t org_cap, agent_cap, rule_cap, hold_cap, txn_cap, event_cap, task_cap;
-	uint32_t price_cap, alert_cap;
-	uint32_t reserved3;
+	uint32_t price_cap, alert_cap, text_cap;
 	uint64_t org_off, agent_off, rule_off, hold_off, txn_off, event_off, task_off;
-	uint64_t price_off, alert_off;
+	uint64_t price_off, alert_off, text_off;
 	uint64_t next_org_id, next_agent_id, next_rule_id, next_txn_id, next_event_id;
 	uint64_t next_task_uid, next_price_id, next_alert_id;
 	int64_t alert_velocity; /* setting: allowed checks per hour that raise a velocity alert */
@@ -192,6 +229,12 @@ struct shm_header {
 	uint32_t reserved1;
 	/* counters, monotonic across restarts */
 	uint64_t checks, allowed, blocked, reports, expired, topups, anomalies, risk_blocked;
+	/*
+	 * High-water marks: slots at or above them were never used, so a scan
+	 * of a table stops there and never touches the pages of its empty tail.
+	 */
+	uint32_t org_top, agent_top, rule_top, hold_top, task_top, price_top, text_top;
+	uint32_t reserved5;
 	/*
 	 * For readers in other processes (READERS AND RESTARTS, AGENT INDEX),
 	 * on a cache line of their own: the counters above change with every
@@ -234,12 +277,11 @@ struct shm_agent {
 	uint8_t reserved;
 	char name[SC_NAME_MAX + 1];
 	struct shm_wallet wallet;
-	uint32_t rule_slots[SC_RULES_MAX]; /* n_rules used, in creation order */
 	/* lifetime counters behind the score */
 	uint64_t checks, blocked, settled, failures, overruns, expired, anomalies;
 	int64_t charged_total; /* sum of settled charges, for the average cost */
-	int32_t vel_minute;    /* minute number of the newest velocity bucket */
-	uint32_t vel[SHM_RATE_BUCKETS]; /* allowed checks per minute, for velocity alerts */
+	uint32_t first_rule;   /* head of the rule list in match order; SHM_NONE: no rules */
+	struct shm_window vel; /* allowed checks, for velocity alerts */
 };
 
 /* enum sc_event_type + 1, so that 0 is never a valid type */
@@ -260,18 +302,31 @@ struct shm_event {
 struct shm_rule {
 	struct shm_rec rec;
 	uint64_t id;
-	uint64_t agent_id;
-	char name[SC_NAME_MAX + 1];
-	char match[SC_ACTION_MAX + 1];
+	uint32_t agent_slot;         /* the agent it belongs to */
+	uint32_t name;               /* text slot of its name */
+	uint32_t match;              /* text slot of its pattern */
+	uint32_t next;               /* the agent's next rule in match order; SHM_NONE: last */
 	int64_t max_cost_per_txn;    /* 0 = unlimited */
 	int64_t daily_limit;         /* 0 = unlimited */
 	int64_t hourly_limit;        /* allowed checks per sliding hour, 0 = unlimited */
 	int64_t daily_spent;         /* charged on day `day` */
 	int64_t held;                /* open holds under this rule */
+	struct shm_window rate;      /* allowed checks under this rule */
 	int32_t day;
-	int32_t rate_minute;         /* minute number of the newest bucket */
-	uint32_t rate[SHM_RATE_BUCKETS]; /* allowed checks, indexed by minute % 64 */
 };
+
+/* A rule name or pattern, shared by every rule field that names it. */
+struct shm_text {
+	struct shm_rec rec;
+	uint32_t refs;               /* rule fields naming it; 0 only while free */
+	uint32_t len;                /* bytes of s, without its NUL */
+	char s[SC_ACTION_MAX + 1];   /* NUL-terminated; patterns are the longest texts */
+};
+
+_Static_assert(sizeof(struct shm_window) == 68, "a window is 16 buckets and their number");
+_Static_assert(sizeof(struct shm_agent) == 400, "the agent record size SIZE documents");
+_Static_assert(sizeof(struct shm_rule) == 144, "the rule record size SIZE documents");
+_Static_assert(sizeof(struct shm_text) == 144, "the text record size SIZE documents");
 
 struct shm_hold {
 	struct shm_rec rec;
@@ -367,7 +422,7 @@ struct shm_alert {
 };
 
 struct shm_caps {
-	uint32_t orgs, agents, rules, holds, txns, events, tasks, prices, alerts;
+	uint32_t orgs, agents, rules, holds, txns, events, tasks, prices, alerts, texts;
 };
 
 /* A mapped segment. */
@@ -390,6 +445,7 @@ struct shm {
 	uint32_t *agent_ix;
 	/* writer only, recounted when the index is rebuilt */
 	uint32_t agent_ix_live, agent_ix_tombs;
+	struct shm_text *texts;
 };
 
 /* Bytes a segment of these capacities needs. SC_ERANGE if it overflows. */

@@ -200,9 +200,9 @@ static void velocity(struct state *st, struct shm_agent *a, const struct owner *
 	char what[SC_REASON_MAX + 1];
 
 	shm_write_begin(&a->rec.seq);
-	gate_window_add(a->vel, &a->vel_minute, now);
+	gate_window_add(&a->vel, now);
 	shm_write_end(&a->rec.seq);
-	if (limit <= 0 || (n = gate_window_count(a->vel, a->vel_minute, now)) < limit)
+	if (limit <= 0 || (n = gate_window_count(&a->vel, now)) < limit)
 		return;
 	s.value = n;
 	if (n >= gate_add_sat(limit, limit)) {

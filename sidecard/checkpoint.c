@@ -17,7 +17,8 @@
  *   16     8     sequence number of the last ledger record it contains
  *   24     8     time it was taken, microseconds since the epoch
  *   32     h     the segment header (struct shm_header), capacities included
- *   then, for the org, agent, rule, hold, transaction, event and task tables in turn:
+ *   then, for the org, agent, rule, hold, transaction, event, task, price, alert and
+ *   text tables in turn:
  *          4     count of used records
  *          count x (4-byte slot, the record's bytes)
  *   last   4     CRC32C of every byte before it
@@ -64,22 +65,28 @@ struct table_desc {
 	size_t off_field; /* offset of the table's pointer in struct shm */
 	size_t cap_field; /* offset of its capacity in struct shm_header */
 	size_t rec_size;
+	size_t top_field; /* offset of its uint32_t high-water mark in struct shm_header, or */
+	size_t next_field; /* of the uint64_t next id of a ring (0: the other field is set) */
 };
 
+/* ... is TOP(field) or RING(field). */
+#define TABLE(table, cap, type, ...)                                                      \
+	{offsetof(struct shm, table), offsetof(struct shm_header, cap), sizeof(struct type), \
+	 __VA_ARGS__}
+#define TOP(field) offsetof(struct shm_header, field), 0
+#define RING(field) 0, offsetof(struct shm_header, field)
+
 static const struct table_desc tables[] = {
-	{offsetof(struct shm, orgs), offsetof(struct shm_header, org_cap), sizeof(struct shm_org)},
-	{offsetof(struct shm, agents), offsetof(struct shm_header, agent_cap),
-	 sizeof(struct shm_agent)},
-	{offsetof(struct shm, rules), offsetof(struct shm_header, rule_cap), sizeof(struct shm_rule)},
-	{offsetof(struct shm, holds), offsetof(struct shm_header, hold_cap), sizeof(struct shm_hold)},
-	{offsetof(struct shm, txns), offsetof(struct shm_header, txn_cap), sizeof(struct shm_txn)},
-	{offsetof(struct shm, events), offsetof(struct shm_header, event_cap),
-	 sizeof(struct shm_event)},
-	{offsetof(struct shm, tasks), offsetof(struct shm_header, task_cap), sizeof(struct shm_task)},
-	{offsetof(struct shm, prices), offsetof(struct shm_header, price_cap),
-	 sizeof(struct shm_price)},
-	{offsetof(struct shm, alerts), offsetof(struct shm_header, alert_cap),
-	 sizeof(struct shm_alert)},
+	TABLE(orgs, org_cap, shm_org, TOP(org_top)),
+	TABLE(agents, agent_cap, shm_agent, TOP(agent_top)),
+	TABLE(rules, rule_cap, shm_rule, TOP(rule_top)),
+	TABLE(holds, hold_cap, shm_hold, TOP(hold_top)),
+	TABLE(txns, txn_cap, shm_txn, RING(next_txn_id)),
+	TABLE(events, event_cap, shm_event, RING(next_event_id)),
+	TABLE(tasks, task_cap, shm_task, TOP(task_top)),
+	TABLE(prices, price_cap, shm_price, TOP(price_top)),
+	TABLE(alerts, alert_cap, shm_alert, RING(next_alert_id)),
+	TABLE(texts, text_cap, shm_text, TOP(text_top)),
 };
 
 #define N_TABLES (sizeof(tables) / sizeof(tables[0]))
@@ -100,6 +107,23 @@ static uint32_t table_cap(const struct shm_header *h, const struct table_desc *t
 	return cap;
 }
 
+/*
+ * One past the last slot that may be used: slots above were never written,
+ * and reading them would make the pages of an empty table tail resident.
+ */
+static uint32_t table_end(const struct shm_header *h, const struct table_desc *t)
+{
+	uint32_t cap = table_cap(h, t), top;
+	uint64_t next;
+
+	if (t->top_field) {
+		memcpy(&top, (const char *)h + t->top_field, sizeof(top));
+		return top < cap ? top : cap;
+	}
+	memcpy(&next, (const char *)h + t->next_field, sizeof(next));
+	return next - 1 < cap ? (uint32_t)(next - 1) : cap;
+}
+
 void checkpoint_path(const char *dir, uint64_t seq, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s/%016" PRIx64 ".snap", dir, seq);
@@ -116,9 +140,9 @@ static int serialize(const struct shm *m, uint64_t seq, int64_t now, char **out,
 
 	for (size_t t = 0; t < N_TABLES; t++) {
 		const char *base = table_base(m, &tables[t]);
-		uint32_t cap = table_cap(m->hdr, &tables[t]), used = 0;
+		uint32_t end = table_end(m->hdr, &tables[t]), used = 0;
 
-		for (uint32_t i = 0; i < cap; i++)
+		for (uint32_t i = 0; i < end; i++)
 			used += ((const struct shm_rec *)(base + i * tables[t].rec_size))->used != 0;
 		size += 4 + (size_t)used * (4 + tables[t].rec_size);
 	}
@@ -135,12 +159,12 @@ static int serialize(const struct shm *m, uint64_t seq, int64_t now, char **out,
 	off = CKPT_HEAD + sizeof(struct shm_header);
 	for (size_t t = 0; t < N_TABLES; t++) {
 		const char *base = table_base(m, &tables[t]);
-		uint32_t cap = table_cap(m->hdr, &tables[t]);
+		uint32_t end = table_end(m->hdr, &tables[t]);
 		size_t count_at = off;
 
 		u32 = 0;
 		off += 4;
-		for (uint32_t i = 0; i < cap; i++) {
+		for (uint32_t i = 0; i < end; i++) {
 			const char *rec = base + i * tables[t].rec_size;
 
 			if (!((const struct shm_rec *)rec)->used)
@@ -362,7 +386,7 @@ static int load_tables(struct shm *m, const char *p, size_t len, const char **wh
 
 	for (size_t t = 0; t < N_TABLES; t++) {
 		char *base = table_base(m, &tables[t]);
-		uint32_t cap = table_cap(m->hdr, &tables[t]), count;
+		uint32_t end = table_end(m->hdr, &tables[t]), count;
 
 		if (off + 4 > len - 4)
 			goto bad;
@@ -375,7 +399,7 @@ static int load_tables(struct shm *m, const char *p, size_t len, const char **wh
 			if (off + 4 + tables[t].rec_size > len - 4)
 				goto bad;
 			memcpy(&slot, p + off, 4);
-			if (slot >= cap)
+			if (slot >= end)
 				goto bad;
 			rec = (struct shm_rec *)(base + (size_t)slot * tables[t].rec_size);
 			memcpy(rec, p + off + 4, tables[t].rec_size);
@@ -421,7 +445,7 @@ int checkpoint_restore(const char *dir, uint64_t seq, const char *shm_path, char
 		memcpy(&saved, p + CKPT_HEAD, sizeof(saved));
 		caps = (struct shm_caps){saved.org_cap, saved.agent_cap, saved.rule_cap,
 		                         saved.hold_cap, saved.txn_cap, saved.event_cap, saved.task_cap,
-		                         saved.price_cap, saved.alert_cap};
+		                         saved.price_cap, saved.alert_cap, saved.text_cap};
 		unlink(shm_path);
 		rc = shm_open_rw(&m, shm_path, &caps, &created, err, errlen);
 		if (rc == 0) {

@@ -47,6 +47,9 @@ static const struct option_def options[] = {
 	{"orgs", K_UINT, F(caps.orgs), 1, 1u << 24, "N", "org capacity (1024)"},
 	{"agents", K_UINT, F(caps.agents), 1, 1u << 26, "N", "agent capacity (16384)"},
 	{"rules", K_UINT, F(caps.rules), 1, 1u << 28, "N", "rule capacity (65536)"},
+	{"rule-texts", K_UINT, F(caps.texts), 0, 1u << 28, "N",
+	 "distinct rule names and patterns, shared by the rules that use them;\n"
+	 HELP_INDENT "0: as many as --rules (0)"},
 	{"holds", K_UINT, F(caps.holds), 1, 1u << 28, "N", "open hold capacity (65536)"},
 	{"history", K_UINT, F(caps.txns), 1, 1u << 28, "N", "transactions kept (65536)"},
 	{"events", K_UINT, F(caps.events), 1, 1u << 28, "N", "agent events kept (65536)"},
@@ -324,5 +327,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 		if ((rc = set_option(c, o, v, "--", err, errlen)) != 0)
 			return rc;
 	}
+	if (c->caps.texts == 0)
+		c->caps.texts = c->caps.rules;
 	return 0;
 }

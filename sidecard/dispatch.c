@@ -132,14 +132,25 @@ void pack_rule(struct call *c, const struct shm_rule *r, const struct shm_agent 
 
 	call_map(c, 8);
 	proto_pack_key_u64(pk, "id", r->id);
-	proto_pack_key_str(pk, "name", r->name);
-	proto_pack_key_str(pk, "match", r->match);
+	proto_pack_key_str(pk, "name", c->m->texts[r->name].s);
+	proto_pack_key_str(pk, "match", c->m->texts[r->match].s);
 	proto_pack_key_i64(pk, "max_cost_per_txn", r->max_cost_per_txn);
 	proto_pack_key_i64(pk, "daily_spend_limit", r->daily_limit);
 	proto_pack_key_i64(pk, "hourly_rate_limit", r->hourly_limit);
 	proto_pack_key_i64(pk, "daily_spent",
 	                   r->day == c->m->orgs[a->org_slot].cal.day ? r->daily_spent : 0);
 	proto_pack_key_i64(pk, "hourly_count", gate_rate_count(r, c->now));
+}
+
+/* The agent's rules, in creation order. */
+static void pack_rules(struct call *c, uint32_t agent_slot)
+{
+	uint32_t slots[SC_RULES_MAX];
+	unsigned n = state_rule_list(c->st, agent_slot, slots);
+
+	msgpack_pack_array(c->pk, n);
+	for (unsigned i = 0; i < n; i++)
+		pack_rule(c, &c->m->rules[slots[i]], &c->m->agents[agent_slot]);
 }
 
 void pack_agent(struct call *c, uint32_t slot)
@@ -158,9 +169,7 @@ void pack_agent(struct call *c, uint32_t slot)
 	proto_pack_cstr(pk, "wallet");
 	pack_wallet(c, &(struct gate_wallet_ref){slot, 0});
 	proto_pack_cstr(pk, "rules");
-	msgpack_pack_array(pk, a->n_rules);
-	for (unsigned i = 0; i < a->n_rules; i++)
-		pack_rule(c, &c->m->rules[a->rule_slots[i]], a);
+	pack_rules(c, slot);
 }
 
 void pack_org(struct call *c, uint32_t slot)
@@ -621,17 +630,13 @@ static int m_rules_add(struct call *c)
 
 static int m_rules_list(struct call *c)
 {
-	const struct shm_agent *a;
 	uint32_t slot;
 	int rc;
 
 	if ((rc = call_agent_arg(c, &slot)))
 		return rc;
-	a = &c->m->agents[slot];
 	call_ok(c);
-	msgpack_pack_array(c->pk, a->n_rules);
-	for (unsigned i = 0; i < a->n_rules; i++)
-		pack_rule(c, &c->m->rules[a->rule_slots[i]], a);
+	pack_rules(c, slot);
 	return 0;
 }
 
@@ -1156,7 +1161,7 @@ void dispatch_settings(struct dispatch *d, int64_t now, const struct state_setti
 		proto_pack_key_bool(lp, "expiry_charges", set->expiry_charges);
 		proto_pack_key_i64(lp, "alert_velocity", set->alert_velocity);
 		proto_pack_cstr(lp, "capacity");
-		msgpack_pack_map(lp, 9);
+		msgpack_pack_map(lp, 10);
 		proto_pack_key_u64(lp, "orgs", h->org_cap);
 		proto_pack_key_u64(lp, "agents", h->agent_cap);
 		proto_pack_key_u64(lp, "rules", h->rule_cap);
@@ -1166,6 +1171,7 @@ void dispatch_settings(struct dispatch *d, int64_t now, const struct state_setti
 		proto_pack_key_u64(lp, "tasks", h->task_cap);
 		proto_pack_key_u64(lp, "prices", h->price_cap);
 		proto_pack_key_u64(lp, "alerts", h->alert_cap);
+		proto_pack_key_u64(lp, "rule_texts", h->text_cap);
 		state_set_applied(d->st, ledger_commit(d->ledger));
 	}
 	shm_change_end(shm);
@@ -1204,11 +1210,12 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 
 int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 {
-	static const char *const keys[] = {"orgs",   "agents", "rules",  "holds", "history",
-	                                   "events", "tasks",  "prices", "alerts"};
+	static const char *const keys[] = {"orgs",   "agents", "rules",  "holds",  "history",
+	                                   "events", "tasks",  "prices", "alerts", "rule_texts"};
 	uint32_t *fields[] = {&caps->orgs,   &caps->agents, &caps->rules,
 	                      &caps->holds,  &caps->txns,   &caps->events,
-	                      &caps->tasks,  &caps->prices, &caps->alerts};
+	                      &caps->tasks,  &caps->prices, &caps->alerts,
+	                      &caps->texts};
 	const msgpack_object *cap;
 	msgpack_unpacked u;
 	struct proto_args a, sub;
@@ -1224,9 +1231,11 @@ int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 		if (rc == 0)
 			rc = proto_args_sub(&a, cap, "capacity", &sub);
 		for (size_t i = 0; rc == 0 && i < sizeof(keys) / sizeof(keys[0]); i++) {
-			int64_t v;
+			int64_t v = caps->rules; /* parsed before rule_texts, its default */
 
-			rc = proto_arg_int(&sub, keys[i], 1, 1, UINT32_MAX, &v, NULL);
+			/* rule_texts came with gate version 3; older ledgers are refused later, by version */
+			rc = proto_arg_int(&sub, keys[i], fields[i] != &caps->texts, 1, UINT32_MAX, &v,
+			                   NULL);
 			*fields[i] = (uint32_t)v;
 		}
 	}

@@ -363,7 +363,7 @@ int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = call_ok(c);
-	call_map(c, 34);
+	call_map(c, 36);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -374,6 +374,7 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "orgs", sc.orgs);
 	proto_pack_key_u64(pk, "agents", sc.agents);
 	proto_pack_key_u64(pk, "rules", sc.rules);
+	proto_pack_key_u64(pk, "rule_texts", sc.texts);
 	proto_pack_key_u64(pk, "holds_open", sc.holds);
 	proto_pack_key_u64(pk, "checks", h->checks);
 	proto_pack_key_u64(pk, "allowed", h->allowed);
@@ -396,6 +397,7 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "capacity_tasks", h->task_cap);
 	proto_pack_key_u64(pk, "capacity_prices", h->price_cap);
 	proto_pack_key_u64(pk, "capacity_alerts", h->alert_cap);
+	proto_pack_key_u64(pk, "capacity_rule_texts", h->text_cap);
 	proto_pack_key_u64(pk, "alerts_dropped", dispatch_alerts_dropped(c->d));
 	proto_pack_key_str(pk, "state_path", shm_path);
 	return 0;

@@ -105,46 +105,54 @@ int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int32_t today)
 	return gate_add_sat(day == today ? spent : 0, held);
 }
 
-static uint32_t bucket(int32_t minute)
+int32_t gate_window_bucket(int64_t now)
 {
-	return (uint32_t)minute % SHM_RATE_BUCKETS;
+	return (int32_t)(now / (GATE_US_PER_MINUTE * SHM_WINDOW_MINUTES));
+}
+
+static uint32_t bucket_index(int32_t number)
+{
+	return (uint32_t)number % SHM_WINDOW_BUCKETS;
 }
 
 /*
- * Buckets hold minutes (newest - 63, newest]. The window counted at minute
- * M is [M - 60, M]; a clock that stepped back counts everything newer too,
- * which can only block earlier, never later.
+ * The buckets hold numbers (newest - 16, newest]; the window at now is the
+ * bucket of now and the 15 before it. A clock that stepped back (now before
+ * the newest bucket) counts every bucket held, which can only block
+ * earlier, never later. At most 16 additions of one cache line: no running
+ * sum to keep consistent.
  */
-int64_t gate_window_count(const uint32_t *buckets, int32_t newest, int64_t now)
+int64_t gate_window_count(const struct shm_window *w, int64_t now)
 {
-	int32_t m = gate_minute(now), hi = newest;
-	int32_t lo = m - 60 > hi - (SHM_RATE_BUCKETS - 1) ? m - 60 : hi - (SHM_RATE_BUCKETS - 1);
+	int32_t lo = gate_window_bucket(now) - (SHM_WINDOW_BUCKETS - 1);
 	int64_t n = 0;
 
-	for (int32_t i = lo; i <= hi; i++)
-		n += buckets[bucket(i)];
+	if (lo < w->newest - (SHM_WINDOW_BUCKETS - 1))
+		lo = w->newest - (SHM_WINDOW_BUCKETS - 1);
+	for (int32_t i = lo; i <= w->newest; i++)
+		n += w->n[bucket_index(i)];
 	return n;
 }
 
-void gate_window_add(uint32_t *buckets, int32_t *newest, int64_t now)
+void gate_window_add(struct shm_window *w, int64_t now)
 {
-	int32_t m = gate_minute(now);
+	int32_t b = gate_window_bucket(now);
 
-	if (m > *newest) {
-		if (m - *newest >= SHM_RATE_BUCKETS)
-			memset(buckets, 0, SHM_RATE_BUCKETS * sizeof(*buckets));
+	if (b > w->newest) {
+		if (b - w->newest >= SHM_WINDOW_BUCKETS)
+			memset(w->n, 0, sizeof(w->n));
 		else
-			for (int32_t i = *newest + 1; i <= m; i++)
-				buckets[bucket(i)] = 0;
-		*newest = m;
+			for (int32_t i = w->newest + 1; i <= b; i++)
+				w->n[bucket_index(i)] = 0;
+		w->newest = b;
 	}
-	if (buckets[bucket(*newest)] < UINT32_MAX)
-		buckets[bucket(*newest)]++;
+	if (w->n[bucket_index(w->newest)] < UINT32_MAX)
+		w->n[bucket_index(w->newest)]++;
 }
 
 int64_t gate_rate_count(const struct shm_rule *r, int64_t now)
 {
-	return gate_window_count(r->rate, r->rate_minute, now);
+	return gate_window_count(&r->rate, now);
 }
 
 /* ------------------------------------------------------------- counters */
@@ -217,21 +225,21 @@ static int64_t hourly_limit(const struct shm_agent *a, const struct shm_rule *r)
 	return r->hourly_limit / 2 > 0 ? r->hourly_limit / 2 : 1;
 }
 
-/* Step 7: the most specific rule's limits. */
-static int rule_limits(const struct shm_agent *a, const struct shm_rule *r, int64_t est,
-                       int32_t today, int64_t now, struct verdict *v)
+/* Step 7: the most specific rule's limits; name is the rule's. */
+static int rule_limits(const struct shm_agent *a, const struct shm_rule *r, const char *name,
+                       int64_t est, int32_t today, int64_t now, struct verdict *v)
 {
 	int64_t hourly = hourly_limit(a, r);
 
 	if (r->max_cost_per_txn > 0 && est > r->max_cost_per_txn &&
-	    refuse(v, "rule:%s:max_cost_per_txn", r->name))
+	    refuse(v, "rule:%s:max_cost_per_txn", name))
 		return 1;
 	if (r->daily_limit > 0 &&
 	    est > r->daily_limit - gate_daily_used(r->day, r->daily_spent, r->held, today) &&
-	    refuse(v, "rule:%s:daily_spend_limit", r->name))
+	    refuse(v, "rule:%s:daily_spend_limit", name))
 		return 1;
 	return hourly > 0 && gate_rate_count(r, now) >= hourly &&
-	       refuse(v, "rule:%s:hourly_rate_limit", r->name);
+	       refuse(v, "rule:%s:hourly_rate_limit", name);
 }
 
 uint64_t gate_wallet_txn(struct state *st, uint64_t agent_id, uint64_t org_id,
@@ -398,7 +406,7 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 
 		shm_write_begin(&r->rec.seq);
 		r->held += req->estimate;
-		gate_window_add(r->rate, &r->rate_minute, now);
+		gate_window_add(&r->rate, now);
 		shm_write_end(&r->rec.seq);
 	}
 	if (task_slot != SHM_NONE) {
@@ -560,7 +568,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 		/* steps 6 to 9: wallet, most specific rule, task, score */
 		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, o->cal.day,
 		                   gate_available(&a->wallet), &v) &&
-		    !(r && rule_limits(a, r, req->estimate, o->cal.day, now, &v)) &&
+		    !(r && rule_limits(a, r, m->texts[r->name].s, req->estimate, o->cal.day, now, &v)) &&
 		    !(task && task_limit(st, task, req->estimate, &v)) && a->score < GATE_SCORE_BLOCK)
 			refuse(&v, "score_too_low");
 	}

@@ -21,7 +21,7 @@
  * replay an older ledger: the settings record carries this number and
  * recovery refuses a mismatch. Raise it with any change of decisions.
  */
-#define GATE_VERSION 2
+#define GATE_VERSION 3
 
 #define GATE_US_PER_DAY INT64_C(86400000000)
 #define GATE_US_PER_MINUTE INT64_C(60000000)
@@ -156,14 +156,16 @@ int32_t gate_day(int64_t now);
 int32_t gate_minute(int64_t now);
 
 /*
- * A sliding hour of one-minute buckets (SHM_RATE_BUCKETS of them, indexed
- * by minute % SHM_RATE_BUCKETS, the newest being minute *newest): a rule's
- * allowed calls and an agent's velocity. gate_window_count is what the
- * window holds at now (the current minute and the 60 before it);
- * gate_window_add counts one at now, clearing the buckets it moves past.
+ * A sliding hour of four-minute buckets (struct shm_window, shm.h RATE
+ * WINDOWS): a rule's allowed calls and an agent's velocity.
+ * gate_window_bucket is the bucket number of a time; gate_window_count is
+ * what the window holds at now (the bucket of now and the 15 before it,
+ * 60 to 64 minutes); gate_window_add counts one at now, clearing the
+ * buckets it moves past.
  */
-int64_t gate_window_count(const uint32_t *buckets, int32_t newest, int64_t now);
-void gate_window_add(uint32_t *buckets, int32_t *newest, int64_t now);
+int32_t gate_window_bucket(int64_t now);
+int64_t gate_window_count(const struct shm_window *w, int64_t now);
+void gate_window_add(struct shm_window *w, int64_t now);
 
 /* Allowed checks a rule has counted in the hourly window at now. */
 int64_t gate_rate_count(const struct shm_rule *r, int64_t now);

@@ -6,8 +6,10 @@
  * Threads: the daemon's loop thread only; it must be registered with liburcu
  * (rcu_register_thread) before state_open. It is the segment's single
  * writer and the only updater of the indexes, so updates need no lock; the
- * indexes are RCU structures so that lookups may move to other threads
- * without changing this file's contract.
+ * cds_lfht indexes are RCU structures so that lookups may move to other
+ * threads without changing this file's contract. The two compact indexes
+ * (agent by name, text by string) are loop-thread only: a deletion moves
+ * entries, which a concurrent lookup could miss.
  *
  * DESIGN
  *
@@ -15,28 +17,48 @@
  * AGENT INDEX), which readers in other processes use too; this file keeps
  * it in step with agent create and delete and rebuilds it on open.
  *
- * One lock-free hash table (cds_lfht) holds every other index, each entry
- * tagged with its kind: org by id, org by name, agent by (org, name),
- * transaction by (agent, idempotency key), task
- * by id, model by name (its newest rate version; older versions are chained
- * from it through price_older, newest first). The
- * records themselves live in the segment; an index entry only maps a key to
- * a slot or id. Removed entries are freed after a grace period (call_rcu).
+ * One lock-free hash table (cds_lfht) holds most other indexes, each entry
+ * tagged with its kind: org by id, org by name, transaction by (agent,
+ * idempotency key), task by id, model by name (its newest rate version;
+ * older versions are chained from it through price_older, newest first).
+ * The records themselves live in the segment; an index entry only maps a
+ * key to a slot or id. Removed entries are freed after a grace period
+ * (call_rcu).
  *
- * Each agent's rules are compiled into an immutable rule table sorted by
- * specificity (exact patterns, then prefixes longest first, then "*"), so the
- * first match is the most specific. A rule change builds a new table and
- * publishes it with rcu_xchg_pointer; the old one is freed with call_rcu.
+ * The indexes with an entry per agent or per rule text are sized for a
+ * million agents: struct slot_hash, an open-addressing table of 4-byte slot
+ * numbers (linear probing, at most half full, deletion by backward shift),
+ * whose keys are read from the records themselves: an agent's (org id,
+ * name), a text's string. 8 bytes per agent of capacity instead of a
+ * 64-byte heap node per agent.
  *
  * Open holds are found by transaction id in a table of their own, private
  * to the writer (see "hold index" below): a check places a hold and a
  * report settles it a million times a second, which an allocation and a
  * walk of the shared table per hold would dominate.
  *
- * Free slots of every table are kept on stacks rebuilt from the "used" flags
- * when the segment is opened. Open holds are also linked, in expiry order,
- * on a doubly-linked list through two arrays indexed by hold slot, so that
- * settling any hold is O(1) and the next hold to expire is the list head.
+ * Rules live only in the segment: each agent's rules are a list in match
+ * order (shm.h, RULES AND TEXTS), so the most specific rule is the first
+ * whose pattern matches, found without a private copy of any pattern. Rule
+ * names and patterns are interned in the text table: text_ref finds or
+ * allocates a string's text and counts the reference, text_unref frees it at
+ * zero. A change that needs new texts checks that the table has room before
+ * it writes anything.
+ *
+ * Free slots of every table are kept in pools (struct slot_pool): slots
+ * never used since the segment was opened are handed out in order from a
+ * high-water mark, freed ones from a stack, so that nothing is written per
+ * free slot at open. The lowest free slot goes first after a rebuild, the
+ * most recently freed one after that: the same sequence of changes on the
+ * same segment allocates the same slots. Open holds are also linked, in
+ * expiry order, on a doubly-linked list through two arrays indexed by hold
+ * slot, so that settling any hold is O(1) and the next hold to expire is the
+ * list head.
+ *
+ * Rebuilding at open reads only the parts of the segment file that were
+ * ever written (SEEK_DATA): the rest is a hole that reads as free records,
+ * and touching it would make every page of a large, mostly empty segment
+ * resident.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -53,7 +75,7 @@
 #include "state.h"
 
 enum ix_kind {
-	IX_ORG_ID, IX_ORG_NAME, IX_AGENT_NAME, IX_IDEM, IX_TASK,
+	IX_ORG_ID, IX_ORG_NAME, IX_IDEM, IX_TASK,
 	IX_PRICE /* model -> slot of its newest rate version */
 };
 
@@ -74,21 +96,30 @@ struct ix_key {
 	size_t len;
 };
 
-struct rule_entry {
-	uint32_t slot;
-	uint16_t len;
-	char match[SC_ACTION_MAX + 1];
+/* The free slots of a table of cap records. */
+struct slot_pool {
+	uint32_t *v;   /* freed slots below *top, the next one to use last */
+	uint32_t n;    /* slots on v */
+	uint32_t *top; /* the table's high-water mark in the segment header */
+	uint32_t cap;
+	struct shm_header *hdr;
 };
 
-struct rule_table {
-	struct rcu_head rcu;
-	unsigned n;
-	struct rule_entry e[];
+/* The key of a record in a slot_hash: a number (0 or the org id) and a string. */
+struct slot_key {
+	uint64_t num;
+	const char *p;
+	size_t len;
 };
 
-struct slot_stack {
-	uint32_t *v;
-	uint32_t n;
+struct state;
+typedef void slot_key_fn(const struct state *st, uint32_t slot, struct slot_key *k);
+
+/* Open addressing over slot numbers; cell holds slot + 1, 0 when empty. */
+struct slot_hash {
+	uint32_t *cell;
+	uint32_t mask;
+	slot_key_fn *key_of;
 };
 
 struct hold_ix_entry {
@@ -100,8 +131,10 @@ struct state {
 	struct shm m;
 	struct state_config cfg;
 	struct cds_lfht *ix;
-	struct rule_table **rule_tables; /* by agent slot, RCU-published */
-	struct slot_stack free_orgs, free_agents, free_rules, free_holds, free_tasks, free_prices;
+	struct slot_hash agent_names; /* agent by (org id, name) */
+	struct slot_hash texts;       /* text by string */
+	struct slot_pool free_orgs, free_agents, free_rules, free_holds, free_tasks, free_prices;
+	struct slot_pool free_texts;
 	uint32_t *price_older; /* by price slot: the model's previous version, or SHM_NONE */
 	uint32_t *exp_prev, *exp_next; /* expiry list, by hold slot */
 	uint32_t exp_head, exp_tail;
@@ -287,38 +320,250 @@ static void hold_ix_del(struct state *st, uint64_t txn_id)
 	e[i].txn_id = 0;
 }
 
-/* ---------------------------------------------------------- slot stacks */
+/* ----------------------------------------------------------- slot pools */
 
-static int stack_init(struct slot_stack *s, uint32_t cap)
+/*
+ * v is allocated for every slot but written only as slots are freed, so
+ * it costs memory for the slots freed, not for the capacity.
+ */
+static int pool_init(struct slot_pool *p, struct shm_header *hdr, uint32_t *top, uint32_t cap)
 {
-	s->v = calloc(cap ? cap : 1, sizeof(*s->v));
-	s->n = 0;
-	return s->v ? 0 : -ENOMEM;
+	p->v = calloc(cap ? cap : 1, sizeof(*p->v));
+	p->n = 0;
+	p->top = top;
+	p->cap = cap;
+	p->hdr = hdr;
+	return p->v ? 0 : -ENOMEM;
 }
 
-static int stack_pop(struct slot_stack *s, uint32_t *slot)
+static uint32_t pool_free_count(const struct slot_pool *p)
 {
-	if (s->n == 0)
+	return p->n + (p->cap - *p->top);
+}
+
+/* The slot pool_pop would return, or SHM_NONE when none is free. */
+static uint32_t pool_peek(const struct slot_pool *p)
+{
+	if (p->n)
+		return p->v[p->n - 1];
+	return *p->top < p->cap ? *p->top : SHM_NONE;
+}
+
+/*
+ * A free slot. Raising the high-water mark needs no change bracket: a mark
+ * above the highest used slot only makes a rebuild scan further.
+ */
+static int pool_pop(struct slot_pool *p, uint32_t *slot)
+{
+	if (p->n) {
+		*slot = p->v[--p->n];
+		return 0;
+	}
+	if (*p->top == p->cap)
 		return SC_ELIMIT;
-	*slot = s->v[--s->n];
+	*slot = *p->top;
+	shm_write_begin(&p->hdr->seq);
+	(*p->top)++;
+	shm_write_end(&p->hdr->seq);
 	return 0;
 }
 
-static void stack_push(struct slot_stack *s, uint32_t slot)
+static void pool_push(struct slot_pool *p, uint32_t slot)
 {
-	s->v[s->n++] = slot;
+	p->v[p->n++] = slot;
 }
 
-/* Pushes the free slots of a table so that the lowest is used first. */
-#define STACK_FILL(stack, table, cap)                                   \
+/* Rebuild: stacks the free slots below the high-water mark, the lowest to go first. */
+#define POOL_FILL(pool, table)                                          \
 	do {                                                            \
-		for (uint32_t i_ = (cap); i_-- > 0;)                     \
+		for (uint32_t i_ = *(pool).top; i_-- > 0;)               \
 			if (!(table)[i_].rec.used)                       \
-				stack_push(&(stack), i_);                \
+				pool_push(&(pool), i_);                  \
 	} while (0)
 
-/* ---------------------------------------------------------- rule tables */
+/* ---------------------------------------------------- compact indexes */
 
+static uint64_t slot_key_hash(const struct slot_key *k)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	h = (h ^ k->num) * 0x100000001b3ULL;
+	for (size_t i = 0; i < k->len; i++)
+		h = (h ^ (uint8_t)k->p[i]) * 0x100000001b3ULL;
+	h ^= h >> 32;
+	return h * 0x9e3779b97f4a7c15ULL;
+}
+
+static uint32_t slot_hash_home(const struct slot_hash *h, const struct slot_key *k)
+{
+	return (uint32_t)(slot_key_hash(k) >> 32) & h->mask;
+}
+
+/* At most half full for cap entries; the cells are written only as entries come. */
+static int slot_hash_init(struct slot_hash *h, uint32_t cap, slot_key_fn *key_of)
+{
+	uint64_t cells = 16;
+
+	while (cells < 2 * (uint64_t)cap)
+		cells *= 2;
+	h->cell = calloc(cells, sizeof(*h->cell));
+	h->mask = (uint32_t)(cells - 1);
+	h->key_of = key_of;
+	return h->cell ? 0 : -ENOMEM;
+}
+
+/* The cell holding key k, or the empty cell where it would go. */
+static uint32_t slot_hash_cell(const struct state *st, const struct slot_hash *h,
+                               const struct slot_key *k)
+{
+	struct slot_key o;
+
+	for (uint32_t i = slot_hash_home(h, k);; i = (i + 1) & h->mask) {
+		if (h->cell[i] == 0)
+			return i;
+		h->key_of(st, h->cell[i] - 1, &o);
+		if (o.num == k->num && o.len == k->len && memcmp(o.p, k->p, k->len) == 0)
+			return i;
+	}
+}
+
+/* The slot whose record has key k, or SHM_NONE. */
+static uint32_t slot_hash_find(const struct state *st, const struct slot_hash *h,
+                               const struct slot_key *k)
+{
+	uint32_t c = h->cell[slot_hash_cell(st, h, k)];
+
+	return c ? c - 1 : SHM_NONE;
+}
+
+/* Indexes slot under its record's key, which no other entry has. */
+static void slot_hash_add(const struct state *st, struct slot_hash *h, uint32_t slot)
+{
+	struct slot_key k;
+
+	h->key_of(st, slot, &k);
+	h->cell[slot_hash_cell(st, h, &k)] = slot + 1;
+}
+
+/* Removes slot, whose record still holds the key it was indexed under. */
+static void slot_hash_del(const struct state *st, struct slot_hash *h, uint32_t slot)
+{
+	struct slot_key k;
+	uint32_t i, j;
+
+	h->key_of(st, slot, &k);
+	for (i = slot_hash_home(h, &k); h->cell[i] != slot + 1; i = (i + 1) & h->mask)
+		SC_ASSERT(h->cell[i] != 0);
+	/* Backward shift: pull later entries of the probe run into the hole. */
+	for (j = (i + 1) & h->mask; h->cell[j] != 0; j = (j + 1) & h->mask) {
+		uint32_t home;
+
+		h->key_of(st, h->cell[j] - 1, &k);
+		home = slot_hash_home(h, &k);
+		/* The entry at j may move to i unless its home lies cyclically in (i, j]. */
+		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+			h->cell[i] = h->cell[j];
+			i = j;
+		}
+	}
+	h->cell[i] = 0;
+}
+
+static void agent_key(const struct state *st, uint32_t slot, struct slot_key *k)
+{
+	const struct shm_agent *a = &st->m.agents[slot];
+
+	*k = (struct slot_key){a->org_id, a->name, strlen(a->name)};
+}
+
+static void text_key(const struct state *st, uint32_t slot, struct slot_key *k)
+{
+	const struct shm_text *t = &st->m.texts[slot];
+
+	*k = (struct slot_key){0, t->s, t->len};
+}
+
+static uint32_t agent_by_name(const struct state *st, uint64_t org_id, struct state_str name)
+{
+	struct slot_key k = {org_id, name.p, name.len};
+
+	return slot_hash_find(st, &st->agent_names, &k);
+}
+
+/* ---------------------------------------------------------------- texts */
+
+static uint32_t text_find(const struct state *st, struct state_str s)
+{
+	struct slot_key k = {0, s.p, s.len};
+
+	return slot_hash_find(st, &st->texts, &k);
+}
+
+static int texts_fit(const struct state *st, uint32_t need, uint32_t freed, char *err,
+                     size_t errlen)
+{
+	if (need <= pool_free_count(&st->free_texts) + freed)
+		return 0;
+	sc_errorf(err, errlen,
+	          "rule text capacity (%u distinct rule names and patterns) reached: raise "
+	          "--rule-texts",
+	          st->m.hdr->text_cap);
+	return SC_ELIMIT;
+}
+
+/* A counted reference to s, allocating its text if new; the caller checked room. */
+static uint32_t text_ref(struct state *st, struct state_str s)
+{
+	uint32_t slot = text_find(st, s);
+	struct shm_text *t;
+	int rc;
+
+	if (slot == SHM_NONE) {
+		rc = pool_pop(&st->free_texts, &slot);
+		SC_ASSERT(rc == 0);
+		t = &st->m.texts[slot];
+		shm_write_begin(&t->rec.seq);
+		memset(t->s, 0, sizeof(t->s));
+		memcpy(t->s, s.p, s.len);
+		t->len = (uint32_t)s.len;
+		t->refs = 1;
+		t->rec.used = 1;
+		shm_write_end(&t->rec.seq);
+		slot_hash_add(st, &st->texts, slot);
+		return slot;
+	}
+	t = &st->m.texts[slot];
+	shm_write_begin(&t->rec.seq);
+	t->refs++;
+	shm_write_end(&t->rec.seq);
+	return slot;
+}
+
+static void text_unref(struct state *st, uint32_t slot)
+{
+	struct shm_text *t = &st->m.texts[slot];
+
+	SC_ASSERT(t->rec.used && t->refs > 0);
+	if (t->refs == 1)
+		slot_hash_del(st, &st->texts, slot);
+	shm_write_begin(&t->rec.seq);
+	if (--t->refs == 0)
+		t->rec.used = 0;
+	shm_write_end(&t->rec.seq);
+	if (t->refs == 0)
+		pool_push(&st->free_texts, slot);
+}
+
+static struct state_str text_str(const struct state *st, uint32_t slot)
+{
+	const struct shm_text *t = &st->m.texts[slot];
+
+	return (struct state_str){t->s, t->len};
+}
+
+/* ----------------------------------------------------------- rule lists */
+
+/* 2 exact, 1 "prefix.*", 0 "*". */
 static int rule_kind(const char *m, size_t len)
 {
 	if (len == 1 && m[0] == '*')
@@ -326,69 +571,86 @@ static int rule_kind(const char *m, size_t len)
 	return len >= 2 && m[len - 1] == '*' ? 1 : 2;
 }
 
-/* Most specific first: exact, then longer prefixes, then "*". */
-static int rule_entry_cmp(const void *a, const void *b)
+/* Whether rule x comes before rule y in match order (shm.h, RULES AND TEXTS). */
+static int rule_before(const struct state *st, const struct shm_rule *x, const struct shm_rule *y)
 {
-	const struct rule_entry *x = a, *y = b;
-	int kx = rule_kind(x->match, x->len), ky = rule_kind(y->match, y->len);
+	struct state_str mx = text_str(st, x->match), my = text_str(st, y->match);
+	int kx = rule_kind(mx.p, mx.len), ky = rule_kind(my.p, my.len);
 
 	if (kx != ky)
-		return ky - kx;
-	return (int)y->len - (int)x->len;
+		return kx > ky;
+	if (mx.len != my.len)
+		return mx.len > my.len;
+	return x->id < y->id;
 }
 
-static void rule_table_free_rcu(struct rcu_head *head)
+/* Links rule slot s into a's list at its place; the caller holds a's write. */
+static void rule_link(struct state *st, struct shm_agent *a, uint32_t s)
 {
-	free(caa_container_of(head, struct rule_table, rcu));
-}
+	struct shm_rule *r = &st->m.rules[s];
+	uint32_t *at = &a->first_rule;
+	struct shm_rule *prev = NULL;
 
-/* Compiles and publishes the rule table of an agent. */
-static int rule_table_publish(struct state *st, uint32_t agent_slot)
-{
-	const struct shm_agent *a = &st->m.agents[agent_slot];
-	struct rule_table *t, *old;
-
-	t = malloc(sizeof(*t) + a->n_rules * sizeof(t->e[0]));
-	if (!t)
-		return -ENOMEM;
-	t->n = a->n_rules;
-	for (unsigned i = 0; i < t->n; i++) {
-		const struct shm_rule *r = &st->m.rules[a->rule_slots[i]];
-
-		t->e[i].slot = a->rule_slots[i];
-		t->e[i].len = (uint16_t)strlen(r->match);
-		memcpy(t->e[i].match, r->match, t->e[i].len + 1);
+	while (*at != SHM_NONE && !rule_before(st, r, &st->m.rules[*at])) {
+		prev = &st->m.rules[*at];
+		at = &prev->next;
 	}
-	qsort(t->e, t->n, sizeof(t->e[0]), rule_entry_cmp);
-	old = rcu_xchg_pointer(&st->rule_tables[agent_slot], t);
-	if (old)
-		call_rcu(&old->rcu, rule_table_free_rcu);
-	return 0;
+	shm_write_begin(&r->rec.seq);
+	r->next = *at;
+	shm_write_end(&r->rec.seq);
+	if (prev)
+		shm_write_begin(&prev->rec.seq);
+	*at = s;
+	if (prev)
+		shm_write_end(&prev->rec.seq);
 }
 
-static void rule_table_drop(struct state *st, uint32_t agent_slot)
+/* Unlinks rule slot s from a's list; the caller holds a's write. */
+static void rule_unlink(struct state *st, struct shm_agent *a, uint32_t s)
 {
-	struct rule_table *old = rcu_xchg_pointer(&st->rule_tables[agent_slot], NULL);
+	uint32_t *at = &a->first_rule;
+	struct shm_rule *prev = NULL;
 
-	if (old)
-		call_rcu(&old->rcu, rule_table_free_rcu);
+	while (*at != s) {
+		SC_ASSERT(*at != SHM_NONE);
+		prev = &st->m.rules[*at];
+		at = &prev->next;
+	}
+	if (prev)
+		shm_write_begin(&prev->rec.seq);
+	*at = st->m.rules[s].next;
+	if (prev)
+		shm_write_end(&prev->rec.seq);
 }
 
 uint32_t state_rule_match(struct state *st, uint32_t agent_slot, const char *action, size_t len)
 {
-	const struct rule_table *t;
-	uint32_t slot = SHM_NONE;
+	const struct shm_rule *rules = st->m.rules;
 
-	rcu_read_lock();
-	t = rcu_dereference(st->rule_tables[agent_slot]);
-	for (unsigned i = 0; t && i < t->n; i++) {
-		if (gate_pattern_rank(t->e[i].match, t->e[i].len, action, len) >= 0) {
-			slot = t->e[i].slot;
-			break;
-		}
+	for (uint32_t s = st->m.agents[agent_slot].first_rule; s != SHM_NONE; s = rules[s].next) {
+		const struct shm_text *t = &st->m.texts[rules[s].match];
+
+		if (gate_pattern_rank(t->s, t->len, action, len) >= 0)
+			return s;
 	}
-	rcu_read_unlock();
-	return slot;
+	return SHM_NONE;
+}
+
+unsigned state_rule_list(struct state *st, uint32_t agent_slot, uint32_t slots[SC_RULES_MAX])
+{
+	const struct shm_rule *rules = st->m.rules;
+	unsigned n = 0;
+
+	for (uint32_t s = st->m.agents[agent_slot].first_rule; s != SHM_NONE && n < SC_RULES_MAX;
+	     s = rules[s].next) {
+		unsigned i = n++;
+
+		/* insertion by id: creation order */
+		for (; i > 0 && rules[slots[i - 1]].id > rules[s].id; i--)
+			slots[i] = slots[i - 1];
+		slots[i] = s;
+	}
+	return n;
 }
 
 /* ---------------------------------------------------------- expiry list */
@@ -473,16 +735,14 @@ static int price_index(struct state *st, uint32_t slot)
 
 int state_price_reserve(struct state *st, uint32_t *slot)
 {
-	if (st->free_prices.n == 0)
-		return SC_ELIMIT;
-	*slot = st->free_prices.v[st->free_prices.n - 1];
-	return 0;
+	*slot = pool_peek(&st->free_prices);
+	return *slot == SHM_NONE ? SC_ELIMIT : 0;
 }
 
 int state_price_link(struct state *st, uint32_t slot)
 {
 	uint32_t taken = SHM_NONE;
-	int rc = stack_pop(&st->free_prices, &taken);
+	int rc = pool_pop(&st->free_prices, &taken);
 
 	SC_ASSERT(rc == 0 && taken == slot);
 	return price_index(st, slot);
@@ -490,14 +750,20 @@ int state_price_link(struct state *st, uint32_t slot)
 
 /* ------------------------------------------------------- open and close */
 
-/* Rebuilds indexes, free stacks, rule tables and the expiry list. */
+/* Used slots of a ring of cap records whose next id is next. */
+static uint32_t ring_top(uint64_t next, uint32_t cap)
+{
+	return next - 1 < cap ? (uint32_t)(next - 1) : cap;
+}
+
+/* Rebuilds indexes, free slot pools and the expiry list, reading slots below the marks only. */
 static int rebuild(struct state *st)
 {
 	const struct shm_header *h = st->m.hdr;
 	uint32_t *open_holds, n_open = 0;
 	int rc = 0;
 
-	for (uint32_t i = 0; i < h->org_cap && rc == 0; i++) {
+	for (uint32_t i = 0; i < h->org_top && rc == 0; i++) {
 		const struct shm_org *o = &st->m.orgs[i];
 
 		if (!o->rec.used)
@@ -507,24 +773,25 @@ static int rebuild(struct state *st)
 		if (rc == 0)
 			rc = ix_add(st, key_cstr(IX_ORG_NAME, 0, o->name), i);
 	}
-	for (uint32_t i = 0; i < h->agent_cap && rc == 0; i++) {
+	for (uint32_t i = 0; i < h->agent_top && rc == 0; i++) {
 		const struct shm_agent *a = &st->m.agents[i];
 
 		if (!a->rec.used)
 			continue;
 		st->counts.agents++;
 		st->counts.rules += a->n_rules;
-		rc = ix_add(st, key_cstr(IX_AGENT_NAME, a->org_id, a->name), i);
-		if (rc == 0)
-			rc = rule_table_publish(st, i);
+		slot_hash_add(st, &st->agent_names, i);
 	}
+	for (uint32_t i = 0; i < h->text_top; i++)
+		if (st->m.texts[i].rec.used)
+			slot_hash_add(st, &st->texts, i);
 	if (rc != 0)
 		return rc;
 	shm_agent_ix_rebuild(&st->m);
 	open_holds = malloc((h->hold_cap ? h->hold_cap : 1) * sizeof(*open_holds));
 	if (!open_holds)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < h->hold_cap && rc == 0; i++) {
+	for (uint32_t i = 0; i < h->hold_top && rc == 0; i++) {
 		if (!st->m.holds[i].rec.used)
 			continue;
 		open_holds[n_open++] = i;
@@ -536,30 +803,32 @@ static int rebuild(struct state *st)
 		exp_link(st, open_holds[i]);
 	st->counts.holds = n_open;
 	free(open_holds);
-	for (uint32_t i = 0; i < h->txn_cap && rc == 0; i++) {
+	for (uint32_t i = 0; i < ring_top(h->next_txn_id, h->txn_cap) && rc == 0; i++) {
 		const struct shm_txn *t = &st->m.txns[i];
 
 		if (t->rec.used && t->idem_key[0])
 			rc = state_txn_index_key(st, t);
 	}
-	for (uint32_t i = 0; i < h->task_cap && rc == 0; i++)
+	for (uint32_t i = 0; i < h->task_top && rc == 0; i++)
 		if (st->m.tasks[i].rec.used)
 			rc = ix_add(st, key_cstr(IX_TASK, 0, st->m.tasks[i].id), i);
-	for (uint32_t i = 0; i < h->price_cap && rc == 0; i++)
+	for (uint32_t i = 0; i < h->price_top && rc == 0; i++)
 		if (st->m.prices[i].rec.used)
 			rc = price_index(st, i);
-	STACK_FILL(st->free_prices, st->m.prices, h->price_cap);
-	STACK_FILL(st->free_tasks, st->m.tasks, h->task_cap);
-	STACK_FILL(st->free_orgs, st->m.orgs, h->org_cap);
-	STACK_FILL(st->free_agents, st->m.agents, h->agent_cap);
-	STACK_FILL(st->free_rules, st->m.rules, h->rule_cap);
-	STACK_FILL(st->free_holds, st->m.holds, h->hold_cap);
+	POOL_FILL(st->free_prices, st->m.prices);
+	POOL_FILL(st->free_tasks, st->m.tasks);
+	POOL_FILL(st->free_orgs, st->m.orgs);
+	POOL_FILL(st->free_agents, st->m.agents);
+	POOL_FILL(st->free_rules, st->m.rules);
+	POOL_FILL(st->free_holds, st->m.holds);
+	POOL_FILL(st->free_texts, st->m.texts);
 	return rc;
 }
 
 int state_open(struct state **out, const struct state_config *cfg, char *err, size_t errlen)
 {
 	struct state *st = calloc(1, sizeof(*st));
+	struct shm_header *hdr;
 	const struct shm_header *h;
 	int created, rc;
 
@@ -571,7 +840,7 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 		free(st);
 		return rc;
 	}
-	h = st->m.hdr;
+	h = hdr = st->m.hdr;
 	st->exp_head = st->exp_tail = SHM_NONE;
 	if (created) {
 		state_set_settings(st, &cfg->set);
@@ -582,16 +851,20 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 		                                      .alert_velocity = h->alert_velocity};
 	}
 	st->ix = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
-	st->rule_tables = calloc(h->agent_cap, sizeof(*st->rule_tables));
 	st->exp_prev = malloc(h->hold_cap * sizeof(uint32_t));
 	st->exp_next = malloc(h->hold_cap * sizeof(uint32_t));
 	st->price_older = malloc(h->price_cap * sizeof(uint32_t));
-	rc = (!st->ix || !st->rule_tables || !st->exp_prev || !st->exp_next || !st->price_older ||
+	rc = (!st->ix || !st->exp_prev || !st->exp_next || !st->price_older ||
 	      hold_ix_init(st, h->hold_cap) ||
-	      stack_init(&st->free_prices, h->price_cap) ||
-	      stack_init(&st->free_orgs, h->org_cap) || stack_init(&st->free_agents, h->agent_cap) ||
-	      stack_init(&st->free_rules, h->rule_cap) || stack_init(&st->free_holds, h->hold_cap) ||
-	      stack_init(&st->free_tasks, h->task_cap))
+	      slot_hash_init(&st->agent_names, h->agent_cap, agent_key) ||
+	      slot_hash_init(&st->texts, h->text_cap, text_key) ||
+	      pool_init(&st->free_prices, hdr, &hdr->price_top, h->price_cap) ||
+	      pool_init(&st->free_orgs, hdr, &hdr->org_top, h->org_cap) ||
+	      pool_init(&st->free_agents, hdr, &hdr->agent_top, h->agent_cap) ||
+	      pool_init(&st->free_rules, hdr, &hdr->rule_top, h->rule_cap) ||
+	      pool_init(&st->free_holds, hdr, &hdr->hold_top, h->hold_cap) ||
+	      pool_init(&st->free_tasks, hdr, &hdr->task_top, h->task_cap) ||
+	      pool_init(&st->free_texts, hdr, &hdr->text_top, h->text_cap))
 		     ? -ENOMEM
 		     : rebuild(st);
 	if (rc != 0) {
@@ -620,14 +893,11 @@ void state_close(struct state *st)
 		}
 		rcu_read_unlock();
 	}
-	if (st->rule_tables) {
-		for (uint32_t i = 0; st->m.hdr && i < st->m.hdr->agent_cap; i++)
-			rule_table_drop(st, i);
-	}
 	rcu_barrier();
 	if (st->ix)
 		cds_lfht_destroy(st->ix, NULL);
-	free(st->rule_tables);
+	free(st->agent_names.cell);
+	free(st->texts.cell);
 	free(st->exp_prev);
 	free(st->exp_next);
 	free(st->hold_ix);
@@ -637,6 +907,7 @@ void state_close(struct state *st)
 	free(st->free_holds.v);
 	free(st->free_tasks.v);
 	free(st->free_prices.v);
+	free(st->free_texts.v);
 	free(st->price_older);
 	if (st->m.hdr)
 		shm_set_serving(&st->m, SHM_SERVING_STOPPED);
@@ -689,6 +960,7 @@ uint64_t state_applied(const struct state *st)
 void state_counts(const struct state *st, struct state_counts *c)
 {
 	*c = st->counts;
+	c->texts = *st->free_texts.top - st->free_texts.n;
 }
 
 /* ----------------------------------------------------------- validation */
@@ -737,7 +1009,7 @@ int state_org_create(struct state *st, struct state_str name, int64_t now, uint3
 		sc_errorf(err, errlen, "name: an org named '%.*s' exists", (int)name.len, name.p);
 		return SC_EEXISTS;
 	}
-	if (stack_pop(&st->free_orgs, &s) != 0) {
+	if (pool_pop(&st->free_orgs, &s) != 0) {
 		sc_errorf(err, errlen, "org capacity (%u) reached", h->org_cap);
 		return SC_ELIMIT;
 	}
@@ -884,29 +1156,74 @@ static int check_rule_fields(const struct state_rule_spec *r, char *err, size_t 
 static int check_rule_unique(struct state *st, const struct shm_agent *a, uint64_t skip_id,
                              const struct state_rule_spec *r, char *err, size_t errlen)
 {
-	for (unsigned i = 0; i < a->n_rules; i++) {
-		const struct shm_rule *o = &st->m.rules[a->rule_slots[i]];
+	uint32_t name = r->set & STATE_RULE_SET_NAME ? text_find(st, r->name) : SHM_NONE;
+	uint32_t match = r->set & STATE_RULE_SET_MATCH ? text_find(st, r->match) : SHM_NONE;
+
+	/* Texts are interned: equal strings are the same text slot. */
+	for (uint32_t s = a->first_rule; s != SHM_NONE; s = st->m.rules[s].next) {
+		const struct shm_rule *o = &st->m.rules[s];
 
 		if (o->id == skip_id)
 			continue;
-		if ((r->set & STATE_RULE_SET_NAME) && str_eq(o->name, r->name)) {
-			sc_errorf(err, errlen, "name: the agent has a rule named '%s'", o->name);
+		if (name != SHM_NONE && o->name == name) {
+			sc_errorf(err, errlen, "name: the agent has a rule named '%s'",
+			          st->m.texts[o->name].s);
 			return SC_EEXISTS;
 		}
-		if ((r->set & STATE_RULE_SET_MATCH) && str_eq(o->match, r->match)) {
-			sc_errorf(err, errlen, "match: rule '%s' already matches '%s'", o->name, o->match);
+		if (match != SHM_NONE && o->match == match) {
+			sc_errorf(err, errlen, "match: rule '%s' already matches '%s'",
+			          st->m.texts[o->name].s, st->m.texts[o->match].s);
 			return SC_EEXISTS;
 		}
 	}
 	return 0;
 }
 
-static void apply_rule_spec(struct shm_rule *r, const struct state_rule_spec *s)
+/*
+ * Whether the text table can take a change that drops one reference per
+ * entry of old (text slots; a slot may repeat) and then takes one per entry
+ * of new (strings): the texts the drops free count as room, and a new string
+ * whose only text is freed by the drops needs a text again.
+ */
+static int texts_fit_change(const struct state *st, const uint32_t *old, size_t n_old,
+                            const struct state_str *new, size_t n_new, char *err, size_t errlen)
 {
-	if (s->set & STATE_RULE_SET_NAME)
-		copy_str(r->name, s->name);
-	if (s->set & STATE_RULE_SET_MATCH)
-		copy_str(r->match, s->match);
+	uint32_t freed[2 * SC_RULES_MAX], n_freed = 0, need = 0;
+
+	SC_ASSERT(n_old <= 2 * SC_RULES_MAX);
+	for (size_t i = 0; i < n_old; i++) {
+		uint32_t drops = 0;
+		size_t j;
+
+		for (j = 0; j < i && old[j] != old[i]; j++)
+			;
+		if (j < i)
+			continue; /* counted with its first occurrence */
+		for (j = i; j < n_old; j++)
+			drops += old[j] == old[i];
+		if (st->m.texts[old[i]].refs == drops)
+			freed[n_freed++] = old[i];
+	}
+	for (size_t i = 0; i < n_new; i++) {
+		uint32_t t;
+		size_t j = 0;
+
+		while (j < i && !(new[j].len == new[i].len && memcmp(new[j].p, new[i].p, new[i].len) == 0))
+			j++;
+		if (j < i)
+			continue;
+		t = text_find(st, new[i]);
+		for (j = 0; t != SHM_NONE && j < n_freed; j++)
+			if (freed[j] == t)
+				t = SHM_NONE;
+		need += t == SHM_NONE;
+	}
+	return texts_fit(st, need, n_freed, err, errlen);
+}
+
+/* Sets the limits spec names (inside the rule's write). */
+static void apply_rule_limits(struct shm_rule *r, const struct state_rule_spec *s)
+{
 	if (s->set & STATE_RULE_SET_MAX_COST)
 		r->max_cost_per_txn = s->max_cost_per_txn;
 	if (s->set & STATE_RULE_SET_DAILY)
@@ -915,13 +1232,17 @@ static void apply_rule_spec(struct shm_rule *r, const struct state_rule_spec *s)
 		r->hourly_limit = s->hourly_limit;
 }
 
-/* Writes a new rule into a free slot; the caller checked capacity. */
-static uint32_t rule_insert(struct state *st, struct shm_agent *a,
+/*
+ * Writes a new rule into a free slot and links it into a's list; the caller
+ * checked capacity (rules and texts) and holds a's write.
+ */
+static uint32_t rule_insert(struct state *st, uint32_t agent_slot,
                             const struct state_rule_spec *spec)
 {
+	struct shm_agent *a = &st->m.agents[agent_slot];
 	uint32_t s = SHM_NONE;
 	struct shm_rule *r;
-	int rc = stack_pop(&st->free_rules, &s);
+	int rc = pool_pop(&st->free_rules, &s);
 
 	SC_ASSERT(rc == 0);
 	r = &st->m.rules[s];
@@ -929,10 +1250,13 @@ static uint32_t rule_insert(struct state *st, struct shm_agent *a,
 	memset((char *)r + sizeof(r->rec), 0, sizeof(*r) - sizeof(r->rec));
 	r->rec.used = 1;
 	r->id = st->m.hdr->next_rule_id++;
-	r->agent_id = a->id;
-	apply_rule_spec(r, spec);
+	r->agent_slot = agent_slot;
+	r->name = text_ref(st, spec->name);
+	r->match = text_ref(st, spec->match);
+	apply_rule_limits(r, spec);
 	shm_write_end(&r->rec.seq);
-	a->rule_slots[a->n_rules++] = s;
+	rule_link(st, a, s);
+	a->n_rules++;
 	st->counts.rules++;
 	return s;
 }
@@ -944,7 +1268,7 @@ static int need_rule_slots(struct state *st, const struct shm_agent *a, size_t n
 		sc_errorf(err, errlen, "rules: an agent has at most %d rules", SC_RULES_MAX);
 		return SC_ELIMIT;
 	}
-	if (st->free_rules.n < n) {
+	if (pool_free_count(&st->free_rules) < n) {
 		sc_errorf(err, errlen, "rule capacity (%u) reached", st->m.hdr->rule_cap);
 		return SC_ELIMIT;
 	}
@@ -955,6 +1279,7 @@ int state_rule_add(struct state *st, uint32_t agent_slot, const struct state_rul
                    uint32_t *rule_slot, char *err, size_t errlen)
 {
 	struct shm_agent *a = &st->m.agents[agent_slot];
+	struct state_str strs[2] = {spec->name, spec->match};
 	int rc;
 
 	if ((spec->set & (STATE_RULE_SET_NAME | STATE_RULE_SET_MATCH)) !=
@@ -963,22 +1288,23 @@ int state_rule_add(struct state *st, uint32_t agent_slot, const struct state_rul
 		return SC_EINVAL;
 	}
 	if ((rc = check_rule_fields(spec, err, errlen)) || (rc = check_rule_unique(st, a, 0, spec, err, errlen)) ||
-	    (rc = need_rule_slots(st, a, 1, err, errlen)))
+	    (rc = need_rule_slots(st, a, 1, err, errlen)) ||
+	    (rc = texts_fit_change(st, NULL, 0, strs, 2, err, errlen)))
 		return rc;
 	shm_change_begin(&st->m);
 	shm_write_begin(&a->rec.seq);
-	*rule_slot = rule_insert(st, a, spec);
+	*rule_slot = rule_insert(st, agent_slot, spec);
 	shm_write_end(&a->rec.seq);
 	shm_change_end(&st->m);
-	return rule_table_publish(st, agent_slot);
+	return 0;
 }
 
 static int find_rule(struct state *st, const struct shm_agent *a, uint64_t rule_id,
-                     unsigned *index, char *err, size_t errlen)
+                     uint32_t *slot, char *err, size_t errlen)
 {
-	for (unsigned i = 0; i < a->n_rules; i++) {
-		if (st->m.rules[a->rule_slots[i]].id == rule_id) {
-			*index = i;
+	for (uint32_t s = a->first_rule; s != SHM_NONE; s = st->m.rules[s].next) {
+		if (st->m.rules[s].id == rule_id) {
+			*slot = s;
 			return 0;
 		}
 	}
@@ -992,33 +1318,70 @@ int state_rule_update(struct state *st, uint32_t agent_slot, uint64_t rule_id,
                       size_t errlen)
 {
 	struct shm_agent *a = &st->m.agents[agent_slot];
+	struct state_rule_spec set = *spec;
+	uint32_t old[2];
+	struct state_str new[2];
+	size_t n_old = 0, n_new = 0;
 	struct shm_rule *r;
-	unsigned i;
 	int rc;
 
-	if ((rc = find_rule(st, a, rule_id, &i, err, errlen)) ||
+	if ((rc = find_rule(st, a, rule_id, rule_slot, err, errlen)) ||
 	    (rc = check_rule_fields(spec, err, errlen)) ||
 	    (rc = check_rule_unique(st, a, rule_id, spec, err, errlen)))
 		return rc;
-	*rule_slot = a->rule_slots[i];
 	r = &st->m.rules[*rule_slot];
+	/* A text given again unchanged keeps its reference. */
+	if ((set.set & STATE_RULE_SET_NAME) && text_find(st, set.name) == r->name)
+		set.set &= ~(unsigned)STATE_RULE_SET_NAME;
+	if ((set.set & STATE_RULE_SET_MATCH) && text_find(st, set.match) == r->match)
+		set.set &= ~(unsigned)STATE_RULE_SET_MATCH;
+	if (set.set & STATE_RULE_SET_NAME) {
+		old[n_old++] = r->name;
+		new[n_new++] = set.name;
+	}
+	if (set.set & STATE_RULE_SET_MATCH) {
+		old[n_old++] = r->match;
+		new[n_new++] = set.match;
+	}
+	if ((rc = texts_fit_change(st, old, n_old, new, n_new, err, errlen)) != 0)
+		return rc;
 	shm_change_begin(&st->m);
+	if (set.set & STATE_RULE_SET_MATCH) {
+		/* A new pattern may move the rule in match order. */
+		shm_write_begin(&a->rec.seq);
+		rule_unlink(st, a, *rule_slot);
+	}
+	/* Old references go first, so that the texts they free count as room. */
 	shm_write_begin(&r->rec.seq);
-	apply_rule_spec(r, spec);
+	if (set.set & STATE_RULE_SET_NAME)
+		text_unref(st, r->name);
+	if (set.set & STATE_RULE_SET_MATCH)
+		text_unref(st, r->match);
+	if (set.set & STATE_RULE_SET_NAME)
+		r->name = text_ref(st, set.name);
+	if (set.set & STATE_RULE_SET_MATCH)
+		r->match = text_ref(st, set.match);
+	apply_rule_limits(r, &set);
 	shm_write_end(&r->rec.seq);
+	if (set.set & STATE_RULE_SET_MATCH) {
+		rule_link(st, a, *rule_slot);
+		shm_write_end(&a->rec.seq);
+	}
 	shm_change_end(&st->m);
-	return (spec->set & STATE_RULE_SET_MATCH) ? rule_table_publish(st, agent_slot) : 0;
+	return 0;
 }
 
-/* Frees a rule slot; the caller holds the agent's write. */
+/* Frees a rule slot and its texts; the caller unlinked it and holds the agent's write. */
 static void rule_release(struct state *st, uint32_t slot)
 {
 	struct shm_rule *r = &st->m.rules[slot];
 
 	shm_write_begin(&r->rec.seq);
+	text_unref(st, r->name);
+	text_unref(st, r->match);
 	r->rec.used = 0;
 	shm_write_end(&r->rec.seq);
-	stack_push(&st->free_rules, slot);
+	pool_push(&st->free_rules, slot);
 	st->counts.rules--;
 }
 
@@ -1026,20 +1389,19 @@ int state_rule_remove(struct state *st, uint32_t agent_slot, uint64_t rule_id, c
                       size_t errlen)
 {
 	struct shm_agent *a = &st->m.agents[agent_slot];
-	unsigned i;
-	int rc = find_rule(st, a, rule_id, &i, err, errlen);
+	uint32_t slot;
+	int rc = find_rule(st, a, rule_id, &slot, err, errlen);
 
 	if (rc != 0)
 		return rc;
 	shm_change_begin(&st->m);
 	shm_write_begin(&a->rec.seq);
-	rule_release(st, a->rule_slots[i]);
-	memmove(&a->rule_slots[i], &a->rule_slots[i + 1],
-	        (a->n_rules - i - 1) * sizeof(a->rule_slots[0]));
+	rule_unlink(st, a, slot);
+	rule_release(st, slot);
 	a->n_rules--;
 	shm_write_end(&a->rec.seq);
 	shm_change_end(&st->m);
-	return rule_table_publish(st, agent_slot);
+	return 0;
 }
 
 /* --------------------------------------------------------------- agents */
@@ -1047,7 +1409,7 @@ int state_rule_remove(struct state *st, uint32_t agent_slot, uint64_t rule_id, c
 static int check_agent_spec(struct state *st, const struct state_agent_spec *spec,
                             const struct shm_org *o, char *err, size_t errlen)
 {
-	uint64_t unused;
+	struct state_str strs[2 * SC_RULES_MAX];
 	int rc;
 
 	if ((rc = check_name("name", spec->name, err, errlen)) ||
@@ -1057,8 +1419,7 @@ static int check_agent_spec(struct state *st, const struct state_agent_spec *spe
 		sc_errorf(err, errlen, "priority: must be normal, high or critical");
 		return SC_EINVAL;
 	}
-	if (ix_find(st, key_str(IX_AGENT_NAME, o->id, spec->name),
-	            &unused) == 0) {
+	if (agent_by_name(st, o->id, spec->name) != SHM_NONE) {
 		sc_errorf(err, errlen, "name: org '%s' has an agent named '%.*s'", o->name,
 		     (int)spec->name.len, spec->name.p);
 		return SC_EEXISTS;
@@ -1087,7 +1448,13 @@ static int check_agent_spec(struct state *st, const struct state_agent_spec *spe
 			}
 		}
 	}
-	return need_rule_slots(st, NULL, spec->n_rules, err, errlen);
+	if ((rc = need_rule_slots(st, NULL, spec->n_rules, err, errlen)) != 0)
+		return rc;
+	for (size_t i = 0; i < spec->n_rules; i++) {
+		strs[2 * i] = spec->rules[i].name;
+		strs[2 * i + 1] = spec->rules[i].match;
+	}
+	return texts_fit_change(st, NULL, 0, strs, 2 * spec->n_rules, err, errlen);
 }
 
 int state_agent_create(struct state *st, const struct state_agent_spec *spec, int64_t now,
@@ -1105,12 +1472,14 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	o = &st->m.orgs[spec->org_slot];
 	if ((rc = check_agent_spec(st, spec, o, err, errlen)) != 0)
 		return rc;
-	if (stack_pop(&st->free_agents, &s) != 0) {
+	if (pool_free_count(&st->free_agents) == 0) {
 		sc_errorf(err, errlen, "agent capacity (%u) reached", st->m.hdr->agent_cap);
 		return SC_ELIMIT;
 	}
-	a = &st->m.agents[s];
 	shm_change_begin(&st->m);
+	rc = pool_pop(&st->free_agents, &s);
+	SC_ASSERT(rc == 0);
+	a = &st->m.agents[s];
 	shm_write_begin(&a->rec.seq);
 	memset((char *)a + sizeof(a->rec), 0, sizeof(*a) - sizeof(a->rec));
 	a->rec.used = 1;
@@ -1126,8 +1495,9 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	if (!(spec->wallet.set & SC_WALLET_SET_BUDGET))
 		a->wallet.budget = a->wallet.balance;
 	a->wallet.limited = 1;
+	a->first_rule = SHM_NONE;
 	for (size_t i = 0; i < spec->n_rules; i++)
-		rule_insert(st, a, &spec->rules[i]);
+		rule_insert(st, s, &spec->rules[i]);
 	shm_write_end(&a->rec.seq);
 	shm_agent_ix_insert(&st->m, a->id, s);
 	shm_write_begin(&o->rec.seq);
@@ -1135,13 +1505,7 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	shm_write_end(&o->rec.seq);
 	shm_change_end(&st->m);
 	st->counts.agents++;
-	rc = ix_add(st, key_str(IX_AGENT_NAME, o->id, spec->name), s);
-	if (rc == 0)
-		rc = rule_table_publish(st, s);
-	if (rc != 0) {
-		sc_errorf(err, errlen, "out of memory indexing agent");
-		return rc;
-	}
+	slot_hash_add(st, &st->agent_names, s);
 	*slot = s;
 	return 0;
 }
@@ -1165,15 +1529,12 @@ int state_agent_update(struct state *st, uint32_t slot, const struct state_str *
 	if (name) {
 		if ((rc = check_name("name", *name, err, errlen)) != 0)
 			return rc;
-		if (!str_eq(a->name, *name)) {
-			rc = ix_add(st, key_str(IX_AGENT_NAME, a->org_id, *name),
-			            slot);
-			if (rc == SC_EEXISTS)
-				sc_errorf(err, errlen, "name: the org has an agent named '%.*s'",
-				     (int)name->len, name->p);
-			if (rc != 0)
-				return rc;
-			ix_del(st, key_cstr(IX_AGENT_NAME, a->org_id, a->name));
+		if (str_eq(a->name, *name)) {
+			name = NULL;
+		} else if (agent_by_name(st, a->org_id, *name) != SHM_NONE) {
+			sc_errorf(err, errlen, "name: the org has an agent named '%.*s'",
+			          (int)name->len, name->p);
+			return SC_EEXISTS;
 		}
 	}
 	if (priority > SC_PRIORITY_CRITICAL || status > SC_STATUS_FROZEN) {
@@ -1182,8 +1543,12 @@ int state_agent_update(struct state *st, uint32_t slot, const struct state_str *
 	}
 	shm_change_begin(&st->m);
 	shm_write_begin(&a->rec.seq);
-	if (name)
+	if (name) {
+		/* The index reads the key from the record: out under the old name, in under the new. */
+		slot_hash_del(st, &st->agent_names, slot);
 		copy_str(a->name, *name);
+		slot_hash_add(st, &st->agent_names, slot);
+	}
 	if (priority >= 0)
 		a->priority = (uint8_t)priority;
 	if (status >= 0 && status != a->status) {
@@ -1207,12 +1572,15 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 		     (unsigned long long)a->id, a->open_holds);
 		return SC_EUNAVAILABLE;
 	}
-	ix_del(st, key_cstr(IX_AGENT_NAME, a->org_id, a->name));
-	rule_table_drop(st, slot);
+	slot_hash_del(st, &st->agent_names, slot);
 	shm_change_begin(&st->m);
 	shm_write_begin(&a->rec.seq);
-	for (unsigned i = 0; i < a->n_rules; i++)
-		rule_release(st, a->rule_slots[i]);
+	while (a->first_rule != SHM_NONE) {
+		uint32_t r = a->first_rule;
+
+		a->first_rule = st->m.rules[r].next;
+		rule_release(st, r);
+	}
 	a->n_rules = 0;
 	a->rec.used = 0;
 	shm_write_end(&a->rec.seq);
@@ -1221,7 +1589,7 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	o->n_agents--;
 	shm_write_end(&o->rec.seq);
 	shm_change_end(&st->m);
-	stack_push(&st->free_agents, slot);
+	pool_push(&st->free_agents, slot);
 	st->counts.agents--;
 	return 0;
 }
@@ -1230,12 +1598,12 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 
 int state_hold_alloc(struct state *st, uint32_t *slot)
 {
-	return stack_pop(&st->free_holds, slot);
+	return pool_pop(&st->free_holds, slot);
 }
 
 void state_hold_release(struct state *st, uint32_t slot)
 {
-	stack_push(&st->free_holds, slot);
+	pool_push(&st->free_holds, slot);
 }
 
 void state_hold_link(struct state *st, uint32_t slot)
@@ -1254,7 +1622,7 @@ void state_hold_free(struct state *st, uint32_t slot)
 	shm_write_begin(&h->rec.seq);
 	h->rec.used = 0;
 	shm_write_end(&h->rec.seq);
-	stack_push(&st->free_holds, slot);
+	pool_push(&st->free_holds, slot);
 	st->counts.holds--;
 }
 
@@ -1360,10 +1728,8 @@ int state_task_reserve(struct state *st, uint32_t *slot)
 	const struct shm_header *h = st->m.hdr;
 	uint32_t lru = SHM_NONE;
 
-	if (st->free_tasks.n) {
-		*slot = st->free_tasks.v[st->free_tasks.n - 1];
+	if ((*slot = pool_peek(&st->free_tasks)) != SHM_NONE)
 		return 0;
-	}
 	for (uint32_t i = 0; i < h->task_cap; i++) {
 		const struct shm_task *t = &st->m.tasks[i];
 
@@ -1386,7 +1752,7 @@ void state_task_create(struct state *st, uint32_t slot, struct state_str id, int
 	if (t->rec.used)
 		ix_del(st, key_cstr(IX_TASK, 0, t->id));
 	else
-		rc = stack_pop(&st->free_tasks, &unused);
+		rc = pool_pop(&st->free_tasks, &unused);
 	SC_ASSERT(rc == 0 && (t->rec.used || unused == slot));
 	shm_write_begin(&t->rec.seq);
 	memset((char *)t + sizeof(t->rec), 0, sizeof(*t) - sizeof(t->rec));

@@ -106,10 +106,12 @@ int state_rule_update(struct state *st, uint32_t agent_slot, uint64_t rule_id,
 int state_rule_remove(struct state *st, uint32_t agent_slot, uint64_t rule_id, char *err,
                       size_t errlen);
 /*
- * The slot of the agent's most specific rule matching action, or SHM_NONE.
- * Reads the agent's immutable rule table under RCU.
+ * The slot of the agent's most specific rule matching action, or SHM_NONE:
+ * the first match along the agent's rule list, which is in match order.
  */
 uint32_t state_rule_match(struct state *st, uint32_t agent_slot, const char *action, size_t len);
+/* The agent's rule slots in creation order (rules.list); returns how many. */
+unsigned state_rule_list(struct state *st, uint32_t agent_slot, uint32_t slots[SC_RULES_MAX]);
 
 /* ---- wallets ---- */
 /* Applies u to an agent's (org = 0) or an org's (org = 1) wallet. */
@@ -192,6 +194,7 @@ int state_price_link(struct state *st, uint32_t slot);
 /* Counts of live objects. */
 struct state_counts {
 	uint32_t orgs, agents, rules, holds;
+	uint32_t texts; /* distinct rule names and patterns */
 };
 void state_counts(const struct state *st, struct state_counts *c);
 

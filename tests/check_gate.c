@@ -181,23 +181,28 @@ END_TEST
 START_TEST(test_rate_count_sliding_window)
 {
 	static struct shm_rule r;
-	int32_t m = T0_MINUTE;
+	int32_t b = gate_window_bucket(T0);
 
+	/* T0 is the first instant of its four-minute bucket */
+	ck_assert_int_eq(b, T0_MINUTE / 4);
+	ck_assert_int_eq(gate_window_bucket(T0 - 1), b - 1);
+	ck_assert_int_eq(gate_window_bucket(T0 + 4 * MIN - 1), b);
 	memset(&r, 0, sizeof r);
 	ck_assert_int_eq(gate_rate_count(&r, T0), 0);
 	r.hourly_limit = 100;
-	r.rate_minute = m;
-	r.rate[m % SHM_RATE_BUCKETS] = 3;
-	r.rate[(m - 60) % SHM_RATE_BUCKETS] = 2;
-	r.rate[(m - 61) % SHM_RATE_BUCKETS] = 5; /* outside the window */
+	r.rate.newest = b;
+	r.rate.n[b % SHM_WINDOW_BUCKETS] = 3;
+	r.rate.n[(b - 15) % SHM_WINDOW_BUCKETS] = 2; /* the oldest bucket counted at T0 */
 	ck_assert_int_eq(gate_rate_count(&r, T0), 5);
-	ck_assert_int_eq(gate_rate_count(&r, T0 + 59 * SEC), 5);
-	ck_assert_int_eq(gate_rate_count(&r, T0 + MIN), 3);
-	/* minute m + 3 shares its bucket with minute m - 61: stale, not counted */
-	ck_assert_int_eq(gate_rate_count(&r, T0 + 3 * MIN), 3);
+	ck_assert_int_eq(gate_rate_count(&r, T0 + 3 * MIN + 59 * SEC), 5);
+	/* bucket b + 1 reuses the index of b - 15: stale, not counted */
+	ck_assert_int_eq(gate_rate_count(&r, T0 + 4 * MIN), 3);
+	/* bucket b counts until the bucket 15 after it ends: 64 minutes from T0 */
 	ck_assert_int_eq(gate_rate_count(&r, T0 + 60 * MIN), 3);
-	ck_assert_int_eq(gate_rate_count(&r, T0 + 61 * MIN), 0);
+	ck_assert_int_eq(gate_rate_count(&r, T0 + 63 * MIN + 59 * SEC), 3);
 	ck_assert_int_eq(gate_rate_count(&r, T0 + 64 * MIN), 0);
+	/* a clock that stepped back behind the newest bucket counts every bucket held */
+	ck_assert_int_eq(gate_rate_count(&r, T0 - 10 * MIN), 5);
 	ck_assert_int_eq(gate_rate_count(&r, T0 + 3 * DAY), 0);
 }
 END_TEST
@@ -637,17 +642,20 @@ START_TEST(test_hourly_blocked_checks_do_not_count)
 	BLOCK(a, "x", 1, T0, "rule:r:hourly_rate_limit");
 	BLOCK(a, "x", 1, T0 + 30 * MIN, "rule:r:hourly_rate_limit");
 	ck_assert_int_eq(gate_rate_count(&g_m->rules[rule_slot(s, "r")], T0 + 30 * MIN), 2);
-	/* the blocked check at +30 min did not count: both slots free at +61 */
-	ALLOW(a, "x", 1, T0 + 61 * MIN);
-	ALLOW(a, "x", 1, T0 + 61 * MIN);
+	/* the blocked check at +30 min did not count: both slots free once T0's bucket leaves */
+	BLOCK(a, "x", 1, T0 + 63 * MIN + 59 * SEC, "rule:r:hourly_rate_limit");
+	ALLOW(a, "x", 1, T0 + 64 * MIN);
+	ALLOW(a, "x", 1, T0 + 64 * MIN);
 }
 END_TEST
 
 /*
- * The window is the current minute and the 60 before it: a call made at
- * minute m still counts at m + 60 and is gone at m + 61.
+ * The window is the four-minute bucket of now and the 15 before it: a call
+ * counts until the 15th bucket after its own ends, 60 to 64 minutes after
+ * it was made. T0 starts a bucket, so its call counts for the full 64
+ * minutes; the call at T0 + 30 min (bucket T0 + 28 .. 32) for 62.
  */
-START_TEST(test_hourly_calls_age_out_after_61_minutes)
+START_TEST(test_hourly_calls_age_out_after_60_to_64_minutes)
 {
 	struct state_rule_spec r = rspec("r", "*", 0, 0, 2);
 	uint32_t s;
@@ -657,15 +665,32 @@ START_TEST(test_hourly_calls_age_out_after_61_minutes)
 	ALLOW(a, "x", 1, T0 + 30 * MIN);
 	BLOCK(a, "x", 1, T0 + 59 * MIN, "rule:r:hourly_rate_limit");
 	BLOCK(a, "x", 1, T0 + 60 * MIN, "rule:r:hourly_rate_limit");
-	BLOCK(a, "x", 1, T0 + 60 * MIN + 59 * SEC, "rule:r:hourly_rate_limit");
-	ALLOW(a, "x", 1, T0 + 61 * MIN);
-	BLOCK(a, "x", 1, T0 + 61 * MIN, "rule:r:hourly_rate_limit");
-	BLOCK(a, "x", 1, T0 + 90 * MIN, "rule:r:hourly_rate_limit");
-	ALLOW(a, "x", 1, T0 + 91 * MIN);
+	BLOCK(a, "x", 1, T0 + 63 * MIN + 59 * SEC, "rule:r:hourly_rate_limit");
+	ALLOW(a, "x", 1, T0 + 64 * MIN);
+	BLOCK(a, "x", 1, T0 + 64 * MIN, "rule:r:hourly_rate_limit");
+	BLOCK(a, "x", 1, T0 + 91 * MIN + 59 * SEC, "rule:r:hourly_rate_limit");
+	ALLOW(a, "x", 1, T0 + 92 * MIN);
 }
 END_TEST
 
-/* Buckets are reused modulo 64 minutes: an old bucket must not come back. */
+/*
+ * Never more than the limit in any 60-minute span: a call at the last
+ * instant of a bucket still counts 60 minutes later and is gone one second
+ * after that.
+ */
+START_TEST(test_hourly_window_covers_every_60_minutes)
+{
+	struct state_rule_spec r = rspec("r", "*", 0, 0, 1);
+	uint64_t a = agent_new("a", SC_PRIORITY_NORMAL, 1000, 0, 0, &r, 1, NULL);
+	int64_t last = T0 + 4 * MIN - SEC; /* the last second of T0's bucket */
+
+	ALLOW(a, "x", 1, last);
+	BLOCK(a, "x", 1, last + 60 * MIN, "rule:r:hourly_rate_limit");
+	ALLOW(a, "x", 1, last + 60 * MIN + SEC);
+}
+END_TEST
+
+/* Buckets are reused modulo 16 buckets (64 minutes): an old bucket must not come back. */
 START_TEST(test_hourly_stale_buckets_are_not_counted)
 {
 	struct state_rule_spec r = rspec("r", "*", 0, 0, 1);
@@ -1606,7 +1631,7 @@ END_TEST
 /* An open hold outlives its transaction's slot in the history ring. */
 START_TEST(test_hold_survives_history_wrap)
 {
-	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8, 8, 8 };
+	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8, 8, 8, 128 };
 	uint32_t s, hs;
 	uint64_t a, t;
 	struct gate_decision d;
@@ -1631,7 +1656,7 @@ END_TEST
 
 START_TEST(test_hold_table_full_is_limit_and_changes_nothing)
 {
-	struct shm_caps caps = { 4, 8, 64, 2, 64, 64, 64, 64, 64 };
+	struct shm_caps caps = { 4, 8, 64, 2, 64, 64, 64, 64, 64, 128 };
 	struct state_rule_spec r = rspec("r", "*", 0, 0, 0);
 	uint32_t s, rs;
 	uint64_t a, t1, next;
@@ -1698,7 +1723,7 @@ END_TEST
 
 START_TEST(test_rule_capacity_refuses_whole_agent)
 {
-	struct shm_caps caps = { 4, 8, 4, 8, 64, 64, 64, 64, 64 };
+	struct shm_caps caps = { 4, 8, 4, 8, 64, 64, 64, 64, 64, 8 };
 	struct state_rule_spec r[3];
 	struct state_agent_spec spec;
 	struct state_counts c;
@@ -1883,7 +1908,7 @@ START_TEST(test_overlong_pattern_refused_by_rule_add)
 	pat[127] = '\0';
 	r = rspec("long", pat, 0, 0, 0);
 	ck_assert_int_eq(state_rule_add(g_st, s, &r, &rs, g_err, sizeof g_err), 0);
-	ck_assert_str_eq(g_m->rules[rs].match, pat);
+	ck_assert_str_eq(rule_match(&g_m->rules[rs]), pat);
 }
 END_TEST
 
@@ -2165,7 +2190,7 @@ END_TEST
 
 START_TEST(test_key_forgotten_after_history_wrap)
 {
-	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8, 8, 8 };
+	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8, 8, 8, 128 };
 	uint64_t a, t1;
 	struct gate_decision d;
 
@@ -2227,7 +2252,7 @@ START_TEST(test_rule_update_match_changes_matching)
 	upd.set = STATE_RULE_SET_MATCH;
 	upd.match = str("b.*");
 	ck_assert_int_eq(state_rule_update(g_st, s, rid, &upd, &rs, g_err, sizeof g_err), 0);
-	ck_assert_str_eq(g_m->rules[rs].match, "b.*");
+	ck_assert_str_eq(rule_match(&g_m->rules[rs]), "b.*");
 	ALLOW(a, "a.x", 100, T0);
 	BLOCK(a, "b.x", 100, T0, "rule:r:max_cost_per_txn");
 	upd.match = str("c.*");
@@ -2435,12 +2460,24 @@ static void sw_expire_to(struct sweep *w, int64_t now)
 	}
 }
 
+/* The agent's rules from the rule table itself, not from its list. */
+static unsigned sw_rules_of(uint32_t agent_slot, uint32_t *slots)
+{
+	unsigned n = 0;
+
+	for (uint32_t rs = 0; rs < g_m->hdr->rule_cap; rs++)
+		if (g_m->rules[rs].rec.used && g_m->rules[rs].agent_slot == agent_slot)
+			slots[n++] = rs;
+	return n;
+}
+
 static const struct shm_rule *sw_rule_by_id(uint32_t agent_slot, uint64_t id, uint32_t *rs_out)
 {
-	const struct shm_agent *ag = &g_m->agents[agent_slot];
+	uint32_t slots[64];
+	unsigned n = sw_rules_of(agent_slot, slots);
 
-	for (unsigned i = 0; i < ag->n_rules; i++) {
-		uint32_t rs = ag->rule_slots[i];
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t rs = slots[i];
 
 		if (g_m->rules[rs].id == id) {
 			if (rs_out)
@@ -2454,13 +2491,15 @@ static const struct shm_rule *sw_rule_by_id(uint32_t agent_slot, uint64_t id, ui
 /* The most specific rule by our own reading of the spec, or 0. */
 static uint64_t sw_expected_rule(uint32_t agent_slot, const char *action)
 {
-	const struct shm_agent *ag = &g_m->agents[agent_slot];
+	uint32_t slots[64];
+	unsigned n = sw_rules_of(agent_slot, slots);
 	int best = -1;
 	uint64_t id = 0;
 
-	for (unsigned i = 0; i < ag->n_rules; i++) {
-		const struct shm_rule *r = &g_m->rules[ag->rule_slots[i]];
-		int rank = gate_pattern_rank(r->match, strlen(r->match), action, strlen(action));
+	for (unsigned i = 0; i < n; i++) {
+		const struct shm_rule *r = &g_m->rules[slots[i]];
+		int rank = gate_pattern_rank(rule_match(r), strlen(rule_match(r)), action,
+		                             strlen(action));
 
 		if (rank > best) {
 			best = rank;
@@ -2512,14 +2551,14 @@ static void sw_after_allowed(struct sweep *w, int ai, uint64_t txn, const char *
 	SW_REQUIRE(!r->daily_limit ||
 	                   gate_daily_used(r->day, r->daily_spent, r->held, gate_day(w->now)) <=
 	                           r->daily_limit,
-	           "step %llu: rule %s over its daily limit", st, r->name);
+	           "step %llu: rule %s over its daily limit", st, rule_name(r));
 	if (r->hourly_limit) {
 		int64_t lim = r->hourly_limit;
 
 		if (ag->status == SC_STATUS_THROTTLED)
 			lim = lim / 2 > 0 ? lim / 2 : 1;
 		SW_REQUIRE(gate_rate_count(r, w->now) <= lim,
-		           "step %llu: rule %s counted %lld calls, limit %lld", st, r->name,
+		           "step %llu: rule %s counted %lld calls, limit %lld", st, rule_name(r),
 		           (long long)gate_rate_count(r, w->now), (long long)lim);
 	}
 }
@@ -2734,15 +2773,14 @@ static void sw_invariants(struct sweep *w)
 		SW_REQUIRE(aw->balance - aw->debt == w->net[a],
 		           "step %llu: agent %d balance-debt %lld, expected %lld", st, a,
 		           (long long)(aw->balance - aw->debt), (long long)w->net[a]);
-		for (unsigned r = 0; r < ag->n_rules; r++) {
-			uint32_t rs = ag->rule_slots[r];
+		for (uint32_t rs = ag->first_rule; rs != SHM_NONE; rs = g_m->rules[rs].next) {
 			int64_t sum = 0;
 
 			for (uint32_t i = 0; i < g_m->hdr->hold_cap; i++)
 				if (g_m->holds[i].rec.used && g_m->holds[i].rule_slot == rs)
 					sum += g_m->holds[i].amount;
 			SW_REQUIRE(g_m->rules[rs].held == sum, "step %llu: rule %s held %lld, holds %lld",
-			           st, g_m->rules[rs].name, (long long)g_m->rules[rs].held,
+			           st, rule_name(&g_m->rules[rs]), (long long)g_m->rules[rs].held,
 			           (long long)sum);
 		}
 	}
@@ -2819,7 +2857,7 @@ static void run_sweep(struct shm_caps caps, uint64_t seed, int small)
 
 START_TEST(test_random_sweep_keeps_invariants)
 {
-	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192 };
+	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192, 128 };
 
 	run_sweep(caps, UINT64_C(0x5eed5eed12345678), 0);
 }
@@ -2827,7 +2865,7 @@ END_TEST
 
 START_TEST(test_random_sweep_other_seed)
 {
-	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192 };
+	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192, 128 };
 
 	run_sweep(caps, UINT64_C(0x0123456789abcdef), 0);
 }
@@ -2836,7 +2874,7 @@ END_TEST
 /* Four hold slots and a 32-transaction history: full tables and reuse. */
 START_TEST(test_random_sweep_small_tables)
 {
-	struct shm_caps caps = { 4, 8, 64, 4, 32, 32, 32, 32, 32 };
+	struct shm_caps caps = { 4, 8, 64, 4, 32, 32, 32, 32, 32, 128 };
 
 	run_sweep(caps, UINT64_C(0xfeedface0badf00d), 1);
 }
@@ -2906,7 +2944,8 @@ Suite *gate_suite(void)
 
 	t = tc("hourly_window", 1);
 	tcase_add_test(t, test_hourly_blocked_checks_do_not_count);
-	tcase_add_test(t, test_hourly_calls_age_out_after_61_minutes);
+	tcase_add_test(t, test_hourly_calls_age_out_after_60_to_64_minutes);
+	tcase_add_test(t, test_hourly_window_covers_every_60_minutes);
 	tcase_add_test(t, test_hourly_stale_buckets_are_not_counted);
 	tcase_add_test(t, test_throttled_halves_hourly_limit);
 	suite_add_tcase(s, t);

@@ -426,6 +426,98 @@ START_TEST(test_rules)
 }
 END_TEST
 
+static void setup_six_rule_texts(void)
+{
+	static const char *const args[] = { "--rule-texts", "6", NULL };
+
+	start(args);
+}
+
+static int64_t stat_of(const char *name)
+{
+	int64_t v = -1;
+
+	OK(sc_stat(c, name, &v));
+	return v;
+}
+
+/*
+ * A fleet's identical rules are stored once: rule_texts counts distinct
+ * names and patterns; a daemon started with --rule-texts 6 refuses a seventh
+ * with limit_exceeded naming the option and changes nothing; renaming a
+ * rule whose old name no other rule uses fits; deleting agents gives their
+ * texts back; and a restart keeps the count and the sharing.
+ */
+START_TEST(test_rule_texts_shared_and_limited)
+{
+	sc_rule fleet[2] = { test_rule("chat", "openai.chat", 0, 0, 10),
+		             test_rule("openai", "openai.*", 0, 0, 10) };
+	sc_rule search = test_rule("search", "search.*", 0, 0, 0);
+	sc_rule tools = test_rule("tools", "tool.*", 0, 0, 0);
+	sc_rule all = test_rule("all", "*", 0, 0, 0), got, *list;
+	uint64_t id[3], lone;
+	sc_agent a;
+	size_t n;
+
+	new_org("fleet");
+	for (int i = 0; i < 3; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "bot-%d", i);
+		id[i] = new_agent_in("fleet", name, SC_PRIORITY_NORMAL, USD(10), 0, 0, fleet, 2);
+	}
+	ck_assert_int_eq(stat_of("rule_texts"), 4);
+	ck_assert_int_eq(stat_of("capacity_rule_texts"), 6);
+	lone = new_agent_in("fleet", "lone", SC_PRIORITY_NORMAL, USD(10), 0, 0, &search, 1);
+	ck_assert_int_eq(stat_of("rule_texts"), 6);
+
+	FAILS(sc_agents_create(c, "fleet", "late", SC_PRIORITY_NORMAL, NULL, &tools, 1, &a),
+	      SC_ELIMIT, "--rule-texts");
+	FAILS(sc_rules_add(c, id[0], &tools, &got), SC_ELIMIT, "--rule-texts");
+	ck_assert_int_eq(stat_of("agents"), 4);
+	ck_assert_int_eq(stat_of("rules"), 7);
+	ck_assert_int_eq(sc_agents_get(c, 5, &a), SC_ENOTFOUND);
+
+	/* "search" is lone's alone: the rename frees it as it takes "find" */
+	OK(sc_rules_list(c, lone, &list, &n));
+	ck_assert_uint_eq(n, 1);
+	snprintf(search.name, sizeof(search.name), "find");
+	OK(sc_rules_update(c, lone, list[0].id, SC_RULE_SET_NAME, &search, &got));
+	sc_rules_free(list);
+	ck_assert_str_eq(got.name, "find");
+	ck_assert_int_eq(stat_of("rule_texts"), 6);
+
+	/* a deleted agent's texts are given back; rules are listed in creation order */
+	OK(sc_agents_delete(c, id[2]));
+	ck_assert_int_eq(stat_of("rule_texts"), 6);
+	OK(sc_agents_delete(c, lone));
+	ck_assert_int_eq(stat_of("rule_texts"), 4);
+	OK(sc_rules_add(c, id[0], &all, &got));
+	OK(sc_rules_list(c, id[0], &list, &n));
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(list[0].name, "chat");
+	ck_assert_str_eq(list[1].name, "openai");
+	ck_assert_str_eq(list[2].name, "all");
+	sc_rules_free(list);
+	ck_assert_int_eq(stat_of("rule_texts"), 6);
+
+	sc_close(c);
+	c = NULL;
+	ck_assert_int_eq(test_daemon_restart(&d), 0);
+	OK(sc_connect(d.socket, &c));
+	ck_assert_int_eq(stat_of("rule_texts"), 6);
+	/* shared strings are found again after the restart: no new text needed */
+	new_agent_in("fleet", "bot-9", SC_PRIORITY_NORMAL, USD(10), 0, 0, fleet, 2);
+	ck_assert_int_eq(stat_of("rule_texts"), 6);
+	for (int i = 0; i < 2; i++)
+		OK(sc_agents_delete(c, id[i]));
+	/* bot-9's two rules are what is left */
+	ck_assert_int_eq(stat_of("rule_texts"), 4);
+	OK(sc_agents_create(c, "fleet", "late", SC_PRIORITY_NORMAL, NULL, &tools, 1, &a));
+	ck_assert_int_eq(stat_of("rule_texts"), 6);
+}
+END_TEST
+
 START_TEST(test_wallets)
 {
 	uint64_t id = new_agent(USD(10)), org = new_org("funded");
@@ -3051,6 +3143,9 @@ static Suite *integration_suite(void)
 	tcase_add_test(tc, test_argument_errors);
 	tcase_add_test(tc, test_daemon_gone);
 	tcase_add_test(tc, test_task_default_cap);
+
+	tc = tcase(s, "rule_texts", setup_six_rule_texts, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_rule_texts_shared_and_limited);
 
 	tc = tcase(s, "gate", setup_default, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_block_agent_not_found);

@@ -382,6 +382,7 @@ static struct world populate(void)
 {
 	sc_rule cap = test_rule("OpenAI cap", "openai.*", USD(5), USD(100), 50);
 	sc_rule search = test_rule("search", "search.web", 0, USD(20), 0), tools, out;
+	sc_rule scratch = test_rule("scratch", "scratch.*", USD(1), 0, 0);
 	sc_wallet_update org_funds = { .set = SC_WALLET_SET_BALANCE, .balance = USD(1000) };
 	sc_wallet_update limit = { .set = SC_WALLET_SET_MAX_PER_TXN, .max_per_txn = USD(10) };
 	sc_wallet_update daily = { .set = SC_WALLET_SET_PERIOD | SC_WALLET_SET_BUDGET,
@@ -398,13 +399,20 @@ static struct world populate(void)
 	made[LEDGER_WALLETS_UPDATE]++;
 	w.research = new_agent("alpha", "research", SC_PRIORITY_NORMAL, USD(100), &cap, 1);
 	w.ops = new_agent("alpha", "ops", SC_PRIORITY_HIGH, USD(50), NULL, 0);
-	w.temp = new_agent("beta", "temp", SC_PRIORITY_NORMAL, USD(1), NULL, 0);
+	/* its rule's texts are its own: deleting it below frees them */
+	w.temp = new_agent("beta", "temp", SC_PRIORITY_NORMAL, USD(1), &scratch, 1);
 	OK(sc_agents_update(c, w.ops, "ops-2", -1, SC_STATUS_THROTTLED, &a));
 	made[LEDGER_AGENTS_UPDATE]++;
 	OK(sc_rules_add(c, w.research, &search, &out));
 	made[LEDGER_RULES_ADD]++;
 	search.max_cost_per_txn = USD(3);
 	OK(sc_rules_update(c, w.research, out.id, SC_RULE_SET_MAX_COST_PER_TXN, &search, &out));
+	made[LEDGER_RULES_UPDATE]++;
+	/* a new name and pattern: the old texts are released, new ones taken */
+	snprintf(search.name, sizeof(search.name), "web search");
+	snprintf(search.match, sizeof(search.match), "search.*");
+	OK(sc_rules_update(c, w.research, out.id, SC_RULE_SET_NAME | SC_RULE_SET_MATCH, &search,
+	                   &out));
 	made[LEDGER_RULES_UPDATE]++;
 	tools = test_rule("tools", "tool.*", USD(1), 0, 0);
 	OK(sc_rules_add(c, w.ops, &tools, &out));
@@ -438,7 +446,7 @@ static struct world populate(void)
 
 static const char *const stat_names[] = { "orgs",   "agents",  "rules",   "holds_open",
 	                                  "checks", "allowed", "blocked", "reports",
-	                                  "expired", "topups" };
+	                                  "expired", "topups",  "rule_texts" };
 
 struct snapshot {
 	sc_org *orgs;
@@ -624,6 +632,8 @@ START_TEST(test_restart)
 	         rc->rebuild ? " and deleting state.shm" : "");
 	take(&before);
 	ck_assert_int_eq(before.stats[3], 2); /* two holds still open */
+	/* research's two rules: two names, two patterns; the others' texts were released */
+	ck_assert_int_eq(before.stats[10], 4);
 	kill_daemon(rc->sig);
 	if (rc->rebuild)
 		remove_shm();

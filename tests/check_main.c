@@ -24,6 +24,7 @@ int main(void)
 	srunner_add_suite(sr, tz_suite());
 	srunner_add_suite(sr, pricing_suite());
 	srunner_add_suite(sr, alerts_suite());
+	srunner_add_suite(sr, rules_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

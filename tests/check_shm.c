@@ -31,7 +31,7 @@ static char g_dir[96];
 static char g_path[128];
 static char g_err[256];
 
-static const struct shm_caps small_caps = { 2, 3, 4, 5, 6, 6, 6, 6, 6 };
+static const struct shm_caps small_caps = { 2, 3, 4, 5, 6, 6, 6, 6, 6, 7 };
 
 static void setup(void)
 {
@@ -161,7 +161,8 @@ static uint64_t tables_bytes(const struct shm_caps *c)
 	       (uint64_t)c->events * sizeof(struct shm_event) +
 	       (uint64_t)c->tasks * sizeof(struct shm_task) +
 	       (uint64_t)c->prices * sizeof(struct shm_price) +
-	       (uint64_t)c->alerts * sizeof(struct shm_alert);
+	       (uint64_t)c->alerts * sizeof(struct shm_alert) +
+	       (uint64_t)c->texts * sizeof(struct shm_text);
 }
 
 START_TEST(test_layout_size_covers_header_and_tables)
@@ -174,10 +175,13 @@ START_TEST(test_layout_size_covers_header_and_tables)
 	ck_assert_uint_ge(size, need);
 	/* at most 63 bytes of alignment padding in front of each table */
 	ck_assert_uint_le(size, need + 10 * 63 + 4096);
-	/* no padding behind the last table: 64 more alerts keep the index's alignment */
-	c.alerts += 64;
+	/*
+	 * the last table (the agent index) has no padding behind it; 4 more
+	 * texts (576 bytes) keep its 64-byte alignment
+	 */
+	c.texts += 4;
 	ck_assert_int_eq(shm_layout_size(&c, &bigger), 0);
-	ck_assert_uint_eq(bigger, size + 64 * sizeof(struct shm_alert));
+	ck_assert_uint_eq(bigger, size + 4 * sizeof(struct shm_text));
 }
 END_TEST
 
@@ -189,7 +193,8 @@ END_TEST
  */
 START_TEST(test_layout_size_overflow_is_erange_or_exact)
 {
-	struct shm_caps c = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
+	struct shm_caps c = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX,
+		              UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
 	uint64_t size = 0;
 	unsigned __int128 need = (unsigned __int128)SHM_HEADER_SIZE + tables_bytes(&c);
 	int rc = shm_layout_size(&c, &size);
@@ -381,9 +386,83 @@ START_TEST(test_state_survives_close_and_reopen)
 }
 END_TEST
 
+/*
+ * Whether the page holding p is mapped in this process, i.e. counts in its
+ * RSS (/proc/self/pagemap, bit 63). Page cache residency (mincore) would
+ * not do: the kernel reads ahead around a fault, into the cache only.
+ */
+static int resident(const void *p)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t entry = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &entry, sizeof entry, (off_t)((uintptr_t)p / (uintptr_t)page) * 8),
+	                 (ssize_t)sizeof entry);
+	close(fd);
+	return (int)(entry >> 63);
+}
+
+/* Pages of a table of n records of size bytes that are mapped in this process. */
+static unsigned resident_pages(const void *table, size_t n, size_t size)
+{
+	unsigned count = 0;
+
+	for (size_t off = 0; off < n * size; off += 4096)
+		count += resident((const char *)table + off);
+	return count;
+}
+
+/*
+ * A segment sized for many agents costs memory for the agents it holds:
+ * neither creating agents nor opening the segment again touches the pages
+ * of a table's empty tail (state.c reads slots below the high-water marks
+ * only), so they are never mapped. A table of thousands of pages holding
+ * one record has at most the kernel's fault-around (16 pages) mapped at each
+ * end: its own first page and the next table's.
+ */
+START_TEST(test_open_leaves_empty_table_tails_untouched)
+{
+	struct shm_caps caps = { 4, 65536, 262144, 64, 64, 64, 64, 64, 64, 262144 };
+	struct state_rule_spec rule = { .set = STATE_RULE_SET_NAME | STATE_RULE_SET_MATCH,
+		                        .name = { "chat", 4 }, .match = { "openai.chat", 11 } };
+	struct state_agent_spec spec = { .name = { "bot", 3 }, .n_rules = 1, .rules = &rule };
+	struct state_config cfg;
+	struct state *st = NULL;
+	const struct shm *m;
+	uint32_t slot;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.path = g_path;
+	cfg.caps = caps;
+	cfg.set.hold_ttl_us = INT64_C(300000000);
+	for (int round = 0; round < 2; round++) {
+		ck_assert_int_eq(state_open(&st, &cfg, g_err, sizeof g_err), 0);
+		m = state_shm(st);
+		if (round == 0) {
+			ck_assert_int_eq(state_org_create(st, (struct state_str){ "acme", 4 }, 0,
+			                                  &spec.org_slot, g_err, sizeof g_err),
+			                 0);
+			ck_assert_int_eq(state_agent_create(st, &spec, 0, &slot, g_err, sizeof g_err),
+			                 0);
+		}
+		ck_assert_uint_eq(m->hdr->agent_top, 1);
+		ck_assert_uint_eq(m->hdr->rule_top, 1);
+		ck_assert_uint_eq(m->hdr->text_top, 2);
+		ck_assert(resident(&m->agents[0]));
+		ck_assert_uint_le(resident_pages(m->agents, caps.agents, sizeof(struct shm_agent)), 32);
+		ck_assert_uint_le(resident_pages(m->rules, caps.rules, sizeof(struct shm_rule)), 32);
+		ck_assert_uint_le(resident_pages(m->texts, caps.texts, sizeof(struct shm_text)), 32);
+		state_close(st);
+		st = NULL;
+	}
+}
+END_TEST
+
 START_TEST(test_existing_capacities_win)
 {
-	struct shm_caps bigger = { 10, 20, 30, 40, 50, 50, 50, 50, 50 };
+	struct shm_caps bigger = { 10, 20, 30, 40, 50, 50, 50, 50, 50, 60 };
 	struct shm m;
 	int created = -1;
 	uint64_t size = 0;
@@ -591,6 +670,14 @@ START_TEST(test_validate_header)
 	h.txn_off = UINT64_MAX - 8; /* offset + table length wraps */
 	ck_assert_int_eq(shm_validate(&h, size, g_err, sizeof g_err), SC_EINVAL);
 
+	/* a high-water mark past its table would make a scan read past it */
+	h = good;
+	h.rule_top = h.rule_cap + 1;
+	ck_assert_int_eq(shm_validate(&h, size, g_err, sizeof g_err), SC_EINVAL);
+	h = good;
+	h.text_top = h.text_cap;
+	ck_assert_int_eq(shm_validate(&h, size, g_err, sizeof g_err), 0);
+
 	/* a tiny err buffer is still NUL-terminated and not overrun */
 	{
 		char tiny[8];
@@ -708,7 +795,7 @@ START_TEST(test_read_quiescent_copies_exactly)
 	a.id = 9;
 	strcpy(a.name, "quiet");
 	a.wallet.balance = 5;
-	a.rule_slots[SC_RULES_MAX - 1] = 77;
+	a.vel.n[SHM_WINDOW_BUCKETS - 1] = 77;
 	memset(&copy, 0xee, sizeof copy);
 	retries = shm_read(&a, &copy, sizeof copy);
 	ck_assert_uint_eq(retries, 0);
@@ -858,7 +945,7 @@ END_TEST
 /* ====================================================================== */
 /* the agent index (shm.h, AGENT INDEX) */
 
-static const struct shm_caps ix_caps = { 2, 8, 4, 5, 6, 6, 6, 6, 6 }; /* 16 entries */
+static const struct shm_caps ix_caps = { 2, 8, 4, 5, 6, 6, 6, 6, 6, 6 }; /* 16 entries */
 
 /* Writes an agent record in slot as the daemon does, then indexes it. */
 static void ix_put(struct shm *m, uint32_t slot, uint64_t id)
@@ -867,6 +954,8 @@ static void ix_put(struct shm *m, uint32_t slot, uint64_t id)
 	m->agents[slot].rec.used = 1;
 	m->agents[slot].id = id;
 	shm_write_end(&m->agents[slot].rec.seq);
+	if (slot >= m->hdr->agent_top) /* the daemon's slot pool keeps the high-water mark */
+		m->hdr->agent_top = slot + 1;
 	shm_agent_ix_insert(m, id, slot);
 }
 
@@ -1161,6 +1250,7 @@ Suite *shm_suite(void)
 	tcase_add_test(t, test_reopen_attaches_and_keeps_data);
 	tcase_add_test(t, test_state_survives_close_and_reopen);
 	tcase_add_test(t, test_existing_capacities_win);
+	tcase_add_test(t, test_open_leaves_empty_table_tails_untouched);
 	tcase_add_test(t, test_open_rw_in_missing_directory_fails);
 	suite_add_tcase(s, t);
 

@@ -27,7 +27,7 @@ struct shm *g_m;
 uint32_t g_org;
 char g_err[256];
 
-const struct shm_caps default_caps = { 4, 8, 64, 32, 256, 256, 256, 256, 256 };
+const struct shm_caps default_caps = { 4, 8, 64, 32, 256, 256, 256, 256, 256, 128 };
 
 /* ---------------------------------------------------------------------- */
 /* fixture */
@@ -200,15 +200,26 @@ struct shm_wallet *OW(void)
 uint32_t rule_slot(uint32_t agent_slot, const char *name)
 {
 	const struct shm_agent *a = &g_m->agents[agent_slot];
+	unsigned n = 0;
 
-	for (unsigned i = 0; i < a->n_rules; i++) {
-		uint32_t rs = a->rule_slots[i];
-
-		if (rs < g_m->hdr->rule_cap && !strcmp(g_m->rules[rs].name, name))
+	for (uint32_t rs = a->first_rule; rs != SHM_NONE; rs = g_m->rules[rs].next) {
+		ck_assert_uint_lt(rs, g_m->hdr->rule_cap);
+		ck_assert_uint_le(++n, a->n_rules);
+		if (!strcmp(rule_name(&g_m->rules[rs]), name))
 			return rs;
 	}
 	ck_abort_msg("agent has no rule named %s", name);
 	return SHM_NONE;
+}
+
+const char *rule_name(const struct shm_rule *r)
+{
+	return g_m->texts[r->name].s;
+}
+
+const char *rule_match(const struct shm_rule *r)
+{
+	return g_m->texts[r->match].s;
 }
 
 /* Sums of the open holds, straight from the hold table. */

@@ -50,6 +50,9 @@ void set_status(uint32_t slot, enum sc_status status);
 struct shm_wallet *AW(uint32_t slot);
 struct shm_wallet *OW(void);
 uint32_t rule_slot(uint32_t agent_slot, const char *name);
+/* A rule's name and pattern, from the text table. */
+const char *rule_name(const struct shm_rule *r);
+const char *rule_match(const struct shm_rule *r);
 int64_t holds_of_agent(uint32_t agent_slot);
 unsigned holds_open(void);
 int check_req(uint64_t agent, const char *action, int64_t est, const char *key, int64_t now, struct gate_decision *d);

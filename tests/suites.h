@@ -21,6 +21,7 @@ Suite *tz_suite(void);     /* tests/check_tz.c: time zones and the local calenda
 Suite *pricing_suite(void); /* tests/check_pricing.c: rate versions, costs from token counts */
 Suite *pricing_daemon_suite(void); /* tests/check_pricing_daemon.c: pricing through the daemon */
 Suite *alerts_suite(void); /* tests/check_alerts.c: alerts raised by the gate */
+Suite *rules_suite(void);  /* tests/check_rules.c: rule lists and the shared rule texts */
 Suite *client_suite(void); /* tests/check_client.c: libsidecard against a fake daemon */
 Suite *batch_suite(void);  /* tests/check_batch.c: pipelined checks and metadata, real daemon */
 Suite *peek_suite(void);   /* tests/check_peek.c: sc_peek_* against the real daemon */

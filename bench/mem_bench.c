@@ -1,0 +1,393 @@
+/*
+ * mem_bench.c: what agents and rules cost in memory. For each agent count M
+ * (--agents, default 1000,10000,100000,1000000) and rules per agent K
+ * (--rules, default 1,4) it starts a fresh daemon whose capacities are
+ * exactly M agents and M * K rules, creates the M agents with their K rules
+ * inline (agents.create) from --clients threads (default 4, each with its
+ * own connection), and reads the daemon's /proc/PID/status; then it
+ * restarts the daemon on the same state directory (it re-attaches to the
+ * segment and rebuilds its indexes) and reads it again. It prints one table:
+ *
+ *   agents, rules           the configuration (rules per agent)
+ *   rss, anon, file         after the creates: VmRSS of the daemon, its whole
+ *                           footprint, split into RssAnon (the heap: indexes,
+ *                           free slots, the ledger's buffers) and RssFile +
+ *                           RssShmem (touched pages of the segment), in MiB
+ *   re_rss, re_anon, re_file  the same after the restart: the footprint of
+ *                           holding that state, without what the burst of
+ *                           creates left behind (a ledger buffer keeps the size
+ *                           its largest batch needed)
+ *   segment                 size of the state segment file in MiB (sparse)
+ *   B/agent                 re_rss / M: what each agent costs, everything included
+ *   B/agent(m)              (re_rss(M) - re_rss(M')) / (M - M') against the previous
+ *                           M of the same K: the per-agent cost without fixed costs
+ *   B/rule                  (re_rss(M, K) - re_rss(M, 1)) / (M * (K - 1)): what one
+ *                           more rule per agent costs
+ *
+ * The rules are a fleet's: every agent gets the same K rules (names and
+ * patterns from one list), as operators provision agents from a template.
+ * The daemon runs with --durability async (the ledger's fsync is not what is
+ * measured) and with checkpoints pushed past the run, so that no snapshot
+ * buffer is alive while memory is read. RSS is read once the last create is
+ * acknowledged and the daemon's stats answer.
+ *
+ * The daemon is started by tests/daemon.c ($SIDECARD_BIN, else
+ * sidecard/sidecard next to the build tree); its output goes to a log file
+ * in its directory, which is removed after a clean stop. Any failed request
+ * fails the run (exit 1).
+ *
+ * Threads: the main thread starts and stops daemons and reads /proc; the
+ * client threads only create agents, and record their first error, which
+ * the main thread reads after joining them.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "sidecard.h"
+#include "tmpdir.h"
+
+#define MAX_CLIENTS 64
+#define MAX_SIZES 16
+#define MIB (1024.0 * 1024.0)
+
+/* A fleet's rule template: the first K are given to every agent. */
+static const struct {
+	const char *name, *match;
+	int64_t max_cost, daily, hourly;
+} fleet_rules[] = {
+	{"chat", "openai.chat", 2000000, 50000000, 600},
+	{"openai", "openai.*", 5000000, 100000000, 1200},
+	{"search", "search.*", 100000, 5000000, 3000},
+	{"default", "*", 1000000, 20000000, 6000},
+	{"tools", "tool.*", 500000, 10000000, 2000},
+	{"flights", "flight.booking", 500000000, 1000000000, 10},
+	{"images", "openai.images", 4000000, 40000000, 100},
+	{"embed", "openai.embeddings", 100000, 10000000, 20000},
+};
+
+#define MAX_RULES (sizeof(fleet_rules) / sizeof(fleet_rules[0]))
+
+struct client {
+	pthread_t thread;
+	int index;
+	uint32_t first, count; /* agents first .. first + count - 1 */
+	unsigned n_rules;
+	int rc;
+	char error[256];
+};
+
+struct row {
+	uint32_t agents;
+	unsigned rules;
+	uint64_t rss, anon, file;          /* bytes, after the creates */
+	uint64_t re_rss, re_anon, re_file; /* bytes, after a restart */
+	uint64_t segment;                  /* bytes */
+	double seconds;                    /* to create the agents */
+};
+
+static struct {
+	char dir[64], log[96];
+	struct test_daemon d;
+} b;
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* VmRSS, RssAnon and RssFile + RssShmem of a process, in bytes. 0 or -1. */
+static int read_rss(pid_t pid, uint64_t *rss, uint64_t *anon, uint64_t *file)
+{
+	char path[64], line[256];
+	unsigned long long kb;
+	int found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	*rss = *anon = *file = 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) {
+			*rss = kb * 1024;
+			found |= 1;
+		} else if (sscanf(line, "RssAnon: %llu kB", &kb) == 1) {
+			*anon = kb * 1024;
+			found |= 2;
+		} else if (sscanf(line, "RssFile: %llu kB", &kb) == 1) {
+			*file += kb * 1024;
+			found |= 4;
+		} else if (sscanf(line, "RssShmem: %llu kB", &kb) == 1) {
+			*file += kb * 1024;
+			found |= 8;
+		}
+	}
+	fclose(f);
+	return found == 15 ? 0 : -1;
+}
+
+static void client_fail(struct client *cl, sc_client *c, int rc, const char *what)
+{
+	if (cl->rc == 0) {
+		cl->rc = rc != 0 ? rc : SC_EINTERNAL;
+		snprintf(cl->error, sizeof(cl->error), "client %d: %s: %s: %s", cl->index, what,
+		         sc_err_name(rc), c ? sc_last_error(c) : "");
+	}
+}
+
+static void *client_main(void *arg)
+{
+	struct client *cl = arg;
+	sc_wallet_update u = { .set = SC_WALLET_SET_BALANCE, .balance = INT64_C(100000000) };
+	sc_rule rules[MAX_RULES];
+	sc_client *c = NULL;
+	sc_agent a;
+	int rc = sc_connect(b.d.socket, &c);
+
+	if (rc != 0) {
+		client_fail(cl, NULL, rc, "connect");
+		return NULL;
+	}
+	memset(rules, 0, sizeof(rules));
+	for (unsigned k = 0; k < cl->n_rules; k++) {
+		snprintf(rules[k].name, sizeof(rules[k].name), "%s", fleet_rules[k].name);
+		snprintf(rules[k].match, sizeof(rules[k].match), "%s", fleet_rules[k].match);
+		rules[k].max_cost_per_txn = fleet_rules[k].max_cost;
+		rules[k].daily_spend_limit = fleet_rules[k].daily;
+		rules[k].hourly_rate_limit = fleet_rules[k].hourly;
+	}
+	for (uint32_t i = cl->first; i < cl->first + cl->count && cl->rc == 0; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "agent-%07" PRIu32, i);
+		if ((rc = sc_agents_create(c, "fleet", name, SC_PRIORITY_NORMAL, &u, rules,
+		                           cl->n_rules, &a)) != 0)
+			client_fail(cl, c, rc, "agents.create");
+	}
+	sc_close(c);
+	return NULL;
+}
+
+/* SIGTERM; a clean stop removes the directory. 0 or -1. */
+static int daemon_stop(void)
+{
+	int rc = test_daemon_stop(&b.d);
+
+	if (rc != 0) {
+		fprintf(stderr, "mem_bench: the daemon stopped with status %d; see %s\n", rc, b.log);
+		return -1;
+	}
+	test_rm_tree(b.dir);
+	return 0;
+}
+
+/* Runs one configuration. 0 or -1. */
+static int run_one(uint32_t n_agents, unsigned n_rules, int n_clients, struct row *out)
+{
+	static struct client clients[MAX_CLIENTS];
+	char agents_arg[24], rules_arg[24], seg[128];
+	const char *extra[] = { "--durability", "async", "--agents", agents_arg, "--rules", rules_arg,
+		                "--checkpoint-records", "1099511627776", "--checkpoint-interval",
+		                "86400", "--log-level", "warn", NULL };
+	uint64_t rule_cap = (uint64_t)n_agents * (n_rules ? n_rules : 1);
+	sc_client *c = NULL;
+	struct stat sb;
+	int64_t t0, ignored, agents = -1;
+	sc_org o;
+	int rc, failed = 0;
+
+	snprintf(agents_arg, sizeof(agents_arg), "%" PRIu32, n_agents);
+	snprintf(rules_arg, sizeof(rules_arg), "%" PRIu64, rule_cap);
+	if (test_tmpdir(b.dir, sizeof(b.dir)) != 0)
+		return -1;
+	snprintf(b.log, sizeof(b.log), "%s/daemon.log", b.dir);
+	if (test_daemon_start_in(&b.d, b.dir, b.log, extra) != 0) {
+		fprintf(stderr, "mem_bench: %s did not start; its output is in %s\n", test_daemon_bin(),
+		        b.log);
+		return -1;
+	}
+	if ((rc = sc_connect(b.d.socket, &c)) != 0 || (rc = sc_orgs_create(c, "fleet", &o)) != 0) {
+		fprintf(stderr, "mem_bench: setup: %s: %s\n", sc_err_name(rc), c ? sc_last_error(c) : "");
+		sc_close(c);
+		daemon_stop();
+		return -1;
+	}
+	memset(clients, 0, sizeof(clients));
+	t0 = now_ns();
+	for (int i = 0; i < n_clients; i++) {
+		uint32_t share = n_agents / (uint32_t)n_clients;
+
+		clients[i].index = i;
+		clients[i].first = share * (uint32_t)i;
+		clients[i].count = i == n_clients - 1 ? n_agents - clients[i].first : share;
+		clients[i].n_rules = n_rules;
+		pthread_create(&clients[i].thread, NULL, client_main, &clients[i]);
+	}
+	for (int i = 0; i < n_clients; i++) {
+		pthread_join(clients[i].thread, NULL);
+		if (clients[i].rc != 0) {
+			fprintf(stderr, "mem_bench: %s\n", clients[i].error);
+			failed = 1;
+		}
+	}
+	out->seconds = (double)(now_ns() - t0) / 1e9;
+	/* A request after the last create: the loop has finished with every create. */
+	if (!failed && (rc = sc_stat(c, "ledger_syncs", &ignored)) != 0) {
+		fprintf(stderr, "mem_bench: stats: %s: %s\n", sc_err_name(rc), sc_last_error(c));
+		failed = 1;
+	}
+	sc_close(c);
+	snprintf(seg, sizeof(seg), "%s/state.shm", b.d.state);
+	if (!failed && (read_rss(b.d.pid, &out->rss, &out->anon, &out->file) != 0 ||
+	                stat(seg, &sb) != 0)) {
+		fprintf(stderr, "mem_bench: cannot read the daemon's memory or %s: %s\n", seg,
+		        strerror(errno));
+		failed = 1;
+	}
+	out->segment = failed ? 0 : (uint64_t)sb.st_size;
+	if (!failed && test_daemon_restart(&b.d) != 0) {
+		fprintf(stderr, "mem_bench: the daemon did not restart; see %s\n", b.log);
+		failed = 1;
+	}
+	/* The restarted daemon answers once it has rebuilt its indexes. */
+	if (!failed && ((rc = sc_connect(b.d.socket, &c)) != 0 ||
+	                (rc = sc_stat(c, "agents", &agents)) != 0 || agents != (int64_t)n_agents)) {
+		fprintf(stderr, "mem_bench: after the restart: %s (%lld agents): %s\n",
+		        sc_err_name(rc), (long long)agents, c ? sc_last_error(c) : "");
+		failed = 1;
+	}
+	sc_close(c);
+	if (!failed && read_rss(b.d.pid, &out->re_rss, &out->re_anon, &out->re_file) != 0) {
+		fprintf(stderr, "mem_bench: cannot read the restarted daemon's memory\n");
+		failed = 1;
+	}
+	out->agents = n_agents;
+	out->rules = n_rules;
+	if (daemon_stop() != 0 || failed)
+		return -1;
+	return 0;
+}
+
+/* Parses "1000,10000" into v (at most MAX_SIZES values in [lo, hi]). Count or -1. */
+static int parse_list(const char *s, uint32_t *v, uint32_t lo, uint32_t hi)
+{
+	int n = 0;
+
+	while (*s) {
+		char *end;
+		unsigned long x;
+
+		errno = 0;
+		x = strtoul(s, &end, 10);
+		if (errno || end == s || x < lo || x > hi || n == MAX_SIZES || (*end && *end != ','))
+			return -1;
+		v[n++] = (uint32_t)x;
+		s = *end ? end + 1 : end;
+	}
+	return n;
+}
+
+static const struct row *find_row(const struct row *rows, int n, uint32_t agents, unsigned rules)
+{
+	for (int i = 0; i < n; i++)
+		if (rows[i].agents == agents && rows[i].rules == rules)
+			return &rows[i];
+	return NULL;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: mem_bench [--agents M,M...] [--rules K,K...] [--clients N] [--quiet]\n"
+	             "Creates M agents with K rules each (1 <= K <= %zu) on a fresh daemon per\n"
+	             "configuration (default M 1000,10000,100000,1000000 and K 1,4) and prints\n"
+	             "the daemon's memory.\n",
+	        MAX_RULES);
+}
+
+int main(int argc, char **argv)
+{
+	uint32_t agents[MAX_SIZES] = { 1000, 10000, 100000, 1000000 }, rules[MAX_SIZES] = { 1, 4 };
+	int n_agents = 4, n_rules = 2, clients = 4, quiet = 0, n_rows = 0;
+	static struct row rows[MAX_SIZES * MAX_SIZES];
+
+	signal(SIGPIPE, SIG_IGN);
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--agents") == 0 && i + 1 < argc)
+			n_agents = parse_list(argv[++i], agents, 1, 1u << 26);
+		else if (strcmp(argv[i], "--rules") == 0 && i + 1 < argc)
+			n_rules = parse_list(argv[++i], rules, 1, MAX_RULES);
+		else if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc)
+			clients = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--quiet") == 0)
+			quiet = 1;
+		else if (strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (n_agents <= 0 || n_rules <= 0 || clients < 1 || clients > MAX_CLIENTS) {
+		usage(stderr);
+		return 2;
+	}
+	for (int k = 0; k < n_rules; k++) {
+		for (int m = 0; m < n_agents; m++) {
+			int nc = (uint32_t)clients > agents[m] ? (int)agents[m] : clients;
+
+			if (run_one(agents[m], rules[k], nc, &rows[n_rows]) != 0)
+				return 1;
+			n_rows++;
+		}
+	}
+	if (quiet)
+		return 0;
+	printf("%8s %5s %7s %6s %7s %7s %7s %7s %8s %7s %10s %6s %8s\n", "agents", "rules", "rss",
+	       "anon", "file", "re_rss", "re_anon", "re_file", "segment", "B/agent", "B/agent(m)",
+	       "B/rule", "create_s");
+	for (int i = 0; i < n_rows; i++) {
+		const struct row *r = &rows[i], *prev = NULL, *one;
+		char marginal[16] = "-", per_rule[16] = "-";
+
+		for (int j = 0; j < n_rows; j++)
+			if (rows[j].rules == r->rules && rows[j].agents < r->agents &&
+			    (prev == NULL || rows[j].agents > prev->agents))
+				prev = &rows[j];
+		if (prev != NULL)
+			snprintf(marginal, sizeof(marginal), "%.0f",
+			         ((double)r->re_rss - (double)prev->re_rss) /
+			                 (double)(r->agents - prev->agents));
+		one = find_row(rows, n_rows, r->agents, 1);
+		if (one != NULL && r->rules > 1)
+			snprintf(per_rule, sizeof(per_rule), "%.0f",
+			         ((double)r->re_rss - (double)one->re_rss) /
+			                 ((double)r->agents * (double)(r->rules - 1)));
+		printf("%8" PRIu32 " %5u %7.1f %6.1f %7.1f %7.1f %7.1f %7.1f %8.1f %7.0f %10s %6s %8.1f\n",
+		       r->agents, r->rules, (double)r->rss / MIB, (double)r->anon / MIB,
+		       (double)r->file / MIB, (double)r->re_rss / MIB, (double)r->re_anon / MIB,
+		       (double)r->re_file / MIB, (double)r->segment / MIB,
+		       (double)r->re_rss / (double)r->agents, marginal, per_rule, r->seconds);
+	}
+	printf("MiB: rss/anon/file after creating the agents, re_* after restarting the daemon on its "
+	       "state; segment: file size (sparse)\n"
+	       "B/agent: re_rss / agents; B/agent(m): re_rss growth per agent from the previous row "
+	       "of the same rules; B/rule: re_rss growth per rule against 1 rule per agent\n");
+	printf("command: bench/mem_bench");
+	for (int i = 1; i < argc; i++)
+		printf(" %s", argv[i]);
+	printf("   (daemon %s)\n", test_daemon_bin());
+	return 0;
+}
