@@ -89,7 +89,13 @@ struct sc_client {
 	uint32_t msgid;
 	msgpack_sbuffer sbuf;
 	msgpack_unpacker unp;
-	msgpack_unpacked msg; /* the last message read, valid until the next read */
+	/*
+	 * The last message read, valid until the next read: msg.data lives in
+	 * the unpacker's zone (msg.zone stays NULL), which is cleared for the
+	 * next message instead of a new zone being allocated for every one.
+	 */
+	msgpack_unpacked msg;
+	int msg_held; /* msg.data is a whole message whose objects are still in the zone */
 	char version[32];
 	char error[512];
 	sc_alert alerts[ALERT_QUEUE]; /* a ring of pushed alerts: head, then len of them */
@@ -572,19 +578,35 @@ struct table {
 
 /* ----- decoding ----- */
 
-static const msgpack_object *map_get(const msgpack_object *map, const char *key)
+/*
+ * The value of key in map, looking from entry *next on and wrapping
+ * around; *next becomes the entry after the one found. The daemon packs a
+ * result's fields in the order of this library's tables, so decoding a
+ * table finds each field at the first entry it looks at.
+ */
+static const msgpack_object *map_get_next(const msgpack_object *map, const char *key,
+                                          uint32_t *next)
 {
 	size_t len = strlen(key);
-	uint32_t i;
+	uint32_t n = map->via.map.size;
 
-	for (i = 0; i < map->via.map.size; i++) {
+	for (uint32_t step = 0, i = *next < n ? *next : 0; step < n; step++, i = i + 1 < n ? i + 1 : 0) {
 		const msgpack_object *k = &map->via.map.ptr[i].key;
 
 		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == len &&
-		    memcmp(k->via.str.ptr, key, len) == 0)
+		    memcmp(k->via.str.ptr, key, len) == 0) {
+			*next = i + 1;
 			return &map->via.map.ptr[i].val;
+		}
 	}
 	return NULL;
+}
+
+static const msgpack_object *map_get(const msgpack_object *map, const char *key)
+{
+	uint32_t next = 0;
+
+	return map_get_next(map, key, &next);
 }
 
 /* Copies a msgpack str into dst[cap] with its NUL; SC_EPROTO if it does not fit. */
@@ -725,6 +747,7 @@ static int decode_value(sc_client *c, const msgpack_object *v, const struct fiel
 static int decode_fields(sc_client *c, const msgpack_object *obj, struct table t, void *base)
 {
 	const char *why;
+	uint32_t next = 0;
 	size_t i;
 	int rc;
 
@@ -732,7 +755,7 @@ static int decode_fields(sc_client *c, const msgpack_object *obj, struct table t
 		return fail(c, SC_EPROTO, "malformed %s from the daemon: not a map", t.what);
 	for (i = 0; i < t.n; i++) {
 		const struct field *f = &t.fields[i];
-		const msgpack_object *v = map_get(obj, f->key);
+		const msgpack_object *v = map_get_next(obj, f->key, &next);
 
 		if (v == NULL || v->type == MSGPACK_OBJECT_NIL) {
 			if (f->flags & F_OPTIONAL)
@@ -846,35 +869,137 @@ static void arg_fields(struct request *r, enum arg_kind kind, const char *key, s
 
 #undef ARG
 
-/* Packs into an sbuffer, remembering whether any write failed (out of memory). */
+/*
+ * Packs into an sbuffer, remembering whether any write failed (out of
+ * memory). Each put writes its bytes straight into the buffer, in the
+ * smallest encoding as msgpack-c's packer would, instead of a packer
+ * callback per header and per body.
+ */
 struct writer {
-	msgpack_packer pk;
+	msgpack_sbuffer *sb;
 	int failed;
 };
 
+/* reserve() when the buffer must grow. */
+static char *grow(struct writer *w, size_t n)
+{
+	msgpack_sbuffer *sb = w->sb;
+	size_t cap = sb->alloc ? sb->alloc : MSGPACK_SBUFFER_INIT_SIZE;
+	char *p;
+
+	while (cap - sb->size < n) {
+		if (cap > SIZE_MAX / 2) {
+			w->failed = 1;
+			return NULL;
+		}
+		cap *= 2;
+	}
+	if ((p = realloc(sb->data, cap)) == NULL) {
+		w->failed = 1;
+		return NULL;
+	}
+	sb->data = p;
+	sb->alloc = cap;
+	return sb->data + sb->size;
+}
+
+/* Room for n more bytes at w->sb->data + w->sb->size, or NULL. */
+static inline char *reserve(struct writer *w, size_t n)
+{
+	if (w->failed)
+		return NULL;
+	if (w->sb->alloc - w->sb->size < n)
+		return grow(w, n);
+	return w->sb->data + w->sb->size;
+}
+
+/* A marker byte followed by the low 'bytes' bytes of v, big-endian. */
+static void put_head(struct writer *w, unsigned char marker, uint64_t v, unsigned bytes)
+{
+	char *p = reserve(w, 1 + bytes);
+
+	if (p == NULL)
+		return;
+	*p++ = (char)marker;
+	for (unsigned i = bytes; i-- > 0;)
+		*p++ = (char)(v >> (8 * i));
+	w->sb->size += 1 + bytes;
+}
+
 static void put_str(struct writer *w, const char *s)
 {
-	w->failed |= msgpack_pack_str_with_body(&w->pk, s, strlen(s)) != 0;
+	size_t len = strlen(s), head = len < 32 ? 1 : len < 256 ? 2 : len < 65536 ? 3 : 5;
+	char *p;
+
+	if (len > UINT32_MAX) {
+		w->failed = 1;
+		return;
+	}
+	if (len < 32) {
+		if ((p = reserve(w, 1 + len)) == NULL)
+			return;
+		*p = (char)(0xa0 | len);
+		w->sb->size++;
+	} else {
+		put_head(w, len < 256 ? 0xd9 : len < 65536 ? 0xda : 0xdb, len, (unsigned)head - 1);
+	}
+	if ((p = reserve(w, len)) == NULL)
+		return;
+	memcpy(p, s, len);
+	w->sb->size += len;
 }
 
 static void put_uint(struct writer *w, uint64_t v)
 {
-	w->failed |= msgpack_pack_uint64(&w->pk, v) != 0;
+	if (v < 128)
+		put_head(w, (unsigned char)v, 0, 0);
+	else if (v < 256)
+		put_head(w, 0xcc, v, 1);
+	else if (v < 65536)
+		put_head(w, 0xcd, v, 2);
+	else if (v <= UINT32_MAX)
+		put_head(w, 0xce, v, 4);
+	else
+		put_head(w, 0xcf, v, 8);
 }
 
+/* msgpack-c packs a non-negative int64 as an unsigned integer. */
 static void put_int(struct writer *w, int64_t v)
 {
-	w->failed |= msgpack_pack_int64(&w->pk, v) != 0;
+	if (v >= 0)
+		put_uint(w, (uint64_t)v);
+	else if (v >= -32)
+		put_head(w, (unsigned char)(0xe0 | (v + 32)), 0, 0);
+	else if (v >= INT8_MIN)
+		put_head(w, 0xd0, (uint64_t)v, 1);
+	else if (v >= INT16_MIN)
+		put_head(w, 0xd1, (uint64_t)v, 2);
+	else if (v >= INT32_MIN)
+		put_head(w, 0xd2, (uint64_t)v, 4);
+	else
+		put_head(w, 0xd3, (uint64_t)v, 8);
+}
+
+static void put_container(struct writer *w, size_t n, unsigned char fix, unsigned char m16)
+{
+	if (n > UINT32_MAX)
+		w->failed = 1;
+	else if (n < 16)
+		put_head(w, (unsigned char)(fix | n), 0, 0);
+	else if (n < 65536)
+		put_head(w, m16, n, 2);
+	else
+		put_head(w, (unsigned char)(m16 + 1), n, 4);
 }
 
 static void put_map(struct writer *w, size_t n)
 {
-	w->failed |= msgpack_pack_map(&w->pk, n) != 0;
+	put_container(w, n, 0x80, 0xde);
 }
 
 static void put_array(struct writer *w, size_t n)
 {
-	w->failed |= msgpack_pack_array(&w->pk, n) != 0;
+	put_container(w, n, 0x90, 0xdc);
 }
 
 static size_t count_set(struct table t, unsigned set)
@@ -1022,6 +1147,42 @@ static int wait_readable(sc_client *c, const int64_t *deadline)
 	return n == 0 ? fail(c, -ETIMEDOUT, "nothing from the daemon in time") : 0;
 }
 
+/*
+ * Takes the next whole message already buffered into c->msg: 1, or 0 when
+ * more bytes are needed, or a negative code (the connection is broken).
+ * The previous message's objects are freed first.
+ */
+static int next_buffered(sc_client *c)
+{
+	int got;
+
+	if (c->msg_held) {
+		/*
+		 * Frees the objects of the last message, keeping the zone's memory:
+		 * flushing first hands the zone's reference to the read buffer
+		 * over to a finalizer, which the clear runs, so the buffer can
+		 * then be rewound rather than replaced.
+		 */
+		c->msg_held = 0;
+		memset(&c->msg.data, 0, sizeof(c->msg.data));
+		if (!msgpack_unpacker_flush_zone(&c->unp))
+			return broken(c, -ENOMEM, "reading a response");
+		msgpack_unpacker_reset_zone(&c->unp);
+	}
+	got = msgpack_unpacker_execute(&c->unp);
+	if (got > 0) {
+		c->msg.data = msgpack_unpacker_data(&c->unp);
+		msgpack_unpacker_reset(&c->unp);
+		c->msg_held = 1;
+		return 1;
+	}
+	if (got < 0)
+		return broken(c, got == MSGPACK_UNPACK_NOMEM_ERROR ? -ENOMEM : SC_EPROTO,
+		              got == MSGPACK_UNPACK_NOMEM_ERROR ? "reading a response"
+		                                                : "malformed msgpack from the daemon");
+	return 0;
+}
+
 /* Reads until one whole message is in c->msg; deadline as wait_readable's. */
 static int receive_until(sc_client *c, const int64_t *deadline)
 {
@@ -1030,16 +1191,8 @@ static int receive_until(sc_client *c, const int64_t *deadline)
 	int rc;
 
 	for (;;) {
-		switch (msgpack_unpacker_next(&c->unp, &c->msg)) {
-		case MSGPACK_UNPACK_SUCCESS:
-			return 0;
-		case MSGPACK_UNPACK_PARSE_ERROR:
-			return broken(c, SC_EPROTO, "malformed msgpack from the daemon");
-		case MSGPACK_UNPACK_NOMEM_ERROR:
-			return broken(c, -ENOMEM, "reading a response");
-		default:
-			break;
-		}
+		if ((rc = next_buffered(c)) != 0)
+			return rc < 0 ? rc : 0;
 		buffered = msgpack_unpacker_message_size(&c->unp);
 		if (buffered > RESPONSE_MAX)
 			return broken(c, SC_EPROTO, "response larger than 1 MiB");
@@ -1136,7 +1289,7 @@ static int take_notification(sc_client *c, const msgpack_object *m)
  */
 static int rpc(sc_client *c, const struct request *r, const msgpack_object **result)
 {
-	struct writer w = { .failed = 0 };
+	struct writer w = { .sb = &c->sbuf, .failed = 0 };
 	const msgpack_object *m;
 	uint32_t msgid;
 	int rc;
@@ -1146,7 +1299,6 @@ static int rpc(sc_client *c, const struct request *r, const msgpack_object **res
 	c->error[0] = '\0';
 	msgid = ++c->msgid;
 	msgpack_sbuffer_clear(&c->sbuf);
-	msgpack_packer_init(&w.pk, &c->sbuf, msgpack_sbuffer_write);
 	put_request(&w, msgid, r);
 	if (w.failed)
 		return fail(c, -ENOMEM, "%s: %s", r->method, sc_strerror(-ENOMEM));
@@ -1385,8 +1537,8 @@ static void batch_fill(sc_client *c, struct batch *b)
 			continue;
 		}
 		before = c->sbuf.size;
+		w.sb = &c->sbuf;
 		w.failed = 0;
-		msgpack_packer_init(&w.pk, &c->sbuf, msgpack_sbuffer_write);
 		put_request(&w, b->base + (uint32_t)i, &r);
 		if (w.failed) {
 			c->sbuf.size = before; /* drop the partial request */
@@ -1430,21 +1582,12 @@ static int batch_drain(sc_client *c, struct batch *b, int *took)
 {
 	int rc;
 
-	for (;;) {
-		switch (msgpack_unpacker_next(&c->unp, &c->msg)) {
-		case MSGPACK_UNPACK_SUCCESS:
-			if ((rc = batch_take(c, b)) != 0)
-				return rc;
-			++*took;
-			continue;
-		case MSGPACK_UNPACK_PARSE_ERROR:
-			return broken(c, SC_EPROTO, "malformed msgpack from the daemon");
-		case MSGPACK_UNPACK_NOMEM_ERROR:
-			return broken(c, -ENOMEM, "reading a response");
-		default:
-			return 0;
-		}
+	while ((rc = next_buffered(c)) > 0) {
+		if ((rc = batch_take(c, b)) != 0)
+			return rc;
+		++*took;
 	}
+	return rc;
 }
 
 /* Waits until the socket can take bytes or has some, and moves them. */

@@ -90,6 +90,22 @@ static int key_equal(const msgpack_object *k, const char *key, size_t len)
 	return k->via.str.size == len && memcmp(k->via.str.ptr, key, len) == 0;
 }
 
+/*
+ * k (a str) is the C string key. Byte by byte, without measuring key
+ * first: most keys differ from a field name in their first bytes, and a
+ * name that matches is short.
+ */
+static int key_is(const msgpack_object *k, const char *key)
+{
+	const char *s = k->via.str.ptr;
+	uint32_t n = k->via.str.size;
+
+	for (uint32_t i = 0; i < n; i++)
+		if (key[i] == '\0' || key[i] != s[i])
+			return 0;
+	return key[n] == '\0';
+}
+
 /* Checks the keys of a map once: all strings, no duplicates, not too many. */
 static int check_keys(struct proto_args *a)
 {
@@ -125,6 +141,8 @@ static void set_map(struct proto_args *a, const msgpack_object *map)
 	a->kv = map ? map->via.map.ptr : NULL;
 	a->n = map ? map->via.map.size : 0;
 	a->consumed = 0;
+	a->fields = NULL;
+	a->n_indexed = 0;
 }
 
 /* A top-level reader with no arguments yet, its messages going to err. */
@@ -187,21 +205,37 @@ int proto_args_sub(struct proto_args *parent, const msgpack_object *map, const c
  * Finds key and marks it read. Returns the value, or NULL when the key is
  * missing or nil: then an error if required, else *present = 0.
  */
+/* find() for a key that is not in the index: by its bytes. */
+static __attribute__((noinline)) uint32_t find_by_bytes(const struct proto_args *a,
+                                                        const char *key)
+{
+	for (uint32_t i = 0; i < a->n; i++)
+		if (key_is(&a->kv[i].key, key))
+			return i;
+	return a->n;
+}
+
+/* The entry of key, or a->n when the map has none. */
+static uint32_t find(const struct proto_args *a, const char *key)
+{
+	for (unsigned f = 0; f < a->n_indexed; f++)
+		if (a->fields[f] == key)
+			return a->entry[f] ? a->entry[f] - 1u : a->n;
+	return find_by_bytes(a, key);
+}
+
 static const msgpack_object *lookup(struct proto_args *a, const char *key, int required,
                                     int *present, int *rc)
 {
-	size_t len = strlen(key);
+	uint32_t i = find(a, key);
 
 	*rc = 0;
 	if (present)
 		*present = 0;
-	for (uint32_t i = 0; i < a->n; i++) {
-		if (!key_equal(&a->kv[i].key, key, len))
-			continue;
+	if (i < a->n) {
 		a->consumed |= UINT64_C(1) << i;
 		if (a->kv[i].val.type != MSGPACK_OBJECT_NIL)
 			return &a->kv[i].val;
-		break;
 	}
 	if (required)
 		*rc = fail(a, SC_EINVAL, key, "required");
@@ -234,15 +268,26 @@ int proto_args_finish(struct proto_args *a)
 
 int proto_args_expect(struct proto_args *a, const char *const *fields)
 {
+	unsigned indexed = 0;
+
+	a->fields = NULL;
+	a->n_indexed = 0;
+	while (indexed < PROTO_FIELDS_INDEXED && fields[indexed])
+		a->entry[indexed++] = 0;
 	for (uint32_t i = 0; i < a->n; i++) {
 		const msgpack_object *k = &a->kv[i].key;
-		const char *const *f = fields;
+		unsigned f = 0;
 
-		while (*f && !key_equal(k, *f, strlen(*f)))
+		while (fields[f] && !key_is(k, fields[f]))
 			f++;
-		if (!*f)
+		if (!fields[f])
 			return unknown_field(a, k);
+		/* keys are unique (check_keys), so each field has one entry at most */
+		if (f < indexed)
+			a->entry[f] = (uint8_t)(i + 1);
 	}
+	a->fields = fields;
+	a->n_indexed = indexed;
 	return 0;
 }
 

@@ -7,7 +7,8 @@
  *              object ends in a byte stream, without allocating, and enforce
  *              the hard limits (struct proto_limits) as early as the bytes
  *              allow. proto_request_parse() then unpacks one complete object
- *              and validates the MessagePack-RPC envelope.  (frame.c)
+ *              into msgpack-c's objects (the same objects msgpack_unpack()
+ *              makes) and validates the MessagePack-RPC envelope.  (frame.c)
  *   arguments  struct proto_args gives typed access to the named arguments of
  *              a request (the one map in params) with error messages that
  *              name the field and the rule broken.  (args.c)
@@ -166,6 +167,9 @@ int proto_request_parse(const char *buf, size_t len, msgpack_zone *zone, struct 
 /* Longest field-name prefix kept for messages ("rules[2]"); longer ones are cut. */
 #define PROTO_PREFIX_MAX 96
 
+/* Fields of a proto_args_expect() list that are indexed; no method has more. */
+#define PROTO_FIELDS_INDEXED 16
+
 /*
  * Typed access to one map of named arguments. It remembers which keys were
  * read, so proto_args_finish() can reject unknown ones, and it names fields
@@ -179,6 +183,10 @@ struct proto_args {
 	uint64_t consumed;           /* bit i: entry i was read */
 	char *err;
 	size_t errlen;
+	/* the index proto_args_expect() builds: fields[f] is entry entry[f] - 1, 0: absent */
+	const char *const *fields;   /* NULL until proto_args_expect() succeeded */
+	unsigned n_indexed;
+	uint8_t entry[PROTO_FIELDS_INDEXED];
 	char prefix[PROTO_PREFIX_MAX]; /* "" at the top level */
 };
 
@@ -261,6 +269,11 @@ int proto_args_finish(struct proto_args *a);
  * Checks every key of the map against fields (NULL-terminated) before any
  * getter runs, so a misspelt key is reported as "unknown field
  * 'estimatedCost'" rather than as the missing field it was meant to be.
+ * It also indexes the map by field: a getter whose key is one of the
+ * strings of fields itself (the same pointer, as when the caller names
+ * fields and keys with the same literals) finds its entry, or its absence,
+ * without comparing any bytes. Any other key is found by comparing bytes.
+ * fields must outlive a.
  */
 int proto_args_expect(struct proto_args *a, const char *const *fields);
 

@@ -217,6 +217,182 @@ START_TEST(test_every_format_unpacks)
 }
 END_TEST
 
+/*
+ * Two objects are the same value: same types, same scalars (floats bit for
+ * bit), same bytes of strings, bin and ext payloads, same elements.
+ */
+static int same_object(const msgpack_object *a, const msgpack_object *b)
+{
+	if (a->type != b->type)
+		return 0;
+	switch (a->type) {
+	case MSGPACK_OBJECT_NIL:
+		return 1;
+	case MSGPACK_OBJECT_BOOLEAN:
+		return a->via.boolean == b->via.boolean;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		return a->via.u64 == b->via.u64;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		return a->via.i64 == b->via.i64;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		return memcmp(&a->via.f64, &b->via.f64, sizeof(double)) == 0;
+	case MSGPACK_OBJECT_STR:
+	case MSGPACK_OBJECT_BIN:
+		/* msgpack-c leaves the pointer of an empty payload NULL or stale */
+		return a->via.str.size == b->via.str.size &&
+		       (a->via.str.size == 0 ||
+		        memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size) == 0);
+	case MSGPACK_OBJECT_EXT:
+		return a->via.ext.type == b->via.ext.type && a->via.ext.size == b->via.ext.size &&
+		       (a->via.ext.size == 0 ||
+		        memcmp(a->via.ext.ptr, b->via.ext.ptr, a->via.ext.size) == 0);
+	case MSGPACK_OBJECT_ARRAY:
+		if (a->via.array.size != b->via.array.size)
+			return 0;
+		for (uint32_t i = 0; i < a->via.array.size; i++)
+			if (!same_object(&a->via.array.ptr[i], &b->via.array.ptr[i]))
+				return 0;
+		return 1;
+	case MSGPACK_OBJECT_MAP:
+		if (a->via.map.size != b->via.map.size)
+			return 0;
+		for (uint32_t i = 0; i < a->via.map.size; i++)
+			if (!same_object(&a->via.map.ptr[i].key, &b->via.map.ptr[i].key) ||
+			    !same_object(&a->via.map.ptr[i].val, &b->via.map.ptr[i].val))
+				return 0;
+		return 1;
+	}
+	return 0;
+}
+
+/* The envelope [0, 1, "m", [x]] around the bytes of one object x. */
+#define WRAP_HEAD "\x94\x00\x01\xa1m\x91"
+
+static size_t wrap(char *out, const char *x, size_t n)
+{
+	memcpy(out, WRAP_HEAD, sizeof(WRAP_HEAD) - 1);
+	memcpy(out + sizeof(WRAP_HEAD) - 1, x, n);
+	return sizeof(WRAP_HEAD) - 1 + n;
+}
+
+/*
+ * proto_request_parse() unpacks every format into the objects msgpack-c
+ * makes of it, including the int formats holding non-negative values
+ * (positive integers) and float 32 (widened).
+ */
+START_TEST(test_every_format_objects)
+{
+	static const struct {
+		const char *bytes;
+		size_t size;
+	} more[] = {
+		{ "\xd0\x05", 2 }, { "\xd1\x00\x05", 3 }, { "\xd2\x00\x00\x00\x05", 5 },
+		{ "\xd3\x00\x00\x00\x00\x00\x00\x00\x05", 9 }, { "\xe0", 1 }, { "\xd0\xdf", 2 },
+		{ "\xd3\x7f\xff\xff\xff\xff\xff\xff\xff", 9 }, { "\xa0", 1 }, { "\xc4\x00", 2 },
+		{ "\xc7\x00\x05", 3 }, { "\x82\xa1k\x90\x01\x80", 6 },
+	};
+	size_t n = sizeof(formats) / sizeof(formats[0]), total = n + sizeof(more) / sizeof(more[0]);
+
+	for (size_t i = 0; i < total; i++) {
+		const char *bytes = i < n ? formats[i].bytes : more[i - n].bytes;
+		size_t size = i < n ? formats[i].size : more[i - n].size;
+		struct proto_request req;
+		msgpack_zone z1, z2;
+		msgpack_object want;
+		size_t off = 0, len;
+		char buf[128], err[128];
+
+		msgpack_zone_init(&z1, 1024);
+		msgpack_zone_init(&z2, 1024);
+		ck_assert_int_eq(msgpack_unpack(bytes, size, &off, &z1, &want), MSGPACK_UNPACK_SUCCESS);
+		len = wrap(buf, bytes, size);
+		ck_assert_msg(proto_request_parse(buf, len, &z2, &req, err, sizeof(err)) == 0,
+		              "case %zu: %s", i, err);
+		ck_assert_msg(same_object(&req.params->via.array.ptr[0], &want), "case %zu", i);
+		ck_assert_uint_eq(req.params_raw_len, size + 1);
+		msgpack_zone_destroy(&z1);
+		msgpack_zone_destroy(&z2);
+	}
+}
+END_TEST
+
+/* The rich request: every value the same as msgpack-c's. */
+START_TEST(test_request_objects)
+{
+	struct proto_request req;
+	msgpack_sbuffer sb;
+	msgpack_zone z;
+	msgpack_object want;
+	char err[128];
+
+	msgpack_sbuffer_init(&sb);
+	pack_rich_request(&sb, 77);
+	msgpack_zone_init(&z, 1024);
+	want = unpack(&sb, &z);
+	ck_assert_int_eq(proto_request_parse(sb.data, sb.size, &z, &req, err, sizeof(err)), 0);
+	ck_assert(same_object(req.params, &want.via.array.ptr[3]));
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&sb);
+}
+END_TEST
+
+/* Where msgpack-c's unpacker refuses bytes, proto_request_parse does too. */
+static void check_same_verdict(const char *bytes, size_t n, const char *what)
+{
+	struct proto_request req;
+	msgpack_zone z;
+	msgpack_object o;
+	size_t off = 0;
+	char err[128] = "";
+	int unpacks, parsed;
+
+	msgpack_zone_init(&z, 1024);
+	unpacks = msgpack_unpack(bytes, n, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS && off == n;
+	msgpack_zone_clear(&z);
+	parsed = proto_request_parse(bytes, n, &z, &req, err, sizeof(err)) == 0;
+	ck_assert_msg(unpacks == (parsed || strcmp(err, "malformed msgpack") != 0), "%s", what);
+	if (!unpacks)
+		ck_assert_msg(strcmp(err, "malformed msgpack") == 0, "%s: %s", what, err);
+	msgpack_zone_destroy(&z);
+}
+
+START_TEST(test_unpack_verdicts)
+{
+	char buf[256], what[64];
+	size_t len;
+
+	/* every format cut short, or followed by a byte too many */
+	for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
+		len = wrap(buf, formats[i].bytes, formats[i].size);
+		for (size_t cut = 0; cut < len; cut++) {
+			snprintf(what, sizeof(what), "%s cut at %zu", formats[i].name, cut);
+			check_same_verdict(buf, cut, what);
+		}
+		buf[len] = '\x01';
+		snprintf(what, sizeof(what), "%s with a byte after", formats[i].name);
+		check_same_verdict(buf, len + 1, what);
+	}
+	check_same_verdict(WRAP_HEAD "\xc1", sizeof(WRAP_HEAD), "0xc1");
+	/* counts announcing far more than the bytes that follow */
+	check_same_verdict(WRAP_HEAD "\xdd\x7f\xff\xff\xff\x01", sizeof(WRAP_HEAD) + 5, "array32");
+	check_same_verdict(WRAP_HEAD "\xdf\x00\x01\x00\x00\x01\x01", sizeof(WRAP_HEAD) + 6, "map32");
+	check_same_verdict(WRAP_HEAD "\xdb\x00\x01\x00\x00xy", sizeof(WRAP_HEAD) + 6, "str32");
+	/* nesting: msgpack-c holds 32 open containers, the envelope and params are two */
+	for (size_t depth = 28; depth <= 34; depth++) {
+		len = sizeof(WRAP_HEAD) - 1;
+		memcpy(buf, WRAP_HEAD, len);
+		for (size_t d = 0; d < depth; d++)
+			buf[len++] = '\x91';
+		buf[len++] = '\x90';
+		snprintf(what, sizeof(what), "%zu nested arrays", depth);
+		check_same_verdict(buf, len, what);
+		buf[len - 1] = '\x01';
+		check_same_verdict(buf, len, what);
+	}
+}
+END_TEST
+
 /* ----- scanner: malformed input and limits ----- */
 
 START_TEST(test_malformed_c1)
@@ -848,6 +1024,75 @@ END_TEST
 
 /* ----- packing ----- */
 
+/*
+ * proto_args_expect() indexes the map; a getter finds its field whether
+ * its key is the very string of the field list or an equal copy of it,
+ * and an indexed field that is absent is missing, not searched for.
+ */
+START_TEST(test_args_index)
+{
+	static const char *const fields[] = { "agent_id", "action", "estimated_cost", "type", NULL };
+	char copy[] = "estimated_cost";
+	struct argmsg m;
+	uint64_t id = 0;
+	int64_t cost = 0;
+	const char *s;
+	size_t len;
+	int present = 7;
+
+	argmsg_begin(&m, 3);
+	proto_pack_key_u64(&m.pk, "agent_id", 9);
+	proto_pack_key_i64(&m.pk, "estimated_cost", 250);
+	proto_pack_key_str(&m.pk, "action", "openai.chat");
+	ck_assert_int_eq(argmsg_init(&m), 0);
+	ck_assert_int_eq(proto_args_expect(&m.a, fields), 0);
+	ck_assert_int_eq(proto_arg_u64(&m.a, fields[0], 1, &id, NULL), 0);
+	ck_assert_uint_eq(id, 9);
+	ck_assert_int_eq(proto_arg_money(&m.a, copy, 1, &cost, NULL), 0);
+	ck_assert_int_eq(cost, 250);
+	ck_assert_int_eq(proto_arg_str(&m.a, fields[3], 0, 16, &s, &len, &present), 0);
+	ck_assert_int_eq(present, 0);
+	ck_assert_int_eq(proto_arg_str(&m.a, fields[3], 1, 16, &s, &len, NULL), SC_EINVAL);
+	ck_assert_str_eq(proto_args_error(&m.a), "type: required");
+	/* action is unread so far */
+	ck_assert_int_eq(proto_args_finish(&m.a), SC_EINVAL);
+	ck_assert_str_eq(proto_args_error(&m.a), "unknown field 'action'");
+	ck_assert_int_eq(proto_arg_str(&m.a, "action", 1, 16, &s, &len, NULL), 0);
+	ck_assert(len == 11 && memcmp(s, "openai.chat", 11) == 0);
+	ck_assert_int_eq(proto_args_finish(&m.a), 0);
+	argmsg_end(&m);
+}
+END_TEST
+
+/* A field list longer than the index still finds every field. */
+START_TEST(test_args_index_long_list)
+{
+	const char *fields[PROTO_FIELDS_INDEXED + 4];
+	char names[PROTO_FIELDS_INDEXED + 3][8];
+	struct argmsg m;
+	int64_t v = 0;
+	size_t n = sizeof(names) / sizeof(names[0]);
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(names[i], sizeof(names[i]), "f%zu", i);
+		fields[i] = names[i];
+	}
+	fields[n] = NULL;
+	argmsg_begin(&m, 2);
+	proto_pack_key_i64(&m.pk, names[n - 1], 5);
+	proto_pack_key_i64(&m.pk, names[0], 6);
+	ck_assert_int_eq(argmsg_init(&m), 0);
+	ck_assert_int_eq(proto_args_expect(&m.a, fields), 0);
+	ck_assert_int_eq(proto_arg_int(&m.a, fields[n - 1], 1, 0, 10, &v, NULL), 0);
+	ck_assert_int_eq(v, 5);
+	ck_assert_int_eq(proto_arg_int(&m.a, fields[0], 1, 0, 10, &v, NULL), 0);
+	ck_assert_int_eq(v, 6);
+	ck_assert_int_eq(proto_arg_int(&m.a, fields[n - 2], 1, 0, 10, &v, NULL), SC_EINVAL);
+	ck_assert_int_eq(proto_args_finish(&m.a), 0);
+	argmsg_end(&m);
+}
+END_TEST
+
 START_TEST(test_pack_error)
 {
 	msgpack_sbuffer sb;
@@ -957,6 +1202,9 @@ Suite *frame_suite(void)
 		{ "pipelined", test_pipelined_two_messages },
 		{ "formats", test_every_format },
 		{ "formats_unpack", test_every_format_unpacks },
+		{ "formats_objects", test_every_format_objects },
+		{ "request_objects", test_request_objects },
+		{ "unpack_verdicts", test_unpack_verdicts },
 		{ "malformed", test_malformed_c1 },
 		{ "too_big_declared", test_too_big_declared },
 		{ "too_big_actual", test_too_big_actual },
@@ -978,6 +1226,8 @@ Suite *frame_suite(void)
 		{ "args_nested", test_args_nested_prefix },
 		{ "args_strings", test_args_strings },
 		{ "args_too_many", test_args_too_many_fields },
+		{ "args_index", test_args_index },
+		{ "args_index_long_list", test_args_index_long_list },
 		{ "pack_error", test_pack_error },
 		{ "put_matches_packer", test_put_matches_packer },
 		{ "put_overflow", test_put_overflow },
