@@ -901,6 +901,46 @@ static int m_check(struct call *c)
 	return 0;
 }
 
+/*
+ * The nil error and report's result in one buffer, one write, as for the
+ * check: every check is followed by its report, live and on replay.
+ */
+static void pack_report_result(struct call *c, const struct gate_settlement *s)
+{
+	char mem[160 + SC_NAME_MAX];
+	struct proto_buf b;
+
+	proto_buf_init(&b, mem, sizeof(mem));
+	proto_put_nil(&b);
+	proto_put_map(&b, 9);
+	proto_put_str(&b, LIT("transaction_id"));
+	proto_put_u64(&b, s->txn_id);
+	proto_put_str(&b, LIT("status"));
+	proto_put_str(&b, LIT("settled"));
+	proto_put_str(&b, LIT("outcome"));
+	proto_put_cstr(&b, sc_outcome_name(s->outcome));
+	proto_put_str(&b, LIT("charged"));
+	proto_put_i64(&b, s->charged);
+	proto_put_str(&b, LIT("balance"));
+	proto_put_i64(&b, s->balance);
+	proto_put_str(&b, LIT("debt"));
+	proto_put_i64(&b, s->debt);
+	proto_put_str(&b, LIT("replayed"));
+	proto_put_bool(&b, s->replayed);
+	proto_put_str(&b, LIT("model"));
+	if (s->model[0])
+		proto_put_cstr(&b, s->model);
+	else
+		proto_put_nil(&b);
+	proto_put_str(&b, LIT("rate_version"));
+	if (s->rate_version)
+		proto_put_u64(&b, s->rate_version);
+	else
+		proto_put_nil(&b);
+	SC_ASSERT(!b.overflow);
+	c->pk->callback(c->pk->data, b.start, proto_buf_len(&b));
+}
+
 static int m_report(struct call *c)
 {
 	struct gate_settlement s;
@@ -908,7 +948,6 @@ static int m_report(struct call *c)
 	uint64_t txn_id, tokens[3];
 	int64_t actual = 0;
 	int outcome, has_outcome, has_actual, has_model, has_tokens, rc;
-	msgpack_packer *pk;
 
 	if ((rc = proto_arg_u64(c->a, "transaction_id", 1, &txn_id, NULL)) ||
 	    (rc = call_enum_arg(c, c->a, "outcome", &sc_outcome_names, &outcome, &has_outcome)))
@@ -932,17 +971,7 @@ static int m_report(struct call *c)
 	if (rc != 0)
 		return rc;
 	c->replayed = s.replayed;
-	pk = call_ok(c);
-	call_map(c, 9);
-	proto_pack_key_u64(pk, "transaction_id", s.txn_id);
-	proto_pack_key_str(pk, "status", "settled");
-	proto_pack_key_str(pk, "outcome", sc_outcome_name(s.outcome));
-	proto_pack_key_i64(pk, "charged", s.charged);
-	proto_pack_key_i64(pk, "balance", s.balance);
-	proto_pack_key_i64(pk, "debt", s.debt);
-	proto_pack_key_bool(pk, "replayed", s.replayed);
-	pack_key_opt_str(pk, "model", s.model);
-	pack_key_opt_u64(pk, "rate_version", s.rate_version);
+	pack_report_result(c, &s);
 	return 0;
 }
 
@@ -1259,25 +1288,72 @@ static const struct method *method_of_type(unsigned type)
 }
 
 /*
- * Runs a method record again. An org's time zone was resolved by the live
- * daemon: the replay reads the rule from the recorded result instead.
+ * A method's result on replay is compared with the recorded one while it is
+ * packed, instead of being copied into a buffer and compared afterwards:
+ * the packer's writes go to same_write, which checks them against the
+ * expected bytes, the nil error (0xc0) followed by the recorded result.
+ */
+struct replay_result {
+	const char *want; /* the recorded result */
+	size_t len, pos;  /* its length; bytes matched so far, the nil error included */
+	int differs;
+};
+
+static int same_write(void *data, const char *buf, size_t len)
+{
+	struct replay_result *w = data;
+
+	if (w->differs || len == 0)
+		return 0;
+	if (w->pos == 0) {
+		if ((unsigned char)buf[0] != 0xc0) {
+			w->differs = 1;
+			return 0;
+		}
+		w->pos = 1;
+		buf++;
+		len--;
+	}
+	if (len > w->len + 1 - w->pos || memcmp(w->want + w->pos - 1, buf, len) != 0)
+		w->differs = 1;
+	else
+		w->pos += len;
+	return 0;
+}
+
+/*
+ * Runs a method record again: run() without the check of the fields'
+ * names, which the record passed when it was written (its bytes are the
+ * request's, under the record's checksum), and with same_write as the
+ * result's writer. An org's time zone was resolved by the live daemon: the
+ * replay reads the rule from the recorded result instead.
  */
 static int replay_run(struct dispatch *d, const struct method *m, const struct ledger_record *r,
-                      const msgpack_object *params, size_t off, struct call *c)
+                      const msgpack_object *params, size_t off, struct call *c,
+                      struct replay_result *w)
 {
+	struct proto_args args;
+	msgpack_packer spk;
 	msgpack_unpacked res;
 	size_t roff = 0;
+	int tz = r->type == LEDGER_ORGS_CREATE || r->type == LEDGER_ORGS_UPDATE;
 	int rc;
 
-	if (r->type != LEDGER_ORGS_CREATE && r->type != LEDGER_ORGS_UPDATE)
-		return run(d, m, params, r->time, 0, c);
-	msgpack_unpacked_init(&res);
-	if (msgpack_unpack_next(&res, r->body + 1 + off, r->body_len - 1 - off, &roff) ==
-	    MSGPACK_UNPACK_SUCCESS)
-		d->recorded = &res.data;
-	rc = run(d, m, params, r->time, 0, c);
-	d->recorded = NULL;
-	msgpack_unpacked_destroy(&res);
+	*w = (struct replay_result){.want = r->body + 1 + off, .len = r->body_len - 1 - off};
+	msgpack_packer_init(&spk, w, same_write);
+	*c = (struct call){.d = d, .st = d->st, .m = state_shm(d->st), .a = &args, .pk = &spk,
+	                   .now = r->time};
+	if (tz) {
+		msgpack_unpacked_init(&res);
+		if (msgpack_unpack_next(&res, w->want, w->len, &roff) == MSGPACK_UNPACK_SUCCESS)
+			d->recorded = &res.data;
+	}
+	if ((rc = proto_args_init(&args, params, c->err, sizeof(c->err))) == 0)
+		rc = m->fn(c);
+	if (tz) {
+		d->recorded = NULL;
+		msgpack_unpacked_destroy(&res);
+	}
 	return rc;
 }
 
@@ -1291,6 +1367,7 @@ int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err
 	const struct method *m = method_of_type(r->type);
 	msgpack_unpack_return ur = MSGPACK_UNPACK_PARSE_ERROR;
 	msgpack_object params;
+	struct replay_result w;
 	size_t off = 0;
 	struct call c;
 	int rc = 0;
@@ -1315,11 +1392,10 @@ int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err
 		sc_errorf(err, errlen, "record %llu: not a %s record this daemon can apply",
 		          (unsigned long long)r->seq, ledger_type_name(r->type));
 		rc = SC_EINVAL;
-	} else if ((rc = replay_run(d, m, r, &params, off, &c)) != 0) {
+	} else if ((rc = replay_run(d, m, r, &params, off, &c, &w)) != 0) {
 		sc_errorf(err, errlen, "record %llu (%s) failed on replay: %s",
 		          (unsigned long long)r->seq, m->name, c.err);
-	} else if (d->scratch.size - 1 != r->body_len - 1 - off ||
-	           memcmp(d->scratch.data + 1, r->body + 1 + off, d->scratch.size - 1) != 0) {
+	} else if (w.differs || w.pos != w.len + 1) {
 		sc_errorf(err, errlen, "record %llu (%s) replayed to a different result",
 		          (unsigned long long)r->seq, m->name);
 		rc = SC_EINTERNAL;

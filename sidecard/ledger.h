@@ -114,6 +114,28 @@ int ledger_scan(const char *dir, uint64_t from_seq, unsigned flags, ledger_visit
                 void *arg, struct ledger_scan_result *res, char *err, size_t errlen);
 
 /*
+ * The same check as ledger_scan(dir, UINT64_MAX, flags, NULL, ...) run on a
+ * thread of its own, so that a replay can follow it (the daemon's start).
+ * ledger_verify_start lists the segments and starts the thread: 0, or
+ * -ENOMEM or a pthread_create error with *v NULL. ledger_verify_wait waits
+ * for the end of the check and returns what ledger_scan would have (res,
+ * err, the code). ledger_verify_free waits for it too and frees v.
+ *
+ * ledger_scan_verified is ledger_scan(dir, from_seq, LEDGER_SCAN_TRUSTED,
+ * ...) over the segments v listed, each read only once the check finished
+ * it (and repaired it): it returns SC_EINVAL when it reaches a segment the
+ * check did not pass, and the check's error (ledger_verify_wait) is then
+ * the one to report. One thread calls these; the check runs beside it.
+ */
+struct ledger_verify;
+int ledger_verify_start(struct ledger_verify **v, const char *dir, unsigned flags);
+int ledger_verify_wait(struct ledger_verify *v, struct ledger_scan_result *res, char *err,
+                       size_t errlen);
+void ledger_verify_free(struct ledger_verify *v);
+int ledger_scan_verified(struct ledger_verify *v, uint64_t from_seq, ledger_visit_fn visit,
+                         void *arg, struct ledger_scan_result *res, char *err, size_t errlen);
+
+/*
  * Removes the segments whose every record is <= upto_seq (covered by a
  * checkpoint), never the last one. Returns how many were removed.
  */

@@ -3,6 +3,8 @@
  * reader shared by the daemon's recovery and `sidecardctl ledger`.
  *
  * Threads: any; no state. The reader maps one segment at a time read-only.
+ * ledger_verify_start runs the check on a thread of its own, which the
+ * caller's replay follows (struct ledger_verify says what they share).
  *
  * FORMAT
  *
@@ -557,6 +559,150 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 		}
 	}
 	munmap((void *)p, (size_t)sb.st_size);
+	return rc;
+}
+
+/*
+ * The check of a whole ledger on a thread of its own (ledger_verify_start),
+ * which a replay on the calling thread follows segment by segment
+ * (ledger_scan_verified): the check reads every byte and computes every
+ * checksum, the replay runs every method, and a 2-core machine does both at
+ * once. The two share the list of segments made at the start, and the
+ * replay reads a segment only after the check finished it, repair included,
+ * so the replay sees exactly the bytes a scan after the check would see.
+ *
+ * Shared fields are under lock: verified, finished, rc, res and err are
+ * written by the checking thread, read by the replay's thread.
+ */
+struct ledger_verify {
+	pthread_t thread;
+	int started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	char dir[4096];
+	unsigned flags;
+	struct segment *segs;
+	size_t n;
+	size_t verified; /* the first `verified` segments passed (and were repaired) */
+	int finished, rc;
+	struct ledger_scan_result res;
+	char err[4300];
+};
+
+static void *verify_main(void *arg)
+{
+	struct ledger_verify *v = arg;
+	struct ledger_scan_result res;
+	char err[sizeof(v->err)];
+	struct scan s = {v->dir, UINT64_MAX, v->flags, NULL, NULL, &res, err, sizeof(err), 0};
+	int rc = 0;
+
+	memset(&res, 0, sizeof(res));
+	err[0] = '\0';
+	for (size_t i = 0; i < v->n && rc == 0; i++) {
+		unsigned before = res.segments;
+
+		rc = scan_segment(&s, &v->segs[i], i + 1 == v->n);
+		/* a half-created last segment was dropped: it is no segment to replay */
+		if (rc == 0 && res.segments > before) {
+			pthread_mutex_lock(&v->lock);
+			v->verified = i + 1;
+			pthread_cond_broadcast(&v->cond);
+			pthread_mutex_unlock(&v->lock);
+		}
+	}
+	pthread_mutex_lock(&v->lock);
+	v->res = res;
+	memcpy(v->err, err, sizeof(err));
+	v->rc = rc;
+	v->finished = 1;
+	pthread_cond_broadcast(&v->cond);
+	pthread_mutex_unlock(&v->lock);
+	return NULL;
+}
+
+int ledger_verify_start(struct ledger_verify **out, const char *dir, unsigned flags)
+{
+	struct ledger_verify *v = calloc(1, sizeof(*v));
+	int rc;
+
+	*out = NULL;
+	if (!v)
+		return -ENOMEM;
+	pthread_mutex_init(&v->lock, NULL);
+	pthread_cond_init(&v->cond, NULL);
+	snprintf(v->dir, sizeof(v->dir), "%s", dir);
+	v->flags = flags & ~LEDGER_SCAN_TRUSTED;
+	*out = v;
+	/* a directory that cannot be listed is the check's result, as in ledger_scan */
+	if ((rc = list_segments(dir, &v->segs, &v->n, v->err, sizeof(v->err))) != 0) {
+		v->rc = rc;
+		v->finished = 1;
+		return 0;
+	}
+	if ((rc = pthread_create(&v->thread, NULL, verify_main, v)) != 0) {
+		ledger_verify_free(v);
+		*out = NULL;
+		return -rc;
+	}
+	v->started = 1;
+	return 0;
+}
+
+int ledger_verify_wait(struct ledger_verify *v, struct ledger_scan_result *res, char *err,
+                       size_t errlen)
+{
+	int rc;
+
+	pthread_mutex_lock(&v->lock);
+	while (!v->finished)
+		pthread_cond_wait(&v->cond, &v->lock);
+	pthread_mutex_unlock(&v->lock);
+	*res = v->res;
+	if (err && errlen)
+		snprintf(err, errlen, "%s", v->err);
+	rc = v->rc;
+	return rc;
+}
+
+void ledger_verify_free(struct ledger_verify *v)
+{
+	if (!v)
+		return;
+	if (v->started)
+		pthread_join(v->thread, NULL);
+	pthread_mutex_destroy(&v->lock);
+	pthread_cond_destroy(&v->cond);
+	free(v->segs);
+	free(v);
+}
+
+int ledger_scan_verified(struct ledger_verify *v, uint64_t from_seq, ledger_visit_fn visit,
+                         void *arg, struct ledger_scan_result *res, char *err, size_t errlen)
+{
+	struct scan s = {v->dir, from_seq, LEDGER_SCAN_TRUSTED, visit, arg, res, err, errlen, 0};
+	int rc = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (err && errlen)
+		err[0] = '\0';
+	for (size_t i = 0; i < v->n && rc == 0; i++) {
+		int ready;
+
+		pthread_mutex_lock(&v->lock);
+		while (v->verified <= i && !v->finished)
+			pthread_cond_wait(&v->cond, &v->lock);
+		ready = v->verified > i;
+		rc = v->rc;
+		pthread_mutex_unlock(&v->lock);
+		if (!ready) {
+			if (rc != 0)
+				sc_errorf(err, errlen, "%s/%s: not replayed: the ledger failed its check",
+				          v->dir, v->segs[i].name);
+			return rc != 0 ? SC_EINVAL : 0; /* else the dropped half-created segment */
+		}
+		rc = scan_segment(&s, &v->segs[i], i + 1 == v->n);
+	}
 	return rc;
 }
 

@@ -15,7 +15,9 @@
  * too whenever it reads or changes the state, and which the ledger takes
  * to swap its pending records. A worker reaches the main loop only through
  * d->wake (re-arm the expiry timer, push alerts) and the ledger's own
- * wake-up. liburcu adds its call_rcu worker.
+ * wake-up. liburcu adds its call_rcu worker. At start-up, before any of
+ * these, a thread checks the ledger while the main thread replays it
+ * (recover, ledger_verify_start); it is joined before the loop starts.
  */
 #include <errno.h>
 #include <signal.h>
@@ -336,8 +338,33 @@ static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t 
 	return 0;
 }
 
-/* Rebuilds the state: the newest usable snapshot, then the ledger after it. */
-static int rebuild(struct daemon *d, struct state_config *sc, uint64_t last_seq)
+/*
+ * The end of the ledger's check: 0 when it passed (a torn tail it removed is
+ * a warning), else its error, logged.
+ */
+static int checked(struct ledger_verify *v, struct ledger_scan_result *tail)
+{
+	char err[4300];
+	int rc = ledger_verify_wait(v, tail, err, sizeof(err));
+
+	if (rc != 0) {
+		log_error("ledger: %s; refusing to start (nothing was changed)", err);
+		return rc;
+	}
+	if (tail->torn)
+		log_warn("ledger: %s", err);
+	return 0;
+}
+
+/*
+ * Rebuilds the state: the newest usable snapshot, then the ledger after it.
+ * Pipelined (no state segment and no snapshot to start from), the check of
+ * the ledger is still running: the replay follows it segment by segment,
+ * and if the check fails, the state made so far is removed, which leaves
+ * the directory as the check found it, and the check's error is reported.
+ */
+static int rebuild(struct daemon *d, struct state_config *sc, struct ledger_verify *v,
+                   struct ledger_scan_result *tail, int pipelined)
 {
 	struct ledger_scan_result res;
 	struct replay rp = {.d = d};
@@ -346,15 +373,17 @@ static int rebuild(struct daemon *d, struct state_config *sc, uint64_t last_seq)
 	int64_t t0 = dispatch_now();
 	int rc;
 
-	if (checkpoint_find(d->ckpt_dir, last_seq, &ckpt) == 0) {
+	if (!pipelined && checkpoint_find(d->ckpt_dir, tail->last_seq, &ckpt) == 0) {
 		if ((rc = checkpoint_restore(d->ckpt_dir, ckpt, d->shm_path, err, sizeof(err))) != 0) {
 			log_error("cannot restore the snapshot: %s", err);
 			return rc;
 		}
 		from = ckpt + 1;
-	} else if (last_seq > 0) {
-		rc = ledger_scan(d->ledger_dir, 1, 0, first_record, &sc->caps, &res, err, sizeof(err));
+	} else if ((rc = ledger_scan_verified(v, 1, first_record, &sc->caps, &res, err,
+	                                      sizeof(err))) != 0 || res.records != 0) {
 		if (rc != 1 || res.first_seq != 1) {
+			if (pipelined && (rc = checked(v, tail)) != 0)
+				return rc;
 			log_error("%s: the ledger does not start with its settings record and there is "
 			          "no snapshot to start from",
 			          d->ledger_dir);
@@ -366,16 +395,25 @@ static int rebuild(struct daemon *d, struct state_config *sc, uint64_t last_seq)
 		return rc;
 	}
 	d->dispatch.st = d->st;
-	/* recover() has just checked every record of these files */
-	rc = ledger_scan(d->ledger_dir, from, LEDGER_SCAN_TRUSTED, replay_one, &rp, &res, err,
-	                 sizeof(err));
+	rc = ledger_scan_verified(v, from, replay_one, &rp, &res, err, sizeof(err));
 	dispatch_replay_end(&d->dispatch);
+	if (pipelined) {
+		int crc = checked(v, tail);
+
+		if (crc != 0) {
+			state_close(d->st);
+			d->st = d->dispatch.st = NULL;
+			shm_retire_file(d->shm_path, NULL, 0);
+			unlink(d->shm_path);
+			return crc;
+		}
+	}
 	if (rc != 0) {
 		log_error("cannot rebuild the state: %s", rp.err[0] ? rp.err : err);
 		return rc < 0 ? rc : SC_EINTERNAL;
 	}
 	d->dispatch.checkpoint_seq = ckpt;
-	if (last_seq == 0)
+	if (tail->last_seq == 0)
 		log_info("created a new state in %s", d->shm_path);
 	else
 		log_info("rebuilt the state from %s%llu and %llu ledger record(s) in %lld ms",
@@ -399,30 +437,39 @@ static int same_settings(const struct state_settings *a, const struct state_sett
 	       a->task_max_usage == b->task_max_usage && a->alert_velocity == b->alert_velocity;
 }
 
-/* Scans and repairs the ledger, then attaches to or rebuilds the state. */
+/*
+ * Checks and repairs the ledger, then attaches to or rebuilds the state.
+ * With no state segment and no snapshot there is nothing to attach to or
+ * restore, and the rebuild from the ledger alone starts at once beside the
+ * check (rebuild, pipelined).
+ */
 static int recover(struct daemon *d, struct ledger_scan_result *tail)
 {
 	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps, .set = settings(d)};
-	char err[4300];
+	struct ledger_verify *v;
+	uint64_t ckpt;
 	int64_t t0 = dispatch_now();
 	int rc;
 
-	rc = ledger_scan(d->ledger_dir, UINT64_MAX, LEDGER_SCAN_REPAIR, NULL, NULL, tail, err,
-	                 sizeof(err));
-	if (rc != 0) {
-		log_error("ledger: %s; refusing to start (nothing was changed)", err);
+	if ((rc = ledger_verify_start(&v, d->ledger_dir, LEDGER_SCAN_REPAIR)) != 0) {
+		log_error("ledger: cannot start its check: %s", sc_strerror(rc));
 		return rc;
 	}
-	if (tail->torn)
-		log_warn("ledger: %s", err);
-	if (try_attach(d, &sc, tail->last_seq)) {
-		d->dispatch.st = d->st;
-		checkpoint_find(d->ckpt_dir, tail->last_seq, &d->dispatch.checkpoint_seq);
-		log_info("attached to %s at ledger record %llu in %lld ms", d->shm_path,
-		         (unsigned long long)tail->last_seq, (long long)((dispatch_now() - t0) / 1000));
-		return 0;
+	if (access(d->shm_path, F_OK) != 0 && checkpoint_find(d->ckpt_dir, UINT64_MAX, &ckpt) != 0)
+		rc = rebuild(d, &sc, v, tail, 1);
+	else if ((rc = checked(v, tail)) == 0) {
+		if (try_attach(d, &sc, tail->last_seq)) {
+			d->dispatch.st = d->st;
+			checkpoint_find(d->ckpt_dir, tail->last_seq, &d->dispatch.checkpoint_seq);
+			log_info("attached to %s at ledger record %llu in %lld ms", d->shm_path,
+			         (unsigned long long)tail->last_seq,
+			         (long long)((dispatch_now() - t0) / 1000));
+		} else {
+			rc = rebuild(d, &sc, v, tail, 0);
+		}
 	}
-	return rebuild(d, &sc, tail->last_seq);
+	ledger_verify_free(v);
+	return rc;
 }
 
 /* ------------------------------------------------------------------ start */

@@ -124,6 +124,13 @@ static void setup_rotation(void)
 	start(args);
 }
 
+static void setup_segments(void)
+{
+	static const char *const args[] = { SMALL_CAPS, "--segment-size", "4096", NULL };
+
+	start(args);
+}
+
 static void stop(void)
 {
 	sc_close(c);
@@ -765,13 +772,21 @@ START_TEST(test_corruption_refused)
 	char *before, *after, *log, out[8192], offset[64], expected[64];
 	const char *base;
 	size_t len, len_after;
-	int keep_shm = _i == 0, zero_header = _i == 2;
+	int keep_shm = _i == 0, zero_header = _i == 2, late = _i == 3;
+	char shm[256];
 
 	populate();
 	kill_daemon(SIGKILL);
 	rs = scan_ledger(&res);
 	ck_assert_uint_ge(rs->n, 10);
-	victim = rs->v[rs->n / 2];
+	victim = rs->v[late ? rs->n - 3 : rs->n / 2];
+	/*
+	 * Late: with 4 KiB segments the rebuild replays the first segments
+	 * beside the check before the check reaches the damage.
+	 */
+	if (late)
+		ck_assert_msg(strcmp(victim.file, rs->v[0].file) != 0,
+		              "the damaged record is in the first segment");
 	free(rs);
 
 	before = read_file(victim.file, &len);
@@ -791,9 +806,15 @@ START_TEST(test_corruption_refused)
 	snprintf(offset, sizeof(offset), "offset %" PRIu64, victim.offset);
 	snprintf(expected, sizeof(expected), "expected sequence number %" PRIu64, victim.seq);
 	log = daemon_log();
-	ck_assert_msg(strstr(log, base) && strstr(log, offset) && strstr(log, expected),
-	              "the log does not name %s, '%s' and '%s':\n%s", base, offset, expected, log);
+	ck_assert_msg(strstr(log, base) && strstr(log, offset) && strstr(log, expected) &&
+	                  strstr(log, "refusing to start (nothing was changed)"),
+	              "the log does not name %s, '%s' and '%s' or refuse:\n%s", base, offset,
+	              expected, log);
 	free(log);
+	/* nothing was changed: no state segment was left behind */
+	state_path(shm, sizeof(shm), "state.shm");
+	ck_assert_msg(keep_shm || (access(shm, F_OK) != 0 && errno == ENOENT),
+	              "a refused start left %s", shm);
 
 	after = read_file(victim.file, &len_after);
 	ck_assert_uint_eq(len_after, len);
@@ -806,6 +827,58 @@ START_TEST(test_corruption_refused)
 	                 1);
 	ck_assert_msg(strstr(out, base) && strstr(out, offset) && strstr(out, expected),
 	              "verify does not name %s, '%s' and '%s':\n%s", base, offset, expected, out);
+}
+END_TEST
+
+/* ----- a record whose result the replay does not reproduce ----- */
+
+/*
+ * A check record's result is changed and its checksum made valid again, so
+ * that only the replay can see it: its last value, "replayed": false, made
+ * true (_i 0), or its last key "replayed" spelt "replayEd" (_i 1). The
+ * rebuild must refuse the record, naming it.
+ */
+START_TEST(test_replay_differs)
+{
+	struct ledger_scan_result res;
+	struct recs *rs;
+	struct rec victim = { 0 };
+	char *buf, *body, *log, expected[128];
+	size_t len, i;
+	uint32_t body_len, crc;
+
+	populate();
+	kill_daemon(SIGKILL);
+	rs = scan_ledger(&res);
+	for (i = rs->n / 2; i < rs->n && !victim.seq; i++)
+		if (rs->v[i].type == LEDGER_CHECK)
+			victim = rs->v[i];
+	free(rs);
+	ck_assert_msg(victim.seq != 0, "no check record in the second half of the ledger");
+
+	buf = read_file(victim.file, &len);
+	ck_assert_ptr_nonnull(buf);
+	body = buf + victim.offset + LEDGER_RECORD_HEADER;
+	body_len = victim.size - LEDGER_RECORD_HEADER;
+	ck_assert_int_eq((unsigned char)body[body_len - 1], 0xc2);
+	ck_assert_int_eq(body[body_len - 3], 'e');
+	if (_i == 0)
+		body[body_len - 1] = (char)0xc3;
+	else
+		body[body_len - 3] = 'E';
+	crc = ledger_crc32c(ledger_crc32c(0, buf + victim.offset, 28), body, body_len);
+	memcpy(buf + victim.offset + 28, &crc, 4); /* little-endian host, as the format */
+	write_file(victim.file, buf, len);
+	free(buf);
+	remove_shm();
+
+	unlink(log_path);
+	ck_assert_msg(test_daemon_restart(&d) != 0, "the daemon replayed a different result");
+	snprintf(expected, sizeof(expected), "record %" PRIu64 " (check) replayed to a different "
+	         "result", victim.seq);
+	log = daemon_log();
+	ck_assert_msg(strstr(log, expected), "no '%s' in the log:\n%s", expected, log);
+	free(log);
 }
 END_TEST
 
@@ -1326,6 +1399,9 @@ static Suite *ledger_suite(void)
 	                    (int)COUNT(restart_cases));
 	tcase_add_test(tcase(s, "torn-tail", setup_default), test_torn_tail_every_offset);
 	tcase_add_loop_test(tcase(s, "corruption", setup_default), test_corruption_refused, 0, 3);
+	tcase_add_loop_test(tcase(s, "corruption-late", setup_segments), test_corruption_refused,
+	                    3, 4);
+	tcase_add_loop_test(tcase(s, "replay-differs", setup_default), test_replay_differs, 0, 2);
 	tcase_add_loop_test(tcase(s, "tail-damage", setup_default), test_tail_damage, 0, 2);
 	tcase_add_test(tcase(s, "appended-segments", setup_default), test_appended_segments);
 	tcase_add_test(tcase(s, "export", setup_default), test_export);
