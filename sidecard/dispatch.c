@@ -1348,7 +1348,13 @@ static int replay_run(struct dispatch *d, const struct method *m, const struct l
 		if (msgpack_unpack_next(&res, w->want, w->len, &roff) == MSGPACK_UNPACK_SUCCESS)
 			d->recorded = &res.data;
 	}
-	if ((rc = proto_args_init(&args, params, c->err, sizeof(c->err))) == 0)
+	/*
+	 * The field-name check stays: a record written by a newer daemon with
+	 * a field this one does not know is refused by name, and the check
+	 * builds the argument index the getters use.
+	 */
+	if ((rc = proto_args_init(&args, params, c->err, sizeof(c->err))) == 0 &&
+	    (rc = proto_args_expect(&args, m->fields)) == 0)
 		rc = m->fn(c);
 	if (tz) {
 		d->recorded = NULL;
