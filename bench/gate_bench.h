@@ -17,6 +17,12 @@
 
 #define BENCH_ESTIMATE 1000 /* micros per check, reported as charged */
 #define BENCH_PIPE_BATCH 4096 /* checks per pipelined operation */
+/*
+ * Wallet reads per timed peek operation: one read through the mapping takes
+ * tens of nanoseconds, below what two clock readings resolve, so a batch is
+ * timed and its time divided by the reads (bench/peek_bench.c does the same).
+ */
+#define BENCH_PEEK_BATCH 1024
 
 /* ----- latency histogram (bench_util.c) ----- */
 
@@ -66,7 +72,8 @@ enum op_kind {
 	OP_CHECK,     /* one check (its hold stays) */
 	OP_PAIR,      /* a check and its report */
 	OP_PIPELINED, /* BENCH_PIPE_BATCH checks on one connection, windowed */
-	OP_ADMIN      /* one admin change: a wallet top-up or a rule update, alternately */
+	OP_ADMIN,     /* one admin change: a wallet top-up or a rule update, alternately */
+	OP_PEEK       /* wallet reads: sidecard's BENCH_PEEK_BATCH through its mapping, a peer's one */
 };
 
 /* What every system is set up with before a run. */
@@ -86,7 +93,8 @@ struct sys {
 	int (*connect)(struct sys *s, void **conn, char *err, size_t len);
 	/*
 	 * One operation on agents drawn with rng; returns the operations it
-	 * counts for (a pipelined batch counts each check) or -1 with err.
+	 * counts for (a pipelined batch counts each check, a peek batch each
+	 * read) or -1 with err.
 	 */
 	long (*op)(void *conn, enum op_kind k, uint64_t *rng, char *err, size_t len);
 	void (*disconnect)(void *conn);

@@ -20,7 +20,8 @@
  * weakness of the peer that the benchmark's amounts stay far from.
  *
  * The admin operation alternates a top-up (HINCRBY balance) and a rule
- * update (HSET of the rule's daily limit).
+ * update (HSET of the rule's daily limit). A wallet read (peek) is one
+ * HMGET of the hash's wallet fields, a round trip each.
  *
  * Threads: start and stop on the main thread; each client thread has its
  * own redisContext.
@@ -222,6 +223,29 @@ static long rd_pipelined(struct redis_conn *k, uint64_t *rng, char *err, size_t 
 	return BENCH_PIPE_BATCH;
 }
 
+/* One wallet read: the fields of the agent's hash that the check script reads for its wallet. */
+static long rd_peek(struct redis_conn *k, uint64_t *rng, char *err, size_t len)
+{
+	char key[32];
+	redisReply *rep;
+	size_t i;
+	int ok;
+
+	snprintf(key, sizeof(key), "a:%" PRIu64, bench_rand(rng) % k->st->agents);
+	rep = redisCommand(k->c, "HMGET %s balance held max_per_txn daily_limit", key);
+	ok = rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4;
+	for (i = 0; ok && i < rep->elements; i++)
+		ok = rep->element[i]->type == REDIS_REPLY_STRING;
+	if (!ok)
+		snprintf(err, len, "HMGET %s: %s", key,
+		         rep == NULL ? k->c->errstr
+		         : rep->type == REDIS_REPLY_ERROR ? rep->str
+		                                         : "a field is missing");
+	if (rep)
+		freeReplyObject(rep);
+	return ok ? 1 : -1;
+}
+
 static long rd_op(void *conn, enum op_kind kind, uint64_t *rng, char *err, size_t len)
 {
 	struct redis_conn *k = conn;
@@ -259,6 +283,8 @@ static long rd_op(void *conn, enum op_kind kind, uint64_t *rng, char *err, size_
 		return ok ? 1 : -1;
 	case OP_PIPELINED:
 		return rd_pipelined(k, rng, err, len);
+	case OP_PEEK:
+		return rd_peek(k, rng, err, len);
 	case OP_ADMIN:
 		snprintf(key, sizeof(key), "a:%" PRIu64, bench_rand(rng) % k->st->agents);
 		if (k->admin_turn++ % 2 == 0)

@@ -72,6 +72,20 @@
  * synced, so a segment file is never visible without its header. A batch
  * larger than a segment gets one of its own.
  *
+ * Buffer release. The two buffers keep their capacity from batch to
+ * batch, so that a steady load appends without reallocating; but a burst
+ * (a million agents created at once) would leave them at its peak, hundreds
+ * of megabytes, for the daemon's life. So after each successful flush
+ * (trim_buffers) a buffer whose capacity is over four times what it needs
+ * is reallocated to twice that need. Its need is the largest of what it
+ * holds, BUFFER_KEEP, and the batch just written unless nothing is pending
+ * (a load that goes on is likely to fill as much again; an idle writer
+ * needs nothing). A buffer that grew by doubling to carry batches of a
+ * steady size holds at most twice its need, so it is left alone. The batch
+ * buffer is the loop thread's once its flush is done; the pending one is
+ * trimmed under the owner's lock, which appenders hold from ledger_begin to
+ * ledger_commit, so no record is being packed into it.
+ *
  * O_DSYNC or pwritev2(RWF_DSYNC) instead of pwrite + fdatasync measured the
  * same on this kind of disk (docs/PERFORMANCE.md); pwrite + fdatasync keeps
  * the write and the sync apart for the failure rules above.
@@ -100,6 +114,8 @@
 /* Written back in steps of this size, so that a concurrent fdatasync of a batch finds few of them dirty. */
 #define PREALLOC_STEP (256u << 10)
 #define PREPARED_NAME "prepared.tmp"
+/* Capacity each buffer may keep however little it holds (see DESIGN, buffer release). */
+#define BUFFER_KEEP ((size_t)1 << 20)
 /* The longest a strict-mode batch waits to gather records (see DESIGN). */
 #define GATHER_MAX_NS 200000
 
@@ -455,9 +471,44 @@ static void arm_timer(struct ledger *l, uint64_t ms)
 	uv_timer_start(&l->timer, on_retry, ms, 0);
 }
 
+/* Reallocates b to twice need when its capacity is over four times that (see DESIGN). */
+static void trim_buffer(msgpack_sbuffer *b, size_t need)
+{
+	char *data;
+
+	SC_ASSERT(b->size <= need);
+	if (b->alloc / 4 <= need)
+		return;
+	/* a failed realloc leaves the larger buffer, which still works */
+	if ((data = realloc(b->data, 2 * need)) == NULL)
+		return;
+	b->data = data;
+	b->alloc = 2 * need;
+}
+
+/*
+ * After a flush that wrote `written` bytes: releases what the buffers hold
+ * beyond their need (see DESIGN, buffer release). Loop thread, with the
+ * batch buffer empty and no flush in flight.
+ */
+static void trim_buffers(struct ledger *l, size_t written)
+{
+	size_t need;
+
+	lock(l);
+	SC_ASSERT(l->open_record == SIZE_MAX);
+	need = l->pending.size ? written : 0;
+	if (need < BUFFER_KEEP)
+		need = BUFFER_KEEP;
+	trim_buffer(&l->batch, need);
+	trim_buffer(&l->pending, need > l->pending.size ? need : l->pending.size);
+	unlock(l);
+}
+
 static void flush_done(uv_work_t *w, int status)
 {
 	struct ledger *l = w->data;
+	size_t written;
 
 	l->in_flight = 0;
 	if (l->rotated) {
@@ -487,6 +538,7 @@ static void flush_done(uv_work_t *w, int status)
 	}
 	if (l->failed)
 		log_info("ledger: writes succeed again; accepting changes");
+	written = l->batch.size;
 	lock(l);
 	l->failed = 0;
 	l->stats.syncs++;
@@ -502,6 +554,7 @@ static void flush_done(uv_work_t *w, int status)
 	                                                                : GATHER_MAX_NS);
 	l->batch.size = 0;
 	l->batch_records = 0;
+	trim_buffers(l, written);
 	if (l->durable)
 		l->durable(l->arg, l->durable_seq);
 	maybe_prepare(l);
@@ -704,6 +757,7 @@ void ledger_get_stats(const struct ledger *l, struct ledger_stats *st)
 {
 	*st = l->stats;
 	st->durable_seq = l->durable_seq;
+	st->buffer_bytes = l->pending.alloc + l->batch.alloc;
 	st->failed = l->failed;
 }
 

@@ -42,6 +42,7 @@ struct ledger_stats {
 	uint64_t failures;       /* failed write or sync attempts */
 	uint64_t segments;       /* segment files written to or created */
 	int failed;              /* the last attempt failed */
+	uint64_t buffer_bytes;   /* capacity of the record buffers (pending and batch) */
 };
 
 /*

@@ -1059,6 +1059,70 @@ static int wait_stat(const char *name, int64_t want, long ms)
 }
 
 /* What the control file says, per loop iteration. */
+/* ----- buffers released after a burst ----- */
+
+#define BURST_CHECKS 12000
+#define BURST_NOTE 480 /* a check's metadata: its packed map stays under max_metadata */
+
+static void setup_burst(void)
+{
+	/* one flush a second and none on size: a burst stays pending as one batch */
+	static const char *const args[] = { "--orgs",  "16",    "--agents",          "64",
+		                            "--rules", "256",   "--holds",           "16384",
+		                            "--durability", "async", "--commit-interval", "1000",
+		                            "--commit-batch", "1073741824", NULL };
+
+	start(args);
+}
+
+/*
+ * A burst of records grows the ledger's buffers to several MiB; once it is
+ * written and the load stops, they are released down to the 1 MiB each
+ * keeps (ledger.c, buffer release), not kept for the daemon's life.
+ */
+START_TEST(test_burst_buffers_released)
+{
+	static sc_check_req reqs[BURST_CHECKS];
+	static sc_decision outs[BURST_CHECKS];
+	static int rcs[BURST_CHECKS];
+	char note[BURST_NOTE + 1];
+	sc_meta meta = { .key = "note", .value = note };
+	uint64_t agent;
+	int64_t peak, last;
+	size_t i;
+
+	memset(note, 'n', BURST_NOTE);
+	note[BURST_NOTE] = '\0';
+	new_org("burst");
+	agent = new_agent("burst", "spender", SC_PRIORITY_NORMAL, USD(1000000), NULL, 0);
+	ck_assert_msg(wait_stat("ledger_durable_seq", stat_of("ledger_last_seq"), 5000),
+	              "the setup is not durable");
+	ck_assert_int_le(stat_of("ledger_buffer_bytes"), 4 << 20);
+	for (i = 0; i < BURST_CHECKS; i++)
+		reqs[i] = (sc_check_req){ .agent_id = agent, .action = "llm.chat",
+			                  .estimated_cost = CENTS(1), .metadata = &meta,
+			                  .n_metadata = 1 };
+	OK(sc_check_batch(c, reqs, BURST_CHECKS, outs, rcs));
+	for (i = 0; i < BURST_CHECKS; i++) {
+		ck_assert_int_eq(rcs[i], 0);
+		ck_assert(outs[i].allowed);
+	}
+	last = stat_of("ledger_last_seq");
+	/* the burst is pending (one write a second, the first due a second after it began) */
+	peak = stat_of("ledger_buffer_bytes");
+	ck_assert_msg(wait_stat("ledger_durable_seq", last, 10000), "the burst is not durable");
+	ck_assert_msg(peak >= 8 << 20,
+	              "a burst of %d checks with %d bytes of metadata grew the buffers to %lld bytes",
+	              BURST_CHECKS, BURST_NOTE, (long long)peak);
+	ck_assert_msg(stat_of("ledger_buffer_bytes") <= 4 << 20,
+	              "after the burst the ledger's buffers keep %lld bytes (peak %lld)",
+	              (long long)stat_of("ledger_buffer_bytes"), (long long)peak);
+	/* the daemon goes on appending and writing after a release */
+	allow(agent, "llm.chat", CENTS(1));
+	ck_assert_msg(wait_stat("ledger_durable_seq", last + 1, 5000), "no write after the release");
+}
+END_TEST
+
 static const char *const faults[] = { "ENOSPC\n", "EIO fdatasync\n" };
 
 static void start_faulty(const char *const *args)
@@ -1405,6 +1469,7 @@ static Suite *ledger_suite(void)
 	tcase_add_loop_test(tcase(s, "tail-damage", setup_default), test_tail_damage, 0, 2);
 	tcase_add_test(tcase(s, "appended-segments", setup_default), test_appended_segments);
 	tcase_add_test(tcase(s, "export", setup_default), test_export);
+	tcase_add_test(tcase(s, "burst-buffers", setup_burst), test_burst_buffers_released);
 	tcase_add_test(tcase(s, "rotation", setup_rotation), test_rotation_checkpoint);
 	tcase_add_loop_test(tcase(s, "disk-failure", setup_fault), test_disk_failure, 0,
 	                    (int)COUNT(faults));
