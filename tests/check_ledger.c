@@ -1068,7 +1068,7 @@ static void setup_burst(void)
 {
 	/* one flush a second and none on size: a burst stays pending as one batch */
 	static const char *const args[] = { "--orgs",  "16",    "--agents",          "64",
-		                            "--rules", "256",   "--holds",           "16384",
+		                            "--rules", "256",   "--holds",           "65536",
 		                            "--durability", "async", "--commit-interval", "1000",
 		                            "--commit-batch", "1073741824", NULL };
 
@@ -1102,18 +1102,27 @@ START_TEST(test_burst_buffers_released)
 		reqs[i] = (sc_check_req){ .agent_id = agent, .action = "llm.chat",
 			                  .estimated_cost = CENTS(1), .metadata = &meta,
 			                  .n_metadata = 1 };
-	OK(sc_check_batch(c, reqs, BURST_CHECKS, outs, rcs));
-	for (i = 0; i < BURST_CHECKS; i++) {
-		ck_assert_int_eq(rcs[i], 0);
-		ck_assert(outs[i].allowed);
+	/*
+	 * The burst should sit pending as one batch (one write a second), but a
+	 * write may fall inside it on a loaded machine and split it: then try
+	 * again, a few times, until the buffers are seen grown.
+	 */
+	for (int attempt = 0;; attempt++) {
+		OK(sc_check_batch(c, reqs, BURST_CHECKS, outs, rcs));
+		for (i = 0; i < BURST_CHECKS; i++) {
+			ck_assert_int_eq(rcs[i], 0);
+			ck_assert(outs[i].allowed);
+		}
+		last = stat_of("ledger_last_seq");
+		peak = stat_of("ledger_buffer_bytes");
+		ck_assert_msg(wait_stat("ledger_durable_seq", last, 10000), "the burst is not durable");
+		if (peak >= 8 << 20)
+			break;
+		ck_assert_msg(attempt < 4,
+		              "bursts of %d checks with %d bytes of metadata grew the buffers to "
+		              "%lld bytes at most",
+		              BURST_CHECKS, BURST_NOTE, (long long)peak);
 	}
-	last = stat_of("ledger_last_seq");
-	/* the burst is pending (one write a second, the first due a second after it began) */
-	peak = stat_of("ledger_buffer_bytes");
-	ck_assert_msg(wait_stat("ledger_durable_seq", last, 10000), "the burst is not durable");
-	ck_assert_msg(peak >= 8 << 20,
-	              "a burst of %d checks with %d bytes of metadata grew the buffers to %lld bytes",
-	              BURST_CHECKS, BURST_NOTE, (long long)peak);
 	ck_assert_msg(stat_of("ledger_buffer_bytes") <= 4 << 20,
 	              "after the burst the ledger's buffers keep %lld bytes (peak %lld)",
 	              (long long)stat_of("ledger_buffer_bytes"), (long long)peak);
