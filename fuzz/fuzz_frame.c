@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "msgpack_same.h"
 #include "proto.h"
 #include "sidecard.h"
 
@@ -47,52 +48,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 			abort();                                                      \
 		}                                                                     \
 	} while (0)
-
-/* Two objects are the same value (floats bit for bit, payloads by their bytes). */
-static int same_object(const msgpack_object *a, const msgpack_object *b)
-{
-	if (a->type != b->type)
-		return 0;
-	switch (a->type) {
-	case MSGPACK_OBJECT_NIL:
-		return 1;
-	case MSGPACK_OBJECT_BOOLEAN:
-		return a->via.boolean == b->via.boolean;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		return a->via.u64 == b->via.u64;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		return a->via.i64 == b->via.i64;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		return memcmp(&a->via.f64, &b->via.f64, sizeof(double)) == 0;
-	case MSGPACK_OBJECT_STR:
-	case MSGPACK_OBJECT_BIN:
-		/* msgpack-c leaves the pointer of an empty payload NULL or stale */
-		return a->via.str.size == b->via.str.size &&
-		       (a->via.str.size == 0 ||
-		        memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size) == 0);
-	case MSGPACK_OBJECT_EXT:
-		return a->via.ext.type == b->via.ext.type && a->via.ext.size == b->via.ext.size &&
-		       (a->via.ext.size == 0 ||
-		        memcmp(a->via.ext.ptr, b->via.ext.ptr, a->via.ext.size) == 0);
-	case MSGPACK_OBJECT_ARRAY:
-		if (a->via.array.size != b->via.array.size)
-			return 0;
-		for (uint32_t i = 0; i < a->via.array.size; i++)
-			if (!same_object(&a->via.array.ptr[i], &b->via.array.ptr[i]))
-				return 0;
-		return 1;
-	case MSGPACK_OBJECT_MAP:
-		if (a->via.map.size != b->via.map.size)
-			return 0;
-		for (uint32_t i = 0; i < a->via.map.size; i++)
-			if (!same_object(&a->via.map.ptr[i].key, &b->via.map.ptr[i].key) ||
-			    !same_object(&a->via.map.ptr[i].val, &b->via.map.ptr[i].val))
-				return 0;
-		return 1;
-	}
-	return 0;
-}
 
 /* Reads every kind of argument the dispatcher will, from one args map. */
 static void read_args(struct proto_args *a, msgpack_packer *pk)
@@ -144,12 +99,12 @@ static void handle_message(const char *buf, size_t len, msgpack_zone *zone, msgp
 		return;
 	}
 	CHECK(o.type == MSGPACK_OBJECT_ARRAY && o.via.array.size >= 3);
-	CHECK(same_object(req.params, &o.via.array.ptr[o.via.array.size - 1]));
+	CHECK(test_msgpack_same(req.params, &o.via.array.ptr[o.via.array.size - 1]));
 	CHECK(req.params_raw + req.params_raw_len == buf + len);
 	off = 0;
 	CHECK(msgpack_unpack(req.params_raw, req.params_raw_len, &off, zone, &o) ==
 	      MSGPACK_UNPACK_SUCCESS);
-	CHECK(same_object(req.params, &o));
+	CHECK(test_msgpack_same(req.params, &o));
 	if (proto_args_init(&a, req.params, err, sizeof(err)) != 0) {
 		proto_pack_error(pk, SC_EINVAL, err);
 		return;

@@ -71,6 +71,7 @@
 #include <msgpack.h>
 
 #include "common.h"
+#include "proto_head.h"
 #include "sidecard.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -871,9 +872,10 @@ static void arg_fields(struct request *r, enum arg_kind kind, const char *key, s
 
 /*
  * Packs into an sbuffer, remembering whether any write failed (out of
- * memory). Each put writes its bytes straight into the buffer, in the
- * smallest encoding as msgpack-c's packer would, instead of a packer
- * callback per header and per body.
+ * memory, or a length msgpack cannot carry). Each put writes its bytes
+ * straight into the buffer, in the smallest encoding as msgpack-c's packer
+ * would (proto_head.h), instead of a packer callback per header and per
+ * body.
  */
 struct writer {
 	msgpack_sbuffer *sb;
@@ -913,93 +915,59 @@ static inline char *reserve(struct writer *w, size_t n)
 	return w->sb->data + w->sb->size;
 }
 
-/* A marker byte followed by the low 'bytes' bytes of v, big-endian. */
-static void put_head(struct writer *w, unsigned char marker, uint64_t v, unsigned bytes)
+/* The head h of value v (proto_head.h). */
+static inline void put_head(struct writer *w, struct proto_head h, uint64_t v)
 {
-	char *p = reserve(w, 1 + bytes);
+	char *p = reserve(w, 1 + (size_t)h.bytes);
 
-	if (p == NULL)
-		return;
-	*p++ = (char)marker;
-	for (unsigned i = bytes; i-- > 0;)
-		*p++ = (char)(v >> (8 * i));
-	w->sb->size += 1 + bytes;
+	if (p != NULL)
+		w->sb->size += (size_t)(proto_head_write(p, h, v) - p);
+}
+
+/* msgpack has no length past UINT32_MAX: such a request cannot be packed. */
+static int fits_u32(struct writer *w, size_t n)
+{
+	if (n > UINT32_MAX)
+		w->failed = 1;
+	return !w->failed;
 }
 
 static void put_str(struct writer *w, const char *s)
 {
-	size_t len = strlen(s), head = len < 32 ? 1 : len < 256 ? 2 : len < 65536 ? 3 : 5;
+	size_t len = strlen(s), size;
+	struct proto_head h;
 	char *p;
 
-	if (len > UINT32_MAX) {
-		w->failed = 1;
+	if (!fits_u32(w, len))
 		return;
-	}
-	if (len < 32) {
-		if ((p = reserve(w, 1 + len)) == NULL)
-			return;
-		*p = (char)(0xa0 | len);
-		w->sb->size++;
-	} else {
-		put_head(w, len < 256 ? 0xd9 : len < 65536 ? 0xda : 0xdb, len, (unsigned)head - 1);
-	}
-	if ((p = reserve(w, len)) == NULL)
+	h = proto_head_str((uint32_t)len);
+	size = 1 + (size_t)h.bytes + len;
+	if ((p = reserve(w, size)) == NULL)
 		return;
-	memcpy(p, s, len);
-	w->sb->size += len;
+	memcpy(proto_head_write(p, h, len), s, len);
+	w->sb->size += size;
 }
 
 static void put_uint(struct writer *w, uint64_t v)
 {
-	if (v < 128)
-		put_head(w, (unsigned char)v, 0, 0);
-	else if (v < 256)
-		put_head(w, 0xcc, v, 1);
-	else if (v < 65536)
-		put_head(w, 0xcd, v, 2);
-	else if (v <= UINT32_MAX)
-		put_head(w, 0xce, v, 4);
-	else
-		put_head(w, 0xcf, v, 8);
+	put_head(w, proto_head_uint(v), v);
 }
 
-/* msgpack-c packs a non-negative int64 as an unsigned integer. */
 static void put_int(struct writer *w, int64_t v)
 {
-	if (v >= 0)
-		put_uint(w, (uint64_t)v);
-	else if (v >= -32)
-		put_head(w, (unsigned char)(0xe0 | (v + 32)), 0, 0);
-	else if (v >= INT8_MIN)
-		put_head(w, 0xd0, (uint64_t)v, 1);
-	else if (v >= INT16_MIN)
-		put_head(w, 0xd1, (uint64_t)v, 2);
-	else if (v >= INT32_MIN)
-		put_head(w, 0xd2, (uint64_t)v, 4);
-	else
-		put_head(w, 0xd3, (uint64_t)v, 8);
-}
-
-static void put_container(struct writer *w, size_t n, unsigned char fix, unsigned char m16)
-{
-	if (n > UINT32_MAX)
-		w->failed = 1;
-	else if (n < 16)
-		put_head(w, (unsigned char)(fix | n), 0, 0);
-	else if (n < 65536)
-		put_head(w, m16, n, 2);
-	else
-		put_head(w, (unsigned char)(m16 + 1), n, 4);
+	put_head(w, proto_head_int(v), (uint64_t)v);
 }
 
 static void put_map(struct writer *w, size_t n)
 {
-	put_container(w, n, 0x80, 0xde);
+	if (fits_u32(w, n))
+		put_head(w, proto_head_map((uint32_t)n), n);
 }
 
 static void put_array(struct writer *w, size_t n)
 {
-	put_container(w, n, 0x90, 0xdc);
+	if (fits_u32(w, n))
+		put_head(w, proto_head_array((uint32_t)n), n);
 }
 
 static size_t count_set(struct table t, unsigned set)
@@ -1183,25 +1151,37 @@ static int next_buffered(sc_client *c)
 	return 0;
 }
 
+/*
+ * Makes room in the unpacker's buffer for the next read: *room bytes, at
+ * most one byte past RESPONSE_MAX for the message being read. That byte
+ * tells an oversized response, refused here before the next read, so the
+ * buffer never grows further. 0, or the code that broke the connection.
+ */
+static int read_room(sc_client *c, size_t *room)
+{
+	size_t buffered = msgpack_unpacker_message_size(&c->unp);
+
+	if (buffered > RESPONSE_MAX)
+		return broken(c, SC_EPROTO, "response larger than 1 MiB");
+	if (!msgpack_unpacker_reserve_buffer(&c->unp, READ_CHUNK))
+		return broken(c, -ENOMEM, "reading a response");
+	*room = msgpack_unpacker_buffer_capacity(&c->unp);
+	if (*room > RESPONSE_MAX + 1 - buffered)
+		*room = RESPONSE_MAX + 1 - buffered;
+	return 0;
+}
+
 /* Reads until one whole message is in c->msg; deadline as wait_readable's. */
 static int receive_until(sc_client *c, const int64_t *deadline)
 {
-	size_t buffered, room;
+	size_t room;
 	ssize_t n;
 	int rc;
 
 	for (;;) {
 		if ((rc = next_buffered(c)) != 0)
 			return rc < 0 ? rc : 0;
-		buffered = msgpack_unpacker_message_size(&c->unp);
-		if (buffered > RESPONSE_MAX)
-			return broken(c, SC_EPROTO, "response larger than 1 MiB");
-		if (!msgpack_unpacker_reserve_buffer(&c->unp, READ_CHUNK))
-			return broken(c, -ENOMEM, "reading a response");
-		room = msgpack_unpacker_buffer_capacity(&c->unp);
-		if (room > RESPONSE_MAX + 1 - buffered)
-			room = RESPONSE_MAX + 1 - buffered;
-		if ((rc = wait_readable(c, deadline)) != 0)
+		if ((rc = read_room(c, &room)) != 0 || (rc = wait_readable(c, deadline)) != 0)
 			return rc;
 		n = recv(c->fd, msgpack_unpacker_buffer(&c->unp), room, 0);
 		if (n == 0)
@@ -1595,7 +1575,7 @@ static int batch_io(sc_client *c, struct batch *b)
 {
 	int want_write = b->off < c->sbuf.size, took = 0, rc;
 	struct pollfd p = { .fd = c->fd, .events = POLLIN | (want_write ? POLLOUT : 0) };
-	size_t buffered, room;
+	size_t room;
 	ssize_t n;
 
 	if ((rc = batch_drain(c, b, &took)) != 0 || took > 0)
@@ -1613,14 +1593,8 @@ static int batch_io(sc_client *c, struct batch *b)
 	}
 	if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
 		return 0;
-	buffered = msgpack_unpacker_message_size(&c->unp);
-	if (buffered > RESPONSE_MAX)
-		return broken(c, SC_EPROTO, "response larger than 1 MiB");
-	if (!msgpack_unpacker_reserve_buffer(&c->unp, READ_CHUNK))
-		return broken(c, -ENOMEM, "reading a response");
-	room = msgpack_unpacker_buffer_capacity(&c->unp);
-	if (room > RESPONSE_MAX + 1 - buffered)
-		room = RESPONSE_MAX + 1 - buffered;
+	if ((rc = read_room(c, &room)) != 0)
+		return rc;
 	n = recv(c->fd, msgpack_unpacker_buffer(&c->unp), room, MSG_DONTWAIT);
 	if (n == 0)
 		return broken(c, SC_ECLOSED, "the daemon closed the connection");
@@ -2256,16 +2230,26 @@ void sc_events_free(sc_event *list)
 
 /* ----- counters ----- */
 
-int sc_stat(sc_client *c, const char *name, int64_t *out)
+/* The daemon's stats map, valid until the next call on c. */
+static int stats(sc_client *c, const msgpack_object **out)
 {
 	struct request r = { .method = "stats" };
+	int rc;
+
+	if ((rc = rpc(c, &r, out)) != 0)
+		return rc;
+	if ((*out)->type != MSGPACK_OBJECT_MAP)
+		return fail(c, SC_EPROTO, "malformed stats from the daemon: not a map");
+	return 0;
+}
+
+int sc_stat(sc_client *c, const char *name, int64_t *out)
+{
 	const msgpack_object *res, *v;
 	int rc;
 
-	if ((rc = rpc(c, &r, &res)) != 0)
+	if ((rc = stats(c, &res)) != 0)
 		return rc;
-	if (res->type != MSGPACK_OBJECT_MAP)
-		return fail(c, SC_EPROTO, "malformed stats from the daemon: not a map");
 	if ((v = map_get(res, name)) == NULL)
 		return fail(c, SC_ENOTFOUND, "no counter '%s'", name);
 	if (get_int(v, out) != 0)
@@ -2276,14 +2260,11 @@ int sc_stat(sc_client *c, const char *name, int64_t *out)
 
 int sc_client_stat_str(sc_client *c, const char *name, char *buf, size_t len)
 {
-	struct request r = { .method = "stats" };
 	const msgpack_object *res, *v;
 	int rc;
 
-	if ((rc = rpc(c, &r, &res)) != 0)
+	if ((rc = stats(c, &res)) != 0)
 		return rc;
-	if (res->type != MSGPACK_OBJECT_MAP)
-		return fail(c, SC_EPROTO, "malformed stats from the daemon: not a map");
 	if ((v = map_get(res, name)) == NULL)
 		return fail(c, SC_ENOTFOUND, "the daemon's stats have no '%s'", name);
 	if (copy_str(v, buf, len) != 0)

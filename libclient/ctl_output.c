@@ -67,16 +67,24 @@ struct out_field {
 	{ .key = key_, .header = header_, .type = (type_), .off = offsetof(T, member),        \
 	  __VA_ARGS__ }
 
+/*
+ * The money of a wallet, in the members of that name of struct T: a wallet
+ * read over the socket (sc_wallet) and one read from the shared mapping
+ * (sc_wallet_snapshot) show it under the same keys and headers.
+ */
+#define WALLET_MONEY_OUT                                                                           \
+	W(OT_MONEY, balance, "balance", "BALANCE"),                                                \
+	W(OT_MONEY, held, "held", "HELD"),                                                         \
+	W(OT_MONEY, available, "available", "AVAILABLE"),                                          \
+	W(OT_MONEY, budget, "budget", "BUDGET"),                                                   \
+	W(OT_MONEY, max_per_txn, "max_per_txn", "MAX/TXN", .flags = OF_UNLIMITED),                 \
+	W(OT_MONEY, daily_spend_limit, "daily_spend_limit", "DAILY LIMIT", .flags = OF_UNLIMITED), \
+	W(OT_MONEY, daily_spent, "daily_spent", "DAILY SPENT"),                                    \
+	W(OT_MONEY, debt, "debt", "DEBT")
+
 #define T sc_wallet
 static const struct out_field wallet_out[] = {
-	W(OT_MONEY, balance, "balance", "BALANCE"),
-	W(OT_MONEY, held, "held", "HELD"),
-	W(OT_MONEY, available, "available", "AVAILABLE"),
-	W(OT_MONEY, budget, "budget", "BUDGET"),
-	W(OT_MONEY, max_per_txn, "max_per_txn", "MAX/TXN", .flags = OF_UNLIMITED),
-	W(OT_MONEY, daily_spend_limit, "daily_spend_limit", "DAILY LIMIT", .flags = OF_UNLIMITED),
-	W(OT_MONEY, daily_spent, "daily_spent", "DAILY SPENT"),
-	W(OT_MONEY, debt, "debt", "DEBT"),
+	WALLET_MONEY_OUT,
 	W(OT_ENUM, period, "period", "PERIOD", .names = &sc_period_names),
 	W(OT_MONEY, reserved, "reserved", "RESERVED"),
 	W(OT_BOOL, limited, "limited", "LIMITED"),
@@ -90,14 +98,7 @@ static const struct out_field snapshot_out[] = {
 	W(OT_UINT, id, "id", "ID"),
 	W(OT_UINT, org_id, "org_id", "ORG"),
 	W(OT_ENUM, status, "status", "STATUS", .names = &sc_status_names),
-	W(OT_MONEY, balance, "balance", "BALANCE"),
-	W(OT_MONEY, held, "held", "HELD"),
-	W(OT_MONEY, available, "available", "AVAILABLE"),
-	W(OT_MONEY, budget, "budget", "BUDGET"),
-	W(OT_MONEY, max_per_txn, "max_per_txn", "MAX/TXN", .flags = OF_UNLIMITED),
-	W(OT_MONEY, daily_spend_limit, "daily_spend_limit", "DAILY LIMIT", .flags = OF_UNLIMITED),
-	W(OT_MONEY, daily_spent, "daily_spent", "DAILY SPENT"),
-	W(OT_MONEY, debt, "debt", "DEBT"),
+	WALLET_MONEY_OUT,
 	W(OT_BOOL, limited, "limited", "LIMITED"),
 };
 #undef T
@@ -408,6 +409,7 @@ static const struct out_field alert_cols[] = {
 	W(OT_STR, message, "message", "MESSAGE"),
 };
 #undef T
+#undef WALLET_MONEY_OUT
 #undef W
 
 /* The tables as the other files see them. */

@@ -131,6 +131,25 @@ static int wait_turn(struct wait *w)
 
 /* -------------------------------------------------------------- copies */
 
+/*
+ * Reader side of a seqlock (a record's rec.seq, the index's agent_ix_seq):
+ * read_begin gives the sequence before the reads, 0 if a change is under
+ * way (odd); read_end, after them, says whether what was read is of one
+ * moment: the fence keeps the reads before the second load of the
+ * sequence, which must not have moved.
+ */
+static inline int read_begin(const uint32_t *seq, uint32_t *out)
+{
+	*out = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
+	return !(*out & 1);
+}
+
+static inline int read_end(const uint32_t *seq, uint32_t begun)
+{
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	return __atomic_load_n(seq, __ATOMIC_RELAXED) == begun;
+}
+
 static void copy_wallet(const struct shm_wallet *w, struct wallet_copy *c)
 {
 	c->balance = LOAD(w->balance);
@@ -147,9 +166,9 @@ static void copy_wallet(const struct shm_wallet *w, struct wallet_copy *c)
 /* 1: c is a snapshot of one moment; 0: the record was being changed. */
 static int copy_agent(const struct shm_agent *a, struct agent_copy *c)
 {
-	uint32_t seq = __atomic_load_n(&a->rec.seq, __ATOMIC_ACQUIRE);
+	uint32_t seq;
 
-	if (seq & 1)
+	if (!read_begin(&a->rec.seq, &seq))
 		return 0;
 	c->used = LOAD(a->rec.used);
 	c->id = LOAD(a->id);
@@ -157,22 +176,20 @@ static int copy_agent(const struct shm_agent *a, struct agent_copy *c)
 	c->org_slot = LOAD(a->org_slot);
 	c->status = LOAD(a->status);
 	copy_wallet(&a->wallet, &c->w);
-	__atomic_thread_fence(__ATOMIC_ACQUIRE);
-	return LOAD(a->rec.seq) == seq;
+	return read_end(&a->rec.seq, seq);
 }
 
 static int copy_org(const struct shm_org *o, struct org_copy *c)
 {
-	uint32_t seq = __atomic_load_n(&o->rec.seq, __ATOMIC_ACQUIRE);
+	uint32_t seq;
 
-	if (seq & 1)
+	if (!read_begin(&o->rec.seq, &seq))
 		return 0;
 	c->used = LOAD(o->rec.used);
 	c->id = LOAD(o->id);
 	c->today = LOAD(o->cal.day);
 	copy_wallet(&o->wallet, &c->w);
-	__atomic_thread_fence(__ATOMIC_ACQUIRE);
-	return LOAD(o->rec.seq) == seq;
+	return read_end(&o->rec.seq, seq);
 }
 
 static void fill(sc_wallet_snapshot *out, uint64_t id, uint64_t org_id, uint8_t status,
@@ -240,16 +257,12 @@ int sc_peek_wallet(const sc_peek *p, uint64_t agent_id, sc_wallet_snapshot *out)
 
 		if (!live(p))
 			return SC_EUNAVAILABLE;
-		ix_seq = __atomic_load_n(&p->hdr->agent_ix_seq, __ATOMIC_ACQUIRE);
-		if (!(ix_seq & 1)) {
+		if (read_begin(&p->hdr->agent_ix_seq, &ix_seq)) {
 			rc = probe(p, agent_id, &c);
 			if (rc == 0)
 				break;
-			if (rc == SC_ENOTFOUND) {
-				__atomic_thread_fence(__ATOMIC_ACQUIRE);
-				if (LOAD(p->hdr->agent_ix_seq) == ix_seq)
-					return SC_ENOTFOUND;
-			}
+			if (rc == SC_ENOTFOUND && read_end(&p->hdr->agent_ix_seq, ix_seq))
+				return SC_ENOTFOUND;
 		}
 		if ((rc = wait_turn(&w)) != 0)
 			return rc;

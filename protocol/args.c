@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "proto.h"
+#include "proto_head.h"
 #include "sidecard.h"
 
 /* ----- errors ----- */
@@ -492,14 +493,11 @@ static int room(struct proto_buf *b, size_t n)
 	return 1;
 }
 
-/* A marker byte followed by the low 'bytes' bytes of v, big-endian. */
-static void put_be(struct proto_buf *b, unsigned char marker, uint64_t v, unsigned bytes)
+/* The head h of value v (proto_head.h), if it fits. */
+static inline void put_head(struct proto_buf *b, struct proto_head h, uint64_t v)
 {
-	if (!room(b, 1 + bytes))
-		return;
-	*b->p++ = (char)marker;
-	for (unsigned i = bytes; i-- > 0;)
-		*b->p++ = (char)(v >> (8 * i));
+	if (room(b, 1 + (size_t)h.bytes))
+		b->p = proto_head_write(b->p, h, v);
 }
 
 static void put_byte(struct proto_buf *b, unsigned char c)
@@ -520,71 +518,36 @@ void proto_put_bool(struct proto_buf *b, int v)
 
 void proto_put_u64(struct proto_buf *b, uint64_t v)
 {
-	if (v < 128)
-		put_byte(b, (unsigned char)v);
-	else if (v < 256)
-		put_be(b, 0xcc, v, 1);
-	else if (v < 65536)
-		put_be(b, 0xcd, v, 2);
-	else if (v <= UINT32_MAX)
-		put_be(b, 0xce, v, 4);
-	else
-		put_be(b, 0xcf, v, 8);
+	put_head(b, proto_head_uint(v), v);
 }
 
-/* msgpack-c packs a non-negative int64 as an unsigned integer. */
 void proto_put_i64(struct proto_buf *b, int64_t v)
 {
-	if (v >= 0)
-		proto_put_u64(b, (uint64_t)v);
-	else if (v >= -32)
-		put_byte(b, (unsigned char)(0xe0 | (v + 32)));
-	else if (v >= INT8_MIN)
-		put_be(b, 0xd0, (uint64_t)v, 1);
-	else if (v >= INT16_MIN)
-		put_be(b, 0xd1, (uint64_t)v, 2);
-	else if (v >= INT32_MIN)
-		put_be(b, 0xd2, (uint64_t)v, 4);
-	else
-		put_be(b, 0xd3, (uint64_t)v, 8);
+	put_head(b, proto_head_int(v), (uint64_t)v);
 }
 
 void proto_put_map(struct proto_buf *b, uint32_t n)
 {
-	if (n < 16)
-		put_byte(b, (unsigned char)(0x80 | n));
-	else if (n < 65536)
-		put_be(b, 0xde, n, 2);
-	else
-		put_be(b, 0xdf, n, 4);
+	put_head(b, proto_head_map(n), n);
 }
 
 void proto_put_array(struct proto_buf *b, uint32_t n)
 {
-	if (n < 16)
-		put_byte(b, (unsigned char)(0x90 | n));
-	else if (n < 65536)
-		put_be(b, 0xdc, n, 2);
-	else
-		put_be(b, 0xdd, n, 4);
+	put_head(b, proto_head_array(n), n);
 }
 
 void proto_put_str(struct proto_buf *b, const char *s, size_t len)
 {
-	size_t head = len < 32 ? 1 : len < 256 ? 2 : len < 65536 ? 3 : 5;
+	struct proto_head h;
 
-	if (len > UINT32_MAX || !room(b, head + len)) {
+	if (len > UINT32_MAX) {
 		b->overflow = 1;
 		return;
 	}
-	if (len < 32)
-		*b->p++ = (char)(0xa0 | len);
-	else if (len < 256)
-		put_be(b, 0xd9, len, 1);
-	else if (len < 65536)
-		put_be(b, 0xda, len, 2);
-	else
-		put_be(b, 0xdb, len, 4);
+	h = proto_head_str((uint32_t)len);
+	if (!room(b, 1 + (size_t)h.bytes + len))
+		return;
+	b->p = proto_head_write(b->p, h, len);
 	memcpy(b->p, s, len);
 	b->p += len;
 }

@@ -26,6 +26,7 @@
 
 #include <check.h>
 
+#include "client_fixture.h"
 #include "daemon.h"
 #include "sidecard.h"
 #include "suites.h"
@@ -41,17 +42,12 @@ static sc_client *c;
 
 static void setup(void)
 {
-	test_daemon_timeout(TEST_TIMEOUT_S);
-	ck_assert_int_eq(test_daemon_start(&d, NULL), 0);
-	OK(sc_connect(d.socket, &c));
+	test_client_start(&d, &c, NULL, TEST_TIMEOUT_S);
 }
 
 static void teardown(void)
 {
-	sc_close(c);
-	c = NULL;
-	ck_assert_int_eq(test_daemon_stop(&d), 0);
-	test_daemon_timeout(0);
+	test_client_stop(&d, &c);
 }
 
 /* An agent of org "batch" (created on first use) with balance and no other limit. */

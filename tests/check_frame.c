@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "msgpack_same.h"
 #include "proto.h"
 #include "sidecard.h"
 #include "testutil.h"
@@ -217,55 +218,6 @@ START_TEST(test_every_format_unpacks)
 }
 END_TEST
 
-/*
- * Two objects are the same value: same types, same scalars (floats bit for
- * bit), same bytes of strings, bin and ext payloads, same elements.
- */
-static int same_object(const msgpack_object *a, const msgpack_object *b)
-{
-	if (a->type != b->type)
-		return 0;
-	switch (a->type) {
-	case MSGPACK_OBJECT_NIL:
-		return 1;
-	case MSGPACK_OBJECT_BOOLEAN:
-		return a->via.boolean == b->via.boolean;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		return a->via.u64 == b->via.u64;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		return a->via.i64 == b->via.i64;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		return memcmp(&a->via.f64, &b->via.f64, sizeof(double)) == 0;
-	case MSGPACK_OBJECT_STR:
-	case MSGPACK_OBJECT_BIN:
-		/* msgpack-c leaves the pointer of an empty payload NULL or stale */
-		return a->via.str.size == b->via.str.size &&
-		       (a->via.str.size == 0 ||
-		        memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size) == 0);
-	case MSGPACK_OBJECT_EXT:
-		return a->via.ext.type == b->via.ext.type && a->via.ext.size == b->via.ext.size &&
-		       (a->via.ext.size == 0 ||
-		        memcmp(a->via.ext.ptr, b->via.ext.ptr, a->via.ext.size) == 0);
-	case MSGPACK_OBJECT_ARRAY:
-		if (a->via.array.size != b->via.array.size)
-			return 0;
-		for (uint32_t i = 0; i < a->via.array.size; i++)
-			if (!same_object(&a->via.array.ptr[i], &b->via.array.ptr[i]))
-				return 0;
-		return 1;
-	case MSGPACK_OBJECT_MAP:
-		if (a->via.map.size != b->via.map.size)
-			return 0;
-		for (uint32_t i = 0; i < a->via.map.size; i++)
-			if (!same_object(&a->via.map.ptr[i].key, &b->via.map.ptr[i].key) ||
-			    !same_object(&a->via.map.ptr[i].val, &b->via.map.ptr[i].val))
-				return 0;
-		return 1;
-	}
-	return 0;
-}
-
 /* The envelope [0, 1, "m", [x]] around the bytes of one object x. */
 #define WRAP_HEAD "\x94\x00\x01\xa1m\x91"
 
@@ -309,7 +261,8 @@ START_TEST(test_every_format_objects)
 		len = wrap(buf, bytes, size);
 		ck_assert_msg(proto_request_parse(buf, len, &z2, &req, err, sizeof(err)) == 0,
 		              "case %zu: %s", i, err);
-		ck_assert_msg(same_object(&req.params->via.array.ptr[0], &want), "case %zu", i);
+		ck_assert_msg(test_msgpack_same(&req.params->via.array.ptr[0], &want), "case %zu",
+		              i);
 		ck_assert_uint_eq(req.params_raw_len, size + 1);
 		msgpack_zone_destroy(&z1);
 		msgpack_zone_destroy(&z2);
@@ -331,7 +284,7 @@ START_TEST(test_request_objects)
 	msgpack_zone_init(&z, 1024);
 	want = unpack(&sb, &z);
 	ck_assert_int_eq(proto_request_parse(sb.data, sb.size, &z, &req, err, sizeof(err)), 0);
-	ck_assert(same_object(req.params, &want.via.array.ptr[3]));
+	ck_assert(test_msgpack_same(req.params, &want.via.array.ptr[3]));
 	msgpack_zone_destroy(&z);
 	msgpack_sbuffer_destroy(&sb);
 }

@@ -41,6 +41,7 @@
 
 #include <check.h>
 
+#include "client_fixture.h"
 #include "daemon.h"
 #include "sidecard.h"
 #include "suites.h"
@@ -70,18 +71,12 @@ static sc_client *c;
 
 static void start(const char *const *extra)
 {
-	test_daemon_timeout(TEST_TIMEOUT_S);
-	ck_assert_int_eq(test_daemon_start(&d, extra), 0);
-	OK(sc_connect(d.socket, &c));
+	test_client_start(&d, &c, extra, TEST_TIMEOUT_S);
 }
 
-/* Every test ends by proving the daemon stops cleanly (unless the test stopped it). */
 static void stop(void)
 {
-	sc_close(c);
-	c = NULL;
-	ck_assert_int_eq(test_daemon_stop(&d), 0);
-	test_daemon_timeout(0);
+	test_client_stop(&d, &c);
 }
 
 static void setup_default(void)
@@ -198,21 +193,6 @@ static sc_settlement report(uint64_t txn, enum sc_outcome o, int has_actual, sc_
 	ck_assert_uint_eq(s.transaction_id, txn);
 	ck_assert_int_eq(s.outcome, o);
 	return s;
-}
-
-/* The transaction with id `id`, from transactions.list of its agent. */
-static sc_transaction transaction(uint64_t agent, uint64_t id)
-{
-	sc_transaction *list, t;
-	size_t n, i;
-
-	OK(sc_transactions_list(c, agent, -1, 1000, &list, &n));
-	for (i = 0; i < n && list[i].id != id; i++)
-		;
-	ck_assert_msg(i < n, "transaction %" PRIu64 " not listed", id);
-	t = list[i];
-	sc_transactions_free(list);
-	return t;
 }
 
 static void sleep_ms(long ms)
@@ -884,15 +864,15 @@ START_TEST(test_most_specific_rule)
 	OK(sc_agents_get(c, id, &a));
 
 	txn = allow(id, "openai.chat", USD(7)); /* exact beats every prefix */
-	ck_assert_uint_eq(transaction(id, txn).rule_id, a.rules[3].id);
+	ck_assert_uint_eq(test_transaction(c, id, txn).rule_id, a.rules[3].id);
 	blocked(id, "openai.embed", USD(6), "rule:openai:max_cost_per_txn");
 	txn = allow(id, "openai.embed", USD(3)); /* a prefix beats '*' */
-	ck_assert_uint_eq(transaction(id, txn).rule_id, a.rules[1].id);
+	ck_assert_uint_eq(test_transaction(c, id, txn).rule_id, a.rules[1].id);
 	blocked(id, "openai.chat.stream", USD(3), "rule:chat:max_cost_per_txn"); /* longer prefix */
 	blocked(id, "anthropic.messages", USD(2), "rule:star:max_cost_per_txn");
 	blocked(id, "openai", USD(2), "rule:star:max_cost_per_txn"); /* openai.* needs the dot */
 	txn = allow(id, "anthropic.messages", USD(1));
-	ck_assert_uint_eq(transaction(id, txn).rule_id, a.rules[0].id);
+	ck_assert_uint_eq(test_transaction(c, id, txn).rule_id, a.rules[0].id);
 }
 END_TEST
 
@@ -1003,7 +983,7 @@ START_TEST(test_report_outcomes)
 	s = report(t, SC_OUTCOME_FAILURE, 1, USD(1));
 	ck_assert_int_eq(s.charged, USD(1));
 	ck_assert_int_eq(s.balance, USD(82));
-	tx = transaction(id, t);
+	tx = test_transaction(c, id, t);
 	ck_assert_int_eq(tx.status, SC_TXN_SETTLED);
 	ck_assert_int_eq(tx.outcome, SC_OUTCOME_FAILURE);
 	ck_assert_int_eq(tx.charged, USD(1));
@@ -1061,7 +1041,7 @@ START_TEST(test_idempotent_check)
 	ck_assert_int_eq(again.replayed, 1);
 	ck_assert_uint_eq(again.transaction_id, first.transaction_id);
 	ck_assert_int_eq(wallet(id).held, USD(3));
-	ck_assert_str_eq(transaction(id, first.transaction_id).idempotency_key, "k1");
+	ck_assert_str_eq(test_transaction(c, id, first.transaction_id).idempotency_key, "k1");
 
 	req.estimated_cost = USD(4);
 	FAILS(sc_check(c, &req, &again), SC_EEXISTS, "");
@@ -1195,8 +1175,8 @@ START_TEST(test_transfer_between_agents)
 	                                        "rebalance" });
 	assert_wallet_txn(&(struct wallet_txn){ ids[1], b, org, "transfer", -CENTS(250),
 	                                        CENTS(750), "rebalance" });
-	ck_assert_str_eq(transaction(a, ids[0]).type, "transfer");
-	ck_assert_str_eq(transaction(b, ids[1]).reason, "rebalance");
+	ck_assert_str_eq(test_transaction(c, a, ids[0]).type, "transfer");
+	ck_assert_str_eq(test_transaction(c, b, ids[1]).reason, "rebalance");
 
 	/* Every out parameter may be NULL; the money still moves. */
 	OK(sc_wallets_transfer(c, of_agent(b), of_agent(a), USD(1), "back", NULL, NULL, NULL));
@@ -1489,19 +1469,19 @@ START_TEST(test_balance_after_check)
 	size_t n;
 
 	settled = allow(id, "x", USD(2));
-	ck_assert_int_eq(transaction(id, settled).balance_after, USD(10));
+	ck_assert_int_eq(test_transaction(c, id, settled).balance_after, USD(10));
 	report(settled, SC_OUTCOME_SUCCESS, 1, CENTS(150));
-	ck_assert_int_eq(transaction(id, settled).balance_after, CENTS(850));
-	ck_assert_str_eq(transaction(id, settled).reason, "");
+	ck_assert_int_eq(test_transaction(c, id, settled).balance_after, CENTS(850));
+	ck_assert_str_eq(test_transaction(c, id, settled).reason, "");
 	pending = allow(id, "x", USD(1));
-	ck_assert_int_eq(transaction(id, pending).balance_after, CENTS(850));
+	ck_assert_int_eq(test_transaction(c, id, pending).balance_after, CENTS(850));
 	blocked(id, "x", USD(20), "wallet_empty");
 	OK(sc_transactions_list(c, id, SC_TXN_BLOCKED, 0, &list, &n));
 	ck_assert_uint_eq(n, 1);
 	ck_assert_int_eq(list[0].balance_after, CENTS(850));
 	sc_transactions_free(list);
 	report(pending, SC_OUTCOME_FAILURE, 0, 0);
-	ck_assert_int_eq(transaction(id, pending).balance_after, CENTS(850));
+	ck_assert_int_eq(test_transaction(c, id, pending).balance_after, CENTS(850));
 }
 END_TEST
 
@@ -1589,10 +1569,10 @@ START_TEST(test_hold_expiry)
 	w = wait_no_holds(id);
 	ck_assert_int_eq(w.held, 0);
 	ck_assert_int_eq(w.balance, USD(10 - 3 - 1)); /* the estimate is charged */
-	t = transaction(id, txn);
+	t = test_transaction(c, id, txn);
 	ck_assert_int_eq(t.status, SC_TXN_EXPIRED);
 	ck_assert_int_eq(t.charged, USD(3));
-	ck_assert_int_eq(transaction(id, kept).status, SC_TXN_SETTLED);
+	ck_assert_int_eq(test_transaction(c, id, kept).status, SC_TXN_SETTLED);
 	ck_assert_int_eq(sc_report(c, txn, SC_OUTCOME_SUCCESS, 0, 0, &s), SC_EINVAL);
 	OK(sc_stat(c, "expired", &expired));
 	ck_assert_int_eq(expired, 1);
@@ -1611,8 +1591,8 @@ START_TEST(test_hold_expiry_no_charge)
 	w = wait_no_holds(id);
 	ck_assert_int_eq(w.held, 0);
 	ck_assert_int_eq(w.balance, USD(10));
-	ck_assert_int_eq(transaction(id, txn).status, SC_TXN_EXPIRED);
-	ck_assert_int_eq(transaction(id, txn).charged, 0);
+	ck_assert_int_eq(test_transaction(c, id, txn).status, SC_TXN_EXPIRED);
+	ck_assert_int_eq(test_transaction(c, id, txn).charged, 0);
 }
 END_TEST
 
@@ -2072,7 +2052,7 @@ START_TEST(test_anomaly_risk_and_event)
 		ck_assert_msg(strcmp(dec.risk_level, checks[i].risk_level) == 0,
 		              "estimate %lld: risk %s, expected %s", (long long)checks[i].estimate,
 		              dec.risk_level, checks[i].risk_level);
-		ck_assert_str_eq(transaction(id, dec.transaction_id).risk_level,
+		ck_assert_str_eq(test_transaction(c, id, dec.transaction_id).risk_level,
 		                 checks[i].risk_level);
 		txn[i] = dec.transaction_id;
 	}
@@ -2858,7 +2838,7 @@ START_TEST(test_task_cap_across_agents)
 			ck_assert_str_eq(list[i].task_id, "job");
 		sc_transactions_free(list);
 	}
-	ck_assert_str_eq(transaction(agent[0], txn[0]).task_id, "job");
+	ck_assert_str_eq(test_transaction(c, agent[0], txn[0]).task_id, "job");
 }
 END_TEST
 
@@ -2871,7 +2851,7 @@ START_TEST(test_task_check_without_task)
 	blocked_task(id, 1, "full");
 	/* A check without a task is not limited by any, and counts toward none. */
 	txn = allow(id, "llm.call", USD(50));
-	ck_assert_str_eq(transaction(id, txn).task_id, "");
+	ck_assert_str_eq(test_transaction(c, id, txn).task_id, "");
 	report(txn, SC_OUTCOME_SUCCESS, 0, 0);
 	assert_task("after checks without a task", "full", TASK_CAP, &full);
 	/* Another task has its own usage. */

@@ -31,6 +31,7 @@
 
 #include <check.h>
 
+#include "client_fixture.h"
 #include "daemon.h"
 #include "shm.h"
 #include "sidecard.h"
@@ -47,17 +48,12 @@ static sc_client *c;
 
 static void start(const char *const *extra)
 {
-	test_daemon_timeout(TEST_TIMEOUT_S);
-	ck_assert_int_eq(test_daemon_start(&d, extra), 0);
-	OK(sc_connect(d.socket, &c));
+	test_client_start(&d, &c, extra, TEST_TIMEOUT_S);
 }
 
 static void stop(void)
 {
-	sc_close(c);
-	c = NULL;
-	ck_assert_int_eq(test_daemon_stop(&d), 0);
-	test_daemon_timeout(0);
+	test_client_stop(&d, &c);
 }
 
 static void setup_default(void)
@@ -135,12 +131,7 @@ static void peek_equals_get(const sc_peek *p, uint64_t id)
 
 static uint64_t check(uint64_t agent, sc_micros estimate)
 {
-	sc_check_req req = { .agent_id = agent, .action = "llm.call", .estimated_cost = estimate };
-	sc_decision dec;
-
-	OK(sc_check(c, &req, &dec));
-	ck_assert_msg(dec.allowed, "check blocked: %s", dec.block_reason);
-	return dec.transaction_id;
+	return test_allow(c, agent, "llm.call", estimate);
 }
 
 static void report(uint64_t txn, sc_micros actual)

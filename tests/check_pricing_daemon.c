@@ -17,6 +17,7 @@
 
 #include <check.h>
 
+#include "client_fixture.h"
 #include "daemon.h"
 #include "sidecard.h"
 #include "suites.h"
@@ -34,17 +35,12 @@ static sc_client *c;
 
 static void setup(void)
 {
-	test_daemon_timeout(TIMEOUT_S);
-	ck_assert_int_eq(test_daemon_start(&d, NULL), 0);
-	OK(sc_connect(d.socket, &c));
+	test_client_start(&d, &c, NULL, TIMEOUT_S);
 }
 
 static void teardown(void)
 {
-	sc_close(c);
-	c = NULL;
-	ck_assert_int_eq(test_daemon_stop(&d), 0);
-	test_daemon_timeout(0);
+	test_client_stop(&d, &c);
 }
 
 static int64_t now_us(void)
@@ -68,12 +64,7 @@ static uint64_t new_agent(const char *org, sc_micros balance)
 
 static uint64_t allow(uint64_t agent, sc_micros estimate)
 {
-	sc_check_req req = { .agent_id = agent, .action = "llm.chat", .estimated_cost = estimate };
-	sc_decision dec;
-
-	OK(sc_check(c, &req, &dec));
-	ck_assert_msg(dec.allowed, "blocked: %s", dec.block_reason);
-	return dec.transaction_id;
+	return test_allow(c, agent, "llm.chat", estimate);
 }
 
 static sc_price set_rate(const char *model, sc_micros in, sc_micros out, const sc_micros *cached,
@@ -84,20 +75,6 @@ static sc_price set_rate(const char *model, sc_micros in, sc_micros out, const s
 	OK(sc_pricing_set(c, model, in, out, cached, &from, &p));
 	ck_assert_str_eq(p.model, model);
 	return p;
-}
-
-static sc_transaction transaction(uint64_t agent, uint64_t id)
-{
-	sc_transaction *list, t;
-	size_t n, i;
-
-	OK(sc_transactions_list(c, agent, -1, 1000, &list, &n));
-	for (i = 0; i < n && list[i].id != id; i++)
-		;
-	ck_assert_msg(i < n, "transaction %" PRIu64 " not listed", id);
-	t = list[i];
-	sc_transactions_free(list);
-	return t;
 }
 
 START_TEST(test_priced_report)
@@ -145,7 +122,7 @@ START_TEST(test_priced_report)
 	tokens.input_tokens++;
 	ck_assert_int_eq(sc_report_tokens(c, t1, SC_OUTCOME_SUCCESS, &tokens, &s), SC_EEXISTS);
 
-	t = transaction(agent, t1);
+	t = test_transaction(c, agent, t1);
 	ck_assert_str_eq(t.model, "gpt-x");
 	ck_assert_uint_eq(t.rate_version, 1);
 	ck_assert_uint_eq(t.input_tokens, 5000);
@@ -168,7 +145,7 @@ START_TEST(test_priced_report)
 	OK(sc_report(c, t2, SC_OUTCOME_SUCCESS, 1, 7, &s));
 	ck_assert_str_eq(s.model, "");
 	ck_assert_uint_eq(s.rate_version, 0);
-	t = transaction(agent, t2);
+	t = test_transaction(c, agent, t2);
 	ck_assert_str_eq(t.model, "");
 	ck_assert_uint_eq(t.rate_version, 0);
 }

@@ -39,6 +39,7 @@
 #include <check.h>
 #include <msgpack.h>
 
+#include "client_fixture.h"
 #include "daemon.h"
 #include "sidecard.h"
 #include "testutil.h"
@@ -59,17 +60,12 @@ static void start(const char *durability)
 	static const char *keep[8];
 
 	memcpy(keep, extra, sizeof(extra));
-	test_daemon_timeout(TEST_TIMEOUT_S);
-	ck_assert_int_eq(test_daemon_start(&d, keep), 0);
-	OK(sc_connect(d.socket, &c));
+	test_client_start(&d, &c, keep, TEST_TIMEOUT_S);
 }
 
 static void stop(void)
 {
-	sc_close(c);
-	c = NULL;
-	ck_assert_int_eq(test_daemon_stop(&d), 0);
-	test_daemon_timeout(0);
+	test_client_stop(&d, &c);
 }
 
 static void sleep_ms(long ms)
