@@ -274,7 +274,7 @@ static void open_fails(const char *path, const char *word)
 
 START_TEST(test_peek_unavailable)
 {
-	static char header[SHM_HEADER_SIZE];
+	static _Alignas(struct shm_header) char header[SHM_HEADER_SIZE];
 	struct shm_header *h = (struct shm_header *)header;
 	char path[160], shm_path[160];
 	sc_wallet_snapshot s;
