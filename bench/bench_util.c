@@ -1,13 +1,15 @@
 /*
- * bench_util.c: what bench/gate_bench needs beside the systems it measures:
- * latency histograms (each client thread fills its own; the main thread
- * merges them after joining), clocks, a per-thread random generator,
- * /proc accounting of a server process (CPU seconds, resident memory), and
- * starting and stopping peer server processes that die with the benchmark
- * (PR_SET_PDEATHSIG), so an interrupted run leaves nothing behind.
+ * bench_util.c: the support every benchmark in bench/ shares
+ * (bench_util.h): latency histograms (each client thread fills its own; the
+ * main thread merges them after joining), clocks, a per-thread random
+ * generator, /proc accounting of a server process (CPU seconds, resident
+ * memory), starting and stopping peer server processes that die with the
+ * benchmark (PR_SET_PDEATHSIG), so an interrupted run leaves nothing
+ * behind, the lines every report ends with, and the daemon a benchmark runs
+ * on a directory of its own.
  *
- * Threads: hist_add and bench_rand touch only the caller's own data; the
- * process functions are called by the main thread.
+ * Threads: hist_add, bench_rand and bench_fail touch only the caller's own
+ * data; the rest is called by the main thread.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gate_bench.h"
+#include "bench_util.h"
+#include "tmpdir.h"
 
 void hist_add(struct hist *h, int64_t ns)
 {
@@ -109,11 +112,48 @@ uint64_t bench_rand(uint64_t *state)
 	return x * UINT64_C(2685821657736338717);
 }
 
+int bench_cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int proc_mem(pid_t pid, struct proc_mem *out)
+{
+	char path[64], line[256];
+	unsigned long long kb;
+	int found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	*out = (struct proc_mem){ 0, 0, 0 };
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) {
+			out->rss = kb * 1024;
+			found |= 1;
+		} else if (sscanf(line, "RssAnon: %llu kB", &kb) == 1) {
+			out->anon = kb * 1024;
+			found |= 2;
+		} else if (sscanf(line, "RssFile: %llu kB", &kb) == 1) {
+			out->file += kb * 1024;
+			found |= 4;
+		} else if (sscanf(line, "RssShmem: %llu kB", &kb) == 1) {
+			out->file += kb * 1024;
+			found |= 8;
+		}
+	}
+	fclose(f);
+	return found == 15 ? 0 : -1;
+}
+
 int proc_sample(pid_t pid, struct proc_sample *out)
 {
 	char path[64], buf[2048], *p;
 	unsigned long utime, stime;
-	long rss_kb = -1;
+	struct proc_mem m;
 	FILE *f;
 	size_t n;
 
@@ -128,14 +168,9 @@ int proc_sample(pid_t pid, struct proc_sample *out)
 	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
 		return -1;
 	out->cpu_s = (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
+	if (proc_mem(pid, &m) != 0)
 		return -1;
-	while (fgets(buf, sizeof(buf), f) != NULL)
-		if (sscanf(buf, "VmRSS: %ld kB", &rss_kb) == 1)
-			break;
-	fclose(f);
-	out->rss_mib = rss_kb < 0 ? 0 : (double)rss_kb / 1024.0;
+	out->rss_mib = (double)m.rss / (1024.0 * 1024.0);
 	return 0;
 }
 
@@ -195,18 +230,84 @@ int bench_wait_socket(const char *path, pid_t pid)
 	return 0;
 }
 
-size_t bench_meta_value_len(size_t bytes)
+void bench_cpu_model(char *model, size_t len)
 {
-	/* fixmap header (1) + "note" (1 + 4) + the value's str header (1, 2 or 3 bytes) */
-	size_t fixed = 1 + 5, v;
+	char line[512];
+	FILE *f = fopen("/proc/cpuinfo", "r");
 
-	if (bytes < fixed + 1)
+	snprintf(model, len, "unknown");
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		char *colon = strchr(line, ':');
+
+		if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
+			snprintf(model, len, "%s", colon + 2);
+			model[strcspn(model, "\n")] = '\0';
+			break;
+		}
+	}
+	if (f != NULL)
+		fclose(f);
+}
+
+void bench_print_command(const char *prog, int argc, char **argv, const char *daemon)
+{
+	int i;
+
+	printf("command: bench/%s", prog);
+	for (i = 1; i < argc; i++)
+		printf(" %s", argv[i]);
+	printf("   (daemon %s)\n", daemon);
+}
+
+int bench_other_arg(const char *arg, void (*usage)(FILE *out))
+{
+	if (strcmp(arg, "--help") == 0) {
+		usage(stdout);
 		return 0;
-	v = bytes - fixed - 1;
-	if (v <= 31)
-		return v;
-	v = bytes - fixed - 2;
-	if (v <= 255)
-		return v;
-	return bytes - fixed - 3;
+	}
+	usage(stderr);
+	return 2;
+}
+
+void bench_fail(struct bench_fail *f, int index, sc_client *c, int rc, const char *what)
+{
+	if (f->rc != 0)
+		return;
+	f->rc = rc != 0 ? rc : SC_EINTERNAL;
+	snprintf(f->error, sizeof(f->error), "client %d: %s: %s: %s", index, what, sc_err_name(rc),
+	         c ? sc_last_error(c) : "");
+}
+
+int bench_daemon_start(struct bench_daemon *bd, const char *const *extra, char *err, size_t len)
+{
+	size_t at;
+	int i;
+
+	if (bd->dir[0] == '\0' && test_tmpdir(bd->dir, sizeof(bd->dir)) != 0) {
+		snprintf(err, len, "cannot make a temporary directory");
+		return -1;
+	}
+	snprintf(bd->log, sizeof(bd->log), "%s/daemon.log", bd->dir);
+	if (test_daemon_start_in(&bd->d, bd->dir, bd->log, extra) == 0)
+		return 0;
+	/* the whole command line: which of the options it refused is in the log */
+	at = (size_t)snprintf(err, len, "%s", test_daemon_bin());
+	for (i = 0; extra != NULL && extra[i] != NULL && at < len; i++)
+		at += (size_t)snprintf(err + at, len - at, " %s", extra[i]);
+	if (at < len)
+		snprintf(err + at, len - at, " did not start; its output is in %s", bd->log);
+	return -1;
+}
+
+int bench_daemon_stop(struct bench_daemon *bd, int keep, char *err, size_t len)
+{
+	int rc = test_daemon_stop(&bd->d);
+
+	if (rc != 0) {
+		snprintf(err, len, "the daemon stopped with status %d; its log is %s", rc, bd->log);
+		return -1;
+	}
+	if (!keep)
+		test_rm_tree(bd->dir);
+	return 0;
 }

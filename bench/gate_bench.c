@@ -508,9 +508,7 @@ static void print_table(const char *label_name)
 
 static void print_notes(int argc, char **argv)
 {
-	char line[512], model[256] = "unknown";
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	int i;
+	char model[256];
 
 	printf("ops/s: checks per second (check+report: pairs; mix:admin: admin changes; peek: "
 	       "wallet reads); p50us..p999us: one operation's round trip\n"
@@ -526,21 +524,8 @@ static void print_notes(int argc, char **argv)
 	       BENCH_PIPE_BATCH, BENCH_PEEK_BATCH);
 	if (opt.redis_why != NULL)
 		printf("redis rows skipped: %s\n", opt.redis_why);
-	printf("command: bench/gate_bench");
-	for (i = 1; i < argc; i++)
-		printf(" %s", argv[i]);
-	printf("   (daemon %s)\n", test_daemon_bin());
-	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-		char *colon = strchr(line, ':');
-
-		if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
-			snprintf(model, sizeof(model), "%s", colon + 2);
-			model[strcspn(model, "\n")] = '\0';
-			break;
-		}
-	}
-	if (f != NULL)
-		fclose(f);
+	bench_print_command("gate_bench", argc, argv, test_daemon_bin());
+	bench_cpu_model(model, sizeof(model));
 	printf("machine: %ld CPUs online, %s; %zu agents, %zu rules each unless swept, "
 	       "%g s per row after %g s warm-up\n",
 	       sysconf(_SC_NPROCESSORS_ONLN), model, opt.setup.agents, opt.setup.rules, opt.seconds,

@@ -1,7 +1,7 @@
 /*
- * gate_bench.h: the parts of bench/gate_bench shared by its files: latency
- * histograms and process accounting (bench_util.c), and the interface every
- * system under test implements: sidecard (sys_sidecard.c) and its peers,
+ * gate_bench.h: the parts of bench/gate_bench shared by its files (beside
+ * bench_util.h, which every benchmark shares): the interface every system
+ * under test implements: sidecard (sys_sidecard.c) and its peers,
  * the bare socket floor (peer_floor.c) and Redis with a Lua budget script
  * (peer_redis.c). gate_bench.c runs them side by side and prints the table.
  *
@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "bench_util.h"
+
 #define BENCH_ESTIMATE 1000 /* micros per check, reported as charged */
 #define BENCH_PIPE_BATCH 4096 /* checks per pipelined operation */
 /*
@@ -23,48 +25,6 @@
  * timed and its time divided by the reads (bench/peek_bench.c does the same).
  */
 #define BENCH_PEEK_BATCH 1024
-
-/* ----- latency histogram (bench_util.c) ----- */
-
-/*
- * Log-linear buckets: values below 2 * HIST_SUB ns exactly, then HIST_SUB
- * buckets per power of two (under 1.6% apart) up to 2^HIST_MAX_EXP ns.
- * Percentiles come from counts, so millions of samples cost no sorting.
- */
-#define HIST_SUB 64
-#define HIST_MAX_EXP 40
-#define HIST_BUCKETS (2 * HIST_SUB + (HIST_MAX_EXP - 7 + 1) * HIST_SUB)
-
-struct hist {
-	uint64_t n;
-	uint64_t b[HIST_BUCKETS];
-};
-
-void hist_add(struct hist *h, int64_t ns);
-void hist_merge(struct hist *into, const struct hist *from);
-/* The p-quantile (0..1) in microseconds; 0 without samples. */
-double hist_quantile_us(const struct hist *h, double p);
-
-/* ----- time and processes ----- */
-
-int64_t bench_now_ns(void);
-void bench_sleep_ms(long ms);
-/* A fast per-thread random number (xorshift64*); *state must not be 0. */
-uint64_t bench_rand(uint64_t *state);
-
-/* CPU seconds (user + system) and resident MiB of a process. 0 or -1. */
-struct proc_sample {
-	double cpu_s;
-	double rss_mib;
-};
-int proc_sample(pid_t pid, struct proc_sample *out);
-
-/* Starts argv as a child that dies with this process, output to log. pid or -1. */
-pid_t bench_spawn(const char *const *argv, const char *log);
-/* SIGTERM, then SIGKILL after 10 s; the exit code (128 + signal if killed), -1 if none. */
-int bench_reap(pid_t pid);
-/* 1 once a Unix socket at path accepts a connection, polled for up to 10 s; 0 if not. */
-int bench_wait_socket(const char *path, pid_t pid);
 
 /* ----- systems under test ----- */
 
@@ -117,12 +77,5 @@ int redis_start(struct sys *s, int fsync_always, const struct setup *st, char *e
 int floor_start(struct sys *s, size_t req_size, size_t resp_size, char *err, size_t len);
 /* The sizes of a packed check request (with meta_bytes of metadata) and its answer. */
 void floor_message_sizes(size_t meta_bytes, size_t *req, size_t *resp);
-
-/*
- * The length of a metadata value whose map {"note": value} packs to bytes,
- * exact except where a longer string header would overshoot (exact for the
- * sweep's 128 and 512); 0 below 8 bytes.
- */
-size_t bench_meta_value_len(size_t bytes);
 
 #endif /* SC_BENCH_GATE_BENCH_H */

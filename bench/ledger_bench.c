@@ -36,10 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "bench_util.h"
 #include "sidecard.h"
 #include "tmpdir.h"
 
@@ -56,32 +55,14 @@ struct client {
 	int64_t *rep_ns; /* report round trips, same count */
 	size_t n_lat, cap_lat;
 	unsigned long pairs; /* completed while measuring */
-	int rc;
-	char error[256];
+	struct bench_fail fail;
 };
 
 static struct {
-	char dir[64], log[96];
-	struct test_daemon d;
+	struct bench_daemon bd;
 	pthread_barrier_t go;
 	int measuring, stop;
 } b;
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Starts the daemon in the given mode (a static string) on a new directory. 0 or -1. */
 static int daemon_start(const char *mode, unsigned workers)
@@ -89,16 +70,12 @@ static int daemon_start(const char *mode, unsigned workers)
 	static char workers_arg[16];
 	const char *extra[] = { "--durability", mode, "--hold-ttl", "3600", "--log-level", "warn",
 		                "--workers", workers_arg, NULL };
+	char err[4400];
 
 	snprintf(workers_arg, sizeof(workers_arg), "%u", workers);
-	if (test_tmpdir(b.dir, sizeof(b.dir)) != 0)
-		return -1;
-	snprintf(b.log, sizeof(b.log), "%s/daemon.log", b.dir);
-	if (test_daemon_start_in(&b.d, b.dir, b.log, extra) != 0) {
-		fprintf(stderr,
-		        "ledger_bench: %s --durability %s --workers %u did not start; its output is "
-		        "in %s\n",
-		        test_daemon_bin(), mode, workers, b.log);
+	b.bd.dir[0] = '\0';
+	if (bench_daemon_start(&b.bd, extra, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ledger_bench: %s\n", err);
 		return -1;
 	}
 	return 0;
@@ -107,23 +84,13 @@ static int daemon_start(const char *mode, unsigned workers)
 /* SIGTERM; a clean stop removes the directory. 0 or -1. */
 static int daemon_stop(void)
 {
-	int rc = test_daemon_stop(&b.d);
+	char err[4400];
 
-	if (rc != 0) {
-		fprintf(stderr, "ledger_bench: the daemon stopped with status %d; see %s\n", rc, b.log);
+	if (bench_daemon_stop(&b.bd, 0, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ledger_bench: %s\n", err);
 		return -1;
 	}
-	test_rm_tree(b.dir);
 	return 0;
-}
-
-static void client_fail(struct client *cl, sc_client *c, int rc, const char *what)
-{
-	if (cl->rc == 0) {
-		cl->rc = rc != 0 ? rc : SC_EINTERNAL;
-		snprintf(cl->error, sizeof(cl->error), "client %d: %s: %s: %s", cl->index, what,
-		         sc_err_name(rc), c ? sc_last_error(c) : "");
-	}
 }
 
 static void *client_main(void *arg)
@@ -134,30 +101,30 @@ static void *client_main(void *arg)
 	sc_decision d;
 	sc_settlement s;
 	sc_client *c = NULL;
-	int rc = sc_connect(b.d.socket, &c);
+	int rc = sc_connect(b.bd.d.socket, &c);
 	int64_t t0, t1, t2;
 	int measured;
 
 	if (rc != 0)
-		client_fail(cl, NULL, rc, "connect");
+		bench_fail(&cl->fail, cl->index, NULL, rc, "connect");
 	pthread_barrier_wait(&b.go);
-	while (cl->rc == 0 && !__atomic_load_n(&b.stop, __ATOMIC_ACQUIRE)) {
+	while (cl->fail.rc == 0 && !__atomic_load_n(&b.stop, __ATOMIC_ACQUIRE)) {
 		measured = __atomic_load_n(&b.measuring, __ATOMIC_ACQUIRE);
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		if ((rc = sc_check(c, &req, &d)) != 0) {
-			client_fail(cl, c, rc, "check");
+			bench_fail(&cl->fail, cl->index, c, rc, "check");
 			break;
 		}
-		t1 = now_ns();
+		t1 = bench_now_ns();
 		if (!d.allowed) {
-			client_fail(cl, c, 0, d.block_reason);
+			bench_fail(&cl->fail, cl->index, c, 0, d.block_reason);
 			break;
 		}
 		if ((rc = sc_report(c, d.transaction_id, SC_OUTCOME_SUCCESS, 0, 0, &s)) != 0) {
-			client_fail(cl, c, rc, "report");
+			bench_fail(&cl->fail, cl->index, c, rc, "report");
 			break;
 		}
-		t2 = now_ns();
+		t2 = bench_now_ns();
 		if (!measured || !__atomic_load_n(&b.measuring, __ATOMIC_ACQUIRE))
 			continue;
 		if (cl->n_lat == cl->cap_lat) {
@@ -165,7 +132,7 @@ static void *client_main(void *arg)
 			cl->lat_ns = realloc(cl->lat_ns, cl->cap_lat * sizeof(*cl->lat_ns));
 			cl->rep_ns = realloc(cl->rep_ns, cl->cap_lat * sizeof(*cl->rep_ns));
 			if (cl->lat_ns == NULL || cl->rep_ns == NULL) {
-				client_fail(cl, c, -ENOMEM, "latency array");
+				bench_fail(&cl->fail, cl->index, c, -ENOMEM, "latency array");
 				break;
 			}
 		}
@@ -175,13 +142,6 @@ static void *client_main(void *arg)
 	}
 	sc_close(c);
 	return NULL;
-}
-
-static int cmp_i64(const void *a, const void *b_)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b_;
-
-	return x < y ? -1 : x > y;
 }
 
 struct row {
@@ -214,7 +174,7 @@ static int run_one(const char *mode, unsigned workers, int n_clients, double sec
 
 	if (daemon_start(mode, workers) != 0)
 		return -1;
-	if ((rc = sc_connect(b.d.socket, &c)) != 0 || (rc = sc_orgs_create(c, "bench", &o)) != 0) {
+	if ((rc = sc_connect(b.bd.d.socket, &c)) != 0 || (rc = sc_orgs_create(c, "bench", &o)) != 0) {
 		fprintf(stderr, "ledger_bench: setup: %s: %s\n", sc_err_name(rc),
 		        c ? sc_last_error(c) : "");
 		sc_close(c);
@@ -242,14 +202,14 @@ static int run_one(const char *mode, unsigned workers, int n_clients, double sec
 	for (i = 0; i < n_clients; i++)
 		pthread_create(&clients[i].thread, NULL, client_main, &clients[i]);
 	pthread_barrier_wait(&b.go);
-	sleep_ms(WARMUP_MS);
+	bench_sleep_ms(WARMUP_MS);
 	sc_stat(c, "ledger_syncs", &syncs0);
 	sc_stat(c, "ledger_records_synced", &recs0);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	__atomic_store_n(&b.measuring, 1, __ATOMIC_RELEASE);
-	sleep_ms((long)(seconds * 1000));
+	bench_sleep_ms((long)(seconds * 1000));
 	__atomic_store_n(&b.measuring, 0, __ATOMIC_RELEASE);
-	t1 = now_ns();
+	t1 = bench_now_ns();
 	sc_stat(c, "ledger_syncs", &syncs1);
 	sc_stat(c, "ledger_records_synced", &recs1);
 	__atomic_store_n(&b.stop, 1, __ATOMIC_RELEASE);
@@ -259,8 +219,8 @@ static int run_one(const char *mode, unsigned workers, int n_clients, double sec
 	sc_close(c);
 
 	for (i = 0; i < n_clients; i++) {
-		if (clients[i].rc != 0) {
-			fprintf(stderr, "ledger_bench: %s\n", clients[i].error);
+		if (clients[i].fail.rc != 0) {
+			fprintf(stderr, "ledger_bench: %s\n", clients[i].fail.error);
 			failed = 1;
 		}
 		n_all += clients[i].n_lat;
@@ -283,8 +243,8 @@ static int run_one(const char *mode, unsigned workers, int n_clients, double sec
 		free(rep);
 		return -1;
 	}
-	qsort(all, n_all, sizeof(*all), cmp_i64);
-	qsort(rep, n_all, sizeof(*rep), cmp_i64);
+	qsort(all, n_all, sizeof(*all), bench_cmp_i64);
+	qsort(rep, n_all, sizeof(*rep), bench_cmp_i64);
 	out->rep_p50 = percentile_us(rep, n_all, 0.50);
 	free(rep);
 	out->mode = mode;
@@ -328,7 +288,7 @@ static int disk_way(const char *dir, enum disk_way way, int n, double *p50, doub
 	}
 	for (i = 0; i < n; i++) {
 		off_t off = (off_t)i * (off_t)sizeof(rec);
-		int64_t t0 = now_ns();
+		int64_t t0 = bench_now_ns();
 		ssize_t w;
 
 		if (way == DISK_RWF_DSYNC) {
@@ -342,9 +302,9 @@ static int disk_way(const char *dir, enum disk_way way, int n, double *p50, doub
 		}
 		if (w != (ssize_t)sizeof(rec))
 			goto fail;
-		lat[i] = now_ns() - t0;
+		lat[i] = bench_now_ns() - t0;
 	}
-	qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
+	qsort(lat, (size_t)n, sizeof(*lat), bench_cmp_i64);
 	*p50 = percentile_us(lat, (size_t)n, 0.50);
 	*p99 = percentile_us(lat, (size_t)n, 0.99);
 	goto done;
@@ -383,25 +343,6 @@ static int disk(int n)
 	return 0;
 }
 
-static void machine(void)
-{
-	char line[512], model[256] = "unknown";
-	FILE *f = fopen("/proc/cpuinfo", "r");
-
-	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-		char *colon = strchr(line, ':');
-
-		if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
-			snprintf(model, sizeof(model), "%s", colon + 2);
-			model[strcspn(model, "\n")] = '\0';
-			break;
-		}
-	}
-	if (f != NULL)
-		fclose(f);
-	printf("machine: %ld CPUs online, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
-}
-
 /* "1,2,4": daemon worker counts, each 1 to 64. 0 or -1. */
 static int parse_workers(const char *s, unsigned *v, unsigned *n)
 {
@@ -437,6 +378,7 @@ int main(int argc, char **argv)
 	unsigned workers[MAX_WORKER_COUNTS] = { 1 }, n_workers = 1, wi;
 	double seconds = 3;
 	const char *only = "both";
+	char model[256];
 
 	signal(SIGPIPE, SIG_IGN);
 	for (i = 1; i < argc; i++) {
@@ -456,13 +398,8 @@ int main(int argc, char **argv)
 			quiet = 1;
 		else if (strcmp(argv[i], "--disk") == 0 && i + 1 < argc)
 			disk_n = atoi(argv[++i]);
-		else if (strcmp(argv[i], "--help") == 0) {
-			usage(stdout);
-			return 0;
-		} else {
-			usage(stderr);
-			return 2;
-		}
+		else
+			return bench_other_arg(argv[i], usage);
 	}
 	if (clients < 1 || clients > MAX_CLIENTS || !(seconds > 0) || seconds > 3600) {
 		usage(stderr);
@@ -497,10 +434,8 @@ int main(int argc, char **argv)
 		       rows[i].p999, rows[i].per_sync, rows[i].rep_p50);
 	printf("ops/s: check+report pairs per second (checks gated per second); p50us..p999us: "
 	       "a check's round trip\n");
-	printf("command: bench/ledger_bench");
-	for (i = 1; i < argc; i++)
-		printf(" %s", argv[i]);
-	printf("   (daemon %s)\n", test_daemon_bin());
-	machine();
+	bench_print_command("ledger_bench", argc, argv, test_daemon_bin());
+	bench_cpu_model(model, sizeof(model));
+	printf("machine: %ld CPUs online, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
 	return 0;
 }

@@ -48,12 +48,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "bench_util.h"
 #include "sidecard.h"
-#include "tmpdir.h"
 
 #define MAX_CLIENTS 64
 #define MAX_SIZES 16
@@ -81,71 +79,19 @@ struct client {
 	int index;
 	uint32_t first, count; /* agents first .. first + count - 1 */
 	unsigned n_rules;
-	int rc;
-	char error[256];
+	struct bench_fail fail;
 };
 
 struct row {
 	uint32_t agents;
 	unsigned rules;
-	uint64_t rss, anon, file;          /* bytes, after the creates */
-	uint64_t re_rss, re_anon, re_file; /* bytes, after a restart */
-	uint64_t segment;                  /* bytes */
-	double seconds;                    /* to create the agents */
+	struct proc_mem mem; /* after the creates */
+	struct proc_mem re;  /* after a restart */
+	uint64_t segment;    /* bytes */
+	double seconds;      /* to create the agents */
 };
 
-static struct {
-	char dir[64], log[96];
-	struct test_daemon d;
-} b;
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* VmRSS, RssAnon and RssFile + RssShmem of a process, in bytes. 0 or -1. */
-static int read_rss(pid_t pid, uint64_t *rss, uint64_t *anon, uint64_t *file)
-{
-	char path[64], line[256];
-	unsigned long long kb;
-	int found = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return -1;
-	*rss = *anon = *file = 0;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) {
-			*rss = kb * 1024;
-			found |= 1;
-		} else if (sscanf(line, "RssAnon: %llu kB", &kb) == 1) {
-			*anon = kb * 1024;
-			found |= 2;
-		} else if (sscanf(line, "RssFile: %llu kB", &kb) == 1) {
-			*file += kb * 1024;
-			found |= 4;
-		} else if (sscanf(line, "RssShmem: %llu kB", &kb) == 1) {
-			*file += kb * 1024;
-			found |= 8;
-		}
-	}
-	fclose(f);
-	return found == 15 ? 0 : -1;
-}
-
-static void client_fail(struct client *cl, sc_client *c, int rc, const char *what)
-{
-	if (cl->rc == 0) {
-		cl->rc = rc != 0 ? rc : SC_EINTERNAL;
-		snprintf(cl->error, sizeof(cl->error), "client %d: %s: %s: %s", cl->index, what,
-		         sc_err_name(rc), c ? sc_last_error(c) : "");
-	}
-}
+static struct bench_daemon bd; /* of the configuration being run */
 
 static void *client_main(void *arg)
 {
@@ -154,10 +100,10 @@ static void *client_main(void *arg)
 	sc_rule rules[MAX_RULES];
 	sc_client *c = NULL;
 	sc_agent a;
-	int rc = sc_connect(b.d.socket, &c);
+	int rc = sc_connect(bd.d.socket, &c);
 
 	if (rc != 0) {
-		client_fail(cl, NULL, rc, "connect");
+		bench_fail(&cl->fail, cl->index, NULL, rc, "connect");
 		return NULL;
 	}
 	memset(rules, 0, sizeof(rules));
@@ -168,13 +114,13 @@ static void *client_main(void *arg)
 		rules[k].daily_spend_limit = fleet_rules[k].daily;
 		rules[k].hourly_rate_limit = fleet_rules[k].hourly;
 	}
-	for (uint32_t i = cl->first; i < cl->first + cl->count && cl->rc == 0; i++) {
+	for (uint32_t i = cl->first; i < cl->first + cl->count && cl->fail.rc == 0; i++) {
 		char name[32];
 
 		snprintf(name, sizeof(name), "agent-%07" PRIu32, i);
 		if ((rc = sc_agents_create(c, "fleet", name, SC_PRIORITY_NORMAL, &u, rules,
 		                           cl->n_rules, &a)) != 0)
-			client_fail(cl, c, rc, "agents.create");
+			bench_fail(&cl->fail, cl->index, c, rc, "agents.create");
 	}
 	sc_close(c);
 	return NULL;
@@ -183,13 +129,12 @@ static void *client_main(void *arg)
 /* SIGTERM; a clean stop removes the directory. 0 or -1. */
 static int daemon_stop(void)
 {
-	int rc = test_daemon_stop(&b.d);
+	char err[4400];
 
-	if (rc != 0) {
-		fprintf(stderr, "mem_bench: the daemon stopped with status %d; see %s\n", rc, b.log);
+	if (bench_daemon_stop(&bd, 0, err, sizeof(err)) != 0) {
+		fprintf(stderr, "mem_bench: %s\n", err);
 		return -1;
 	}
-	test_rm_tree(b.dir);
 	return 0;
 }
 
@@ -202,6 +147,7 @@ static int run_one(uint32_t n_agents, unsigned n_rules, int n_clients, struct ro
 		                "--checkpoint-records", "1099511627776", "--checkpoint-interval",
 		                "86400", "--log-level", "warn", NULL };
 	uint64_t rule_cap = (uint64_t)n_agents * (n_rules ? n_rules : 1);
+	char err[4400];
 	sc_client *c = NULL;
 	struct stat sb;
 	int64_t t0, ignored, agents = -1;
@@ -210,22 +156,19 @@ static int run_one(uint32_t n_agents, unsigned n_rules, int n_clients, struct ro
 
 	snprintf(agents_arg, sizeof(agents_arg), "%" PRIu32, n_agents);
 	snprintf(rules_arg, sizeof(rules_arg), "%" PRIu64, rule_cap);
-	if (test_tmpdir(b.dir, sizeof(b.dir)) != 0)
-		return -1;
-	snprintf(b.log, sizeof(b.log), "%s/daemon.log", b.dir);
-	if (test_daemon_start_in(&b.d, b.dir, b.log, extra) != 0) {
-		fprintf(stderr, "mem_bench: %s did not start; its output is in %s\n", test_daemon_bin(),
-		        b.log);
+	bd.dir[0] = '\0';
+	if (bench_daemon_start(&bd, extra, err, sizeof(err)) != 0) {
+		fprintf(stderr, "mem_bench: %s\n", err);
 		return -1;
 	}
-	if ((rc = sc_connect(b.d.socket, &c)) != 0 || (rc = sc_orgs_create(c, "fleet", &o)) != 0) {
+	if ((rc = sc_connect(bd.d.socket, &c)) != 0 || (rc = sc_orgs_create(c, "fleet", &o)) != 0) {
 		fprintf(stderr, "mem_bench: setup: %s: %s\n", sc_err_name(rc), c ? sc_last_error(c) : "");
 		sc_close(c);
 		daemon_stop();
 		return -1;
 	}
 	memset(clients, 0, sizeof(clients));
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (int i = 0; i < n_clients; i++) {
 		uint32_t share = n_agents / (uint32_t)n_clients;
 
@@ -237,39 +180,39 @@ static int run_one(uint32_t n_agents, unsigned n_rules, int n_clients, struct ro
 	}
 	for (int i = 0; i < n_clients; i++) {
 		pthread_join(clients[i].thread, NULL);
-		if (clients[i].rc != 0) {
-			fprintf(stderr, "mem_bench: %s\n", clients[i].error);
+		if (clients[i].fail.rc != 0) {
+			fprintf(stderr, "mem_bench: %s\n", clients[i].fail.error);
 			failed = 1;
 		}
 	}
-	out->seconds = (double)(now_ns() - t0) / 1e9;
+	out->seconds = (double)(bench_now_ns() - t0) / 1e9;
 	/* A request after the last create: the loop has finished with every create. */
 	if (!failed && (rc = sc_stat(c, "ledger_syncs", &ignored)) != 0) {
 		fprintf(stderr, "mem_bench: stats: %s: %s\n", sc_err_name(rc), sc_last_error(c));
 		failed = 1;
 	}
 	sc_close(c);
-	snprintf(seg, sizeof(seg), "%s/state.shm", b.d.state);
-	if (!failed && (read_rss(b.d.pid, &out->rss, &out->anon, &out->file) != 0 ||
+	snprintf(seg, sizeof(seg), "%s/state.shm", bd.d.state);
+	if (!failed && (proc_mem(bd.d.pid, &out->mem) != 0 ||
 	                stat(seg, &sb) != 0)) {
 		fprintf(stderr, "mem_bench: cannot read the daemon's memory or %s: %s\n", seg,
 		        strerror(errno));
 		failed = 1;
 	}
 	out->segment = failed ? 0 : (uint64_t)sb.st_size;
-	if (!failed && test_daemon_restart(&b.d) != 0) {
-		fprintf(stderr, "mem_bench: the daemon did not restart; see %s\n", b.log);
+	if (!failed && test_daemon_restart(&bd.d) != 0) {
+		fprintf(stderr, "mem_bench: the daemon did not restart; see %s\n", bd.log);
 		failed = 1;
 	}
 	/* The restarted daemon answers once it has rebuilt its indexes. */
-	if (!failed && ((rc = sc_connect(b.d.socket, &c)) != 0 ||
+	if (!failed && ((rc = sc_connect(bd.d.socket, &c)) != 0 ||
 	                (rc = sc_stat(c, "agents", &agents)) != 0 || agents != (int64_t)n_agents)) {
 		fprintf(stderr, "mem_bench: after the restart: %s (%lld agents): %s\n",
 		        sc_err_name(rc), (long long)agents, c ? sc_last_error(c) : "");
 		failed = 1;
 	}
 	sc_close(c);
-	if (!failed && read_rss(b.d.pid, &out->re_rss, &out->re_anon, &out->re_file) != 0) {
+	if (!failed && proc_mem(bd.d.pid, &out->re) != 0) {
 		fprintf(stderr, "mem_bench: cannot read the restarted daemon's memory\n");
 		failed = 1;
 	}
@@ -332,13 +275,8 @@ int main(int argc, char **argv)
 			clients = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--quiet") == 0)
 			quiet = 1;
-		else if (strcmp(argv[i], "--help") == 0) {
-			usage(stdout);
-			return 0;
-		} else {
-			usage(stderr);
-			return 2;
-		}
+		else
+			return bench_other_arg(argv[i], usage);
 	}
 	if (n_agents <= 0 || n_rules <= 0 || clients < 1 || clients > MAX_CLIENTS) {
 		usage(stderr);
@@ -368,26 +306,23 @@ int main(int argc, char **argv)
 				prev = &rows[j];
 		if (prev != NULL)
 			snprintf(marginal, sizeof(marginal), "%.0f",
-			         ((double)r->re_rss - (double)prev->re_rss) /
+			         ((double)r->re.rss - (double)prev->re.rss) /
 			                 (double)(r->agents - prev->agents));
 		one = find_row(rows, n_rows, r->agents, 1);
 		if (one != NULL && r->rules > 1)
 			snprintf(per_rule, sizeof(per_rule), "%.0f",
-			         ((double)r->re_rss - (double)one->re_rss) /
+			         ((double)r->re.rss - (double)one->re.rss) /
 			                 ((double)r->agents * (double)(r->rules - 1)));
 		printf("%8" PRIu32 " %5u %7.1f %6.1f %7.1f %7.1f %7.1f %7.1f %8.1f %7.0f %10s %6s %8.1f\n",
-		       r->agents, r->rules, (double)r->rss / MIB, (double)r->anon / MIB,
-		       (double)r->file / MIB, (double)r->re_rss / MIB, (double)r->re_anon / MIB,
-		       (double)r->re_file / MIB, (double)r->segment / MIB,
-		       (double)r->re_rss / (double)r->agents, marginal, per_rule, r->seconds);
+		       r->agents, r->rules, (double)r->mem.rss / MIB, (double)r->mem.anon / MIB,
+		       (double)r->mem.file / MIB, (double)r->re.rss / MIB, (double)r->re.anon / MIB,
+		       (double)r->re.file / MIB, (double)r->segment / MIB,
+		       (double)r->re.rss / (double)r->agents, marginal, per_rule, r->seconds);
 	}
 	printf("MiB: rss/anon/file after creating the agents, re_* after restarting the daemon on its "
 	       "state; segment: file size (sparse)\n"
 	       "B/agent: re_rss / agents; B/agent(m): re_rss growth per agent from the previous row "
 	       "of the same rules; B/rule: re_rss growth per rule against 1 rule per agent\n");
-	printf("command: bench/mem_bench");
-	for (int i = 1; i < argc; i++)
-		printf(" %s", argv[i]);
-	printf("   (daemon %s)\n", test_daemon_bin());
+	bench_print_command("mem_bench", argc, argv, test_daemon_bin());
 	return 0;
 }

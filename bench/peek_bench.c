@@ -35,25 +35,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "bench_util.h"
 #include "peek_bench.h"
 #include "sidecard.h"
-#include "tmpdir.h"
 
 #define MAX_THREADS 64
 #define BATCH 1024      /* peeks timed together */
 #define GET_BATCH 16    /* socket reads timed together */
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------ measuring */
 
@@ -123,8 +113,8 @@ static void *peek_main(void *arg)
 	size_t at = 0;
 
 	pthread_barrier_wait(r->go);
-	while (r->rc == 0 && now_ns() < r->deadline_ns) {
-		int64_t t0 = now_ns(), t1;
+	while (r->rc == 0 && bench_now_ns() < r->deadline_ns) {
+		int64_t t0 = bench_now_ns(), t1;
 
 		for (int i = 0; i < BATCH; i++) {
 			sc_wallet_snapshot s;
@@ -140,7 +130,7 @@ static void *peek_main(void *arg)
 			if (++at == r->n)
 				at = 0;
 		}
-		t1 = now_ns();
+		t1 = bench_now_ns();
 		if (r->rc == 0)
 			record_batch(r, t1 - t0, BATCH);
 	}
@@ -158,8 +148,8 @@ static void *get_main(void *arg)
 		snprintf(r->error, sizeof(r->error), "connect %s: %s", r->socket_path,
 		         sc_strerror(r->rc));
 	pthread_barrier_wait(r->go);
-	while (r->rc == 0 && now_ns() < r->deadline_ns) {
-		int64_t t0 = now_ns(), t1;
+	while (r->rc == 0 && bench_now_ns() < r->deadline_ns) {
+		int64_t t0 = bench_now_ns(), t1;
 
 		for (int i = 0; i < GET_BATCH; i++) {
 			sc_wallet w;
@@ -175,19 +165,12 @@ static void *get_main(void *arg)
 			if (++at == r->n)
 				at = 0;
 		}
-		t1 = now_ns();
+		t1 = bench_now_ns();
 		if (r->rc == 0)
 			record_batch(r, t1 - t0, GET_BATCH);
 	}
 	sc_close(c);
 	return NULL;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 /* The time of the median batch of every reader's batches, or 0 (none, or no memory). */
@@ -204,7 +187,7 @@ static int64_t median_batch(const struct reader *rs, unsigned threads)
 		memcpy(all + k, rs[i].batch_ns, rs[i].n_batch * sizeof(*all));
 		k += rs[i].n_batch;
 	}
-	qsort(all, n, sizeof(*all), cmp_i64);
+	qsort(all, n, sizeof(*all), bench_cmp_i64);
 	median = all[n / 2];
 	free(all);
 	return median;
@@ -233,7 +216,7 @@ static int run_readers(struct reader *rs, unsigned threads, int get, double seco
 		pthread_create(&rs[i].thread, NULL, get ? get_main : peek_main, &rs[i]);
 	}
 	/* Every thread sees the deadline: it is written before the barrier opens. */
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (unsigned i = 0; i < threads; i++)
 		rs[i].deadline_ns = t0 + (int64_t)(seconds * 1e9);
 	pthread_barrier_wait(&go);
@@ -247,7 +230,7 @@ static int run_readers(struct reader *rs, unsigned threads, int get, double seco
 		*reads += rs[i].reads;
 		busy_ns += rs[i].busy_ns;
 	}
-	*wall_s = (double)(now_ns() - t0) / 1e9;
+	*wall_s = (double)(bench_now_ns() - t0) / 1e9;
 	pthread_barrier_destroy(&go);
 	*mean_ns = *reads ? (double)busy_ns / (double)*reads : 0;
 	*median_ns = (double)median_batch(rs, threads) / (get ? GET_BATCH : BATCH);
@@ -361,7 +344,7 @@ static int peek_only(const char *socket_path, const uint64_t *ids, size_t n, lon
 		return -1;
 	}
 	sc_close(c);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (long i = 0; i < count; i++) {
 		sc_wallet_snapshot s;
 
@@ -372,7 +355,7 @@ static int peek_only(const char *socket_path, const uint64_t *ids, size_t n, lon
 		}
 		sum += s.balance;
 	}
-	t1 = now_ns();
+	t1 = bench_now_ns();
 	sc_peek_close(p);
 	printf("%ld peeks in %.3f s: %.1f ns per peek (checksum %" PRId64 ")\n", count,
 	       (double)(t1 - t0) / 1e9, count ? (double)(t1 - t0) / (double)count : 0, sum);
@@ -392,9 +375,9 @@ int main(int argc, char **argv)
 {
 	static const unsigned thread_counts[] = { 1, 2 };
 	struct peek_bench_result res[2];
-	struct test_daemon d;
+	struct bench_daemon bd = { .dir = "" }; /* "": on a new temporary directory */
 	const char *socket_path = NULL;
-	char dir[64], log[96], agents_arg[24], err[512];
+	char agents_arg[24], err[4400];
 	double seconds = 1;
 	long n_agents = 10000, only = -1;
 	int quiet = 0, own = 0, rc = 0;
@@ -412,13 +395,8 @@ int main(int argc, char **argv)
 			only = atol(argv[++i]);
 		else if (strcmp(argv[i], "--quiet") == 0)
 			quiet = 1;
-		else if (strcmp(argv[i], "--help") == 0) {
-			usage(stdout);
-			return 0;
-		} else {
-			usage(stderr);
-			return 2;
-		}
+		else
+			return bench_other_arg(argv[i], usage);
 	}
 	if (n_agents < 1 || n_agents > 1000000 || !(seconds > 0) || seconds > 3600) {
 		usage(stderr);
@@ -434,19 +412,13 @@ int main(int argc, char **argv)
 			                NULL };
 
 		snprintf(agents_arg, sizeof(agents_arg), "%ld", n_agents + 16);
-		if (test_tmpdir(dir, sizeof(dir)) != 0) {
-			free(ids);
-			return 1;
-		}
-		snprintf(log, sizeof(log), "%s/daemon.log", dir);
-		if (test_daemon_start_in(&d, dir, log, extra) != 0) {
-			fprintf(stderr, "peek_bench: %s did not start; its output is in %s\n",
-			        test_daemon_bin(), log);
+		if (bench_daemon_start(&bd, extra, err, sizeof(err)) != 0) {
+			fprintf(stderr, "peek_bench: %s\n", err);
 			free(ids);
 			return 1;
 		}
 		own = 1;
-		socket_path = d.socket;
+		socket_path = bd.d.socket;
 	}
 	if (make_agents(socket_path, ids, (size_t)n_agents) != 0)
 		rc = 1;
@@ -459,13 +431,9 @@ int main(int argc, char **argv)
 			rc = 1;
 		}
 	}
-	if (own) {
-		if (test_daemon_stop(&d) != 0) {
-			fprintf(stderr, "peek_bench: the daemon did not stop cleanly; see %s\n", log);
-			rc = 1;
-		} else {
-			test_rm_tree(dir);
-		}
+	if (own && bench_daemon_stop(&bd, 0, err, sizeof(err)) != 0) {
+		fprintf(stderr, "peek_bench: %s\n", err);
+		rc = 1;
 	}
 	free(ids);
 	if (rc != 0 || quiet || only >= 0)
@@ -478,9 +446,6 @@ int main(int argc, char **argv)
 		       res[k].get_mean_ns, res[k].gets_per_s, res[k].ratio);
 	printf("peek_ns, get_ns: a read's time in the median batch (sc_peek_wallet; sc_wallets_get "
 	       "round trip), *_avg the mean, over %ld agents\n", n_agents);
-	printf("command: bench/peek_bench");
-	for (int i = 1; i < argc; i++)
-		printf(" %s", argv[i]);
-	printf("   (daemon %s)\n", own ? test_daemon_bin() : socket_path);
+	bench_print_command("peek_bench", argc, argv, own ? test_daemon_bin() : socket_path);
 	return 0;
 }

@@ -34,12 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "bench_util.h"
 #include "sidecard.h"
-#include "tmpdir.h"
 
 #define MAX_CLIENTS 64
 #define ORGS 10
@@ -50,29 +48,10 @@ struct client {
 	uint64_t first_agent, n_agents;
 	uint64_t target;  /* records this thread makes */
 	uint64_t records; /* records made */
-	int rc;
-	char error[256];
+	struct bench_fail fail;
 };
 
-static struct {
-	char dir[4096], log[4200];
-	struct test_daemon d;
-} b;
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void client_fail(struct client *cl, sc_client *c, int rc, const char *what)
-{
-	cl->rc = rc != 0 ? rc : SC_EINTERNAL;
-	snprintf(cl->error, sizeof(cl->error), "client %d: %s: %s: %s", cl->index, what,
-	         sc_err_name(rc), c ? sc_last_error(c) : "");
-}
+static struct bench_daemon bd; /* its dir: --dir, or a new temporary directory */
 
 static void *client_main(void *arg)
 {
@@ -82,10 +61,10 @@ static void *client_main(void *arg)
 	struct client *cl = arg;
 	uint64_t x = 0x9e3779b97f4a7c15u * (uint64_t)(cl->index + 1);
 	sc_client *c = NULL;
-	int rc = sc_connect(b.d.socket, &c);
+	int rc = sc_connect(bd.d.socket, &c);
 
 	if (rc != 0) {
-		client_fail(cl, NULL, rc, "connect");
+		bench_fail(&cl->fail, cl->index, NULL, rc, "connect");
 		return NULL;
 	}
 	while (cl->records < cl->target) {
@@ -104,7 +83,7 @@ static void *client_main(void *arg)
 			req.task_id = task;
 		}
 		if ((rc = sc_check(c, &req, &d)) != 0) {
-			client_fail(cl, c, rc, "check");
+			bench_fail(&cl->fail, cl->index, c, rc, "check");
 			break;
 		}
 		cl->records++;
@@ -121,7 +100,7 @@ static void *client_main(void *arg)
 			               req.estimated_cost / 2, &s);
 		}
 		if (rc != 0) {
-			client_fail(cl, c, rc, "report");
+			bench_fail(&cl->fail, cl->index, c, rc, "report");
 			break;
 		}
 		cl->records++;
@@ -156,7 +135,7 @@ static int populate(int n_agents, uint64_t *first_agent)
 		rules[i].max_cost_per_txn = 1000000;
 		rules[i].daily_spend_limit = INT64_C(1) << 48;
 	}
-	if ((rc = sc_connect(b.d.socket, &c)) != 0)
+	if ((rc = sc_connect(bd.d.socket, &c)) != 0)
 		goto fail;
 	/* rates per million tokens, in force since before any check */
 	if ((rc = sc_pricing_set(c, "gpt-4o", 2500000, 10000000, NULL, &past, &price)) != 0 ||
@@ -192,7 +171,7 @@ static int generate(uint64_t n, int n_clients, int n_agents)
 {
 	static struct client clients[MAX_CLIENTS];
 	uint64_t first_agent = 0, made = 0;
-	int64_t t0 = now_ns();
+	int64_t t0 = bench_now_ns();
 	int i, failed = 0;
 
 	if (populate(n_agents, &first_agent) != 0)
@@ -205,22 +184,22 @@ static int generate(uint64_t n, int n_clients, int n_agents)
 	}
 	for (i = 0; i < n_clients; i++) {
 		pthread_join(clients[i].thread, NULL);
-		if (clients[i].rc != 0) {
-			fprintf(stderr, "recovery_bench: %s\n", clients[i].error);
+		if (clients[i].fail.rc != 0) {
+			fprintf(stderr, "recovery_bench: %s\n", clients[i].fail.error);
 			failed = 1;
 		}
 		made += clients[i].records;
 	}
 	if (!failed)
 		fprintf(stderr, "recovery_bench: made %" PRIu64 " records in %.1f s\n", made,
-		        (double)(now_ns() - t0) / 1e9);
+		        (double)(bench_now_ns() - t0) / 1e9);
 	return failed ? -1 : 0;
 }
 
 /* The number after `key` in the daemon's log, from its last occurrence; -1 if none. */
 static long long log_number(const char *key, const char *after)
 {
-	FILE *f = fopen(b.log, "r");
+	FILE *f = fopen(bd.log, "r");
 	char line[8192];
 	long long v = -1;
 
@@ -257,25 +236,25 @@ static int rebuild(void)
 	long long ms, records;
 	int64_t t0, t1;
 
-	snprintf(path, sizeof(path), "%s/state/state.shm", b.dir);
+	snprintf(path, sizeof(path), "%s/state/state.shm", bd.dir);
 	unlink(path);
-	snprintf(path, sizeof(path), "rm -rf '%s/state/checkpoints'", b.dir);
+	snprintf(path, sizeof(path), "rm -rf '%s/state/checkpoints'", bd.dir);
 	if (system(path) != 0)
 		return -1;
-	t0 = now_ns();
-	if (test_daemon_restart(&b.d) != 0) {
-		fprintf(stderr, "recovery_bench: the daemon did not start again; see %s\n", b.log);
+	t0 = bench_now_ns();
+	if (test_daemon_restart(&bd.d) != 0) {
+		fprintf(stderr, "recovery_bench: the daemon did not start again; see %s\n", bd.log);
 		return -1;
 	}
-	t1 = now_ns();
+	t1 = bench_now_ns();
 	ms = log_number("rebuilt the state", " in ");
 	records = log_number("rebuilt the state", " and ");
 	if (ms < 0 || records <= 0) {
-		fprintf(stderr, "recovery_bench: no 'rebuilt the state' line in %s\n", b.log);
+		fprintf(stderr, "recovery_bench: no 'rebuilt the state' line in %s\n", bd.log);
 		return -1;
 	}
 	printf("%10lld %9.1f %9lld %10.0f %9.0f\n", records,
-	       (double)dir_bytes(b.dir) / (1 << 20), ms,
+	       (double)dir_bytes(bd.dir) / (1 << 20), ms,
 	       (double)(t1 - t0) / 1e6, ms > 0 ? (double)records * 1000.0 / (double)ms : 0);
 	return 0;
 }
@@ -293,7 +272,7 @@ int main(int argc, char **argv)
 	const char *extra[] = { "--durability", "async", "--hold-ttl", "86400", "--log-level", "info",
 		                "--agents", NULL, "--rules", NULL, "--checkpoint-records",
 		                "1099511627776", "--checkpoint-interval", "86400", NULL };
-	char agents_arg[32], rules_arg[32];
+	char agents_arg[32], rules_arg[32], err[4400];
 	uint64_t records = 200000;
 	int clients = 4, agents = 1000, reuse = 0, keep = 0, rebuilds = 1, i, rc = 0;
 
@@ -308,17 +287,12 @@ int main(int argc, char **argv)
 		else if (strcmp(argv[i], "--rebuilds") == 0 && i + 1 < argc)
 			rebuilds = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
-			snprintf(b.dir, sizeof(b.dir), "%s", argv[++i]);
+			snprintf(bd.dir, sizeof(bd.dir), "%s", argv[++i]);
 			keep = 1;
 		} else if (strcmp(argv[i], "--reuse") == 0)
 			reuse = 1;
-		else if (strcmp(argv[i], "--help") == 0) {
-			usage(stdout);
-			return 0;
-		} else {
-			usage(stderr);
-			return 2;
-		}
+		else
+			return bench_other_arg(argv[i], usage);
 	}
 	if (records < 1000 || clients < 1 || clients > MAX_CLIENTS || agents < 1 ||
 	    agents > 1000000 || rebuilds < 1 || (reuse && !keep)) {
@@ -329,16 +303,13 @@ int main(int argc, char **argv)
 	snprintf(rules_arg, sizeof(rules_arg), "%d", 4 * agents + 64);
 	extra[7] = agents_arg;
 	extra[9] = rules_arg;
-	if (!keep && test_tmpdir(b.dir, sizeof(b.dir)) != 0)
-		return 1;
-	if (keep && !reuse && mkdir(b.dir, 0700) != 0) {
+	if (keep && !reuse && mkdir(bd.dir, 0700) != 0) {
 		fprintf(stderr, "recovery_bench: %s: %s (it must not exist yet without --reuse)\n",
-		        b.dir, strerror(errno));
+		        bd.dir, strerror(errno));
 		return 1;
 	}
-	snprintf(b.log, sizeof(b.log), "%s/daemon.log", b.dir);
-	if (test_daemon_start_in(&b.d, b.dir, b.log, extra) != 0) {
-		fprintf(stderr, "recovery_bench: the daemon did not start; see %s\n", b.log);
+	if (bench_daemon_start(&bd, extra, err, sizeof(err)) != 0) {
+		fprintf(stderr, "recovery_bench: %s\n", err);
 		return 1;
 	}
 	if (!reuse && generate(records, clients, agents) != 0)
@@ -347,18 +318,16 @@ int main(int argc, char **argv)
 	       "records/s");
 	for (i = 0; rc == 0 && i < rebuilds; i++)
 		rc = rebuild() != 0;
-	if (test_daemon_stop(&b.d) != 0)
+	/* a failed run keeps the directory: the daemon's log tells what happened */
+	if (bench_daemon_stop(&bd, keep || rc != 0, err, sizeof(err)) != 0) {
+		fprintf(stderr, "recovery_bench: %s\n", err);
 		rc = 1;
+	}
 	if (rc == 0) {
 		printf("rebuildms: the rebuild as the daemon logs it (state creation and replay); "
 		       "tostartms: from the start until the socket accepts (start-up scan "
 		       "included)\n");
-		printf("command: bench/recovery_bench");
-		for (i = 1; i < argc; i++)
-			printf(" %s", argv[i]);
-		printf("   (daemon %s)\n", test_daemon_bin());
+		bench_print_command("recovery_bench", argc, argv, test_daemon_bin());
 	}
-	if (!keep && rc == 0)
-		test_rm_tree(b.dir);
 	return rc;
 }

@@ -35,10 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon.h"
 #include "gate_bench.h"
 #include "sidecard.h"
-#include "tmpdir.h"
 
 #define SETUP_THREADS 4
 #define BALANCE INT64_C(1000000000000000) /* $1e9: never runs out */
@@ -49,7 +47,7 @@
 #define SETTLE_TIMEOUT_S 300
 
 struct sidecard {
-	char dir[64], log[96];
+	struct bench_daemon bd;
 	char caps[5][24]; /* --agents, --rules, --holds, the durability, --checkpoint-records */
 	struct test_daemon d;
 	sc_client *stats;
@@ -109,7 +107,7 @@ static void *setup_thread(void *arg)
 		rules[k].daily_spend_limit = BIG_LIMIT;
 		rules[k].hourly_rate_limit = HOURLY_LIMIT;
 	}
-	if (a == NULL || (j->rc = sc_connect(j->sc->d.socket, &c)) != 0) {
+	if (a == NULL || (j->rc = sc_connect(j->sc->bd.d.socket, &c)) != 0) {
 		snprintf(j->err, sizeof(j->err), "connect: %s", sc_err_name(j->rc));
 		j->rc = j->rc ? j->rc : -1;
 		free(a);
@@ -227,6 +225,27 @@ failed:
 	return -1;
 }
 
+/*
+ * The length of a metadata value whose map {"note": value} packs to bytes,
+ * exact except where a longer string header would overshoot (exact for the
+ * sweep's 128 and 512); 0 below 8 bytes.
+ */
+static size_t meta_value_len(size_t bytes)
+{
+	/* fixmap header (1) + "note" (1 + 4) + the value's str header (1, 2 or 3 bytes) */
+	size_t fixed = 1 + 5, v;
+
+	if (bytes < fixed + 1)
+		return 0;
+	v = bytes - fixed - 1;
+	if (v <= 31)
+		return v;
+	v = bytes - fixed - 2;
+	if (v <= 255)
+		return v;
+	return bytes - fixed - 3;
+}
+
 /* ----- the system interface ----- */
 
 static int sc_connect_(struct sys *s, void **conn, char *err, size_t len)
@@ -240,7 +259,7 @@ static int sc_connect_(struct sys *s, void **conn, char *err, size_t len)
 	}
 	k->sc = s->priv;
 	k->st = &s->setup;
-	if ((rc = sc_connect(k->sc->d.socket, &k->c)) != 0) {
+	if ((rc = sc_connect(k->sc->bd.d.socket, &k->c)) != 0) {
 		snprintf(err, len, "connect: %s", sc_err_name(rc));
 		free(k);
 		return -1;
@@ -415,16 +434,14 @@ static int sc_ledger(struct sys *s, int64_t *records, int64_t *syncs)
 static int sc_stop(struct sys *s)
 {
 	struct sidecard *sc = s->priv;
+	char err[4400];
 	int rc;
 
 	sc_peek_close(sc->peek);
 	sc_close(sc->stats);
-	rc = test_daemon_stop(&sc->d);
+	rc = bench_daemon_stop(&sc->bd, 0, err, sizeof(err));
 	if (rc != 0)
-		fprintf(stderr, "gate_bench: the daemon stopped with status %d; its log is %s\n", rc,
-		        sc->log);
-	else
-		test_rm_tree(sc->dir);
+		fprintf(stderr, "gate_bench: %s\n", err);
 	free(sc->agent_ids);
 	free(sc->rule_ids);
 	free(sc->meta_value);
@@ -450,11 +467,10 @@ int sidecard_start(struct sys *s, const char *durability, const struct setup *st
 		           .ledger = sc_ledger, .stop = sc_stop };
 	sc->agent_ids = calloc(st->agents ? st->agents : 1, sizeof(uint64_t));
 	sc->rule_ids = calloc(st->agents ? st->agents : 1, sizeof(uint64_t));
-	v = bench_meta_value_len(st->meta_bytes);
+	v = meta_value_len(st->meta_bytes);
 	sc->meta_value = calloc(v + 1, 1);
-	if (sc->agent_ids == NULL || sc->rule_ids == NULL || sc->meta_value == NULL ||
-	    test_tmpdir(sc->dir, sizeof(sc->dir)) != 0) {
-		snprintf(err, len, "out of memory or no temporary directory");
+	if (sc->agent_ids == NULL || sc->rule_ids == NULL || sc->meta_value == NULL) {
+		snprintf(err, len, "out of memory");
 		free(sc->agent_ids);
 		free(sc->rule_ids);
 		free(sc->meta_value);
@@ -463,7 +479,6 @@ int sidecard_start(struct sys *s, const char *durability, const struct setup *st
 	}
 	memset(sc->meta_value, 'm', v);
 	sc->meta = (sc_meta){ .key = "note", .value = sc->meta_value };
-	snprintf(sc->log, sizeof(sc->log), "%s/daemon.log", sc->dir);
 	snprintf(sc->caps[0], sizeof(sc->caps[0]), "%zu", st->agents + 16);
 	snprintf(sc->caps[1], sizeof(sc->caps[1]), "%zu", st->agents * (st->rules + 1) + 16);
 	snprintf(sc->caps[2], sizeof(sc->caps[2]), "%" PRIu64, holds);
@@ -484,17 +499,15 @@ int sidecard_start(struct sys *s, const char *durability, const struct setup *st
 	extra[n++] = "--checkpoint-records";
 	extra[n++] = sc->caps[4];
 	extra[n] = NULL;
-	if (test_daemon_start_in(&sc->d, sc->dir, sc->log, extra) != 0) {
-		snprintf(err, len, "%s --durability %s did not start; its output is in %s",
-		         test_daemon_bin(), durability, sc->log);
+	if (bench_daemon_start(&sc->bd, extra, err, len) != 0) {
 		free(sc->agent_ids);
 		free(sc->rule_ids);
 		free(sc->meta_value);
 		free(sc);
 		return -1;
 	}
-	s->pid = sc->d.pid;
-	if ((rc = sc_connect(sc->d.socket, &sc->stats)) != 0) {
+	s->pid = sc->bd.d.pid;
+	if ((rc = sc_connect(sc->bd.d.socket, &sc->stats)) != 0) {
 		snprintf(err, len, "connect: %s", sc_err_name(rc));
 		sc_stop(s);
 		return -1;
