@@ -34,20 +34,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "invariant.h"
 #include "msgpack_same.h"
 #include "proto.h"
 #include "sidecard.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                   \
-	do {                                                                          \
-		if (!(cond)) {                                                        \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__,   \
-			        __LINE__, #cond);                                     \
-			abort();                                                      \
-		}                                                                     \
-	} while (0)
 
 /* Reads every kind of argument the dispatcher will, from one args map. */
 static void read_args(struct proto_args *a, msgpack_packer *pk)

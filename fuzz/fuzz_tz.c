@@ -29,18 +29,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "invariant.h"
 #include "tz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                   \
-	do {                                                                          \
-		if (!(cond)) {                                                        \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__,   \
-			        __LINE__, #cond);                                     \
-			abort();                                                      \
-		}                                                                     \
-	} while (0)
 
 #define US_1900 INT64_C(-2208988800000000)
 #define US_2400 INT64_C(13569465600000000)
