@@ -301,6 +301,11 @@ int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
 	return 0;
 }
 
+int checkpoint_busy(const struct checkpointer *cp)
+{
+	return cp->in_flight;
+}
+
 int checkpoint_start(struct checkpointer *cp, const struct shm *m, uint64_t seq, int64_t now)
 {
 	int rc;

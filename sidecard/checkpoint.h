@@ -23,6 +23,8 @@ int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
  * SC_EUNAVAILABLE while the previous one is still being written.
  */
 int checkpoint_start(struct checkpointer *cp, const struct shm *m, uint64_t seq, int64_t now);
+/* 1 while a snapshot is being written (checkpoint_start would refuse); loop thread. */
+int checkpoint_busy(const struct checkpointer *cp);
 /* Calls closed(arg) once no snapshot is being written. */
 void checkpoint_close(struct checkpointer *cp, void (*closed)(void *arg), void *arg);
 void checkpoint_free(struct checkpointer *cp);

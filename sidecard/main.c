@@ -179,15 +179,24 @@ static void on_worker_thread(void *ctx, int starting)
 
 /* ------------------------------------------------------------ checkpoints */
 
-static void take_checkpoint(struct daemon *d)
+/*
+ * Snapshots the state once at least min_records changes are not in the
+ * newest snapshot. While one is being written nothing is asked of the
+ * commit lock: every flush calls this, and would otherwise take the lock
+ * only to be refused.
+ */
+static void take_checkpoint(struct daemon *d, uint64_t min_records)
 {
 	uint64_t seq;
 	int rc;
 
+	if (checkpoint_busy(d->cp))
+		return;
 	/* the snapshot copies the state: no change may run meanwhile */
 	pthread_mutex_lock(&d->dispatch.lock);
 	seq = state_applied(d->st);
-	if (d->stopping || seq <= d->dispatch.checkpoint_seq) {
+	if (d->stopping || seq <= d->dispatch.checkpoint_seq ||
+	    seq - d->dispatch.checkpoint_seq < min_records) {
 		pthread_mutex_unlock(&d->dispatch.lock);
 		return;
 	}
@@ -221,21 +230,16 @@ static void on_checkpoint_done(void *arg, uint64_t seq, int rc)
 
 static void on_checkpoint_timer(uv_timer_t *t)
 {
-	take_checkpoint(t->data);
+	take_checkpoint(t->data, 1);
 }
 
 static void on_durable(void *arg, uint64_t seq)
 {
 	struct daemon *d = arg;
-	int due;
 
 	if (d->srv)
 		srv_set_durable(d->srv, seq);
-	pthread_mutex_lock(&d->dispatch.lock);
-	due = state_applied(d->st) - d->dispatch.checkpoint_seq >= d->cfg.checkpoint_records;
-	pthread_mutex_unlock(&d->dispatch.lock);
-	if (due)
-		take_checkpoint(d);
+	take_checkpoint(d, d->cfg.checkpoint_records);
 }
 
 /* --------------------------------------------------------------- stopping */
