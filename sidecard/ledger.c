@@ -1,8 +1,9 @@
 /*
  * ledger.c: the daemon's ledger writer. Records are appended in memory on
- * the loop thread and written with fdatasync by libuv's thread pool, one
- * batch at a time (group commit); when a batch is on disk the owner is told
- * the durable sequence number, which releases strict-mode replies.
+ * the loop thread and written with fdatasync one batch at a time (group
+ * commit): by libuv's thread pool in async mode, by the loop thread itself
+ * in strict mode. When a batch is on disk the owner is told the durable
+ * sequence number, which releases strict-mode replies.
  *
  * Threads: every ledger_* function runs on the loop thread, except when
  * the owner gives a lock (cfg.lock): then ledger_begin/ledger_commit,
@@ -12,8 +13,9 @@
  * loop (l->wake) when the loop must act: the first record after a swap
  * (strict: start a flush; async: arm the interval) and the one that crosses
  * --commit-batch. The write of a batch (flush_work) runs on a pool thread
- * and touches only the segment file, the batch buffer and the rotation
- * fields, which the loop thread leaves alone while l->in_flight is set. The
+ * (async mode) and touches only the segment file, the batch buffer and the
+ * rotation fields, which the loop thread leaves alone while l->in_flight is
+ * set; in strict mode the loop thread calls it between two polls. The
  * zero-filling (prep_work) runs on another pool thread on its own descriptor
  * and the prep_* fields, which the loop thread leaves alone while
  * l->prep_busy is set; the two write disjoint ranges (start_flush waits
@@ -25,7 +27,20 @@
  * written. A flush swaps them when no batch is in flight. In async mode it
  * starts after --commit-interval, or at once when the pending bytes reach
  * --commit-batch. In strict mode it starts at the end of a loop iteration
- * that appended something (a uv_check handle), subject to gathering:
+ * that appended something (a uv_check handle), subject to gathering, and
+ * runs on the loop thread:
+ *
+ * Syncing on the loop thread (strict mode; what Redis does with appendfsync
+ * always, and a PostgreSQL backend with its own commit). Every strict-mode
+ * change waits for the sync anyway, and a batch handed to the pool costs two
+ * more thread wake-ups on its way (loop to pool, pool back to the loop),
+ * which on a virtual machine with idle cores cost tens of microseconds each:
+ * a third of the cycle at 8 clients (docs/PERFORMANCE.md). The price is
+ * that requests on the ledger's loop wait while it syncs, reads included,
+ * at most one fdatasync (with --workers 2 or more the ledger's loop serves
+ * no connection: only the listener waits). Records appended while it
+ * syncs, by other workers or by replies it releases, are taken on the
+ * loop's next turn: a flush never follows another without a poll between.
  *
  * Gathering (strict mode; PostgreSQL's commit_delay, made adaptive). With
  * one request outstanding per client, starting the next batch the moment a
@@ -35,8 +50,11 @@
  * writer sets a target: the records it just made durable (their clients
  * were just answered and are likely to send their next change within a
  * round trip) plus those already pending. The next batch starts as soon as
- * that many records are pending, or at a deadline of half the last
- * fdatasync's duration, at most GATHER_MAX_NS, whichever comes first. A
+ * that many records are pending, or at a deadline of the last fdatasync's
+ * duration, at most GATHER_MAX_NS, whichever comes first: answering 8
+ * clients and reading their next requests takes most of a sync on two
+ * cores, so half a sync split the cohorts again (6.5 records per sync at 8
+ * clients, 7.8 with the whole sync). A
  * lone client reaches its target (1) with its next request, so it never
  * waits; a client that goes quiet delays the others by the deadline at
  * most, and the next target adapts to what arrived. The deadline is a
@@ -159,6 +177,7 @@ struct ledger {
 	size_t batch_records;
 	uv_work_t work;
 	int in_flight;
+	int syncing;  /* strict mode: the loop thread is writing a batch itself */
 	int work_errno;
 	const char *work_what;
 
@@ -189,6 +208,8 @@ struct ledger {
 };
 
 static void maybe_flush(struct ledger *l);
+static void arm_gather(struct ledger *l);
+static void flush_inline(struct ledger *l);
 
 static int64_t mono_ns(void)
 {
@@ -401,7 +422,7 @@ static void maybe_prepare(struct ledger *l)
 
 /* ------------------------------------------------------------------ flush */
 
-/* Pool thread: writes and syncs the batch, rotating first if needed. */
+/* Pool thread, or the loop thread in strict mode: writes and syncs the batch, rotating first if needed. */
 static void flush_work(uv_work_t *w)
 {
 	struct ledger *l = w->data;
@@ -550,8 +571,7 @@ static void flush_done(uv_work_t *w, int status)
 	 */
 	l->gather_target = l->batch_records + l->pending_records;
 	unlock(l);
-	l->gather_deadline = mono_ns() + (l->sync_ns / 2 < GATHER_MAX_NS ? l->sync_ns / 2
-	                                                                : GATHER_MAX_NS);
+	l->gather_deadline = mono_ns() + (l->sync_ns < GATHER_MAX_NS ? l->sync_ns : GATHER_MAX_NS);
 	l->batch.size = 0;
 	l->batch_records = 0;
 	trim_buffers(l, written);
@@ -612,6 +632,10 @@ static void start_flush(struct ledger *l)
 	l->in_flight = 1;
 	l->due = 0;
 	l->work.data = l;
+	if (l->cfg.strict && !l->closing) {
+		flush_inline(l);
+		return;
+	}
 	if (uv_queue_work(l->loop, &l->work, flush_work, flush_done) != 0) {
 		if (l->rot_fd >= 0)
 			l->next_fd = l->rot_fd; /* not consumed */
@@ -621,6 +645,31 @@ static void start_flush(struct ledger *l)
 		l->work_what = "queue";
 		flush_done(&l->work, 0);
 	}
+}
+
+/*
+ * Strict mode: the loop thread writes and syncs the batch (see DESIGN).
+ * What was appended meanwhile waits for the gathering timer, at once if
+ * the target is already met, so that the loop polls before the next sync.
+ */
+static void flush_inline(struct ledger *l)
+{
+	size_t records;
+
+	l->syncing = 1;
+	flush_work(&l->work);
+	flush_done(&l->work, 0);
+	l->syncing = 0;
+	if (l->in_flight || l->batch.size || l->timer_armed)
+		return; /* closing, or a failed batch waiting for its retry */
+	lock(l);
+	records = l->pending_records;
+	unlock(l);
+	if (records == 0)
+		return;
+	if (records >= l->gather_target)
+		l->gather_deadline = mono_ns();
+	arm_gather(l);
 }
 
 static void on_gather(uv_poll_t *p, int status, int events)
@@ -658,7 +707,7 @@ static void maybe_flush(struct ledger *l)
 {
 	size_t records, bytes;
 
-	if (l->in_flight)
+	if (l->in_flight || l->syncing)
 		return;
 	lock(l);
 	records = l->pending_records;
