@@ -216,13 +216,22 @@ static __attribute__((noinline)) uint32_t find_by_bytes(const struct proto_args 
 	return a->n;
 }
 
-/* The entry of key, or a->n when the map has none. */
-static uint32_t find(const struct proto_args *a, const char *key)
+/*
+ * The entry of key, or a->n when the map has none. Methods read their
+ * fields in the order of their list, so the field after the last one
+ * found is tried first.
+ */
+static uint32_t find(struct proto_args *a, const char *key)
 {
-	for (unsigned f = 0; f < a->n_indexed; f++)
-		if (a->fields[f] == key)
-			return a->entry[f] ? a->entry[f] - 1u : a->n;
-	return find_by_bytes(a, key);
+	unsigned f = a->next_field;
+
+	if (f >= a->n_indexed || a->fields[f] != key)
+		for (f = 0; f < a->n_indexed && a->fields[f] != key; f++)
+			;
+	if (f == a->n_indexed)
+		return find_by_bytes(a, key);
+	a->next_field = f + 1;
+	return a->entry[f] ? a->entry[f] - 1u : a->n;
 }
 
 static const msgpack_object *lookup(struct proto_args *a, const char *key, int required,
@@ -269,23 +278,26 @@ int proto_args_finish(struct proto_args *a)
 
 int proto_args_expect(struct proto_args *a, const char *const *fields)
 {
-	unsigned indexed = 0;
+	unsigned indexed = 0, f = 0;
 
 	a->fields = NULL;
 	a->n_indexed = 0;
+	a->next_field = 0;
 	while (indexed < PROTO_FIELDS_INDEXED && fields[indexed])
 		a->entry[indexed++] = 0;
 	for (uint32_t i = 0; i < a->n; i++) {
 		const msgpack_object *k = &a->kv[i].key;
-		unsigned f = 0;
 
-		while (fields[f] && !key_is(k, fields[f]))
-			f++;
+		/* clients tend to send the fields in the list's order: try the next one first */
+		if (!fields[f] || !key_is(k, fields[f]))
+			for (f = 0; fields[f] && !key_is(k, fields[f]); f++)
+				;
 		if (!fields[f])
 			return unknown_field(a, k);
 		/* keys are unique (check_keys), so each field has one entry at most */
 		if (f < indexed)
 			a->entry[f] = (uint8_t)(i + 1);
+		f++;
 	}
 	a->fields = fields;
 	a->n_indexed = indexed;

@@ -186,6 +186,7 @@ struct proto_args {
 	/* the index proto_args_expect() builds: fields[f] is entry entry[f] - 1, 0: absent */
 	const char *const *fields;   /* NULL until proto_args_expect() succeeded */
 	unsigned n_indexed;
+	unsigned next_field;         /* the field after the last one looked up: likely the next */
 	uint8_t entry[PROTO_FIELDS_INDEXED];
 	char prefix[PROTO_PREFIX_MAX]; /* "" at the top level */
 };

@@ -282,10 +282,10 @@ int call_agent_arg(struct call *c, uint32_t *slot)
 int call_org_ref_arg(struct call *c, const char *key, int required, uint32_t *slot,
                        int *present)
 {
-	const msgpack_object *o;
+	const msgpack_object *o = NULL;
 	int rc = proto_arg_obj(c->a, key, required, -1, &o, present);
 
-	if (rc != 0 || (present && !*present))
+	if (rc != 0 || o == NULL)
 		return rc;
 	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
 		if (state_org_by_id(c->st, o->via.u64, slot) != 0)
