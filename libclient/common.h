@@ -29,7 +29,7 @@ int sc_names_find(const struct sc_names *t, const char *s, size_t len);
 struct sc_client;
 /*
  * A string of the daemon's `stats` (state_path) into buf (len bytes):
- * 0, SC_ENOTFOUND, or a call's error with sc_last_error() (client.c).
+ * 0, SC_ENOTFOUND, or a call's error with sc_last_error() (client_admin.c).
  */
 int sc_client_stat_str(struct sc_client *c, const char *name, char *buf, size_t len);
 

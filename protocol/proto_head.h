@@ -5,7 +5,7 @@
  * big-endian. The choice is made here once for the two writers that pack
  * without msgpack-c's packer and must match it byte for byte: the daemon's
  * responses (proto_put_*, protocol/args.c, into a fixed buffer) and
- * libsidecard's requests (libclient/client.c, into a growing sbuffer).
+ * libsidecard's requests (libclient/client_request.c, into a growing sbuffer).
  * They differ only in where the bytes go. Header-only, because libsidecard
  * does not link the protocol library.
  *
