@@ -417,7 +417,7 @@ static unsigned resident_pages(const void *table, size_t n, size_t size)
 /*
  * A segment sized for many agents costs memory for the agents it holds:
  * neither creating agents nor opening the segment again touches the pages
- * of a table's empty tail (state.c reads slots below the high-water marks
+ * of a table's empty tail (state_index.c reads slots below the high-water marks
  * only), so they are never mapped. A table of thousands of pages holding
  * one record has at most the kernel's fault-around (16 pages) mapped at each
  * end: its own first page and the next table's.
