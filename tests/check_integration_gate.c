@@ -456,7 +456,7 @@ START_TEST(test_hold_expiry)
 	txn = allow(id, "x", USD(3));
 	kept = allow(id, "x", USD(2));
 	report(kept, SC_OUTCOME_SUCCESS, 1, USD(1));
-	sleep_ms(2500);
+	test_sleep_ms(2500);
 	w = wait_no_holds(id);
 	ck_assert_int_eq(w.held, 0);
 	ck_assert_int_eq(w.balance, USD(10 - 3 - 1)); /* the estimate is charged */
@@ -478,7 +478,7 @@ START_TEST(test_hold_expiry_no_charge)
 	sc_wallet w;
 
 	txn = allow(id, "x", USD(3));
-	sleep_ms(2500);
+	test_sleep_ms(2500);
 	w = wait_no_holds(id);
 	ck_assert_int_eq(w.held, 0);
 	ck_assert_int_eq(w.balance, USD(10));
@@ -741,7 +741,7 @@ START_TEST(test_concurrent_checks_never_overspend)
 	ck_assert_int_gt(reported, 0);
 	/* Wait for the unreported holds to expire (TTL plus the sweep). */
 	for (i = 0; i < 200 && (final = wallet(id)).held != 0; i++)
-		sleep_ms(50);
+		test_sleep_ms(50);
 	ck_assert_int_eq(final.held, 0);
 	ck_assert_msg(final.balance == CONC_BALANCE - charged - expired,
 	              "balance %lld, expected %lld - %lld charged - %lld expired (%d reported, "

@@ -269,7 +269,7 @@ START_TEST(test_task_hold_expiry)
 	uint64_t id = new_agent(USD(100));
 
 	allow_task(id, USD(2), "exp");
-	sleep_ms(1500);
+	test_sleep_ms(1500);
 	ck_assert_int_eq(wait_no_holds(id).held, 0);
 	assert_task("after the expiry", "exp", TASK_CAP,
 	            &(struct task_tally){ .usage = USD(2), .checks = 1 });

@@ -77,14 +77,6 @@ static unsigned made[LEDGER_TYPE_END];
 
 #define OK(call) TEST_OK(c, call)
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 static long now_ms(void)
 {
 	struct timespec ts;
@@ -149,17 +141,6 @@ static void kill_daemon(int sig)
 	ck_assert_int_eq(test_daemon_kill(&d, sig), sig == SIGTERM ? 0 : 128 + sig);
 }
 
-static char *daemon_log(void);
-
-/* Starts the daemon again on its state directory, with a fresh log. */
-static void restart(void)
-{
-	unlink(log_path);
-	ck_assert_msg(test_daemon_restart(&d) == 0, "restart failed; the daemon's log:\n%s",
-	              daemon_log());
-	OK(sc_connect(d.socket, &c));
-}
-
 static void state_path(char *buf, size_t len, const char *name)
 {
 	snprintf(buf, len, "%s/%s", d.state, name);
@@ -220,6 +201,15 @@ static char *daemon_log(void)
 	char *s = read_file(log_path, NULL);
 
 	return s ? s : strdup("");
+}
+
+/* Starts the daemon again on its state directory, with a fresh log. */
+static void restart(void)
+{
+	unlink(log_path);
+	ck_assert_msg(test_daemon_restart(&d) == 0, "restart failed; the daemon's log:\n%s",
+	              daemon_log());
+	OK(sc_connect(d.socket, &c));
 }
 
 static int64_t stat_of(const char *name)
@@ -984,7 +974,7 @@ START_TEST(test_rotation_checkpoint)
 		report(allow(w.research, "data.fetch", CENTS(2)), SC_OUTCOME_SUCCESS, 1, CENTS(1));
 	last_seq = stat_of("ledger_last_seq");
 	for (i = 0; i < 100 && (checkpoint_seq = stat_of("checkpoint_seq")) == 0; i++)
-		sleep_ms(50);
+		test_sleep_ms(50);
 	ck_assert_msg(checkpoint_seq > 0, "no checkpoint after %" PRId64 " records", last_seq);
 	ck_assert_int_le(checkpoint_seq, last_seq);
 	ck_assert_int_gt(count_files("checkpoints", ".snap"), 0);
@@ -1063,7 +1053,7 @@ static int wait_stat(const char *name, int64_t want, long ms)
 	while (stat_of(name) != want) {
 		if (now_ms() > end)
 			return 0;
-		sleep_ms(10);
+		test_sleep_ms(10);
 	}
 	return 1;
 }
@@ -1225,7 +1215,7 @@ START_TEST(test_disk_failure)
 	/* The disk recovers: the held reply goes out and changes work again. */
 	ck_assert_int_eq(unlink(control), 0);
 	for (i = 0; i < 500 && !__atomic_load_n(&p.done, __ATOMIC_ACQUIRE); i++)
-		sleep_ms(10);
+		test_sleep_ms(10);
 	ck_assert_msg(__atomic_load_n(&p.done, __ATOMIC_ACQUIRE),
 	              "the held reply was not sent within 5 s of the disk recovering");
 	pthread_join(p.thread, NULL);

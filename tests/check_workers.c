@@ -68,14 +68,6 @@ static void stop(void)
 	test_client_stop(&d, &c);
 }
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 static uint64_t new_org(const char *name, sc_micros balance)
 {
 	sc_wallet_update u = { .set = SC_WALLET_SET_BALANCE, .balance = balance };
@@ -383,7 +375,7 @@ START_TEST(test_strict_answers_and_stops_clean)
 	__atomic_store_n(&running, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < STRICT_THREADS; i++)
 		ck_assert_int_eq(pthread_create(&cl[i].thread, NULL, strict_main, &cl[i]), 0);
-	sleep_ms(500);
+	test_sleep_ms(500);
 	__atomic_store_n(&running, 0, __ATOMIC_RELEASE);
 	for (i = 0; i < STRICT_THREADS; i++) {
 		pthread_join(cl[i].thread, NULL);
@@ -398,7 +390,7 @@ START_TEST(test_strict_answers_and_stops_clean)
 	__atomic_store_n(&running, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < STRICT_THREADS; i++)
 		ck_assert_int_eq(pthread_create(&cl[i].thread, NULL, strict_main, &cl[i]), 0);
-	sleep_ms(300);
+	test_sleep_ms(300);
 	sc_close(c);
 	c = NULL;
 	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0);
@@ -554,7 +546,7 @@ START_TEST(test_vanishing_clients)
 		OK(sc_stat(c, "connections_open", &open));
 		if (open == 1)
 			break;
-		sleep_ms(20);
+		test_sleep_ms(20);
 	}
 	ck_assert_int_eq(open, 1);
 	OK(sc_wallets_get(c, v[0].agent, &before));

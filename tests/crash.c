@@ -237,14 +237,6 @@ static int env_int(const char *name, int def)
 	return v != NULL && v[0] != '\0' ? atoi(v) : def;
 }
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 static int64_t utc_day(void)
 {
 	return (int64_t)time(NULL) / 86400;
@@ -1189,7 +1181,7 @@ int main(void)
 				fail("pthread_create: %s", strerror(errno));
 		}
 		pthread_barrier_wait(&run.go);
-		sleep_ms(kill_ms);
+		test_sleep_ms(kill_ms);
 		daemon_kill();
 		for (i = 0; i < THREADS; i++)
 			pthread_join(threads[i].thread, NULL);

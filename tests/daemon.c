@@ -39,7 +39,7 @@
 #define STOP_TIMEOUT_MS 10000
 #define POLL_MS 5
 
-static void sleep_ms(long ms)
+void test_sleep_ms(long ms)
 {
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
 
@@ -148,7 +148,7 @@ static int spawn(struct test_daemon *d)
 		}
 		if (accepts(d->socket))
 			return 0;
-		sleep_ms(POLL_MS);
+		test_sleep_ms(POLL_MS);
 	}
 	fprintf(stderr, "test daemon: %s did not accept on %s within %d ms\n", bin, d->socket,
 	        START_TIMEOUT_MS);
@@ -172,7 +172,7 @@ static int terminate(struct test_daemon *d)
 			d->pid = 0;
 			return exit_code(status);
 		}
-		sleep_ms(POLL_MS);
+		test_sleep_ms(POLL_MS);
 	}
 	fprintf(stderr, "test daemon: pid %d ignored SIGTERM for %d ms, killing it\n", (int)d->pid,
 	        STOP_TIMEOUT_MS);

@@ -79,4 +79,7 @@ int test_daemon_stop(struct test_daemon *d);
  * daemon then fails the test instead of hanging the suite. */
 void test_daemon_timeout(unsigned seconds);
 
+/* Sleeps ms milliseconds, through signals (the tests that drive a daemon wait with it). */
+void test_sleep_ms(long ms);
+
 #endif /* SC_TESTS_DAEMON_H */

@@ -114,14 +114,6 @@ sc_settlement report(uint64_t txn, enum sc_outcome o, int has_actual, sc_micros 
 	return s;
 }
 
-void sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 int has_warning(const sc_decision *dec, const char *w)
 {
 	unsigned i;
@@ -141,7 +133,7 @@ sc_wallet wait_no_holds(uint64_t agent)
 		w = wallet(agent);
 		if (w.held == 0)
 			break;
-		sleep_ms(50);
+		test_sleep_ms(50);
 	}
 	return w;
 }

@@ -91,9 +91,6 @@ sc_wallet wallet(uint64_t agent);
 /* Reports txn, asserting the settlement names it and its outcome. */
 sc_settlement report(uint64_t txn, enum sc_outcome o, int has_actual, sc_micros actual);
 
-/* Sleeps ms milliseconds, through signals. */
-void sleep_ms(long ms);
-
 /* Whether the decision carries the warning w. */
 int has_warning(const sc_decision *dec, const char *w);
 
