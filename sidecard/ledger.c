@@ -54,11 +54,11 @@
  * duration, at most GATHER_MAX_NS, whichever comes first: answering 8
  * clients and reading their next requests takes most of a sync on two
  * cores, so half a sync split the cohorts again (6.5 records per sync at 8
- * clients, 7.8 with the whole sync). A
- * lone client reaches its target (1) with its next request, so it never
- * waits; a client that goes quiet delays the others by the deadline at
- * most, and the next target adapts to what arrived. The deadline is a
- * timerfd (uv_poll) because libuv's timers count milliseconds.
+ * clients, 7.8 with the whole sync). A lone client reaches its target (1)
+ * with its next request, so it never waits; a client that goes quiet delays
+ * the others by the deadline at most, and the next target adapts to what
+ * arrived. The deadline is a timerfd (uv_poll) because libuv's timers count
+ * milliseconds.
  *
  * Preallocation. An fdatasync of an appended file must also commit the
  * file's new size, a journal commit on ext4 that costs as much as the data
@@ -422,7 +422,10 @@ static void maybe_prepare(struct ledger *l)
 
 /* ------------------------------------------------------------------ flush */
 
-/* Pool thread, or the loop thread in strict mode: writes and syncs the batch, rotating first if needed. */
+/*
+ * Writes and syncs the batch, rotating first if needed: on a pool thread,
+ * or on the loop thread in strict mode.
+ */
 static void flush_work(uv_work_t *w)
 {
 	struct ledger *l = w->data;
@@ -660,8 +663,9 @@ static void flush_inline(struct ledger *l)
 	flush_work(&l->work);
 	flush_done(&l->work, 0);
 	l->syncing = 0;
-	if (l->in_flight || l->batch.size || l->timer_armed)
-		return; /* closing, or a failed batch waiting for its retry */
+	/* a failed batch waits for its retry; a ledger being closed flushes on its own */
+	if (l->closing || l->batch.size || l->timer_armed)
+		return;
 	lock(l);
 	records = l->pending_records;
 	unlock(l);
