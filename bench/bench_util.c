@@ -93,14 +93,6 @@ int64_t bench_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-void bench_sleep_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 uint64_t bench_rand(uint64_t *state)
 {
 	uint64_t x = *state;
@@ -202,7 +194,7 @@ int bench_reap(pid_t pid)
 	for (waited = 0; waited < 10000; waited += 5) {
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-		bench_sleep_ms(5);
+		test_sleep_ms(5);
 	}
 	kill(pid, SIGKILL);
 	if (waitpid(pid, &status, 0) != pid)
@@ -225,7 +217,7 @@ int bench_wait_socket(const char *path, pid_t pid)
 			close(fd);
 		if (ok)
 			return 1;
-		bench_sleep_ms(5);
+		test_sleep_ms(5);
 	}
 	return 0;
 }

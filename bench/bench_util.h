@@ -23,8 +23,7 @@
 
 /* ----- time, random numbers, sorting ----- */
 
-int64_t bench_now_ns(void); /* CLOCK_MONOTONIC */
-void bench_sleep_ms(long ms);
+int64_t bench_now_ns(void); /* CLOCK_MONOTONIC; sleeping is tests/daemon.h's test_sleep_ms */
 /* A fast per-thread random number (xorshift64*); *state must not be 0. */
 uint64_t bench_rand(uint64_t *state);
 /* qsort's comparison of int64_t values, ascending. */

@@ -225,19 +225,19 @@ static int run_one(struct sys *s, const struct mode *m, int n, int pass, const c
 		pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
 	}
 	pthread_barrier_wait(&run.go);
-	bench_sleep_ms((long)(opt.warmup * 1000));
+	test_sleep_ms((long)(opt.warmup * 1000));
 	if (s->ledger != NULL && s->ledger(s, &recs0, &syncs0) != 0)
 		failed = 1;
 	proc_sample(s->pid, &p0);
 	t0 = bench_now_ns();
 	__atomic_store_n(&run.measuring, 1, __ATOMIC_RELEASE);
-	bench_sleep_ms((long)(opt.seconds * 1000));
+	test_sleep_ms((long)(opt.seconds * 1000));
 	/*
 	 * A short interval (the smoke's) may end before a slow operation (a
 	 * strict report behind a busy disk) does: measure until one has.
 	 */
 	while (bench_now_ns() - t0 < INT64_C(30000000000) && !any_ops(w, n_threads))
-		bench_sleep_ms(5);
+		test_sleep_ms(5);
 	__atomic_store_n(&run.measuring, 0, __ATOMIC_RELEASE);
 	t1 = bench_now_ns();
 	proc_sample(s->pid, &p1);

@@ -202,12 +202,12 @@ static int run_one(const char *mode, unsigned workers, int n_clients, double sec
 	for (i = 0; i < n_clients; i++)
 		pthread_create(&clients[i].thread, NULL, client_main, &clients[i]);
 	pthread_barrier_wait(&b.go);
-	bench_sleep_ms(WARMUP_MS);
+	test_sleep_ms(WARMUP_MS);
 	sc_stat(c, "ledger_syncs", &syncs0);
 	sc_stat(c, "ledger_records_synced", &recs0);
 	t0 = bench_now_ns();
 	__atomic_store_n(&b.measuring, 1, __ATOMIC_RELEASE);
-	bench_sleep_ms((long)(seconds * 1000));
+	test_sleep_ms((long)(seconds * 1000));
 	__atomic_store_n(&b.measuring, 0, __ATOMIC_RELEASE);
 	t1 = bench_now_ns();
 	sc_stat(c, "ledger_syncs", &syncs1);

@@ -162,7 +162,7 @@ static int setup_agents(struct sidecard *sc, const struct setup *st, char *err, 
 				        st->agents, (double)(bench_now_ns() - t0) / 1e9);
 				reported = now;
 			}
-			bench_sleep_ms(200);
+			test_sleep_ms(200);
 		}
 	}
 	for (t = 0; t < n; t++)
@@ -214,7 +214,7 @@ static int settle(struct sidecard *sc, const struct setup *st, char *err, size_t
 			                " records\n", last);
 			said = 1;
 		}
-		bench_sleep_ms(20);
+		test_sleep_ms(20);
 	}
 	if (said)
 		fprintf(stderr, "gate_bench: setup: settled after %.1f s\n",
