@@ -270,15 +270,46 @@ void bench_fail(struct bench_fail *f, int index, sc_client *c, int rc, const cha
 	         c ? sc_last_error(c) : "");
 }
 
+/* The directory of the segment (struct bench_daemon), made on first use. 0 or -1. */
+static int segment_dir(struct bench_daemon *bd, char *err, size_t len)
+{
+	const char *base = getenv("SIDECARD_BENCH_SEGMENT_DIR");
+
+	if (bd->seg_dir[0] != '\0')
+		return 0;
+	if (base == NULL || base[0] == '\0')
+		base = getenv("XDG_RUNTIME_DIR");
+	if (base == NULL || base[0] == '\0')
+		base = "/dev/shm";
+	if ((size_t)snprintf(bd->seg_dir, sizeof(bd->seg_dir), "%s/sidecard-bench.XXXXXX", base) >=
+	            sizeof(bd->seg_dir) ||
+	    mkdtemp(bd->seg_dir) == NULL) {
+		snprintf(err, len, "cannot make a directory for the segment in %s: %s", base,
+		         strerror(errno));
+		bd->seg_dir[0] = '\0';
+		return -1;
+	}
+	snprintf(bd->seg_arg, sizeof(bd->seg_arg), "%s/sidecard.shm", bd->seg_dir);
+	return 0;
+}
+
 int bench_daemon_start(struct bench_daemon *bd, const char *const *extra, char *err, size_t len)
 {
-	size_t at;
+	size_t at, n = 0, max = sizeof(bd->extra) / sizeof(bd->extra[0]) - 2;
 	int i;
 
 	if (bd->dir[0] == '\0' && test_tmpdir(bd->dir, sizeof(bd->dir)) != 0) {
 		snprintf(err, len, "cannot make a temporary directory");
 		return -1;
 	}
+	if (segment_dir(bd, err, len) != 0)
+		return -1;
+	for (; extra != NULL && extra[n] != NULL && n < max - 1; n++)
+		bd->extra[n] = extra[n];
+	bd->extra[n++] = "--segment";
+	bd->extra[n++] = bd->seg_arg;
+	bd->extra[n] = NULL;
+	extra = bd->extra;
 	snprintf(bd->log, sizeof(bd->log), "%s/daemon.log", bd->dir);
 	if (test_daemon_start_in(&bd->d, bd->dir, bd->log, extra) == 0)
 		return 0;
@@ -295,6 +326,10 @@ int bench_daemon_stop(struct bench_daemon *bd, int keep, char *err, size_t len)
 {
 	int rc = test_daemon_stop(&bd->d);
 
+	/* the segment holds nothing its log does not say, and memory while it stays */
+	if (bd->seg_dir[0] != '\0')
+		test_rm_tree(bd->seg_dir);
+	bd->seg_dir[0] = '\0';
 	if (rc != 0) {
 		snprintf(err, len, "the daemon stopped with status %d; its log is %s", rc, bd->log);
 		return -1;

@@ -111,11 +111,17 @@ void bench_fail(struct bench_fail *f, int index, sc_client *c, int rc, const cha
 /*
  * The daemon runs on dir (made by the benchmark or given by its user) with
  * its output appended to dir/daemon.log, so that after a failure the log
- * outlives it.
+ * outlives it. Its state segment is where a deployment's is, beside the
+ * socket in the runtime directory, a memory file system: a directory the
+ * benchmark makes in $SIDECARD_BENCH_SEGMENT_DIR, else $XDG_RUNTIME_DIR,
+ * else /dev/shm, and removes when the daemon stops (after a failure too).
  */
 struct bench_daemon {
 	char dir[4096];
 	char log[4200];
+	char seg_dir[128];
+	char seg_arg[160];
+	const char *extra[24];
 	struct test_daemon d;
 };
 

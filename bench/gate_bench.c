@@ -629,7 +629,9 @@ static void usage(FILE *out)
 	        "  --sweep WHAT        clients (1..16), agents (1k..1M), rules (1..32) or size\n"
 	        "                      (check metadata of 0, 128, 512 bytes): one table each\n"
 	        "  --help\n"
-	        "The daemon is $SIDECARD_BIN (else the build tree's); redis-server is found on PATH.\n",
+	        "The daemon is $SIDECARD_BIN (else the build tree's); redis-server is found on PATH.\n"
+	        "The daemon's state segment goes in a directory made in $SIDECARD_BENCH_SEGMENT_DIR,\n"
+	        "else $XDG_RUNTIME_DIR, else /dev/shm: a memory file system, where the default puts it.\n",
 	        SC_RULES_MAX);
 }
 

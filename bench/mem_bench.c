@@ -192,7 +192,7 @@ static int run_one(uint32_t n_agents, unsigned n_rules, int n_clients, struct ro
 		failed = 1;
 	}
 	sc_close(c);
-	snprintf(seg, sizeof(seg), "%s/state.shm", bd.d.state);
+	snprintf(seg, sizeof(seg), "%s", bd.d.segment);
 	if (!failed && (proc_mem(bd.d.pid, &out->mem) != 0 ||
 	                stat(seg, &sb) != 0)) {
 		fprintf(stderr, "mem_bench: cannot read the daemon's memory or %s: %s\n", seg,

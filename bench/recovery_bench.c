@@ -236,8 +236,7 @@ static int rebuild(void)
 	long long ms, records;
 	int64_t t0, t1;
 
-	snprintf(path, sizeof(path), "%s/state/state.shm", bd.dir);
-	unlink(path);
+	unlink(bd.d.segment);
 	snprintf(path, sizeof(path), "rm -rf '%s/state/checkpoints'", bd.dir);
 	if (system(path) != 0)
 		return -1;

@@ -77,6 +77,7 @@ enum opt {
 	O_BEFORE,
 	O_LIMIT,
 	O_STATE_DIR,
+	O_SEGMENT,
 	O_FROM,
 	O_TIMEZONE,
 	O_PERIOD,

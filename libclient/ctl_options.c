@@ -99,6 +99,7 @@ static const struct option_def {
 	[O_BEFORE] = { "before", K_ID, "ID", 0 },
 	[O_LIMIT] = { "limit", K_NUMBER, "N", 0 },
 	[O_STATE_DIR] = { "state-dir", K_STR, "DIR", 3072 },
+	[O_SEGMENT] = { "segment", K_STR, "FILE", 3072 },
 	[O_FROM] = { "from", K_NUMBER, "SEQ", 0 },
 	[O_TIMEZONE] = { "timezone", K_STR, "ZONE", 63 },
 	[O_PERIOD] = { "period", K_PERIOD, "none|daily|weekly|monthly", 0 },

@@ -775,8 +775,9 @@ SC_API int sc_stat(sc_client *c, const char *name, int64_t *out);
 /* ----- peek: wallets read from the shared mapping, without the daemon ----- */
 
 /*
- * The daemon keeps its state in a file (<state-dir>/state.shm) that any
- * process allowed to read it may map read-only. An sc_peek is such a
+ * The daemon keeps its state in a file (by default beside its socket, the
+ * socket's name with .shm for .sock: sidecard.shm) that any process allowed
+ * to read it may map read-only. An sc_peek is such a
  * mapping: a wallet read through it costs tens of nanoseconds and no system
  * call, instead of a round trip over the socket. What it returns is a
  * consistent snapshot of the agent's record at one moment (every record
@@ -787,8 +788,8 @@ SC_API int sc_stat(sc_client *c, const char *name, int64_t *out);
  * read through the same one at once. Close it only once none does.
  *
  * Errors of sc_peek_open* are SC_EUNAVAILABLE with the cause in err: the
- * file is not visible (a container that mounts only the socket directory),
- * not readable (the daemon creates it mode 0640: run as its user or in its
+ * file is not visible (a container that mounts neither it nor the socket's
+ * directory, or a daemon run with --segment elsewhere), not readable (the daemon creates it mode 0640: run as its user or in its
  * group), of another layout version than this library's, or not served (the
  * daemon is stopped or still starting). Callers then use the socket. A
  * mapping may stop being usable later: reads return SC_EUNAVAILABLE and

@@ -22,8 +22,8 @@
  * `ledger verify` and `ledger export` do not talk to the daemon: they read
  * the ledger files of a state directory (sidecard/ledger_format.c) with
  * ledger_scan() and never modify them, so they are safe beside a running
- * daemon and on a copy taken from a dead host. Nor does `peek --state-dir
- * DIR`, which maps DIR/state.shm read-only.
+ * daemon and on a copy taken from a dead host. Nor does `peek --segment
+ * FILE`, which maps the state segment FILE read-only.
  *
  * DESIGN. Three tables drive everything: `options` (ctl_options.c: every
  * flag, its value kind and how it is parsed), `commands` (here: verb,
@@ -772,22 +772,21 @@ static int cmd_stats(struct ctx *x, const struct opts *o)
 
 /*
  * `peek AGENT_ID` (or --agent-id, or --org-id for an org's wallet): maps
- * the state file the daemon names in its stats, or DIR/state.shm of
- * --state-dir without asking the daemon, and reads the wallet from it.
+ * the state segment the daemon names in its stats, or the FILE of
+ * --segment without asking the daemon, and reads the wallet from it.
  */
 static int cmd_peek(struct ctx *x, const struct opts *o)
 {
 	int agent = (o->given & BIT(O_AGENT_ID)) != 0;
-	char path[PATH_MAX], err[PATH_MAX + 256];
+	char err[PATH_MAX + 256];
 	sc_wallet_snapshot w;
 	sc_peek *p;
 	int rc;
 
 	if (agent == ((o->given & BIT(O_ORG_ID)) != 0))
 		return ctl_usage_error(x, "give an agent id (peek AGENT_ID) or --org-id");
-	if (o->given & BIT(O_STATE_DIR)) {
-		snprintf(path, sizeof(path), "%s/state.shm", o->str[O_STATE_DIR]);
-		rc = sc_peek_open(path, &p, err, sizeof(err));
+	if (o->given & BIT(O_SEGMENT)) {
+		rc = sc_peek_open(o->str[O_SEGMENT], &p, err, sizeof(err));
 	} else {
 		rc = sc_peek_open_client(x->c, &p, err, sizeof(err));
 	}
@@ -1030,10 +1029,10 @@ static const struct command commands[] = {
 	  "agents by status, total spend, checks blocked by risk controls, anomalies, average "
 	  "score" },
 	{ "stats", NULL, cmd_stats, 0, 0, "the daemon's counters" },
-	{ "peek", NULL, cmd_peek, BIT(O_AGENT_ID) | BIT(O_ORG_ID) | BIT(O_STATE_DIR), 0,
+	{ "peek", NULL, cmd_peek, BIT(O_AGENT_ID) | BIT(O_ORG_ID) | BIT(O_SEGMENT), 0,
 	  "an agent's wallet (peek AGENT_ID) or an org's, read from the daemon's shared state\n"
-	  "      file instead of over the socket; with --state-dir, from DIR/state.shm without\n"
-	  "      asking the daemon" },
+	  "      segment instead of over the socket; with --segment, from FILE without asking\n"
+	  "      the daemon (its default is beside the socket: sidecard.shm)" },
 	{ "alerts", NULL, cmd_alerts,
 	  BIT(O_AGENT_ID) | BIT(O_ORG_ID) | BIT(O_ALERT_KIND) | BIT(O_SEVERITY) | BIT(O_SINCE) |
 	          BIT(O_BEFORE) | BIT(O_LIMIT) | BIT(O_FOLLOW),
@@ -1173,7 +1172,7 @@ int main(int argc, char **argv)
 	 * other verb talks to the daemon of --socket.
 	 */
 	if (strcmp(x.cmd->verb, "ledger") == 0 || strcmp(x.cmd->verb, "demo") == 0 ||
-	    (strcmp(x.cmd->verb, "peek") == 0 && (o.given & BIT(O_STATE_DIR))))
+	    (strcmp(x.cmd->verb, "peek") == 0 && (o.given & BIT(O_SEGMENT))))
 		return x.cmd->run(&x, &o);
 	rc = sc_connect(socket_path, &x.c);
 	if (rc != 0) {

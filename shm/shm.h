@@ -116,7 +116,9 @@
  * ledger record is appended and hdr.applied_seq names it; changes nest
  * (shm_change_begin/end count). A segment found busy at start (the daemon
  * died in the middle of a change) is refused with SC_EINTERNAL, and the
- * daemon rebuilds the state from the ledger, its source of truth.
+ * daemon rebuilds the state from the ledger, its source of truth. So does
+ * a segment stamped with another boot of the machine or another state
+ * directory (hdr.boot_id, hdr.state_dev and hdr.state_ino).
  */
 #ifndef SIDECARD_SHM_H
 #define SIDECARD_SHM_H
@@ -127,7 +129,7 @@
 #include "sidecard.h"
 
 #define SHM_MAGIC "SCSTATE1"
-#define SHM_LAYOUT_VERSION 4u
+#define SHM_LAYOUT_VERSION 5u
 #define SHM_HEADER_SIZE 4096u
 #define SHM_NONE UINT32_MAX /* "no slot" */
 #define SHM_METADATA_MAX 512
@@ -235,6 +237,16 @@ struct shm_header {
 	 */
 	uint32_t org_top, agent_top, rule_top, hold_top, task_top, price_top, text_top;
 	uint32_t reserved5;
+	/*
+	 * Whose contents these are, stamped by the daemon when it serves the
+	 * segment: the machine's boot (/proc/sys/kernel/random/boot_id) and
+	 * the state directory (device and inode). A daemon attaches to a
+	 * segment as it is only when both are its own: a file that outlived a
+	 * reboot may hold any mix of old and new pages, and one beside another
+	 * daemon's socket holds another ledger's state.
+	 */
+	uint8_t boot_id[16];
+	uint64_t state_dev, state_ino;
 	/*
 	 * For readers in other processes (READERS AND RESTARTS, AGENT INDEX),
 	 * on a cache line of their own: the counters above change with every

@@ -36,7 +36,10 @@ struct option_def {
 
 static const struct option_def options[] = {
 	{"socket", K_PATH, F(socket_path), 0, 0, "PATH", "Unix socket to serve"},
-	{"state-dir", K_PATH, F(state_dir), 0, 0, "DIR", "directory of the state segment"},
+	{"state-dir", K_PATH, F(state_dir), 0, 0, "DIR", "directory of the ledger and snapshots"},
+	{"segment", K_PATH, F(segment_path), 0, 0, "FILE",
+	 "the state segment, mapped by the daemon and by readers; best on a\n"
+	 HELP_INDENT "memory file system (default: beside the socket, its name ending .shm)"},
 	{"config", K_PATH, F(config_file), 0, 0, "FILE", "read options from FILE (key = value lines)"},
 	{"socket-mode", K_MODE, F(socket_mode), 0, 0777, "MODE", "socket file mode, octal (0660)"},
 	{"socket-group", K_GROUP, F(socket_gid), 0, 0, "GROUP", "group owning the socket (name or gid)"},
@@ -277,6 +280,28 @@ void config_usage(FILE *out)
 }
 
 /* Splits "--name=value" or "--name value"; returns the option or NULL. */
+/*
+ * The default segment: the socket's path with .shm in place of .sock (or
+ * after it), so that it lives where the socket does (a memory file system
+ * under /run or $XDG_RUNTIME_DIR) and a container that mounts the socket's
+ * directory can read balances from it too.
+ */
+static int segment_beside(struct config *c, char *err, size_t errlen)
+{
+	size_t n = strlen(c->socket_path);
+	const char *suffix = ".sock";
+	size_t k = strlen(suffix);
+
+	if (n > k && strcmp(c->socket_path + n - k, suffix) == 0)
+		n -= k;
+	if ((size_t)snprintf(c->segment_path, sizeof(c->segment_path), "%.*s.shm", (int)n,
+	                     c->socket_path) >= sizeof(c->segment_path)) {
+		sc_errorf(err, errlen, "--socket: too long to name the segment beside it (give --segment)");
+		return SC_ERANGE;
+	}
+	return 0;
+}
+
 static const struct option_def *cli_option(int argc, char **argv, int *i, const char **value)
 {
 	const char *a = argv[*i] + 2, *eq = strchr(a, '=');
@@ -329,5 +354,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	}
 	if (c->caps.texts == 0)
 		c->caps.texts = c->caps.rules;
+	if (c->segment_path[0] == '\0' && segment_beside(c, err, errlen) != 0)
+		return SC_ERANGE;
 	return 0;
 }

@@ -16,6 +16,7 @@
 struct config {
 	char socket_path[PATH_MAX];
 	char state_dir[PATH_MAX];
+	char segment_path[PATH_MAX]; /* the state segment; default: beside the socket */
 	char config_file[PATH_MAX];
 	unsigned socket_mode;
 	long socket_gid;        /* -1: leave the group alone */

@@ -20,10 +20,12 @@
  * (recover, ledger_verify_start); it is joined before the loop starts.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <urcu.h>
@@ -53,26 +55,106 @@ struct daemon {
 	struct ledger *ledger;
 	struct checkpointer *cp;
 	struct dispatch dispatch;
-	char ledger_dir[PATH_MAX + 16], ckpt_dir[PATH_MAX + 16], shm_path[PATH_MAX + 16];
+	char ledger_dir[PATH_MAX + 16], ckpt_dir[PATH_MAX + 16];
+	const char *shm_path; /* the state segment: d->cfg.segment_path */
 	int stopping;
 };
 
-/* One daemon per state directory: an exclusive lock held for life. */
-static int lock_state_dir(const char *dir)
-{
-	char path[PATH_MAX + 32], err[PATH_MAX + 64];
-	long holder;
-	int fd;
+/* What a segment is stamped with (shm.h, CRASH SAFETY): whose contents it holds. */
+struct owner {
+	int known; /* 0: this boot's id could not be read, so no segment is ours */
+	uint8_t boot_id[16];
+	uint64_t dev, ino;
+};
 
-	snprintf(path, sizeof(path), "%s/sidecard.lock", dir);
-	fd = fs_lock(path, &holder, err, sizeof(err));
+/* This boot's id and the state directory's identity. */
+static void owner_of(const char *state_dir, struct owner *o)
+{
+	char text[64];
+	struct stat st;
+	unsigned byte;
+	ssize_t n = -1;
+	size_t i, k = 0;
+	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+
+	memset(o, 0, sizeof(*o));
+	if (fd >= 0) {
+		n = read(fd, text, sizeof(text) - 1);
+		close(fd);
+	}
+	/* 36 characters: 32 hex digits and 4 dashes */
+	for (i = 0; n > 0 && i < (size_t)n && k < sizeof(o->boot_id); i++) {
+		if (text[i] == '-')
+			continue;
+		if (sscanf(text + i, "%2x", &byte) != 1)
+			break;
+		o->boot_id[k++] = (uint8_t)byte;
+		i++;
+	}
+	if (stat(state_dir, &st) == 0 && k == sizeof(o->boot_id)) {
+		o->known = 1;
+		o->dev = (uint64_t)st.st_dev;
+		o->ino = (uint64_t)st.st_ino;
+	}
+}
+
+static int owned(const struct shm_header *h, const struct owner *o)
+{
+	return o->known && memcmp(h->boot_id, o->boot_id, sizeof(o->boot_id)) == 0 &&
+	       h->state_dev == o->dev && h->state_ino == o->ino;
+}
+
+static void stamp(struct shm_header *h, const struct owner *o)
+{
+	memcpy(h->boot_id, o->boot_id, sizeof(o->boot_id));
+	h->state_dev = o->dev;
+	h->state_ino = o->ino;
+}
+
+/*
+ * One daemon per state directory and per state segment: an exclusive lock
+ * on path, held for life. what and name say what it guards, for the error.
+ */
+static int lock_for_life(const char *path, const char *what, const char *name)
+{
+	char err[PATH_MAX + 64];
+	long holder;
+	int fd = fs_lock(path, &holder, err, sizeof(err));
+
 	if (fd == SC_EEXISTS && holder > 0)
-		log_error("another sidecard is using the state directory %s (pid %ld)", dir, holder);
+		log_error("another sidecard is using the %s %s (pid %ld)", what, name, holder);
 	else if (fd == SC_EEXISTS)
-		log_error("another sidecard is using the state directory %s (pid unknown)", dir);
+		log_error("another sidecard is using the %s %s (pid unknown)", what, name);
 	else if (fd < 0)
 		log_error("%s", err);
 	return fd;
+}
+
+/*
+ * Creates the state directory and the segment's, and locks both: the
+ * segment may live outside the state directory (beside the socket, by
+ * default), so its own lock keeps a daemon of another state directory from
+ * rebuilding it under a running one. 0, or -1 (logged).
+ */
+static int take_dirs(const struct config *c, int *state_lock, int *segment_lock)
+{
+	char path[PATH_MAX + 32], err[PATH_MAX + 128];
+
+	*state_lock = *segment_lock = -1;
+	if (fs_mkdirs(c->state_dir, 1, err, sizeof(err)) != 0 ||
+	    fs_mkdirs(c->segment_path, 0, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/sidecard.lock", c->state_dir);
+	if ((*state_lock = lock_for_life(path, "state directory", c->state_dir)) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s.lock", c->segment_path);
+	if ((*segment_lock = lock_for_life(path, "state segment", c->segment_path)) < 0) {
+		close(*state_lock);
+		return -1;
+	}
+	return 0;
 }
 
 static void on_expiry(uv_timer_t *t);
@@ -316,6 +398,7 @@ static int first_record(void *arg, const struct ledger_record *r)
 static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t last_seq)
 {
 	char err[512], aside[PATH_MAX + 64];
+	struct owner me;
 	uint64_t applied;
 
 	if (access(d->shm_path, F_OK) != 0)
@@ -331,10 +414,17 @@ static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t 
 		return 0;
 	}
 	applied = state_applied(d->st);
-	if (applied == last_seq)
+	owner_of(d->cfg.state_dir, &me);
+	if (!owned(state_shm(d->st)->hdr, &me))
+		log_info("the state segment %s was written %s: rebuilding", d->shm_path,
+		         me.known ? "before the machine restarted, or for another state directory"
+		                  : "by a daemon this one cannot tell apart (no boot id)");
+	else if (applied == last_seq)
 		return 1;
-	log_info("the state segment has applied record %llu and the ledger ends at %llu: rebuilding",
-	         (unsigned long long)applied, (unsigned long long)last_seq);
+	else
+		log_info("the state segment has applied record %llu and the ledger ends at %llu: "
+		         "rebuilding",
+		         (unsigned long long)applied, (unsigned long long)last_seq);
 	state_close(d->st);
 	d->st = NULL;
 	shm_retire_file(d->shm_path, NULL, 0);
@@ -488,16 +578,21 @@ static int start(struct daemon *d)
 	struct ledger_scan_result tail;
 	struct state_settings set;
 	struct state_counts counts;
+	struct owner me;
 	uint64_t applied;
 	char err[512];
 	int rc;
 
-	snprintf(d->shm_path, sizeof(d->shm_path), "%s/state.shm", d->cfg.state_dir);
+	d->shm_path = d->cfg.segment_path;
 	snprintf(d->ledger_dir, sizeof(d->ledger_dir), "%s/ledger", d->cfg.state_dir);
 	snprintf(d->ckpt_dir, sizeof(d->ckpt_dir), "%s/checkpoints", d->cfg.state_dir);
 	msgpack_sbuffer_init(&d->dispatch.scratch);
 	if ((rc = recover(d, &tail)) != 0)
 		return rc;
+	/* readers of the socket's group may map the segment (mode 0640) */
+	if (d->cfg.socket_gid >= 0 && chown(d->shm_path, (uid_t)-1, (gid_t)d->cfg.socket_gid) != 0)
+		log_warn("cannot give %s to group %ld: %s", d->shm_path, d->cfg.socket_gid,
+		         strerror(errno));
 	if ((rc = ledger_open(&d->ledger, &d->loop, &lc, &tail, on_durable, d, err, sizeof(err)))) {
 		log_error("%s", err);
 		return rc;
@@ -541,6 +636,8 @@ static int start(struct daemon *d)
 	d->dispatch.srv = d->srv;
 	pthread_mutex_unlock(&d->dispatch.lock);
 	srv_set_durable(d->srv, ledger_durable(d->ledger));
+	owner_of(d->cfg.state_dir, &me);
+	stamp(state_shm(d->st)->hdr, &me);
 	state_serve(d->st);
 	uv_timer_init(&d->loop, &d->expiry);
 	uv_timer_init(&d->loop, &d->checkpoint_timer);
@@ -575,7 +672,7 @@ int main(int argc, char **argv)
 {
 	static struct daemon d;
 	char err[PATH_MAX + 128];
-	int lock_fd, rc;
+	int state_lock, segment_lock, rc;
 
 	signal(SIGPIPE, SIG_IGN);
 	rc = config_load(&d.cfg, argc, argv, err, sizeof(err));
@@ -590,11 +687,7 @@ int main(int argc, char **argv)
 	if (d.cfg.time_scale > 1)
 		log_info("--time-scale %u: the clock runs %u times faster than real time",
 		         d.cfg.time_scale, d.cfg.time_scale);
-	if (fs_mkdirs(d.cfg.state_dir, 1, err, sizeof(err)) != 0) {
-		log_error("%s", err);
-		return 1;
-	}
-	if ((lock_fd = lock_state_dir(d.cfg.state_dir)) < 0)
+	if (take_dirs(&d.cfg, &state_lock, &segment_lock) != 0)
 		return 1;
 	rcu_register_thread();
 	pthread_mutex_init(&d.dispatch.lock, NULL);
@@ -618,7 +711,8 @@ int main(int argc, char **argv)
 		log_warn("the loop closed with handles still open");
 	pthread_mutex_destroy(&d.dispatch.lock);
 	rcu_unregister_thread();
-	close(lock_fd);
+	close(segment_lock);
+	close(state_lock);
 	if (rc == 0)
 		log_info("stopped");
 	return rc == 0 ? 0 : 1;

@@ -150,7 +150,7 @@ static void remove_shm(void)
 {
 	char path[256];
 
-	state_path(path, sizeof(path), "state.shm");
+	snprintf(path, sizeof(path), "%s", d.segment);
 	ck_assert_msg(unlink(path) == 0, "unlink %s: %s", path, strerror(errno));
 }
 
@@ -802,7 +802,7 @@ START_TEST(test_corruption_refused)
 	              expected, log);
 	free(log);
 	/* nothing was changed: no state segment was left behind */
-	state_path(shm, sizeof(shm), "state.shm");
+	snprintf(shm, sizeof(shm), "%s", d.segment);
 	ck_assert_msg(keep_shm || (access(shm, F_OK) != 0 && errno == ENOENT),
 	              "a refused start left %s", shm);
 

@@ -7,8 +7,8 @@
  * be had (missing file, another layout, not a segment, a stopped daemon,
  * no read permission) is SC_EUNAVAILABLE with a message; a clean restart
  * keeps an open mapping working, while a daemon that rebuilt its state into
- * a new file (the old one found busy after a kill) is detected on the old
- * mapping; and reader threads sharing one mapping never see a torn wallet
+ * a new file (the old one found busy after a kill, or stamped by another
+ * boot or state directory) is detected on the old mapping; and reader threads sharing one mapping never see a torn wallet
  * while two connections check and report without pause.
  *
  * Threads: the Check runner forks each test; the concurrency test adds
@@ -281,7 +281,7 @@ START_TEST(test_peek_unavailable)
 	uint64_t id;
 	sc_peek *p;
 
-	/* a container that mounts only the socket directory */
+	/* a file not visible here (a container that mounts neither) */
 	snprintf(path, sizeof path, "%s/elsewhere/state.shm", d.dir);
 	open_fails(path, "not visible here");
 	/* a segment of another layout version */
@@ -302,7 +302,7 @@ START_TEST(test_peek_unavailable)
 	open_fails(path, "smaller than the 4096-byte header");
 	memcpy(h->magic, SHM_MAGIC, sizeof h->magic);
 	/* not readable: the daemon's file is mode 0640 (root reads anything) */
-	snprintf(shm_path, sizeof shm_path, "%s/state.shm", d.state);
+	snprintf(shm_path, sizeof shm_path, "%s", d.segment);
 	if (geteuid() != 0) {
 		snprintf(path, sizeof path, "%s/locked.shm", d.dir);
 		write_file(path, header, sizeof header);
@@ -336,16 +336,34 @@ START_TEST(test_peek_unavailable)
 END_TEST
 
 /*
- * A daemon killed in the middle of a change leaves its segment busy; the
- * next one rebuilds the state from the ledger into a new file and retires
- * the old one, which a mapping of it detects.
+ * What makes the next daemon rebuild a segment rather than attach to it: a
+ * daemon killed in the middle of a change leaves it busy (set aside as
+ * .invalid-TIME), and one stamped by another boot of the machine (its pages
+ * may be any mix of old and new after a power loss) or by another state
+ * directory (a segment beside a socket that another ledger served) is not
+ * this daemon's. Each case flips one bit of the header.
+ */
+static const struct stale_case {
+	const char *what;
+	size_t offset;
+	int set_aside;
+} stale_cases[] = {
+	{ "busy", offsetof(struct shm_header, busy), 1 },
+	{ "another boot", offsetof(struct shm_header, boot_id), 0 },
+	{ "another state directory", offsetof(struct shm_header, state_ino), 0 },
+};
+
+/*
+ * The next daemon rebuilds the state from the ledger into a new file and
+ * retires the old one, which a mapping of it detects.
  */
 START_TEST(test_peek_detects_rebuilt_segment)
 {
-	char shm_path[160];
+	const struct stale_case *sc = &stale_cases[_i];
+	char shm_path[160], pattern[200];
 	sc_wallet_snapshot before, s;
-	uint32_t busy = 1;
 	uint64_t id, txn;
+	uint8_t byte;
 	glob_t g;
 	sc_peek *p, *p2;
 	int fd;
@@ -364,26 +382,24 @@ START_TEST(test_peek_detects_rebuilt_segment)
 	ck_assert_int_eq(sc_peek_wallet(p, id, &s), 0);
 	ck_assert_int_eq(s.balance, before.balance);
 
-	snprintf(shm_path, sizeof shm_path, "%s/state.shm", d.state);
-	fd = open(shm_path, O_WRONLY);
+	snprintf(shm_path, sizeof shm_path, "%s", d.segment);
+	fd = open(shm_path, O_RDWR);
 	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(pwrite(fd, &busy, sizeof busy, offsetof(struct shm_header, busy)),
-	                 (ssize_t)sizeof busy);
+	ck_assert_int_eq(pread(fd, &byte, 1, (off_t)sc->offset), 1);
+	byte ^= 1;
+	ck_assert_int_eq(pwrite(fd, &byte, 1, (off_t)sc->offset), 1);
 	close(fd);
 	ck_assert_int_eq(test_daemon_restart(&d), 0);
 	OK(sc_connect(d.socket, &c));
 
-	ck_assert_int_eq(sc_peek_wallet(p, id, &s), SC_EUNAVAILABLE);
+	ck_assert_msg(sc_peek_wallet(p, id, &s) == SC_EUNAVAILABLE,
+	              "%s: the old mapping still reads as served", sc->what);
 	ck_assert_ptr_nonnull(sc_peek_unavailable(p));
 	ck_assert_ptr_nonnull(strstr(sc_peek_unavailable(p), "replaced"));
-	{
-		char pattern[200];
-
-		snprintf(pattern, sizeof pattern, "%s.invalid-*", shm_path);
-		ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
-		ck_assert_uint_eq(g.gl_pathc, 1);
-		globfree(&g);
-	}
+	snprintf(pattern, sizeof pattern, "%s.invalid-*", shm_path);
+	ck_assert_int_eq(glob(pattern, 0, NULL, &g), sc->set_aside ? 0 : GLOB_NOMATCH);
+	ck_assert_uint_eq(g.gl_pathc, sc->set_aside ? 1 : 0);
+	globfree(&g);
 	sc_peek_close(p);
 
 	/* opening again maps the new file, which holds the same wallet */
@@ -541,7 +557,8 @@ Suite *peek_suite(void)
 	tcase_add_test(tc, test_peek_deleted_agent_not_found);
 	tc = test_add_tcase_tmp(s, "unavailable", setup_default, stop, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_peek_unavailable);
-	tcase_add_test(tc, test_peek_detects_rebuilt_segment);
+	tcase_add_loop_test(tc, test_peek_detects_rebuilt_segment, 0,
+	                    (int)(sizeof(stale_cases) / sizeof(stale_cases[0])));
 	tc = test_add_tcase_tmp(s, "concurrency", setup_async, stop, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_peek_never_torn_under_writes);
 	return s;

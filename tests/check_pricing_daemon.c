@@ -230,7 +230,7 @@ START_TEST(test_pricing_survives_restart)
 		if (rebuild) {
 			/* Without state.shm, the state is rebuilt by replaying the ledger. */
 			ck_assert_int_ge(test_daemon_kill(&d, SIGKILL), 0);
-			snprintf(shm, sizeof(shm), "%s/state.shm", d.state);
+			snprintf(shm, sizeof(shm), "%s", d.segment);
 			ck_assert_int_eq(unlink(shm), 0);
 		}
 		reconnect();

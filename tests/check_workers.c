@@ -100,7 +100,7 @@ static void restart_from_ledger(void)
 	sc_close(c);
 	c = NULL;
 	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0);
-	snprintf(shm, sizeof(shm), "%s/state.shm", d.state);
+	snprintf(shm, sizeof(shm), "%s", d.segment);
 	ck_assert_int_eq(unlink(shm), 0);
 	ck_assert_int_eq(test_daemon_restart(&d), 0);
 	OK(sc_connect(d.socket, &c));
@@ -402,7 +402,7 @@ START_TEST(test_strict_answers_and_stops_clean)
 	{
 		char shm[160];
 
-		snprintf(shm, sizeof(shm), "%s/state.shm", d.state);
+		snprintf(shm, sizeof(shm), "%s", d.segment);
 		ck_assert_int_eq(unlink(shm), 0);
 	}
 	ck_assert_int_eq(test_daemon_restart(&d), 0);

@@ -108,10 +108,10 @@ run --json peek "$agent"; expect 0 "peek --json"
 json 'assert d["id"] == '"$agent"' and d["status"] == "active", d
 assert d["balance"] == 47600000 and d["held"] == 0 and d["daily_spent"] == 2400000, d
 assert d["available"] == 47600000 and d["max_per_txn"] == 10000000, d'
-run --json peek --state-dir "$dir/state" --agent-id "$agent"; expect 0 "peek --state-dir"
+run --json peek --segment "$dir/sidecard.shm" --agent-id "$agent"; expect 0 "peek --segment"
 json 'assert d["balance"] == 47600000, d'
 run peek 999999; expect 2 "peek of an unknown agent"; err_has "no agent 999999"
-run peek --state-dir "$dir/nowhere" "$agent"; expect 2 "peek without the state file"
+run peek --segment "$dir/nowhere/sidecard.shm" "$agent"; expect 2 "peek without the state file"
 err_has "unavailable"; err_has "not visible here"
 run peek; expect 2 "peek without an id"; err_has "agent id"
 ok "peek: the wallet read from the shared state file"

@@ -1146,7 +1146,7 @@ int main(void)
 		max_ms = min_ms;
 	if (test_tmpdir(run.dir, sizeof(run.dir)) != 0)
 		return 1;
-	snprintf(run.shm, sizeof(run.shm), "%s/state/state.shm", run.dir);
+	snprintf(run.shm, sizeof(run.shm), "%s/sidecard.shm", run.dir);
 	snprintf(run.log, sizeof(run.log), "%s/daemon.log", run.dir);
 	run.durability = getenv("CRASH_DURABILITY") ? getenv("CRASH_DURABILITY") : "strict";
 	run.commit_interval = getenv("CRASH_COMMIT_INTERVAL_MS") ? getenv("CRASH_COMMIT_INTERVAL_MS")

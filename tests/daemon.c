@@ -203,6 +203,10 @@ static int prepare(struct test_daemon *d, const char *dir, const char *const *ex
 	}
 	snprintf(d->socket, sizeof(d->socket), "%s/sidecard.sock", d->dir);
 	snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
+	snprintf(d->segment, sizeof(d->segment), "%s/sidecard.shm", d->dir);
+	for (i = 0; d->extra[i] != NULL; i++)
+		if (strcmp(d->extra[i], "--segment") == 0 && d->extra[i + 1] != NULL)
+			snprintf(d->segment, sizeof(d->segment), "%s", d->extra[i + 1]);
 	return 0;
 }
 

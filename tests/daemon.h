@@ -28,7 +28,9 @@ struct test_daemon {
 	char dir[64];           /* its directory */
 	char socket[96];        /* dir/sidecard.sock */
 	char state[96];         /* dir/state */
-	const char *extra[16];  /* extra daemon arguments, kept for restarts */
+	char segment[160];      /* the state segment: dir/sidecard.shm, beside the socket,
+	                           or the --segment of extra */
+	const char *extra[24];  /* extra daemon arguments, kept for restarts */
 	const char *log;        /* if set: later runs append their stdout and stderr there */
 	int status;             /* exit code of the last run that ended (see test_daemon_stop) */
 	int keep_dir;           /* the caller's directory (test_daemon_start_in) */

@@ -82,7 +82,8 @@ ok "the config file's workers start worker threads"
 ok "the socket has mode 0660"
 "$bin" --socket "$sock" --state-dir "$dir/state2" 2>"$dir/err2"
 rc=$?
-[ $rc -ne 0 ] && grep -q "another sidecard is running on $sock" "$dir/err2" ||
+# its segment is the first one's, beside the socket: that lock is taken first
+[ $rc -ne 0 ] && grep -q "another sidecard is using the state segment ${sock%.sock}.shm (pid $pid)" "$dir/err2" ||
 	fail "a second daemon on the same socket: exit $rc, $(cat "$dir/err2")"
 ok "a second daemon on the same socket is refused"
 kill "$pid"
