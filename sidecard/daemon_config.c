@@ -279,7 +279,6 @@ void config_usage(FILE *out)
 	        "show the version and exit");
 }
 
-/* Splits "--name=value" or "--name value"; returns the option or NULL. */
 /*
  * The default segment: the socket's path with .shm in place of .sock (or
  * after it), so that it lives where the socket does (a memory file system
@@ -302,6 +301,7 @@ static int segment_beside(struct config *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* Splits "--name=value" or "--name value"; returns the option or NULL. */
 static const struct option_def *cli_option(int argc, char **argv, int *i, const char **value)
 {
 	const char *a = argv[*i] + 2, *eq = strchr(a, '=');

@@ -1,9 +1,9 @@
 /*
  * main.c: the sidecard daemon's entry point. Loads the configuration, takes
- * the state directory (one daemon per state), opens the state segment,
- * starts the server and the hold-expiry timer on the main libuv loop,
- * pushes new alerts to their subscribers after every loop iteration, and
- * drains cleanly on SIGTERM or SIGINT.
+ * the state directory and the state segment (one daemon for each), attaches
+ * to the segment or rebuilds it, starts the server and the hold-expiry
+ * timer on the main libuv loop, pushes new alerts to their subscribers
+ * after every loop iteration, and drains cleanly on SIGTERM or SIGINT.
  *
  * Threads: the main thread runs the main loop: the listener, the ledger's
  * group commit, the expiry and checkpoint timers, the alert push and the
@@ -82,14 +82,14 @@ static void owner_of(const char *state_dir, struct owner *o)
 		n = read(fd, text, sizeof(text) - 1);
 		close(fd);
 	}
-	/* 36 characters: 32 hex digits and 4 dashes */
-	for (i = 0; n > 0 && i < (size_t)n && k < sizeof(o->boot_id); i++) {
+	text[n > 0 ? n : 0] = '\0';
+	/* a UUID, 36 characters: 16 pairs of hex digits and 4 dashes between pairs */
+	for (i = 0; n > 0 && i + 1 < (size_t)n && k < sizeof(o->boot_id); i += 2) {
 		if (text[i] == '-')
-			continue;
+			i++;
 		if (sscanf(text + i, "%2x", &byte) != 1)
 			break;
 		o->boot_id[k++] = (uint8_t)byte;
-		i++;
 	}
 	if (stat(state_dir, &st) == 0 && k == sizeof(o->boot_id)) {
 		o->known = 1;
