@@ -142,7 +142,7 @@ static int daemon_stop(void)
 static int run_one(uint32_t n_agents, unsigned n_rules, int n_clients, struct row *out)
 {
 	static struct client clients[MAX_CLIENTS];
-	char agents_arg[24], rules_arg[24], seg[128];
+	char agents_arg[24], rules_arg[24];
 	const char *extra[] = { "--durability", "async", "--agents", agents_arg, "--rules", rules_arg,
 		                "--checkpoint-records", "1099511627776", "--checkpoint-interval",
 		                "86400", "--log-level", "warn", NULL };
@@ -192,10 +192,9 @@ static int run_one(uint32_t n_agents, unsigned n_rules, int n_clients, struct ro
 		failed = 1;
 	}
 	sc_close(c);
-	snprintf(seg, sizeof(seg), "%s", bd.d.segment);
 	if (!failed && (proc_mem(bd.d.pid, &out->mem) != 0 ||
-	                stat(seg, &sb) != 0)) {
-		fprintf(stderr, "mem_bench: cannot read the daemon's memory or %s: %s\n", seg,
+	                stat(bd.d.segment, &sb) != 0)) {
+		fprintf(stderr, "mem_bench: cannot read the daemon's memory or %s: %s\n", bd.d.segment,
 		        strerror(errno));
 		failed = 1;
 	}
