@@ -41,6 +41,13 @@
 #include "server.h"
 #include "state.h"
 
+/* What a segment is stamped with (shm.h, CRASH SAFETY): whose contents it holds. */
+struct owner {
+	int known; /* 0: this boot's id could not be read, so no segment is ours */
+	uint8_t boot_id[16];
+	uint64_t dev, ino;
+};
+
 struct daemon {
 	struct config cfg;
 	struct srv_config srv_cfg;
@@ -57,14 +64,8 @@ struct daemon {
 	struct dispatch dispatch;
 	char ledger_dir[PATH_MAX + 16], ckpt_dir[PATH_MAX + 16];
 	const char *shm_path; /* the state segment: d->cfg.segment_path */
+	struct owner owner;   /* this boot and state directory, read once at start */
 	int stopping;
-};
-
-/* What a segment is stamped with (shm.h, CRASH SAFETY): whose contents it holds. */
-struct owner {
-	int known; /* 0: this boot's id could not be read, so no segment is ours */
-	uint8_t boot_id[16];
-	uint64_t dev, ino;
 };
 
 /* This boot's id and the state directory's identity. */
@@ -398,7 +399,6 @@ static int first_record(void *arg, const struct ledger_record *r)
 static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t last_seq)
 {
 	char err[512], aside[PATH_MAX + 64];
-	struct owner me;
 	uint64_t applied;
 
 	if (access(d->shm_path, F_OK) != 0)
@@ -414,10 +414,9 @@ static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t 
 		return 0;
 	}
 	applied = state_applied(d->st);
-	owner_of(d->cfg.state_dir, &me);
-	if (!owned(state_shm(d->st)->hdr, &me))
+	if (!owned(state_shm(d->st)->hdr, &d->owner))
 		log_info("the state segment %s was written %s: rebuilding", d->shm_path,
-		         me.known ? "before the machine restarted, or for another state directory"
+		         d->owner.known ? "before the machine restarted, or for another state directory"
 		                  : "by a daemon this one cannot tell apart (no boot id)");
 	else if (applied == last_seq)
 		return 1;
@@ -578,12 +577,12 @@ static int start(struct daemon *d)
 	struct ledger_scan_result tail;
 	struct state_settings set;
 	struct state_counts counts;
-	struct owner me;
 	uint64_t applied;
 	char err[512];
 	int rc;
 
 	d->shm_path = d->cfg.segment_path;
+	owner_of(d->cfg.state_dir, &d->owner);
 	snprintf(d->ledger_dir, sizeof(d->ledger_dir), "%s/ledger", d->cfg.state_dir);
 	snprintf(d->ckpt_dir, sizeof(d->ckpt_dir), "%s/checkpoints", d->cfg.state_dir);
 	msgpack_sbuffer_init(&d->dispatch.scratch);
@@ -636,8 +635,7 @@ static int start(struct daemon *d)
 	d->dispatch.srv = d->srv;
 	pthread_mutex_unlock(&d->dispatch.lock);
 	srv_set_durable(d->srv, ledger_durable(d->ledger));
-	owner_of(d->cfg.state_dir, &me);
-	stamp(state_shm(d->st)->hdr, &me);
+	stamp(state_shm(d->st)->hdr, &d->owner);
 	state_serve(d->st);
 	uv_timer_init(&d->loop, &d->expiry);
 	uv_timer_init(&d->loop, &d->checkpoint_timer);
