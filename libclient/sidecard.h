@@ -777,21 +777,22 @@ SC_API int sc_stat(sc_client *c, const char *name, int64_t *out);
 /*
  * The daemon keeps its state in a file (by default beside its socket, the
  * socket's name with .shm for .sock: sidecard.shm) that any process allowed
- * to read it may map read-only. An sc_peek is such a
- * mapping: a wallet read through it costs tens of nanoseconds and no system
- * call, instead of a round trip over the socket. What it returns is a
- * consistent snapshot of the agent's record at one moment (every record
- * carries a sequence counter the reader checks), the same values
- * `wallets.get` would have answered then.
+ * to read it may map read-only. An sc_peek is such a mapping: a wallet read
+ * through it costs tens of nanoseconds and no system call, instead of a
+ * round trip over the socket. What it returns is a consistent snapshot of
+ * the agent's record at one moment (every record carries a sequence counter
+ * the reader checks), the same values `wallets.get` would have answered
+ * then.
  *
  * Threads: an sc_peek is read-only once open; any number of threads may
  * read through the same one at once. Close it only once none does.
  *
  * Errors of sc_peek_open* are SC_EUNAVAILABLE with the cause in err: the
  * file is not visible (a container that mounts neither it nor the socket's
- * directory, or a daemon run with --segment elsewhere), not readable (the daemon creates it mode 0640: run as its user or in its
- * group), of another layout version than this library's, or not served (the
- * daemon is stopped or still starting). Callers then use the socket. A
+ * directory, or a daemon run with --segment elsewhere), not readable (the
+ * daemon creates it mode 0640: run as its user or in its group), of another
+ * layout version than this library's, or not served (the daemon is stopped
+ * or still starting). Callers then use the socket. A
  * mapping may stop being usable later: reads return SC_EUNAVAILABLE and
  * sc_peek_unavailable() says why; when the daemon replaced its state file
  * (it rebuilt the state after a crash) the mapping shows the old file
