@@ -295,7 +295,8 @@ static int segment_dir(struct bench_daemon *bd, char *err, size_t len)
 
 int bench_daemon_start(struct bench_daemon *bd, const char *const *extra, char *err, size_t len)
 {
-	size_t at, n = 0, max = sizeof(bd->extra) / sizeof(bd->extra[0]) - 2;
+	/* room for --segment, its FILE and the NULL */
+	size_t at, n = 0, max = sizeof(bd->extra) / sizeof(bd->extra[0]) - 3;
 	int i;
 
 	if (bd->dir[0] == '\0' && test_tmpdir(bd->dir, sizeof(bd->dir)) != 0) {
@@ -304,8 +305,13 @@ int bench_daemon_start(struct bench_daemon *bd, const char *const *extra, char *
 	}
 	if (segment_dir(bd, err, len) != 0)
 		return -1;
-	for (; extra != NULL && extra[n] != NULL && n < max - 1; n++)
+	for (; extra != NULL && extra[n] != NULL; n++) {
+		if (n == max) {
+			snprintf(err, len, "more than %zu extra daemon arguments", max);
+			return -1;
+		}
 		bd->extra[n] = extra[n];
+	}
 	bd->extra[n++] = "--segment";
 	bd->extra[n++] = bd->seg_arg;
 	bd->extra[n] = NULL;
