@@ -28,6 +28,7 @@ struct config {
 	unsigned workers;       /* threads serving connections; 1: the main loop serves them */
 	unsigned max_connections;
 	unsigned max_outstanding;
+	uint64_t max_outstanding_bytes;
 	uint64_t max_message;
 	enum log_level log_level;
 	int strict;                   /* durability: 1 strict, 0 async */

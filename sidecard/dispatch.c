@@ -430,12 +430,13 @@ static int m_hello(struct call *c)
 	proto_pack_key_str(pk, "version", SC_VERSION);
 	proto_pack_key_i64(pk, "protocol", SC_PROTOCOL_VERSION);
 	proto_pack_cstr(pk, "limits");
-	call_map(c, 12);
+	call_map(c, 13);
 	proto_pack_key_u64(pk, "max_message", s->limits.max_message);
 	proto_pack_key_u64(pk, "max_depth", s->limits.max_depth);
 	proto_pack_key_u64(pk, "max_string", s->limits.max_string);
 	proto_pack_key_u64(pk, "max_items", s->limits.max_items);
 	proto_pack_key_u64(pk, "max_outstanding", s->max_outstanding);
+	proto_pack_key_u64(pk, "max_outstanding_bytes", s->max_outstanding_bytes);
 	proto_pack_key_u64(pk, "max_connections", s->max_connections);
 	proto_pack_key_u64(pk, "max_name", SC_NAME_MAX);
 	proto_pack_key_u64(pk, "max_action", SC_ACTION_MAX);

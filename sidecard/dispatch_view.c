@@ -363,7 +363,7 @@ int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = call_ok(c);
-	call_map(c, 37);
+	call_map(c, 40);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -389,6 +389,9 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "connections_total", ss.connections_total);
 	proto_pack_key_u64(pk, "requests", ss.requests);
 	proto_pack_key_u64(pk, "protocol_errors", ss.protocol_errors);
+	proto_pack_key_u64(pk, "rejected_connections", ss.rejected_connections);
+	proto_pack_key_u64(pk, "read_pauses", ss.read_pauses);
+	proto_pack_key_u64(pk, "outstanding_peak", ss.outstanding_peak);
 	proto_pack_key_u64(pk, "capacity_orgs", h->org_cap);
 	proto_pack_key_u64(pk, "capacity_agents", h->agent_cap);
 	proto_pack_key_u64(pk, "capacity_rules", h->rule_cap);

@@ -618,6 +618,7 @@ static int start(struct daemon *d)
 	d->srv_cfg.gid = d->cfg.socket_gid;
 	d->srv_cfg.max_connections = d->cfg.max_connections;
 	d->srv_cfg.max_outstanding = d->cfg.max_outstanding;
+	d->srv_cfg.max_outstanding_bytes = d->cfg.max_outstanding_bytes;
 	d->srv_cfg.limits.max_message = d->cfg.max_message;
 	d->srv_cfg.workers = d->cfg.workers;
 	d->srv_cfg.worker_thread = on_worker_thread;

@@ -35,11 +35,24 @@
  * unpacked request; in the steady state a request costs no malloc.
  *
  * Backpressure. Responses packed but not yet taken by the kernel are
- * outstanding (c->queued in c->out, c->inflight in c->wbuf). At
- * max_outstanding the pump stops handling messages and stops reading the
- * socket; the next write completion resumes both. A client that pipelines
- * without reading therefore holds at most max_outstanding responses and one
- * input buffer of daemon memory, and other connections are not slowed.
+ * outstanding (c->queued in c->out, c->inflight in c->wbuf), and so are
+ * their bytes. At max_outstanding responses or max_outstanding_bytes bytes
+ * (tested before each request, so one reply may pass it) the pump stops
+ * handling messages and stops reading the socket; the next write completion,
+ * or srv_set_durable for replies held for the ledger, resumes both. A client
+ * that pipelines without reading therefore holds at most max_outstanding
+ * responses, max_outstanding_bytes plus one reply, and one input buffer of
+ * daemon memory, and other connections are not slowed. A burst of large
+ * replies grows the output buffers; each is freed once empty if it passed
+ * OUT_KEEP, so an idle connection keeps little.
+ *
+ * Held replies. In strict durability a mutating reply waits in c->out until
+ * srv_set_durable reports its record on disk, and that sync runs on the
+ * main loop. The pump therefore never waits for room in place: it handles
+ * what it may, returns to the loop, and is called again from the write
+ * completion or from the release of held replies. A client's EOF ends
+ * reading, not handling: what it pipelined before is answered, then the
+ * connection closes.
  *
  * Errors. A limit violation, malformed msgpack or a bad envelope is answered
  * with an error (as the response to the msgid if the scanner recovered it,
@@ -92,6 +105,8 @@
 #define SRV_DEFAULT_MODE 0660
 #define SRV_DEFAULT_MAX_CONNECTIONS 1024
 #define SRV_DEFAULT_MAX_OUTSTANDING 1024
+#define SRV_DEFAULT_MAX_OUTSTANDING_BYTES (1024 * 1024)
+#define OUT_KEEP (256 * 1024) /* an output buffer larger than this is freed once empty */
 #define IN_INITIAL (16 * 1024)   /* first size of a connection's input buffer */
 #define IN_SLACK (64 * 1024)     /* input buffer beyond max_message */
 #define ZONE_CHUNK 8192
@@ -126,6 +141,7 @@ struct conn {
 	unsigned reading : 1;
 	unsigned writing : 1;    /* wreq in flight */
 	unsigned finishing : 1;  /* write what is queued, then close */
+	unsigned eof : 1;        /* the client sent all it will: answer what is buffered */
 	unsigned closing : 1;    /* uv_close called */
 	unsigned rejected : 1;   /* beyond max_connections */
 	unsigned in_handler : 1;
@@ -218,6 +234,7 @@ void srv_config_default(struct srv_config *cfg, const char *path)
 	cfg->gid = -1;
 	cfg->max_connections = SRV_DEFAULT_MAX_CONNECTIONS;
 	cfg->max_outstanding = SRV_DEFAULT_MAX_OUTSTANDING;
+	cfg->max_outstanding_bytes = SRV_DEFAULT_MAX_OUTSTANDING_BYTES;
 	cfg->workers = 1;
 	proto_limits_default(&cfg->limits);
 }
@@ -233,6 +250,8 @@ static void fill_defaults(struct srv_config *cfg)
 		cfg->max_connections = SRV_DEFAULT_MAX_CONNECTIONS;
 	if (cfg->max_outstanding == 0)
 		cfg->max_outstanding = SRV_DEFAULT_MAX_OUTSTANDING;
+	if (cfg->max_outstanding_bytes == 0)
+		cfg->max_outstanding_bytes = SRV_DEFAULT_MAX_OUTSTANDING_BYTES;
 	if (cfg->workers == 0)
 		cfg->workers = 1;
 	if (cfg->limits.max_message == 0)
@@ -352,6 +371,28 @@ static void note_queued(struct conn *c)
 		__atomic_store_n(&c->w->stats.outstanding_peak, outstanding, __ATOMIC_RELAXED);
 }
 
+/*
+ * The connection holds as many responses, or as many bytes of them, as it
+ * may: handle no more of its requests until some are written. The bytes are
+ * tested before a request is handled, so one reply may go past the bound.
+ */
+static int conn_full(const struct conn *c)
+{
+	const struct srv_config *cfg = &c->w->srv->cfg;
+
+	return c->queued + c->inflight >= cfg->max_outstanding ||
+	       c->out.size + c->wbuf.size >= cfg->max_outstanding_bytes;
+}
+
+/* Gives back the memory of an empty output buffer that a burst of large replies grew. */
+static void shrink_buffer(msgpack_sbuffer *b)
+{
+	if (b->size == 0 && b->alloc > OUT_KEEP) {
+		msgpack_sbuffer_destroy(b);
+		msgpack_sbuffer_init(b);
+	}
+}
+
 static void on_conn_close(uv_handle_t *h)
 {
 	struct conn *c = h->data;
@@ -404,6 +445,7 @@ static void on_write(uv_write_t *req, int status)
 	c->writing = 0;
 	c->inflight = 0;
 	c->wbuf.size = 0;
+	shrink_buffer(&c->wbuf);
 	if (c->closing)
 		return;
 	if (status < 0) {
@@ -435,6 +477,7 @@ static void conn_flush(struct conn *c)
 	if (n >= 0 && (size_t)n == c->out.size) {
 		c->out.size = 0;
 		c->queued = 0;
+		shrink_buffer(&c->out);
 		return;
 	}
 	if (n < 0 && n != UV_EAGAIN) {
@@ -542,7 +585,7 @@ static int conn_process(struct conn *c)
 		int64_t msgid;
 		size_t len;
 
-		if (c->queued + c->inflight >= cfg->max_outstanding)
+		if (conn_full(c))
 			return 1;
 		r = proto_scanner_feed(&c->scan, c->in + c->in_off, c->in_len - c->in_off, l, &len,
 		                       &msgid);
@@ -567,8 +610,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void conn_update_reading(struct conn *c)
 {
 	struct worker *w = c->w;
-	int full = c->queued + c->inflight >= w->srv->cfg.max_outstanding;
-	int want = !c->closing && !c->finishing && !w->stopping && !full;
+	int full = conn_full(c);
+	int want = !c->closing && !c->finishing && !c->eof && !w->stopping && !full;
 
 	if (want && !c->reading) {
 		if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0) {
@@ -596,9 +639,10 @@ static void conn_compact(struct conn *c)
 /* Handles buffered input and writes the answers, as far as backpressure allows. */
 static void conn_pump(struct conn *c)
 {
-	for (;;) {
-		int blocked = conn_process(c);
+	int blocked;
 
+	for (;;) {
+		blocked = conn_process(c);
 		if (c->out_of_memory) {
 			conn_close(c);
 			return;
@@ -606,9 +650,18 @@ static void conn_pump(struct conn *c)
 		conn_flush(c);
 		if (c->closing)
 			return;
-		if (!blocked || c->writing)
+		/*
+		 * Go round again only if the flush made room. Output still held
+		 * (the ledger is not yet durable up to it) or in flight waits for
+		 * srv_set_durable or on_write, which pump again: spinning here
+		 * would keep the loop from ever running the sync that releases it.
+		 */
+		if (!blocked || c->writing || c->out.size)
 			break;
 	}
+	/* after the client's EOF, what is left unhandled is an incomplete message */
+	if (c->eof && !blocked)
+		c->finishing = 1;
 	conn_compact(c);
 	conn_update_reading(c);
 	if (!c->closing)
@@ -644,9 +697,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		return;
 	if (nread == UV_EOF) {
 		/* the client is done sending; answer what it sent, then close */
-		c->finishing = 1;
-		conn_update_reading(c);
-		conn_settle(c);
+		c->eof = 1;
+		conn_pump(c);
 		return;
 	}
 	if (nread < 0) {
@@ -678,7 +730,7 @@ static int deliver(struct worker *w, uint64_t conn_id, const char *method, const
 		return SC_ENOTFOUND;
 	if (c->in_handler)
 		return SC_EUNAVAILABLE;
-	if (c->queued + c->inflight >= w->srv->cfg.max_outstanding) {
+	if (conn_full(c)) {
 		STAT_ADD(w, notifications_dropped, 1);
 		return SC_ELIMIT;
 	}

@@ -48,6 +48,7 @@ struct srv_config {
 	long gid;                   /* group to chown the socket to; -1: leave it */
 	unsigned max_connections;   /* 0: 1024 */
 	unsigned max_outstanding;   /* responses queued per connection; 0: 1024 */
+	size_t max_outstanding_bytes; /* their bytes, tested before each request; 0: 1 MiB */
 	struct proto_limits limits; /* fields 0: the defaults */
 	unsigned workers;           /* 0 or 1: serve on the main loop; N: N worker threads */
 	/*
@@ -147,7 +148,7 @@ struct srv_stats {
 	uint64_t requests;             /* requests and notifications handled */
 	uint64_t protocol_errors;      /* connections closed for a limit or malformed input */
 	uint64_t rejected_connections; /* refused beyond max_connections */
-	uint64_t read_pauses;          /* times a connection hit max_outstanding and stopped being read */
+	uint64_t read_pauses;          /* times a connection hit max_outstanding(_bytes), stopped being read */
 	uint64_t outstanding_peak;     /* most responses ever queued on one connection */
 	uint64_t notifications_dropped; /* srv_notify messages a full connection could not take */
 };
@@ -169,7 +170,7 @@ void srv_set_durable(struct srv *s, uint64_t seq);
  *
  * On the thread serving the connection it is queued at once and the result
  * is final: 0, SC_ENOTFOUND (no such connection, or it is closing),
- * SC_ELIMIT (the connection already has max_outstanding messages queued:
+ * SC_ELIMIT (the connection already has max_outstanding messages or bytes queued:
  * the client does not read; counted as notifications_dropped),
  * SC_EUNAVAILABLE (called from the handler answering that connection) or
  * SC_EINTERNAL (out of memory). From another thread the message is copied

@@ -526,6 +526,7 @@ static Suite *integration_suite(void)
 	integration_wallets_tcases(s);
 	integration_visibility_tcases(s);
 	integration_tasks_tcases(s);
+	integration_hostile_tcases(s);
 	return s;
 }
 

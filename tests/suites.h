@@ -34,6 +34,7 @@ void integration_gate_tcases(Suite *s);       /* tests/check_integration_gate.c:
 void integration_wallets_tcases(Suite *s);    /* tests/check_integration_wallets.c: transfers */
 void integration_visibility_tcases(Suite *s); /* tests/check_integration_visibility.c: queries */
 void integration_tasks_tcases(Suite *s);      /* tests/check_integration_tasks.c: task caps */
+void integration_hostile_tcases(Suite *s);    /* tests/check_integration_hostile.c: raw clients */
 Suite *batch_suite(void);  /* tests/check_batch.c: pipelined checks and metadata, real daemon */
 Suite *peek_suite(void);   /* tests/check_peek.c: sc_peek_* against the real daemon */
 
