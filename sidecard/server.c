@@ -57,9 +57,12 @@
  * Errors. A limit violation, malformed msgpack or a bad envelope is answered
  * with an error (as the response to the msgid if the scanner recovered it,
  * else as the notification [2, "error", [err]]); the connection then stops
- * reading and is closed once the error is written ("finishing"). Read and
- * write errors close the connection at once. Nothing touches another
- * connection.
+ * handling input ("finishing") and, once the error is written, lingers: our
+ * side is shut down and the client's input is read and dropped until its EOF
+ * or SRV_LINGER_MS, so the client reads the error and then EOF rather than
+ * a reset (a socket closed with unread input resets its peer). A connection
+ * refused beyond max_connections ends the same way. Read and write errors
+ * close the connection at once. Nothing touches another connection.
  *
  * Workers. The listener is a uv_poll_t on the listening socket: the main
  * loop accept4()s every pending connection itself and hands the descriptor
@@ -101,6 +104,7 @@
 
 #define SRV_BACKLOG 4096
 #define SRV_DRAIN_MS 2000
+#define SRV_LINGER_MS 500 /* how long a connection closed on an error drains its client's input */
 #define SRV_ACCEPT_RETRY_MS 100 /* after accept4 ran out of descriptors */
 #define SRV_DEFAULT_MODE 0660
 #define SRV_DEFAULT_MAX_CONNECTIONS 1024
@@ -120,6 +124,9 @@ struct worker;
 
 struct conn {
 	uv_pipe_t pipe; /* pipe.data = the conn */
+	uv_timer_t linger;   /* while lingering: when to close regardless */
+	uv_shutdown_t sreq;  /* while lingering: the end of our output */
+	unsigned handles;    /* of pipe and linger, open or closing; the conn is freed at 0 */
 	struct worker *w;
 	uint64_t id;
 	struct conn *prev, *next;
@@ -142,6 +149,7 @@ struct conn {
 	unsigned writing : 1;    /* wreq in flight */
 	unsigned finishing : 1;  /* write what is queued, then close */
 	unsigned eof : 1;        /* the client sent all it will: answer what is buffered */
+	unsigned lingering : 1;  /* finished and written: discarding input until EOF or linger */
 	unsigned closing : 1;    /* uv_close called */
 	unsigned rejected : 1;   /* beyond max_connections */
 	unsigned in_handler : 1;
@@ -196,6 +204,8 @@ struct srv {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char lock_path[PATH_MAX];
 	int lock_fd;
+	dev_t sock_dev; /* the socket file this server bound, to remove only that one */
+	ino_t sock_ino;
 	srv_handler handler;
 	void *ctx;
 
@@ -293,13 +303,34 @@ static int take_lock(struct srv *s, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Removes path if it is still the file (dev, ino). Someone may have deleted
+ * this server's socket or lock file while it ran and another daemon have
+ * made its own there since: that one's must stay.
+ */
+static void unlink_own(const char *path, dev_t dev, ino_t ino)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+		unlink(path);
+}
+
 static void release_lock(struct srv *s)
 {
+	struct stat st;
+
 	if (s->lock_fd < 0)
 		return;
-	unlink(s->lock_path);
+	if (fstat(s->lock_fd, &st) == 0)
+		unlink_own(s->lock_path, st.st_dev, st.st_ino);
 	close(s->lock_fd);
 	s->lock_fd = -1;
+}
+
+static void remove_socket(struct srv *s)
+{
+	unlink_own(s->path, s->sock_dev, s->sock_ino);
 }
 
 /* Under the lock, a socket file can only be a crashed daemon's leftover. */
@@ -322,6 +353,7 @@ static int remove_stale(struct srv *s, char *err, size_t errlen)
 static int bind_socket(struct srv *s, char *err, size_t errlen)
 {
 	struct sockaddr_un sa;
+	struct stat st;
 	int fd, rc;
 
 	memset(&sa, 0, sizeof(sa));
@@ -335,6 +367,13 @@ static int bind_socket(struct srv *s, char *err, size_t errlen)
 		close(fd);
 		return rc;
 	}
+	if (lstat(s->path, &st) != 0) {
+		rc = sys_error(err, errlen, "cannot stat", s->path);
+		close(fd);
+		return rc;
+	}
+	s->sock_dev = st.st_dev;
+	s->sock_ino = st.st_ino;
 	if (chmod(s->path, s->cfg.mode) != 0)
 		rc = sys_error(err, errlen, "cannot chmod", s->path);
 	else if (s->cfg.gid >= 0 && chown(s->path, (uid_t)-1, (gid_t)s->cfg.gid) != 0)
@@ -343,7 +382,7 @@ static int bind_socket(struct srv *s, char *err, size_t errlen)
 		rc = sys_error(err, errlen, "cannot listen on", s->path);
 	else
 		return fd;
-	unlink(s->path);
+	remove_socket(s);
 	close(fd);
 	return rc;
 }
@@ -399,6 +438,8 @@ static void on_conn_close(uv_handle_t *h)
 	struct worker *w = c->w;
 	struct srv *s = w->srv;
 
+	if (--c->handles > 0)
+		return;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -429,13 +470,66 @@ static void conn_close(struct conn *c)
 	c->closing = 1;
 	c->reading = 0;
 	uv_close((uv_handle_t *)&c->pipe, on_conn_close);
+	if (c->lingering)
+		uv_close((uv_handle_t *)&c->linger, on_conn_close);
 }
 
-/* Closes a connection that must end once its output is written. */
+static void on_linger_end(uv_timer_t *t)
+{
+	conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct conn *c = req->handle->data;
+
+	if (status < 0 && !c->closing)
+		conn_close(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+/*
+ * Ends a connection whose last message (an error) is written without
+ * resetting it: a socket closed with unread input makes the client's next
+ * read fail with ECONNRESET, or its write with EPIPE, before it has seen our
+ * error. So our side is shut down (the client reads the error, then EOF),
+ * its input is read and dropped until its EOF, and the connection closes
+ * then or after SRV_LINGER_MS.
+ */
+static void conn_linger(struct conn *c)
+{
+	uv_loop_t *loop = c->w->loop;
+
+	if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->pipe, on_shutdown) != 0) {
+		conn_close(c);
+		return;
+	}
+	c->in_off = c->in_len = 0;
+	uv_timer_init(loop, &c->linger);
+	c->linger.data = c;
+	c->handles++;
+	c->lingering = 1;
+	uv_timer_start(&c->linger, on_linger_end, SRV_LINGER_MS, 0);
+	if (!c->reading) {
+		if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0) {
+			conn_close(c);
+			return;
+		}
+		c->reading = 1;
+	}
+}
+
+/* Ends a connection that must end once its output is written. */
 static void conn_settle(struct conn *c)
 {
-	if ((c->finishing || c->w->stopping) && !c->writing && c->out.size == 0)
+	if (c->writing || c->out.size != 0 || c->lingering)
+		return;
+	if (c->w->stopping || (c->finishing && c->eof))
 		conn_close(c);
+	else if (c->finishing)
+		conn_linger(c);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -603,15 +697,15 @@ static int conn_process(struct conn *c)
 	return 0;
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
-
 /* Reads while the connection may take more input, stops otherwise. */
 static void conn_update_reading(struct conn *c)
 {
 	struct worker *w = c->w;
 	int full = conn_full(c);
 	int want = !c->closing && !c->finishing && !c->eof && !w->stopping && !full;
+
+	if (c->lingering && !w->stopping)
+		return;
 
 	if (want && !c->reading) {
 		if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0) {
@@ -695,6 +789,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 	if (nread == 0 || c->closing)
 		return;
+	if (c->lingering) {
+		/* drop what the client still sends; its EOF (or an error) ends it */
+		if (nread < 0)
+			conn_close(c);
+		return;
+	}
 	if (nread == UV_EOF) {
 		/* the client is done sending; answer what it sent, then close */
 		c->eof = 1;
@@ -841,6 +941,7 @@ static struct conn *conn_new(struct worker *w, uint64_t id)
 	msgpack_packer_init(&c->pk, c, conn_write_out);
 	proto_scanner_reset(&c->scan);
 	c->pipe.data = c;
+	c->handles = 1;
 	c->next = w->conns;
 	if (w->conns)
 		w->conns->prev = c;
@@ -1305,7 +1406,7 @@ static void free_after_close(uv_handle_t *h)
 static void init_failed(struct srv *s, int fd)
 {
 	close(fd);
-	unlink(s->path);
+	remove_socket(s);
 	release_lock(s);
 	if (s->main_handles == 0) {
 		workers_free(s);
@@ -1378,7 +1479,7 @@ static void srv_maybe_finish(struct srv *s)
 	if (s->main_handles > 0)
 		return;
 	s->finished = 1;
-	unlink(s->path);
+	remove_socket(s);
 	release_lock(s);
 	if (s->done)
 		s->done(s->done_arg);

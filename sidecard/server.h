@@ -133,7 +133,9 @@ int srv_init(struct srv **out, uv_loop_t *loop, const struct srv_config *cfg, sr
  * lets responses already queued be written (for at most 2 seconds; held
  * responses go as soon as srv_set_durable releases them), closes every
  * connection, stops and joins every worker thread, removes the socket and
- * the lock file, releases the lock and then calls done(arg) on the loop
+ * the lock file (each only if it is still the file this server made: one
+ * deleted while it ran and made anew by another daemon stays), releases the
+ * lock and then calls done(arg) on the loop
  * thread. After done the loop has no handle of the server left. Calling it
  * twice has no further effect.
  */

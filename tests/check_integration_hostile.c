@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,6 +318,143 @@ START_TEST(test_unread_replies_bounded_by_bytes)
 }
 END_TEST
 
+/* ----- how a connection ends ----- */
+
+static void setup_one_connection(void)
+{
+	static const char *const extra[] = { "--max-connections", "2", NULL };
+
+	start(extra);
+}
+
+/*
+ * Reads what the daemon sends until it closes: asserts the error
+ * notification [2, "error", [{name}]] came first and that the end was an
+ * orderly EOF, not a reset.
+ */
+static void expect_error_then_eof(int fd, const char *name)
+{
+	char buf[512];
+	size_t len = 0;
+	msgpack_unpacked r;
+	const msgpack_object *o, *n;
+	size_t off = 0;
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t got;
+
+		ck_assert_msg(poll(&p, 1, IO_TIMEOUT_MS) == 1, "the daemon neither wrote nor closed");
+		got = read(fd, buf + len, sizeof(buf) - len);
+		ck_assert_msg(got >= 0, "read: %s (a reset before or instead of EOF)", strerror(errno));
+		if (got == 0)
+			break;
+		len += (size_t)got;
+		ck_assert(len < sizeof(buf));
+	}
+	msgpack_unpacked_init(&r);
+	ck_assert_int_eq(msgpack_unpack_next(&r, buf, len, &off), MSGPACK_UNPACK_SUCCESS);
+	o = &r.data;
+	ck_assert(o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 3);
+	ck_assert_uint_eq(o->via.array.ptr[0].via.u64, 2);
+	ck_assert(o->via.array.ptr[2].type == MSGPACK_OBJECT_ARRAY);
+	n = map_get(&o->via.array.ptr[2].via.array.ptr[0], "name");
+	ck_assert(n && n->type == MSGPACK_OBJECT_STR && n->via.str.size == strlen(name) &&
+	          memcmp(n->via.str.ptr, name, strlen(name)) == 0);
+	msgpack_unpacked_destroy(&r);
+}
+
+/*
+ * A client beyond --max-connections that writes its request before or
+ * after the daemon refused it reads the refusal, then EOF: it is never
+ * reset, and its write never fails, before it could see why.
+ */
+START_TEST(test_refused_connection_reads_why)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int64_t open = 0;
+	int second = raw_connect();
+
+	/* the test's connection and the second are the two allowed */
+	for (int i = 0; i < 500 && open != 2; i++) {
+		OK(sc_stat(c, "connections_open", &open));
+		if (open != 2)
+			test_sleep_ms(10);
+	}
+	ck_assert_int_eq(open, 2);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	pack_check(&pk, 1, 1);
+	for (int late = 0; late < 2; late++) {
+		int fd = raw_connect();
+
+		if (late)
+			test_sleep_ms(100);
+		raw_write(fd, sb.data, sb.size);
+		expect_error_then_eof(fd, "limit_exceeded");
+		close(fd);
+	}
+	msgpack_sbuffer_destroy(&sb);
+	close(second);
+	served();
+	stop();
+}
+END_TEST
+
+/* Malformed bytes are answered with protocol_error, then EOF, not a reset. */
+START_TEST(test_malformed_reads_why)
+{
+	static const char junk[] = "\xc1\xc1\xc1\xc1";
+	int fd = raw_connect();
+
+	raw_write(fd, junk, sizeof(junk) - 1);
+	expect_error_then_eof(fd, "protocol_error");
+	close(fd);
+	served();
+	stop();
+}
+END_TEST
+
+/*
+ * A daemon whose socket and lock file were deleted while it ran, and
+ * replaced by a second daemon's, removes only its own files when it stops:
+ * the second one stays reachable.
+ */
+START_TEST(test_stop_spares_a_newer_socket)
+{
+	static const char *extra[8];
+	static char segment[128], state[128];
+	struct test_daemon second;
+	char lock[128];
+	sc_client *c2;
+
+	snprintf(lock, sizeof(lock), "%s.lock", d.socket);
+	snprintf(segment, sizeof(segment), "%s/second.shm", d.dir);
+	snprintf(state, sizeof(state), "%s/second-state", d.dir);
+	ck_assert_int_eq(unlink(d.socket), 0);
+	ck_assert_int_eq(unlink(lock), 0);
+	extra[0] = "--state-dir";
+	extra[1] = state;
+	extra[2] = "--segment";
+	extra[3] = segment;
+	memset(&second, 0, sizeof(second));
+	/* on the first's directory: the same socket path, a state of its own */
+	ck_assert_int_eq(test_daemon_start_in(&second, d.dir, NULL, extra), 0);
+	ck_assert_str_eq(second.socket, d.socket);
+	sc_close(c);
+	c = NULL;
+	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0); /* keeps the directory */
+	ck_assert_msg(access(d.socket, F_OK) == 0, "the first daemon removed the second's socket");
+	ck_assert_msg(access(lock, F_OK) == 0, "the first daemon removed the second's lock");
+	ck_assert_int_eq(sc_connect(d.socket, &c2), 0);
+	ck_assert_int_eq(sc_stat(c2, "requests", &(int64_t){ 0 }), 0);
+	sc_close(c2);
+	ck_assert_int_eq(test_daemon_stop(&second), 0);
+	stop();
+}
+END_TEST
+
 void integration_hostile_tcases(Suite *s)
 {
 	TCase *tc = daemon_tcase(s, "hostile_outstanding", setup_outstanding_16, TEST_TIMEOUT_S);
@@ -326,4 +464,8 @@ void integration_hostile_tcases(Suite *s)
 	tc = daemon_tcase(s, "hostile_defaults", setup_default, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_burst_past_default_outstanding);
 	tcase_add_test(tc, test_unread_replies_bounded_by_bytes);
+	tcase_add_test(tc, test_malformed_reads_why);
+	tcase_add_test(tc, test_stop_spares_a_newer_socket);
+	tc = daemon_tcase(s, "hostile_one_connection", setup_one_connection, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_refused_connection_reads_why);
 }
