@@ -484,9 +484,56 @@ int shm_open_ro(struct shm *m, const char *path, char *err, size_t errlen);
 int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size_t errlen);
 void shm_close(struct shm *m);
 
-/* Writer side of the per-record seqlock (daemon loop thread only). */
+/*
+ * SNAPSHOTS (snap.c): the record tables as a list, and copy-on-write views
+ * of them at one instant, read by a copier thread while the writer goes on.
+ */
+#define SHM_TABLES 10 /* orgs, agents, rules, holds, txns, events, tasks, prices, alerts, texts */
+
+struct shm_table {
+	char *base;
+	size_t rec_size;
+	uint32_t end; /* one past the last slot that may be used, as header h says */
+};
+
+/* Table t (in the order above) of m, with the end that header h gives. */
+void shm_table(const struct shm *m, const struct shm_header *h, unsigned t,
+               struct shm_table *out);
+
+struct shm_snap;
+
+/* The view being copied, or NULL (written by the writer and the copier). */
+extern struct shm_snap *shm_snap_active;
+
+/*
+ * Writer, with no change in progress: a view of m's tables and header as
+ * they are now, made active, so that shm_write_begin saves each record of
+ * it before the record first changes. 0 or -ENOMEM.
+ */
+int shm_snap_begin(struct shm *m, struct shm_snap **out);
+/* The header and table t as they were at the instant (any thread). */
+const struct shm_header *shm_snap_header(const struct shm_snap *s);
+const struct shm_table *shm_snap_table(const struct shm_snap *s, unsigned t);
+/* Copier: slot (below the table's end) of table t as it was, into out (rec_size bytes). */
+void shm_snap_copy(struct shm_snap *s, unsigned t, uint32_t slot, void *out);
+/* Copier, once every slot it needs is copied: the writer stops saving. */
+void shm_snap_end(struct shm_snap *s);
+/* Writer (no shm_write_begin may be running), after shm_snap_end. NULL is ignored. */
+void shm_snap_free(struct shm_snap *s);
+/* shm_write_begin's part: saves the record at `at` if the view still needs it. */
+void shm_snap_save(struct shm_snap *s, const void *at);
+
+/*
+ * Writer side of the per-record seqlock (daemon loop thread only). It
+ * must come before the first byte of the record changes: that is also when
+ * an active snapshot view saves the record.
+ */
 static inline void shm_write_begin(uint32_t *seq)
 {
+	struct shm_snap *snap = __atomic_load_n(&shm_snap_active, __ATOMIC_ACQUIRE);
+
+	if (__builtin_expect(snap != NULL, 0))
+		shm_snap_save(snap, seq);
 	__atomic_store_n(seq, *seq + 1, __ATOMIC_RELAXED);
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 }

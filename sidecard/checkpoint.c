@@ -51,78 +51,18 @@ struct checkpointer {
 	char dir[4096];
 	uv_work_t work;
 	int in_flight;
+	pthread_mutex_t *commit_lock;
+	struct shm_snap *snap; /* the view being copied */
 	char *buf;
 	size_t len;
 	uint64_t seq;
+	int64_t now;
 	int rc;
 	void (*done)(void *arg, uint64_t seq, int rc);
 	void *arg;
 	void (*closed)(void *arg);
 	void *closed_arg;
 };
-
-struct table_desc {
-	size_t off_field; /* offset of the table's pointer in struct shm */
-	size_t cap_field; /* offset of its capacity in struct shm_header */
-	size_t rec_size;
-	size_t top_field; /* offset of its uint32_t high-water mark in struct shm_header, or */
-	size_t next_field; /* of the uint64_t next id of a ring (0: the other field is set) */
-};
-
-/* ... is TOP(field) or RING(field). */
-#define TABLE(table, cap, type, ...)                                                      \
-	{offsetof(struct shm, table), offsetof(struct shm_header, cap), sizeof(struct type), \
-	 __VA_ARGS__}
-#define TOP(field) offsetof(struct shm_header, field), 0
-#define RING(field) 0, offsetof(struct shm_header, field)
-
-static const struct table_desc tables[] = {
-	TABLE(orgs, org_cap, shm_org, TOP(org_top)),
-	TABLE(agents, agent_cap, shm_agent, TOP(agent_top)),
-	TABLE(rules, rule_cap, shm_rule, TOP(rule_top)),
-	TABLE(holds, hold_cap, shm_hold, TOP(hold_top)),
-	TABLE(txns, txn_cap, shm_txn, RING(next_txn_id)),
-	TABLE(events, event_cap, shm_event, RING(next_event_id)),
-	TABLE(tasks, task_cap, shm_task, TOP(task_top)),
-	TABLE(prices, price_cap, shm_price, TOP(price_top)),
-	TABLE(alerts, alert_cap, shm_alert, RING(next_alert_id)),
-	TABLE(texts, text_cap, shm_text, TOP(text_top)),
-};
-
-#define N_TABLES (sizeof(tables) / sizeof(tables[0]))
-
-static char *table_base(const struct shm *m, const struct table_desc *t)
-{
-	char *base;
-
-	memcpy(&base, (const char *)m + t->off_field, sizeof(base));
-	return base;
-}
-
-static uint32_t table_cap(const struct shm_header *h, const struct table_desc *t)
-{
-	uint32_t cap;
-
-	memcpy(&cap, (const char *)h + t->cap_field, sizeof(cap));
-	return cap;
-}
-
-/*
- * One past the last slot that may be used: slots above were never written,
- * and reading them would make the pages of an empty table tail resident.
- */
-static uint32_t table_end(const struct shm_header *h, const struct table_desc *t)
-{
-	uint32_t cap = table_cap(h, t), top;
-	uint64_t next;
-
-	if (t->top_field) {
-		memcpy(&top, (const char *)h + t->top_field, sizeof(top));
-		return top < cap ? top : cap;
-	}
-	memcpy(&next, (const char *)h + t->next_field, sizeof(next));
-	return next - 1 < cap ? (uint32_t)(next - 1) : cap;
-}
 
 void checkpoint_path(const char *dir, uint64_t seq, char *buf, size_t len)
 {
@@ -131,56 +71,87 @@ void checkpoint_path(const char *dir, uint64_t seq, char *buf, size_t len)
 
 /* --------------------------------------------------------------- taking */
 
-/* Loop thread: copies the used records into one buffer. */
-static int serialize(const struct shm *m, uint64_t seq, int64_t now, char **out, size_t *len)
+/* Makes room for n more bytes after len, growing the buffer by doubling. 0 or -ENOMEM. */
+static int reserve(char **b, size_t len, size_t *cap, size_t n)
 {
-	size_t size = CKPT_HEAD + sizeof(struct shm_header) + 4, off;
-	uint32_t u32, crc;
-	char *b;
+	size_t c = *cap ? *cap : 1u << 20;
+	char *nb;
 
-	for (size_t t = 0; t < N_TABLES; t++) {
-		const char *base = table_base(m, &tables[t]);
-		uint32_t end = table_end(m->hdr, &tables[t]), used = 0;
-
-		for (uint32_t i = 0; i < end; i++)
-			used += ((const struct shm_rec *)(base + i * tables[t].rec_size))->used != 0;
-		size += 4 + (size_t)used * (4 + tables[t].rec_size);
-	}
-	if (!(b = malloc(size)))
+	if (len + n <= *cap)
+		return 0;
+	while (c < len + n)
+		c *= 2;
+	if (!(nb = realloc(*b, c)))
 		return -ENOMEM;
-	memcpy(b, CKPT_MAGIC, 8);
+	*b = nb;
+	*cap = c;
+	return 0;
+}
+
+static int put(char **b, size_t *len, size_t *cap, const void *p, size_t n)
+{
+	int rc = reserve(b, *len, cap, n);
+
+	if (rc == 0) {
+		memcpy(*b + *len, p, n);
+		*len += n;
+	}
+	return rc;
+}
+
+/*
+ * Copier (a pool thread): the used records of the view, as they were at
+ * its instant, into one buffer in the FORMAT above.
+ */
+static int serialize(struct shm_snap *snap, uint64_t seq, int64_t now, char **out, size_t *len)
+{
+	char head[CKPT_HEAD], *b = NULL;
+	size_t off = 0, cap = 0;
+	uint32_t u32, crc;
+	int rc;
+
+	memcpy(head, CKPT_MAGIC, 8);
 	u32 = SHM_LAYOUT_VERSION;
-	memcpy(b + 8, &u32, 4);
+	memcpy(head + 8, &u32, 4);
 	u32 = sizeof(struct shm_header);
-	memcpy(b + 12, &u32, 4);
-	memcpy(b + 16, &seq, 8);
-	memcpy(b + 24, &now, 8);
-	memcpy(b + CKPT_HEAD, m->hdr, sizeof(struct shm_header));
-	off = CKPT_HEAD + sizeof(struct shm_header);
-	for (size_t t = 0; t < N_TABLES; t++) {
-		const char *base = table_base(m, &tables[t]);
-		uint32_t end = table_end(m->hdr, &tables[t]);
+	memcpy(head + 12, &u32, 4);
+	memcpy(head + 16, &seq, 8);
+	memcpy(head + 24, &now, 8);
+	if ((rc = put(&b, &off, &cap, head, CKPT_HEAD)) != 0 ||
+	    (rc = put(&b, &off, &cap, shm_snap_header(snap), sizeof(struct shm_header))) != 0)
+		goto fail;
+	for (unsigned t = 0; t < SHM_TABLES; t++) {
+		const struct shm_table *tab = shm_snap_table(snap, t);
 		size_t count_at = off;
 
 		u32 = 0;
-		off += 4;
-		for (uint32_t i = 0; i < end; i++) {
-			const char *rec = base + i * tables[t].rec_size;
+		if ((rc = put(&b, &off, &cap, &u32, 4)) != 0)
+			goto fail;
+		for (uint32_t i = 0; i < tab->end; i++) {
+			struct shm_rec r;
 
-			if (!((const struct shm_rec *)rec)->used)
+			/* copied in place; an unused record is then overwritten by the next */
+			if ((rc = reserve(&b, off, &cap, 4 + tab->rec_size)) != 0)
+				goto fail;
+			shm_snap_copy(snap, t, i, b + off + 4);
+			memcpy(&r, b + off + 4, sizeof(r));
+			if (!r.used)
 				continue;
 			memcpy(b + off, &i, 4);
-			memcpy(b + off + 4, rec, tables[t].rec_size);
-			off += 4 + tables[t].rec_size;
+			off += 4 + tab->rec_size;
 			u32++;
 		}
 		memcpy(b + count_at, &u32, 4);
 	}
 	crc = ledger_crc32c(0, b, off);
-	memcpy(b + off, &crc, 4);
+	if ((rc = put(&b, &off, &cap, &crc, 4)) != 0)
+		goto fail;
 	*out = b;
-	*len = off + 4;
+	*len = off;
 	return 0;
+fail:
+	free(b);
+	return rc;
 }
 
 static int write_file(const char *dir, uint64_t seq, const char *buf, size_t len)
@@ -225,7 +196,10 @@ static void work(uv_work_t *w)
 {
 	struct checkpointer *cp = w->data;
 
-	cp->rc = write_file(cp->dir, cp->seq, cp->buf, cp->len);
+	cp->rc = serialize(cp->snap, cp->seq, cp->now, &cp->buf, &cp->len);
+	shm_snap_end(cp->snap);
+	if (cp->rc == 0)
+		cp->rc = write_file(cp->dir, cp->seq, cp->buf, cp->len);
 }
 
 /* 1 if name is a snapshot file: <16 hex digits>.snap, or .snap.tmp while written. */
@@ -271,6 +245,11 @@ static void work_done(uv_work_t *w, int status)
 
 	free(cp->buf);
 	cp->buf = NULL;
+	/* a writer may still be inside shm_write_begin with the view: free it under the lock */
+	pthread_mutex_lock(cp->commit_lock);
+	shm_snap_free(cp->snap);
+	pthread_mutex_unlock(cp->commit_lock);
+	cp->snap = NULL;
 	cp->in_flight = 0;
 	if (status != 0)
 		cp->rc = SC_EINTERNAL;
@@ -281,7 +260,8 @@ static void work_done(uv_work_t *w, int status)
 }
 
 int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
-                    void (*done)(void *arg, uint64_t seq, int rc), void *arg)
+                    pthread_mutex_t *commit_lock, void (*done)(void *arg, uint64_t seq, int rc),
+                    void *arg)
 {
 	struct checkpointer *cp = calloc(1, sizeof(*cp));
 
@@ -292,6 +272,7 @@ int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
 		return -errno;
 	}
 	cp->loop = loop;
+	cp->commit_lock = commit_lock;
 	snprintf(cp->dir, sizeof(cp->dir), "%s", dir);
 	/* snapshots a stopped daemon was still writing: nothing can complete them now */
 	remove_snapshots(dir, UINT64_MAX, 1);
@@ -306,19 +287,21 @@ int checkpoint_busy(const struct checkpointer *cp)
 	return cp->in_flight;
 }
 
-int checkpoint_start(struct checkpointer *cp, const struct shm *m, uint64_t seq, int64_t now)
+int checkpoint_start(struct checkpointer *cp, struct shm *m, uint64_t seq, int64_t now)
 {
 	int rc;
 
 	if (cp->in_flight || cp->closed)
 		return SC_EUNAVAILABLE;
-	if ((rc = serialize(m, seq, now, &cp->buf, &cp->len)) != 0)
+	if ((rc = shm_snap_begin(m, &cp->snap)) != 0)
 		return rc;
 	cp->seq = seq;
+	cp->now = now;
 	cp->work.data = cp;
 	if (uv_queue_work(cp->loop, &cp->work, work, work_done) != 0) {
-		free(cp->buf);
-		cp->buf = NULL;
+		shm_snap_end(cp->snap);
+		shm_snap_free(cp->snap);
+		cp->snap = NULL;
 		return SC_EINTERNAL;
 	}
 	cp->in_flight = 1;
@@ -389,9 +372,11 @@ static int load_tables(struct shm *m, const char *p, size_t len, const char **wh
 {
 	size_t off = CKPT_HEAD + sizeof(struct shm_header);
 
-	for (size_t t = 0; t < N_TABLES; t++) {
-		char *base = table_base(m, &tables[t]);
-		uint32_t end = table_end(m->hdr, &tables[t]), count;
+	for (unsigned t = 0; t < SHM_TABLES; t++) {
+		struct shm_table tab;
+		uint32_t count;
+
+		shm_table(m, m->hdr, t, &tab);
 
 		if (off + 4 > len - 4)
 			goto bad;
@@ -401,15 +386,15 @@ static int load_tables(struct shm *m, const char *p, size_t len, const char **wh
 			uint32_t slot;
 			struct shm_rec *rec;
 
-			if (off + 4 + tables[t].rec_size > len - 4)
+			if (off + 4 + tab.rec_size > len - 4)
 				goto bad;
 			memcpy(&slot, p + off, 4);
-			if (slot >= end)
+			if (slot >= tab.end)
 				goto bad;
-			rec = (struct shm_rec *)(base + (size_t)slot * tables[t].rec_size);
-			memcpy(rec, p + off + 4, tables[t].rec_size);
+			rec = (struct shm_rec *)(void *)(tab.base + (size_t)slot * tab.rec_size);
+			memcpy(rec, p + off + 4, tab.rec_size);
 			rec->seq = 0;
-			off += 4 + tables[t].rec_size;
+			off += 4 + tab.rec_size;
 		}
 	}
 	return 0;

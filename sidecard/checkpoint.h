@@ -5,6 +5,7 @@
 #ifndef SIDECARD_CHECKPOINT_H
 #define SIDECARD_CHECKPOINT_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,15 +15,22 @@
 
 struct checkpointer;
 
-/* dir is created if missing. done(arg, seq, rc) runs on the loop thread after each snapshot. */
-int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
-                    void (*done)(void *arg, uint64_t seq, int rc), void *arg);
 /*
- * Snapshots m, whose state is exactly the ledger up to seq, now (loop
- * thread, a copy of the used records) and writes it in the background.
+ * dir is created if missing. done(arg, seq, rc) runs on the loop thread
+ * after each snapshot. commit_lock is the lock every writer of the state
+ * holds (the snapshot's view is freed under it).
+ */
+int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
+                    pthread_mutex_t *commit_lock, void (*done)(void *arg, uint64_t seq, int rc),
+                    void *arg);
+/*
+ * Snapshots m, whose state is exactly the ledger up to seq (loop thread,
+ * under the commit lock): it begins a copy-on-write view of the segment
+ * (shm_snap_begin, no record is copied here), and a pool thread copies the
+ * used records as they were and writes the file while changes go on.
  * SC_EUNAVAILABLE while the previous one is still being written.
  */
-int checkpoint_start(struct checkpointer *cp, const struct shm *m, uint64_t seq, int64_t now);
+int checkpoint_start(struct checkpointer *cp, struct shm *m, uint64_t seq, int64_t now);
 /* 1 while a snapshot is being written (checkpoint_start would refuse); loop thread. */
 int checkpoint_busy(const struct checkpointer *cp);
 /* Calls closed(arg) once no snapshot is being written. */

@@ -275,7 +275,7 @@ static void take_checkpoint(struct daemon *d, uint64_t min_records)
 
 	if (checkpoint_busy(d->cp))
 		return;
-	/* the snapshot copies the state: no change may run meanwhile */
+	/* the snapshot's view begins between two changes; the copy runs beside them */
 	pthread_mutex_lock(&d->dispatch.lock);
 	seq = state_applied(d->st);
 	if (d->stopping || seq <= d->dispatch.checkpoint_seq ||
@@ -596,7 +596,8 @@ static int start(struct daemon *d)
 		log_error("%s", err);
 		return rc;
 	}
-	if ((rc = checkpoint_init(&d->cp, &d->loop, d->ckpt_dir, on_checkpoint_done, d)) != 0) {
+	if ((rc = checkpoint_init(&d->cp, &d->loop, d->ckpt_dir, &d->dispatch.lock, on_checkpoint_done,
+	                          d)) != 0) {
 		log_error("%s: %s", d->ckpt_dir, sc_strerror(rc));
 		return rc;
 	}

@@ -16,6 +16,7 @@ int main(void)
 	srunner_add_suite(sr, frame_suite());
 	srunner_add_suite(sr, server_suite());
 	srunner_add_suite(sr, shm_suite());
+	srunner_add_suite(sr, snap_suite());
 	srunner_add_suite(sr, gate_suite());
 	srunner_add_suite(sr, score_suite());
 	srunner_add_suite(sr, task_suite());

@@ -16,6 +16,7 @@ Suite *money_suite(void);  /* tests/check_money.c: money, error names, name tabl
 Suite *frame_suite(void);  /* tests/check_frame.c: msgpack-rpc framing and limits */
 Suite *server_suite(void); /* the daemon's server and dispatch */
 Suite *shm_suite(void);    /* tests/check_shm.c: the shared-memory state segment */
+Suite *snap_suite(void);   /* tests/check_snap.c: copy-on-write views of the segment */
 Suite *gate_suite(void);   /* tests/check_gate.c: the gating engine, the decision of a check */
 void gate_holds_tcases(Suite *s);  /* tests/check_gate_holds.c: holds, idempotency, expiry */
 void gate_bounds_tcases(Suite *s); /* tests/check_gate_bounds.c: validation, capacities, overflow */
