@@ -26,6 +26,14 @@
  * Only used records are copied, so a snapshot costs what the state holds,
  * not what its capacity is. A snapshot is written to a temporary name,
  * fsynced, renamed, and the directory fsynced: it exists whole or not at all.
+ *
+ * A failed snapshot (disk full: the snapshot is as large as the state, the
+ * ledger's batches are small) is retried after RETRY_FIRST_MS, doubling
+ * after each further failure up to RETRY_MAX_MS; until then
+ * checkpoint_busy() says so, and the owner neither copies the state under
+ * its commit lock nor asks again. One line is logged when snapshots start
+ * failing and one when they succeed again, whatever the number of
+ * attempts between.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -45,6 +53,9 @@
 
 #define CKPT_MAGIC "SCCKPT01"
 #define CKPT_HEAD 32u
+/* The wait before retrying a failed snapshot: doubles from the first to the last. */
+#define RETRY_FIRST_MS 1000u
+#define RETRY_MAX_MS (300u * 1000u)
 
 struct checkpointer {
 	uv_loop_t *loop;
@@ -59,6 +70,8 @@ struct checkpointer {
 	void *arg;
 	void (*closed)(void *arg);
 	void *closed_arg;
+	uint64_t failures; /* failed attempts since the last snapshot that succeeded */
+	uint64_t retry_at; /* uv_now() from which a failed snapshot may be tried again */
 };
 
 struct table_desc {
@@ -265,6 +278,22 @@ void checkpoint_prune(const char *dir, uint64_t seq)
 	remove_snapshots(dir, seq, 0);
 }
 
+/* Counts a failed attempt and schedules the next (see the top of the file). */
+static void failed(struct checkpointer *cp, uint64_t seq, int rc)
+{
+	uint64_t wait = RETRY_MAX_MS;
+
+	if (cp->failures < 16 && (RETRY_FIRST_MS << cp->failures) < RETRY_MAX_MS)
+		wait = RETRY_FIRST_MS << cp->failures;
+	if (cp->failures++ == 0)
+		log_error("checkpoint: cannot write the snapshot at record %llu in %s: %s; retrying "
+		          "after %u s, then at longer intervals up to %u s (the ledger is kept until "
+		          "a snapshot succeeds)",
+		          (unsigned long long)seq, cp->dir, sc_strerror(rc), RETRY_FIRST_MS / 1000,
+		          RETRY_MAX_MS / 1000);
+	cp->retry_at = uv_now(cp->loop) + wait;
+}
+
 static void work_done(uv_work_t *w, int status)
 {
 	struct checkpointer *cp = w->data;
@@ -274,6 +303,14 @@ static void work_done(uv_work_t *w, int status)
 	cp->in_flight = 0;
 	if (status != 0)
 		cp->rc = SC_EINTERNAL;
+	if (cp->rc != 0) {
+		failed(cp, cp->seq, cp->rc);
+	} else if (cp->failures) {
+		log_info("checkpoint: the snapshot at record %llu succeeded after %llu failed "
+		         "attempt(s)",
+		         (unsigned long long)cp->seq, (unsigned long long)cp->failures);
+		cp->failures = 0;
+	}
 	if (cp->done)
 		cp->done(cp->arg, cp->seq, cp->rc);
 	if (cp->closed)
@@ -303,22 +340,30 @@ int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
 
 int checkpoint_busy(const struct checkpointer *cp)
 {
-	return cp->in_flight;
+	return cp->in_flight || (cp->failures && uv_now(cp->loop) < cp->retry_at);
+}
+
+uint64_t checkpoint_failures(const struct checkpointer *cp)
+{
+	return cp->failures;
 }
 
 int checkpoint_start(struct checkpointer *cp, const struct shm *m, uint64_t seq, int64_t now)
 {
 	int rc;
 
-	if (cp->in_flight || cp->closed)
+	if (checkpoint_busy(cp) || cp->closed)
 		return SC_EUNAVAILABLE;
-	if ((rc = serialize(m, seq, now, &cp->buf, &cp->len)) != 0)
+	if ((rc = serialize(m, seq, now, &cp->buf, &cp->len)) != 0) {
+		failed(cp, seq, rc);
 		return rc;
+	}
 	cp->seq = seq;
 	cp->work.data = cp;
 	if (uv_queue_work(cp->loop, &cp->work, work, work_done) != 0) {
 		free(cp->buf);
 		cp->buf = NULL;
+		failed(cp, seq, SC_EINTERNAL);
 		return SC_EINTERNAL;
 	}
 	cp->in_flight = 1;

@@ -46,6 +46,7 @@ struct dispatch {
 	struct ledger *ledger;     /* NULL: changes are not recorded (unit tests) */
 	int strict;                /* replies to changes wait for their record to be durable */
 	uint64_t checkpoint_seq;   /* the newest snapshot, for stats */
+	uint64_t checkpoint_failures; /* failed snapshots since the last good one, for stats */
 	msgpack_sbuffer scratch;   /* a method's result before it is sent (init/destroy by owner) */
 	const msgpack_object *recorded; /* replay: the result the record holds, else NULL */
 	struct dispatch_alerts *alerts; /* alerts.subscribe's subscribers; NULL until the first */
