@@ -175,6 +175,27 @@ START_TEST(test_agents_delete)
 }
 END_TEST
 
+/*
+ * A report retried after its agent was deleted: the settlement stands, but
+ * there is no wallet to answer with. not_found naming both, not internal.
+ */
+START_TEST(test_report_after_agent_deleted)
+{
+	uint64_t id = new_agent(USD(10)), txn;
+	char agent[32];
+	sc_settlement s;
+
+	txn = allow(id, "tool.run", USD(1));
+	report(txn, SC_OUTCOME_SUCCESS, 0, 0);
+	OK(sc_agents_delete(c, id));
+	FAILS(sc_report(c, txn, SC_OUTCOME_SUCCESS, 0, 0, &s), SC_ENOTFOUND, "transaction_id");
+	snprintf(agent, sizeof(agent), "agent %" PRIu64 " has since been deleted", id);
+	ck_assert_msg(strstr(sc_last_error(c), agent) && strstr(sc_last_error(c), "settled as success"),
+	              "message '%s' does not say the transaction was settled and its agent deleted",
+	              sc_last_error(c));
+}
+END_TEST
+
 START_TEST(test_rules)
 {
 	uint64_t id = new_agent(USD(100)), txn;
@@ -512,6 +533,7 @@ static Suite *integration_suite(void)
 	tcase_add_test(tc, test_agents_create_get_list);
 	tcase_add_test(tc, test_agents_update);
 	tcase_add_test(tc, test_agents_delete);
+	tcase_add_test(tc, test_report_after_agent_deleted);
 	tcase_add_test(tc, test_rules);
 	tcase_add_test(tc, test_wallets);
 	tcase_add_test(tc, test_transactions_list);
