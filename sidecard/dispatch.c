@@ -263,7 +263,10 @@ msgpack_packer *call_ok(struct call *c)
 int call_arg_str(struct call *c, struct proto_args *a, const char *key, int required,
                    size_t max, struct state_str *out, int *present)
 {
-	return proto_arg_str(a, key, required, max, &out->p, &out->len, present);
+	/* a record's text was checked when it was written; an older daemon checked less */
+	if (c->replaying)
+		return proto_arg_str(a, key, required, max, &out->p, &out->len, present);
+	return proto_arg_text(a, key, required, max, &out->p, &out->len, present);
 }
 
 int call_agent_arg(struct call *c, uint32_t *slot)
@@ -1342,7 +1345,7 @@ static int replay_run(struct dispatch *d, const struct method *m, const struct l
 	*w = (struct replay_result){.want = r->body + 1 + off, .len = r->body_len - 1 - off};
 	msgpack_packer_init(&spk, w, same_write);
 	*c = (struct call){.d = d, .st = d->st, .m = state_shm(d->st), .a = &args, .pk = &spk,
-	                   .now = r->time};
+	                   .now = r->time, .replaying = 1};
 	if (tz) {
 		msgpack_unpacked_init(&res);
 		if (msgpack_unpack_next(&res, w->want, w->len, &roff) == MSGPACK_UNPACK_SUCCESS)
