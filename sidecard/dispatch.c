@@ -1068,6 +1068,10 @@ static uint64_t record(struct dispatch *d, unsigned type, int64_t now,
 	return seq;
 }
 
+#define SEGMENT_LOST                                                                       \
+	"state segment: another process cut it short; the daemon is stopping, and its next "  \
+	"start rebuilds the state from the ledger"
+
 /* Runs a method; its result (after a nil error) is left in d->scratch. */
 static int run(struct dispatch *d, const struct method *m, const msgpack_object *params,
                int64_t now, uint64_t conn_id, struct call *c)
@@ -1106,7 +1110,9 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 		goto fail;
 	}
 	pthread_mutex_lock(&d->lock);
-	if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
+	if (d->segment_lost) {
+		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", SEGMENT_LOST);
+	} else if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
 		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", refused);
 	} else {
 		/* read under the lock, so the ledger's times follow its order */
@@ -1148,6 +1154,8 @@ static unsigned clock_change(struct dispatch *d, unsigned type,
 	struct shm *shm = state_shm(d->st);
 	unsigned n;
 
+	if (d->segment_lost)
+		return 0;
 	shm_change_begin(shm);
 	n = apply(d->st, now);
 	if (n && d->ledger) {

@@ -241,6 +241,88 @@ static void on_alerts_raised(void *arg)
 	uv_async_send(&d->wake);
 }
 
+static void stop(struct daemon *d, const char *why);
+
+/* ------------------------------------------------- the segment cut short */
+
+/*
+ * The state segment is a file any process with write access may truncate
+ * (root, or the daemon's own user in a container that mounts the
+ * directory); its mode (0640: the group may only read) keeps everyone
+ * else out. Pages past the new end fault with SIGBUS on the next access.
+ * Nothing can make that access safe: extending the file back gives zero
+ * pages, and a change that reads zeros where its records were may loop or
+ * write a record that no longer replays. So the daemon checks the file's
+ * size on every flush (one fstat) and, when it shrank, refuses every
+ * request and stops with status 1; and a SIGBUS inside the segment that
+ * comes first ends the daemon at once, with status 1, a line on stderr,
+ * and the segment removed. Either way the next start rebuilds the state
+ * from the ledger, which holds every change acknowledged in strict mode
+ * (async mode loses what a crash would: the last --commit-interval). A
+ * SIGBUS outside the segment is not ours: the default action runs (the
+ * fault repeats once the handler returns).
+ */
+static struct {
+	char *base;
+	size_t size;
+	int fd;
+	const char *path;
+} guard;
+
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+	static const char msg[] = "sidecard: error: the state segment was cut short by another "
+	                          "process while in use; stopping at once and removing it (the "
+	                          "next start rebuilds the state from the ledger)\n";
+	char *addr = si->si_addr;
+
+	(void)ctx;
+	if (!guard.base || addr < guard.base || addr >= guard.base + guard.size) {
+		signal(sig, SIG_DFL);
+		return;
+	}
+	unlink(guard.path);
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(1);
+	_exit(1);
+}
+
+static void guard_segment(struct daemon *d)
+{
+	struct sigaction sa;
+	const struct shm *m = state_shm(d->st);
+
+	guard.base = m->base;
+	guard.size = m->size;
+	guard.fd = m->fd;
+	guard.path = d->shm_path;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
+/* Main loop, after each flush: the file shrank. */
+static void segment_check(struct daemon *d)
+{
+	struct stat sb;
+
+	if (guard.base && !d->dispatch.segment_lost && fstat(guard.fd, &sb) == 0 &&
+	    (uint64_t)sb.st_size < guard.size) {
+		pthread_mutex_lock(&d->dispatch.lock);
+		d->dispatch.segment_lost = 1;
+		pthread_mutex_unlock(&d->dispatch.lock);
+	}
+	if (d->dispatch.segment_lost && !d->stopping) {
+		log_error("the state segment %s was cut short by another process; its state no "
+		          "longer matches the ledger: refusing requests, stopping, and removing it "
+		          "so that the next start rebuilds it from the ledger",
+		          d->shm_path);
+		stop(d, "the state segment was cut short");
+	}
+}
+
 static void on_wake(uv_async_t *a)
 {
 	struct daemon *d = a->data;
@@ -325,6 +407,7 @@ static void on_durable(void *arg, uint64_t seq)
 
 	if (d->srv)
 		srv_set_durable(d->srv, seq);
+	segment_check(d);
 	take_checkpoint(d, d->cfg.checkpoint_records);
 }
 
@@ -360,19 +443,22 @@ static void on_server_stopped(void *arg)
 	ledger_close(d->ledger, on_ledger_closed, d);
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void stop(struct daemon *d, const char *why)
 {
-	struct daemon *d = s->data;
-
 	if (d->stopping)
 		return;
 	d->stopping = 1;
-	log_info("%s: draining connections and stopping", strsignal(signum));
+	log_info("%s: draining connections and stopping", why);
 	uv_timer_stop(&d->expiry);
 	uv_close((uv_handle_t *)&d->expiry, NULL);
 	uv_timer_stop(&d->checkpoint_timer);
 	uv_close((uv_handle_t *)&d->alerts, NULL);
 	srv_stop(d->srv, on_server_stopped, d);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	stop(s->data, strsignal(signum));
 }
 
 static void on_ignored_signal(uv_signal_t *s, int signum)
@@ -712,6 +798,7 @@ static int start(struct daemon *d)
 	d->alerts.data = d;
 	uv_check_start(&d->alerts, on_loop_turn);
 	watch_signals(d);
+	guard_segment(d);
 	on_expiry(&d->expiry);
 	pthread_mutex_lock(&d->dispatch.lock);
 	state_counts(d->st, &counts);
@@ -763,7 +850,13 @@ int main(int argc, char **argv)
 	}
 	ledger_free(d.ledger);
 	checkpoint_free(d.cp);
+	guard.base = NULL;
 	state_close(d.st);
+	if (d.dispatch.segment_lost) {
+		shm_retire_file(d.shm_path, NULL, 0);
+		unlink(d.shm_path);
+		rc = 1;
+	}
 	dispatch_alerts_free(&d.dispatch);
 	msgpack_sbuffer_destroy(&d.dispatch.scratch);
 	if (uv_loop_close(&d.loop) != 0)

@@ -376,6 +376,116 @@ START_TEST(test_set_aside_keeps_newest)
 }
 END_TEST
 
+/* ----- files cut short under the running daemon ----- */
+
+static void setup_async(void)
+{
+	/* replies do not wait for the disk: the change that finds the cut is answered */
+	static const char *const args[] = { "--orgs", "16", "--agents", "64", "--durability",
+		                            "async", "--commit-interval", "10", NULL };
+
+	start(args);
+}
+
+/* The path of the newest ledger segment into buf. */
+static void last_segment(char *buf, size_t len)
+{
+	char in[160];
+	DIR *dh;
+	struct dirent *e;
+
+	snprintf(in, sizeof(in), "%s/ledger", d.state);
+	buf[0] = '\0';
+	ck_assert_ptr_nonnull(dh = opendir(in));
+	while ((e = readdir(dh)) != NULL) {
+		size_t l = strlen(e->d_name);
+
+		if (l > 4 && strcmp(e->d_name + l - 4, ".log") == 0 &&
+		    (buf[0] == '\0' || strcmp(strrchr(buf, '/') + 1, e->d_name) < 0))
+			snprintf(buf, len, "%s/%s", in, e->d_name);
+	}
+	closedir(dh);
+	ck_assert_msg(buf[0] != '\0', "no ledger segment in %s", in);
+}
+
+/*
+ * A ledger segment cut short by another process: before, the daemon went on
+ * writing at its old end, into a hole that recovery reads as the end of the
+ * ledger. Now the next batch is not written: changes are refused naming the
+ * file, reads are served, and one line in the log says what happened.
+ */
+START_TEST(test_ledger_cut)
+{
+	sc_check_req req = { .action = "llm.chat", .estimated_cost = 1 };
+	uint64_t agent = new_agent("acme", "spender", USD(10));
+	char seg[256];
+	sc_decision dec;
+	sc_wallet w;
+	sc_org o;
+	int rc;
+
+	allow(agent);
+	ck_assert_msg(wait_stat_ge("ledger_durable_seq", stat_of("ledger_last_seq"), 5000),
+	              "the ledger is not durable");
+	last_segment(seg, sizeof(seg));
+	ck_assert_int_eq(truncate(seg, 100), 0);
+	allow(agent); /* async: answered; its batch finds the cut */
+	ck_assert_msg(wait_stat_ge("ledger_failed", 1, 5000), "the cut ledger is not failed");
+	req.agent_id = agent;
+	rc = sc_check(c, &req, &dec);
+	ck_assert_msg(rc == SC_EUNAVAILABLE, "check after the cut: %s (%s)", sc_err_name(rc),
+	              sc_last_error(c));
+	ck_assert_msg(strstr(sc_last_error(c), seg) && strstr(sc_last_error(c), "cut short"),
+	              "'%s' does not name %s", sc_last_error(c), seg);
+	ck_assert_int_eq(sc_orgs_create(c, "refused", &o), SC_EUNAVAILABLE);
+	OK(sc_wallets_get(c, agent, &w));
+	ck_assert_int_eq(LOG_LINES("another process cut it"), 1);
+}
+END_TEST
+
+static const off_t segment_cuts[] = { 0, 4096 };
+
+/*
+ * The state segment cut short by another process: before, the next access
+ * to a page past the cut killed the daemon with SIGBUS, and the next start
+ * set the segment aside. Now the daemon ends with status 1 and a line
+ * saying why, having removed the segment (main.c says why it cannot go
+ * on), and the next start rebuilds the state from the ledger, with every
+ * acknowledged change.
+ */
+START_TEST(test_segment_cut)
+{
+	sc_check_req req = { .action = "llm.chat", .estimated_cost = CENTS(5) };
+	uint64_t agent = new_agent("acme", "spender", USD(10));
+	sc_decision dec;
+	sc_wallet before, after;
+	int rc;
+
+	allow(agent);
+	OK(sc_wallets_get(c, agent, &before));
+	ck_assert_int_eq(truncate(d.segment, segment_cuts[_i]), 0);
+	req.agent_id = agent;
+	rc = sc_check(c, &req, &dec);
+	ck_assert_msg(rc == SC_EUNAVAILABLE || rc == SC_ECLOSED || rc == -ECONNRESET || rc == -EPIPE,
+	              "check after the cut: %s (%s)", sc_err_name(rc), sc_last_error(c));
+	if (rc == SC_EUNAVAILABLE)
+		ck_assert_msg(strstr(sc_last_error(c), "state segment"), "'%s'", sc_last_error(c));
+	sc_close(c);
+	c = NULL;
+	/* it stops by itself: the signal 0 only waits for it */
+	ck_assert_int_eq(test_daemon_kill(&d, 0), 1);
+	ck_assert_int_eq(LOG_LINES("state segment was cut short by another process"), 1);
+	ck_assert_msg(access(d.segment, F_OK) != 0, "the cut segment %s is kept", d.segment);
+	ck_assert_int_eq(test_daemon_restart(&d), 0);
+	OK(sc_connect(d.socket, &c));
+	ck_assert_int_ge(LOG_LINES("rebuilt the state"), 1);
+	OK(sc_wallets_get(c, agent, &after));
+	ck_assert_int_eq(after.balance, before.balance);
+	ck_assert_int_eq(after.held, before.held);
+	allow(agent);
+}
+END_TEST
+
 static TCase *tcase(Suite *s, const char *name, void (*setup)(void))
 {
 	return test_add_tcase_tmp(s, name, setup, stop, TEST_TIMEOUT_S);
@@ -391,6 +501,9 @@ static Suite *faults_suite(void)
 	                    (int)(sizeof(ignored) / sizeof(ignored[0])));
 	tcase_add_test(tcase(s, "signal-quit", setup_default), test_signal_quit);
 	tcase_add_test(tcase(s, "set-aside", setup_default), test_set_aside_keeps_newest);
+	tcase_add_test(tcase(s, "ledger-cut", setup_async), test_ledger_cut);
+	tcase_add_loop_test(tcase(s, "segment-cut", setup_default), test_segment_cut, 0,
+	                    (int)(sizeof(segment_cuts) / sizeof(segment_cuts[0])));
 	return s;
 }
 
