@@ -7,6 +7,8 @@
 #define SIDECARD_COMMON_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 /* Formats an error message into buf (len bytes); nothing if buf is NULL. */
 void sc_errorf(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -25,6 +27,18 @@ extern const struct sc_names sc_priority_names, sc_status_names, sc_outcome_name
 const char *sc_names_word(const struct sc_names *t, int v);
 /* The value whose word is s[0..len), or -1. */
 int sc_names_find(const struct sc_names *t, const char *s, size_t len);
+
+/*
+ * Text (text.c). sc_utf8_decode: the length (1 to 4) of the valid UTF-8
+ * sequence at s and its code point in *cp, or 0 if s does not start with one.
+ * sc_text_check: 0 if s[0..len) is text the daemon stores (valid UTF-8, no
+ * control or bidirectional formatting characters), else SC_EINVAL with the
+ * rule broken and where in why ("not valid UTF-8 (byte 3)").
+ * sc_json_str: writes s[0..len) to out as a JSON string, valid whatever the bytes.
+ */
+size_t sc_utf8_decode(const char *s, size_t len, uint32_t *cp);
+int sc_text_check(const char *s, size_t len, char *why, size_t whylen);
+void sc_json_str(FILE *out, const char *s, size_t len);
 
 struct sc_client;
 /*

@@ -647,18 +647,7 @@ static void print_detail(struct out_table t, const void *obj, int indent)
 
 void ctl_json_str(const char *s)
 {
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20)
-			printf("\\u%04x", ch);
-		else
-			putchar(ch);
-	}
-	putchar('"');
+	sc_json_str(stdout, s, strlen(s));
 }
 
 static void json_object(struct out_table t, const void *obj);

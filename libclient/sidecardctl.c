@@ -736,7 +736,7 @@ static const char *const stat_names[] = {
 	"capacity_holds",   "capacity_history",  "capacity_events",   "capacity_tasks",
 	"ledger_last_seq",  "ledger_durable_seq", "ledger_syncs",     "ledger_records_synced",
 	"ledger_failed",    "checkpoint_seq",    "capacity_alerts",   "alerts_dropped",
-	"rule_texts",       "capacity_rule_texts", "ledger_buffer_bytes",
+	"rule_texts",       "capacity_rule_texts", "ledger_buffer_bytes", "checkpoint_failures",
 };
 
 static int cmd_stats(struct ctx *x, const struct opts *o)

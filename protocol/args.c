@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common.h"
 #include "proto.h"
 #include "proto_head.h"
 #include "sidecard.h"
@@ -392,6 +393,27 @@ int proto_arg_str(struct proto_args *a, const char *key, int required, size_t ma
 	*s = v->via.str.ptr;
 	*len = v->via.str.size;
 	return found(present);
+}
+
+int proto_arg_text(struct proto_args *a, const char *key, int required, size_t max_len,
+                   const char **s, size_t *len, int *present)
+{
+	char why[128];
+	const char *p = NULL;
+	size_t n = 0;
+	int here = 0, rc = proto_arg_str(a, key, required, max_len, &p, &n, &here);
+
+	if (rc != 0)
+		return rc;
+	if (here && sc_text_check(p, n, why, sizeof(why)) != 0)
+		return fail(a, SC_EINVAL, key, "%s", why);
+	if (here) {
+		*s = p;
+		*len = n;
+	}
+	if (present)
+		*present = here;
+	return 0;
 }
 
 int proto_arg_bool(struct proto_args *a, const char *key, int required, int *out, int *present)

@@ -249,6 +249,14 @@ int proto_arg_int(struct proto_args *a, const char *key, int required, int64_t m
 int proto_arg_str(struct proto_args *a, const char *key, int required, size_t max_len,
                   const char **s, size_t *len, int *present);
 
+/*
+ * proto_arg_str, and text the daemon may store and list (sc_text_check in
+ * libclient/text.c): valid UTF-8 without control or bidirectional
+ * formatting characters. "<field>: not valid UTF-8 (byte 3)".
+ */
+int proto_arg_text(struct proto_args *a, const char *key, int required, size_t max_len,
+                   const char **s, size_t *len, int *present);
+
 /* A boolean (true or false, not 0 or 1). */
 int proto_arg_bool(struct proto_args *a, const char *key, int required, int *out, int *present);
 

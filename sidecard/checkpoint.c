@@ -3,10 +3,12 @@
  * the ledger after the newest one, and the restore of a snapshot into a new
  * state segment.
  *
- * Threads: checkpoint_start and the callbacks run on the loop thread; the
- * file is written by a libuv pool thread from a private copy, so the loop
- * never waits for the disk. checkpoint_find and checkpoint_restore run on
- * the main thread during start-up.
+ * Threads: checkpoint_start (under the commit lock) and the callbacks run
+ * on the loop thread; a libuv pool thread copies the records from a
+ * copy-on-write view of the segment (shm/snap.c) and writes the file, so
+ * neither the loop nor the changes wait for the copy or the disk.
+ * checkpoint_find and checkpoint_restore run on the main thread during
+ * start-up.
  *
  * FORMAT (little-endian, as the host writes; <dir>/<16 hex digits of seq>.snap)
  *
@@ -26,6 +28,14 @@
  * Only used records are copied, so a snapshot costs what the state holds,
  * not what its capacity is. A snapshot is written to a temporary name,
  * fsynced, renamed, and the directory fsynced: it exists whole or not at all.
+ *
+ * A failed snapshot (disk full: the snapshot is as large as the state, the
+ * ledger's batches are small) is retried after RETRY_FIRST_MS, doubling
+ * after each further failure up to RETRY_MAX_MS; until then
+ * checkpoint_busy() says so, and the owner neither copies the state under
+ * its commit lock nor asks again. One line is logged when snapshots start
+ * failing and one when they succeed again, whatever the number of
+ * attempts between.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -45,6 +55,9 @@
 
 #define CKPT_MAGIC "SCCKPT01"
 #define CKPT_HEAD 32u
+/* The wait before retrying a failed snapshot: doubles from the first to the last. */
+#define RETRY_FIRST_MS 1000u
+#define RETRY_MAX_MS (300u * 1000u)
 
 struct checkpointer {
 	uv_loop_t *loop;
@@ -62,6 +75,8 @@ struct checkpointer {
 	void *arg;
 	void (*closed)(void *arg);
 	void *closed_arg;
+	uint64_t failures; /* failed attempts since the last snapshot that succeeded */
+	uint64_t retry_at; /* uv_now() from which a failed snapshot may be tried again */
 };
 
 void checkpoint_path(const char *dir, uint64_t seq, char *buf, size_t len)
@@ -239,6 +254,22 @@ void checkpoint_prune(const char *dir, uint64_t seq)
 	remove_snapshots(dir, seq, 0);
 }
 
+/* Counts a failed attempt and schedules the next (see the top of the file). */
+static void failed(struct checkpointer *cp, uint64_t seq, int rc)
+{
+	uint64_t wait = RETRY_MAX_MS;
+
+	if (cp->failures < 16 && (RETRY_FIRST_MS << cp->failures) < RETRY_MAX_MS)
+		wait = RETRY_FIRST_MS << cp->failures;
+	if (cp->failures++ == 0)
+		log_error("checkpoint: cannot write the snapshot at record %llu in %s: %s; retrying "
+		          "after %u s, then at longer intervals up to %u s (the ledger is kept until "
+		          "a snapshot succeeds)",
+		          (unsigned long long)seq, cp->dir, sc_strerror(rc), RETRY_FIRST_MS / 1000,
+		          RETRY_MAX_MS / 1000);
+	cp->retry_at = uv_now(cp->loop) + wait;
+}
+
 static void work_done(uv_work_t *w, int status)
 {
 	struct checkpointer *cp = w->data;
@@ -253,6 +284,14 @@ static void work_done(uv_work_t *w, int status)
 	cp->in_flight = 0;
 	if (status != 0)
 		cp->rc = SC_EINTERNAL;
+	if (cp->rc != 0) {
+		failed(cp, cp->seq, cp->rc);
+	} else if (cp->failures) {
+		log_info("checkpoint: the snapshot at record %llu succeeded after %llu failed "
+		         "attempt(s)",
+		         (unsigned long long)cp->seq, (unsigned long long)cp->failures);
+		cp->failures = 0;
+	}
 	if (cp->done)
 		cp->done(cp->arg, cp->seq, cp->rc);
 	if (cp->closed)
@@ -284,17 +323,24 @@ int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
 
 int checkpoint_busy(const struct checkpointer *cp)
 {
-	return cp->in_flight;
+	return cp->in_flight || (cp->failures && uv_now(cp->loop) < cp->retry_at);
+}
+
+uint64_t checkpoint_failures(const struct checkpointer *cp)
+{
+	return cp->failures;
 }
 
 int checkpoint_start(struct checkpointer *cp, struct shm *m, uint64_t seq, int64_t now)
 {
 	int rc;
 
-	if (cp->in_flight || cp->closed)
+	if (checkpoint_busy(cp) || cp->closed)
 		return SC_EUNAVAILABLE;
-	if ((rc = shm_snap_begin(m, &cp->snap)) != 0)
+	if ((rc = shm_snap_begin(m, &cp->snap)) != 0) {
+		failed(cp, seq, rc);
 		return rc;
+	}
 	cp->seq = seq;
 	cp->now = now;
 	cp->work.data = cp;
@@ -302,6 +348,7 @@ int checkpoint_start(struct checkpointer *cp, struct shm *m, uint64_t seq, int64
 		shm_snap_end(cp->snap);
 		shm_snap_free(cp->snap);
 		cp->snap = NULL;
+		failed(cp, seq, SC_EINTERNAL);
 		return SC_EINTERNAL;
 	}
 	cp->in_flight = 1;

@@ -28,11 +28,18 @@ int checkpoint_init(struct checkpointer **out, uv_loop_t *loop, const char *dir,
  * under the commit lock): it begins a copy-on-write view of the segment
  * (shm_snap_begin, no record is copied here), and a pool thread copies the
  * used records as they were and writes the file while changes go on.
- * SC_EUNAVAILABLE while the previous one is still being written.
+ * SC_EUNAVAILABLE while checkpoint_busy(). A failure, here or in the
+ * background, is logged (once until a snapshot succeeds again) and delays
+ * the next attempt (checkpoint.c).
  */
 int checkpoint_start(struct checkpointer *cp, struct shm *m, uint64_t seq, int64_t now);
-/* 1 while a snapshot is being written (checkpoint_start would refuse); loop thread. */
+/*
+ * 1 while a snapshot is being written, or a failed one waits for its retry
+ * (checkpoint_start would refuse); loop thread.
+ */
 int checkpoint_busy(const struct checkpointer *cp);
+/* Failed attempts since the last snapshot that succeeded (0: healthy); loop thread. */
+uint64_t checkpoint_failures(const struct checkpointer *cp);
 /* Calls closed(arg) once no snapshot is being written. */
 void checkpoint_close(struct checkpointer *cp, void (*closed)(void *arg), void *arg);
 void checkpoint_free(struct checkpointer *cp);

@@ -263,7 +263,10 @@ msgpack_packer *call_ok(struct call *c)
 int call_arg_str(struct call *c, struct proto_args *a, const char *key, int required,
                    size_t max, struct state_str *out, int *present)
 {
-	return proto_arg_str(a, key, required, max, &out->p, &out->len, present);
+	/* a record's text was checked when it was written; an older daemon checked less */
+	if (c->replaying)
+		return proto_arg_str(a, key, required, max, &out->p, &out->len, present);
+	return proto_arg_text(a, key, required, max, &out->p, &out->len, present);
 }
 
 int call_agent_arg(struct call *c, uint32_t *slot)
@@ -1066,6 +1069,10 @@ static uint64_t record(struct dispatch *d, unsigned type, int64_t now,
 	return seq;
 }
 
+#define SEGMENT_LOST                                                                       \
+	"state segment: another process cut it short; the daemon is stopping, and its next "  \
+	"start rebuilds the state from the ledger"
+
 /* Runs a method; its result (after a nil error) is left in d->scratch. */
 static int run(struct dispatch *d, const struct method *m, const msgpack_object *params,
                int64_t now, uint64_t conn_id, struct call *c)
@@ -1104,7 +1111,9 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 		goto fail;
 	}
 	pthread_mutex_lock(&d->lock);
-	if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
+	if (d->segment_lost) {
+		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", SEGMENT_LOST);
+	} else if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
 		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", refused);
 	} else {
 		/* read under the lock, so the ledger's times follow its order */
@@ -1146,6 +1155,8 @@ static unsigned clock_change(struct dispatch *d, unsigned type,
 	struct shm *shm = state_shm(d->st);
 	unsigned n;
 
+	if (d->segment_lost)
+		return 0;
 	shm_change_begin(shm);
 	n = apply(d->st, now);
 	if (n && d->ledger) {
@@ -1343,7 +1354,7 @@ static int replay_run(struct dispatch *d, const struct method *m, const struct l
 	*w = (struct replay_result){.want = r->body + 1 + off, .len = r->body_len - 1 - off};
 	msgpack_packer_init(&spk, w, same_write);
 	*c = (struct call){.d = d, .st = d->st, .m = state_shm(d->st), .a = &args, .pk = &spk,
-	                   .now = r->time};
+	                   .now = r->time, .replaying = 1};
 	if (tz) {
 		msgpack_unpacked_init(&res);
 		if (msgpack_unpack_next(&res, w->want, w->len, &roff) == MSGPACK_UNPACK_SUCCESS)

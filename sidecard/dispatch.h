@@ -46,6 +46,14 @@ struct dispatch {
 	struct ledger *ledger;     /* NULL: changes are not recorded (unit tests) */
 	int strict;                /* replies to changes wait for their record to be durable */
 	uint64_t checkpoint_seq;   /* the newest snapshot, for stats */
+	uint64_t checkpoint_failures; /* failed snapshots since the last good one, for stats */
+	/*
+	 * Set by the owner, under the lock, once it found the state segment's
+	 * file cut short by another process: the state is no longer what the
+	 * ledger says, so every request is refused and nothing more is
+	 * recorded while the owner stops.
+	 */
+	int segment_lost;
 	msgpack_sbuffer scratch;   /* a method's result before it is sent (init/destroy by owner) */
 	const msgpack_object *recorded; /* replay: the result the record holds, else NULL */
 	struct dispatch_alerts *alerts; /* alerts.subscribe's subscribers; NULL until the first */

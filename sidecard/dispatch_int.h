@@ -36,6 +36,7 @@ struct call {
 	int64_t now;
 	uint64_t conn_id; /* the connection asking; 0 during a ledger replay */
 	int replayed; /* the method changed nothing: an idempotent replay */
+	int replaying; /* a ledger record applied again at start-up */
 	char err[ERRLEN];
 };
 

@@ -363,7 +363,7 @@ int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = call_ok(c);
-	call_map(c, 40);
+	call_map(c, 41);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -371,6 +371,7 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "ledger_failed", (uint64_t)ls.failed);
 	proto_pack_key_u64(pk, "ledger_buffer_bytes", ls.buffer_bytes);
 	proto_pack_key_u64(pk, "checkpoint_seq", c->d->checkpoint_seq);
+	proto_pack_key_u64(pk, "checkpoint_failures", c->d->checkpoint_failures);
 	proto_pack_key_i64(pk, "uptime_s", (c->now - c->d->started_at) / 1000000);
 	proto_pack_key_u64(pk, "orgs", sc.orgs);
 	proto_pack_key_u64(pk, "agents", sc.agents);

@@ -767,10 +767,19 @@ static int report_closed(struct state *st, uint64_t txn_id, enum sc_outcome outc
 		     (unsigned long long)txn_id);
 		return SC_EINVAL;
 	}
-	if (t->status != SC_TXN_SETTLED || state_agent_by_id(st, t->agent_id, &agent_slot) != 0) {
+	if (t->status != SC_TXN_SETTLED) {
 		sc_errorf(err, errlen, "transaction %llu has no hold and no settlement",
 		     (unsigned long long)txn_id);
 		return SC_EINTERNAL;
+	}
+	/* the settlement stands, but the reply's wallet figures have no agent to come from */
+	if (state_agent_by_id(st, t->agent_id, &agent_slot) != 0) {
+		sc_errorf(err, errlen,
+		     "transaction_id: transaction %llu was settled as %s with %lld micros, and its "
+		     "agent %llu has since been deleted",
+		     (unsigned long long)txn_id, sc_outcome_name(t->outcome), (long long)t->charged,
+		     (unsigned long long)t->agent_id);
+		return SC_ENOTFOUND;
 	}
 	if ((rc = report_charge(st, outcome, cost, t->estimate, t->created_at, &pc, &charge, err,
 	                        errlen)) != 0)

@@ -83,6 +83,15 @@
  * trusts pages whose writeback failed. The first success clears the
  * failure. A failed preallocation only logs: writes go on appending.
  *
+ * Truncation. Before each batch the segment's size is compared with the
+ * end of its durable records (one fstat). A segment shorter than that was
+ * cut by another process: records acknowledged as durable are gone from
+ * the disk, and a write at the old end would leave a hole that recovery
+ * reads as the end of the ledger. So the batch is not written: the ledger
+ * fails, naming the file, and stays failed (each retry finds the same),
+ * until an operator restores the file or restarts the daemon, whose
+ * recovery then says what it finds.
+ *
  * Rotation. A batch that does not fit in the rest of a non-empty segment
  * (--segment-size) starts a new one, named by the batch's first sequence
  * number: the prepared file (or a new one) gets its header written and
@@ -144,6 +153,7 @@ struct ledger {
 
 	/* the segment being appended; owned by the pool thread while in_flight */
 	int fd;
+	char file[4200];     /* its path, for errors */
 	uint64_t file_size;  /* the end of the durable records in the segment */
 	int rotate;          /* this flush starts a new segment (decided by start_flush) */
 	int rot_fd;          /* the prepared file it takes, or -1: create one */
@@ -180,10 +190,11 @@ struct ledger {
 	int syncing;  /* strict mode: the loop thread is writing a batch itself */
 	int work_errno;
 	const char *work_what;
+	uint64_t work_cut;  /* the segment's size when it was found cut (see DESIGN), else 0 */
 
 	uint64_t durable_seq;
 	int failed;
-	char failure[160];
+	char failure[512];
 	struct ledger_stats stats;
 
 	uv_check_t check;
@@ -429,11 +440,13 @@ static void maybe_prepare(struct ledger *l)
 static void flush_work(uv_work_t *w)
 {
 	struct ledger *l = w->data;
+	struct stat sb;
 	size_t done = 0;
 	int64_t t0;
 	int rc;
 
 	l->work_errno = 0;
+	l->work_cut = 0;
 	if (l->rotate) {
 		int fd, prepared = l->rot_fd;
 
@@ -445,10 +458,20 @@ static void flush_work(uv_work_t *w)
 		}
 		close(l->fd);
 		l->fd = fd;
+		segment_path(l, l->batch_first, l->file, sizeof(l->file));
 		l->file_size = LEDGER_FILE_HEADER;
 		l->rotated = 1;
 		if (prepared < 0)
 			l->rot_zeroed = 0;
+	}
+	if (fstat(l->fd, &sb) != 0) {
+		l->work_errno = errno;
+		l->work_what = "fstat";
+		return;
+	}
+	if ((uint64_t)sb.st_size < l->file_size) {
+		l->work_cut = (uint64_t)sb.st_size + 1; /* 0 stays "not cut" */
+		return;
 	}
 	/*
 	 * A failed attempt may have left part of the batch: it is written again
@@ -540,6 +563,27 @@ static void flush_done(uv_work_t *w, int status)
 		l->seg_gen++;
 		l->zeroed_end = l->rot_zeroed;
 		l->stats.segments++;
+	}
+	if (status == 0 && l->work_cut) {
+		if (!l->failed)
+			log_error("ledger: the segment %s is %llu bytes, but its durable records end at "
+			          "%llu: another process cut it; refusing changes until the file is "
+			          "restored or the daemon restarted",
+			          l->file, (unsigned long long)(l->work_cut - 1),
+			          (unsigned long long)l->file_size);
+		lock(l);
+		l->failed = 1;
+		l->stats.failures++;
+		snprintf(l->failure, sizeof(l->failure),
+		         "ledger: the segment %s was cut short by another process; changes are "
+		         "refused",
+		         l->file);
+		unlock(l);
+		if (l->closing)
+			finish_close(l);
+		else
+			arm_timer(l, RETRY_MS);
+		return;
 	}
 	if (status != 0 || l->work_errno) {
 		int e = status != 0 ? EINTR : l->work_errno;
@@ -857,6 +901,7 @@ int ledger_open(struct ledger **out, uv_loop_t *loop, const struct ledger_config
 			sc_errorf(err, errlen, "%s: %s", tail->tail_file, strerror(errno));
 			goto fail;
 		}
+		snprintf(l->file, sizeof(l->file), "%s", tail->tail_file);
 		l->file_size = tail->tail_offset;
 		/* the scan found zeros (or repair wrote them) from the tail to the end */
 		l->zeroed_end = (uint64_t)sb.st_size;
@@ -869,6 +914,7 @@ int ledger_open(struct ledger **out, uv_loop_t *loop, const struct ledger_config
 			          strerror(-rc));
 			goto fail;
 		}
+		segment_path(l, tail->last_seq + 1, l->file, sizeof(l->file));
 		l->file_size = LEDGER_FILE_HEADER;
 		l->stats.segments = tail->segments + 1;
 	}

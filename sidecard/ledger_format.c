@@ -745,22 +745,6 @@ int ledger_prune(const char *dir, uint64_t upto_seq)
 
 /* ----------------------------------------------------------------- JSON */
 
-static void json_str(FILE *out, const char *s, size_t len)
-{
-	fputc('"', out);
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch == '"' || ch == '\\')
-			fprintf(out, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(out, "\\u%04x", ch);
-		else
-			fputc(ch, out);
-	}
-	fputc('"', out);
-}
-
 static void json_obj(FILE *out, const msgpack_object *o)
 {
 	switch (o->type) {
@@ -781,7 +765,7 @@ static void json_obj(FILE *out, const msgpack_object *o)
 		fprintf(out, "%.17g", o->via.f64);
 		break;
 	case MSGPACK_OBJECT_STR:
-		json_str(out, o->via.str.ptr, o->via.str.size);
+		sc_json_str(out, o->via.str.ptr, o->via.str.size);
 		break;
 	case MSGPACK_OBJECT_ARRAY:
 		fputc('[', out);
@@ -800,7 +784,7 @@ static void json_obj(FILE *out, const msgpack_object *o)
 			if (i)
 				fputc(',', out);
 			if (kv->key.type == MSGPACK_OBJECT_STR)
-				json_str(out, kv->key.via.str.ptr, kv->key.via.str.size);
+				sc_json_str(out, kv->key.via.str.ptr, kv->key.via.str.size);
 			else
 				fputs("\"?\"", out);
 			fputc(':', out);
@@ -820,7 +804,7 @@ void ledger_record_json(FILE *out, const struct ledger_record *r)
 	size_t off = 0;
 
 	fprintf(out, "{\"seq\":%" PRIu64 ",\"time\":%" PRId64 ",\"type\":", r->seq, r->time);
-	json_str(out, ledger_type_name(r->type), strlen(ledger_type_name(r->type)));
+	sc_json_str(out, ledger_type_name(r->type), strlen(ledger_type_name(r->type)));
 	fputs(",\"body\":", out);
 	msgpack_unpacked_init(&u);
 	if (msgpack_unpack_next(&u, r->body, r->body_len, &off) == MSGPACK_UNPACK_SUCCESS)

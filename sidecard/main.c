@@ -3,7 +3,10 @@
  * the state directory and the state segment (one daemon for each), attaches
  * to the segment or rebuilds it, starts the server and the hold-expiry
  * timer on the main libuv loop, pushes new alerts to their subscribers
- * after every loop iteration, and drains cleanly on SIGTERM or SIGINT.
+ * after every loop iteration, and drains cleanly on SIGTERM, SIGINT or
+ * SIGQUIT. SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored: there is no
+ * configuration to reload, and a stray hang-up (a closed terminal, a log
+ * rotation script) must not stop the gate.
  *
  * Threads: the main thread runs the main loop: the listener, the ledger's
  * group commit, the expiry and checkpoint timers, the alert push and the
@@ -19,6 +22,7 @@
  * these, a thread checks the ledger while the main thread replays it
  * (recover, ledger_verify_start); it is joined before the loop starts.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -56,7 +60,7 @@ struct daemon {
 	int64_t timer_due; /* when the expiry timer fires (daemon time) */
 	uv_check_t alerts; /* pushes the alerts raised during the iteration */
 	uv_async_t wake;   /* from workers: a hold was placed, or alerts wait for a push */
-	uv_signal_t sigterm, sigint;
+	uv_signal_t signals[6]; /* stop_signals, then ignored_signals */
 	struct state *st;
 	struct srv *srv;
 	struct ledger *ledger;
@@ -237,6 +241,88 @@ static void on_alerts_raised(void *arg)
 	uv_async_send(&d->wake);
 }
 
+static void stop(struct daemon *d, const char *why);
+
+/* ------------------------------------------------- the segment cut short */
+
+/*
+ * The state segment is a file any process with write access may truncate
+ * (root, or the daemon's own user in a container that mounts the
+ * directory); its mode (0640: the group may only read) keeps everyone
+ * else out. Pages past the new end fault with SIGBUS on the next access.
+ * Nothing can make that access safe: extending the file back gives zero
+ * pages, and a change that reads zeros where its records were may loop or
+ * write a record that no longer replays. So the daemon checks the file's
+ * size on every flush (one fstat) and, when it shrank, refuses every
+ * request and stops with status 1; and a SIGBUS inside the segment that
+ * comes first ends the daemon at once, with status 1, a line on stderr,
+ * and the segment removed. Either way the next start rebuilds the state
+ * from the ledger, which holds every change acknowledged in strict mode
+ * (async mode loses what a crash would: the last --commit-interval). A
+ * SIGBUS outside the segment is not ours: the default action runs (the
+ * fault repeats once the handler returns).
+ */
+static struct {
+	char *base;
+	size_t size;
+	int fd;
+	const char *path;
+} guard;
+
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+	static const char msg[] = "sidecard: error: the state segment was cut short by another "
+	                          "process while in use; stopping at once and removing it (the "
+	                          "next start rebuilds the state from the ledger)\n";
+	char *addr = si->si_addr;
+
+	(void)ctx;
+	if (!guard.base || addr < guard.base || addr >= guard.base + guard.size) {
+		signal(sig, SIG_DFL);
+		return;
+	}
+	unlink(guard.path);
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(1);
+	_exit(1);
+}
+
+static void guard_segment(struct daemon *d)
+{
+	struct sigaction sa;
+	const struct shm *m = state_shm(d->st);
+
+	guard.base = m->base;
+	guard.size = m->size;
+	guard.fd = m->fd;
+	guard.path = d->shm_path;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
+/* Main loop, after each flush: the file shrank. */
+static void segment_check(struct daemon *d)
+{
+	struct stat sb;
+
+	if (guard.base && !d->dispatch.segment_lost && fstat(guard.fd, &sb) == 0 &&
+	    (uint64_t)sb.st_size < guard.size) {
+		pthread_mutex_lock(&d->dispatch.lock);
+		d->dispatch.segment_lost = 1;
+		pthread_mutex_unlock(&d->dispatch.lock);
+	}
+	if (d->dispatch.segment_lost && !d->stopping) {
+		log_error("the state segment %s was cut short by another process; its state no "
+		          "longer matches the ledger: refusing requests, stopping, and removing it "
+		          "so that the next start rebuilds it from the ledger",
+		          d->shm_path);
+		stop(d, "the state segment was cut short");
+	}
+}
+
 static void on_wake(uv_async_t *a)
 {
 	struct daemon *d = a->data;
@@ -264,14 +350,13 @@ static void on_worker_thread(void *ctx, int starting)
 
 /*
  * Snapshots the state once at least min_records changes are not in the
- * newest snapshot. While one is being written nothing is asked of the
- * commit lock: every flush calls this, and would otherwise take the lock
- * only to be refused.
+ * newest snapshot. While one is being written, or a failed one waits for
+ * its retry, nothing is asked of the commit lock: every flush calls this,
+ * and would otherwise copy the state under the lock only to fail again.
  */
 static void take_checkpoint(struct daemon *d, uint64_t min_records)
 {
 	uint64_t seq;
-	int rc;
 
 	if (checkpoint_busy(d->cp))
 		return;
@@ -283,23 +368,23 @@ static void take_checkpoint(struct daemon *d, uint64_t min_records)
 		pthread_mutex_unlock(&d->dispatch.lock);
 		return;
 	}
-	rc = checkpoint_start(d->cp, state_shm(d->st), seq, dispatch_now());
+	/* a failure is logged and scheduled for a retry by the checkpointer */
+	if (checkpoint_start(d->cp, state_shm(d->st), seq, dispatch_now()) != 0)
+		d->dispatch.checkpoint_failures = checkpoint_failures(d->cp);
 	pthread_mutex_unlock(&d->dispatch.lock);
-	if (rc != 0 && rc != SC_EUNAVAILABLE)
-		log_warn("checkpoint at %llu: %s", (unsigned long long)seq, sc_strerror(rc));
 }
 
 static void on_checkpoint_done(void *arg, uint64_t seq, int rc)
 {
 	struct daemon *d = arg;
 
-	if (rc != 0) {
-		log_warn("checkpoint at %llu failed: %s", (unsigned long long)seq, sc_strerror(rc));
-		return;
-	}
 	pthread_mutex_lock(&d->dispatch.lock);
-	d->dispatch.checkpoint_seq = seq;
+	d->dispatch.checkpoint_failures = checkpoint_failures(d->cp);
+	if (rc == 0)
+		d->dispatch.checkpoint_seq = seq;
 	pthread_mutex_unlock(&d->dispatch.lock);
+	if (rc != 0)
+		return;
 	/* Older snapshots and the ledger they cover go only once this one is usable. */
 	if (ledger_durable(d->ledger) >= seq) {
 		int n;
@@ -322,6 +407,7 @@ static void on_durable(void *arg, uint64_t seq)
 
 	if (d->srv)
 		srv_set_durable(d->srv, seq);
+	segment_check(d);
 	take_checkpoint(d, d->cfg.checkpoint_records);
 }
 
@@ -350,26 +436,55 @@ static void on_server_stopped(void *arg)
 {
 	struct daemon *d = arg;
 
-	uv_close((uv_handle_t *)&d->sigterm, NULL);
-	uv_close((uv_handle_t *)&d->sigint, NULL);
+	for (size_t i = 0; i < sizeof(d->signals) / sizeof(d->signals[0]); i++)
+		uv_close((uv_handle_t *)&d->signals[i], NULL);
 	/* every worker thread is joined: nothing sends to it any more */
 	uv_close((uv_handle_t *)&d->wake, NULL);
 	ledger_close(d->ledger, on_ledger_closed, d);
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void stop(struct daemon *d, const char *why)
 {
-	struct daemon *d = s->data;
-
 	if (d->stopping)
 		return;
 	d->stopping = 1;
-	log_info("%s: draining connections and stopping", strsignal(signum));
+	log_info("%s: draining connections and stopping", why);
 	uv_timer_stop(&d->expiry);
 	uv_close((uv_handle_t *)&d->expiry, NULL);
 	uv_timer_stop(&d->checkpoint_timer);
 	uv_close((uv_handle_t *)&d->alerts, NULL);
 	srv_stop(d->srv, on_server_stopped, d);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	stop(s->data, strsignal(signum));
+}
+
+static void on_ignored_signal(uv_signal_t *s, int signum)
+{
+	(void)s;
+	log_info("%s: ignored; sidecard reads its options only when it starts, restart it to "
+	         "change them (SIGTERM, SIGINT or SIGQUIT stop it)",
+	         strsignal(signum));
+}
+
+/* Drain and stop, and logged but ignored (see the top of the file). */
+static const int stop_signals[] = {SIGTERM, SIGINT, SIGQUIT};
+static const int ignored_signals[] = {SIGHUP, SIGUSR1, SIGUSR2};
+
+static void watch_signals(struct daemon *d)
+{
+	size_t n = sizeof(stop_signals) / sizeof(stop_signals[0]);
+
+	for (size_t i = 0; i < sizeof(d->signals) / sizeof(d->signals[0]); i++) {
+		uv_signal_init(&d->loop, &d->signals[i]);
+		d->signals[i].data = d;
+		if (i < n)
+			uv_signal_start(&d->signals[i], on_signal, stop_signals[i]);
+		else
+			uv_signal_start(&d->signals[i], on_ignored_signal, ignored_signals[i - n]);
+	}
 }
 
 /* --------------------------------------------------------------- recovery */
@@ -395,6 +510,40 @@ static int first_record(void *arg, const struct ledger_record *r)
 	return 1;
 }
 
+/*
+ * Removes the segments earlier starts set aside (<segment>.invalid-<time>)
+ * but keep, the one just set aside: each was rebuilt from the ledger, so
+ * only the newest is still worth a look, and a segment that keeps being
+ * refused must not fill the directory with copies of the state.
+ */
+static void remove_set_aside(const char *shm_path, const char *keep)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300];
+	const char *slash = strrchr(shm_path, '/'), *base = slash ? slash + 1 : shm_path;
+	const char *keep_base = strrchr(keep, '/') ? strrchr(keep, '/') + 1 : keep;
+	size_t base_len = strlen(base);
+	struct dirent *e;
+	DIR *dh;
+
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", slash == shm_path ? 1 : (int)(slash - shm_path),
+		         shm_path);
+	if ((dh = opendir(dir)) == NULL)
+		return;
+	while ((e = readdir(dh)) != NULL) {
+		if (strncmp(e->d_name, base, base_len) != 0 ||
+		    strncmp(e->d_name + base_len, ".invalid-", 9) != 0 ||
+		    strcmp(e->d_name, keep_base) == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if (unlink(path) == 0)
+			log_info("removed %s, set aside by an earlier start", path);
+	}
+	closedir(dh);
+}
+
 /* Opens the state for attaching as it is; 1 if it matches the ledger. */
 static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t last_seq)
 {
@@ -411,6 +560,8 @@ static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t 
 		shm_retire_file(d->shm_path, NULL, 0);
 		if (rename(d->shm_path, aside) != 0)
 			unlink(d->shm_path);
+		else
+			remove_set_aside(d->shm_path, aside);
 		return 0;
 	}
 	applied = state_applied(d->st);
@@ -648,11 +799,8 @@ static int start(struct daemon *d)
 	uv_check_init(&d->loop, &d->alerts);
 	d->alerts.data = d;
 	uv_check_start(&d->alerts, on_loop_turn);
-	uv_signal_init(&d->loop, &d->sigterm);
-	uv_signal_init(&d->loop, &d->sigint);
-	d->sigterm.data = d->sigint.data = d;
-	uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-	uv_signal_start(&d->sigint, on_signal, SIGINT);
+	watch_signals(d);
+	guard_segment(d);
 	on_expiry(&d->expiry);
 	pthread_mutex_lock(&d->dispatch.lock);
 	state_counts(d->st, &counts);
@@ -704,7 +852,13 @@ int main(int argc, char **argv)
 	}
 	ledger_free(d.ledger);
 	checkpoint_free(d.cp);
+	guard.base = NULL;
 	state_close(d.st);
+	if (d.dispatch.segment_lost) {
+		shm_retire_file(d.shm_path, NULL, 0);
+		unlink(d.shm_path);
+		rc = 1;
+	}
 	dispatch_alerts_free(&d.dispatch);
 	msgpack_sbuffer_destroy(&d.dispatch.scratch);
 	if (uv_loop_close(&d.loop) != 0)

@@ -175,6 +175,27 @@ START_TEST(test_agents_delete)
 }
 END_TEST
 
+/*
+ * A report retried after its agent was deleted: the settlement stands, but
+ * there is no wallet to answer with. not_found naming both, not internal.
+ */
+START_TEST(test_report_after_agent_deleted)
+{
+	uint64_t id = new_agent(USD(10)), txn;
+	char agent[32];
+	sc_settlement s;
+
+	txn = allow(id, "tool.run", USD(1));
+	report(txn, SC_OUTCOME_SUCCESS, 0, 0);
+	OK(sc_agents_delete(c, id));
+	FAILS(sc_report(c, txn, SC_OUTCOME_SUCCESS, 0, 0, &s), SC_ENOTFOUND, "transaction_id");
+	snprintf(agent, sizeof(agent), "agent %" PRIu64 " has since been deleted", id);
+	ck_assert_msg(strstr(sc_last_error(c), agent) && strstr(sc_last_error(c), "settled as success"),
+	              "message '%s' does not say the transaction was settled and its agent deleted",
+	              sc_last_error(c));
+}
+END_TEST
+
 START_TEST(test_rules)
 {
 	uint64_t id = new_agent(USD(100)), txn;
@@ -485,6 +506,57 @@ START_TEST(test_argument_errors)
 }
 END_TEST
 
+/*
+ * Text that is stored and listed must be valid UTF-8 without control or
+ * bidirectional formatting characters: strict clients could not list it,
+ * and an override would show one name as another.
+ */
+START_TEST(test_text_arguments)
+{
+	static const struct {
+		const char *text, *rule;
+	} bad[] = {
+		{ "caf\xc3", "not valid UTF-8 (byte 3)" },
+		{ "\xc0\xafroot", "not valid UTF-8 (byte 0)" },       /* overlong '/' */
+		{ "\xed\xa0\x80x", "not valid UTF-8 (byte 0)" },     /* a surrogate */
+		{ "a\nb", "must not contain control characters (U+000A at byte 1)" },
+		{ "a\x1b[31m", "must not contain control characters (U+001B at byte 1)" },
+		{ "a\xc2\x85", "must not contain control characters (U+0085 at byte 1)" },
+		{ "pay\xe2\x80\xaeyap",
+		  "must not contain bidirectional formatting characters (U+202E at byte 3)" },
+		{ "x\xe2\x81\xa6y",
+		  "must not contain bidirectional formatting characters (U+2066 at byte 1)" },
+	};
+	sc_rule rule = test_rule("r", "x", USD(1), 0, 0);
+	sc_check_req req = { .action = "x", .estimated_cost = 1 };
+	uint64_t id = new_agent(USD(10));
+	char want[128];
+	sc_decision dec;
+	sc_agent a;
+	sc_org o;
+
+	req.agent_id = id;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(want, sizeof(want), "name: %s", bad[i].rule);
+		FAILS(sc_orgs_create(c, bad[i].text, &o), SC_EINVAL, want);
+		FAILS(sc_agents_create(c, "org-1", bad[i].text, SC_PRIORITY_NORMAL, NULL, NULL, 0, &a),
+		      SC_EINVAL, want);
+		FAILS(sc_agents_update(c, id, bad[i].text, -1, -1, &a), SC_EINVAL, want);
+		snprintf(rule.name, sizeof(rule.name), "%s", bad[i].text);
+		FAILS(sc_rules_add(c, id, &rule, NULL), SC_EINVAL, "name: ");
+		req.action = bad[i].text;
+		FAILS(sc_check(c, &req, &dec), SC_EINVAL, "action: ");
+		req.action = "x";
+		req.idempotency_key = bad[i].text;
+		FAILS(sc_check(c, &req, &dec), SC_EINVAL, "idempotency_key: ");
+		req.idempotency_key = NULL;
+	}
+	/* text beyond ASCII is welcome */
+	OK(sc_orgs_create(c, "\xc3\xa9quipe-\xe6\x97\xa5\xe6\x9c\xac-\xf0\x9f\x9a\x80", &o));
+	ck_assert_str_eq(o.name, "\xc3\xa9quipe-\xe6\x97\xa5\xe6\x9c\xac-\xf0\x9f\x9a\x80");
+}
+END_TEST
+
 START_TEST(test_daemon_gone)
 {
 	uint64_t id = new_agent(USD(10));
@@ -512,11 +584,13 @@ static Suite *integration_suite(void)
 	tcase_add_test(tc, test_agents_create_get_list);
 	tcase_add_test(tc, test_agents_update);
 	tcase_add_test(tc, test_agents_delete);
+	tcase_add_test(tc, test_report_after_agent_deleted);
 	tcase_add_test(tc, test_rules);
 	tcase_add_test(tc, test_wallets);
 	tcase_add_test(tc, test_transactions_list);
 	tcase_add_test(tc, test_stats);
 	tcase_add_test(tc, test_argument_errors);
+	tcase_add_test(tc, test_text_arguments);
 	tcase_add_test(tc, test_daemon_gone);
 
 	tc = daemon_tcase(s, "rule_texts", setup_six_rule_texts, TEST_TIMEOUT_S);

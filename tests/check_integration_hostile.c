@@ -376,7 +376,20 @@ START_TEST(test_refused_connection_reads_why)
 	int64_t open = 0;
 	int second = raw_connect();
 
-	/* the test's connection and the second are the two allowed */
+	/*
+	 * The test's connection and the second are the two allowed: the second
+	 * is answered, and the start-up's probe of the socket has gone.
+	 */
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 4);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_uint32(&pk, 0);
+	msgpack_pack_str_with_body(&pk, "hello", 5);
+	msgpack_pack_array(&pk, 0);
+	raw_write(second, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	raw_expect(second, 1, 0, 0);
 	for (int i = 0; i < 500 && open != 2; i++) {
 		OK(sc_stat(c, "connections_open", &open));
 		if (open != 2)

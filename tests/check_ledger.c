@@ -934,7 +934,16 @@ START_TEST(test_export)
 	uint64_t n, first, last, last_seq;
 	int t;
 
-	populate();
+	struct world w = populate();
+	/* metadata is stored as given: the export must stay JSON whatever its bytes */
+	sc_meta meta = { .key = "note", .value = "\xff\xfe ok \xe2\x80\xae\x7f" };
+	sc_check_req req = { .agent_id = w.research, .action = "x", .estimated_cost = 1,
+		             .metadata = &meta, .n_metadata = 1 };
+	sc_decision dec;
+	char *text, path[128];
+
+	OK(sc_check(c, &req, &dec));
+	made[LEDGER_CHECK]++;
 	last_seq = (uint64_t)stat_of("ledger_last_seq");
 	ck_assert_uint_eq((uint64_t)stat_of("ledger_durable_seq"), last_seq);
 	ck_assert_int_gt(stat_of("ledger_syncs"), 0);
@@ -950,6 +959,11 @@ START_TEST(test_export)
 		ck_assert_msg(by_type[t] == made[t], "%u %s records, %u made", by_type[t],
 		              ledger_type_name((unsigned)t), made[t]);
 	ck_assert_uint_eq(by_type[LEDGER_EXPIRE], 0);
+	snprintf(path, sizeof(path), "%s/export.json", d.dir);
+	text = read_file(path, NULL);
+	ck_assert_msg(strstr(text, "\"\\ufffd\\ufffd ok \\u202e\\u007f\"") != NULL,
+	              "the metadata's bytes are not escaped in the export:\n%s", text);
+	free(text);
 
 	n = export_records(last_seq - 4, again, &first, &last);
 	ck_assert_uint_eq(n, 5);

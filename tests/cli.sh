@@ -538,6 +538,12 @@ run alerts --kind bogus; expect 2 "alerts --kind bogus"; err_has "--kind"
 run alerts --follow --limit 3; expect 2 "alerts --follow --limit"; err_has "--follow"
 ok "alerts: listed and filtered; wallet update --low-balance raises a critical one"
 
+run orgs create --name "$(printf 'pay\342\200\256yap')"; expect 2 "a name with a bidi override"
+err_has "name: must not contain bidirectional formatting characters (U+202E at byte 3)"
+run agents create --org my-team --name "$(printf 'bot\033[2J')"; expect 2 "a name with a control"
+err_has "name: must not contain control characters (U+001B at byte 3)"
+ok "names: control and bidirectional formatting characters refused"
+
 run agents delete --agent-id "$agent"; expect 0 "agents delete"
 run agents get --agent-id "$agent"; expect 2 "deleted agent"
 ok "agents delete"

@@ -1,6 +1,6 @@
 /*
- * faultfs.c: an LD_PRELOAD shim that makes the daemon's ledger writes fail
- * on demand, so tests can prove what sidecard does when the disk is full
+ * faultfs.c: an LD_PRELOAD shim that makes the daemon's ledger (or
+ * checkpoint) writes fail on demand, so tests can prove what sidecard does when the disk is full
  * (ENOSPC) or failing (EIO): mutations refused with "unavailable", reads
  * still served, and recovery once the disk accepts writes again. SQLite's
  * tests do the same to their VFS; here the seam is libc.
@@ -8,16 +8,20 @@
  * Control: the environment variable FAULTFS_CONTROL names a file. While that
  * file exists, its content says what fails:
  *
- *     ERRNO [CALL...]       e.g. "ENOSPC", "EIO fdatasync"
+ *     ERRNO [CALL...] [/PART/]   e.g. "ENOSPC", "EIO fdatasync",
+ *                                "ENOSPC /checkpoints/"
  *
  * ERRNO is ENOSPC or EIO (anything else counts as EIO); the optional CALL
  * words (write, pwrite, writev, fsync, fdatasync) restrict the failure to
  * those calls, otherwise every intercepted call fails. A call fails only on
- * a file descriptor whose path (readlink /proc/self/fd/N) contains
- * "/ledger/": it returns -1 with that errno and writes nothing. Every other
+ * a file descriptor whose path (readlink /proc/self/fd/N) contains PART, a
+ * word starting with '/' ("/ledger/" if none is given): it returns -1 with
+ * that errno and writes nothing. Every other
  * call, and every call while the file is absent, goes to libc unchanged.
  * The test removes the file to "repair the disk"; no restart is needed, the
- * file is read on every intercepted call.
+ * file is read on every intercepted call. An empty file is no fault: a call
+ * that reads it between the test's truncation and its write must not fail
+ * with a default it never asked for.
  *
  * Intercepted: write, pwrite (and pwrite64), writev, pwritev (and
  * pwritev64), fsync, fdatasync; the real functions come from
@@ -119,10 +123,28 @@ static void fd_link(char *buf, int fd)
 	*buf = '\0';
 }
 
+/* The PART word of the control file (see the top), NUL-terminated in place, or "/ledger/". */
+static const char *path_part(char *spec)
+{
+	char *p = spec;
+
+	while (*p) {
+		size_t len = strcspn(p, " \t\n");
+
+		if (p[0] == '/' && (p == spec || p[-1] == ' ' || p[-1] == '\t')) {
+			p[len] = '\0';
+			return p;
+		}
+		p += len;
+		p += strspn(p, " \t\n");
+	}
+	return "/ledger/";
+}
+
 /* The errno this call on fd must fail with, or 0 to pass it through. */
 static int fault(enum call call, int fd)
 {
-	char link[64], path[4096], spec[256];
+	char link[64], path[4096], spec[256], part[256];
 	ssize_t n;
 	size_t words;
 	int cfd, i, restricted = 0, err = 0, saved = errno;
@@ -131,19 +153,22 @@ static int fault(enum call call, int fd)
 		return 0;
 	fd_link(link, fd);
 	n = readlink(link, path, sizeof(path) - 1);
-	if (n <= 0)
+	/* sockets and pipes ("socket:[N]") never fail */
+	if (n <= 0 || path[0] != '/')
 		goto out;
 	path[n] = '\0';
-	if (strstr(path, "/ledger/") == NULL)
-		goto out;
 	cfd = open(control, O_RDONLY | O_CLOEXEC);
 	if (cfd < 0)
 		goto out;
 	n = read(cfd, spec, sizeof(spec) - 1);
 	close(cfd);
-	if (n < 0)
+	/* empty: the test is writing the file (O_TRUNC, then write); not yet a fault */
+	if (n <= 0)
 		goto out;
 	spec[n] = '\0';
+	memcpy(part, spec, (size_t)n + 1);
+	if (strstr(path, path_part(part)) == NULL)
+		goto out;
 	words = strcspn(spec, " \t\n");
 	/* CALL words after the errno name restrict the failure to those calls. */
 	for (i = 0; i < C_COUNT; i++)
