@@ -100,7 +100,7 @@ static int take_mark(const struct owner *o, enum shm_alert_mark mark)
 		return 0;
 	shm_write_begin(o->seq);
 	o->w->alerted[mark] = key + 1;
-	shm_write_end(o->seq);
+	shm_wallet_write_end(o->seq, o->agent_id == 0);
 	return 1;
 }
 
@@ -201,7 +201,7 @@ static void velocity(struct state *st, struct shm_agent *a, const struct owner *
 
 	shm_write_begin(&a->rec.seq);
 	gate_window_add(&a->vel, now);
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	if (limit <= 0 || (n = gate_window_count(&a->vel, now)) < limit)
 		return;
 	s.value = n;

@@ -109,7 +109,7 @@ static void refill(struct state *st, struct shm_wallet *w, uint32_t *seq, uint64
 	w->period_key = key;
 	w->debt -= repay;
 	w->balance += add - repay;
-	shm_write_end(seq);
+	shm_wallet_write_end(seq, agent_id == 0);
 	if (add > 0)
 		gate_wallet_txn(st, agent_id, org_id, "wallet.refill", "refill", add, -add, w->balance,
 		                NULL, 0, now);
@@ -138,7 +138,7 @@ unsigned gate_roll(struct state *st, int64_t now)
 		if (o->cal.next_day <= now) {
 			shm_write_begin(&o->rec.seq);
 			gate_calendar(o->tz_rule, now, &o->cal);
-			shm_write_end(&o->rec.seq);
+			shm_org_write_end(o);
 			rolled++;
 			if (o->wallet.limited && refill_due(&o->wallet, &o->cal)) {
 				refill(st, &o->wallet, &o->rec.seq, 0, o->id, &o->cal, now);
@@ -183,7 +183,7 @@ void gate_org_timezone(struct state *st, uint32_t org_slot, const char *name, co
 	snprintf(o->tz_name, sizeof(o->tz_name), "%s", name);
 	snprintf(o->tz_rule, sizeof(o->tz_rule), "%s", rule);
 	gate_calendar(o->tz_rule, now, &o->cal);
-	shm_write_end(&o->rec.seq);
+	shm_org_write_end(o);
 	if (o->cal.next_day < m->hdr->next_roll) {
 		shm_write_begin(&m->hdr->seq);
 		m->hdr->next_roll = o->cal.next_day;
@@ -211,10 +211,10 @@ void gate_carve_sync(struct state *st, struct shm_agent *a)
 		return;
 	shm_write_begin(&o->rec.seq);
 	o->wallet.reserving = gate_add_sat(o->wallet.reserving, r - a->wallet.reserving);
-	shm_write_end(&o->rec.seq);
+	shm_org_write_end(o);
 	shm_write_begin(&a->rec.seq);
 	a->wallet.reserving = r;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 }
 
 int gate_carve(struct state *st, uint32_t agent_slot, int64_t amount, const uint8_t *meta,
@@ -254,7 +254,7 @@ int gate_carve(struct state *st, uint32_t agent_slot, int64_t amount, const uint
 	shm_write_begin(&a->rec.seq);
 	a->wallet.balance = balance;
 	a->wallet.carved = 1;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	*txn_id = gate_wallet_txn(st, a->id, a->org_id, "wallet.carve", "carve", amount, -amount,
 	                          balance, meta, meta_len, now);
 	gate_carve_sync(st, a);
@@ -270,7 +270,7 @@ void gate_release(struct state *st, uint32_t agent_slot)
 	shm_change_begin(m);
 	shm_write_begin(&a->rec.seq);
 	a->wallet.carved = 0;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	gate_carve_sync(st, a);
 	shm_change_end(m);
 }

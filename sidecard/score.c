@@ -63,7 +63,7 @@ void gate_rescore(struct state *st, struct shm_agent *a, int64_t now)
 		a->status = (uint8_t)status;
 		a->status_auto = 1;
 	}
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 }
 
 int gate_anomaly(const struct shm_agent *a, int64_t estimate, int64_t *ratio)

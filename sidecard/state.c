@@ -191,7 +191,7 @@ int state_org_create(struct state *st, struct state_str name, int64_t now, uint3
 	o->id = h->next_org_id++;
 	o->created_at = now;
 	copy_str(o->name, name);
-	shm_write_end(&o->rec.seq);
+	shm_org_write_end(o);
 	h->next_roll = 0; /* the gate's next roll sets up the new org's calendar */
 	shm_change_end(&st->m);
 	rc = sidx_ix_add(st, sidx_key_num(IX_ORG_ID, o->id), s);
@@ -283,7 +283,7 @@ int state_wallet_update(struct state *st, uint32_t slot, int org, const sc_walle
 	apply_wallet_update(w, u);
 	if (u->set & SC_WALLET_SET_BALANCE)
 		w->limited = 1;
-	shm_write_end(seq);
+	shm_wallet_write_end(seq, org);
 	shm_change_end(&st->m);
 	return 0;
 }
@@ -412,7 +412,7 @@ int state_rule_add(struct state *st, uint32_t agent_slot, const struct state_rul
 	shm_change_begin(&st->m);
 	shm_write_begin(&a->rec.seq);
 	*rule_slot = rule_insert(st, agent_slot, spec);
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_change_end(&st->m);
 	return 0;
 }
@@ -483,7 +483,7 @@ int state_rule_update(struct state *st, uint32_t agent_slot, uint64_t rule_id,
 	shm_write_end(&r->rec.seq);
 	if (set.set & STATE_RULE_SET_MATCH) {
 		sidx_rule_link(st, a, *rule_slot);
-		shm_write_end(&a->rec.seq);
+		shm_agent_write_end(a);
 	}
 	shm_change_end(&st->m);
 	return 0;
@@ -517,7 +517,7 @@ int state_rule_remove(struct state *st, uint32_t agent_slot, uint64_t rule_id, c
 	sidx_rule_unlink(st, a, slot);
 	rule_release(st, slot);
 	a->n_rules--;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_change_end(&st->m);
 	return 0;
 }
@@ -616,11 +616,11 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	a->first_rule = SHM_NONE;
 	for (size_t i = 0; i < spec->n_rules; i++)
 		rule_insert(st, s, &spec->rules[i]);
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_agent_ix_insert(&st->m, a->id, s);
 	shm_write_begin(&o->rec.seq);
 	o->n_agents++;
-	shm_write_end(&o->rec.seq);
+	shm_org_write_end(o);
 	shm_change_end(&st->m);
 	st->counts.agents++;
 	sidx_slot_hash_add(st, &st->agent_names, s);
@@ -675,7 +675,7 @@ int state_agent_update(struct state *st, uint32_t slot, const struct state_str *
 	}
 	if (status >= 0)
 		a->status_auto = 0;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_change_end(&st->m);
 	return 0;
 }
@@ -701,11 +701,11 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	}
 	a->n_rules = 0;
 	a->rec.used = 0;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_agent_ix_remove(&st->m, a->id, slot);
 	shm_write_begin(&o->rec.seq);
 	o->n_agents--;
-	shm_write_end(&o->rec.seq);
+	shm_org_write_end(o);
 	shm_change_end(&st->m);
 	sidx_pool_push(&st->free_agents, slot);
 	st->counts.agents--;
