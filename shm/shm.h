@@ -482,44 +482,51 @@ struct shm {
 };
 
 /*
- * SEALS: the hash of an agent's or an org's money fields. Each word is
- * mixed by a multiply and a shift, so that changing any bit of any field
- * changes the result.
+ * SEALS: the hash of an agent's or an org's money fields. Each field is
+ * multiplied by its own odd constant, a bijection, and the products are
+ * summed, so that changing any one field changes the sum; the products are
+ * independent of each other, so the CPU computes them side by side. The
+ * sum is mixed once at the end.
  */
-static inline uint64_t shm_seal_mix(uint64_t h, uint64_t w)
+static inline uint64_t shm_seal_term(uint64_t field, uint64_t k)
 {
-	h = (h ^ w) * UINT64_C(0x9e3779b97f4a7c15);
-	return h ^ (h >> 29);
+	return (field ^ (k >> 7)) * (k | 1);
 }
 
-static inline uint64_t shm_seal_wallet(uint64_t h, const struct shm_wallet *w)
+static inline uint64_t shm_seal_wallet(const struct shm_wallet *w)
 {
-	h = shm_seal_mix(h, (uint64_t)w->balance);
-	h = shm_seal_mix(h, (uint64_t)w->held);
-	h = shm_seal_mix(h, (uint64_t)w->budget);
-	h = shm_seal_mix(h, (uint64_t)w->max_per_txn);
-	h = shm_seal_mix(h, (uint64_t)w->daily_limit);
-	h = shm_seal_mix(h, (uint64_t)w->daily_spent);
-	h = shm_seal_mix(h, (uint64_t)w->debt);
-	return shm_seal_mix(h, (uint64_t)(uint32_t)w->day << 32 | w->limited);
+	return shm_seal_term((uint64_t)w->balance, UINT64_C(0x9e3779b97f4a7c15)) +
+	       shm_seal_term((uint64_t)w->held, UINT64_C(0xbf58476d1ce4e5b9)) +
+	       shm_seal_term((uint64_t)w->budget, UINT64_C(0x94d049bb133111eb)) +
+	       shm_seal_term((uint64_t)w->max_per_txn, UINT64_C(0xd6e8feb86659fd93)) +
+	       shm_seal_term((uint64_t)w->daily_limit, UINT64_C(0xa0761d6478bd642f)) +
+	       shm_seal_term((uint64_t)w->daily_spent, UINT64_C(0xe7037ed1a0b428db)) +
+	       shm_seal_term((uint64_t)w->debt, UINT64_C(0x8ebc6af09c88c6e3)) +
+	       shm_seal_term((uint64_t)(uint32_t)w->day << 32 | w->limited,
+	                     UINT64_C(0x589965cc75374cc3));
+}
+
+static inline uint32_t shm_seal_final(uint64_t h)
+{
+	h ^= h >> 31;
+	h *= UINT64_C(0x9e3779b97f4a7c15);
+	return (uint32_t)(h ^ (h >> 32));
 }
 
 static inline uint32_t shm_agent_seal(const struct shm_agent *a)
 {
-	uint64_t h = shm_seal_mix(UINT64_C(0x53434147454e5431), a->id); /* seed: "SCAGENT1" */
-
-	h = shm_seal_mix(h, a->org_id);
-	h = shm_seal_mix(h, (uint64_t)a->priority << 8 | a->status);
-	h = shm_seal_wallet(h, &a->wallet);
-	return (uint32_t)(h ^ (h >> 32));
+	return shm_seal_final(shm_seal_wallet(&a->wallet) +
+	                      shm_seal_term(a->id, UINT64_C(0x1d8e4e27c47d124f)) +
+	                      shm_seal_term(a->org_id, UINT64_C(0xc2b2ae3d27d4eb4f)) +
+	                      shm_seal_term((uint64_t)a->priority << 8 | a->status,
+	                                    UINT64_C(0x165667b19e3779f9)));
 }
 
 static inline uint32_t shm_org_seal(const struct shm_org *o)
 {
-	/* the seed spells "SCORG001" */
-	uint64_t h = shm_seal_wallet(shm_seal_mix(UINT64_C(0x53434f5247303031), o->id), &o->wallet);
-
-	return (uint32_t)(h ^ (h >> 32));
+	/* its own constant for the id, so that an org's seal is never an agent's */
+	return shm_seal_final(shm_seal_wallet(&o->wallet) +
+	                      shm_seal_term(o->id, UINT64_C(0x27d4eb2f165667c5)));
 }
 
 /* Bytes a segment of these capacities needs. SC_ERANGE if it overflows. */
