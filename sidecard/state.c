@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "gate.h"
@@ -72,6 +73,14 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 	}
 	*out = st;
 	return 0;
+}
+
+void state_seal_broken(const char *kind, uint64_t id)
+{
+	log_error("%s %llu in the state segment no longer matches its seal: it was changed "
+	          "outside the daemon; stopping now, the next start rebuilds the state from the ledger",
+	          kind, (unsigned long long)id);
+	_exit(EXIT_FAILURE);
 }
 
 void state_close(struct state *st)
@@ -185,7 +194,7 @@ int state_org_create(struct state *st, struct state_str name, int64_t now, uint3
 	}
 	o = &st->m.orgs[s];
 	shm_change_begin(&st->m);
-	shm_write_begin(&o->rec.seq);
+	state_org_write_begin(o);
 	memset((char *)o + sizeof(o->rec), 0, sizeof(*o) - sizeof(o->rec));
 	o->rec.used = 1;
 	o->id = h->next_org_id++;
@@ -279,7 +288,7 @@ int state_wallet_update(struct state *st, uint32_t slot, int org, const sc_walle
 		seq = &st->m.agents[slot].rec.seq;
 	}
 	shm_change_begin(&st->m);
-	shm_write_begin(seq);
+	state_wallet_write_begin(seq, org);
 	apply_wallet_update(w, u);
 	if (u->set & SC_WALLET_SET_BALANCE)
 		w->limited = 1;
@@ -410,7 +419,7 @@ int state_rule_add(struct state *st, uint32_t agent_slot, const struct state_rul
 	    (rc = sidx_texts_fit_change(st, NULL, 0, strs, 2, err, errlen)))
 		return rc;
 	shm_change_begin(&st->m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	*rule_slot = rule_insert(st, agent_slot, spec);
 	shm_agent_write_end(a);
 	shm_change_end(&st->m);
@@ -466,7 +475,7 @@ int state_rule_update(struct state *st, uint32_t agent_slot, uint64_t rule_id,
 	shm_change_begin(&st->m);
 	if (set.set & STATE_RULE_SET_MATCH) {
 		/* A new pattern may move the rule in match order. */
-		shm_write_begin(&a->rec.seq);
+		state_agent_write_begin(a);
 		sidx_rule_unlink(st, a, *rule_slot);
 	}
 	/* Old references go first, so that the texts they free count as room. */
@@ -513,7 +522,7 @@ int state_rule_remove(struct state *st, uint32_t agent_slot, uint64_t rule_id, c
 	if (rc != 0)
 		return rc;
 	shm_change_begin(&st->m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	sidx_rule_unlink(st, a, slot);
 	rule_release(st, slot);
 	a->n_rules--;
@@ -598,7 +607,7 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	rc = sidx_pool_pop(&st->free_agents, &s);
 	SC_ASSERT(rc == 0);
 	a = &st->m.agents[s];
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	memset((char *)a + sizeof(a->rec), 0, sizeof(*a) - sizeof(a->rec));
 	a->rec.used = 1;
 	a->id = st->m.hdr->next_agent_id++;
@@ -618,7 +627,7 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 		rule_insert(st, s, &spec->rules[i]);
 	shm_agent_write_end(a);
 	shm_agent_ix_insert(&st->m, a->id, s);
-	shm_write_begin(&o->rec.seq);
+	state_org_write_begin(o);
 	o->n_agents++;
 	shm_org_write_end(o);
 	shm_change_end(&st->m);
@@ -660,7 +669,7 @@ int state_agent_update(struct state *st, uint32_t slot, const struct state_str *
 		return SC_EINVAL;
 	}
 	shm_change_begin(&st->m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	if (name) {
 		/* The index reads the key from the record: out under the old name, in under the new. */
 		sidx_slot_hash_del(st, &st->agent_names, slot);
@@ -692,7 +701,7 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	}
 	sidx_slot_hash_del(st, &st->agent_names, slot);
 	shm_change_begin(&st->m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	while (a->first_rule != SHM_NONE) {
 		uint32_t r = a->first_rule;
 
@@ -703,7 +712,7 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	a->rec.used = 0;
 	shm_agent_write_end(a);
 	shm_agent_ix_remove(&st->m, a->id, slot);
-	shm_write_begin(&o->rec.seq);
+	state_org_write_begin(o);
 	o->n_agents--;
 	shm_org_write_end(o);
 	shm_change_end(&st->m);

@@ -913,13 +913,16 @@ static int segments_set_aside(void)
 
 /*
  * A balance raised to a billion dollars in the segment: while the daemon
- * is stopped (_i 0), or while it runs (_i 1, where the change shows at
- * once), then a clean stop. The restart finds the agent's record no
- * longer matching its seal, sets the segment aside and rebuilds it from
- * the ledger, which has the real balance.
+ * is stopped (_i 0); while it runs (_i 1, where a read shows it), then a
+ * clean stop; while it runs, then a check of that agent (_i 2): the daemon
+ * stops before deciding anything from it. The restart finds the agent's
+ * record no longer matching its seal, sets the segment aside and rebuilds
+ * it from the ledger, which has the real balance.
  */
 START_TEST(test_segment_tampered)
 {
+	sc_check_req req = { .action = "tool.run", .estimated_cost = USD(100) };
+	sc_decision dec;
 	uint64_t agent;
 	sc_agent a;
 	char *log;
@@ -930,15 +933,31 @@ START_TEST(test_segment_tampered)
 	if (_i == 0) {
 		kill_daemon(SIGTERM);
 		tamper_balance(agent, FORGED_BALANCE);
-	} else {
+	} else if (_i == 1) {
 		tamper_balance(agent, FORGED_BALANCE);
 		OK(sc_agents_get(c, agent, &a));
 		ck_assert_int_eq(a.wallet.balance, FORGED_BALANCE);
 		kill_daemon(SIGTERM);
+	} else {
+		/* a run whose log the test reads (restart) */
+		kill_daemon(SIGTERM);
+		restart();
+		tamper_balance(agent, FORGED_BALANCE);
+		req.agent_id = agent;
+		ck_assert_int_ne(sc_check(c, &req, &dec), 0);
+		sc_close(c);
+		c = NULL;
+		ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 1);
+		log = daemon_log();
+		ck_assert_msg(strstr(log, "no longer matches its seal"), "no broken seal in:\n%s", log);
+		free(log);
 	}
 	restart();
 	log = daemon_log();
-	ck_assert_msg(strstr(log, "does not match its seal") && strstr(log, "rebuilt"),
+	/* stopped mid-request (_i 2), the segment is also busy: either reason rebuilds it */
+	ck_assert_msg((strstr(log, "does not match its seal") ||
+	               (_i == 2 && strstr(log, "in the middle of a change"))) &&
+	              strstr(log, "rebuilt"),
 	              "no rebuild for a broken seal in the log:\n%s", log);
 	free(log);
 	OK(sc_agents_get(c, agent, &a));
@@ -1660,7 +1679,7 @@ static Suite *ledger_suite(void)
 	tcase_add_loop_test(tcase(s, "corruption-late", setup_segments), test_corruption_refused,
 	                    3, 4);
 	tcase_add_loop_test(tcase(s, "replay-differs", setup_default), test_replay_differs, 0, 2);
-	tcase_add_loop_test(tcase(s, "segment-tampered", setup_default), test_segment_tampered, 0, 2);
+	tcase_add_loop_test(tcase(s, "segment-tampered", setup_default), test_segment_tampered, 0, 3);
 	tcase_add_loop_test(tcase(s, "segment-mode", setup_default), test_segment_mode, 0, 2);
 	tcase_add_loop_test(tcase(s, "snapshot-forged", setup_rotation), test_snapshot_forged, 0, 2);
 	tcase_add_loop_test(tcase(s, "tail-damage", setup_default), test_tail_damage, 0, 2);
