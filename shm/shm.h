@@ -132,14 +132,16 @@
  * and checks every used record's seal when it attaches to a segment it
  * left (shm_seal_check): a scan of the org and agent tables, without the
  * rebuild's replay. A record changed behind the daemon's back fails it,
- * and the daemon rebuilds the state from the ledger.
+ * and the daemon rebuilds the state from the ledger. While it runs, the
+ * daemon also checks a record's seal before it writes it and an agent's
+ * and its org's before a check decides (sidecard/state.h), so that a
+ * change made meanwhile is never sealed over or decided on.
  *
  * The seal is a hash, not a signature: a writer who computes it as the
- * daemon does, or who rewrites the ledger as well, is not detected, and a
- * change made while the daemon runs is sealed over by the daemon's next
- * write of that record. Rules, holds and tasks are not sealed. The file's
- * mode is the guard against every other writer: shm_open_rw refuses a
- * segment owned by another uid or writable by its group or others.
+ * daemon does, or who rewrites the ledger as well, is not detected. Rules,
+ * holds and tasks are not sealed. The file's mode is the guard against
+ * every other writer: shm_open_rw refuses a segment owned by another uid
+ * or writable by its group or others.
  */
 #ifndef SIDECARD_SHM_H
 #define SIDECARD_SHM_H
