@@ -4,8 +4,11 @@
  * against the contract in sidecard/ledger.h and sidecard/ledger_format.c.
  *
  * What is covered:
- * - a state segment changed behind the daemon's back (its seal), or left writable by
- *   others (its mode), is set aside and rebuilt; a forged snapshot is set aside;
+ * - a state segment changed behind the daemon's back (its seal: while stopped, or
+ *   while running, when the daemon stops before deciding from it), or writable by
+ *   others or owned by another uid, is set aside and rebuilt; a forged snapshot is
+ *   set aside and the rebuild starts without it; a record that replays differently
+ *   is named with the field of its result that differs;
  * - restart after SIGTERM and after SIGKILL in strict mode, with state.shm
  *   kept (re-attach) or deleted (rebuild from checkpoint plus ledger): the
  *   orgs, agents, wallets, rules, transactions and counters after the
@@ -869,7 +872,8 @@ START_TEST(test_replay_differs)
 	unlink(log_path);
 	ck_assert_msg(test_daemon_restart(&d) != 0, "the daemon replayed a different result");
 	snprintf(expected, sizeof(expected), "record %" PRIu64 " (check) replayed to a different "
-	         "result", victim.seq);
+	         "result (the %s \"%s\" differs)", victim.seq, _i == 0 ? "field" : "key",
+	         _i == 0 ? "replayed" : "replayEd");
 	log = daemon_log();
 	ck_assert_msg(strstr(log, expected), "no '%s' in the log:\n%s", expected, log);
 	free(log);
@@ -975,7 +979,8 @@ END_TEST
 
 /*
  * The daemon creates the segment writable by its uid alone, and rebuilds
- * one that its group (_i 0) or every user (_i 1) may write.
+ * one that its group (_i 0) or every user (_i 1) may write, or (_i 2, when
+ * the test runs as root and may give the file away) another uid owns.
  */
 START_TEST(test_segment_mode)
 {
@@ -984,6 +989,8 @@ START_TEST(test_segment_mode)
 	sc_agent a;
 	char *log;
 
+	if (_i == 2 && geteuid() != 0)
+		return;
 	new_org("acme");
 	agent = new_agent("acme", "bot", SC_PRIORITY_NORMAL, USD(5), NULL, 0);
 	ck_assert_int_eq(stat(d.segment, &sb), 0);
@@ -991,14 +998,20 @@ START_TEST(test_segment_mode)
 	ck_assert_int_eq(sb.st_mode & 0022, 0);
 	ck_assert_int_eq(sb.st_mode & 0600, 0600);
 	kill_daemon(SIGTERM);
-	ck_assert_int_eq(chmod(d.segment, _i == 0 ? 0660 : 0646), 0);
+	if (_i == 2)
+		ck_assert_int_eq(chown(d.segment, 65534, (gid_t)-1), 0);
+	else
+		ck_assert_int_eq(chmod(d.segment, _i == 0 ? 0660 : 0646), 0);
 	restart();
 	log = daemon_log();
-	ck_assert_msg(strstr(log, _i == 0 ? "lets its group write it" : "lets every user write it") &&
+	ck_assert_msg(strstr(log, _i == 0   ? "lets its group write it"
+	                          : _i == 1 ? "lets every user write it"
+	                                    : "owned by uid 65534") &&
 	              strstr(log, "rebuilt"),
-	              "no rebuild for mode %o in the log:\n%s", _i == 0 ? 0660 : 0646, log);
+	              "no rebuild for the segment's mode or owner in the log:\n%s", log);
 	free(log);
 	ck_assert_int_eq(stat(d.segment, &sb), 0);
+	ck_assert_uint_eq(sb.st_uid, geteuid());
 	ck_assert_int_eq(sb.st_mode & 0022, 0);
 	OK(sc_agents_get(c, agent, &a));
 	ck_assert_int_eq(a.wallet.balance, USD(5));
@@ -1680,7 +1693,7 @@ static Suite *ledger_suite(void)
 	                    3, 4);
 	tcase_add_loop_test(tcase(s, "replay-differs", setup_default), test_replay_differs, 0, 2);
 	tcase_add_loop_test(tcase(s, "segment-tampered", setup_default), test_segment_tampered, 0, 3);
-	tcase_add_loop_test(tcase(s, "segment-mode", setup_default), test_segment_mode, 0, 2);
+	tcase_add_loop_test(tcase(s, "segment-mode", setup_default), test_segment_mode, 0, 3);
 	tcase_add_loop_test(tcase(s, "snapshot-forged", setup_rotation), test_snapshot_forged, 0, 2);
 	tcase_add_loop_test(tcase(s, "tail-damage", setup_default), test_tail_damage, 0, 2);
 	tcase_add_test(tcase(s, "appended-segments", setup_default), test_appended_segments);
