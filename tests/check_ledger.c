@@ -643,6 +643,13 @@ START_TEST(test_restart)
 		remove_shm();
 	restart();
 	assert_same(&before, when);
+	if (!rc->rebuild) {
+		/* every record the daemon wrote is sealed: none reads as changed behind its back */
+		log = daemon_log();
+		ck_assert_msg(strstr(log, "attached to") != NULL, "%s: no attach in the log:\n%s",
+		              when, log);
+		free(log);
+	}
 	if (rc->rebuild) {
 		log = daemon_log();
 		ck_assert_msg(strstr(log, "rebuilt") != NULL && strstr(log, " ms") != NULL,
