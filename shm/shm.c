@@ -191,6 +191,23 @@ static int attach(struct shm *m, int fd, int readonly, const char *path, char *e
 		close(fd);
 		return rc;
 	}
+	/*
+	 * The daemon must be the segment's only writer (SEALS): a file another
+	 * uid owns, or that its group or others may write, may hold anything.
+	 */
+	if (!readonly && sb.st_uid != geteuid()) {
+		sc_errorf(err, errlen, "%s: owned by uid %lu, not by the daemon's uid %lu", path,
+		          (unsigned long)sb.st_uid, (unsigned long)geteuid());
+		close(fd);
+		return SC_EINVAL;
+	}
+	if (!readonly && (sb.st_mode & (S_IWGRP | S_IWOTH))) {
+		sc_errorf(err, errlen, "%s: mode %04o lets %s write it", path,
+		          (unsigned)(sb.st_mode & 07777),
+		          sb.st_mode & S_IWOTH ? "every user" : "its group");
+		close(fd);
+		return SC_EINVAL;
+	}
 	memset(&h, 0, sizeof(h));
 	n = pread(fd, &h, sizeof(h), 0);
 	if (n < 0) {
@@ -238,6 +255,7 @@ static int create(struct shm *m, const char *path, const struct shm_caps *caps, 
 		sc_errorf(err, errlen, "capacities too large for one segment");
 		return SC_ERANGE;
 	}
+	/* the daemon's uid alone writes it (SEALS); readers of its group may map it */
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0) {
 		rc = -errno;
@@ -399,6 +417,58 @@ int shm_retire_file(const char *path, char *err, size_t errlen)
 	}
 	close(fd);
 	return rc;
+}
+
+/* ---------------------------------------------------------------- seals */
+
+/* 0, or SC_EINVAL with err naming the record, when the seal found is neither 0 nor right. */
+static int seal_one(uint32_t *seal, uint32_t want, int fix_zero, const char *kind, uint64_t id,
+                    uint32_t slot, const struct shm_wallet *w, char *err, size_t errlen)
+{
+	if (*seal == want)
+		return 0;
+	if (fix_zero && *seal == 0) {
+		*seal = want;
+		return 0;
+	}
+	sc_errorf(err, errlen, "%s %llu (slot %u) does not match its seal: its balance %lld, held "
+	          "%lld or debt %lld, its limits, priority or status were changed outside the daemon",
+	          kind, (unsigned long long)id, slot, (long long)w->balance, (long long)w->held,
+	          (long long)w->debt);
+	return SC_EINVAL;
+}
+
+/* Both directions of SEALS: check (fix_zero 0), or check and seal the unsealed (1). */
+static int seals(struct shm *m, int fix_zero, char *err, size_t errlen)
+{
+	int rc = 0;
+
+	/* slots at or above the high-water marks were never used: their pages stay untouched */
+	for (uint32_t i = 0; rc == 0 && i < m->hdr->org_top; i++) {
+		struct shm_org *o = &m->orgs[i];
+
+		if (o->rec.used)
+			rc = seal_one(&o->wallet.seal, shm_org_seal(o), fix_zero, "org", o->id, i,
+			              &o->wallet, err, errlen);
+	}
+	for (uint32_t i = 0; rc == 0 && i < m->hdr->agent_top; i++) {
+		struct shm_agent *a = &m->agents[i];
+
+		if (a->rec.used)
+			rc = seal_one(&a->wallet.seal, shm_agent_seal(a), fix_zero, "agent", a->id, i,
+			              &a->wallet, err, errlen);
+	}
+	return rc;
+}
+
+int shm_seal_restored(struct shm *m, char *err, size_t errlen)
+{
+	return seals(m, 1, err, errlen);
+}
+
+int shm_seal_check(struct shm *m, char *err, size_t errlen)
+{
+	return seals(m, 0, err, errlen);
 }
 
 /* ---------------------------------------------------------- agent index */

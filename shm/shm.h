@@ -119,6 +119,29 @@
  * daemon rebuilds the state from the ledger, its source of truth. So does
  * a segment stamped with another boot of the machine or another state
  * directory (hdr.boot_id, hdr.state_dev and hdr.state_ino).
+ *
+ * SEALS
+ *
+ * Only the daemon writes the segment, but whoever runs as its uid could
+ * write the file too. Every org and agent record carries, in
+ * wallet.seal, a hash of the fields that decide what may be spent: its
+ * id, the wallet's balance, held, budget, max_per_txn, daily_limit,
+ * daily_spent, debt, day and limited, and for an agent its org, priority
+ * and status. The daemon sets it each time it ends a write of the record
+ * (shm_agent_write_end, shm_org_write_end), which costs a few nanoseconds,
+ * and checks every used record's seal when it attaches to a segment it
+ * left (shm_seal_check): a scan of the org and agent tables, without the
+ * rebuild's replay. A record changed behind the daemon's back fails it,
+ * and the daemon rebuilds the state from the ledger. While it runs, the
+ * daemon also checks a record's seal before it writes it and an agent's
+ * and its org's before a check decides (sidecard/state.h), so that a
+ * change made meanwhile is never sealed over or decided on.
+ *
+ * The seal is a hash, not a signature: a writer who computes it as the
+ * daemon does, or who rewrites the ledger as well, is not detected. Rules,
+ * holds and tasks are not sealed. The file's mode is the guard against
+ * every other writer: shm_open_rw refuses a segment owned by another uid
+ * or writable by its group or others.
  */
 #ifndef SIDECARD_SHM_H
 #define SIDECARD_SHM_H
@@ -192,7 +215,7 @@ struct shm_wallet {
 	int64_t reserving;   /* agent: what it reserves of its org's wallet; org: the sum */
 	int64_t low_balance; /* alert threshold of available funds; 0: a tenth of the budget */
 	int32_t alerted[SHM_ALERT_MARKS]; /* per mark: 1 + the period key when it last fired */
-	int32_t reserved2;
+	uint32_t seal;       /* SEALS: a hash of the owner's money fields, set by the daemon */
 };
 
 /* An org's calendar: its current local day, week and month and when they end. */
@@ -460,6 +483,54 @@ struct shm {
 	struct shm_text *texts;
 };
 
+/*
+ * SEALS: the hash of an agent's or an org's money fields. Each field is
+ * multiplied by its own odd constant, a bijection, and the products are
+ * summed, so that changing any one field changes the sum; the products are
+ * independent of each other, so the CPU computes them side by side. The
+ * sum is mixed once at the end.
+ */
+static inline uint64_t shm_seal_term(uint64_t field, uint64_t k)
+{
+	return (field ^ (k >> 7)) * (k | 1);
+}
+
+static inline uint64_t shm_seal_wallet(const struct shm_wallet *w)
+{
+	return shm_seal_term((uint64_t)w->balance, UINT64_C(0x9e3779b97f4a7c15)) +
+	       shm_seal_term((uint64_t)w->held, UINT64_C(0xbf58476d1ce4e5b9)) +
+	       shm_seal_term((uint64_t)w->budget, UINT64_C(0x94d049bb133111eb)) +
+	       shm_seal_term((uint64_t)w->max_per_txn, UINT64_C(0xd6e8feb86659fd93)) +
+	       shm_seal_term((uint64_t)w->daily_limit, UINT64_C(0xa0761d6478bd642f)) +
+	       shm_seal_term((uint64_t)w->daily_spent, UINT64_C(0xe7037ed1a0b428db)) +
+	       shm_seal_term((uint64_t)w->debt, UINT64_C(0x8ebc6af09c88c6e3)) +
+	       shm_seal_term((uint64_t)(uint32_t)w->day << 32 | w->limited,
+	                     UINT64_C(0x589965cc75374cc3));
+}
+
+static inline uint32_t shm_seal_final(uint64_t h)
+{
+	h ^= h >> 31;
+	h *= UINT64_C(0x9e3779b97f4a7c15);
+	return (uint32_t)(h ^ (h >> 32));
+}
+
+static inline uint32_t shm_agent_seal(const struct shm_agent *a)
+{
+	return shm_seal_final(shm_seal_wallet(&a->wallet) +
+	                      shm_seal_term(a->id, UINT64_C(0x1d8e4e27c47d124f)) +
+	                      shm_seal_term(a->org_id, UINT64_C(0xc2b2ae3d27d4eb4f)) +
+	                      shm_seal_term((uint64_t)a->priority << 8 | a->status,
+	                                    UINT64_C(0x165667b19e3779f9)));
+}
+
+static inline uint32_t shm_org_seal(const struct shm_org *o)
+{
+	/* its own constant for the id, so that an org's seal is never an agent's */
+	return shm_seal_final(shm_seal_wallet(&o->wallet) +
+	                      shm_seal_term(o->id, UINT64_C(0x27d4eb2f165667c5)));
+}
+
 /* Bytes a segment of these capacities needs. SC_ERANGE if it overflows. */
 int shm_layout_size(const struct shm_caps *caps, uint64_t *size);
 
@@ -549,6 +620,46 @@ static inline void shm_write_end(uint32_t *seq)
  * benchmarks). Any thread, any process.
  */
 unsigned shm_read(const void *rec, void *out, size_t size);
+
+/*
+ * The end of a write of an agent or an org record (writer only): seals it
+ * (SEALS), then ends the seqlock write.
+ */
+static inline void shm_agent_write_end(struct shm_agent *a)
+{
+	a->wallet.seal = shm_agent_seal(a);
+	shm_write_end(&a->rec.seq);
+}
+
+static inline void shm_org_write_end(struct shm_org *o)
+{
+	o->wallet.seal = shm_org_seal(o);
+	shm_write_end(&o->rec.seq);
+}
+
+/*
+ * The same, for code that holds a wallet's record by its seqlock (the
+ * record's first field): seq of an org's record if org, else an agent's.
+ */
+static inline void shm_wallet_write_end(uint32_t *seq, int org)
+{
+	if (org)
+		shm_org_write_end((struct shm_org *)(void *)seq);
+	else
+		shm_agent_write_end((struct shm_agent *)(void *)seq);
+}
+
+/*
+ * Checks the seal of every used org and agent record: 0, or SC_EINVAL with
+ * err naming the first record whose seal does not match its fields.
+ */
+int shm_seal_check(struct shm *m, char *err, size_t errlen);
+/*
+ * The same for the records of a restored snapshot (writer), except that a
+ * seal of 0 is set: snapshots written before records carried seals have
+ * none.
+ */
+int shm_seal_restored(struct shm *m, char *err, size_t errlen);
 
 /*
  * First entry a probe for agent id visits in an index of cap entries (a

@@ -98,9 +98,9 @@ static int take_mark(const struct owner *o, enum shm_alert_mark mark)
 
 	if (mark_fired(o, mark))
 		return 0;
-	shm_write_begin(o->seq);
+	state_wallet_write_begin(o->seq, o->agent_id == 0);
 	o->w->alerted[mark] = key + 1;
-	shm_write_end(o->seq);
+	shm_wallet_write_end(o->seq, o->agent_id == 0);
 	return 1;
 }
 
@@ -199,9 +199,9 @@ static void velocity(struct state *st, struct shm_agent *a, const struct owner *
 	struct alert_spec s = {SHM_MARK_VELOCITY_WARNING, SHM_ALERT_VELOCITY, 0, 0, limit, txn_id};
 	char what[SC_REASON_MAX + 1];
 
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	gate_window_add(&a->vel, now);
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	if (limit <= 0 || (n = gate_window_count(&a->vel, now)) < limit)
 		return;
 	s.value = n;

@@ -453,7 +453,7 @@ bad:
 int checkpoint_restore(const char *dir, uint64_t seq, const char *shm_path, char *err,
                        size_t errlen)
 {
-	char path[4200];
+	char path[4200], sealerr[300];
 	const char *why = NULL;
 	struct shm_header saved;
 	struct shm_caps caps;
@@ -492,6 +492,8 @@ int checkpoint_restore(const char *dir, uint64_t seq, const char *shm_path, char
 			saved.writer_pid = m.hdr->writer_pid;
 			memcpy(m.hdr, &saved, sizeof(saved));
 			rc = load_tables(&m, p, (size_t)sb.st_size, &why);
+			if (rc == 0 && (rc = shm_seal_restored(&m, sealerr, sizeof(sealerr))) != 0)
+				why = sealerr;
 			shm_close(&m);
 			if (rc != 0)
 				unlink(shm_path);

@@ -1309,6 +1309,7 @@ struct replay_result {
 	const char *want; /* the recorded result */
 	size_t len, pos;  /* its length; bytes matched so far, the nil error included */
 	int differs;
+	size_t diff_at;   /* when it differs: offset in want of the first byte that does */
 };
 
 static int same_write(void *data, const char *buf, size_t len)
@@ -1326,11 +1327,62 @@ static int same_write(void *data, const char *buf, size_t len)
 		buf++;
 		len--;
 	}
-	if (len > w->len + 1 - w->pos || memcmp(w->want + w->pos - 1, buf, len) != 0)
+	if (len > w->len + 1 - w->pos || memcmp(w->want + w->pos - 1, buf, len) != 0) {
+		size_t k = 0;
+
+		while (k < len && w->pos - 1 + k < w->len && w->want[w->pos - 1 + k] == buf[k])
+			k++;
 		w->differs = 1;
-	else
+		w->diff_at = w->pos - 1 + k;
+	} else {
 		w->pos += len;
+	}
 	return 0;
+}
+
+/*
+ * Names the field of a recorded result (a map) whose bytes hold offset at,
+ * for the error of a record that replayed differently: "the field
+ * \"balance\"", or "the result" when it is not a map field.
+ */
+static void differing_field(const char *want, size_t len, size_t at, char *out, size_t outlen)
+{
+	const unsigned char *p = (const unsigned char *)want;
+	msgpack_unpacked u;
+	size_t off, n;
+
+	snprintf(out, outlen, "the result");
+	if (len == 0)
+		return;
+	if ((p[0] & 0xf0) == 0x80) {
+		n = p[0] & 0x0f;
+		off = 1;
+	} else if (p[0] == 0xde && len >= 3) {
+		n = (size_t)p[1] << 8 | p[2];
+		off = 3;
+	} else {
+		return;
+	}
+	msgpack_unpacked_init(&u);
+	for (size_t i = 0; i < n; i++) {
+		char key[64];
+
+		if (msgpack_unpack_next(&u, want, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+		    u.data.type != MSGPACK_OBJECT_STR)
+			break;
+		snprintf(key, sizeof(key), "%.*s", (int)u.data.via.str.size, u.data.via.str.ptr);
+		if (at < off) { /* the key itself differs */
+			snprintf(out, outlen, "the key \"%s\"", key);
+			break;
+		}
+		if (msgpack_unpack_next(&u, want, len, &off) != MSGPACK_UNPACK_SUCCESS)
+			break;
+		if (at < off) {
+			snprintf(out, outlen, "the field \"%s\"", key);
+			break;
+		}
+	}
+	msgpack_unpacked_destroy(&u);
 }
 
 /*
@@ -1414,8 +1466,12 @@ int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err
 		sc_errorf(err, errlen, "record %llu (%s) failed on replay: %s",
 		          (unsigned long long)r->seq, m->name, c.err);
 	} else if (w.differs || w.pos != w.len + 1) {
-		sc_errorf(err, errlen, "record %llu (%s) replayed to a different result",
-		          (unsigned long long)r->seq, m->name);
+		char field[96];
+
+		differing_field(w.want, w.len, w.differs ? w.diff_at : w.pos - 1, field,
+		                sizeof(field));
+		sc_errorf(err, errlen, "record %llu (%s) replayed to a different result (%s differs)",
+		          (unsigned long long)r->seq, m->name, field);
 		rc = SC_EINTERNAL;
 	}
 	if (rc == 0)

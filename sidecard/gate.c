@@ -276,9 +276,9 @@ static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 	if (a->priority != SC_PRIORITY_HIGH || w->budget <= 0 || add == 0 ||
 	    gate_available(w) >= w->budget / 10 || __builtin_add_overflow(w->balance, add, &balance))
 		return;
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	w->balance = balance;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	gate_wallet_txn(st, a->id, a->org_id, "wallet.topup", "topup", add, 0, balance, NULL, 0, now);
 	count(st, C_TOPUPS);
 	log_info("agent %llu topped up by %lld micros (priority high)", (unsigned long long)a->id,
@@ -392,14 +392,14 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 	struct shm_org *o = &m->orgs[a->org_slot];
 	struct shm_hold *h = &m->holds[hold_slot];
 
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	a->wallet.held += req->estimate;
 	a->open_holds++;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	if (o->wallet.limited) {
-		shm_write_begin(&o->rec.seq);
+		state_org_write_begin(o);
 		o->wallet.held += req->estimate;
-		shm_write_end(&o->rec.seq);
+		shm_org_write_end(o);
 	}
 	if (rule_slot != SHM_NONE) {
 		struct shm_rule *r = &m->rules[rule_slot];
@@ -472,11 +472,11 @@ static void note_check(struct state *st, struct shm_agent *a, struct shm_task *t
 		shm_write_end(&task->rec.seq);
 	}
 
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	a->checks++;
 	a->blocked += !d->allowed;
 	a->anomalies += anomaly != GATE_RISK_LOW;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	count(st, C_CHECKS);
 	count(st, d->allowed ? C_ALLOWED : C_BLOCKED);
 	if (!d->allowed && gate_risk_reason(d->block_reason))
@@ -526,6 +526,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	}
 	a = &m->agents[agent_slot];
 	o = &m->orgs[a->org_slot];
+	state_seal_verify(a, o);
 	if (req->key.len && (t = state_txn_by_key(st, a->id, req->key)) != NULL)
 		return replay(req, t, a, out, err, errlen);
 
@@ -631,7 +632,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 	struct shm_txn *t = state_txn_by_id(st, h->txn_id);
 
 	SC_ASSERT(a->rec.used && a->id == h->agent_id);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	wallet_settle(&a->wallet, &o->cal, h->amount, charge);
 	a->open_holds--;
 	if (status == SC_TXN_SETTLED) {
@@ -642,12 +643,12 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 	} else {
 		a->expired++;
 	}
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	gate_rescore(st, a, now);
 	if (h->org_limited) {
-		shm_write_begin(&o->rec.seq);
+		state_org_write_begin(o);
 		wallet_settle(&o->wallet, &o->cal, h->amount, charge);
-		shm_write_end(&o->rec.seq);
+		shm_org_write_end(o);
 	}
 	if (h->rule_slot != SHM_NONE && m->rules[h->rule_slot].rec.used &&
 	    m->rules[h->rule_slot].id == h->rule_id) {
@@ -920,10 +921,10 @@ void gate_wallet_period(struct state *st, const struct gate_wallet_ref *ref, int
 {
 	struct owner o = owner_of(st, ref);
 
-	shm_write_begin(o.seq);
+	state_wallet_write_begin(o.seq, o.agent_id == 0);
 	o.w->period = (uint8_t)period;
 	o.w->period_key = gate_period_key(o.w, o.cal);
-	shm_write_end(o.seq);
+	shm_wallet_write_end(o.seq, o.agent_id == 0);
 }
 
 /* What a transfer may take: an org's available funds exclude its agents' sub-budgets. */
@@ -976,13 +977,13 @@ int gate_transfer(struct state *st, const struct gate_wallet_ref *from,
 		return SC_ERANGE;
 	}
 	shm_change_begin(m);
-	shm_write_begin(src.seq);
+	state_wallet_write_begin(src.seq, src.agent_id == 0);
 	src.w->balance -= amount;
-	shm_write_end(src.seq);
-	shm_write_begin(dst.seq);
+	shm_wallet_write_end(src.seq, src.agent_id == 0);
+	state_wallet_write_begin(dst.seq, dst.agent_id == 0);
 	dst.w->balance = balance;
 	dst.w->limited = 1;
-	shm_write_end(dst.seq);
+	shm_wallet_write_end(dst.seq, dst.agent_id == 0);
 	ids[0] = gate_wallet_txn(st, src.agent_id, src.org_id, "wallet.transfer", "transfer", amount,
 	                    amount, src.w->balance, meta, meta_len, now);
 	ids[1] = gate_wallet_txn(st, dst.agent_id, dst.org_id, "wallet.transfer", "transfer", amount,
@@ -1018,10 +1019,10 @@ int gate_adjust(struct state *st, const struct gate_wallet_ref *ref, int64_t amo
 		return SC_EINVAL;
 	}
 	shm_change_begin(m);
-	shm_write_begin(o.seq);
+	state_wallet_write_begin(o.seq, o.agent_id == 0);
 	o.w->balance = balance;
 	o.w->limited = 1;
-	shm_write_end(o.seq);
+	shm_wallet_write_end(o.seq, o.agent_id == 0);
 	*txn_id = gate_wallet_txn(st, o.agent_id, o.org_id, "wallet.adjust", "adjustment",
 	                     amount < 0 ? -amount : amount, -amount, balance, meta, meta_len, now);
 	sync_owner(st, ref);

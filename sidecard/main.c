@@ -377,20 +377,26 @@ static void take_checkpoint(struct daemon *d, uint64_t min_records)
 static void on_checkpoint_done(void *arg, uint64_t seq, int rc)
 {
 	struct daemon *d = arg;
+	uint64_t prev;
 
 	pthread_mutex_lock(&d->dispatch.lock);
 	d->dispatch.checkpoint_failures = checkpoint_failures(d->cp);
+	prev = d->dispatch.checkpoint_seq;
 	if (rc == 0)
 		d->dispatch.checkpoint_seq = seq;
 	pthread_mutex_unlock(&d->dispatch.lock);
 	if (rc != 0)
 		return;
-	/* Older snapshots and the ledger they cover go only once this one is usable. */
-	if (ledger_durable(d->ledger) >= seq) {
+	/*
+	 * Older snapshots and the ledger they cover go only once this one is
+	 * usable, and the one before it stays with the ledger after it: a
+	 * rebuild falls back to it when the newest disagrees with the ledger.
+	 */
+	if (prev > 0 && ledger_durable(d->ledger) >= seq) {
 		int n;
 
-		checkpoint_prune(d->ckpt_dir, seq);
-		n = ledger_prune(d->ledger_dir, seq);
+		checkpoint_prune(d->ckpt_dir, prev);
+		n = ledger_prune(d->ledger_dir, prev);
 		log_info("checkpoint at record %llu; %d ledger segment(s) removed",
 		         (unsigned long long)seq, n);
 	}
@@ -544,27 +550,44 @@ static void remove_set_aside(const char *shm_path, const char *keep)
 	closedir(dh);
 }
 
+/* Keeps the segment that cannot be trusted, why, as <segment>.invalid-<time> for a look. */
+static void set_aside(struct daemon *d, const char *why)
+{
+	char aside[PATH_MAX + 64];
+
+	snprintf(aside, sizeof(aside), "%s.invalid-%lld", d->shm_path,
+	         (long long)(dispatch_now() / 1000000));
+	log_warn("%s; keeping it as %s and rebuilding the state from the ledger", why, aside);
+	/* Readers still mapping it must reopen; a file of another layout has none. */
+	shm_retire_file(d->shm_path, NULL, 0);
+	if (rename(d->shm_path, aside) != 0)
+		unlink(d->shm_path);
+	else
+		remove_set_aside(d->shm_path, aside);
+}
+
 /* Opens the state for attaching as it is; 1 if it matches the ledger. */
 static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t last_seq)
 {
-	char err[512], aside[PATH_MAX + 64];
+	char err[512], why[600];
 	uint64_t applied;
 
 	if (access(d->shm_path, F_OK) != 0)
 		return 0;
 	if (state_open(&d->st, sc, err, sizeof(err)) != 0) {
-		snprintf(aside, sizeof(aside), "%s.invalid-%lld", d->shm_path,
-		         (long long)(dispatch_now() / 1000000));
-		log_warn("%s; keeping it as %s and rebuilding the state from the ledger", err, aside);
-		/* Readers still mapping it must reopen; a file of another layout has none. */
-		shm_retire_file(d->shm_path, NULL, 0);
-		if (rename(d->shm_path, aside) != 0)
-			unlink(d->shm_path);
-		else
-			remove_set_aside(d->shm_path, aside);
+		set_aside(d, err);
 		return 0;
 	}
 	applied = state_applied(d->st);
+	if (owned(state_shm(d->st)->hdr, &d->owner) && applied == last_seq &&
+	    shm_seal_check(state_shm(d->st), err, sizeof(err)) != 0) {
+		/* changed behind the daemon's back (shm.h, SEALS) */
+		state_close(d->st);
+		d->st = NULL;
+		snprintf(why, sizeof(why), "the state segment %s: %s", d->shm_path, err);
+		set_aside(d, why);
+		return 0;
+	}
 	if (!owned(state_shm(d->st)->hdr, &d->owner))
 		log_info("the state segment %s was written %s: rebuilding", d->shm_path,
 		         d->owner.known ? "before the machine restarted, or for another state directory"
@@ -579,6 +602,23 @@ static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t 
 	d->st = NULL;
 	shm_retire_file(d->shm_path, NULL, 0);
 	unlink(d->shm_path);
+	return 0;
+}
+
+/* Keeps the snapshot of record seq, which disagrees with the ledger (why), as *.invalid-<time>. */
+static int set_snapshot_aside(struct daemon *d, uint64_t seq, const char *why)
+{
+	char path[PATH_MAX + 64], aside[PATH_MAX + 96];
+
+	checkpoint_path(d->ckpt_dir, seq, path, sizeof(path));
+	snprintf(aside, sizeof(aside), "%s.invalid-%lld", path, (long long)(dispatch_now() / 1000000));
+	log_error("the snapshot at record %llu does not agree with the ledger: %s; keeping it as %s "
+	          "and rebuilding without it",
+	          (unsigned long long)seq, why, aside);
+	if (rename(path, aside) != 0 && unlink(path) != 0) {
+		log_error("cannot set %s aside: %s", path, strerror(errno));
+		return -errno;
+	}
 	return 0;
 }
 
@@ -613,12 +653,22 @@ static int rebuild(struct daemon *d, struct state_config *sc, struct ledger_veri
 	struct ledger_scan_result res;
 	struct replay rp = {.d = d};
 	char err[512];
-	uint64_t from = 1, ckpt = 0;
+	uint64_t from, ckpt;
 	int64_t t0 = dispatch_now();
 	int rc;
 
+again:
+	from = 1;
+	ckpt = 0;
+	rp.err[0] = '\0';
 	if (!pipelined && checkpoint_find(d->ckpt_dir, tail->last_seq, &ckpt) == 0) {
-		if ((rc = checkpoint_restore(d->ckpt_dir, ckpt, d->shm_path, err, sizeof(err))) != 0) {
+		rc = checkpoint_restore(d->ckpt_dir, ckpt, d->shm_path, err, sizeof(err));
+		if (rc == SC_EINVAL) { /* damaged or forged: the ledger stays the truth */
+			if ((rc = set_snapshot_aside(d, ckpt, err)) != 0)
+				return rc;
+			goto again;
+		}
+		if (rc != 0) {
 			log_error("cannot restore the snapshot: %s", err);
 			return rc;
 		}
@@ -651,6 +701,21 @@ static int rebuild(struct daemon *d, struct state_config *sc, struct ledger_veri
 			unlink(d->shm_path);
 			return crc;
 		}
+	}
+	if (rc != 0 && ckpt != 0 && rp.err[0]) {
+		/*
+		 * A record after the snapshot does not replay as the ledger says:
+		 * the snapshot, a derived copy, is wrong, not the ledger. Without
+		 * it, the rebuild starts from an older snapshot or the ledger's
+		 * first record; a record that differs there is an error again.
+		 */
+		state_close(d->st);
+		d->st = d->dispatch.st = NULL;
+		shm_retire_file(d->shm_path, NULL, 0);
+		unlink(d->shm_path);
+		if ((rc = set_snapshot_aside(d, ckpt, rp.err)) != 0)
+			return rc;
+		goto again;
 	}
 	if (rc != 0) {
 		log_error("cannot rebuild the state: %s", rp.err[0] ? rp.err : err);

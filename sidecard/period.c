@@ -105,11 +105,11 @@ static void refill(struct state *st, struct shm_wallet *w, uint32_t *seq, uint64
 	int64_t add = w->balance < w->budget ? w->budget - w->balance : 0;
 	int64_t repay = add < w->debt ? add : w->debt;
 
-	shm_write_begin(seq);
+	state_wallet_write_begin(seq, agent_id == 0);
 	w->period_key = key;
 	w->debt -= repay;
 	w->balance += add - repay;
-	shm_write_end(seq);
+	shm_wallet_write_end(seq, agent_id == 0);
 	if (add > 0)
 		gate_wallet_txn(st, agent_id, org_id, "wallet.refill", "refill", add, -add, w->balance,
 		                NULL, 0, now);
@@ -136,9 +136,9 @@ unsigned gate_roll(struct state *st, int64_t now)
 		if (!o->rec.used)
 			continue;
 		if (o->cal.next_day <= now) {
-			shm_write_begin(&o->rec.seq);
+			state_org_write_begin(o);
 			gate_calendar(o->tz_rule, now, &o->cal);
-			shm_write_end(&o->rec.seq);
+			shm_org_write_end(o);
 			rolled++;
 			if (o->wallet.limited && refill_due(&o->wallet, &o->cal)) {
 				refill(st, &o->wallet, &o->rec.seq, 0, o->id, &o->cal, now);
@@ -179,11 +179,11 @@ void gate_org_timezone(struct state *st, uint32_t org_slot, const char *name, co
 	struct shm_org *o = &m->orgs[org_slot];
 
 	shm_change_begin(m);
-	shm_write_begin(&o->rec.seq);
+	state_org_write_begin(o);
 	snprintf(o->tz_name, sizeof(o->tz_name), "%s", name);
 	snprintf(o->tz_rule, sizeof(o->tz_rule), "%s", rule);
 	gate_calendar(o->tz_rule, now, &o->cal);
-	shm_write_end(&o->rec.seq);
+	shm_org_write_end(o);
 	if (o->cal.next_day < m->hdr->next_roll) {
 		shm_write_begin(&m->hdr->seq);
 		m->hdr->next_roll = o->cal.next_day;
@@ -209,12 +209,12 @@ void gate_carve_sync(struct state *st, struct shm_agent *a)
 
 	if (r == a->wallet.reserving)
 		return;
-	shm_write_begin(&o->rec.seq);
+	state_org_write_begin(o);
 	o->wallet.reserving = gate_add_sat(o->wallet.reserving, r - a->wallet.reserving);
-	shm_write_end(&o->rec.seq);
-	shm_write_begin(&a->rec.seq);
+	shm_org_write_end(o);
+	state_agent_write_begin(a);
 	a->wallet.reserving = r;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 }
 
 int gate_carve(struct state *st, uint32_t agent_slot, int64_t amount, const uint8_t *meta,
@@ -251,10 +251,10 @@ int gate_carve(struct state *st, uint32_t agent_slot, int64_t amount, const uint
 		return SC_EINVAL;
 	}
 	shm_change_begin(m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	a->wallet.balance = balance;
 	a->wallet.carved = 1;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	*txn_id = gate_wallet_txn(st, a->id, a->org_id, "wallet.carve", "carve", amount, -amount,
 	                          balance, meta, meta_len, now);
 	gate_carve_sync(st, a);
@@ -268,9 +268,9 @@ void gate_release(struct state *st, uint32_t agent_slot)
 	struct shm_agent *a = &m->agents[agent_slot];
 
 	shm_change_begin(m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	a->wallet.carved = 0;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	gate_carve_sync(st, a);
 	shm_change_end(m);
 }

@@ -55,7 +55,7 @@ void gate_rescore(struct state *st, struct shm_agent *a, int64_t now)
 {
 	int score = gate_score(a), status;
 
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	a->score = (int16_t)score;
 	status = escalate(a, score);
 	if (status != a->status) {
@@ -63,7 +63,7 @@ void gate_rescore(struct state *st, struct shm_agent *a, int64_t now)
 		a->status = (uint8_t)status;
 		a->status_auto = 1;
 	}
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 }
 
 int gate_anomaly(const struct shm_agent *a, int64_t estimate, int64_t *ratio)

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "gate.h"
@@ -72,6 +73,14 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 	}
 	*out = st;
 	return 0;
+}
+
+void state_seal_broken(const char *kind, uint64_t id)
+{
+	log_error("%s %llu in the state segment no longer matches its seal: it was changed "
+	          "outside the daemon; stopping now, the next start rebuilds the state from the ledger",
+	          kind, (unsigned long long)id);
+	_exit(EXIT_FAILURE);
 }
 
 void state_close(struct state *st)
@@ -185,13 +194,13 @@ int state_org_create(struct state *st, struct state_str name, int64_t now, uint3
 	}
 	o = &st->m.orgs[s];
 	shm_change_begin(&st->m);
-	shm_write_begin(&o->rec.seq);
+	state_org_write_begin(o);
 	memset((char *)o + sizeof(o->rec), 0, sizeof(*o) - sizeof(o->rec));
 	o->rec.used = 1;
 	o->id = h->next_org_id++;
 	o->created_at = now;
 	copy_str(o->name, name);
-	shm_write_end(&o->rec.seq);
+	shm_org_write_end(o);
 	h->next_roll = 0; /* the gate's next roll sets up the new org's calendar */
 	shm_change_end(&st->m);
 	rc = sidx_ix_add(st, sidx_key_num(IX_ORG_ID, o->id), s);
@@ -279,11 +288,11 @@ int state_wallet_update(struct state *st, uint32_t slot, int org, const sc_walle
 		seq = &st->m.agents[slot].rec.seq;
 	}
 	shm_change_begin(&st->m);
-	shm_write_begin(seq);
+	state_wallet_write_begin(seq, org);
 	apply_wallet_update(w, u);
 	if (u->set & SC_WALLET_SET_BALANCE)
 		w->limited = 1;
-	shm_write_end(seq);
+	shm_wallet_write_end(seq, org);
 	shm_change_end(&st->m);
 	return 0;
 }
@@ -410,9 +419,9 @@ int state_rule_add(struct state *st, uint32_t agent_slot, const struct state_rul
 	    (rc = sidx_texts_fit_change(st, NULL, 0, strs, 2, err, errlen)))
 		return rc;
 	shm_change_begin(&st->m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	*rule_slot = rule_insert(st, agent_slot, spec);
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_change_end(&st->m);
 	return 0;
 }
@@ -466,7 +475,7 @@ int state_rule_update(struct state *st, uint32_t agent_slot, uint64_t rule_id,
 	shm_change_begin(&st->m);
 	if (set.set & STATE_RULE_SET_MATCH) {
 		/* A new pattern may move the rule in match order. */
-		shm_write_begin(&a->rec.seq);
+		state_agent_write_begin(a);
 		sidx_rule_unlink(st, a, *rule_slot);
 	}
 	/* Old references go first, so that the texts they free count as room. */
@@ -483,7 +492,7 @@ int state_rule_update(struct state *st, uint32_t agent_slot, uint64_t rule_id,
 	shm_write_end(&r->rec.seq);
 	if (set.set & STATE_RULE_SET_MATCH) {
 		sidx_rule_link(st, a, *rule_slot);
-		shm_write_end(&a->rec.seq);
+		shm_agent_write_end(a);
 	}
 	shm_change_end(&st->m);
 	return 0;
@@ -513,11 +522,11 @@ int state_rule_remove(struct state *st, uint32_t agent_slot, uint64_t rule_id, c
 	if (rc != 0)
 		return rc;
 	shm_change_begin(&st->m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	sidx_rule_unlink(st, a, slot);
 	rule_release(st, slot);
 	a->n_rules--;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_change_end(&st->m);
 	return 0;
 }
@@ -598,7 +607,7 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	rc = sidx_pool_pop(&st->free_agents, &s);
 	SC_ASSERT(rc == 0);
 	a = &st->m.agents[s];
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	memset((char *)a + sizeof(a->rec), 0, sizeof(*a) - sizeof(a->rec));
 	a->rec.used = 1;
 	a->id = st->m.hdr->next_agent_id++;
@@ -616,11 +625,11 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	a->first_rule = SHM_NONE;
 	for (size_t i = 0; i < spec->n_rules; i++)
 		rule_insert(st, s, &spec->rules[i]);
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_agent_ix_insert(&st->m, a->id, s);
-	shm_write_begin(&o->rec.seq);
+	state_org_write_begin(o);
 	o->n_agents++;
-	shm_write_end(&o->rec.seq);
+	shm_org_write_end(o);
 	shm_change_end(&st->m);
 	st->counts.agents++;
 	sidx_slot_hash_add(st, &st->agent_names, s);
@@ -660,7 +669,7 @@ int state_agent_update(struct state *st, uint32_t slot, const struct state_str *
 		return SC_EINVAL;
 	}
 	shm_change_begin(&st->m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	if (name) {
 		/* The index reads the key from the record: out under the old name, in under the new. */
 		sidx_slot_hash_del(st, &st->agent_names, slot);
@@ -675,7 +684,7 @@ int state_agent_update(struct state *st, uint32_t slot, const struct state_str *
 	}
 	if (status >= 0)
 		a->status_auto = 0;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_change_end(&st->m);
 	return 0;
 }
@@ -692,7 +701,7 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	}
 	sidx_slot_hash_del(st, &st->agent_names, slot);
 	shm_change_begin(&st->m);
-	shm_write_begin(&a->rec.seq);
+	state_agent_write_begin(a);
 	while (a->first_rule != SHM_NONE) {
 		uint32_t r = a->first_rule;
 
@@ -701,11 +710,11 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	}
 	a->n_rules = 0;
 	a->rec.used = 0;
-	shm_write_end(&a->rec.seq);
+	shm_agent_write_end(a);
 	shm_agent_ix_remove(&st->m, a->id, slot);
-	shm_write_begin(&o->rec.seq);
+	state_org_write_begin(o);
 	o->n_agents--;
-	shm_write_end(&o->rec.seq);
+	shm_org_write_end(o);
 	shm_change_end(&st->m);
 	sidx_pool_push(&st->free_agents, slot);
 	st->counts.agents--;

@@ -74,6 +74,53 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 void state_close(struct state *st);
 void state_serve(struct state *st);
 struct shm *state_shm(struct state *st);
+
+/*
+ * A used org or agent record that no longer matches its seal (shm.h,
+ * SEALS) was changed behind the daemon's back while it ran. Nothing may be
+ * decided or recorded from it, and the daemon cannot rebuild its state in
+ * place: this logs the record and stops the process at once, as a crash
+ * would. Nothing unacknowledged is lost in strict mode; the next start
+ * finds the seal broken (or the segment busy) and rebuilds from the ledger.
+ */
+void state_seal_broken(const char *kind, uint64_t id) __attribute__((noreturn));
+
+/* Checks an agent's and its org's seals before a decision reads their wallets. */
+static inline void state_seal_verify(const struct shm_agent *a, const struct shm_org *o)
+{
+	if (__builtin_expect(a->wallet.seal != shm_agent_seal(a), 0))
+		state_seal_broken("agent", a->id);
+	if (__builtin_expect(o->wallet.seal != shm_org_seal(o), 0))
+		state_seal_broken("org", o->id);
+}
+
+/*
+ * The start of a write of an agent's or an org's record (writer): a used
+ * record is checked against its seal first, so that the seal its write
+ * ends with never covers a change made by someone else.
+ */
+static inline void state_agent_write_begin(struct shm_agent *a)
+{
+	if (__builtin_expect(a->rec.used && a->wallet.seal != shm_agent_seal(a), 0))
+		state_seal_broken("agent", a->id);
+	shm_write_begin(&a->rec.seq);
+}
+
+static inline void state_org_write_begin(struct shm_org *o)
+{
+	if (__builtin_expect(o->rec.used && o->wallet.seal != shm_org_seal(o), 0))
+		state_seal_broken("org", o->id);
+	shm_write_begin(&o->rec.seq);
+}
+
+/* The same for a wallet's record held by its seqlock, its first field (shm_wallet_write_end). */
+static inline void state_wallet_write_begin(uint32_t *seq, int org)
+{
+	if (org)
+		state_org_write_begin((struct shm_org *)(void *)seq);
+	else
+		state_agent_write_begin((struct shm_agent *)(void *)seq);
+}
 const struct state_config *state_config(const struct state *st);
 
 /* ---- orgs ---- */

@@ -4,6 +4,11 @@
  * against the contract in sidecard/ledger.h and sidecard/ledger_format.c.
  *
  * What is covered:
+ * - a state segment changed behind the daemon's back (its seal: while stopped, or
+ *   while running, when the daemon stops before deciding from it), or writable by
+ *   others or owned by another uid, is set aside and rebuilt; a forged snapshot is
+ *   set aside and the rebuild starts without it; a record that replays differently
+ *   is named with the field of its result that differs;
  * - restart after SIGTERM and after SIGKILL in strict mode, with state.shm
  *   kept (re-attach) or deleted (rebuild from checkpoint plus ledger): the
  *   orgs, agents, wallets, rules, transactions and counters after the
@@ -49,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -58,6 +64,7 @@
 
 #include "daemon.h"
 #include "ledger.h"
+#include "shm.h"
 #include "sidecard.h"
 #include "testutil.h"
 
@@ -636,6 +643,13 @@ START_TEST(test_restart)
 		remove_shm();
 	restart();
 	assert_same(&before, when);
+	if (!rc->rebuild) {
+		/* every record the daemon wrote is sealed: none reads as changed behind its back */
+		log = daemon_log();
+		ck_assert_msg(strstr(log, "attached to") != NULL, "%s: no attach in the log:\n%s",
+		              when, log);
+		free(log);
+	}
 	if (rc->rebuild) {
 		log = daemon_log();
 		ck_assert_msg(strstr(log, "rebuilt") != NULL && strstr(log, " ms") != NULL,
@@ -865,10 +879,220 @@ START_TEST(test_replay_differs)
 	unlink(log_path);
 	ck_assert_msg(test_daemon_restart(&d) != 0, "the daemon replayed a different result");
 	snprintf(expected, sizeof(expected), "record %" PRIu64 " (check) replayed to a different "
-	         "result", victim.seq);
+	         "result (the %s \"%s\" differs)", victim.seq, _i == 0 ? "field" : "key",
+	         _i == 0 ? "replayed" : "replayEd");
 	log = daemon_log();
 	ck_assert_msg(strstr(log, expected), "no '%s' in the log:\n%s", expected, log);
 	free(log);
+}
+END_TEST
+
+/* ----- a state segment or a snapshot changed behind the daemon's back ----- */
+
+#define FORGED_BALANCE INT64_C(1000000000000000) /* a billion dollars */
+
+/* Maps the state segment read-write, as any process of the daemon's uid can, and sets a balance. */
+static void tamper_balance(uint64_t agent, int64_t balance)
+{
+	struct shm_header h;
+	struct shm_agent *agents;
+	int fd = open(d.segment, O_RDWR | O_CLOEXEC), found = 0;
+	char *base;
+
+	ck_assert_msg(fd >= 0, "%s: %s", d.segment, strerror(errno));
+	ck_assert_int_eq(pread(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	base = mmap(NULL, h.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ck_assert(base != MAP_FAILED);
+	agents = (struct shm_agent *)(base + h.agent_off);
+	for (uint32_t i = 0; i < h.agent_top; i++)
+		if (agents[i].rec.used && agents[i].id == agent) {
+			agents[i].wallet.balance = balance;
+			found = 1;
+		}
+	munmap(base, h.size);
+	close(fd);
+	ck_assert_msg(found, "agent %" PRIu64 " is not in %s", agent, d.segment);
+}
+
+static int segments_set_aside(void)
+{
+	char out[1024];
+
+	run(out, sizeof(out), "ls -1 '%s' | grep -c '\\.invalid-'", d.dir);
+	return atoi(out);
+}
+
+/*
+ * A balance raised to a billion dollars in the segment: while the daemon
+ * is stopped (_i 0); while it runs (_i 1, where a read shows it), then a
+ * clean stop; while it runs, then a check of that agent (_i 2): the daemon
+ * stops before deciding anything from it. The restart finds the agent's
+ * record no longer matching its seal, sets the segment aside and rebuilds
+ * it from the ledger, which has the real balance.
+ */
+START_TEST(test_segment_tampered)
+{
+	sc_check_req req = { .action = "tool.run", .estimated_cost = USD(100) };
+	sc_decision dec;
+	uint64_t agent;
+	sc_agent a;
+	char *log;
+
+	new_org("acme");
+	agent = new_agent("acme", "bot", SC_PRIORITY_NORMAL, USD(5), NULL, 0);
+	allow(agent, "tool.run", USD(1));
+	if (_i == 0) {
+		kill_daemon(SIGTERM);
+		tamper_balance(agent, FORGED_BALANCE);
+	} else if (_i == 1) {
+		tamper_balance(agent, FORGED_BALANCE);
+		OK(sc_agents_get(c, agent, &a));
+		ck_assert_int_eq(a.wallet.balance, FORGED_BALANCE);
+		kill_daemon(SIGTERM);
+	} else {
+		/* a run whose log the test reads (restart) */
+		kill_daemon(SIGTERM);
+		restart();
+		tamper_balance(agent, FORGED_BALANCE);
+		req.agent_id = agent;
+		ck_assert_int_ne(sc_check(c, &req, &dec), 0);
+		sc_close(c);
+		c = NULL;
+		ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 1);
+		log = daemon_log();
+		ck_assert_msg(strstr(log, "no longer matches its seal"), "no broken seal in:\n%s", log);
+		free(log);
+	}
+	restart();
+	log = daemon_log();
+	/* stopped mid-request (_i 2), the segment is also busy: either reason rebuilds it */
+	ck_assert_msg((strstr(log, "does not match its seal") ||
+	               (_i == 2 && strstr(log, "in the middle of a change"))) &&
+	              strstr(log, "rebuilt"),
+	              "no rebuild for a broken seal in the log:\n%s", log);
+	free(log);
+	OK(sc_agents_get(c, agent, &a));
+	ck_assert_int_eq(a.wallet.balance, USD(5));
+	ck_assert_int_eq(a.wallet.held, USD(1));
+	ck_assert_int_eq(segments_set_aside(), 1);
+	/* the rebuilt segment is sealed: the next restart attaches to it */
+	kill_daemon(SIGTERM);
+	restart();
+	log = daemon_log();
+	ck_assert_msg(strstr(log, "attached to") != NULL, "no attach in the log:\n%s", log);
+	free(log);
+}
+END_TEST
+
+/*
+ * The daemon creates the segment writable by its uid alone, and rebuilds
+ * one that its group (_i 0) or every user (_i 1) may write, or (_i 2, when
+ * the test runs as root and may give the file away) another uid owns.
+ */
+START_TEST(test_segment_mode)
+{
+	struct stat sb;
+	uint64_t agent;
+	sc_agent a;
+	char *log;
+
+	if (_i == 2 && geteuid() != 0)
+		return;
+	new_org("acme");
+	agent = new_agent("acme", "bot", SC_PRIORITY_NORMAL, USD(5), NULL, 0);
+	ck_assert_int_eq(stat(d.segment, &sb), 0);
+	ck_assert_uint_eq(sb.st_uid, geteuid());
+	ck_assert_int_eq(sb.st_mode & 0022, 0);
+	ck_assert_int_eq(sb.st_mode & 0600, 0600);
+	kill_daemon(SIGTERM);
+	if (_i == 2)
+		ck_assert_int_eq(chown(d.segment, 65534, (gid_t)-1), 0);
+	else
+		ck_assert_int_eq(chmod(d.segment, _i == 0 ? 0660 : 0646), 0);
+	restart();
+	log = daemon_log();
+	ck_assert_msg(strstr(log, _i == 0   ? "lets its group write it"
+	                          : _i == 1 ? "lets every user write it"
+	                                    : "owned by uid 65534") &&
+	              strstr(log, "rebuilt"),
+	              "no rebuild for the segment's mode or owner in the log:\n%s", log);
+	free(log);
+	ck_assert_int_eq(stat(d.segment, &sb), 0);
+	ck_assert_uint_eq(sb.st_uid, geteuid());
+	ck_assert_int_eq(sb.st_mode & 0022, 0);
+	OK(sc_agents_get(c, agent, &a));
+	ck_assert_int_eq(a.wallet.balance, USD(5));
+}
+END_TEST
+
+/*
+ * The newest snapshot is forged: an agent's balance raised, with the
+ * file's checksum made valid again, and its seal left (_i 0) or made to
+ * match (_i 1, which only the replay of the report after it can see).
+ * Without its state segment the daemon must still start, from the ledger:
+ * the snapshot is set aside and the state is the one before.
+ */
+START_TEST(test_snapshot_forged)
+{
+	struct snapshot before;
+	struct world w = populate();
+	char out[4096], path[512], *buf, *log;
+	size_t len, off;
+	uint64_t newest, txn;
+	uint32_t count, crc;
+	int i, found = 0;
+
+	for (i = 0; i < 40; i++)
+		report(allow(w.research, "data.fetch", CENTS(2)), SC_OUTCOME_SUCCESS, 1, CENTS(1));
+	for (i = 0; i < 100 && stat_of("checkpoint_seq") == 0; i++)
+		test_sleep_ms(50);
+	ck_assert_int_gt(stat_of("checkpoint_seq"), 0);
+	/* records after the newest snapshot, whose results show the balance */
+	txn = allow(w.research, "data.fetch", CENTS(2));
+	report(txn, SC_OUTCOME_SUCCESS, 1, CENTS(1));
+	take(&before);
+	kill_daemon(SIGKILL);
+
+	run(out, sizeof(out), "ls -1 '%s/checkpoints' | grep '\\.snap$' | sort | tail -n 1", d.state);
+	newest = strtoull(out, NULL, 16);
+	ck_assert_uint_gt(newest, 0);
+	snprintf(path, sizeof(path), "%s/checkpoints/%016" PRIx64 ".snap", d.state, newest);
+	buf = read_file(path, &len);
+	ck_assert_ptr_nonnull(buf);
+	/* checkpoint.c, FORMAT: the orgs' records, then the agents' */
+	off = 32 + sizeof(struct shm_header);
+	memcpy(&count, buf + off, 4);
+	off += 4 + (size_t)count * (4 + sizeof(struct shm_org));
+	memcpy(&count, buf + off, 4);
+	off += 4;
+	for (uint32_t k = 0; k < count; k++, off += 4 + sizeof(struct shm_agent)) {
+		struct shm_agent ag;
+
+		memcpy(&ag, buf + off + 4, sizeof(ag));
+		if (ag.id != w.research)
+			continue;
+		ag.wallet.balance = FORGED_BALANCE;
+		if (_i == 1)
+			ag.wallet.seal = shm_agent_seal(&ag);
+		memcpy(buf + off + 4, &ag, sizeof(ag));
+		found = 1;
+	}
+	ck_assert(found);
+	crc = ledger_crc32c(0, buf, len - 4);
+	memcpy(buf + len - 4, &crc, 4);
+	write_file(path, buf, len);
+	free(buf);
+	remove_shm();
+
+	restart();
+	log = daemon_log();
+	ck_assert_msg(strstr(log, "does not agree with the ledger") && strstr(log, "rebuilt"),
+	              "the forged snapshot was not set aside:\n%s", log);
+	ck_assert_msg(_i == 1 || strstr(log, "does not match its seal"), "no seal in:\n%s", log);
+	ck_assert_msg(_i == 0 || strstr(log, "differs)"), "no differing field in:\n%s", log);
+	free(log);
+	assert_same(&before, "after a rebuild without the forged snapshot");
+	release(&before);
 }
 END_TEST
 
@@ -1489,6 +1713,9 @@ static Suite *ledger_suite(void)
 	tcase_add_loop_test(tcase(s, "corruption-late", setup_segments), test_corruption_refused,
 	                    3, 4);
 	tcase_add_loop_test(tcase(s, "replay-differs", setup_default), test_replay_differs, 0, 2);
+	tcase_add_loop_test(tcase(s, "segment-tampered", setup_default), test_segment_tampered, 0, 3);
+	tcase_add_loop_test(tcase(s, "segment-mode", setup_default), test_segment_mode, 0, 3);
+	tcase_add_loop_test(tcase(s, "snapshot-forged", setup_rotation), test_snapshot_forged, 0, 2);
 	tcase_add_loop_test(tcase(s, "tail-damage", setup_default), test_tail_damage, 0, 2);
 	tcase_add_test(tcase(s, "appended-segments", setup_default), test_appended_segments);
 	tcase_add_test(tcase(s, "export", setup_default), test_export);
