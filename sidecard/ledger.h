@@ -183,7 +183,10 @@ int ledger_cut(const char *dir, const char *path, uint64_t offset, int zeroed, c
                size_t qlen);
 /* Moves the file path into the quarantine, whole; qpath gets its new path. 0 or -errno. */
 int ledger_quarantine_file(const char *dir, const char *path, char *qpath, size_t qlen);
-/* Appends a line, stamped with the UTC time, to the repairs log, and syncs it. 0 or -errno. */
+/*
+ * Appends a line, stamped with the UTC time, to the repairs log; a repair's
+ * line (LEDGER_NOTE_REPAIR) is synced. 0 or -errno.
+ */
 int ledger_repairs_note(const char *dir, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /*

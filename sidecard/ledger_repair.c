@@ -228,7 +228,15 @@ int ledger_repairs_note(const char *dir, const char *fmt, ...)
 	snprintf(path, sizeof(path), "%s/%s", q, LEDGER_REPAIRS_LOG);
 	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0)
 		return -errno;
-	rc = write(fd, line, (size_t)n) == n && fdatasync(fd) == 0 ? 0 : -errno;
+	/*
+	 * A recovery's note is an index of its quarantine file, which is synced
+	 * and named after the segment and offset: it is not worth a sync per
+	 * start. An operator's repair is the record of a choice: synced.
+	 */
+	rc = write(fd, line, (size_t)n) == n &&
+	             (strncmp(line + strlen(stamp) + 1, LEDGER_NOTE_REPAIR,
+	                      strlen(LEDGER_NOTE_REPAIR)) != 0 || fdatasync(fd) == 0)
+	         ? 0 : -errno;
 	close(fd);
 	return rc;
 }
