@@ -840,7 +840,7 @@ static void default_state_dir(char *buf, size_t len)
  */
 static int ledger_dir(const struct ctx *x, const struct opts *o, char *buf, size_t len)
 {
-	char state[PATH_MAX - sizeof("/checkpoints")];
+	char state[PATH_MAX - sizeof("/ledger")];
 	struct stat sb;
 
 	if (o->given & BIT(O_STATE_DIR))

@@ -57,25 +57,54 @@
  *   a new file size. The data ends at the first offset whose 32 bytes are
  *   all zero (a record header never is: its magic is not zero), or at the
  *   end of the file. Everything after that offset is zero. In the last
- *   segment, a bad record or non-zero bytes after the end are a torn tail
- *   unless a valid record flagged BATCH_START (of a later batch, whose
- *   sequence number is above the one expected at the bad offset) lies
- *   anywhere after it: a later batch proves that the damaged one was
- *   complete and synced, so the damage is corruption. Power loss may keep
- *   any subset of a torn batch's pages; none of them carries a later
- *   batch's start. Repair writes zeros from the end of the valid data to the
- *   end of the file and syncs them (the file keeps its preallocated size).
- *   In any other segment, a bad record, a zero header followed by non-zero
- *   bytes, or non-zero bytes after the end is corruption.
+ *   segment, a bad record or non-zero bytes after the end are the
+ *   candidates for a torn tail. Repair writes zeros from the end of the
+ *   valid data to the end of the file and syncs them (the file keeps its
+ *   preallocated size). In any other segment, a bad record, a zero header
+ *   followed by non-zero bytes, or non-zero bytes after the end is damage.
  *
  * - Appended segments (flag clear; written by earlier versions). The data
- *   ends at the end of the file. A partial record at the very end of the
- *   last segment (its header or body reaching the end of the file) is a
- *   torn tail, which repair cuts off with ftruncate; a bad record anywhere
- *   else is corruption. The writer never appends to such a segment again:
- *   it starts a new, zero-filled one.
+ *   ends at the end of the file. A bad record at the very end of the last
+ *   segment (its header or body reaching the end of the file) is the
+ *   candidate for a torn tail, which repair cuts off with ftruncate; a bad
+ *   record anywhere else is damage. The writer never appends to such a
+ *   segment again: it starts a new, zero-filled one.
  *
- * Corruption stops recovery with the file, offset and sequence number.
+ * A candidate is a torn tail unless something proves that the bad record
+ * was durable, in this order:
+ *
+ * 1. A snapshot covers it: checkpoints/ beside the ledger directory holds
+ *    <seq>.snap with seq at or above the sequence number expected at the
+ *    bad offset. The snapshot holds the record's changes; cutting the
+ *    record would leave a ledger that contradicts it.
+ * 2. A later batch: a valid record flagged BATCH_START, whose sequence
+ *    number is above the one expected, lies anywhere after it in a
+ *    zero-filled segment. The writer starts a batch only after the previous
+ *    one was synced, and power loss may keep any subset of a torn batch's
+ *    pages, none of which carries a later batch's start.
+ * 3. A valid checksum with the wrong sequence number: a whole record, which
+ *    no unfinished write leaves.
+ * 4. One flipped bit: the checksum mismatch is what one flipped bit of the
+ *    header bytes 0..27 or of the body makes (CRC32C is linear, so the
+ *    difference between the stored and computed checksums names the bit),
+ *    or one bit of the stored checksum, or flipping one bit of the magic or
+ *    length field gives a record whose checksum matches.
+ * 5. A record whole to its last sector: the record's length fits, its
+ *    checksum does not match, and no 512-byte-aligned piece of it ends in a
+ *    zero byte. An interrupted write leaves each sector with the new bytes,
+ *    the old ones, or a prefix of the new followed by the old (disks write
+ *    sectors of 512 bytes or multiples of them, in order); the old bytes of
+ *    a zero-filled segment are zeros, so a record that a crash damaged has a
+ *    piece ending in zero.
+ *
+ * Each rule errs on the side of damage: a torn write taken for damage stops
+ * the daemon until an operator repairs it (sidecardctl ledger repair), while
+ * damage taken for a torn write would drop an acknowledged record. What
+ * rules 4 and 5 cannot tell: several bytes damaged in a record whose pieces
+ * end in zero bytes by chance is taken for a torn write; its bytes are in
+ * the quarantine (ledger_repair.c), never lost.
+ *
+ * Damage stops recovery with the file, offset and sequence number.
  */
 #include <dirent.h>
 #include <errno.h>
