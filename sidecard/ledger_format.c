@@ -408,7 +408,8 @@ static int cut_tail(struct scan *s, const char *path, uint64_t offset, int zeroe
 	sc_errorf(s->err, s->errlen, "%s: torn tail (%s) %s at offset %" PRIu64 "%s%s", path, why,
 	          zeroed ? "zeroed from" : "cut off", offset,
 	          s->res->quarantine[0] ? "; its bytes are kept in " : "", s->res->quarantine);
-	ledger_repairs_note(s->dir, LEDGER_NOTE_RECOVERY "%s: torn tail (%s) removed from offset %" PRIu64
+	ledger_repairs_note(s->dir,
+	                    LEDGER_NOTE_RECOVERY "%s: torn tail (%s) removed from offset %" PRIu64
 	                    " (expected sequence number %" PRIu64 "); bytes kept in %s",
 	                    path, why, offset, s->next_seq,
 	                    s->res->quarantine[0] ? s->res->quarantine : "(none: all zero)");
@@ -579,7 +580,8 @@ static const char *durable_evidence(const struct scan *s, const char *p, uint64_
 	/* a checksum mismatch is reported only for a record whose length fits in the file */
 	if (strcmp(problem, "checksum mismatch") == 0 &&
 	    whole_to_last_sector(p, off, off + LEDGER_RECORD_HEADER + get32(p + off + 4)))
-		return "the record is whole to its last sector, where an unfinished write leaves zeros";
+		return "the record is whole to its last sector, where an unfinished write leaves "
+		       "zeros";
 	return NULL;
 }
 
@@ -604,8 +606,10 @@ static int drop_headless(struct scan *s, const char *path, const char *prev_file
 			          "quarantine: %s", path, strerror(-rc));
 			return rc;
 		}
-		ledger_repairs_note(s->dir, LEDGER_NOTE_RECOVERY "%s: torn tail (%s): a segment that was never "
-		                    "completed, moved to %s", path, why, s->res->quarantine);
+		ledger_repairs_note(s->dir,
+		                    LEDGER_NOTE_RECOVERY "%s: torn tail (%s): a segment that was "
+		                    "never completed, moved to %s",
+		                    path, why, s->res->quarantine);
 	}
 	sc_errorf(s->err, s->errlen, "%s: torn tail (%s): a segment that was never completed%s%s",
 	          path, why, (s->flags & LEDGER_SCAN_REPAIR) ? " was moved to " : "",

@@ -254,7 +254,8 @@ int ledger_repairs_print(const char *dir, FILE *out, const char *prefix, unsigne
 	while (fgets(line, sizeof(line), f)) {
 		const char *note = strchr(line, ' ');
 
-		if (note && strncmp(note + 1, LEDGER_NOTE_RECOVERY, strlen(LEDGER_NOTE_RECOVERY)) == 0) {
+		if (note &&
+		    strncmp(note + 1, LEDGER_NOTE_RECOVERY, strlen(LEDGER_NOTE_RECOVERY)) == 0) {
 			(*recoveries)++;
 			continue;
 		}
