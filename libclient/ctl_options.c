@@ -101,6 +101,7 @@ static const struct option_def {
 	[O_STATE_DIR] = { "state-dir", K_STR, "DIR", 3072 },
 	[O_SEGMENT] = { "segment", K_STR, "FILE", 3072 },
 	[O_FROM] = { "from", K_NUMBER, "SEQ", 0 },
+	[O_TRUNCATE_AT_DAMAGE] = { "truncate-at-damage", K_SWITCH, NULL, 0 },
 	[O_TIMEZONE] = { "timezone", K_STR, "ZONE", 63 },
 	[O_PERIOD] = { "period", K_PERIOD, "none|daily|weekly|monthly", 0 },
 	[O_FOLLOW] = { "follow", K_SWITCH, NULL, 0 },

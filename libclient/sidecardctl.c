@@ -23,7 +23,10 @@
  * the ledger files of a state directory (sidecard/ledger_format.c) with
  * ledger_scan() and never modify them, so they are safe beside a running
  * daemon and on a copy taken from a dead host. Nor does `peek --segment
- * FILE`, which maps the state segment FILE read-only.
+ * FILE`, which maps the state segment FILE read-only. `ledger repair` does
+ * modify them (sidecard/ledger_repair.c), so it takes the state
+ * directory's lock, the one the daemon holds for its life, and refuses to
+ * run beside a daemon.
  *
  * DESIGN. Three tables drive everything: `options` (ctl_options.c: every
  * flag, its value kind and how it is parsed), `commands` (here: verb,
@@ -36,12 +39,14 @@
  * that asked for them; the connection is closed in main().
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -867,10 +872,22 @@ static int visit_export(void *arg, const struct ledger_record *r)
 	return 0;
 }
 
-/* A scan that failed: corruption (SC_EINVAL) is exit 1, anything else 2. */
-static int scan_error(const struct ctx *x, int rc, const char *err)
+/*
+ * A scan that failed: corruption (SC_EINVAL) is exit 1, anything else 2.
+ * Damage to durable records comes with the choice the operator has.
+ */
+static int scan_error(const struct ctx *x, int rc, const char *err,
+                      const struct ledger_scan_result *res, const char *dir)
 {
 	fprintf(stderr, "sidecardctl: %s: %s\n", x->what, err[0] ? err : sc_strerror(rc));
+	if (rc == SC_EINVAL && res->damaged)
+		fprintf(stderr,
+		        "damage, not a torn tail: record %" PRIu64 " at offset %" PRIu64 " of %s was "
+		        "durable. The daemon refuses to start. Put back the ledger from a backup, or "
+		        "run `sidecardctl ledger repair --state-dir %.*s --truncate-at-damage` to move "
+		        "it and everything after it to %s/%s\n",
+		        res->damage_seq, res->damage_offset, res->damage_file,
+		        (int)(strlen(dir) - sizeof("/ledger") + 1), dir, dir, LEDGER_QUARANTINE);
 	return rc == SC_EINVAL ? EXIT_CORRUPT : EXIT_ERROR;
 }
 
@@ -886,13 +903,19 @@ static int cmd_ledger_verify(struct ctx *x, const struct opts *o)
 {
 	struct ledger_scan_result res;
 	char dir[PATH_MAX], err[4352];
+	unsigned recoveries;
 	int rc;
 
 	if ((rc = ledger_dir(x, o, dir, sizeof(dir))) != 0)
 		return rc;
 	rc = ledger_scan(dir, 0, 0, visit_count, NULL, &res, err, sizeof(err));
+	/* what repairs took out of this ledger, oldest first, and how often recovery did */
+	ledger_repairs_print(dir, stdout, "repaired: ", &recoveries);
+	if (recoveries)
+		printf("quarantine: %u torn tail(s) removed by the daemon's recovery, noted in "
+		       "%s/%s/%s\n", recoveries, dir, LEDGER_QUARANTINE, LEDGER_REPAIRS_LOG);
 	if (rc != 0)
-		return scan_error(x, rc, err);
+		return scan_error(x, rc, err, &res, dir);
 	/* The warning is part of the verdict, so it goes to stdout with it. */
 	if (res.torn)
 		torn_warning(stdout, &res);
@@ -902,6 +925,46 @@ static int cmd_ledger_verify(struct ctx *x, const struct opts *o)
 		printf("ledger %s: %" PRIu64 " records, sequence %" PRIu64 " to %" PRIu64
 		       ", in %u segments: ok\n",
 		       dir, res.records, res.first_seq, res.last_seq, res.segments);
+	return 0;
+}
+
+/*
+ * Offline, under the state directory's lock: a running daemon holds it for
+ * its life, so the repair never races one, and no daemon starts while it
+ * runs.
+ */
+static int cmd_ledger_repair(struct ctx *x, const struct opts *o)
+{
+	char dir[PATH_MAX], state[PATH_MAX], path[PATH_MAX + 16], report[16384], err[8192];
+	char holder[32] = "";
+	int rc, fd;
+	ssize_t n;
+
+	if ((rc = ledger_dir(x, o, dir, sizeof(dir))) != 0)
+		return rc;
+	snprintf(state, sizeof(state), "%.*s", (int)(strlen(dir) - sizeof("/ledger") + 1), dir);
+	snprintf(path, sizeof(path), "%s/sidecard.lock", state);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		fprintf(stderr, "sidecardctl: %s: %s: %s\n", x->what, path, strerror(errno));
+		return EXIT_ERROR;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if ((n = pread(fd, holder, sizeof(holder) - 1, 0)) > 0)
+			holder[strcspn(holder, "\n")] = '\0';
+		fprintf(stderr, "sidecardctl: %s: a daemon (pid %s) holds %s: stop it first (the "
+		        "repair runs offline)\n", x->what, holder[0] ? holder : "unknown", state);
+		close(fd);
+		return EXIT_ERROR;
+	}
+	snprintf(path, sizeof(path), "%s/checkpoints", state);
+	rc = ledger_repair_truncate(dir, path, report, sizeof(report), err, sizeof(err));
+	close(fd);
+	/* what was moved is the log of the choice: on stderr, beside the repairs log */
+	fputs(report, stderr);
+	if (rc != 0) {
+		fprintf(stderr, "sidecardctl: %s: %s\n", x->what, err[0] ? err : sc_strerror(rc));
+		return rc == SC_EINVAL ? EXIT_CORRUPT : EXIT_ERROR;
+	}
 	return 0;
 }
 
@@ -920,7 +983,7 @@ static int cmd_ledger_export(struct ctx *x, const struct opts *o)
 		return EXIT_ERROR;
 	}
 	if (rc != 0)
-		return scan_error(x, rc, err);
+		return scan_error(x, rc, err, &res, dir);
 	/* stdout is the JSON stream: the warning goes beside it. */
 	if (res.torn)
 		torn_warning(stderr, &res);
@@ -1040,7 +1103,10 @@ static const struct command commands[] = {
 	  "alerts (low balance, velocity, budget, anomaly), newest first (--limit 1-1000, default "
 	  "50); --follow prints each new one as it is raised, until interrupted" },
 	{ "ledger", "verify", cmd_ledger_verify, BIT(O_STATE_DIR), 0,
-	  "check every ledger record offline (exit 1: corrupt; a torn tail is a warning)" },
+	  "check every ledger record offline (exit 1: damaged; a torn tail is a warning)" },
+	{ "ledger", "repair", cmd_ledger_repair, BIT(O_STATE_DIR) | BIT(O_TRUNCATE_AT_DAMAGE),
+	  BIT(O_TRUNCATE_AT_DAMAGE),
+	  "offline, daemon stopped: move damaged ledger records and all after them to quarantine" },
 	{ "ledger", "export", cmd_ledger_export, BIT(O_STATE_DIR) | BIT(O_FROM), 0,
 	  "print the ledger records from sequence SEQ on as JSON lines, offline" },
 	{ "demo", NULL, ctl_demo, BIT(O_MINUTES) | BIT(O_SPEED) | BIT(O_SEED) | BIT(O_DAEMON), 0,

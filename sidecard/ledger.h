@@ -84,6 +84,18 @@ struct ledger_scan_result {
 	int tail_zeroed;       /* the last segment is zero-filled (LEDGER_SEGMENT_ZEROED) */
 	char tail_file[4096];  /* the last segment's path */
 	uint64_t tail_offset;  /* where the valid data of the last segment ends */
+	char quarantine[4096]; /* repair: where the torn tail's bytes were kept ("" none) */
+	/*
+	 * The scan stopped at damage to durable records (SC_EINVAL): a bad
+	 * record or segment that is not a torn tail. damage_offset is 0 for a
+	 * segment whose header is bad; damage_seq is the sequence number
+	 * expected there.
+	 */
+	int damaged;
+	char damage_file[4096];
+	uint64_t damage_offset;
+	uint64_t damage_seq;
+	uint64_t snapshot_seq; /* the newest snapshot beside the ledger (0: none) */
 };
 
 /* Flags of ledger_scan. */
@@ -102,13 +114,18 @@ struct ledger_scan_result {
  *
  * The remains of a write that never completed at the end of the last
  * segment are a torn tail (the rules, byte by byte, in ledger_format.c): it
- * is reported in res (torn = 1, tail_offset) and, with LEDGER_SCAN_REPAIR, removed
+ * is reported in res (torn = 1, tail_offset) and, with LEDGER_SCAN_REPAIR,
+ * its bytes are copied to the quarantine (res->quarantine) and it is removed
  * (a zero-filled segment is zeroed again from tail_offset on, an older one
- * cut with ftruncate) with a warning in err. Any other bad record is
- * corruption: the scan stops with SC_EINVAL and err names the file, the
- * offset and the sequence number expected there; nothing is rewritten. A
- * missing or empty directory is an empty ledger. Returns 0, the visitor's
- * non-zero value, or a negative code.
+ * cut with ftruncate) with a warning in err. Any other bad record, or a bad
+ * record that something proves was durable (a later batch, a snapshot in
+ * the state directory's checkpoints/ beside dir that covers it, a checksum
+ * mismatch that one flipped bit explains, a record whole to its last
+ * sector), is damage: the scan stops with SC_EINVAL, res->damaged and the
+ * damage_* fields set, and err names the file, the offset, the sequence
+ * number expected there and the evidence; nothing is rewritten. A missing
+ * or empty directory is an empty ledger. Returns 0, the visitor's non-zero
+ * value, or a negative code.
  */
 int ledger_scan(const char *dir, uint64_t from_seq, unsigned flags, ledger_visit_fn visit,
                 void *arg, struct ledger_scan_result *res, char *err, size_t errlen);
@@ -140,6 +157,61 @@ int ledger_scan_verified(struct ledger_verify *v, uint64_t from_seq, ledger_visi
  * checkpoint), never the last one. Returns how many were removed.
  */
 int ledger_prune(const char *dir, uint64_t upto_seq);
+
+/* ---- quarantine and repair (ledger_repair.c) ---- */
+
+/*
+ * Bytes removed from the ledger, by recovery or by a repair, are kept in
+ * dir/quarantine/ (LEDGER_QUARANTINE), and every removal is noted, one line
+ * each, in dir/quarantine/repairs.log (LEDGER_REPAIRS_LOG).
+ */
+#define LEDGER_QUARANTINE "quarantine"
+#define LEDGER_REPAIRS_LOG "repairs.log"
+/* How a note starts, after its time: the daemon's recovery, or the operator's repair. */
+#define LEDGER_NOTE_RECOVERY "recovery: "
+#define LEDGER_NOTE_REPAIR "repair --truncate-at-damage: "
+
+/*
+ * Removes the data of segment path from offset on: the bytes from offset to
+ * the end of its data (for a zero-filled segment, the last non-zero byte)
+ * are written to a new file of the quarantine, named after the segment and
+ * the offset, and synced, and only then is the segment zeroed from offset
+ * to its end (zeroed) or cut there. qpath gets the quarantine file ("" if
+ * there was nothing but zeros). 0 or -errno.
+ */
+int ledger_cut(const char *dir, const char *path, uint64_t offset, int zeroed, char *qpath,
+               size_t qlen);
+/* Moves the file path into the quarantine, whole; qpath gets its new path. 0 or -errno. */
+int ledger_quarantine_file(const char *dir, const char *path, char *qpath, size_t qlen);
+/*
+ * Appends a line, stamped with the UTC time, to the repairs log; a repair's
+ * line (LEDGER_NOTE_REPAIR) is synced. 0 or -errno.
+ */
+int ledger_repairs_note(const char *dir, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/*
+ * Copies the operator's repairs from the repairs log to out, each line
+ * after prefix, and counts the recoveries' notes in *recoveries (torn tails
+ * are routine; a repair is a choice someone made). Returns the repairs
+ * printed.
+ */
+int ledger_repairs_print(const char *dir, FILE *out, const char *prefix, unsigned *recoveries);
+
+/*
+ * The repair `sidecardctl ledger repair --truncate-at-damage`, offline (the
+ * caller holds the state directory's lock): dir is <state>/ledger and
+ * ckpt_dir <state>/checkpoints. The damage the scan finds and everything
+ * after it leave the ledger for the quarantine (ledger_cut, later segments
+ * whole), and so do the snapshots at or after the damaged record, which
+ * hold changes the ledger will no longer have. It refuses (SC_EINVAL, err
+ * says why) when what is left could not be replayed: segments before the
+ * damage already removed under a snapshot that the repair would set aside.
+ * The choice is noted in the repairs log; report describes what was done,
+ * one line each. Returns 0 (also when there was no damage: report says so)
+ * or a negative code.
+ */
+int ledger_repair_truncate(const char *dir, const char *ckpt_dir, char *report, size_t replen,
+                           char *err, size_t errlen);
 
 /* Writes a record as one JSON line (for `sidecardctl ledger export`). */
 void ledger_record_json(FILE *out, const struct ledger_record *r);

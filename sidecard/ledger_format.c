@@ -57,25 +57,54 @@
  *   a new file size. The data ends at the first offset whose 32 bytes are
  *   all zero (a record header never is: its magic is not zero), or at the
  *   end of the file. Everything after that offset is zero. In the last
- *   segment, a bad record or non-zero bytes after the end are a torn tail
- *   unless a valid record flagged BATCH_START (of a later batch, whose
- *   sequence number is above the one expected at the bad offset) lies
- *   anywhere after it: a later batch proves that the damaged one was
- *   complete and synced, so the damage is corruption. Power loss may keep
- *   any subset of a torn batch's pages; none of them carries a later
- *   batch's start. Repair writes zeros from the end of the valid data to the
- *   end of the file and syncs them (the file keeps its preallocated size).
- *   In any other segment, a bad record, a zero header followed by non-zero
- *   bytes, or non-zero bytes after the end is corruption.
+ *   segment, a bad record or non-zero bytes after the end are the
+ *   candidates for a torn tail. Repair writes zeros from the end of the
+ *   valid data to the end of the file and syncs them (the file keeps its
+ *   preallocated size). In any other segment, a bad record, a zero header
+ *   followed by non-zero bytes, or non-zero bytes after the end is damage.
  *
  * - Appended segments (flag clear; written by earlier versions). The data
- *   ends at the end of the file. A partial record at the very end of the
- *   last segment (its header or body reaching the end of the file) is a
- *   torn tail, which repair cuts off with ftruncate; a bad record anywhere
- *   else is corruption. The writer never appends to such a segment again:
- *   it starts a new, zero-filled one.
+ *   ends at the end of the file. A bad record at the very end of the last
+ *   segment (its header or body reaching the end of the file) is the
+ *   candidate for a torn tail, which repair cuts off with ftruncate; a bad
+ *   record anywhere else is damage. The writer never appends to such a
+ *   segment again: it starts a new, zero-filled one.
  *
- * Corruption stops recovery with the file, offset and sequence number.
+ * A candidate is a torn tail unless something proves that the bad record
+ * was durable, in this order:
+ *
+ * 1. A snapshot covers it: checkpoints/ beside the ledger directory holds
+ *    <seq>.snap with seq at or above the sequence number expected at the
+ *    bad offset. The snapshot holds the record's changes; cutting the
+ *    record would leave a ledger that contradicts it.
+ * 2. A later batch: a valid record flagged BATCH_START, whose sequence
+ *    number is above the one expected, lies anywhere after it in a
+ *    zero-filled segment. The writer starts a batch only after the previous
+ *    one was synced, and power loss may keep any subset of a torn batch's
+ *    pages, none of which carries a later batch's start.
+ * 3. A valid checksum with the wrong sequence number: a whole record, which
+ *    no unfinished write leaves.
+ * 4. One flipped bit: the checksum mismatch is what one flipped bit of the
+ *    header bytes 0..27 or of the body makes (CRC32C is linear, so the
+ *    difference between the stored and computed checksums names the bit),
+ *    or one bit of the stored checksum, or flipping one bit of the magic or
+ *    length field gives a record whose checksum matches.
+ * 5. A record whole to its last sector: the record's length fits, its
+ *    checksum does not match, and no 512-byte-aligned piece of it ends in a
+ *    zero byte. An interrupted write leaves each sector with the new bytes,
+ *    the old ones, or a prefix of the new followed by the old (disks write
+ *    sectors of 512 bytes or multiples of them, in order); the old bytes of
+ *    a zero-filled segment are zeros, so a record that a crash damaged has a
+ *    piece ending in zero.
+ *
+ * Each rule errs on the side of damage: a torn write taken for damage stops
+ * the daemon until an operator repairs it (sidecardctl ledger repair), while
+ * damage taken for a torn write would drop an acknowledged record. What
+ * rules 4 and 5 cannot tell: several bytes damaged in a record whose pieces
+ * end in zero bytes by chance is taken for a torn write; its bytes are in
+ * the quarantine (ledger_repair.c), never lost.
+ *
+ * Damage stops recovery with the file, offset and sequence number.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -356,52 +385,35 @@ static const char *record_problem(const char *p, size_t avail, uint64_t expect, 
 	return NULL;
 }
 
-/* Writes zeros over [from, to) of fd and syncs them. 0 or -errno. */
-static int zero_range(int fd, uint64_t from, uint64_t to)
-{
-	static const char zero[65536];
-
-	while (from < to) {
-		size_t n = to - from < sizeof(zero) ? (size_t)(to - from) : sizeof(zero);
-		ssize_t w = pwrite(fd, zero, n, (off_t)from);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? -errno : -EIO;
-		from += (uint64_t)w;
-	}
-	return fdatasync(fd) != 0 ? -errno : 0;
-}
-
 /*
- * Removes a torn tail from the last segment: a zero-filled segment is
- * zeroed again from offset to its end (size), an appended one is cut.
+ * Removes a torn tail from the last segment, its bytes kept in the
+ * quarantine: a zero-filled segment is zeroed again from offset to its end,
+ * an appended one is cut.
  */
-static int cut_tail(struct scan *s, const char *path, uint64_t offset, uint64_t size,
-                    int zeroed, const char *why)
+static int cut_tail(struct scan *s, const char *path, uint64_t offset, int zeroed,
+                    const char *why)
 {
-	int fd, rc = 0;
+	int rc;
 
 	s->res->torn = 1;
 	if (!(s->flags & LEDGER_SCAN_REPAIR))
 		return 0;
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		rc = -errno;
-	else if (zeroed)
-		rc = zero_range(fd, offset, size);
-	else if (ftruncate(fd, (off_t)offset) != 0 || fdatasync(fd) != 0)
-		rc = -errno;
-	if (fd >= 0)
-		close(fd);
-	if (rc != 0)
+	rc = ledger_cut(s->dir, path, offset, zeroed, s->res->quarantine,
+	                sizeof(s->res->quarantine));
+	if (rc != 0) {
 		sc_errorf(s->err, s->errlen, "%s: cannot remove the torn tail at offset %" PRIu64
-		          ": %s", path, offset, strerror(-rc));
-	else
-		sc_errorf(s->err, s->errlen, "%s: torn tail (%s) %s at offset %" PRIu64, path, why,
-		          zeroed ? "zeroed from" : "cut off", offset);
-	return rc;
+		          " and keep it in quarantine: %s", path, offset, strerror(-rc));
+		return rc;
+	}
+	sc_errorf(s->err, s->errlen, "%s: torn tail (%s) %s at offset %" PRIu64 "%s%s", path, why,
+	          zeroed ? "zeroed from" : "cut off", offset,
+	          s->res->quarantine[0] ? "; its bytes are kept in " : "", s->res->quarantine);
+	ledger_repairs_note(s->dir,
+	                    LEDGER_NOTE_RECOVERY "%s: torn tail (%s) removed from offset %" PRIu64
+	                    " (expected sequence number %" PRIu64 "); bytes kept in %s",
+	                    path, why, offset, s->next_seq,
+	                    s->res->quarantine[0] ? s->res->quarantine : "(none: all zero)");
+	return 0;
 }
 
 static int all_zero(const char *p, size_t n)
@@ -415,11 +427,11 @@ static int all_zero(const char *p, size_t n)
 }
 
 /*
- * Whether p[from, size) holds a valid record flagged BATCH_START whose
- * sequence number is above seq: the start of a batch written after the one
- * that holds seq, which therefore was complete and synced.
+ * The offset in p[from, size) of a valid record flagged BATCH_START whose
+ * sequence number is above seq, or 0: the start of a batch written after
+ * the one that holds seq, which therefore was complete and synced.
  */
-static int later_batch(const char *p, uint64_t from, uint64_t size, uint64_t seq)
+static uint64_t later_batch(const char *p, uint64_t from, uint64_t size, uint64_t seq)
 {
 	static const char magic[4] = {0x53, 0x43, 0x52, 0x31}; /* LEDGER_RECORD_MAGIC */
 	const char *q = p + from, *end = p + size;
@@ -428,10 +440,149 @@ static int later_batch(const char *p, uint64_t from, uint64_t size, uint64_t seq
 	while (q < end && (q = memmem(q, (size_t)(end - q), magic, sizeof(magic))) != NULL) {
 		if (record_problem(q, (size_t)(end - q), 0, 1, &partial) == NULL &&
 		    ((unsigned char)q[26] & LEDGER_RECORD_BATCH_START) && get64(q + 8) > seq)
-			return 1;
+			return (uint64_t)(q - p);
 		q++;
 	}
 	return 0;
+}
+
+/*
+ * Whether d, the difference between a record's stored checksum and the one
+ * of its n bytes (header bytes 0..27 and body), is what one flipped bit
+ * makes: a bit of the stored checksum itself (d has one bit set), or one of
+ * the n bytes. CRC32C is linear: a flip of bit b of byte k changes the
+ * checksum by the CRC (register 0, no inversion) of that bit followed by
+ * n-1-k zero bytes, whatever the other bytes are; crc_soft computes it.
+ */
+static int one_bit_syndrome(uint32_t d, size_t n)
+{
+	static const unsigned char zero = 0;
+
+	if ((d & (d - 1)) == 0)
+		return 1;
+	for (int b = 0; b < 8; b++) {
+		unsigned char bit = (unsigned char)(1u << b);
+		uint32_t c = crc_soft(0, &bit, 1);
+
+		for (size_t m = 0; m < n; m++, c = crc_soft(c, &zero, 1))
+			if (c == d)
+				return 1;
+	}
+	return 0;
+}
+
+/*
+ * Whether the record at r (avail bytes to the end of the file) is a whole
+ * record with one bit flipped: its checksum mismatch is one flipped bit, or
+ * one bit of its magic or length field flipped gives a record whose
+ * checksum matches. The remains of an unfinished write are zeros where
+ * bytes are missing, which one flipped bit does not explain (but for a lost
+ * byte that had a single bit set, which is refused rather than cut: the
+ * safe side).
+ */
+static int one_bit_flip(const char *r, size_t avail)
+{
+	char h[LEDGER_RECORD_HEADER];
+	int found = 0;
+
+	if (avail < LEDGER_RECORD_HEADER)
+		return 0;
+	memcpy(h, r, sizeof(h));
+	/* bit -1: the header as it is; 0 to 63: one bit of the magic or length flipped */
+	for (int bit = -1; bit < 64 && !found; bit++) {
+		uint32_t len, crc;
+
+		if (bit >= 0)
+			h[bit / 8] ^= (char)(1u << (bit % 8));
+		len = get32(h + 4);
+		if (get32(h) == LEDGER_RECORD_MAGIC && len <= LEDGER_RECORD_MAX &&
+		    len <= avail - LEDGER_RECORD_HEADER) {
+			crc = ledger_crc32c(ledger_crc32c(0, h, 28), r + LEDGER_RECORD_HEADER, len);
+			found = bit < 0 ? one_bit_syndrome(crc ^ get32(h + 28), 28 + (size_t)len)
+			                : crc == get32(h + 28);
+		}
+		if (bit >= 0)
+			h[bit / 8] ^= (char)(1u << (bit % 8));
+	}
+	return found;
+}
+
+/*
+ * Whether the bytes p[off, end) of a record are whole to the last sector
+ * the record touches: no 512-byte sector piece of it ends in a zero byte.
+ * A write that a crash interrupts leaves each sector with the new bytes, or
+ * the old ones, or a prefix of the new followed by the old; in a
+ * zero-filled segment the old bytes are zeros, so a record it damaged has a
+ * piece ending in zero. 512 bytes is the smallest sector a disk writes;
+ * larger sectors are made of such pieces.
+ */
+static int whole_to_last_sector(const char *p, uint64_t off, uint64_t end)
+{
+	for (uint64_t last = off | 511;; last += 512) {
+		uint64_t b = last < end - 1 ? last : end - 1;
+
+		if (p[b] == 0)
+			return 0;
+		if (b == end - 1)
+			return 1;
+	}
+}
+
+/* The sequence number of the newest snapshot in checkpoints/ beside the ledger dir, or 0. */
+static uint64_t newest_snapshot(const char *dir)
+{
+	char path[4200];
+	DIR *d;
+	struct dirent *e;
+	uint64_t newest = 0;
+
+	snprintf(path, sizeof(path), "%s/../checkpoints", dir);
+	if ((d = opendir(path)) == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		char *end;
+		uint64_t seq = strtoull(e->d_name, &end, 16);
+
+		if (end == e->d_name + 16 && strcmp(end, ".snap") == 0 && seq > newest)
+			newest = seq;
+	}
+	closedir(d);
+	return newest;
+}
+
+/*
+ * What proves that the bad record at off of the last segment (problem) was
+ * durable, so that it is damage and not a torn tail: a snapshot covering
+ * its sequence number, a later batch, a valid checksum, one flipped bit, a
+ * record whole to its last sector. NULL when nothing does: the remains of
+ * an unfinished write look exactly like this.
+ */
+static const char *durable_evidence(const struct scan *s, const char *p, uint64_t off,
+                                    uint64_t size, int zeroed, const char *problem, char *buf,
+                                    size_t len)
+{
+	uint64_t later;
+
+	if (s->res->snapshot_seq >= s->next_seq) {
+		snprintf(buf, len, "the snapshot checkpoints/%016" PRIx64 ".snap holds the changes "
+		         "up to record %" PRIu64, s->res->snapshot_seq, s->res->snapshot_seq);
+		return buf;
+	}
+	if (zeroed && (later = later_batch(p, off + 1, size, s->next_seq)) != 0) {
+		snprintf(buf, len, "a later batch starts at offset %" PRIu64 " (record %" PRIu64 ")",
+		         later, get64(p + later + 8));
+		return buf;
+	}
+	if (strcmp(problem, "sequence number out of order") == 0)
+		return "its checksum is valid: no unfinished write leaves a whole record";
+	if (one_bit_flip(p + off, (size_t)(size - off)))
+		return "one flipped bit explains it, where an unfinished write leaves zeros";
+	/* a checksum mismatch is reported only for a record whose length fits in the file */
+	if (strcmp(problem, "checksum mismatch") == 0 &&
+	    whole_to_last_sector(p, off, off + LEDGER_RECORD_HEADER + get32(p + off + 4)))
+		return "the record is whole to its last sector, where an unfinished write leaves "
+		       "zeros";
+	return NULL;
 }
 
 /*
@@ -446,14 +597,33 @@ static int drop_headless(struct scan *s, const char *path, const char *prev_file
 	s->res->segments--;
 	snprintf(s->res->tail_file, sizeof(s->res->tail_file), "%s", prev_file);
 	s->res->tail_offset = prev_offset;
-	if ((s->flags & LEDGER_SCAN_REPAIR) && unlink(path) != 0) {
-		sc_errorf(s->err, s->errlen, "%s: cannot remove the half-created segment: %s", path,
-		          strerror(errno));
-		return -errno;
+	if (s->flags & LEDGER_SCAN_REPAIR) {
+		int rc = ledger_quarantine_file(s->dir, path, s->res->quarantine,
+		                                sizeof(s->res->quarantine));
+
+		if (rc != 0) {
+			sc_errorf(s->err, s->errlen, "%s: cannot move the half-created segment to "
+			          "quarantine: %s", path, strerror(-rc));
+			return rc;
+		}
+		ledger_repairs_note(s->dir,
+		                    LEDGER_NOTE_RECOVERY "%s: torn tail (%s): a segment that was "
+		                    "never completed, moved to %s",
+		                    path, why, s->res->quarantine);
 	}
-	sc_errorf(s->err, s->errlen, "%s: torn tail (%s): a segment that was never completed%s",
-	          path, why, (s->flags & LEDGER_SCAN_REPAIR) ? " was removed" : "");
+	sc_errorf(s->err, s->errlen, "%s: torn tail (%s): a segment that was never completed%s%s",
+	          path, why, (s->flags & LEDGER_SCAN_REPAIR) ? " was moved to " : "",
+	          s->res->quarantine);
 	return 0;
+}
+
+/* Records where the scan stopped at damage (the sequence number expected there). */
+static void damage(struct scan *s, const char *path, uint64_t off, uint64_t seq)
+{
+	s->res->damaged = 1;
+	snprintf(s->res->damage_file, sizeof(s->res->damage_file), "%s", path);
+	s->res->damage_offset = off;
+	s->res->damage_seq = seq;
 }
 
 static int scan_segment(struct scan *s, const struct segment *seg, int last)
@@ -480,6 +650,7 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 		close(fd);
 		if (last)
 			return drop_headless(s, path, prev_file, prev_offset, "shorter than its header");
+		damage(s, path, 0, s->next_seq ? s->next_seq : seg->first_seq);
 		sc_errorf(s->err, s->errlen, "%s: offset 0: segment shorter than its header", path);
 		return SC_EINVAL;
 	}
@@ -498,8 +669,10 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 	}
 	if (check_file_header(p, (size_t)sb.st_size, seg->first_seq, &why) != 0 ||
 	    (s->next_seq && seg->first_seq != s->next_seq)) {
-		sc_errorf(s->err, s->errlen, "%s: offset 0: %s", path,
-		          why ? why : "sequence gap between segments");
+		damage(s, path, 0, s->next_seq ? s->next_seq : seg->first_seq);
+		sc_errorf(s->err, s->errlen, "%s: offset 0: %s (expected sequence number %" PRIu64 ")",
+		          path, why ? why : "sequence gap between segments",
+		          s->next_seq ? s->next_seq : seg->first_seq);
 		munmap((void *)p, (size_t)sb.st_size);
 		return SC_EINVAL;
 	}
@@ -521,24 +694,28 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 			problem = record_problem(r, avail, s->next_seq,
 			                         !(s->flags & LEDGER_SCAN_TRUSTED), &partial);
 		}
-		if (problem && zeroed) {
-			if (last && !later_batch(p, off + 1, size, s->next_seq)) {
-				rc = cut_tail(s, path, off, size, 1, problem);
-				break;
-			}
-		} else if (problem) {
+		if (problem) {
 			uint32_t len = avail >= 8 ? get32(r + 4) : 0;
 			int at_end = partial || (uint64_t)LEDGER_RECORD_HEADER + len == avail;
+			char buf[256];
+			const char *evidence = NULL;
 
-			if (last && at_end && strcmp(problem, "sequence number out of order") != 0) {
-				rc = cut_tail(s, path, off, size, 0, problem);
-				break;
+			/* only the last batch of the last segment can have been torn */
+			if (last && (zeroed || at_end)) {
+				evidence = durable_evidence(s, p, off, size, zeroed, problem, buf,
+				                            sizeof(buf));
+				if (!evidence) {
+					rc = cut_tail(s, path, off, zeroed, problem);
+					break;
+				}
+			} else {
+				evidence = last ? "records follow it in the file" : "later segments follow";
 			}
-		}
-		if (problem) {
+			damage(s, path, off, s->next_seq);
 			sc_errorf(s->err, s->errlen,
-			          "%s: offset %" PRIu64 ": %s (expected sequence number %" PRIu64 ")",
-			          path, off, problem, s->next_seq);
+			          "%s: offset %" PRIu64 ": %s (expected sequence number %" PRIu64
+			          "): damage to durable records: %s",
+			          path, off, problem, s->next_seq, evidence);
 			rc = SC_EINVAL;
 			break;
 		}
@@ -598,6 +775,7 @@ static void *verify_main(void *arg)
 	int rc = 0;
 
 	memset(&res, 0, sizeof(res));
+	res.snapshot_seq = newest_snapshot(v->dir);
 	err[0] = '\0';
 	for (size_t i = 0; i < v->n && rc == 0; i++) {
 		unsigned before = res.segments;
@@ -684,6 +862,7 @@ int ledger_scan_verified(struct ledger_verify *v, uint64_t from_seq, ledger_visi
 	int rc = 0;
 
 	memset(res, 0, sizeof(*res));
+	res->snapshot_seq = newest_snapshot(v->dir);
 	if (err && errlen)
 		err[0] = '\0';
 	for (size_t i = 0; i < v->n && rc == 0; i++) {
@@ -715,6 +894,7 @@ int ledger_scan(const char *dir, uint64_t from_seq, unsigned flags, ledger_visit
 	int rc;
 
 	memset(res, 0, sizeof(*res));
+	res->snapshot_seq = newest_snapshot(dir);
 	if (err && errlen)
 		err[0] = '\0';
 	if ((rc = list_segments(dir, &segs, &n, err, errlen)) != 0)

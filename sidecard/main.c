@@ -626,11 +626,22 @@ static int set_snapshot_aside(struct daemon *d, uint64_t seq, const char *why)
  * The end of the ledger's check: 0 when it passed (a torn tail it removed is
  * a warning), else its error, logged.
  */
-static int checked(struct ledger_verify *v, struct ledger_scan_result *tail)
+static int checked(struct daemon *d, struct ledger_verify *v, struct ledger_scan_result *tail)
 {
 	char err[4300];
 	int rc = ledger_verify_wait(v, tail, err, sizeof(err));
 
+	if (rc != 0 && tail->damaged) {
+		/* never cut what was durable: the operator chooses (DESIGN, "Guarantees") */
+		log_error("ledger: %s; refusing to start (nothing was changed). The records before "
+		          "%llu are intact. Either put back the ledger from a backup, or run "
+		          "`sidecardctl ledger repair --state-dir %s --truncate-at-damage`, which "
+		          "moves record %llu and everything after it to %s/%s and lets the daemon "
+		          "start without them",
+		          err, (unsigned long long)tail->damage_seq, d->cfg.state_dir,
+		          (unsigned long long)tail->damage_seq, d->ledger_dir, LEDGER_QUARANTINE);
+		return rc;
+	}
 	if (rc != 0) {
 		log_error("ledger: %s; refusing to start (nothing was changed)", err);
 		return rc;
@@ -676,7 +687,7 @@ again:
 	} else if ((rc = ledger_scan_verified(v, 1, first_record, &sc->caps, &res, err,
 	                                      sizeof(err))) != 0 || res.records != 0) {
 		if (rc != 1 || res.first_seq != 1) {
-			if (pipelined && (rc = checked(v, tail)) != 0)
+			if (pipelined && (rc = checked(d, v, tail)) != 0)
 				return rc;
 			log_error("%s: the ledger does not start with its settings record and there is "
 			          "no snapshot to start from",
@@ -692,7 +703,7 @@ again:
 	rc = ledger_scan_verified(v, from, replay_one, &rp, &res, err, sizeof(err));
 	dispatch_replay_end(&d->dispatch);
 	if (pipelined) {
-		int crc = checked(v, tail);
+		int crc = checked(d, v, tail);
 
 		if (crc != 0) {
 			state_close(d->st);
@@ -766,7 +777,7 @@ static int recover(struct daemon *d, struct ledger_scan_result *tail)
 	}
 	if (access(d->shm_path, F_OK) != 0 && checkpoint_find(d->ckpt_dir, UINT64_MAX, &ckpt) != 0)
 		rc = rebuild(d, &sc, v, tail, 1);
-	else if ((rc = checked(v, tail)) == 0) {
+	else if ((rc = checked(d, v, tail)) == 0) {
 		if (try_attach(d, &sc, tail->last_seq)) {
 			d->dispatch.st = d->st;
 			checkpoint_find(d->ckpt_dir, tail->last_seq, &d->dispatch.checkpoint_seq);

@@ -23,7 +23,8 @@
  * - corruption: one byte flipped inside an earlier record, or its header
  *   zeroed; the daemon exits 1 without serving and names the file and
  *   offset, the file is left byte-identical, and `sidecardctl ledger verify`
- *   exits 1 naming the same;
+ *   exits 1 naming the same (damage to the last record, the quarantine and
+ *   `sidecardctl ledger repair`: tests/check_ledger_damage.c);
  * - segments as earlier versions wrote them (appended, no flags): read,
  *   their torn tail cut off, and never extended: new records go to a new
  *   zero-filled segment;
@@ -66,6 +67,7 @@
 #include "ledger.h"
 #include "shm.h"
 #include "sidecard.h"
+#include "suites.h"
 #include "testutil.h"
 
 #define USD(x) ((sc_micros)((x) * SC_MICROS_PER_USD))
@@ -1725,6 +1727,7 @@ static Suite *ledger_suite(void)
 	                    (int)COUNT(faults));
 	tcase_add_test(tcase(s, "disk-failure-rotation", setup_fault_rotation),
 	               test_disk_failure_at_rotation);
+	ledger_damage_tcases(s);
 	return s;
 }
 

@@ -38,5 +38,7 @@ void integration_tasks_tcases(Suite *s);      /* tests/check_integration_tasks.c
 void integration_hostile_tcases(Suite *s);    /* tests/check_integration_hostile.c: raw clients */
 Suite *batch_suite(void);  /* tests/check_batch.c: pipelined checks and metadata, real daemon */
 Suite *peek_suite(void);   /* tests/check_peek.c: sc_peek_* against the real daemon */
+/* tests/check_ledger_damage.c: damage against torn tails, quarantine, repair (ledger suite) */
+void ledger_damage_tcases(Suite *s);
 
 #endif /* SC_TESTS_SUITES_H */
