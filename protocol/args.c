@@ -145,6 +145,7 @@ static void set_map(struct proto_args *a, const msgpack_object *map)
 	a->consumed = 0;
 	a->fields = NULL;
 	a->n_indexed = 0;
+	a->next_field = 0;
 }
 
 /* A top-level reader with no arguments yet, its messages going to err. */
