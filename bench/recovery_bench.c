@@ -18,6 +18,9 @@
  * --dir DIR keeps the directory: a first run with --dir makes the ledger,
  * later runs with --dir and --reuse only time the rebuild (generating 10
  * million records takes minutes). --rebuilds N repeats the rebuild.
+ * --snapshots leaves the daemon's default snapshots on (every 1,000,000
+ * records or 5 minutes) and keeps them for the rebuild: what a start after
+ * a reboot replays, the newest snapshot and the records after it.
  *
  * The daemon is started by tests/daemon.c ($SIDECARD_BIN, else
  * sidecard/sidecard next to the build tree). A request that fails fails
@@ -52,6 +55,7 @@ struct client {
 };
 
 static struct bench_daemon bd; /* its dir: --dir, or a new temporary directory */
+static int snapshots;          /* --snapshots: the default cadence, kept for the rebuild */
 
 static void *client_main(void *arg)
 {
@@ -229,7 +233,10 @@ static uint64_t dir_bytes(const char *dir)
 	return v;
 }
 
-/* Deletes the state segment and the snapshots, restarts, reports. 0 or -1. */
+/*
+ * Deletes the state segment and (unless --snapshots) the snapshots,
+ * restarts, reports. 0 or -1.
+ */
 static int rebuild(void)
 {
 	char path[4400];
@@ -238,7 +245,7 @@ static int rebuild(void)
 
 	unlink(bd.d.segment);
 	snprintf(path, sizeof(path), "rm -rf '%s/state/checkpoints'", bd.dir);
-	if (system(path) != 0)
+	if (!snapshots && system(path) != 0)
 		return -1;
 	t0 = bench_now_ns();
 	if (test_daemon_restart(&bd.d) != 0) {
@@ -261,9 +268,10 @@ static int rebuild(void)
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: recovery_bench [--records N] [--agents N] [--clients N] [--dir DIR "
-	             "[--reuse]] [--rebuilds N]\n"
+	             "[--reuse]] [--rebuilds N] [--snapshots]\n"
 	             "Makes a ledger of N records (default 200000) through the daemon, then times\n"
-	             "a start that rebuilds the state from it alone.\n");
+	             "a start that rebuilds the state from it alone; with --snapshots, with the\n"
+	             "daemon's default snapshots taken and kept (a reboot's start).\n");
 }
 
 int main(int argc, char **argv)
@@ -290,6 +298,8 @@ int main(int argc, char **argv)
 			keep = 1;
 		} else if (strcmp(argv[i], "--reuse") == 0)
 			reuse = 1;
+		else if (strcmp(argv[i], "--snapshots") == 0)
+			snapshots = 1;
 		else
 			return bench_other_arg(argv[i], usage);
 	}
@@ -302,6 +312,8 @@ int main(int argc, char **argv)
 	snprintf(rules_arg, sizeof(rules_arg), "%d", 4 * agents + 64);
 	extra[7] = agents_arg;
 	extra[9] = rules_arg;
+	if (snapshots)
+		extra[10] = NULL; /* the default cadence: every 1,000,000 records or 5 minutes */
 	if (keep && !reuse && mkdir(bd.dir, 0700) != 0) {
 		fprintf(stderr, "recovery_bench: %s: %s (it must not exist yet without --reuse)\n",
 		        bd.dir, strerror(errno));
