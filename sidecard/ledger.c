@@ -575,7 +575,7 @@ static void flush_done(uv_work_t *w, int status)
 		l->failed = 1;
 		l->stats.failures++;
 		snprintf(l->failure, sizeof(l->failure),
-		         "ledger: the segment %s was cut short by another process; changes are "
+		         "ledger: the segment %.400s was cut short by another process; changes are "
 		         "refused",
 		         l->file);
 		unlock(l);
