@@ -105,32 +105,9 @@ static void reconnect(void)
 /* The whole content of a file, NUL-terminated ("" if it cannot be read). Caller frees. */
 static char *read_all(const char *path)
 {
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	size_t n = 0, cap = 0, got;
+	char *s = test_read_file(path, NULL);
 
-	if (f == NULL)
-		return strdup("");
-	do {
-		if (cap - n < 4096) {
-			buf = realloc(buf, cap = cap * 2 + 8192);
-			ck_assert_ptr_nonnull(buf);
-		}
-		got = fread(buf + n, 1, cap - n - 1, f);
-		n += got;
-	} while (got > 0);
-	fclose(f);
-	buf[n] = '\0';
-	return buf;
-}
-
-static void write_file(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
-	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-	close(fd);
+	return s ? s : strdup("");
 }
 
 /* Lines of the daemon's log holding every one of the words (NULL-terminated). */
@@ -243,7 +220,7 @@ START_TEST(test_checkpoint_failure_backs_off)
 	uint64_t agent;
 	int i;
 
-	write_file(control, "ENOSPC /checkpoints/\n");
+	test_write_file(control, "ENOSPC /checkpoints/\n", strlen("ENOSPC /checkpoints/\n"));
 	agent = new_agent("acme", "spender", USD(1000));
 	for (i = 0; i < CKPT_CHECKS; i++)
 		allow(agent);
@@ -365,8 +342,8 @@ START_TEST(test_set_aside_keeps_newest)
 	c = NULL;
 	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0);
 	snprintf(old, sizeof(old), "%s.invalid-1", d.segment);
-	write_file(old, "an earlier start's segment");
-	write_file(d.segment, "not a segment");
+	test_write_file(old, "an earlier start's segment", strlen("an earlier start's segment"));
+	test_write_file(d.segment, "not a segment", strlen("not a segment"));
 	ck_assert_int_eq(test_daemon_restart(&d), 0);
 	OK(sc_connect(d.socket, &c));
 	allow(agent);
@@ -509,11 +486,5 @@ static Suite *faults_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(faults_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(faults_suite());
 }

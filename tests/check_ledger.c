@@ -163,51 +163,10 @@ static void remove_shm(void)
 	ck_assert_msg(unlink(path) == 0, "unlink %s: %s", path, strerror(errno));
 }
 
-/* The whole content of a file, NUL-terminated; *len its size. Caller frees. */
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	size_t n = 0, cap = 0, got;
-
-	if (f == NULL)
-		return NULL;
-	do {
-		if (cap - n < 4096) {
-			buf = realloc(buf, cap = cap * 2 + 8192);
-			ck_assert_ptr_nonnull(buf);
-		}
-		got = fread(buf + n, 1, cap - n - 1, f);
-		n += got;
-	} while (got > 0);
-	fclose(f);
-	buf[n] = '\0';
-	if (len)
-		*len = n;
-	return buf;
-}
-
-static void write_file(const char *path, const void *buf, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
-	ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
-	close(fd);
-}
-
-static int all_zero(const char *p, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (p[i] != 0)
-			return 0;
-	return 1;
-}
-
 /* The daemon's log of its last run ("" if none). Caller frees. */
 static char *daemon_log(void)
 {
-	char *s = read_file(log_path, NULL);
+	char *s = test_read_file(log_path, NULL);
 
 	return s ? s : strdup("");
 }
@@ -715,11 +674,11 @@ START_TEST(test_torn_tail_every_offset)
 	ck_assert_msg(last.type == LEDGER_CHECK, "the last record is a %s, not the check",
 	              ledger_type_name(last.type));
 	ck_assert_int_eq(res.torn, 0);
-	saved = read_file(last.file, &saved_len);
+	saved = test_read_file(last.file, &saved_len);
 	ck_assert_ptr_nonnull(saved);
 	/* the segment is zero-filled after its last record */
 	ck_assert_uint_ge(saved_len, last.offset + last.size);
-	ck_assert_msg(all_zero(saved + last.offset + last.size, saved_len - last.offset - last.size),
+	ck_assert_msg(test_all_zero(saved + last.offset + last.size, saved_len - last.offset - last.size),
 	              "non-zero bytes after the last record of %s", last.file);
 	list_files("ledger", ledger_files, sizeof(ledger_files));
 	list_files("checkpoints", checkpoint_files, sizeof(checkpoint_files));
@@ -737,10 +696,10 @@ START_TEST(test_torn_tail_every_offset)
 			ck_assert_ptr_nonnull(torn);
 			memcpy(torn, saved, cut);
 			memset(torn + cut, 0, saved_len - cut);
-			write_file(last.file, torn, saved_len);
+			test_write_file(last.file, torn, saved_len);
 			free(torn);
 		} else {
-			write_file(last.file, saved, cut); /* a file that ends at cut */
+			test_write_file(last.file, saved, cut); /* a file that ends at cut */
 		}
 		if (cut % 2)
 			remove_shm();
@@ -795,13 +754,13 @@ START_TEST(test_corruption_refused)
 		              "the damaged record is in the first segment");
 	free(rs);
 
-	before = read_file(victim.file, &len);
+	before = test_read_file(victim.file, &len);
 	ck_assert_ptr_nonnull(before);
 	if (zero_header) /* a zero-filled segment's end marker, in the middle of its data */
 		memset(before + victim.offset, 0, LEDGER_RECORD_HEADER);
 	else
 		before[victim.offset + victim.size / 2] ^= 0x40;
-	write_file(victim.file, before, len);
+	test_write_file(victim.file, before, len);
 	if (!keep_shm)
 		remove_shm();
 
@@ -822,7 +781,7 @@ START_TEST(test_corruption_refused)
 	ck_assert_msg(keep_shm || (access(shm, F_OK) != 0 && errno == ENOENT),
 	              "a refused start left %s", shm);
 
-	after = read_file(victim.file, &len_after);
+	after = test_read_file(victim.file, &len_after);
 	ck_assert_uint_eq(len_after, len);
 	ck_assert_msg(memcmp(before, after, len) == 0, "the daemon rewrote %s", victim.file);
 	free(after);
@@ -862,7 +821,7 @@ START_TEST(test_replay_differs)
 	free(rs);
 	ck_assert_msg(victim.seq != 0, "no check record in the second half of the ledger");
 
-	buf = read_file(victim.file, &len);
+	buf = test_read_file(victim.file, &len);
 	ck_assert_ptr_nonnull(buf);
 	body = buf + victim.offset + LEDGER_RECORD_HEADER;
 	body_len = victim.size - LEDGER_RECORD_HEADER;
@@ -874,7 +833,7 @@ START_TEST(test_replay_differs)
 		body[body_len - 3] = 'E';
 	crc = ledger_crc32c(ledger_crc32c(0, buf + victim.offset, 28), body, body_len);
 	memcpy(buf + victim.offset + 28, &crc, 4); /* little-endian host, as the format */
-	write_file(victim.file, buf, len);
+	test_write_file(victim.file, buf, len);
 	free(buf);
 	remove_shm();
 
@@ -1059,7 +1018,7 @@ START_TEST(test_snapshot_forged)
 	newest = strtoull(out, NULL, 16);
 	ck_assert_uint_gt(newest, 0);
 	snprintf(path, sizeof(path), "%s/checkpoints/%016" PRIx64 ".snap", d.state, newest);
-	buf = read_file(path, &len);
+	buf = test_read_file(path, &len);
 	ck_assert_ptr_nonnull(buf);
 	/* checkpoint.c, FORMAT: the orgs' records, then the agents' */
 	off = 32 + sizeof(struct shm_header);
@@ -1082,7 +1041,7 @@ START_TEST(test_snapshot_forged)
 	ck_assert(found);
 	crc = ledger_crc32c(0, buf, len - 4);
 	memcpy(buf + len - 4, &crc, 4);
-	write_file(path, buf, len);
+	test_write_file(path, buf, len);
 	free(buf);
 	remove_shm();
 
@@ -1121,7 +1080,7 @@ static uint64_t export_records(uint64_t from, unsigned *by_type, uint64_t *first
 	ck_assert_ptr_nonnull(out);
 	snprintf(script, sizeof(script), "%s/export.py", d.dir);
 	snprintf(json, sizeof(json), "%s/export.json", d.dir);
-	write_file(script, EXPORT_PY, strlen(EXPORT_PY));
+	test_write_file(script, EXPORT_PY, strlen(EXPORT_PY));
 	rc = run(out, 1 << 20, "'%s' ledger export --state-dir '%s' --from %" PRIu64 " >'%s'",
 	         ctl_bin(), d.state, from, json);
 	ck_assert_msg(rc == 0, "export failed (%d):\n%s", rc, out);
@@ -1186,7 +1145,7 @@ START_TEST(test_export)
 		              ledger_type_name((unsigned)t), made[t]);
 	ck_assert_uint_eq(by_type[LEDGER_EXPIRE], 0);
 	snprintf(path, sizeof(path), "%s/export.json", d.dir);
-	text = read_file(path, NULL);
+	text = test_read_file(path, NULL);
 	ck_assert_msg(strstr(text, "\"\\ufffd\\ufffd ok \\u202e\\u007f\"") != NULL,
 	              "the metadata's bytes are not escaped in the export:\n%s", text);
 	free(text);
@@ -1427,7 +1386,7 @@ START_TEST(test_disk_failure)
 	sc_transactions_free(txns);
 
 	/* The disk fails; the next change finds out and its reply waits. */
-	write_file(control, faults[_i], strlen(faults[_i]));
+	test_write_file(control, faults[_i], strlen(faults[_i]));
 	p.socket = d.socket;
 	p.agent = w.research;
 	ck_assert_int_eq(pthread_create(&p.thread, NULL, pending_main, &p), 0);
@@ -1512,7 +1471,7 @@ START_TEST(test_disk_failure_at_rotation)
 	take(&before);
 
 	/* The next batch starts a new segment, and its header cannot be written. */
-	write_file(control, "ENOSPC\n", 7);
+	test_write_file(control, "ENOSPC\n", 7);
 	p.socket = d.socket;
 	p.agent = w.research;
 	ck_assert_int_eq(pthread_create(&p.thread, NULL, pending_main, &p), 0);
@@ -1567,7 +1526,7 @@ START_TEST(test_tail_damage)
 	rs = scan_ledger(&res);
 	last = rs->v[rs->n - 1];
 	free(rs);
-	buf = read_file(last.file, &len);
+	buf = test_read_file(last.file, &len);
 	ck_assert_ptr_nonnull(buf);
 	from = _i == 0 ? last.offset + last.size : last.offset;
 	ck_assert_uint_gt(len, last.offset + last.size + 200);
@@ -1575,7 +1534,7 @@ START_TEST(test_tail_damage)
 		memset(buf + from + 100, 0x5a, 50);
 	else
 		memset(buf + from, 0, LEDGER_RECORD_HEADER);
-	write_file(last.file, buf, len);
+	test_write_file(last.file, buf, len);
 	free(buf);
 
 	ck_assert_msg(run(out, sizeof(out), "'%s' ledger verify --state-dir '%s'", ctl_bin(),
@@ -1591,9 +1550,9 @@ START_TEST(test_tail_damage)
 	free(log);
 	assert_same(&before, _i == 0 ? "after garbage past the end" : "after a lost record header");
 
-	buf = read_file(last.file, &len_after);
+	buf = test_read_file(last.file, &len_after);
 	ck_assert_uint_eq(len_after, len);
-	ck_assert_msg(all_zero(buf + from, len - from), "the torn tail was not zeroed");
+	ck_assert_msg(test_all_zero(buf + from, len - from), "the torn tail was not zeroed");
 	free(buf);
 	release(&before);
 }
@@ -1620,7 +1579,7 @@ static void make_appended(void)
 	while (i < rs->n) {
 		const char *file = rs->v[i].file;
 		size_t len, end = LEDGER_FILE_HEADER;
-		char *buf = read_file(file, &len);
+		char *buf = test_read_file(file, &len);
 
 		ck_assert_ptr_nonnull(buf);
 		put_le32(buf + 32, 0);
@@ -1633,7 +1592,7 @@ static void make_appended(void)
 			                               rs->v[i].size - LEDGER_RECORD_HEADER));
 			end = rs->v[i].offset + rs->v[i].size;
 		}
-		write_file(file, buf, end);
+		test_write_file(file, buf, end);
 		free(buf);
 	}
 	free(rs);
@@ -1665,9 +1624,9 @@ START_TEST(test_appended_segments)
 	ck_assert_msg(!strstr(out, "torn"), "verify of appended segments:\n%s", out);
 
 	/* an appended segment's torn tail is cut off, as before */
-	buf = read_file(last.file, &len);
+	buf = test_read_file(last.file, &len);
 	ck_assert_uint_eq(len, last.offset + last.size);
-	write_file(last.file, buf, last.offset + last.size / 2);
+	test_write_file(last.file, buf, last.offset + last.size / 2);
 	free(buf);
 	segments = count_files("ledger", ".log");
 	remove_shm();
@@ -1677,7 +1636,7 @@ START_TEST(test_appended_segments)
 	              "no rebuild and cut torn tail in the log:\n%s", log);
 	free(log);
 	assert_same(&before, "after rewriting the ledger as appended segments");
-	buf = read_file(last.file, &len);
+	buf = test_read_file(last.file, &len);
 	ck_assert_uint_eq(len, last.offset);
 	free(buf);
 
@@ -1689,7 +1648,7 @@ START_TEST(test_appended_segments)
 	kill_daemon(SIGKILL);
 	free(scan_ledger(&res));
 	ck_assert_int_eq(res.tail_zeroed, 1);
-	buf = read_file(last.file, &len);
+	buf = test_read_file(last.file, &len);
 	ck_assert_uint_eq(len, last.offset);
 	free(buf);
 	remove_shm();
@@ -1733,11 +1692,5 @@ static Suite *ledger_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(ledger_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return test_run_suite(ledger_suite());
 }

@@ -114,47 +114,10 @@ static void kill_daemon(int sig)
 	ck_assert_int_eq(test_daemon_kill(&d, sig), sig == SIGTERM ? 0 : 128 + sig);
 }
 
-/* The whole content of a file, NUL-terminated; *len its size. Caller frees. */
-static char *read_file(const char *path, size_t *len)
-{
-	struct stat sb;
-	char *buf;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0 || fstat(fd, &sb) != 0)
-		return NULL;
-	buf = malloc((size_t)sb.st_size + 1);
-	ck_assert_ptr_nonnull(buf);
-	ck_assert_int_eq(pread(fd, buf, (size_t)sb.st_size, 0), sb.st_size);
-	close(fd);
-	buf[sb.st_size] = '\0';
-	if (len)
-		*len = (size_t)sb.st_size;
-	return buf;
-}
-
-static void write_file(const char *path, const void *buf, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
-	ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
-	close(fd);
-}
-
-/* For one assertion over a range: each ck_assert marks a point through a pipe to the runner. */
-static int all_zero(const char *p, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (p[i] != 0)
-			return 0;
-	return 1;
-}
-
 /* The daemon's log of its last run ("" if none). Caller frees. */
 static char *daemon_log(void)
 {
-	char *s = read_file(log_path, NULL);
+	char *s = test_read_file(log_path, NULL);
 
 	return s ? s : strdup("");
 }
@@ -346,7 +309,7 @@ static void assert_quarantined(const char *file, uint64_t offset, const char *wa
 
 	snprintf(path, sizeof(path), "%s/ledger/%s/%s-%" PRIu64 ".bin", d.state, LEDGER_QUARANTINE,
 	         strrchr(file, '/') + 1, offset);
-	got = read_file(path, &len);
+	got = test_read_file(path, &len);
 	ck_assert_msg(got != NULL, "no quarantine file %s", path);
 	ck_assert_uint_eq(len, n);
 	ck_assert_msg(memcmp(got, want, n) == 0, "%s does not hold the removed bytes", path);
@@ -382,15 +345,15 @@ START_TEST(test_last_record_bit_flip)
 	free(rs);
 	ck_assert_msg(last.type == LEDGER_REPORT, "the last record is a %s, not the report",
 	              ledger_type_name(last.type));
-	buf = read_file(last.file, &len);
+	buf = test_read_file(last.file, &len);
 	ck_assert_ptr_nonnull(buf);
 	at = last.offset + (f->byte < 0 ? last.size / 2 : (size_t)f->byte);
 	buf[at] ^= (char)(1u << f->bit);
-	write_file(last.file, buf, len);
+	test_write_file(last.file, buf, len);
 
 	assert_verify_damage(&last);
 	assert_refused(&last, "one flipped bit");
-	after = read_file(last.file, &len_after);
+	after = test_read_file(last.file, &len_after);
 	ck_assert_uint_eq(len_after, len);
 	ck_assert_msg(memcmp(buf, after, len) == 0, "the refused start rewrote %s", last.file);
 	free(after);
@@ -398,7 +361,7 @@ START_TEST(test_last_record_bit_flip)
 	/* no choice, no change */
 	ck_assert_int_eq(ctl(out, sizeof(out), "ledger repair --state-dir '%s'", d.state), 2);
 	ck_assert_msg(strstr(out, "--truncate-at-damage"), "repair without a choice:\n%s", out);
-	after = read_file(last.file, &len_after);
+	after = test_read_file(last.file, &len_after);
 	ck_assert_msg(memcmp(buf, after, len) == 0, "repair without a choice changed %s", last.file);
 	free(after);
 
@@ -406,9 +369,9 @@ START_TEST(test_last_record_bit_flip)
 	ck_assert_msg(strstr(out, "moved to") && strstr(out, "now ends at record"),
 	              "the repair does not say what it moved:\n%s", out);
 	assert_quarantined(last.file, last.offset, buf + last.offset, last.size);
-	after = read_file(last.file, &len_after);
+	after = test_read_file(last.file, &len_after);
 	ck_assert_uint_eq(len_after, len);
-	ck_assert_msg(all_zero(after + last.offset, len - last.offset),
+	ck_assert_msg(test_all_zero(after + last.offset, len - last.offset),
 	              "%s: bytes left after the repair from offset %" PRIu64, last.file, last.offset);
 	free(after);
 	free(buf);
@@ -453,7 +416,7 @@ START_TEST(test_torn_tail_quarantined)
 	rs = records();
 	last = rs->v[rs->n - 1];
 	free(rs);
-	buf = read_file(last.file, &len);
+	buf = test_read_file(last.file, &len);
 	ck_assert_ptr_nonnull(buf);
 	if (_i == 0) {
 		/* the write stopped in the middle of the report: zeros from there */
@@ -463,14 +426,14 @@ START_TEST(test_torn_tail_quarantined)
 		from = last.offset;
 		memcpy(torn, buf, len);
 		memset(torn + last.offset + last.size / 2, 0, len - last.offset - last.size / 2);
-		write_file(last.file, torn, len);
+		test_write_file(last.file, torn, len);
 		free(buf);
 		buf = torn;
 	} else {
 		/* a later page of the batch reached the disk, not the one before it */
 		from = last.offset + last.size;
 		memset(buf + from + 100, 0x5a, 50);
-		write_file(last.file, buf, len);
+		test_write_file(last.file, buf, len);
 	}
 	ck_assert_int_eq(ctl(out, sizeof(out), "ledger verify --state-dir '%s'", d.state), 0);
 	ck_assert_msg(strstr(out, "torn tail") && !strstr(out, "damage"), "verify:\n%s", out);
@@ -523,9 +486,9 @@ START_TEST(test_snapshot_covers_tail)
 	free(rs);
 	ck_assert_uint_eq(last.seq, seq);
 	/* exactly what an unfinished write leaves: zeros from the middle of the record */
-	buf = read_file(last.file, &len);
+	buf = test_read_file(last.file, &len);
 	memset(buf + last.offset + last.size / 2, 0, last.size - last.size / 2);
-	write_file(last.file, buf, len);
+	test_write_file(last.file, buf, len);
 	free(buf);
 
 	snprintf(snap, sizeof(snap), "checkpoints/%016" PRIx64 ".snap", seq);
@@ -572,11 +535,11 @@ START_TEST(test_middle_damage_repaired)
 	 */
 	snprintf(path, sizeof(path), "%s/checkpoints/%016" PRIx64 ".snap", d.state,
 	         victim.seq + 5);
-	write_file(path, "not read by the repair", 22);
+	test_write_file(path, "not read by the repair", 22);
 
-	buf = read_file(victim.file, &len);
+	buf = test_read_file(victim.file, &len);
 	buf[victim.offset + victim.size / 2] ^= 0x10;
-	write_file(victim.file, buf, len);
+	test_write_file(victim.file, buf, len);
 	free(buf);
 
 	assert_verify_damage(&victim);

@@ -252,15 +252,6 @@ END_TEST
 
 /* ----- when the mapping cannot be had ----- */
 
-static void write_file(const char *path, const void *data, size_t len)
-{
-	FILE *f = fopen(path, "wb");
-
-	ck_assert_ptr_nonnull(f);
-	ck_assert_uint_eq(fwrite(data, 1, len, f), len);
-	ck_assert_int_eq(fclose(f), 0);
-}
-
 static void open_fails(const char *path, const char *word)
 {
 	char err[512] = "";
@@ -290,22 +281,22 @@ START_TEST(test_peek_unavailable)
 	h->header_size = SHM_HEADER_SIZE;
 	h->size = SHM_HEADER_SIZE;
 	snprintf(path, sizeof path, "%s/old.shm", d.dir);
-	write_file(path, header, sizeof header);
+	test_write_file(path, header, sizeof header);
 	open_fails(path, "layout version");
 	/* not a segment at all, or not even a header's worth */
 	snprintf(path, sizeof path, "%s/other.shm", d.dir);
 	memcpy(h->magic, "NOTSTATE", sizeof h->magic);
-	write_file(path, header, sizeof header);
+	test_write_file(path, header, sizeof header);
 	open_fails(path, "not a sidecard state segment");
 	snprintf(path, sizeof path, "%s/text.shm", d.dir);
-	write_file(path, "hello", 5);
+	test_write_file(path, "hello", 5);
 	open_fails(path, "smaller than the 4096-byte header");
 	memcpy(h->magic, SHM_MAGIC, sizeof h->magic);
 	/* not readable: the daemon's file is mode 0640 (root reads anything) */
 	snprintf(shm_path, sizeof shm_path, "%s", d.segment);
 	if (geteuid() != 0) {
 		snprintf(path, sizeof path, "%s/locked.shm", d.dir);
-		write_file(path, header, sizeof header);
+		test_write_file(path, header, sizeof header);
 		ck_assert_int_eq(chmod(path, 0), 0);
 		open_fails(path, "daemon's user or group");
 	}

@@ -1,14 +1,18 @@
 /*
- * testutil.c: the temporary directory fixture, suite registration and
- * request builders shared by the Check test programs (see testutil.h for
+ * testutil.c: the temporary directory fixture, suite registration, request
+ * builders and whole-file helpers shared by the Check test programs (see testutil.h for
  * the contract).
  *
  * Threads: the test's main thread; the base directory is made and removed
  * by the runner process. Ownership: the base lives for one test case, a
  * test's directories until its teardown (or the base's removal).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -69,4 +73,57 @@ void test_add_cases_tmp(Suite *s, const struct test_case *cases, size_t n,
 {
 	for (size_t i = 0; i < n; i++)
 		tcase_add_test(test_add_tcase_tmp(s, cases[i].name, setup, teardown, 0), cases[i].test);
+}
+
+char *test_read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0, got;
+
+	if (f == NULL)
+		return NULL;
+	do {
+		if (cap - n < 4096) {
+			buf = realloc(buf, cap = cap * 2 + 8192);
+			ck_assert_ptr_nonnull(buf);
+		}
+		got = fread(buf + n, 1, cap - n - 1, f);
+		n += got;
+	} while (got > 0);
+	fclose(f);
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
+void test_write_file(const char *path, const void *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+	ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
+	close(fd);
+}
+
+int test_all_zero(const void *p, size_t len)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < len; i++)
+		if (b[i] != 0)
+			return 0;
+	return 1;
+}
+
+int test_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -59,4 +59,19 @@ void test_add_cases(Suite *s, const struct test_case *cases, size_t n, double ti
 void test_add_cases_tmp(Suite *s, const struct test_case *cases, size_t n,
                         void (*setup)(void), void (*teardown)(void));
 
+/* ----- files ----- */
+
+/* The whole content of a file, NUL-terminated; *len (if not NULL) its size. NULL if it
+ * cannot be opened. Caller frees. */
+char *test_read_file(const char *path, size_t *len);
+
+/* Creates or replaces path (mode 0600) with buf[0..len), asserting that it worked. */
+void test_write_file(const char *path, const void *buf, size_t len);
+
+/* 1 if every one of the len bytes at p is 0. */
+int test_all_zero(const void *p, size_t len);
+
+/* Runs the suite's tests (CK_NORMAL) and gives main's exit status. */
+int test_run_suite(Suite *s);
+
 #endif /* SC_TESTS_TESTUTIL_H */
