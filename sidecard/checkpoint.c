@@ -50,6 +50,7 @@
 
 #include "checkpoint.h"
 #include "common.h"
+#include "fsutil.h"
 #include "ledger.h"
 #include "log.h"
 
@@ -195,13 +196,8 @@ static int write_file(const char *dir, uint64_t seq, const char *buf, size_t len
 	close(fd);
 	if (rc == 0 && rename(tmp, path) != 0)
 		rc = -errno;
-	if (rc == 0) {
-		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0 || fsync(fd) != 0)
-			rc = -errno;
-		if (fd >= 0)
-			close(fd);
-	}
+	if (rc == 0)
+		rc = fs_sync_dir(dir);
 	if (rc != 0)
 		unlink(tmp);
 	return rc;

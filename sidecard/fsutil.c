@@ -1,6 +1,8 @@
 /*
  * fsutil.c: private directories and pid lock files, for the state directory
- * (main.c) and the socket (server.c). Main thread, during start-up; no state.
+ * (main.c) and the socket (server.c); directory syncs and whole positioned
+ * reads and writes, for the ledger (ledger.c, ledger_repair.c). Any thread;
+ * no state.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,4 +84,43 @@ int fs_lock(const char *path, long *holder, char *err, size_t errlen)
 		return rc;
 	}
 	return fd;
+}
+
+int fs_sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) != 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* pread or pwrite of every byte, as write says. */
+static int transfer_all(int fd, char *buf, size_t len, uint64_t off, int write)
+{
+	while (len > 0) {
+		ssize_t n = write ? pwrite(fd, buf, len, (off_t)off) : pread(fd, buf, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		buf += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int fs_pread_all(int fd, char *buf, size_t len, uint64_t off)
+{
+	return transfer_all(fd, buf, len, off, 0);
+}
+
+int fs_pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
+{
+	return transfer_all(fd, (char *)(uintptr_t)buf, len, off, 1);
 }

@@ -1,11 +1,13 @@
 /*
- * fsutil.h: the file-system steps the daemon takes more than once: creating
- * private directories and holding a pid lock file.
+ * fsutil.h: the file-system steps the daemon and sidecardctl take more than
+ * once: creating private directories, holding a pid lock file, syncing a
+ * directory, and whole reads and writes at an offset.
  */
 #ifndef SIDECARD_FSUTIL_H
 #define SIDECARD_FSUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * Creates the missing directories of path with mode 0700: every one above
@@ -21,5 +23,15 @@ int fs_mkdirs(const char *path, int last, char *err, size_t errlen);
  * (*holder is its pid, or -1 if unknown); or -errno with err set.
  */
 int fs_lock(const char *path, long *holder, char *err, size_t errlen);
+
+/* fsync()s directory dir, so that the names made or removed in it last. 0 or -errno. */
+int fs_sync_dir(const char *dir);
+
+/*
+ * Reads or writes exactly len bytes at off, through EINTR and short
+ * transfers. 0, or -errno (-EIO for an end of file before len).
+ */
+int fs_pread_all(int fd, char *buf, size_t len, uint64_t off);
+int fs_pwrite_all(int fd, const char *buf, size_t len, uint64_t off);
 
 #endif /* SIDECARD_FSUTIL_H */

@@ -130,6 +130,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "fsutil.h"
 #include "ledger.h"
 #include "ledger_writer.h"
 #include "log.h"
@@ -250,18 +251,6 @@ static void segment_path(const struct ledger *l, uint64_t first_seq, char *buf, 
 	snprintf(buf, len, "%s/%016" PRIx64 ".log", l->dir, first_seq);
 }
 
-static int sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) != 0)
-		rc = -errno;
-	close(fd);
-	return rc;
-}
-
 /*
  * Writes zeros over [from, to) of fd, step by step written back, then syncs
  * them with the file's size. 0 or -errno.
@@ -316,7 +305,7 @@ static int segment_create(struct ledger *l, uint64_t first_seq, int64_t now, int
 		return -errno;
 	errno = 0;
 	if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) || fdatasync(fd) != 0 ||
-	    rename(tmp, path) != 0 || (rc = sync_dir(l->dir)) != 0) {
+	    rename(tmp, path) != 0 || (rc = fs_sync_dir(l->dir)) != 0) {
 		rc = errno ? -errno : SC_EINTERNAL;
 		close(fd);
 		unlink(tmp);

@@ -29,29 +29,18 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "fsutil.h"
 #include "ledger.h"
 #include "sidecard.h"
 
 #define CHUNK 65536
-
-static int sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) != 0)
-		rc = -errno;
-	close(fd);
-	return rc;
-}
 
 /* dir/quarantine into q, created (and the ledger directory synced) if missing. */
 static int quarantine_dir(const char *dir, char *q, size_t qlen)
 {
 	snprintf(q, qlen, "%s/%s", dir, LEDGER_QUARANTINE);
 	if (mkdir(q, 0700) == 0)
-		return sync_dir(dir);
+		return fs_sync_dir(dir);
 	return errno == EEXIST ? 0 : -errno;
 }
 
@@ -72,45 +61,13 @@ static int new_file(const char *q, const char *base, char *path, size_t len)
 	return -EEXIST;
 }
 
-static int pread_all(int fd, char *buf, size_t len, uint64_t off)
-{
-	while (len > 0) {
-		ssize_t n = pread(fd, buf, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		buf += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-static int pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
-{
-	while (len > 0) {
-		ssize_t n = pwrite(fd, buf, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		buf += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /* The end of the non-zero bytes of fd in [from, to): from if they are all zero. */
 static int data_end(int fd, uint64_t from, uint64_t to, char *buf, uint64_t *end)
 {
 	*end = from;
 	for (uint64_t at = from; at < to;) {
 		size_t n = to - at < CHUNK ? (size_t)(to - at) : CHUNK;
-		int rc = pread_all(fd, buf, n, at);
+		int rc = fs_pread_all(fd, buf, n, at);
 
 		if (rc != 0)
 			return rc;
@@ -152,21 +109,21 @@ int ledger_cut(const char *dir, const char *path, uint64_t offset, int zeroed, c
 			for (uint64_t at = offset; rc == 0 && at < end;) {
 				size_t n = end - at < CHUNK ? (size_t)(end - at) : CHUNK;
 
-				if ((rc = pread_all(fd, buf, n, at)) == 0)
-					rc = pwrite_all(qfd, buf, n, at - offset);
+				if ((rc = fs_pread_all(fd, buf, n, at)) == 0)
+					rc = fs_pwrite_all(qfd, buf, n, at - offset);
 				at += n;
 			}
 			if (rc == 0 && fsync(qfd) != 0)
 				rc = -errno;
 			if (rc == 0)
-				rc = sync_dir(q);
+				rc = fs_sync_dir(q);
 		}
 	}
 	/* only once the bytes are safe in the quarantine */
 	if (rc == 0 && zeroed) {
 		memset(buf, 0, CHUNK);
 		for (uint64_t at = offset; rc == 0 && at < end; at += CHUNK)
-			rc = pwrite_all(fd, buf, end - at < CHUNK ? (size_t)(end - at) : CHUNK, at);
+			rc = fs_pwrite_all(fd, buf, end - at < CHUNK ? (size_t)(end - at) : CHUNK, at);
 		if (rc == 0 && fdatasync(fd) != 0)
 			rc = -errno;
 	} else if (rc == 0 && (ftruncate(fd, (off_t)offset) != 0 || fdatasync(fd) != 0)) {
@@ -201,8 +158,8 @@ int ledger_quarantine_file(const char *dir, const char *path, char *qpath, size_
 		return rc;
 	}
 	snprintf(from, sizeof(from), "%.*s", (int)(name - path), path);
-	if ((rc = sync_dir(q)) == 0)
-		rc = sync_dir(from[0] ? from : ".");
+	if ((rc = fs_sync_dir(q)) == 0)
+		rc = fs_sync_dir(from[0] ? from : ".");
 	return rc;
 }
 
@@ -433,7 +390,7 @@ int ledger_repair_truncate(const char *dir, const char *ckpt_dir, char *report, 
 		if ((fd = open(res.damage_file, O_RDONLY | O_CLOEXEC)) < 0) {
 			rc = -errno;
 		} else {
-			rc = pread_all(fd, hdr, sizeof(hdr), 0);
+			rc = fs_pread_all(fd, hdr, sizeof(hdr), 0);
 			close(fd);
 		}
 		zeroed = rc == 0 && (hdr[32] & LEDGER_SEGMENT_ZEROED) != 0;
