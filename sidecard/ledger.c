@@ -118,6 +118,7 @@
  * the write and the sync apart for the failure rules above.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <inttypes.h>
@@ -541,6 +542,28 @@ static void trim_buffers(struct ledger *l, size_t written)
 	unlock(l);
 }
 
+/*
+ * The batch could not be made durable: changes are refused with the
+ * message (a format) until a retry succeeds, or the ledger finishes closing.
+ */
+static __attribute__((format(printf, 2, 3))) void fail_batch(struct ledger *l, const char *fmt,
+                                                             ...)
+{
+	va_list ap;
+
+	lock(l);
+	l->failed = 1;
+	l->stats.failures++;
+	va_start(ap, fmt);
+	vsnprintf(l->failure, sizeof(l->failure), fmt, ap);
+	va_end(ap);
+	unlock(l);
+	if (l->closing)
+		finish_close(l);
+	else
+		arm_timer(l, RETRY_MS);
+}
+
 static void flush_done(uv_work_t *w, int status)
 {
 	struct ledger *l = w->data;
@@ -560,18 +583,9 @@ static void flush_done(uv_work_t *w, int status)
 			          "restored or the daemon restarted",
 			          l->file, (unsigned long long)(l->work_cut - 1),
 			          (unsigned long long)l->file_size);
-		lock(l);
-		l->failed = 1;
-		l->stats.failures++;
-		snprintf(l->failure, sizeof(l->failure),
-		         "ledger: the segment %.400s was cut short by another process; changes are "
-		         "refused",
-		         l->file);
-		unlock(l);
-		if (l->closing)
-			finish_close(l);
-		else
-			arm_timer(l, RETRY_MS);
+		fail_batch(l, "ledger: the segment %.400s was cut short by another process; changes "
+		           "are refused",
+		           l->file);
 		return;
 	}
 	if (status != 0 || l->work_errno) {
@@ -580,17 +594,9 @@ static void flush_done(uv_work_t *w, int status)
 		if (!l->failed)
 			log_error("ledger: %s failed: %s; refusing changes and retrying every %d ms",
 			          l->work_what ? l->work_what : "flush", strerror(e), RETRY_MS);
-		lock(l);
-		l->failed = 1;
-		l->stats.failures++;
-		snprintf(l->failure, sizeof(l->failure),
-		         "ledger: %s failed (%s); changes are refused until the disk accepts writes",
-		         l->work_what ? l->work_what : "flush", strerror(e));
-		unlock(l);
-		if (l->closing)
-			finish_close(l);
-		else
-			arm_timer(l, RETRY_MS);
+		fail_batch(l, "ledger: %s failed (%s); changes are refused until the disk accepts "
+		           "writes",
+		           l->work_what ? l->work_what : "flush", strerror(e));
 		return;
 	}
 	if (l->failed)
