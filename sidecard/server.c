@@ -105,6 +105,7 @@
 #define SRV_BACKLOG 4096
 #define SRV_DRAIN_MS 2000
 #define SRV_LINGER_MS 500 /* how long a connection closed on an error drains its client's input */
+#define SRV_TURN_NS 2000000 /* a connection's share of one loop turn before others get theirs */
 #define SRV_ACCEPT_RETRY_MS 100 /* after accept4 ran out of descriptors */
 #define SRV_DEFAULT_MODE 0660
 #define SRV_DEFAULT_MAX_CONNECTIONS 1024
@@ -125,6 +126,7 @@ struct worker;
 struct conn {
 	uv_pipe_t pipe; /* pipe.data = the conn */
 	uv_timer_t linger;   /* while lingering: when to close regardless */
+	uv_idle_t resume;    /* while yielded: handles the rest of the input on the next turn */
 	uv_shutdown_t sreq;  /* while lingering: the end of our output */
 	unsigned handles;    /* of pipe and linger, open or closing; the conn is freed at 0 */
 	struct worker *w;
@@ -150,6 +152,9 @@ struct conn {
 	unsigned finishing : 1;  /* write what is queued, then close */
 	unsigned eof : 1;        /* the client sent all it will: answer what is buffered */
 	unsigned lingering : 1;  /* finished and written: discarding input until EOF or linger */
+	unsigned yielded : 1;    /* used its turn with input left: resume is active */
+	unsigned paused : 1;     /* full when last looked at (read_pauses counts the changes) */
+	unsigned resume_ready : 1; /* resume was initialised (and counts in handles) */
 	unsigned closing : 1;    /* uv_close called */
 	unsigned rejected : 1;   /* beyond max_connections */
 	unsigned in_handler : 1;
@@ -472,6 +477,8 @@ static void conn_close(struct conn *c)
 	uv_close((uv_handle_t *)&c->pipe, on_conn_close);
 	if (c->lingering)
 		uv_close((uv_handle_t *)&c->linger, on_conn_close);
+	if (c->resume_ready)
+		uv_close((uv_handle_t *)&c->resume, on_conn_close);
 }
 
 static void on_linger_end(uv_timer_t *t)
@@ -663,15 +670,20 @@ static void conn_handle(struct conn *c, const char *buf, size_t len, int64_t msg
 		note_queued(c);
 }
 
+enum { PROCESS_WAIT, PROCESS_FULL, PROCESS_YIELD };
+
 /*
- * Handles the complete messages buffered. Returns 1 when it stopped at
- * max_outstanding with input left, 0 when it needs more input or must stop.
+ * Handles the complete messages buffered. Returns PROCESS_FULL when it
+ * stopped at max_outstanding(_bytes) with input left, PROCESS_YIELD when it
+ * has used SRV_TURN_NS of this loop turn with input left, PROCESS_WAIT when
+ * it needs more input or must stop.
  */
 static int conn_process(struct conn *c)
 {
 	struct worker *w = c->w;
 	const struct srv_config *cfg = &w->srv->cfg;
 	const struct proto_limits *l = &cfg->limits;
+	uint64_t start = uv_hrtime();
 
 	while (!c->finishing && !c->closing && !w->stopping && c->in_off < c->in_len) {
 		char message[128];
@@ -680,21 +692,23 @@ static int conn_process(struct conn *c)
 		size_t len;
 
 		if (conn_full(c))
-			return 1;
+			return PROCESS_FULL;
+		if (uv_hrtime() - start > SRV_TURN_NS)
+			return PROCESS_YIELD;
 		r = proto_scanner_feed(&c->scan, c->in + c->in_off, c->in_len - c->in_off, l, &len,
 		                       &msgid);
 		if (r == PROTO_SCAN_INCOMPLETE)
-			return 0;
+			return PROCESS_WAIT;
 		if (r != PROTO_SCAN_OK) {
 			conn_fail(c, proto_scan_code(r), msgid,
 			          proto_scan_message(r, l, message, sizeof(message)));
-			return 0;
+			return PROCESS_WAIT;
 		}
 		conn_handle(c, c->in + c->in_off, len, msgid);
 		c->in_off += len;
 		proto_scanner_reset(&c->scan);
 	}
-	return 0;
+	return PROCESS_WAIT;
 }
 
 /* Reads while the connection may take more input, stops otherwise. */
@@ -702,11 +716,14 @@ static void conn_update_reading(struct conn *c)
 {
 	struct worker *w = c->w;
 	int full = conn_full(c);
-	int want = !c->closing && !c->finishing && !c->eof && !w->stopping && !full;
+	int want = !c->closing && !c->finishing && !c->eof && !w->stopping && !full && !c->yielded;
 
 	if (c->lingering && !w->stopping)
 		return;
-
+	/* a pause is the connection becoming full, whether or not it was being read */
+	if (full && !c->paused && !c->finishing && !w->stopping)
+		STAT_ADD(w, read_pauses, 1);
+	c->paused = (unsigned)full;
 	if (want && !c->reading) {
 		if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0) {
 			conn_close(c);
@@ -716,8 +733,6 @@ static void conn_update_reading(struct conn *c)
 	} else if (!want && c->reading) {
 		uv_read_stop((uv_stream_t *)&c->pipe);
 		c->reading = 0;
-		if (full && !c->finishing && !w->stopping)
-			STAT_ADD(w, read_pauses, 1);
 	}
 }
 
@@ -730,13 +745,40 @@ static void conn_compact(struct conn *c)
 	c->in_off = 0;
 }
 
+static void on_resume(uv_idle_t *h)
+{
+	struct conn *c = h->data;
+
+	uv_idle_stop(h);
+	c->yielded = 0;
+	conn_pump(c);
+}
+
+/*
+ * Lets the loop serve the other connections before this one's next
+ * messages: they are handled from the resume handle on the next turn
+ * (idle handles run every turn, in order, and keep the poll from waiting),
+ * and the socket is not read meanwhile, since the input buffer is full.
+ */
+static void conn_yield(struct conn *c)
+{
+	if (!c->resume_ready) {
+		uv_idle_init(c->w->loop, &c->resume);
+		c->resume.data = c;
+		c->resume_ready = 1;
+		c->handles++;
+	}
+	c->yielded = 1;
+	uv_idle_start(&c->resume, on_resume);
+}
+
 /* Handles buffered input and writes the answers, as far as backpressure allows. */
 static void conn_pump(struct conn *c)
 {
-	int blocked;
+	int r;
 
 	for (;;) {
-		blocked = conn_process(c);
+		r = conn_process(c);
 		if (c->out_of_memory) {
 			conn_close(c);
 			return;
@@ -750,11 +792,13 @@ static void conn_pump(struct conn *c)
 		 * srv_set_durable or on_write, which pump again: spinning here
 		 * would keep the loop from ever running the sync that releases it.
 		 */
-		if (!blocked || c->writing || c->out.size)
+		if (r != PROCESS_FULL || c->writing || c->out.size)
 			break;
 	}
+	if (r == PROCESS_YIELD)
+		conn_yield(c);
 	/* after the client's EOF, what is left unhandled is an incomplete message */
-	if (c->eof && !blocked)
+	if (c->eof && r == PROCESS_WAIT)
 		c->finishing = 1;
 	conn_compact(c);
 	conn_update_reading(c);

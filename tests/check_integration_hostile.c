@@ -318,6 +318,79 @@ START_TEST(test_unread_replies_bounded_by_bytes)
 }
 END_TEST
 
+/* ----- a fair share of the loop ----- */
+
+#define SUMMARY_TXNS 20000
+#define SUMMARIES 400
+
+/* Replies readable on fd now, without waiting (each summary reply is small). */
+static uint32_t replies_ready(int fd, msgpack_unpacker *u)
+{
+	msgpack_unpacked r;
+	uint32_t n = 0;
+	ssize_t len;
+
+	msgpack_unpacked_init(&r);
+	for (;;) {
+		ck_assert(msgpack_unpacker_reserve_buffer(u, 1 << 16));
+		len = recv(fd, msgpack_unpacker_buffer(u), msgpack_unpacker_buffer_capacity(u),
+		           MSG_DONTWAIT);
+		if (len <= 0)
+			break;
+		msgpack_unpacker_buffer_consumed(u, (size_t)len);
+	}
+	while (msgpack_unpacker_next(u, &r) == MSGPACK_UNPACK_SUCCESS)
+		n++;
+	msgpack_unpacked_destroy(&r);
+	return n;
+}
+
+/*
+ * One connection pipelines 400 transactions.summary, each a walk over
+ * 20,000 transactions, in one write: seconds of work. Another client's
+ * request is answered while most of them are still to come, because a
+ * connection that used its share of a loop turn waits for the next one.
+ */
+START_TEST(test_burst_of_heavy_requests_shares_the_loop)
+{
+	static sc_check_req reqs[SUMMARY_TXNS];
+	static sc_decision outs[SUMMARY_TXNS];
+	static int rcs[SUMMARY_TXNS];
+	uint64_t agent = new_agent(USD(1000));
+	msgpack_unpacker u;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	uint32_t before;
+	int fd;
+
+	for (size_t i = 0; i < SUMMARY_TXNS; i++)
+		reqs[i] = (sc_check_req){ .agent_id = agent, .action = "llm.chat",
+			                  .estimated_cost = 1 };
+	OK(sc_check_batch(c, reqs, SUMMARY_TXNS, outs, rcs));
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	for (uint32_t i = 0; i < SUMMARIES; i++) {
+		msgpack_pack_array(&pk, 4);
+		msgpack_pack_int(&pk, 0);
+		msgpack_pack_uint32(&pk, i);
+		msgpack_pack_str_with_body(&pk, "transactions.summary", 20);
+		msgpack_pack_array(&pk, 0);
+	}
+	fd = raw_connect();
+	raw_write(fd, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	test_sleep_ms(20); /* the burst has been read and its handling begun */
+	served();
+	ck_assert(msgpack_unpacker_init(&u, 1 << 16));
+	before = replies_ready(fd, &u);
+	ck_assert_msg(before < SUMMARIES / 2,
+	              "the other client waited for %u of %u heavy requests", before, SUMMARIES);
+	msgpack_unpacker_destroy(&u);
+	close(fd);
+	stop();
+}
+END_TEST
+
 /* ----- how a connection ends ----- */
 
 static void setup_one_connection(void)
@@ -478,6 +551,7 @@ void integration_hostile_tcases(Suite *s)
 	tcase_add_test(tc, test_burst_past_default_outstanding);
 	tcase_add_test(tc, test_unread_replies_bounded_by_bytes);
 	tcase_add_test(tc, test_malformed_reads_why);
+	tcase_add_test(tc, test_burst_of_heavy_requests_shares_the_loop);
 	tcase_add_test(tc, test_stop_spares_a_newer_socket);
 	tc = daemon_tcase(s, "hostile_one_connection", setup_one_connection, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_refused_connection_reads_why);
