@@ -44,6 +44,7 @@ enum ledger_type {
 	LEDGER_WALLETS_CARVE,
 	LEDGER_WALLETS_RELEASE,
 	LEDGER_PRICING_SET,
+	LEDGER_CLOCK, /* [step] : the wall clock stepped by step us before the record's time */
 	LEDGER_TYPE_END
 };
 

@@ -32,6 +32,7 @@
 #include <uv.h>
 
 #include "checkpoint.h"
+#include "clock.h"
 #include "daemon_config.h"
 #include "dispatch.h"
 #include "fsutil.h"
@@ -166,11 +167,13 @@ static void on_expiry(uv_timer_t *t);
  */
 static void arm_expiry(struct daemon *d)
 {
-	int64_t next, roll, wait;
+	int64_t now, next, roll, wait;
 
 	if (d->stopping)
 		return;
 	pthread_mutex_lock(&d->dispatch.lock);
+	/* a step of the wall clock moves the deadlines: the state takes it first */
+	now = dispatch_time(&d->dispatch);
 	next = gate_next_expiry(d->st);
 	roll = gate_next_roll(d->st);
 	if (roll < next)
@@ -182,7 +185,7 @@ static void arm_expiry(struct daemon *d)
 		return;
 	}
 	/* next is on the daemon's clock, which --time-scale may speed up; the timer is real. */
-	wait = dispatch_real_wait_ms(next - dispatch_now());
+	wait = clock_real_wait_ms(next - now);
 	uv_timer_start(&d->expiry, on_expiry, (uint64_t)wait, 0);
 }
 
@@ -200,8 +203,7 @@ static void on_expiry(uv_timer_t *t)
 		uv_timer_start(&d->expiry, on_expiry, 1000, 0);
 		return;
 	}
-	dispatch_roll(&d->dispatch, dispatch_now());
-	n = dispatch_expire(&d->dispatch, dispatch_now());
+	n = dispatch_expire(&d->dispatch);
 	if (n) {
 		log_info("%u hold(s) expired", n);
 		/* the loop may next block in poll: push what the expiry raised now */
@@ -283,7 +285,7 @@ static void take_checkpoint(struct daemon *d, uint64_t min_records)
 		pthread_mutex_unlock(&d->dispatch.lock);
 		return;
 	}
-	rc = checkpoint_start(d->cp, state_shm(d->st), seq, dispatch_now());
+	rc = checkpoint_start(d->cp, state_shm(d->st), seq, clock_now());
 	pthread_mutex_unlock(&d->dispatch.lock);
 	if (rc != 0 && rc != SC_EUNAVAILABLE)
 		log_warn("checkpoint at %llu: %s", (unsigned long long)seq, sc_strerror(rc));
@@ -405,7 +407,7 @@ static int try_attach(struct daemon *d, const struct state_config *sc, uint64_t 
 		return 0;
 	if (state_open(&d->st, sc, err, sizeof(err)) != 0) {
 		snprintf(aside, sizeof(aside), "%s.invalid-%lld", d->shm_path,
-		         (long long)(dispatch_now() / 1000000));
+		         (long long)(clock_now() / 1000000));
 		log_warn("%s; keeping it as %s and rebuilding the state from the ledger", err, aside);
 		/* Readers still mapping it must reopen; a file of another layout has none. */
 		shm_retire_file(d->shm_path, NULL, 0);
@@ -463,7 +465,7 @@ static int rebuild(struct daemon *d, struct state_config *sc, struct ledger_veri
 	struct replay rp = {.d = d};
 	char err[512];
 	uint64_t from = 1, ckpt = 0;
-	int64_t t0 = dispatch_now();
+	uint64_t t0 = uv_hrtime();
 	int rc;
 
 	if (!pipelined && checkpoint_find(d->ckpt_dir, tail->last_seq, &ckpt) == 0) {
@@ -511,7 +513,7 @@ static int rebuild(struct daemon *d, struct state_config *sc, struct ledger_veri
 	else
 		log_info("rebuilt the state from %s%llu and %llu ledger record(s) in %lld ms",
 		         ckpt ? "the snapshot at record " : "record ", (unsigned long long)ckpt,
-		         (unsigned long long)res.records, (long long)((dispatch_now() - t0) / 1000));
+		         (unsigned long long)res.records, (long long)((uv_hrtime() - t0) / 1000000));
 	return 0;
 }
 
@@ -541,7 +543,7 @@ static int recover(struct daemon *d, struct ledger_scan_result *tail)
 	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps, .set = settings(d)};
 	struct ledger_verify *v;
 	uint64_t ckpt;
-	int64_t t0 = dispatch_now();
+	uint64_t t0 = uv_hrtime();
 	int rc;
 
 	if ((rc = ledger_verify_start(&v, d->ledger_dir, LEDGER_SCAN_REPAIR)) != 0) {
@@ -556,7 +558,7 @@ static int recover(struct daemon *d, struct ledger_scan_result *tail)
 			checkpoint_find(d->ckpt_dir, tail->last_seq, &d->dispatch.checkpoint_seq);
 			log_info("attached to %s at ledger record %llu in %lld ms", d->shm_path,
 			         (unsigned long long)tail->last_seq,
-			         (long long)((dispatch_now() - t0) / 1000));
+			         (long long)((uv_hrtime() - t0) / 1000000));
 		} else {
 			rc = rebuild(d, &sc, v, tail, 0);
 		}
@@ -572,7 +574,7 @@ static int start(struct daemon *d)
 	struct ledger_config lc = {.dir = d->ledger_dir, .strict = d->cfg.strict,
 	                           .interval_ms = d->cfg.commit_interval_ms,
 	                           .batch_bytes = d->cfg.commit_batch,
-	                           .segment_bytes = d->cfg.segment_bytes, .now = dispatch_now,
+	                           .segment_bytes = d->cfg.segment_bytes, .now = clock_now,
 	                           .lock = d->cfg.workers > 1 ? &d->dispatch.lock : NULL};
 	struct ledger_scan_result tail;
 	struct state_settings set;
@@ -602,7 +604,7 @@ static int start(struct daemon *d)
 	}
 	d->dispatch.ledger = d->ledger;
 	d->dispatch.strict = d->cfg.strict;
-	d->dispatch.started_at = dispatch_now();
+	d->dispatch.started_at = clock_now();
 	d->dispatch.hold_placed = on_hold_placed;
 	d->dispatch.hold_placed_arg = d;
 	d->dispatch.alerts_raised = on_alerts_raised;
@@ -611,7 +613,7 @@ static int start(struct daemon *d)
 	d->dispatch.srv_cfg = &d->srv_cfg;
 	set = settings(d);
 	if (tail.last_seq == 0 || !same_settings(&state_config(d->st)->set, &set))
-		dispatch_settings(&d->dispatch, dispatch_now(), &set);
+		dispatch_settings(&d->dispatch, clock_now(), &set);
 
 	srv_config_default(&d->srv_cfg, d->cfg.socket_path);
 	d->srv_cfg.mode = d->cfg.socket_mode;
@@ -681,7 +683,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level(d.cfg.log_level);
-	dispatch_set_time_scale(d.cfg.time_scale);
+	clock_start(d.cfg.time_scale);
 	if (d.cfg.time_scale > 1)
 		log_info("--time-scale %u: the clock runs %u times faster than real time",
 		         d.cfg.time_scale, d.cfg.time_scale);

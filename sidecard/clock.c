@@ -1,0 +1,115 @@
+/*
+ * clock.c: the daemon's clock (clock.h; the rules are in docs/DESIGN.md,
+ * "Time"). Each reading samples CLOCK_MONOTONIC and CLOCK_REALTIME. The
+ * wall clock is expected to move as much as the monotonic one did since the
+ * last reading; a difference of more than CLOCK_STEP_US is a step (an
+ * operator's `date -s`, an NTP step, a VM resumed on another host's time),
+ * anything less is drift (NTP slewing, one reading racing another). The
+ * daemon's time is the wall clock plus what --time-scale adds (scale - 1
+ * times the monotonic time since start-up); drift that would move it back
+ * holds it still instead, so that the ledger's times only go back at a
+ * step, which the state records as one (dispatch.c, LEDGER_CLOCK).
+ *
+ * Threads: any. The readings and what they remember are under `lock`, a
+ * leaf: callers may hold the commit lock, the clock never takes another.
+ */
+#include <pthread.h>
+#include <time.h>
+
+#include "clock.h"
+#include "gate.h"
+#include "log.h"
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t scale = 1; /* set once by clock_start, before any other thread */
+static int64_t mono_start, mono_last, wall_last; /* the previous samples */
+static int64_t last;    /* the last time handed out */
+static int64_t pending; /* steps not yet taken by clock_now_step */
+
+static int64_t read_us(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void clock_start(unsigned s)
+{
+	scale = s > 1 ? s : 1;
+	mono_start = mono_last = read_us(CLOCK_MONOTONIC);
+	wall_last = last = read_us(CLOCK_REALTIME);
+	pending = 0;
+}
+
+static void log_step(int64_t step, int64_t to)
+{
+	int64_t abs = step < 0 ? -step : step;
+	time_t secs = (time_t)(to / 1000000);
+	char when[32];
+	struct tm tm;
+
+	gmtime_r(&secs, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	log_warn("wall clock stepped %s by %lld.%03lld s, to %s: holds and hourly windows run on "
+	         "elapsed time, the current day's counters carry to the new date",
+	         step < 0 ? "back" : "forward", (long long)(abs / 1000000),
+	         (long long)(abs % 1000000 / 1000), when);
+}
+
+/* Under the lock. */
+static int64_t sample(void)
+{
+	int64_t mono = read_us(CLOCK_MONOTONIC), wall = read_us(CLOCK_REALTIME);
+	int64_t jump = gate_add_sat(wall - wall_last, -(mono - mono_last));
+	int64_t extra, now, before;
+
+	mono_last = mono;
+	wall_last = wall;
+	if (__builtin_mul_overflow(mono - mono_start, scale - 1, &extra))
+		extra = INT64_MAX;
+	now = gate_add_sat(wall, extra);
+	if (jump > CLOCK_STEP_US || jump < -CLOCK_STEP_US) {
+		/* what this reading would have been without the step: never before the last */
+		before = gate_add_sat(now, -jump);
+		if (before < last)
+			before = last;
+		log_step(now - before, now);
+		pending = gate_add_sat(pending, now - before);
+		last = now;
+	} else if (now > last) {
+		last = now;
+	}
+	return last;
+}
+
+int64_t clock_now(void)
+{
+	int64_t now;
+
+	pthread_mutex_lock(&lock);
+	now = sample();
+	pthread_mutex_unlock(&lock);
+	return now;
+}
+
+int64_t clock_now_step(int64_t *step)
+{
+	int64_t now;
+
+	pthread_mutex_lock(&lock);
+	now = sample();
+	*step = pending;
+	pending = 0;
+	pthread_mutex_unlock(&lock);
+	return now;
+}
+
+int64_t clock_real_wait_ms(int64_t wait_us)
+{
+	int64_t unit = 1000 * scale;
+
+	if (wait_us <= 0)
+		return 0;
+	return wait_us / unit + (wait_us % unit != 0);
+}
