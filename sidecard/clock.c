@@ -42,7 +42,7 @@ void clock_start(unsigned s)
 	pending = 0;
 }
 
-static void log_step(int64_t step, int64_t to)
+static void log_step(int64_t step, int64_t to, const char *when_seen)
 {
 	int64_t abs = step < 0 ? -step : step;
 	time_t secs = (time_t)(to / 1000000);
@@ -51,10 +51,10 @@ static void log_step(int64_t step, int64_t to)
 
 	gmtime_r(&secs, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	log_warn("wall clock stepped %s by %lld.%03lld s, to %s: holds and hourly windows run on "
+	log_warn("wall clock stepped %s by %lld.%03lld s%s, to %s: holds and hourly windows run on "
 	         "elapsed time, the current day's counters carry to the new date",
 	         step < 0 ? "back" : "forward", (long long)(abs / 1000000),
-	         (long long)(abs % 1000000 / 1000), when);
+	         (long long)(abs % 1000000 / 1000), when_seen, when);
 }
 
 /* Under the lock. */
@@ -74,7 +74,7 @@ static int64_t sample(void)
 		before = gate_add_sat(now, -jump);
 		if (before < last)
 			before = last;
-		log_step(now - before, now);
+		log_step(now - before, now, "");
 		pending = gate_add_sat(pending, now - before);
 		last = now;
 	} else if (now > last) {
@@ -103,6 +103,20 @@ int64_t clock_now_step(int64_t *step)
 	pending = 0;
 	pthread_mutex_unlock(&lock);
 	return now;
+}
+
+void clock_resume(int64_t last_record)
+{
+	int64_t now;
+
+	pthread_mutex_lock(&lock);
+	now = sample();
+	if (last_record - now > CLOCK_STEP_US) {
+		log_step(now - last_record, now,
+		         " while the daemon was stopped (measured from the ledger's last record)");
+		pending = gate_add_sat(pending, now - last_record);
+	}
+	pthread_mutex_unlock(&lock);
 }
 
 int64_t clock_real_wait_ms(int64_t wait_us)

@@ -38,6 +38,15 @@ int64_t clock_now(void);
  */
 int64_t clock_now_step(int64_t *step);
 
+/*
+ * At start-up, with the time of the ledger's last record (0: none): a wall
+ * clock more than CLOCK_STEP_US behind it stepped back while the daemon was
+ * stopped. That is logged and handed over like any other step, measured
+ * from the record (the time stopped counts as none). A clock ahead of it
+ * is not a step: the daemon may have been stopped that long.
+ */
+void clock_resume(int64_t last_record);
+
 /* A wait of wait_us on the daemon's clock in real milliseconds, rounded up. */
 int64_t clock_real_wait_ms(int64_t wait_us);
 

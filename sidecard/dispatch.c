@@ -1153,13 +1153,15 @@ unsigned dispatch_expire(struct dispatch *d)
 	return n;
 }
 
-void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set)
+void dispatch_settings(struct dispatch *d, const struct state_settings *set)
 {
 	const struct shm_header *h = state_shm(d->st)->hdr;
 	struct shm *shm = state_shm(d->st);
 	msgpack_packer *lp;
+	int64_t now;
 
 	pthread_mutex_lock(&d->lock);
+	now = dispatch_time(d);
 	shm_change_begin(shm);
 	state_set_settings(d->st, set);
 	if (d->ledger) {

@@ -80,7 +80,7 @@ unsigned dispatch_expire(struct dispatch *d);
  */
 int64_t dispatch_time(struct dispatch *d);
 /* Applies and records the settings (and the segment's capacities). Takes the commit lock. */
-void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set);
+void dispatch_settings(struct dispatch *d, const struct state_settings *set);
 /* The capacities in the body of a settings record: 0 or SC_EINVAL. */
 int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps);
 /*

@@ -553,6 +553,7 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 		if (!s->res->first_seq)
 			s->res->first_seq = rec.seq;
 		s->res->last_seq = rec.seq;
+		s->res->last_time = rec.time;
 		s->next_seq = rec.seq + 1;
 		off += LEDGER_RECORD_HEADER + rec.body_len;
 		s->res->tail_offset = off;

@@ -611,9 +611,11 @@ static int start(struct daemon *d)
 	d->dispatch.alerts_raised_arg = d;
 	d->timer_due = INT64_MAX;
 	d->dispatch.srv_cfg = &d->srv_cfg;
+	/* the first change the ledger gets is the step, if the clock went back while stopped */
+	clock_resume(tail.last_time);
 	set = settings(d);
 	if (tail.last_seq == 0 || !same_settings(&state_config(d->st)->set, &set))
-		dispatch_settings(&d->dispatch, clock_now(), &set);
+		dispatch_settings(&d->dispatch, &set);
 
 	srv_config_default(&d->srv_cfg, d->cfg.socket_path);
 	d->srv_cfg.mode = d->cfg.socket_mode;

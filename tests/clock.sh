@@ -10,7 +10,10 @@
 # through both; expire each hold once its TTL has elapsed and free the
 # hourly limit once an hour has; roll the day (spend back to 0, one refill)
 # at the local midnight that elapsed time reaches after the correction;
-# record both steps in its ledger; and rebuild the same state from it.
+# record both steps in its ledger; and rebuild the same state from it. A
+# third daemon is stopped while its clock is a year ahead and started
+# after the correction: it must take that as a step back, and keep its
+# hold and its hourly limit for their elapsed time only.
 #
 # Needs libfaketime (Debian package faketime, which packaging/install-deps.sh
 # installs; $FAKETIME_LIB names another copy): without it the test is skipped.
@@ -45,6 +48,43 @@ now=$(date +%s)
 midnight=$(( (now / 86400 + 2) * 86400 ))
 offset=$(( midnight - midnight_in - now ))
 
+# Helpers of the scenarios, each run in a subshell of its own: $name, $sd,
+# $spid and $agent are the scenario's.
+fail() {
+	echo "FAIL $name: $1"
+	echo "--- stdout"; cat "$sd/out" 2>/dev/null
+	echo "--- stderr"; cat "$sd/err" 2>/dev/null
+	echo "--- daemon log"; cat "$sd/daemon.log"
+	return 1
+}
+ok() { passed=$((passed + 1)); echo "ok $name $passed - $1"; }
+run() { "$ctl" --socket "$sd/sock" --json "$@" >"$sd/out" 2>"$sd/err"; rc=$?; return $rc; }
+json() {
+	"$py" -c "import json, sys
+d = json.load(open(sys.argv[1]))
+$1" "$sd/out" 2>>"$sd/err"
+}
+# set_clock SECONDS: the wall clock is SECONDS ahead of the real one (renamed in: never half written)
+set_clock() {
+	case $1 in -*) echo "$1" ;; *) echo "+$1" ;; esac >"$sd/faketime.new" &&
+		mv "$sd/faketime.new" "$sd/faketime"
+	# the daemon reads its clock at the next request
+	"$ctl" --socket "$sd/sock" stats >/dev/null 2>&1
+}
+ms() { date +%s%3N; }
+wait_until() { while [ "$(ms)" -lt "$1" ]; do sleep 0.2; done; }
+txn_id() { "$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["transaction_id"])' "$sd/out"; }
+blocked_hourly() { # MESSAGE
+	run check --agent-id "$agent" --action api.call --estimated-cost 1
+	[ $rc -eq 1 ] && json 'assert d["block_reason"] == "rule:api:hourly_rate_limit", d' ||
+		fail "$1"
+}
+txn_status() { # ID STATUS
+	run transactions --agent-id "$agent" --limit 100
+	json "assert [t['status'] for t in d if t['id'] == $1] == ['$2'], d" ||
+		fail "transaction $1 is not $2"
+}
+
 # up: starts the daemon of the scenario in $sd under libfaketime, reading
 # its wall clock's offset from $sd/faketime, and waits until it answers.
 up() {
@@ -69,6 +109,16 @@ down() {
 	spid=
 }
 
+# setup: an org and an agent with an hourly limit of 2 on api.* and a
+# budget of $100 refilled daily.
+setup() {
+	run orgs create --name clock-org || fail "orgs create" || return 1
+	run agents create --org clock-org --name clock-bot --balance 100 --budget 100 \
+		--rule 'name=api,match=api.*,hourly-rate-limit=2' || fail "agents create" || return 1
+	agent=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$sd/out")
+	run wallet update --agent-id "$agent" --period daily || fail "wallet update --period"
+}
+
 # scenario NAME STEP: runs one daemon in $dir/NAME whose wall clock steps by
 # STEP seconds and back; prints its results and returns 0 or 1.
 scenario() {
@@ -78,47 +128,8 @@ scenario() {
 	echo "+$offset" >"$sd/faketime"
 	up || return 1
 
-	fail() {
-		echo "FAIL $name: $1"
-		echo "--- stdout"; cat "$sd/out" 2>/dev/null
-		echo "--- stderr"; cat "$sd/err" 2>/dev/null
-		echo "--- daemon log"; cat "$sd/daemon.log"
-		return 1
-	}
-	ok() { passed=$((passed + 1)); echo "ok $name $passed - $1"; }
-	run() { "$ctl" --socket "$sd/sock" --json "$@" >"$sd/out" 2>"$sd/err"; rc=$?; return $rc; }
-	json() {
-		"$py" -c "import json, sys
-d = json.load(open(sys.argv[1]))
-$1" "$sd/out" 2>>"$sd/err"
-	}
-	# set_clock SECONDS: the wall clock is SECONDS ahead of the real one (renamed in: never half written)
-	set_clock() {
-		case $1 in -*) echo "$1" ;; *) echo "+$1" ;; esac >"$sd/faketime.new" &&
-			mv "$sd/faketime.new" "$sd/faketime"
-		# the daemon reads its clock at the next request
-		"$ctl" --socket "$sd/sock" stats >/dev/null 2>&1
-	}
-	ms() { date +%s%3N; }
-	wait_until() { while [ "$(ms)" -lt "$1" ]; do sleep 0.2; done; }
-	txn_id() { "$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["transaction_id"])' "$sd/out"; }
-	blocked_hourly() { # MESSAGE
-		run check --agent-id "$agent" --action api.call --estimated-cost 1
-		[ $rc -eq 1 ] && json 'assert d["block_reason"] == "rule:api:hourly_rate_limit", d' ||
-			fail "$1"
-	}
-	txn_status() { # ID STATUS
-		run transactions --agent-id "$agent" --limit 100
-		json "assert [t['status'] for t in d if t['id'] == $1] == ['$2'], d" ||
-			fail "transaction $1 is not $2"
-	}
-
 	start=$(ms)
-	run orgs create --name clock-org || fail "orgs create" || return 1
-	run agents create --org clock-org --name clock-bot --balance 100 --budget 100 \
-		--rule 'name=api,match=api.*,hourly-rate-limit=2' || fail "agents create" || return 1
-	agent=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$sd/out")
-	run wallet update --agent-id "$agent" --period daily || fail "wallet update --period" || return 1
+	setup || return 1
 	run check --agent-id "$agent" --action api.call --estimated-cost 1 || fail "check 1" || return 1
 	c1=$(txn_id)
 	c1_at=$(ms)
@@ -194,16 +205,59 @@ assert len(steps) == 2 and abs(steps[0] - ($step) * 1000000) < 1000 and \\
 		fail "the ledger does not hold the two steps" || return 1
 	ok "the ledger records both steps"
 
-	# without the segment and snapshots the state is rebuilt from the ledger alone
+	# Without the segment and snapshots the state is rebuilt from the ledger
+	# alone, each method record replaying to its recorded result. The scaled
+	# clock ran ahead of the wall clock: the restart finds it behind the
+	# ledger, a step back while stopped, which moves the calendar only.
 	rm -rf "$sd/sock.shm" "$sd/state/checkpoints"
 	up || fail "the daemon did not replay its ledger" || return 1
 	grep -q "rebuilt the state from record" "$sd/daemon.log" || fail "no rebuild" || return 1
-	run spend --agent-id "$agent"
-	cmp -s "$sd/out" "$sd/spend.before" || fail "spend differs after the replay" || return 1
+	grep -q "wall clock stepped back by .* while the daemon was stopped" "$sd/daemon.log" ||
+		fail "no log line of the step back while stopped" || return 1
 	run transactions --limit 1000
 	cmp -s "$sd/out" "$sd/transactions.before" ||
 		fail "transactions differ after the replay" || return 1
-	ok "a replay of the ledger rebuilds the same state"
+	run spend --agent-id "$agent"
+	"$py" -c "import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert all(a[k] == b[k] for k in ('total', 'daily', 'weekly', 'monthly', 'held')), (a, b)" \
+		"$sd/out" "$sd/spend.before" 2>>"$sd/err" || fail "spend differs after the replay" ||
+		return 1
+	ok "a replay of the ledger rebuilds the same state; the restart behind it is a step back"
+	down
+	echo "$name: $passed passed"
+}
+
+# stopped: the daemon is stopped while its wall clock is a year ahead and
+# started again once the clock is corrected: the hold and the hourly limit
+# from before the stop are not left a year in the future.
+stopped() {
+	name=stopped sd=$dir/stopped passed=0 spid=
+	trap '[ -z "$spid" ] || kill $spid 2>/dev/null' EXIT
+	mkdir "$sd" || return 1
+	echo "+$offset" >"$sd/faketime"
+	up || return 1
+	setup || return 1
+	set_clock $((offset + year))
+	run check --agent-id "$agent" --action api.call --estimated-cost 1 || fail "check 1" || return 1
+	c1=$(txn_id)
+	c1_at=$(ms)
+	run check --agent-id "$agent" --action api.call --estimated-cost 1 || fail "check 2" || return 1
+	down || fail "the daemon did not stop cleanly" || return 1
+	set_clock $offset
+	up || return 1
+	grep -qE "wall clock stepped back by 3153[0-9]{4}\.[0-9]{3} s while the daemon was stopped" \
+		"$sd/daemon.log" || fail "no log line of the step back while stopped" || return 1
+	blocked_hourly "the restart freed the hourly limit" || return 1
+	txn_status "$c1" pending || return 1
+	ok "restarted a year back: logged; hourly limit and hold kept"
+	wait_until $((c1_at + ttl * 1000 / scale + 1500))
+	txn_status "$c1" expired || return 1
+	ok "the hold expired after its TTL"
+	wait_until $((c1_at + 1000 * 64 * 60 / scale + 1500))
+	run check --agent-id "$agent" --action api.call --estimated-cost 1 ||
+		fail "the hourly limit did not free after an hour" || return 1
+	ok "the hourly limit freed after an hour"
 	down
 	echo "$name: $passed passed"
 }
@@ -212,7 +266,10 @@ scenario forward $year >"$dir/forward.out" 2>&1 &
 fpid=$!
 scenario back -$year >"$dir/back.out" 2>&1 &
 bpid=$!
+stopped >"$dir/stopped.out" 2>&1 &
+opid=$!
 wait $fpid; frc=$?
 wait $bpid; brc=$?
-cat "$dir/forward.out" "$dir/back.out"
-[ $frc -eq 0 ] && [ $brc -eq 0 ] || exit 1
+wait $opid; orc=$?
+cat "$dir/forward.out" "$dir/back.out" "$dir/stopped.out"
+[ $frc -eq 0 ] && [ $brc -eq 0 ] && [ $orc -eq 0 ] || exit 1
