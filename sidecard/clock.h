@@ -2,10 +2,10 @@
  * clock.h: the daemon's clock (docs/DESIGN.md, "Time"). A wall-clock
  * reading in microseconds since the Unix epoch, UTC, that advances with the
  * monotonic clock (--time-scale times faster) and follows the system's wall
- * clock; a step of the wall clock (more than CLOCK_STEP_US away from what
- * the elapsed time predicts) is logged once and kept until the state takes
- * it (clock_now_step), so that the state can record it and keep durations
- * whole across it.
+ * clock (sampled at most once a millisecond); a step of the wall clock
+ * (more than CLOCK_STEP_US away from what the elapsed time predicts) is
+ * logged once and kept until the state takes it (clock_now_step), so that
+ * the state can record it and keep durations whole across it.
  *
  * Threads: any; the readings are serialized by the clock's own mutex,
  * which is a leaf (taken under the commit lock, never around it).
