@@ -137,6 +137,15 @@ void clock_resume(int64_t last_record)
 	pthread_mutex_unlock(&lock);
 }
 
+int64_t clock_uptime(void)
+{
+	int64_t up;
+
+	if (__builtin_mul_overflow(read_us(CLOCK_MONOTONIC) - mono_start, scale, &up))
+		up = INT64_MAX;
+	return up;
+}
+
 int64_t clock_real_wait_ms(int64_t wait_us)
 {
 	int64_t unit = 1000 * scale;

@@ -47,6 +47,9 @@ int64_t clock_now_step(int64_t *step);
  */
 void clock_resume(int64_t last_record);
 
+/* Microseconds of the daemon's time since clock_start, elapsed: no step counts. */
+int64_t clock_uptime(void);
+
 /* A wait of wait_us on the daemon's clock in real milliseconds, rounded up. */
 int64_t clock_real_wait_ms(int64_t wait_us);
 

@@ -1055,8 +1055,6 @@ int64_t dispatch_time(struct dispatch *d)
 
 	if (step == 0)
 		return now;
-	/* uptime is elapsed time */
-	d->started_at = gate_add_sat(d->started_at, step);
 	shm_change_begin(shm);
 	gate_clock_step(d->st, step, now);
 	if (d->ledger) {
@@ -1067,6 +1065,10 @@ int64_t dispatch_time(struct dispatch *d)
 		state_set_applied(d->st, ledger_commit(d->ledger));
 	}
 	shm_change_end(shm);
+	d->steps++;
+	/* the timer waits real time for deadlines the step moved: re-armed */
+	if (d->hold_placed)
+		d->hold_placed(d->hold_placed_arg);
 	return now;
 }
 

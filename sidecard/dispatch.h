@@ -29,13 +29,14 @@ struct dispatch {
 	struct state *st;
 	struct srv *srv;           /* for connection counters in stats; may be NULL */
 	const struct srv_config *srv_cfg;
-	int64_t started_at;        /* microseconds since the epoch */
 	/*
-	 * Called after a hold was placed, so the owner can arm the expiry timer:
+	 * Called after a hold was placed or a step of the wall clock was
+	 * applied (dispatch_time), so the owner can arm the expiry timer:
 	 * under the commit lock, on the thread of the request (any worker).
 	 */
 	void (*hold_placed)(void *arg);
 	void *hold_placed_arg;
+	uint64_t steps;            /* steps of the wall clock applied, under the commit lock */
 	/*
 	 * Optional. Called under the commit lock, on the thread of the request,
 	 * when a change raised an alert that subscribers wait for: the owner

@@ -55,6 +55,7 @@ struct daemon {
 	uv_loop_t loop;
 	uv_timer_t expiry, checkpoint_timer;
 	int64_t timer_due; /* when the expiry timer fires (daemon time) */
+	uint64_t timer_steps; /* dispatch.steps when it was armed: a step since moved timer_due */
 	uv_check_t alerts; /* pushes the alerts raised during the iteration */
 	uv_async_t wake;   /* from workers: a hold was placed, or alerts wait for a push */
 	uv_signal_t sigterm, sigint;
@@ -179,6 +180,7 @@ static void arm_expiry(struct daemon *d)
 	if (roll < next)
 		next = roll;
 	d->timer_due = next;
+	d->timer_steps = d->dispatch.steps;
 	pthread_mutex_unlock(&d->dispatch.lock);
 	if (next == INT64_MAX) {
 		uv_timer_stop(&d->expiry);
@@ -220,14 +222,25 @@ static void on_loop_turn(uv_check_t *h)
 }
 
 /*
+ * Under the commit lock: the timer is armed for a time on the daemon's
+ * clock, which a hold due sooner or a step of the wall clock since makes
+ * wrong.
+ */
+static int timer_stale(struct daemon *d)
+{
+	return gate_next_expiry(d->st) < d->timer_due || d->dispatch.steps != d->timer_steps;
+}
+
+/*
  * Under the commit lock, on the thread of the request: the timer is the
- * main loop's, so a hold due before it fires asks the main loop to re-arm.
+ * main loop's, so a hold due before it fires, or a step of the wall clock,
+ * asks the main loop to re-arm.
  */
 static void on_hold_placed(void *arg)
 {
 	struct daemon *d = arg;
 
-	if (gate_next_expiry(d->st) < d->timer_due)
+	if (timer_stale(d))
 		uv_async_send(&d->wake);
 }
 
@@ -245,7 +258,7 @@ static void on_wake(uv_async_t *a)
 	int rearm;
 
 	pthread_mutex_lock(&d->dispatch.lock);
-	rearm = gate_next_expiry(d->st) < d->timer_due;
+	rearm = timer_stale(d);
 	pthread_mutex_unlock(&d->dispatch.lock);
 	if (rearm)
 		arm_expiry(d);
@@ -604,11 +617,6 @@ static int start(struct daemon *d)
 	}
 	d->dispatch.ledger = d->ledger;
 	d->dispatch.strict = d->cfg.strict;
-	d->dispatch.started_at = clock_now();
-	d->dispatch.hold_placed = on_hold_placed;
-	d->dispatch.hold_placed_arg = d;
-	d->dispatch.alerts_raised = on_alerts_raised;
-	d->dispatch.alerts_raised_arg = d;
 	d->timer_due = INT64_MAX;
 	d->dispatch.srv_cfg = &d->srv_cfg;
 	/* the first change the ledger gets is the step, if the clock went back while stopped */
@@ -628,6 +636,11 @@ static int start(struct daemon *d)
 	d->srv_cfg.conn_closed = dispatch_conn_closed;
 	uv_async_init(&d->loop, &d->wake, on_wake);
 	d->wake.data = d;
+	/* both wake the main loop: not before it can be woken (a step at start-up calls one) */
+	d->dispatch.hold_placed = on_hold_placed;
+	d->dispatch.hold_placed_arg = d;
+	d->dispatch.alerts_raised = on_alerts_raised;
+	d->dispatch.alerts_raised_arg = d;
 	if ((rc = srv_init(&d->srv, &d->loop, &d->srv_cfg, dispatch_request, &d->dispatch, err,
 	                   sizeof(err))) != 0) {
 		log_error("%s", err);
