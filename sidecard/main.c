@@ -163,8 +163,16 @@ static int take_dirs(const struct config *c, int *state_lock, int *segment_lock)
 static void on_expiry(uv_timer_t *t);
 
 /*
+ * The longest the expiry timer waits, in real milliseconds: a step of the
+ * wall clock moves the deadlines, and an idle daemon (no request reads the
+ * clock) sees one when the timer fires.
+ */
+#define STEP_WATCH_MS 10000
+
+/*
  * Arms the timer for the oldest hold (all holds share one TTL, so it is the
- * next due) or the next local midnight of an org, whichever comes first.
+ * next due) or the next local midnight of an org, whichever comes first,
+ * and at most STEP_WATCH_MS away.
  */
 static void arm_expiry(struct daemon *d)
 {
@@ -182,12 +190,10 @@ static void arm_expiry(struct daemon *d)
 	d->timer_due = next;
 	d->timer_steps = d->dispatch.steps;
 	pthread_mutex_unlock(&d->dispatch.lock);
-	if (next == INT64_MAX) {
-		uv_timer_stop(&d->expiry);
-		return;
-	}
 	/* next is on the daemon's clock, which --time-scale may speed up; the timer is real. */
-	wait = clock_real_wait_ms(next - now);
+	wait = next == INT64_MAX ? STEP_WATCH_MS : clock_real_wait_ms(gate_add_sat(next, -now));
+	if (wait > STEP_WATCH_MS)
+		wait = STEP_WATCH_MS;
 	uv_timer_start(&d->expiry, on_expiry, (uint64_t)wait, 0);
 }
 

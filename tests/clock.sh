@@ -172,9 +172,10 @@ scenario() {
 		fail "the day's spend or its end did not carry back" || return 1
 	ok "stepped $dir2 again: logged; hourly limit, hold and the day's spend kept"
 
-	# midnight, then the end of the hour (64 daemon minutes at most) after the first check
+	# midnight, then the end of the hour after the first check: 64 daemon minutes at
+	# most, and each step moves the window by whole 4-minute buckets, rounded up
 	wait_until $((start + 1000 * midnight_in / scale + 1500))
-	wait_until $((c1_at + 1000 * 64 * 60 / scale + 1500))
+	wait_until $((c1_at + 1000 * 72 * 60 / scale + 1500))
 	txn_status "$h4" expired || return 1
 	ok "the hold placed before the correction expired after its TTL"
 	run check --agent-id "$agent" --action api.call --estimated-cost 1 ||
@@ -254,10 +255,40 @@ stopped() {
 	wait_until $((c1_at + ttl * 1000 / scale + 1500))
 	txn_status "$c1" expired || return 1
 	ok "the hold expired after its TTL"
-	wait_until $((c1_at + 1000 * 64 * 60 / scale + 1500))
+	wait_until $((c1_at + 1000 * 68 * 60 / scale + 1500))
 	run check --agent-id "$agent" --action api.call --estimated-cost 1 ||
 		fail "the hourly limit did not free after an hour" || return 1
 	ok "the hourly limit freed after an hour"
+	down
+	echo "$name: $passed passed"
+}
+
+# idle: the clock of a daemon that nothing asks steps forward to 45 daemon
+# minutes (15 s) before midnight, which was 3 hours (60 s) away: the daemon
+# sees the step within 10 s (its timer's longest wait) and refills at that
+# midnight.
+idle() {
+	name=idle sd=$dir/idle passed=0 spid=
+	trap '[ -z "$spid" ] || kill $spid 2>/dev/null' EXIT
+	mkdir "$sd" || return 1
+	echo "+$((midnight - 10800 - now))" >"$sd/faketime"
+	up || return 1
+	setup || return 1
+	run check --agent-id "$agent" --action tool.call --estimated-cost 1 || fail "check" || return 1
+	run report --transaction-id "$(txn_id)" --outcome success --actual-cost 1 ||
+		fail "report" || return 1
+	# the daemon's time is the fake wall clock plus (scale - 1) x the real time since its start
+	echo "+$((midnight - 2700 - now - scale * ($(date +%s) - now)))" >"$sd/faketime.new" &&
+		mv "$sd/faketime.new" "$sd/faketime"
+	stepped=$(ms)
+	wait_until $((stepped + 2700000 / scale + 2500))
+	grep -qE "wall clock stepped forward by " "$sd/daemon.log" ||
+		fail "no log line of the step" || return 1
+	run transactions --agent-id "$agent" --limit 100
+	json "r = [t for t in d if t['type'] == 'refill']
+assert len(r) == 1 and r[0]['created_at'] >= $midnight * 1000000, r" ||
+		fail "no refill at the midnight the step brought near" || return 1
+	ok "an idle daemon saw the step and refilled at midnight"
 	down
 	echo "$name: $passed passed"
 }
@@ -268,8 +299,11 @@ scenario back -$year >"$dir/back.out" 2>&1 &
 bpid=$!
 stopped >"$dir/stopped.out" 2>&1 &
 opid=$!
+idle >"$dir/idle.out" 2>&1 &
+ipid=$!
 wait $fpid; frc=$?
 wait $bpid; brc=$?
 wait $opid; orc=$?
-cat "$dir/forward.out" "$dir/back.out" "$dir/stopped.out"
-[ $frc -eq 0 ] && [ $brc -eq 0 ] && [ $orc -eq 0 ] || exit 1
+wait $ipid; irc=$?
+cat "$dir/forward.out" "$dir/back.out" "$dir/stopped.out" "$dir/idle.out"
+[ $frc -eq 0 ] && [ $brc -eq 0 ] && [ $orc -eq 0 ] && [ $irc -eq 0 ] || exit 1
