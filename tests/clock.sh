@@ -42,8 +42,8 @@ test_dir clock
 scale=180     # a daemon minute lasts a third of a second
 ttl=900       # daemon seconds: 5 s real
 year=31536000
-# The fake clock starts 42 daemon minutes (14 s real) before a UTC midnight.
-midnight_in=2520
+# The fake clock starts 50 daemon minutes (about 17 s real) before a UTC midnight.
+midnight_in=3000
 now=$(date +%s)
 midnight=$(( (now / 86400 + 2) * 86400 ))
 offset=$(( midnight - midnight_in - now ))
