@@ -53,7 +53,7 @@ void clock_start(unsigned s)
 
 static void log_step(int64_t step, int64_t to, const char *when_seen)
 {
-	int64_t abs = step < 0 ? -step : step;
+	int64_t size = step < 0 ? -step : step;
 	time_t secs = (time_t)(to / 1000000);
 	char when[32];
 	struct tm tm;
@@ -62,8 +62,8 @@ static void log_step(int64_t step, int64_t to, const char *when_seen)
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	log_warn("wall clock stepped %s by %lld.%03lld s%s, to %s: holds and hourly windows run on "
 	         "elapsed time, the current day's counters carry to the new date",
-	         step < 0 ? "back" : "forward", (long long)(abs / 1000000),
-	         (long long)(abs % 1000000 / 1000), when_seen, when);
+	         step < 0 ? "back" : "forward", (long long)(size / 1000000),
+	         (long long)(size % 1000000 / 1000), when_seen, when);
 }
 
 /*
@@ -92,8 +92,10 @@ static int64_t sample(int full)
 		before = gate_add_sat(now, -jump);
 		if (before < last)
 			before = last;
-		log_step(now - before, now, "");
-		pending = gate_add_sat(pending, now - before);
+		if (now != before) {
+			log_step(now - before, now, "");
+			pending = gate_add_sat(pending, now - before);
+		}
 		last = now;
 	} else if (now > last) {
 		last = now;
