@@ -2,9 +2,9 @@
 # clock.sh: steps of the wall clock under a running daemon (docs/DESIGN.md,
 # "Time"). The daemon runs under libfaketime, which fakes CLOCK_REALTIME
 # only (FAKETIME_DONT_FAKE_MONOTONIC=1) from a file the test rewrites, and
-# with --time-scale 180 (an hour lasts 20 s). Two daemons run side by side:
-# the wall clock of one steps a year forward and then back, the other's a
-# year back and then forward. Each exhausts an hourly limit and opens a
+# with --time-scale 180 (an hour lasts 20 s). Daemons run side by side:
+# the wall clock of one steps a year forward and then back, the other's
+# (with two worker threads) a year back and then forward. Each exhausts an hourly limit and opens a
 # hold before the first step, and opens holds between the steps; it must
 # log each step; keep the hourly limit, the holds and the day's spend
 # through both; expire each hold once its TTL has elapsed and free the
@@ -49,7 +49,7 @@ midnight=$(( (now / 86400 + 2) * 86400 ))
 offset=$(( midnight - midnight_in - now ))
 
 # Helpers of the scenarios, each run in a subshell of its own: $name, $sd,
-# $spid and $agent are the scenario's.
+# $workers, $spid and $agent are the scenario's.
 fail() {
 	echo "FAIL $name: $1"
 	echo "--- stdout"; cat "$sd/out" 2>/dev/null
@@ -90,7 +90,8 @@ txn_status() { # ID STATUS
 up() {
 	env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$sd/faketime" FAKETIME_NO_CACHE=1 \
 		FAKETIME_DONT_FAKE_MONOTONIC=1 "$bin" --socket "$sd/sock" --state-dir "$sd/state" \
-		--time-scale $scale --hold-ttl $ttl --expiry-charge none 2>>"$sd/daemon.log" &
+		--time-scale $scale --hold-ttl $ttl --expiry-charge none --workers $workers \
+		2>>"$sd/daemon.log" &
 	spid=$!
 	i=0
 	until "$ctl" --socket "$sd/sock" stats >/dev/null 2>&1; do
@@ -119,10 +120,11 @@ setup() {
 	run wallet update --agent-id "$agent" --period daily || fail "wallet update --period"
 }
 
-# scenario NAME STEP: runs one daemon in $dir/NAME whose wall clock steps by
-# STEP seconds and back; prints its results and returns 0 or 1.
+# scenario NAME STEP WORKERS: runs one daemon in $dir/NAME, with --workers
+# WORKERS, whose wall clock steps by STEP seconds and back; prints its
+# results and returns 0 or 1.
 scenario() {
-	name=$1 step=$2 sd=$dir/$1 passed=0 spid=
+	name=$1 step=$2 workers=$3 sd=$dir/$1 passed=0 spid=
 	trap '[ -z "$spid" ] || kill $spid 2>/dev/null' EXIT
 	mkdir "$sd" || return 1
 	echo "+$offset" >"$sd/faketime"
@@ -233,7 +235,7 @@ assert all(a[k] == b[k] for k in ('total', 'daily', 'weekly', 'monthly', 'held')
 # started again once the clock is corrected: the hold and the hourly limit
 # from before the stop are not left a year in the future.
 stopped() {
-	name=stopped sd=$dir/stopped passed=0 spid=
+	name=stopped workers=1 sd=$dir/stopped passed=0 spid=
 	trap '[ -z "$spid" ] || kill $spid 2>/dev/null' EXIT
 	mkdir "$sd" || return 1
 	echo "+$offset" >"$sd/faketime"
@@ -268,7 +270,7 @@ stopped() {
 # sees the step within 10 s (its timer's longest wait) and refills at that
 # midnight.
 idle() {
-	name=idle sd=$dir/idle passed=0 spid=
+	name=idle workers=1 sd=$dir/idle passed=0 spid=
 	trap '[ -z "$spid" ] || kill $spid 2>/dev/null' EXIT
 	mkdir "$sd" || return 1
 	echo "+$((midnight - 10800 - now))" >"$sd/faketime"
@@ -293,9 +295,10 @@ assert len(r) == 1 and r[0]['created_at'] >= $midnight * 1000000, r" ||
 	echo "$name: $passed passed"
 }
 
-scenario forward $year >"$dir/forward.out" 2>&1 &
+scenario forward $year 1 >"$dir/forward.out" 2>&1 &
 fpid=$!
-scenario back -$year >"$dir/back.out" 2>&1 &
+# with worker threads, a step is taken by a request on a worker and wakes the main loop
+scenario back -$year 2 >"$dir/back.out" 2>&1 &
 bpid=$!
 stopped >"$dir/stopped.out" 2>&1 &
 opid=$!
