@@ -1,19 +1,25 @@
 #!/bin/sh
 # clock.sh: steps of the wall clock under a running daemon (docs/DESIGN.md,
-# "Time"). The daemon runs under libfaketime, which fakes CLOCK_REALTIME
+# "Time"). Each daemon runs under libfaketime, which fakes CLOCK_REALTIME
 # only (FAKETIME_DONT_FAKE_MONOTONIC=1) from a file the test rewrites, and
-# with --time-scale 180 (an hour lasts 20 s). Daemons run side by side:
-# the wall clock of one steps a year forward and then back, the other's
-# (with two worker threads) a year back and then forward. Each exhausts an hourly limit and opens a
-# hold before the first step, and opens holds between the steps; it must
-# log each step; keep the hourly limit, the holds and the day's spend
-# through both; expire each hold once its TTL has elapsed and free the
-# hourly limit once an hour has; roll the day (spend back to 0, one refill)
-# at the local midnight that elapsed time reaches after the correction;
-# record both steps in its ledger; and rebuild the same state from it. A
-# third daemon is stopped while its clock is a year ahead and started
-# after the correction: it must take that as a step back, and keep its
-# hold and its hourly limit for their elapsed time only.
+# with --time-scale 180 (an hour lasts 20 s). Four run side by side.
+#
+# forward, back: the wall clock steps a year forward and then back, or (on
+# a daemon with two worker threads) back and then forward. Each daemon
+# exhausts an hourly limit and opens a hold before the first step, and
+# opens holds between the steps; it must log each step; keep the hourly
+# limit, the holds and the day's spend through both; expire each hold once
+# its TTL has elapsed and free the hourly limit once an hour has; roll the
+# day (spend back to 0, one refill) at the local midnight that elapsed time
+# reaches after the correction; record both steps in its ledger; and
+# rebuild the same state from it.
+#
+# stopped: the daemon is stopped while its clock is a year ahead and
+# started after the correction: it must take that as a step back, and keep
+# its hold and hourly limit for their elapsed time only.
+#
+# idle: the clock of a daemon nobody asks steps forward to shortly before
+# midnight: it must see the step by itself and refill at that midnight.
 #
 # Needs libfaketime (Debian package faketime, which packaging/install-deps.sh
 # installs; $FAKETIME_LIB names another copy): without it the test is skipped.
