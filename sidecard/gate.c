@@ -117,10 +117,10 @@ static uint32_t bucket_index(int32_t number)
 
 /*
  * The buckets hold numbers (newest - 16, newest]; the window at now is the
- * bucket of now and the 15 before it. A clock that stepped back (now before
- * the newest bucket) counts every bucket held, which can only block
- * earlier, never later. At most 16 additions of one cache line: no running
- * sum to keep consistent.
+ * bucket of now and the 15 before it. A now before the newest bucket (the
+ * clock went back by less than a step, or a step's shift rounded up) counts
+ * every bucket held, which can only block longer, never less. At most 16
+ * additions of one cache line: no running sum to keep consistent.
  */
 int64_t gate_window_count(const struct shm_window *w, int64_t now)
 {
