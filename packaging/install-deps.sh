@@ -2,7 +2,8 @@
 # Installs everything sidecard needs to build and test on Debian (bookworm or
 # later): the toolchain, autotools, the four libraries, and the tools the test
 # suite uses (Debian's python3 with python3-msgpack for the interop test, and
-# tzdata, whose zone files the time zone tests resolve), and the peer of the
+# tzdata, whose zone files the time zone tests resolve; faketime, whose
+# libfaketime steps the daemon's wall clock in tests/clock.sh), and the peer of the
 # gate benchmark (bench/gate_bench, built and smoke-run by make check):
 # redis-server and hiredis (libhiredis-dev), the C client it calls Redis with.
 # Safe to run again; needs root or sudo.
@@ -10,7 +11,7 @@ set -eu
 
 packages="build-essential autoconf automake libtool pkg-config \
 libuv1-dev libmsgpack-dev liburcu-dev check \
-python3 python3-msgpack tzdata \
+python3 python3-msgpack tzdata faketime \
 redis-server libhiredis-dev"
 
 if [ "$(id -u)" -ne 0 ]; then

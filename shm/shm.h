@@ -56,7 +56,9 @@
  * from 60 to 64 minutes back, depending on where t falls in its bucket. It
  * always covers the last 60 minutes, so a limit of N per hour never lets
  * more than N through in any 60-minute span; an exhausted limit may stay
- * blocked up to 4 minutes longer than a minute-exact window would.
+ * blocked up to 4 minutes longer than a minute-exact window would. A step
+ * of the wall clock moves the bucket numbers by the step, rounded up to
+ * whole buckets (gate_window_shift), so the window counts elapsed time.
  *
  * CONCURRENCY
  *

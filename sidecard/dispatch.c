@@ -24,56 +24,13 @@
 #include <time.h>
 
 #include "alerts.h"
+#include "clock.h"
 #include "common.h"
 #include "dispatch.h"
 #include "gate.h"
 #include "dispatch_int.h"
 #include "ledger_writer.h"
 #include "log.h"
-
-/*
- * The daemon's clock. --time-scale N (demos and tests) makes it run N times
- * faster than the real clock from the moment it is set, once at start-up on
- * the main thread before any other thread exists; afterwards both values
- * are only read.
- */
-static int64_t time_scale = 1, time_origin;
-
-static int64_t real_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-void dispatch_set_time_scale(unsigned scale)
-{
-	time_origin = real_now();
-	time_scale = scale > 1 ? scale : 1;
-}
-
-int64_t dispatch_now(void)
-{
-	int64_t now = real_now(), scaled;
-
-	if (time_scale == 1 || now <= time_origin)
-		return now;
-	/* Saturates rather than wraps: centuries of scaled time are out of reach anyway. */
-	if (__builtin_mul_overflow(now - time_origin, time_scale, &scaled) ||
-	    __builtin_add_overflow(scaled, time_origin, &now))
-		return INT64_MAX;
-	return now;
-}
-
-int64_t dispatch_real_wait_ms(int64_t wait_us)
-{
-	int64_t unit = 1000 * time_scale;
-
-	if (wait_us <= 0)
-		return 0;
-	return wait_us / unit + (wait_us % unit != 0);
-}
 
 int call_fail(struct call *c, int code, const char *fmt, ...)
 {
@@ -1094,6 +1051,35 @@ static int run(struct dispatch *d, const struct method *m, const msgpack_object 
 static unsigned clock_change(struct dispatch *d, unsigned type,
                              unsigned (*apply)(struct state *st, int64_t now), int64_t now);
 
+/*
+ * A step seen since the last change is applied and recorded first (a
+ * LEDGER_CLOCK record), so that no change sees the new time before the
+ * state took the step; a replay applies it at the same point.
+ */
+int64_t dispatch_time(struct dispatch *d)
+{
+	struct shm *shm = state_shm(d->st);
+	int64_t step, now = clock_now_step(&step);
+
+	if (step == 0)
+		return now;
+	shm_change_begin(shm);
+	gate_clock_step(d->st, step, now);
+	if (d->ledger) {
+		msgpack_packer *lp = ledger_begin(d->ledger, LEDGER_CLOCK, now);
+
+		msgpack_pack_array(lp, 1);
+		msgpack_pack_int64(lp, step);
+		state_set_applied(d->st, ledger_commit(d->ledger));
+	}
+	shm_change_end(shm);
+	d->steps++;
+	/* the timer waits real time for deadlines the step moved: re-armed */
+	if (d->hold_placed)
+		d->hold_placed(d->hold_placed_arg);
+	return now;
+}
+
 uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *pk)
 {
 	struct dispatch *d = ctx;
@@ -1117,7 +1103,7 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", refused);
 	} else {
 		/* read under the lock, so the ledger's times follow its order */
-		int64_t now = dispatch_now();
+		int64_t now = m->ledger_type ? dispatch_time(d) : clock_now();
 
 		/* a new day begins before the change that sees it */
 		if (m->ledger_type && now >= gate_next_roll(d->st))
@@ -1167,30 +1153,29 @@ static unsigned clock_change(struct dispatch *d, unsigned type,
 	return n;
 }
 
-unsigned dispatch_expire(struct dispatch *d, int64_t now)
+unsigned dispatch_expire(struct dispatch *d)
 {
 	unsigned n;
+	int64_t now;
 
 	pthread_mutex_lock(&d->lock);
+	now = dispatch_time(d);
+	/* a roll that expires nothing is still a change: recorded on its own */
+	clock_change(d, LEDGER_ROLL, gate_roll, now);
 	n = clock_change(d, LEDGER_EXPIRE, gate_expire, now);
 	pthread_mutex_unlock(&d->lock);
 	return n;
 }
 
-void dispatch_roll(struct dispatch *d, int64_t now)
-{
-	pthread_mutex_lock(&d->lock);
-	clock_change(d, LEDGER_ROLL, gate_roll, now);
-	pthread_mutex_unlock(&d->lock);
-}
-
-void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set)
+void dispatch_settings(struct dispatch *d, const struct state_settings *set)
 {
 	const struct shm_header *h = state_shm(d->st)->hdr;
 	struct shm *shm = state_shm(d->st);
 	msgpack_packer *lp;
+	int64_t now;
 
 	pthread_mutex_lock(&d->lock);
+	now = dispatch_time(d);
 	shm_change_begin(shm);
 	state_set_settings(d->st, set);
 	if (d->ledger) {
@@ -1427,6 +1412,28 @@ static int replay_run(struct dispatch *d, const struct method *m, const struct l
 	return rc;
 }
 
+/* A clock record: [step], applied at the record's time. */
+static int replay_clock(struct dispatch *d, const struct ledger_record *r)
+{
+	msgpack_unpacked u;
+	size_t off = 0;
+	int rc = SC_EINVAL;
+
+	msgpack_unpacked_init(&u);
+	if (msgpack_unpack_next(&u, r->body, r->body_len, &off) == MSGPACK_UNPACK_SUCCESS &&
+	    off == r->body_len && u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 1) {
+		const msgpack_object *o = &u.data.via.array.ptr[0];
+
+		if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+		    (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)) {
+			gate_clock_step(d->st, o->via.i64, r->time);
+			rc = 0;
+		}
+	}
+	msgpack_unpacked_destroy(&u);
+	return rc;
+}
+
 /*
  * The record's objects live in one zone kept from one record to the next
  * and cleared before each: a replay of millions of records allocates
@@ -1446,6 +1453,10 @@ int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err
 		gate_expire(d->st, r->time);
 	} else if (r->type == LEDGER_ROLL) {
 		gate_roll(d->st, r->time);
+	} else if (r->type == LEDGER_CLOCK) {
+		if ((rc = replay_clock(d, r)) != 0)
+			sc_errorf(err, errlen, "record %llu: a clock record's body is not [step]",
+			          (unsigned long long)r->seq);
 	} else if (!d->replay_zone && !(d->replay_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE))) {
 		sc_errorf(err, errlen, "record %llu: out of memory", (unsigned long long)r->seq);
 		rc = -ENOMEM;

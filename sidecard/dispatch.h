@@ -29,13 +29,14 @@ struct dispatch {
 	struct state *st;
 	struct srv *srv;           /* for connection counters in stats; may be NULL */
 	const struct srv_config *srv_cfg;
-	int64_t started_at;        /* microseconds since the epoch */
 	/*
-	 * Called after a hold was placed, so the owner can arm the expiry timer:
+	 * Called after a hold was placed or a step of the wall clock was
+	 * applied (dispatch_time), so the owner can arm the expiry timer:
 	 * under the commit lock, on the thread of the request (any worker).
 	 */
 	void (*hold_placed)(void *arg);
 	void *hold_placed_arg;
+	uint64_t steps;            /* steps of the wall clock applied, under the commit lock */
 	/*
 	 * Optional. Called under the commit lock, on the thread of the request,
 	 * when a change raised an alert that subscribers wait for: the owner
@@ -75,12 +76,20 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
  */
 void dispatch_conn_closed(void *ctx, uint64_t conn_id);
 
-/* Expires due holds and records it; returns how many. Takes the commit lock. */
-unsigned dispatch_expire(struct dispatch *d, int64_t now);
-/* Rolls the orgs' calendars into a new local day when one began, and records it. Takes the lock. */
-void dispatch_roll(struct dispatch *d, int64_t now);
+/*
+ * At the daemon's time: rolls the orgs' calendars into a new local day when
+ * one began, then expires due holds, recording each (and a step of the
+ * wall clock first); returns how many holds expired. Takes the commit lock.
+ */
+unsigned dispatch_expire(struct dispatch *d);
+/*
+ * Under the commit lock: the daemon's time (clock.h) for a change, after
+ * the state took, and the ledger recorded, any step of the wall clock seen
+ * since the last one.
+ */
+int64_t dispatch_time(struct dispatch *d);
 /* Applies and records the settings (and the segment's capacities). Takes the commit lock. */
-void dispatch_settings(struct dispatch *d, int64_t now, const struct state_settings *set);
+void dispatch_settings(struct dispatch *d, const struct state_settings *set);
 /* The capacities in the body of a settings record: 0 or SC_EINVAL. */
 int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps);
 /*
@@ -105,15 +114,5 @@ int dispatch_alerts_pending(const struct dispatch *d);
 uint64_t dispatch_alerts_dropped(const struct dispatch *d);
 /* Releases the subscribers (d->alerts). */
 void dispatch_alerts_free(struct dispatch *d);
-
-/*
- * The daemon's clock: microseconds since the Unix epoch, UTC, running
- * --time-scale times faster than the real clock since start-up (once: on
- * the main thread, before any other thread). A wait of wait_us on the
- * daemon's clock lasts dispatch_real_wait_ms() real milliseconds, rounded up.
- */
-int64_t dispatch_now(void);
-void dispatch_set_time_scale(unsigned scale);
-int64_t dispatch_real_wait_ms(int64_t wait_us);
 
 #endif /* SIDECARD_DISPATCH_H */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "common.h"
 #include "dispatch_int.h"
 #include "gate.h"
@@ -372,7 +373,7 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "ledger_buffer_bytes", ls.buffer_bytes);
 	proto_pack_key_u64(pk, "checkpoint_seq", c->d->checkpoint_seq);
 	proto_pack_key_u64(pk, "checkpoint_failures", c->d->checkpoint_failures);
-	proto_pack_key_i64(pk, "uptime_s", (c->now - c->d->started_at) / 1000000);
+	proto_pack_key_i64(pk, "uptime_s", clock_uptime() / 1000000);
 	proto_pack_key_u64(pk, "orgs", sc.orgs);
 	proto_pack_key_u64(pk, "agents", sc.agents);
 	proto_pack_key_u64(pk, "rules", sc.rules);

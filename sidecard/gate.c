@@ -117,10 +117,10 @@ static uint32_t bucket_index(int32_t number)
 
 /*
  * The buckets hold numbers (newest - 16, newest]; the window at now is the
- * bucket of now and the 15 before it. A clock that stepped back (now before
- * the newest bucket) counts every bucket held, which can only block
- * earlier, never later. At most 16 additions of one cache line: no running
- * sum to keep consistent.
+ * bucket of now and the 15 before it. A now before the newest bucket (the
+ * clock went back by less than a step, or a step's shift rounded up) counts
+ * every bucket held, which can only block longer, never less. At most 16
+ * additions of one cache line: no running sum to keep consistent.
  */
 int64_t gate_window_count(const struct shm_window *w, int64_t now)
 {
@@ -148,6 +148,23 @@ void gate_window_add(struct shm_window *w, int64_t now)
 	}
 	if (w->n[bucket_index(w->newest)] < UINT32_MAX)
 		w->n[bucket_index(w->newest)]++;
+}
+
+void gate_window_shift(struct shm_window *w, int64_t step)
+{
+	int64_t width = GATE_US_PER_MINUTE * SHM_WINDOW_MINUTES;
+	/* C division truncates toward zero: rounds a step back up too */
+	int64_t newest = (int64_t)w->newest + step / width + (step % width > 0);
+	uint32_t n[SHM_WINDOW_BUCKETS];
+
+	if (newest > INT32_MAX)
+		newest = INT32_MAX;
+	if (newest < INT32_MIN + SHM_WINDOW_BUCKETS)
+		newest = INT32_MIN + SHM_WINDOW_BUCKETS;
+	for (int32_t i = 0; i < SHM_WINDOW_BUCKETS; i++)
+		n[bucket_index((int32_t)newest - i)] = w->n[bucket_index(w->newest - i)];
+	memcpy(w->n, n, sizeof(n));
+	w->newest = (int32_t)newest;
 }
 
 int64_t gate_rate_count(const struct shm_rule *r, int64_t now)

@@ -166,6 +166,12 @@ int32_t gate_minute(int64_t now);
 int32_t gate_window_bucket(int64_t now);
 int64_t gate_window_count(const struct shm_window *w, int64_t now);
 void gate_window_add(struct shm_window *w, int64_t now);
+/*
+ * Moves a window's buckets by a step of the clock, rounded up to whole
+ * buckets: it frees no earlier than the elapsed time says, at most one
+ * bucket later.
+ */
+void gate_window_shift(struct shm_window *w, int64_t step);
 
 /* Allowed checks a rule has counted in the hourly window at now. */
 int64_t gate_rate_count(const struct shm_rule *r, int64_t now);
@@ -190,6 +196,16 @@ void gate_calendar(const char *rule, int64_t now, struct shm_calendar *cal);
 unsigned gate_roll(struct state *st, int64_t now);
 /* When the next org's local day ends: the time gate_roll next has work. */
 int64_t gate_next_roll(struct state *st);
+/*
+ * Takes a step of the wall clock (docs/DESIGN.md, "Time"): now is the time
+ * after it, now - step the time it replaced. First rolls at now - step what
+ * the elapsed time rolled; then moves the open holds' deadlines and the
+ * hourly windows by the step, so they keep their elapsed time, and moves
+ * every calendar to its date at now, carrying the counters, refill keys and
+ * alert marks of the current periods into the periods now falls in. A step
+ * begins no period: nothing is refilled, reset or expired by it.
+ */
+void gate_clock_step(struct state *st, int64_t step, int64_t now);
 /* Sets an org's time zone (name as given, its resolved POSIX rule) and its calendar. */
 void gate_org_timezone(struct state *st, uint32_t org_slot, const char *name, const char *rule,
                        int64_t now);

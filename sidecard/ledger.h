@@ -44,6 +44,7 @@ enum ledger_type {
 	LEDGER_WALLETS_CARVE,
 	LEDGER_WALLETS_RELEASE,
 	LEDGER_PRICING_SET,
+	LEDGER_CLOCK, /* [step] : the wall clock stepped by step us before the record's time */
 	LEDGER_TYPE_END
 };
 
@@ -78,6 +79,7 @@ typedef int (*ledger_visit_fn)(void *arg, const struct ledger_record *r);
 struct ledger_scan_result {
 	uint64_t first_seq;    /* first record seen (0: none) */
 	uint64_t last_seq;     /* last valid record (0: none) */
+	int64_t last_time;     /* the time of that record */
 	uint64_t records;      /* records visited */
 	unsigned segments;
 	int torn;              /* the last segment ended in a partial record */

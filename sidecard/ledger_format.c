@@ -43,7 +43,9 @@
  * arguments of the request as the client sent them and the result the daemon
  * answered. Replaying params at the record's time through the same code
  * reproduces the result exactly; recovery checks that it does. An expiry
- * record's body is [] and a settings record's body is a map.
+ * record's body is [] and a settings record's body is a map. A clock record's
+ * body is [step]: the signed microseconds by which the wall clock stepped
+ * (docs/DESIGN.md, "Time"); the record's time is the time after the step.
  *
  * A record is durable once the fdatasync after its write returns. The
  * writer writes a batch of records with one pwrite and one fdatasync, and
@@ -144,6 +146,7 @@ static const char *const type_names[LEDGER_TYPE_END] = {
 	[LEDGER_WALLETS_CARVE] = "wallets.carve",
 	[LEDGER_WALLETS_RELEASE] = "wallets.release",
 	[LEDGER_PRICING_SET] = "pricing.set",
+	[LEDGER_CLOCK] = "clock",
 };
 
 const char *ledger_type_name(unsigned type)
@@ -727,6 +730,7 @@ static int scan_segment(struct scan *s, const struct segment *seg, int last)
 		if (!s->res->first_seq)
 			s->res->first_seq = rec.seq;
 		s->res->last_seq = rec.seq;
+		s->res->last_time = rec.time;
 		s->next_seq = rec.seq + 1;
 		off += LEDGER_RECORD_HEADER + rec.body_len;
 		s->res->tail_offset = off;

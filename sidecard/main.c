@@ -36,6 +36,7 @@
 #include <uv.h>
 
 #include "checkpoint.h"
+#include "clock.h"
 #include "daemon_config.h"
 #include "dispatch.h"
 #include "fsutil.h"
@@ -58,6 +59,7 @@ struct daemon {
 	uv_loop_t loop;
 	uv_timer_t expiry, checkpoint_timer;
 	int64_t timer_due; /* when the expiry timer fires (daemon time) */
+	uint64_t timer_steps; /* dispatch.steps when it was armed: a step since moved timer_due */
 	uv_check_t alerts; /* pushes the alerts raised during the iteration */
 	uv_async_t wake;   /* from workers: a hold was placed, or alerts wait for a push */
 	uv_signal_t signals[6]; /* stop_signals, then ignored_signals */
@@ -165,28 +167,37 @@ static int take_dirs(const struct config *c, int *state_lock, int *segment_lock)
 static void on_expiry(uv_timer_t *t);
 
 /*
+ * The longest the expiry timer waits, in real milliseconds: a step of the
+ * wall clock moves the deadlines, and an idle daemon (no request reads the
+ * clock) sees one when the timer fires.
+ */
+#define STEP_WATCH_MS 10000
+
+/*
  * Arms the timer for the oldest hold (all holds share one TTL, so it is the
- * next due) or the next local midnight of an org, whichever comes first.
+ * next due) or the next local midnight of an org, whichever comes first,
+ * and at most STEP_WATCH_MS away.
  */
 static void arm_expiry(struct daemon *d)
 {
-	int64_t next, roll, wait;
+	int64_t now, next, roll, wait;
 
 	if (d->stopping)
 		return;
 	pthread_mutex_lock(&d->dispatch.lock);
+	/* a step of the wall clock moves the deadlines: the state takes it first */
+	now = dispatch_time(&d->dispatch);
 	next = gate_next_expiry(d->st);
 	roll = gate_next_roll(d->st);
 	if (roll < next)
 		next = roll;
 	d->timer_due = next;
+	d->timer_steps = d->dispatch.steps;
 	pthread_mutex_unlock(&d->dispatch.lock);
-	if (next == INT64_MAX) {
-		uv_timer_stop(&d->expiry);
-		return;
-	}
 	/* next is on the daemon's clock, which --time-scale may speed up; the timer is real. */
-	wait = dispatch_real_wait_ms(next - dispatch_now());
+	wait = next == INT64_MAX ? STEP_WATCH_MS : clock_real_wait_ms(gate_add_sat(next, -now));
+	if (wait > STEP_WATCH_MS)
+		wait = STEP_WATCH_MS;
 	uv_timer_start(&d->expiry, on_expiry, (uint64_t)wait, 0);
 }
 
@@ -204,8 +215,7 @@ static void on_expiry(uv_timer_t *t)
 		uv_timer_start(&d->expiry, on_expiry, 1000, 0);
 		return;
 	}
-	dispatch_roll(&d->dispatch, dispatch_now());
-	n = dispatch_expire(&d->dispatch, dispatch_now());
+	n = dispatch_expire(&d->dispatch);
 	if (n) {
 		log_info("%u hold(s) expired", n);
 		/* the loop may next block in poll: push what the expiry raised now */
@@ -222,14 +232,25 @@ static void on_loop_turn(uv_check_t *h)
 }
 
 /*
+ * Under the commit lock: the timer is armed for a time on the daemon's
+ * clock, which a hold due sooner or a step of the wall clock since makes
+ * wrong.
+ */
+static int timer_stale(struct daemon *d)
+{
+	return gate_next_expiry(d->st) < d->timer_due || d->dispatch.steps != d->timer_steps;
+}
+
+/*
  * Under the commit lock, on the thread of the request: the timer is the
- * main loop's, so a hold due before it fires asks the main loop to re-arm.
+ * main loop's, so a hold due before it fires, or a step of the wall clock,
+ * asks the main loop to re-arm.
  */
 static void on_hold_placed(void *arg)
 {
 	struct daemon *d = arg;
 
-	if (gate_next_expiry(d->st) < d->timer_due)
+	if (timer_stale(d))
 		uv_async_send(&d->wake);
 }
 
@@ -329,7 +350,7 @@ static void on_wake(uv_async_t *a)
 	int rearm;
 
 	pthread_mutex_lock(&d->dispatch.lock);
-	rearm = gate_next_expiry(d->st) < d->timer_due;
+	rearm = timer_stale(d);
 	pthread_mutex_unlock(&d->dispatch.lock);
 	if (rearm)
 		arm_expiry(d);
@@ -369,7 +390,7 @@ static void take_checkpoint(struct daemon *d, uint64_t min_records)
 		return;
 	}
 	/* a failure is logged and scheduled for a retry by the checkpointer */
-	if (checkpoint_start(d->cp, state_shm(d->st), seq, dispatch_now()) != 0)
+	if (checkpoint_start(d->cp, state_shm(d->st), seq, clock_now()) != 0)
 		d->dispatch.checkpoint_failures = checkpoint_failures(d->cp);
 	pthread_mutex_unlock(&d->dispatch.lock);
 }
@@ -556,7 +577,7 @@ static void set_aside(struct daemon *d, const char *why)
 	char aside[PATH_MAX + 64];
 
 	snprintf(aside, sizeof(aside), "%s.invalid-%lld", d->shm_path,
-	         (long long)(dispatch_now() / 1000000));
+	         (long long)(clock_now() / 1000000));
 	log_warn("%s; keeping it as %s and rebuilding the state from the ledger", why, aside);
 	/* Readers still mapping it must reopen; a file of another layout has none. */
 	shm_retire_file(d->shm_path, NULL, 0);
@@ -611,7 +632,7 @@ static int set_snapshot_aside(struct daemon *d, uint64_t seq, const char *why)
 	char path[PATH_MAX + 64], aside[PATH_MAX + 96];
 
 	checkpoint_path(d->ckpt_dir, seq, path, sizeof(path));
-	snprintf(aside, sizeof(aside), "%s.invalid-%lld", path, (long long)(dispatch_now() / 1000000));
+	snprintf(aside, sizeof(aside), "%s.invalid-%lld", path, (long long)(clock_now() / 1000000));
 	log_error("the snapshot at record %llu does not agree with the ledger: %s; keeping it as %s "
 	          "and rebuilding without it",
 	          (unsigned long long)seq, why, aside);
@@ -665,7 +686,7 @@ static int rebuild(struct daemon *d, struct state_config *sc, struct ledger_veri
 	struct replay rp = {.d = d};
 	char err[512];
 	uint64_t from, ckpt;
-	int64_t t0 = dispatch_now();
+	uint64_t t0 = uv_hrtime();
 	int rc;
 
 again:
@@ -738,7 +759,7 @@ again:
 	else
 		log_info("rebuilt the state from %s%llu and %llu ledger record(s) in %lld ms",
 		         ckpt ? "the snapshot at record " : "record ", (unsigned long long)ckpt,
-		         (unsigned long long)res.records, (long long)((dispatch_now() - t0) / 1000));
+		         (unsigned long long)res.records, (long long)((uv_hrtime() - t0) / 1000000));
 	return 0;
 }
 
@@ -768,7 +789,7 @@ static int recover(struct daemon *d, struct ledger_scan_result *tail)
 	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps, .set = settings(d)};
 	struct ledger_verify *v;
 	uint64_t ckpt;
-	int64_t t0 = dispatch_now();
+	uint64_t t0 = uv_hrtime();
 	int rc;
 
 	if ((rc = ledger_verify_start(&v, d->ledger_dir, LEDGER_SCAN_REPAIR)) != 0) {
@@ -783,7 +804,7 @@ static int recover(struct daemon *d, struct ledger_scan_result *tail)
 			checkpoint_find(d->ckpt_dir, tail->last_seq, &d->dispatch.checkpoint_seq);
 			log_info("attached to %s at ledger record %llu in %lld ms", d->shm_path,
 			         (unsigned long long)tail->last_seq,
-			         (long long)((dispatch_now() - t0) / 1000));
+			         (long long)((uv_hrtime() - t0) / 1000000));
 		} else {
 			rc = rebuild(d, &sc, v, tail, 0);
 		}
@@ -799,7 +820,7 @@ static int start(struct daemon *d)
 	struct ledger_config lc = {.dir = d->ledger_dir, .strict = d->cfg.strict,
 	                           .interval_ms = d->cfg.commit_interval_ms,
 	                           .batch_bytes = d->cfg.commit_batch,
-	                           .segment_bytes = d->cfg.segment_bytes, .now = dispatch_now,
+	                           .segment_bytes = d->cfg.segment_bytes, .now = clock_now,
 	                           .lock = d->cfg.workers > 1 ? &d->dispatch.lock : NULL};
 	struct ledger_scan_result tail;
 	struct state_settings set;
@@ -830,16 +851,13 @@ static int start(struct daemon *d)
 	}
 	d->dispatch.ledger = d->ledger;
 	d->dispatch.strict = d->cfg.strict;
-	d->dispatch.started_at = dispatch_now();
-	d->dispatch.hold_placed = on_hold_placed;
-	d->dispatch.hold_placed_arg = d;
-	d->dispatch.alerts_raised = on_alerts_raised;
-	d->dispatch.alerts_raised_arg = d;
 	d->timer_due = INT64_MAX;
 	d->dispatch.srv_cfg = &d->srv_cfg;
+	/* the first change the ledger gets is the step, if the clock went back while stopped */
+	clock_resume(tail.last_time);
 	set = settings(d);
 	if (tail.last_seq == 0 || !same_settings(&state_config(d->st)->set, &set))
-		dispatch_settings(&d->dispatch, dispatch_now(), &set);
+		dispatch_settings(&d->dispatch, &set);
 
 	srv_config_default(&d->srv_cfg, d->cfg.socket_path);
 	d->srv_cfg.mode = d->cfg.socket_mode;
@@ -853,6 +871,11 @@ static int start(struct daemon *d)
 	d->srv_cfg.conn_closed = dispatch_conn_closed;
 	uv_async_init(&d->loop, &d->wake, on_wake);
 	d->wake.data = d;
+	/* both wake the main loop: not before it can be woken (a step at start-up calls one) */
+	d->dispatch.hold_placed = on_hold_placed;
+	d->dispatch.hold_placed_arg = d;
+	d->dispatch.alerts_raised = on_alerts_raised;
+	d->dispatch.alerts_raised_arg = d;
 	if ((rc = srv_init(&d->srv, &d->loop, &d->srv_cfg, dispatch_request, &d->dispatch, err,
 	                   sizeof(err))) != 0) {
 		log_error("%s", err);
@@ -907,7 +930,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level(d.cfg.log_level);
-	dispatch_set_time_scale(d.cfg.time_scale);
+	clock_start(d.cfg.time_scale);
 	if (d.cfg.time_scale > 1)
 		log_info("--time-scale %u: the clock runs %u times faster than real time",
 		         d.cfg.time_scale, d.cfg.time_scale);

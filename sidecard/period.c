@@ -172,6 +172,133 @@ int64_t gate_next_roll(struct state *st)
 	return state_shm(st)->hdr->next_roll;
 }
 
+/* ---------------------------------------------------------- clock steps */
+
+/* A refill key that names no period: the wallet's refill is due at its next roll. */
+#define KEY_DUE INT32_MIN
+
+/*
+ * The first half of carrying a wallet across a step, at the calendar it
+ * has: what counts in no current period is dropped (it counted as 0
+ * already), so that every counter and mark left belongs to the current
+ * period, whatever its key becomes next.
+ */
+static void keep_current(struct shm_wallet *w, const struct shm_calendar *cal)
+{
+	int32_t key = gate_period_key(w, cal);
+
+	if (w->day != cal->day)
+		w->daily_spent = 0;
+	if (w->week != cal->week)
+		w->weekly_spent = 0;
+	if (w->month != cal->month)
+		w->monthly_spent = 0;
+	if (w->period != SHM_PERIOD_NONE && w->period_key != key)
+		w->period_key = KEY_DUE;
+	for (int i = 0; i < SHM_ALERT_MARKS; i++)
+		if (w->alerted[i] != 0 && w->alerted[i] - 1 < key)
+			w->alerted[i] = 0;
+}
+
+/* The second half, at the calendar the step moved to: the current period is now this one. */
+static void move_current(struct shm_wallet *w, const struct shm_calendar *cal)
+{
+	int32_t key = gate_period_key(w, cal);
+
+	w->day = cal->day;
+	w->week = cal->week;
+	w->month = cal->month;
+	if (w->period != SHM_PERIOD_NONE && w->period_key != KEY_DUE)
+		w->period_key = key;
+	for (int i = 0; i < SHM_ALERT_MARKS; i++)
+		if (w->alerted[i] != 0)
+			w->alerted[i] = key + 1;
+}
+
+/*
+ * One half of a step for every wallet and rule, each at its org's
+ * calendar: before the calendars move (keep_current), or after, with the
+ * windows moved by the step (move_current).
+ */
+static void carry_all(struct shm *m, int moved, int64_t step)
+{
+	const struct shm_header *h = m->hdr;
+
+	for (uint32_t i = 0; i < h->org_top; i++) {
+		struct shm_org *o = &m->orgs[i];
+
+		if (!o->rec.used)
+			continue;
+		state_org_write_begin(o);
+		(moved ? move_current : keep_current)(&o->wallet, &o->cal);
+		shm_org_write_end(o);
+	}
+	for (uint32_t i = 0; i < h->agent_top; i++) {
+		struct shm_agent *a = &m->agents[i];
+
+		if (!a->rec.used)
+			continue;
+		state_agent_write_begin(a);
+		(moved ? move_current : keep_current)(&a->wallet, &m->orgs[a->org_slot].cal);
+		if (moved)
+			gate_window_shift(&a->vel, step);
+		shm_agent_write_end(a);
+	}
+	for (uint32_t i = 0; i < h->rule_top; i++) {
+		struct shm_rule *r = &m->rules[i];
+		const struct shm_calendar *cal;
+
+		if (!r->rec.used)
+			continue;
+		cal = &m->orgs[m->agents[r->agent_slot].org_slot].cal;
+		shm_write_begin(&r->rec.seq);
+		/* a rule counts a day only */
+		if (!moved && r->day != cal->day)
+			r->daily_spent = 0;
+		r->day = cal->day;
+		if (moved)
+			gate_window_shift(&r->rate, step);
+		shm_write_end(&r->rec.seq);
+	}
+}
+
+void gate_clock_step(struct state *st, int64_t step, int64_t now)
+{
+	struct shm *m = state_shm(st);
+	struct shm_header *h = m->hdr;
+	int64_t next = INT64_MAX;
+
+	/* what the elapsed time ended before the step ends as it would have */
+	gate_roll(st, gate_add_sat(now, -step));
+	shm_change_begin(m);
+	carry_all(m, 0, step);
+	for (uint32_t i = 0; i < h->org_top; i++) {
+		struct shm_org *o = &m->orgs[i];
+
+		if (!o->rec.used)
+			continue;
+		state_org_write_begin(o);
+		gate_calendar(o->tz_rule, now, &o->cal);
+		shm_org_write_end(o);
+		if (o->cal.next_day < next)
+			next = o->cal.next_day;
+	}
+	carry_all(m, 1, step);
+	for (uint32_t i = 0; i < h->hold_top; i++) {
+		struct shm_hold *ho = &m->holds[i];
+
+		if (!ho->rec.used)
+			continue;
+		shm_write_begin(&ho->rec.seq);
+		ho->expires_at = gate_add_sat(ho->expires_at, step);
+		shm_write_end(&ho->rec.seq);
+	}
+	shm_write_begin(&h->seq);
+	h->next_roll = next;
+	shm_write_end(&h->seq);
+	shm_change_end(m);
+}
+
 void gate_org_timezone(struct state *st, uint32_t org_slot, const char *name, const char *rule,
                        int64_t now)
 {

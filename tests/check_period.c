@@ -1,8 +1,8 @@
 /*
  * check_period.c: unit tests of org calendars in a time zone, daily limits
  * on the org's local day, budget periods that refill wallets, spend per
- * period and sub-budgets carved from an org's wallet (period.c), from
- * PROTOCOL.md.
+ * period, sub-budgets carved from an org's wallet and steps of the wall
+ * clock (period.c), from PROTOCOL.md and docs/DESIGN.md ("Time").
  *
  * Uses the gate fixture: a fresh state per test, an explicit clock. T0 is
  * Monday 2026-11-23T10:00:00Z.
@@ -267,6 +267,46 @@ START_TEST(test_org_transfer_cannot_take_reserved_funds)
 }
 END_TEST
 
+/*
+ * A step of the wall clock (gate_clock_step) a year forward, a year back
+ * and a few minutes forward (not whole window buckets): the open hold
+ * expires after its TTL of elapsed time, the hourly limit frees an hour of
+ * elapsed time later (rounded up to a bucket), the day's spend counts in
+ * the date the step lands on, and the day rolls, refilling once, at the
+ * next midnight of that date; the step itself refills nothing.
+ */
+START_TEST(test_clock_step_keeps_durations_and_the_day)
+{
+	static const int64_t steps[] = {365 * DAY, -365 * DAY, 7 * MIN};
+	const int64_t step = steps[_i], bucket = SHM_WINDOW_MINUTES * MIN;
+	const int64_t shift = (step / bucket + (step % bucket > 0)) * bucket;
+	const int64_t at = T0 + MIN + step, next_day = (at / DAY + 1) * DAY;
+	struct state_rule_spec r = rspec("cap", "*", 0, 0, 2);
+	uint32_t a;
+	uint64_t id = agent_new("a", SC_PRIORITY_NORMAL, 100000, 0, 1000, &r, 1, &a);
+
+	set_budget(a, 0, 100000, SC_PERIOD_DAILY);
+	SETTLE(ALLOW(id, "tool.run", 400, T0), SC_OUTCOME_SUCCESS, 0, 0, T0);
+	ALLOW(id, "tool.run", 100, T0);
+	gate_clock_step(g_st, step, at);
+	ck_assert_int_eq(AW(a)->balance, 99600);
+	ck_assert_int_eq(gate_next_roll(g_st), next_day);
+	/* 400 spent and 100 held today, whatever the date */
+	BLOCK(id, "tool.run", 501, at, "wallet:daily_spend_limit");
+	BLOCK(id, "tool.run", 1, at, "rule:cap:hourly_rate_limit");
+	ck_assert_uint_eq(gate_expire(g_st, T0 + TTL - 1 + step), 0);
+	ck_assert_uint_eq(gate_expire(g_st, T0 + TTL + step), 1);
+	BLOCK(id, "tool.run", 1, T0 + 64 * MIN - 1 + shift, "rule:cap:hourly_rate_limit");
+	ALLOW(id, "tool.run", 1, T0 + 64 * MIN + shift);
+	ck_assert_uint_eq(gate_roll(g_st, next_day - 1), 0);
+	ck_assert_uint_eq(gate_roll(g_st, next_day), 1);
+	ck_assert_str_eq(last_txn()->type, "refill");
+	ck_assert_int_eq(AW(a)->balance, 100000);
+	/* a new day: only the hold of the last check counts */
+	ALLOW(id, "tool.run", 999, next_day);
+}
+END_TEST
+
 Suite *period_suite(void)
 {
 	Suite *s = suite_create("period");
@@ -285,6 +325,7 @@ Suite *period_suite(void)
 	tcase_add_test(tc, test_sub_budget_follows_spend_and_release);
 	tcase_add_test(tc, test_carve_refusals_change_nothing);
 	tcase_add_test(tc, test_org_transfer_cannot_take_reserved_funds);
+	tcase_add_loop_test(tc, test_clock_step_keeps_durations_and_the_day, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
 }
