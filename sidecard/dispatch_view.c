@@ -118,23 +118,11 @@ int m_agents_events(struct call *c)
 	return list_ring(c, &r, &f, limit);
 }
 
-static const void *txn_get(struct state *st, uint64_t id)
+static int txn_keep(const struct shm_txn *t, const struct ring_filter *f)
 {
-	return state_txn_by_id(st, id);
-}
-
-static int txn_keep(const void *rec, const struct ring_filter *f)
-{
-	const struct shm_txn *t = rec;
-
 	return (!f->agent_id || t->agent_id == f->agent_id) && (!f->org_id || t->org_id == f->org_id) &&
 	       (f->status < 0 || t->status == f->status) && (f->risk < 0 || t->risk == f->risk) &&
 	       t->created_at >= f->since && t->created_at < f->until;
-}
-
-static void txn_pack(struct call *c, const void *rec)
-{
-	pack_txn(c, rec);
 }
 
 /* The filters transactions.list, .summary and agents.top share. */
@@ -176,11 +164,54 @@ int m_tasks_usage(struct call *c)
 	return 0;
 }
 
-int m_transactions_list(struct call *c)
+/*
+ * Calls visit for every transaction still in the history that f keeps
+ * (below f->before if set), newest first, until visit returns 0. A live
+ * agent's are walked through its own chain (state_txn_newest): the cost is
+ * that agent's history, not everyone's.
+ */
+static void each_txn(struct call *c, const struct ring_filter *f,
+                     int (*visit)(void *arg, const struct shm_txn *t), void *arg)
 {
 	const struct shm_header *h = c->m->hdr;
-	const struct ring r = {h->next_txn_id, h->txn_cap, txn_get, txn_keep, txn_pack};
+	uint64_t start = f->before && f->before < h->next_txn_id ? f->before : h->next_txn_id;
+	uint32_t a;
+
+	if (f->agent_id && state_agent_by_id(c->st, f->agent_id, &a) == 0) {
+		for (uint32_t s = state_txn_newest(c->st, a); s != SHM_NONE;
+		     s = state_txn_older(c->st, s)) {
+			const struct shm_txn *t = &c->m->txns[s];
+
+			if (t->id < start && txn_keep(t, f) && !visit(arg, t))
+				return;
+		}
+		return;
+	}
+	for (uint64_t id = start - 1; id > 0 && h->next_txn_id - id <= h->txn_cap; id--) {
+		const struct shm_txn *t = state_txn_by_id(c->st, id);
+
+		if (t && txn_keep(t, f) && !visit(arg, t))
+			return;
+	}
+}
+
+struct page {
+	const struct shm_txn **found;
+	size_t n, limit;
+};
+
+static int add_to_page(void *arg, const struct shm_txn *t)
+{
+	struct page *p = arg;
+
+	p->found[p->n++] = t;
+	return p->n < p->limit;
+}
+
+int m_transactions_list(struct call *c)
+{
 	struct ring_filter f = RING_FILTER_ANY;
+	struct page p = { 0 };
 	int64_t limit = 50;
 	int present, rc;
 
@@ -190,21 +221,16 @@ int m_transactions_list(struct call *c)
 	    (rc = proto_arg_u64(c->a, "before", 0, &f.before, &present)) ||
 	    (rc = proto_arg_int(c->a, "limit", 0, 1, 1000, &limit, NULL)))
 		return rc;
-	return list_ring(c, &r, &f, limit);
-}
-
-/* Calls visit for every kept transaction that f keeps, newest first. */
-static void each_txn(struct call *c, const struct ring_filter *f,
-                     void (*visit)(void *arg, const struct shm_txn *t), void *arg)
-{
-	const struct shm_header *h = c->m->hdr;
-
-	for (uint64_t id = h->next_txn_id - 1; id > 0 && h->next_txn_id - id <= h->txn_cap; id--) {
-		const struct shm_txn *t = state_txn_by_id(c->st, id);
-
-		if (t && txn_keep(t, f))
-			visit(arg, t);
-	}
+	p.limit = (size_t)limit;
+	if (!(p.found = malloc(p.limit * sizeof(*p.found))))
+		return call_fail(c, SC_EINTERNAL, "out of memory");
+	each_txn(c, &f, add_to_page, &p);
+	call_ok(c);
+	msgpack_pack_array(c->pk, p.n);
+	for (size_t i = 0; i < p.n; i++)
+		pack_txn(c, p.found[i]);
+	free(p.found);
+	return 0;
 }
 
 struct summary {
@@ -212,7 +238,7 @@ struct summary {
 	int64_t charged, estimated;
 };
 
-static void add_to_summary(void *arg, const struct shm_txn *t)
+static int add_to_summary(void *arg, const struct shm_txn *t)
 {
 	struct summary *s = arg;
 
@@ -220,6 +246,7 @@ static void add_to_summary(void *arg, const struct shm_txn *t)
 		s->by_status[t->status]++;
 	s->charged = gate_add_sat(s->charged, t->charged);
 	s->estimated = gate_add_sat(s->estimated, t->estimate);
+	return 1;
 }
 
 int m_transactions_summary(struct call *c)
@@ -253,7 +280,7 @@ struct spend {
 	uint64_t *count;
 };
 
-static void add_spend(void *arg, const struct shm_txn *t)
+static int add_spend(void *arg, const struct shm_txn *t)
 {
 	struct spend *s = arg;
 	uint32_t slot;
@@ -262,6 +289,7 @@ static void add_spend(void *arg, const struct shm_txn *t)
 		s->by_slot[slot] = gate_add_sat(s->by_slot[slot], t->charged);
 		s->count[slot]++;
 	}
+	return 1;
 }
 
 int m_agents_top(struct call *c)

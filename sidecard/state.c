@@ -700,6 +700,7 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 		return SC_EUNAVAILABLE;
 	}
 	sidx_slot_hash_del(st, &st->agent_names, slot);
+	sidx_txn_forget(st, slot);
 	shm_change_begin(&st->m);
 	state_agent_write_begin(a);
 	while (a->first_rule != SHM_NONE) {
@@ -723,11 +724,16 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 
 /* --------------------------------------------------------- transactions */
 
-struct shm_txn *state_txn_begin(struct state *st)
+struct shm_txn *state_txn_begin(struct state *st, uint64_t agent_id)
 {
 	struct shm_header *h = st->m.hdr;
 	uint64_t id = h->next_txn_id++;
-	struct shm_txn *t = &st->m.txns[(id - 1) % h->txn_cap];
+	uint32_t s = (uint32_t)((id - 1) % h->txn_cap), a;
+	struct shm_txn *t = &st->m.txns[s];
+
+	sidx_txn_unlink(st, s);
+	if (state_agent_by_id(st, agent_id, &a) == 0)
+		sidx_txn_link(st, s, a);
 
 	if (t->rec.used && t->idem_key[0])
 		sidx_ix_del(st, sidx_key_cstr(IX_IDEM, t->agent_id, t->idem_key));
@@ -735,7 +741,18 @@ struct shm_txn *state_txn_begin(struct state *st)
 	memset((char *)t + sizeof(t->rec), 0, offsetof(struct shm_txn, meta) - sizeof(t->rec));
 	t->rec.used = 1;
 	t->id = id;
+	t->agent_id = agent_id;
 	return t;
+}
+
+uint32_t state_txn_newest(struct state *st, uint32_t agent_slot)
+{
+	return st->agent_txn_newest[agent_slot];
+}
+
+uint32_t state_txn_older(struct state *st, uint32_t txn_slot)
+{
+	return st->txn_older[txn_slot];
 }
 
 void state_event_add(struct state *st, const struct shm_agent *a, enum shm_event_type type,

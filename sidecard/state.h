@@ -180,12 +180,20 @@ int state_hold_by_txn(struct state *st, uint64_t txn_id, uint32_t *slot);
 uint32_t state_hold_oldest(struct state *st);
 
 /*
- * Starts a new transaction: takes the next id and its history slot, dropping
- * whatever old transaction (and idempotency key) lived there. The record is
- * zeroed with rec.used = 1 and id set, inside an open write (the caller
+ * Starts a new transaction of agent agent_id (0, or an agent that is gone:
+ * none): takes the next id and its history slot, dropping whatever old
+ * transaction (and idempotency key) lived there. The record is zeroed with
+ * rec.used = 1, id and agent_id set, inside an open write (the caller
  * fills it and calls shm_write_end on rec.seq).
  */
-struct shm_txn *state_txn_begin(struct state *st);
+struct shm_txn *state_txn_begin(struct state *st, uint64_t agent_id);
+/*
+ * A live agent's transactions in the history, newest first, as history
+ * slots: its newest, then each one's next older; SHM_NONE ends. Only that
+ * agent's are walked, however long the history.
+ */
+uint32_t state_txn_newest(struct state *st, uint32_t agent_slot);
+uint32_t state_txn_older(struct state *st, uint32_t txn_slot);
 /* The transaction with this id if it is still in the history, else NULL. */
 struct shm_txn *state_txn_by_id(struct state *st, uint64_t id);
 /* Idempotency keys are per agent. */

@@ -781,6 +781,70 @@ static uint32_t ring_top(uint64_t next, uint32_t cap)
 }
 
 /* Rebuilds indexes, free slot pools and the expiry list, reading slots below the marks only. */
+/* ----------------------------------------------- each agent's transactions */
+
+void sidx_txn_unlink(struct state *st, uint32_t s)
+{
+	uint32_t a = st->txn_owner[s], newer = st->txn_newer[s], older = st->txn_older[s];
+
+	if (a == SHM_NONE)
+		return;
+	if (newer != SHM_NONE)
+		st->txn_older[newer] = older;
+	else
+		st->agent_txn_newest[a] = older;
+	if (older != SHM_NONE)
+		st->txn_newer[older] = newer;
+	st->txn_owner[s] = st->txn_newer[s] = st->txn_older[s] = SHM_NONE;
+}
+
+void sidx_txn_link(struct state *st, uint32_t s, uint32_t a)
+{
+	uint32_t newest;
+
+	if (a == SHM_NONE)
+		return;
+	newest = st->agent_txn_newest[a];
+	st->txn_owner[s] = a;
+	st->txn_newer[s] = SHM_NONE;
+	st->txn_older[s] = newest;
+	if (newest != SHM_NONE)
+		st->txn_newer[newest] = s;
+	st->agent_txn_newest[a] = s;
+}
+
+void sidx_txn_forget(struct state *st, uint32_t a)
+{
+	uint32_t s = st->agent_txn_newest[a];
+
+	while (s != SHM_NONE) {
+		uint32_t older = st->txn_older[s];
+
+		st->txn_owner[s] = st->txn_newer[s] = st->txn_older[s] = SHM_NONE;
+		s = older;
+	}
+	st->agent_txn_newest[a] = SHM_NONE;
+}
+
+/* The chains from the history, oldest first, so that each ends newest first. */
+static void txn_chains_rebuild(struct state *st)
+{
+	const struct shm_header *h = st->m.hdr;
+	uint64_t first = h->next_txn_id > h->txn_cap ? h->next_txn_id - h->txn_cap : 1;
+
+	memset(st->txn_owner, 0xff, (size_t)h->txn_cap * sizeof(uint32_t));
+	memset(st->txn_newer, 0xff, (size_t)h->txn_cap * sizeof(uint32_t));
+	memset(st->txn_older, 0xff, (size_t)h->txn_cap * sizeof(uint32_t));
+	memset(st->agent_txn_newest, 0xff, (size_t)h->agent_cap * sizeof(uint32_t));
+	for (uint64_t id = first; id < h->next_txn_id; id++) {
+		const struct shm_txn *t = state_txn_by_id(st, id);
+		uint32_t a;
+
+		if (t && state_agent_by_id(st, t->agent_id, &a) == 0)
+			sidx_txn_link(st, (uint32_t)((id - 1) % h->txn_cap), a);
+	}
+}
+
 static int rebuild(struct state *st)
 {
 	const struct shm_header *h = st->m.hdr;
@@ -833,6 +897,7 @@ static int rebuild(struct state *st)
 		if (t->rec.used && t->idem_key[0])
 			rc = state_txn_index_key(st, t);
 	}
+	txn_chains_rebuild(st);
 	for (uint32_t i = 0; i < h->task_top && rc == 0; i++)
 		if (st->m.tasks[i].rec.used)
 			rc = sidx_ix_add(st, sidx_key_cstr(IX_TASK, 0, st->m.tasks[i].id), i);
@@ -860,7 +925,12 @@ int sidx_open(struct state *st)
 	st->exp_prev = malloc(h->hold_cap * sizeof(uint32_t));
 	st->exp_next = malloc(h->hold_cap * sizeof(uint32_t));
 	st->price_older = malloc(h->price_cap * sizeof(uint32_t));
-	return (!st->ix || !st->exp_prev || !st->exp_next || !st->price_older ||
+	st->txn_owner = malloc(((size_t)h->txn_cap + 1) * sizeof(uint32_t));
+	st->txn_newer = malloc(((size_t)h->txn_cap + 1) * sizeof(uint32_t));
+	st->txn_older = malloc(((size_t)h->txn_cap + 1) * sizeof(uint32_t));
+	st->agent_txn_newest = malloc(((size_t)h->agent_cap + 1) * sizeof(uint32_t));
+	return (!st->ix || !st->exp_prev || !st->exp_next || !st->price_older || !st->txn_owner ||
+	        !st->txn_newer || !st->txn_older || !st->agent_txn_newest ||
 	        hold_ix_init(st, h->hold_cap) ||
 	        slot_hash_init(&st->agent_names, h->agent_cap, agent_key) ||
 	        slot_hash_init(&st->texts, h->text_cap, text_key) ||
@@ -905,4 +975,8 @@ void sidx_close(struct state *st)
 	free(st->free_prices.v);
 	free(st->free_texts.v);
 	free(st->price_older);
+	free(st->txn_owner);
+	free(st->txn_newer);
+	free(st->txn_older);
+	free(st->agent_txn_newest);
 }

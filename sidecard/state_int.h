@@ -66,6 +66,13 @@ struct state {
 	struct slot_pool free_orgs, free_agents, free_rules, free_holds, free_tasks, free_prices;
 	struct slot_pool free_texts;
 	uint32_t *price_older; /* by price slot: the model's previous version, or SHM_NONE */
+	/*
+	 * Each live agent's transactions in the history, newest first: by
+	 * history slot the owner's agent slot and the next newer and older of
+	 * the same agent (SHM_NONE: none, or no live owner); by agent slot its
+	 * newest. transactions.list for one agent walks only its own.
+	 */
+	uint32_t *txn_owner, *txn_newer, *txn_older, *agent_txn_newest;
 	uint32_t *exp_prev, *exp_next; /* expiry list, by hold slot */
 	uint32_t exp_head, exp_tail;
 	struct hold_ix_entry *hold_ix; /* open holds by transaction id */
@@ -73,6 +80,14 @@ struct state {
 	unsigned hold_ix_shift;
 	struct state_counts counts;
 };
+
+/* ---- each agent's transactions ---- */
+/* Takes history slot s out of its owner's chain (a slot about to be reused). */
+void sidx_txn_unlink(struct state *st, uint32_t s);
+/* Makes history slot s the newest transaction of agent slot a (SHM_NONE: no live agent). */
+void sidx_txn_link(struct state *st, uint32_t s, uint32_t a);
+/* Forgets the chain of agent slot a, which is being deleted. */
+void sidx_txn_forget(struct state *st, uint32_t a);
 
 /* ---- open and close ---- */
 /*

@@ -12,8 +12,10 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "integration_fixture.h"
 #include "suites.h"
@@ -913,6 +915,118 @@ START_TEST(test_alerts_budget_and_filters)
 }
 END_TEST
 
+/* ----- one agent's history, through its own chain ----- */
+
+#define SHORT_HISTORY 64
+#define CHAIN_AGENTS 3
+#define CHAIN_CHECKS 200
+
+static void setup_short_history(void)
+{
+	static const char *const extra[] = { "--history", "64", NULL };
+
+	start(extra);
+}
+
+/* Agent k's transactions still in the history, newest first, from the ids it got. */
+static size_t chain_expect(const uint64_t *ids, const int *owner, uint64_t last, int k,
+                           uint64_t before, uint64_t *want)
+{
+	size_t n = 0;
+
+	for (int i = CHAIN_CHECKS - 1; i >= 0; i--)
+		if (owner[i] == k && last - ids[i] < SHORT_HISTORY && (!before || ids[i] < before))
+			want[n++] = ids[i];
+	return n;
+}
+
+/* Lists agent k's transactions two at a time with `before`, and all at once. */
+static void chain_check(const uint64_t *agents, const uint64_t *ids, const int *owner,
+                        uint64_t last, int k, const char *when)
+{
+	uint64_t want[CHAIN_CHECKS];
+	sc_transaction *page;
+	sc_txn_filter f;
+	size_t n, n_want = chain_expect(ids, owner, last, k, 0, want), got = 0;
+
+	sc_txn_filter_init(&f);
+	f.agent_id = agents[k];
+	f.limit = 1000;
+	OK(sc_transactions_query(c, &f, &page, &n));
+	ck_assert_msg(n == n_want, "%s: agent %d: %zu transactions, not %zu", when, k, n, n_want);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_uint_eq(page[i].id, want[i]);
+	sc_transactions_free(page);
+	f.limit = 2;
+	do {
+		OK(sc_transactions_query(c, &f, &page, &n));
+		for (size_t i = 0; i < n; i++, got++) {
+			ck_assert_uint_lt(got, n_want);
+			ck_assert_uint_eq(page[i].id, want[got]);
+		}
+		if (n)
+			f.before = page[n - 1].id;
+		sc_transactions_free(page);
+	} while (n == 2);
+	ck_assert_uint_eq(got, n_want);
+}
+
+/*
+ * Agents whose checks interleave in a history of 64 that wraps three
+ * times list exactly their own transactions still kept, newest first,
+ * whole or page by page; an agent created in a deleted agent's slot has
+ * none of the deleted one's; and so after a restart that re-attaches and
+ * one that rebuilds the state from the ledger.
+ */
+START_TEST(test_txn_list_by_agent_chain)
+{
+	uint64_t agents[CHAIN_AGENTS + 1], ids[CHAIN_CHECKS], last = 0, gone;
+	int owner[CHAIN_CHECKS];
+	sc_transaction *page;
+	sc_txn_filter f;
+	size_t n;
+
+	new_org("chain");
+	for (int k = 0; k < CHAIN_AGENTS; k++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "a%d", k);
+		agents[k] = new_agent_in("chain", name, SC_PRIORITY_NORMAL, USD(1000), 0, 0, NULL, 0);
+	}
+	gone = new_agent_in("chain", "gone", SC_PRIORITY_NORMAL, USD(1000), 0, 0, NULL, 0);
+	report(allow(gone, "llm.chat", 1), SC_OUTCOME_SUCCESS, 1, 1);
+	for (int i = 0; i < CHAIN_CHECKS; i++) {
+		owner[i] = (i * 7 + i / 5) % CHAIN_AGENTS;
+		ids[i] = last = allow(agents[owner[i]], "llm.chat", 1 + i);
+		report(ids[i], SC_OUTCOME_SUCCESS, 1, 1);
+	}
+	for (int k = 0; k < CHAIN_AGENTS; k++)
+		chain_check(agents, ids, owner, last, k, "live");
+	/* an agent made after a deletion may take the deleted one's slot, not its history */
+	OK(sc_agents_delete(c, gone));
+	agents[CHAIN_AGENTS] = new_agent_in("chain", "new", SC_PRIORITY_NORMAL, USD(1), 0, 0,
+	                                    NULL, 0);
+	sc_txn_filter_init(&f);
+	f.agent_id = agents[CHAIN_AGENTS];
+	OK(sc_transactions_query(c, &f, &page, &n));
+	ck_assert_uint_eq(n, 0);
+	sc_transactions_free(page);
+	sc_close(c);
+	ck_assert_int_eq(test_daemon_restart(&d), 0);
+	OK(sc_connect(d.socket, &c));
+	for (int k = 0; k < CHAIN_AGENTS; k++)
+		chain_check(agents, ids, owner, last, k, "re-attached");
+	sc_close(c);
+	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0);
+	ck_assert_int_eq(unlink(d.segment), 0);
+	ck_assert_int_eq(test_daemon_restart(&d), 0);
+	OK(sc_connect(d.socket, &c));
+	for (int k = 0; k < CHAIN_AGENTS; k++)
+		chain_check(agents, ids, owner, last, k, "rebuilt");
+	stop();
+}
+END_TEST
+
 /* ----- the test cases ----- */
 
 void integration_visibility_tcases(Suite *s)
@@ -932,6 +1046,9 @@ void integration_visibility_tcases(Suite *s)
 	tcase_add_test(tc, test_txn_summary);
 	tcase_add_test(tc, test_agents_top);
 	tcase_add_test(tc, test_fleet);
+
+	tc = daemon_tcase(s, "history_chain", setup_short_history, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_txn_list_by_agent_chain);
 
 	tc = daemon_tcase(s, "alerts", setup_default, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_alerts_pushed_to_subscribers);
