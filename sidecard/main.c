@@ -63,6 +63,9 @@ struct daemon {
 	uv_check_t alerts; /* pushes the alerts raised during the iteration */
 	uv_async_t wake;   /* from workers: a hold was placed, or alerts wait for a push */
 	uv_signal_t signals[6]; /* stop_signals, then ignored_signals */
+	uv_work_t prune;        /* removes what a new snapshot made obsolete, off the loop */
+	uint64_t prune_below, prune_seq;
+	int pruning, pruned;
 	struct state *st;
 	struct srv *srv;
 	struct ledger *ledger;
@@ -395,6 +398,31 @@ static void take_checkpoint(struct daemon *d, uint64_t min_records)
 	pthread_mutex_unlock(&d->dispatch.lock);
 }
 
+/*
+ * A pool thread: removing a snapshot of a large state (a gigabyte at a
+ * million agents) takes a quarter of a second, which the loop must not
+ * wait for. The ledger's writer only appends to its newest segment, which
+ * is never below a snapshot's sequence; one removal runs at a time, and a
+ * snapshot that completes meanwhile leaves its share to the next one.
+ */
+static void prune_work(uv_work_t *w)
+{
+	struct daemon *d = w->data;
+
+	checkpoint_prune(d->ckpt_dir, d->prune_below);
+	d->pruned = ledger_prune(d->ledger_dir, d->prune_below);
+}
+
+static void prune_done(uv_work_t *w, int status)
+{
+	struct daemon *d = w->data;
+
+	d->pruning = 0;
+	if (status == 0)
+		log_info("checkpoint at record %llu; %d ledger segment(s) removed",
+		         (unsigned long long)d->prune_seq, d->pruned);
+}
+
 static void on_checkpoint_done(void *arg, uint64_t seq, int rc)
 {
 	struct daemon *d = arg;
@@ -413,13 +441,13 @@ static void on_checkpoint_done(void *arg, uint64_t seq, int rc)
 	 * usable, and the one before it stays with the ledger after it: a
 	 * rebuild falls back to it when the newest disagrees with the ledger.
 	 */
-	if (prev > 0 && ledger_durable(d->ledger) >= seq) {
-		int n;
-
-		checkpoint_prune(d->ckpt_dir, prev);
-		n = ledger_prune(d->ledger_dir, prev);
-		log_info("checkpoint at record %llu; %d ledger segment(s) removed",
-		         (unsigned long long)seq, n);
+	if (prev > 0 && ledger_durable(d->ledger) >= seq && !d->pruning) {
+		d->pruning = 1;
+		d->prune_below = prev;
+		d->prune_seq = seq;
+		d->prune.data = d;
+		if (uv_queue_work(&d->loop, &d->prune, prune_work, prune_done) != 0)
+			d->pruning = 0;
 	}
 }
 
