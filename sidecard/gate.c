@@ -263,7 +263,7 @@ uint64_t gate_wallet_txn(struct state *st, uint64_t agent_id, uint64_t org_id,
                            const char *action, const char *type, int64_t estimate, int64_t charged,
                            int64_t balance_after, const uint8_t *meta, size_t meta_len, int64_t now)
 {
-	struct shm_txn *t = state_txn_begin(st, agent_id);
+	struct shm_txn *t = state_txn_begin(st, agent_id, SHM_NONE);
 	uint64_t id = t->id;
 
 	t->org_id = org_id;
@@ -370,7 +370,7 @@ static struct shm_txn *record(struct state *st, const struct gate_check_req *req
                               const struct shm_agent *a, const struct shm_rule *r,
                               const struct gate_decision *d, int64_t now)
 {
-	struct shm_txn *t = state_txn_begin(st, a->id);
+	struct shm_txn *t = state_txn_begin(st, a->id, (uint32_t)(a - state_shm(st)->agents));
 
 	t->org_id = a->org_id;
 	t->rule_id = r ? r->id : 0;

@@ -724,16 +724,16 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 
 /* --------------------------------------------------------- transactions */
 
-struct shm_txn *state_txn_begin(struct state *st, uint64_t agent_id)
+struct shm_txn *state_txn_begin(struct state *st, uint64_t agent_id, uint32_t agent_slot)
 {
 	struct shm_header *h = st->m.hdr;
 	uint64_t id = h->next_txn_id++;
-	uint32_t s = (uint32_t)((id - 1) % h->txn_cap), a;
+	uint32_t s = (uint32_t)((id - 1) % h->txn_cap);
 	struct shm_txn *t = &st->m.txns[s];
 
 	sidx_txn_unlink(st, s);
-	if (state_agent_by_id(st, agent_id, &a) == 0)
-		sidx_txn_link(st, s, a);
+	if (agent_slot != SHM_NONE || state_agent_by_id(st, agent_id, &agent_slot) == 0)
+		sidx_txn_link(st, s, agent_slot);
 
 	if (t->rec.used && t->idem_key[0])
 		sidx_ix_del(st, sidx_key_cstr(IX_IDEM, t->agent_id, t->idem_key));

@@ -181,12 +181,13 @@ uint32_t state_hold_oldest(struct state *st);
 
 /*
  * Starts a new transaction of agent agent_id (0, or an agent that is gone:
- * none): takes the next id and its history slot, dropping whatever old
- * transaction (and idempotency key) lived there. The record is zeroed with
- * rec.used = 1, id and agent_id set, inside an open write (the caller
- * fills it and calls shm_write_end on rec.seq).
+ * none), whose slot is agent_slot (SHM_NONE: look it up): takes the next
+ * id and its history slot, dropping whatever old transaction (and
+ * idempotency key) lived there. The record is zeroed with rec.used = 1, id
+ * and agent_id set, inside an open write (the caller fills it and calls
+ * shm_write_end on rec.seq).
  */
-struct shm_txn *state_txn_begin(struct state *st, uint64_t agent_id);
+struct shm_txn *state_txn_begin(struct state *st, uint64_t agent_id, uint32_t agent_slot);
 /*
  * A live agent's transactions in the history, newest first, as history
  * slots: its newest, then each one's next older; SHM_NONE ends. Only that
