@@ -92,9 +92,12 @@ txn_status() { # ID STATUS
 }
 
 # up: starts the daemon of the scenario in $sd under libfaketime, reading
-# its wall clock's offset from $sd/faketime, and waits until it answers.
+# its wall clock's offset from $sd/faketime, and waits until it answers. A
+# daemon built with the sanitizers must accept a preloaded library before
+# its runtime (verify_asan_link_order=0), as the fault tests' does.
 up() {
 	env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$sd/faketime" FAKETIME_NO_CACHE=1 \
+		ASAN_OPTIONS="verify_asan_link_order=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
 		FAKETIME_DONT_FAKE_MONOTONIC=1 "$bin" --socket "$sd/sock" --state-dir "$sd/state" \
 		--time-scale $scale --hold-ttl $ttl --expiry-charge none --workers $workers \
 		2>>"$sd/daemon.log" &
