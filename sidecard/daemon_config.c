@@ -71,7 +71,7 @@ static const struct option_def options[] = {
 	{"max-outstanding", K_UINT, F(max_outstanding), 1, 1u << 20, "N",
 	 "unread responses per connection before reading pauses (1024)"},
 	{"max-outstanding-bytes", K_U64, F(max_outstanding_bytes), 65536, UINT64_C(1) << 30, "BYTES",
-	 "their bytes, past which reading pauses too (1048576)"},
+	 "their bytes, past which reading pauses too (262144)"},
 	{"max-message", K_U64, F(max_message), 1024, 1u << 26, "BYTES", "largest request (65536)"},
 	{"durability", K_DURABILITY, F(strict), 0, 0, "strict|async",
 	 "strict: reply to a change once its record is on disk; async: at once (strict)"},
@@ -255,7 +255,7 @@ static void defaults(struct config *c)
 	c->workers = 1;
 	c->max_connections = 1024;
 	c->max_outstanding = 1024;
-	c->max_outstanding_bytes = 1u << 20;
+	c->max_outstanding_bytes = 256u << 10;
 	c->max_message = 65536;
 	c->log_level = LOG_INFO;
 	c->strict = 1;

@@ -110,7 +110,7 @@
 #define SRV_DEFAULT_MODE 0660
 #define SRV_DEFAULT_MAX_CONNECTIONS 1024
 #define SRV_DEFAULT_MAX_OUTSTANDING 1024
-#define SRV_DEFAULT_MAX_OUTSTANDING_BYTES (1024 * 1024)
+#define SRV_DEFAULT_MAX_OUTSTANDING_BYTES (256 * 1024)
 #define OUT_KEEP (256 * 1024) /* an output buffer larger than this is freed once empty */
 #define IN_INITIAL (16 * 1024)   /* first size of a connection's input buffer */
 #define IN_SLACK (64 * 1024)     /* input buffer beyond max_message */

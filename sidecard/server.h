@@ -48,7 +48,7 @@ struct srv_config {
 	long gid;                   /* group to chown the socket to; -1: leave it */
 	unsigned max_connections;   /* 0: 1024 */
 	unsigned max_outstanding;   /* responses queued per connection; 0: 1024 */
-	size_t max_outstanding_bytes; /* their bytes, tested before each request; 0: 1 MiB */
+	size_t max_outstanding_bytes; /* their bytes, tested before each request; 0: 256 KiB */
 	struct proto_limits limits; /* fields 0: the defaults */
 	unsigned workers;           /* 0 or 1: serve on the main loop; N: N worker threads */
 	/*
