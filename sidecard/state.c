@@ -44,7 +44,7 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 {
 	struct state *st = calloc(1, sizeof(*st));
 	const struct shm_header *h;
-	int created, rc;
+	int created = 0, rc;
 
 	if (!st)
 		return -ENOMEM;
