@@ -52,7 +52,8 @@
  * libFuzzer over fuzz/corpus_dispatch, and fuzz/fuzz_dispatch_smoke
  * (-DFUZZ_STANDALONE) in `make check`. With FUZZ_WRITE_SEEDS=DIR in its
  * environment, the smoke driver also writes its built-in seeds to DIR as
- * files: that is how fuzz/corpus_dispatch was made.
+ * files: that is how fuzz/corpus_dispatch was made. FUZZ_TRACE=1 in the
+ * environment of either build prints each request and its response.
  *
  * Single thread, registered with liburcu; the segment of one input is
  * closed and removed before the next.
@@ -162,6 +163,7 @@ static const char *const extra_keys[] = {
 /* The state of one input; static, reused from one input to the next. */
 static struct fuzz {
 	int ready;
+	int trace; /* FUZZ_TRACE is set */
 	char dir[64], path[96];
 	unsigned n_methods;
 	const char *method_name[64];
@@ -487,8 +489,11 @@ static void read_response(const char *buf, size_t len, struct outcome *out)
 		out->error = (int)code->via.i64;
 		CHECK(str_is(name, sc_err_name(out->error)));
 		CHECK(sc_err_from_name(sc_err_name(out->error)) == out->error);
-		CHECK(out->error != SC_EINTERNAL);
 		CHECK(message->type == MSGPACK_OBJECT_STR && message->via.str.size > 0);
+		if (out->error == SC_EINTERNAL)
+			fprintf(stderr, "fuzz_dispatch: internal error: %.*s\n",
+			        (int)message->via.str.size, message->via.str.ptr);
+		CHECK(out->error != SC_EINTERNAL);
 		return;
 	}
 	if (res.type != MSGPACK_OBJECT_MAP)
@@ -505,6 +510,28 @@ static void read_response(const char *buf, size_t len, struct outcome *out)
 		else if (key_is(kv, "replayed") && kv->val.type == MSGPACK_OBJECT_BOOLEAN)
 			out->replayed = kv->val.via.boolean;
 	}
+}
+
+/* With FUZZ_TRACE set: each request and its response, to follow an input that failed. */
+static void trace(const struct srv_request *r)
+{
+	msgpack_zone zone;
+	msgpack_object o;
+	size_t off = 0;
+
+	fprintf(stderr, "%.*s ", (int)r->method_len, r->method);
+	msgpack_object_print(stderr, *r->params);
+	fprintf(stderr, "\n  -> ");
+	msgpack_zone_init(&zone, 1024);
+	while (msgpack_unpack(F.resp.data, F.resp.size, &off, &zone, &o) != MSGPACK_UNPACK_PARSE_ERROR &&
+	       off <= F.resp.size) {
+		msgpack_object_print(stderr, o);
+		fputc(' ', stderr);
+		if (off == F.resp.size)
+			break;
+	}
+	fputc('\n', stderr);
+	msgpack_zone_destroy(&zone);
 }
 
 /*
@@ -550,6 +577,8 @@ static int request(const char *method, size_t method_len, const char *params, si
 	F.resp.size = 0;
 	msgpack_packer_init(&pk, &F.resp, msgpack_sbuffer_write);
 	(void)dispatch_request(&F.d, &r, &pk);
+	if (F.trace)
+		trace(&r);
 	read_response(F.resp.data, F.resp.size, out);
 	rc = 0;
 out:
@@ -655,6 +684,7 @@ static void init_once(void)
 	CHECK(mkdtemp(F.dir) != NULL);
 	snprintf(F.path, sizeof(F.path), "%s/state.shm", F.dir);
 	atexit(remove_dir);
+	F.trace = getenv("FUZZ_TRACE") != NULL;
 	for (F.n_methods = 0; F.n_methods < 64 &&
 	     (F.method_name[F.n_methods] = dispatch_method_name(F.n_methods,
 	                                                        &F.method_changes[F.n_methods]));
