@@ -705,6 +705,8 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	shm_agent_ix_remove(&st->m, a->id, slot);
 	shm_write_begin(&o->rec.seq);
 	o->n_agents--;
+	/* a sub-budget ends with its agent: what it reserved returns to the org's shared funds */
+	o->wallet.reserving -= a->wallet.reserving;
 	shm_write_end(&o->rec.seq);
 	shm_change_end(&st->m);
 	sidx_pool_push(&st->free_agents, slot);
