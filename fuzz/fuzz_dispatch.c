@@ -37,6 +37,9 @@
  *     error map {code, name, message} and nil, where name is the protocol
  *     name of code, the message is not empty, and the code is not
  *     internal (which would be a daemon fault);
+ *   - a read (and an unknown method) leaves the segment as it was, byte for
+ *     byte, and so does a change that failed, but for the header's change
+ *     count and a calendar roll that was due before it;
  *   - state_check_holds (tests/state_check.c): every wallet, rule and task
  *     holds exactly its open holds, no balance, debt or hold is negative,
  *     org reservations add up;
@@ -174,6 +177,8 @@ static struct fuzz {
 	struct state *st;
 	uint64_t org, agent[2], rule[2], txn[2];
 	uint32_t msgid;
+	char *snap;       /* the segment before a request */
+	size_t snap_size;
 	msgpack_sbuffer req, resp;
 	msgpack_zone zone;
 } F;
@@ -774,6 +779,31 @@ static void clock_step(uint8_t mode)
 	}
 }
 
+/* Says where the segment changed when it should not have. */
+static void report_change(const char *method, int error)
+{
+	const struct shm *m = state_shm(F.st);
+	const struct shm_header *h = m->hdr;
+	const struct {
+		const char *name;
+		uint64_t off;
+	} tables[] = {
+		{"header", 0}, {"orgs", h->org_off}, {"agents", h->agent_off},
+		{"rules", h->rule_off}, {"holds", h->hold_off}, {"txns", h->txn_off},
+		{"events", h->event_off}, {"tasks", h->task_off}, {"prices", h->price_off},
+		{"alerts", h->alert_off}, {"texts", h->text_off}, {"agent index", h->agent_ix_off},
+	};
+	size_t at = 0, best = 0;
+
+	while (at < m->size && F.snap[at] == m->base[at])
+		at++;
+	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++)
+		if (tables[i].off <= at && tables[i].off >= tables[best].off)
+			best = i;
+	fprintf(stderr, "fuzz_dispatch: %s (error %d) changed byte %zu, %s + %llu\n", method,
+	        error, at, tables[best].name, (unsigned long long)(at - tables[best].off));
+}
+
 /* Runs one request read from data; returns the bytes it took (0: the input ended). */
 static size_t one_request(const uint8_t *data, size_t size)
 {
@@ -787,7 +817,7 @@ static size_t one_request(const uint8_t *data, size_t size)
 	uint32_t holds = 0;
 	struct outcome o;
 	size_t used = 2, len;
-	int sent;
+	int sent, roll_due;
 
 	if (size < 2)
 		return 0;
@@ -803,6 +833,14 @@ static size_t one_request(const uint8_t *data, size_t size)
 	conn = 1 + (mode >> 5 & 1);
 	for (uint32_t i = 0; i < m->hdr->hold_top; i++)
 		holds += m->holds[i].rec.used != 0;
+	if (F.snap_size < m->size) {
+		free(F.snap);
+		CHECK((F.snap = malloc(m->size)) != NULL);
+		F.snap_size = m->size;
+	}
+	memcpy(F.snap, m->base, m->size);
+	/* a change request first rolls the calendars when a roll is due (after orgs.create) */
+	roll_due = dispatch_now() >= gate_next_roll(F.st);
 	if (mode % 4 < 2) {
 		int wide = mode % 4 == 1 && (mode & 4);
 
@@ -829,6 +867,20 @@ static size_t one_request(const uint8_t *data, size_t size)
 	}
 	if (!sent)
 		return used;
+	/*
+	 * A read, and a change that failed, leave the segment as it was, byte
+	 * for byte, but for the header's change count (and its seqlock), which
+	 * every change request moves, and for a calendar roll that was due.
+	 */
+	if (k == F.n_methods || !F.method_changes[k] || (o.error != 0 && !roll_due)) {
+		struct shm_header *h = (struct shm_header *)F.snap;
+
+		h->seq = m->hdr->seq;
+		h->mutations = m->hdr->mutations;
+		if (memcmp(F.snap, m->base, m->size) != 0)
+			report_change(method, o.error);
+		CHECK(memcmp(F.snap, m->base, m->size) == 0);
+	}
 	if (k < F.n_methods && strcmp(method, "check") == 0 && o.error == 0)
 		check_gated(&o, holds, next_txn);
 	if (o.error == 0 && o.txn) {
