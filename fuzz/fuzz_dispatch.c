@@ -673,10 +673,9 @@ static void check_state(void)
 
 /* ------------------------------------------------------------------- inputs */
 
-/* Removes the segment and its directory when the process exits. */
+/* Removes the directory of the segments when the process exits. */
 static void remove_dir(void)
 {
-	unlink(F.path);
 	rmdir(F.dir);
 }
 
@@ -731,6 +730,8 @@ static void open_state(void)
 		fprintf(stderr, "fuzz_dispatch: state_open: %s\n", err);
 		abort();
 	}
+	/* mapped, the segment needs no name: an input that aborts leaves no file behind */
+	unlink(F.path);
 	memset(&F.d, 0, sizeof(F.d));
 	CHECK(pthread_mutex_init(&F.d.lock, NULL) == 0);
 	F.d.st = F.st;
@@ -766,7 +767,6 @@ static void close_state(void)
 	pthread_mutex_destroy(&F.d.lock);
 	state_close(F.st);
 	F.st = NULL;
-	unlink(F.path);
 }
 
 static void clock_step(uint8_t mode)
