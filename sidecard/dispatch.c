@@ -1001,6 +1001,15 @@ static const struct method *find_method(const char *name, size_t len)
 	return NULL;
 }
 
+const char *dispatch_method_name(unsigned i, int *changes)
+{
+	if (i >= sizeof(methods) / sizeof(methods[0]))
+		return NULL;
+	if (changes)
+		*changes = methods[i].ledger_type != 0;
+	return methods[i].name;
+}
+
 /*
  * Appends the record of a change: [params, result] at its time. params are
  * copied as the client sent them when the server kept their bytes, which

@@ -71,6 +71,13 @@ struct dispatch {
 uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *pk);
 
 /*
+ * The name of the i-th method of the table, NULL past its end; *changes
+ * (if not NULL) says whether it changes the state (and is recorded). For
+ * a caller that must reach every method, such as the fuzz target.
+ */
+const char *dispatch_method_name(unsigned i, int *changes);
+
+/*
  * The srv_config.conn_closed of the daemon (ctx is a struct dispatch): the
  * connection's alert subscription ends. Takes the commit lock.
  */

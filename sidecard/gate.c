@@ -773,6 +773,12 @@ static int report_closed(struct state *st, uint64_t txn_id, enum sc_outcome outc
 		     (unsigned long long)txn_id);
 		return SC_ENOTFOUND;
 	}
+	/* a transfer, adjustment, carve, refill or top-up moved money without a hold */
+	if (sc_names_find(&check_types, t->type, strlen(t->type)) < 0) {
+		sc_errorf(err, errlen, "transaction_id: transaction %llu is a %s, not a check; only "
+		          "a check's transaction can be reported", (unsigned long long)txn_id, t->type);
+		return SC_EINVAL;
+	}
 	if (t->status == SC_TXN_BLOCKED) {
 		sc_errorf(err, errlen, "transaction_id: transaction %llu was blocked; there is nothing to report",
 		     (unsigned long long)txn_id);

@@ -45,7 +45,7 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 {
 	struct state *st = calloc(1, sizeof(*st));
 	const struct shm_header *h;
-	int created, rc;
+	int created = 0, rc;
 
 	if (!st)
 		return -ENOMEM;
@@ -715,6 +715,8 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	shm_agent_ix_remove(&st->m, a->id, slot);
 	state_org_write_begin(o);
 	o->n_agents--;
+	/* a sub-budget ends with its agent: what it reserved returns to the org's shared funds */
+	o->wallet.reserving -= a->wallet.reserving;
 	shm_org_write_end(o);
 	shm_change_end(&st->m);
 	sidx_pool_push(&st->free_agents, slot);

@@ -948,14 +948,18 @@ int sidx_open(struct state *st)
 void sidx_close(struct state *st)
 {
 	struct cds_lfht_iter it;
-	struct ix_node *n;
+	struct cds_lfht_node *node;
 
 	if (st->ix) {
-		/* A resize may be running in liburcu's worker: iterate as a reader. */
+		/*
+		 * A resize may be running in liburcu's worker: iterate as a reader.
+		 * By node, not cds_lfht_for_each_entry, which computes the entry of
+		 * the NULL that ends the walk (undefined behaviour).
+		 */
 		rcu_read_lock();
-		cds_lfht_for_each_entry(st->ix, &it, n, node) {
-			cds_lfht_del(st->ix, &n->node);
-			call_rcu(&n->rcu, ix_free_rcu);
+		cds_lfht_for_each(st->ix, &it, node) {
+			cds_lfht_del(st->ix, node);
+			call_rcu(&caa_container_of(node, struct ix_node, node)->rcu, ix_free_rcu);
 		}
 		rcu_read_unlock();
 	}

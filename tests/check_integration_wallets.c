@@ -344,6 +344,52 @@ START_TEST(test_carve_and_release)
 }
 END_TEST
 
+/* Deleting an agent ends its sub-budget: the org's reservation for it goes too. */
+START_TEST(test_delete_carved_agent)
+{
+	sc_wallet_update funds = { .set = SC_WALLET_SET_BALANCE, .balance = USD(10) };
+	uint64_t org = new_org("pool"), carved, shared;
+	sc_wallet ow;
+
+	carved = new_agent_in("pool", "carved", SC_PRIORITY_NORMAL, 0, 0, 0, NULL, 0);
+	shared = new_agent_in("pool", "shared", SC_PRIORITY_NORMAL, USD(100), 0, 0, NULL, 0);
+	OK(sc_org_wallet_update(c, org, &funds, &ow));
+	OK(sc_wallets_carve(c, carved, USD(6), "q4", NULL, NULL, NULL));
+	blocked(shared, "tool.run", USD(5), "org_empty");
+	OK(sc_agents_delete(c, carved));
+	ck_assert_int_eq(org_wallet(org).reserved, 0);
+	allow(shared, "tool.run", USD(5));
+}
+END_TEST
+
+/*
+ * A transfer's or an adjustment's transaction is not a check's: reporting
+ * it is invalid_argument and changes nothing (it was internal for the org
+ * wallet's side, already_exists for an agent's).
+ */
+START_TEST(test_report_wallet_transaction)
+{
+	uint64_t org = new_org("team"), a, ids[2], adj;
+	sc_wallet before_a, before_org;
+	size_t i;
+
+	a = new_agent_in("team", "a", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
+	OK(sc_wallets_transfer(c, of_agent(a), of_org(org), USD(4), "fund", NULL, NULL, ids));
+	OK(sc_wallets_adjust(c, of_agent(a), USD(1), "credit", NULL, &adj));
+	before_a = wallet(a);
+	before_org = org_wallet(org);
+	for (i = 0; i < 3; i++) {
+		uint64_t txn = i < 2 ? ids[i] : adj;
+
+		FAILS(sc_report(c, txn, SC_OUTCOME_SUCCESS, 1, 0, NULL), SC_EINVAL, "not a check");
+		FAILS(sc_report(c, txn, SC_OUTCOME_FAILURE, 0, 0, NULL), SC_EINVAL, "not a check");
+	}
+	ck_assert_int_eq(wallet(a).balance, before_a.balance);
+	ck_assert_int_eq(org_wallet(org).balance, before_org.balance);
+	ck_assert_int_eq(org_wallet(org).held, 0);
+}
+END_TEST
+
 START_TEST(test_adjust)
 {
 	uint64_t org = new_org("team"), a, txn;
@@ -528,8 +574,10 @@ void integration_wallets_tcases(Suite *s)
 	tcase_add_test(tc, test_transfer_refused);
 	tcase_add_test(tc, test_transfer_org_wallet);
 	tcase_add_test(tc, test_adjust);
+	tcase_add_test(tc, test_report_wallet_transaction);
 	tcase_add_test(tc, test_timezone_spend_and_period);
 	tcase_add_test(tc, test_carve_and_release);
+	tcase_add_test(tc, test_delete_carved_agent);
 	tcase_add_test(tc, test_balance_after_check);
 
 	tc = daemon_tcase(s, "restart", setup_default, TEST_TIMEOUT_S);
