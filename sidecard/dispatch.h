@@ -26,6 +26,14 @@ struct dispatch {
 	 * changes are applied one at a time, in ledger order. DESIGN.md, Workers.
 	 */
 	pthread_mutex_t lock;
+	/*
+	 * Requests from worker threads take turns at the lock (request_lock in
+	 * dispatch.c): `threaded` is set by the owner when connections are
+	 * served by two or more worker threads; waiting and taken are atomics.
+	 */
+	int threaded;
+	unsigned waiting;          /* worker threads blocked in request_lock */
+	uint64_t taken;            /* times request_lock was acquired */
 	struct state *st;
 	struct srv *srv;           /* for connection counters in stats; may be NULL */
 	const struct srv_config *srv_cfg;

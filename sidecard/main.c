@@ -881,6 +881,7 @@ static int start(struct daemon *d)
 	d->dispatch.strict = d->cfg.strict;
 	d->timer_due = INT64_MAX;
 	d->dispatch.srv_cfg = &d->srv_cfg;
+	d->dispatch.threaded = d->cfg.workers >= 2;
 	/* the first change the ledger gets is the step, if the clock went back while stopped */
 	clock_resume(tail.last_time);
 	set = settings(d);
