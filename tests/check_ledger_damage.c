@@ -43,6 +43,7 @@
 
 #include <check.h>
 
+#include "client_fixture.h"
 #include "daemon.h"
 #include "ledger.h"
 #include "sidecard.h"
@@ -64,11 +65,8 @@ static char log_path[128];
 
 static void start(const char *const *extra)
 {
-	test_daemon_timeout(TEST_TIMEOUT_S);
-	ck_assert_int_eq(test_daemon_start(&d, extra), 0);
-	snprintf(log_path, sizeof(log_path), "%s/daemon.log", d.dir);
-	d.log = log_path;
-	OK(sc_connect(d.socket, &c));
+	test_client_start(&d, &c, extra, TEST_TIMEOUT_S);
+	test_daemon_log_to_dir(&d, log_path, sizeof(log_path));
 }
 
 static void setup_default(void)

@@ -274,3 +274,9 @@ void test_daemon_timeout(unsigned seconds)
 	signal(SIGALRM, SIG_DFL);
 	alarm(seconds);
 }
+
+void test_daemon_log_to_dir(struct test_daemon *d, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/daemon.log", d->dir);
+	d->log = buf;
+}

@@ -77,6 +77,13 @@ int test_daemon_kill(struct test_daemon *d, int sig);
  */
 int test_daemon_stop(struct test_daemon *d);
 
+/*
+ * From now on, the runs of d (restarts) append their output to
+ * <d's directory>/daemon.log, whose path is written to buf (which must
+ * outlive d), so that a test can read what the daemon said.
+ */
+void test_daemon_log_to_dir(struct test_daemon *d, char *buf, size_t len);
+
 /* Kills the calling process with SIGALRM after `seconds` (0 cancels): a hung
  * daemon then fails the test instead of hanging the suite. */
 void test_daemon_timeout(unsigned seconds);
