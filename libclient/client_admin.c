@@ -257,8 +257,11 @@ static int wallet_call(sc_client *c, const char *key, uint64_t id, const sc_wall
 	if (u != NULL)
 		sc_client_arg_fields(r, ARG_FIELDS, NULL, sc_client_wallet_update_table, u, 1,
 		                  sizeof(*u), u->set);
-	memset(out, 0, sizeof(*out));
-	out->limited = strcmp(key, "agent_id") == 0;
+	/* out NULL: the call's result is not wanted, as for every other call */
+	if (out != NULL) {
+		memset(out, 0, sizeof(*out));
+		out->limited = strcmp(key, "agent_id") == 0;
+	}
 	/* size 0: keep the default of `limited` set above. */
 	return sc_client_call_one(c, r, sc_client_wallet_table, out, 0);
 }

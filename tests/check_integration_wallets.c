@@ -565,6 +565,23 @@ END_TEST
 
 /* ----- the test cases ----- */
 
+/* A wallet update whose result the caller does not want (out NULL) is made all the same. */
+START_TEST(test_wallet_update_without_result)
+{
+	sc_wallet_update u = { .set = SC_WALLET_SET_BALANCE, .balance = USD(7) };
+	uint64_t org = new_org("quiet"), agent;
+	sc_wallet w;
+
+	agent = new_agent_in("quiet", "q", SC_PRIORITY_NORMAL, USD(1), 0, 0, NULL, 0);
+	OK(sc_wallets_update(c, agent, &u, NULL));
+	ck_assert_int_eq(wallet(agent).balance, USD(7));
+	OK(sc_org_wallet_update(c, org, &u, NULL));
+	OK(sc_org_wallet_get(c, org, &w));
+	ck_assert_int_eq(w.balance, USD(7));
+	stop();
+}
+END_TEST
+
 void integration_wallets_tcases(Suite *s)
 {
 	TCase *tc;
@@ -578,6 +595,7 @@ void integration_wallets_tcases(Suite *s)
 	tcase_add_test(tc, test_timezone_spend_and_period);
 	tcase_add_test(tc, test_carve_and_release);
 	tcase_add_test(tc, test_delete_carved_agent);
+	tcase_add_test(tc, test_wallet_update_without_result);
 	tcase_add_test(tc, test_balance_after_check);
 
 	tc = daemon_tcase(s, "restart", setup_default, TEST_TIMEOUT_S);
