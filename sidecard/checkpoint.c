@@ -26,7 +26,10 @@
  *   last   4     CRC32C of every byte before it
  *
  * Only used records are copied, so a snapshot costs what the state holds,
- * not what its capacity is. A snapshot is written to a temporary name,
+ * not what its capacity is; they are streamed through a buffer of
+ * OUT_CHUNK bytes, each table's count written in place after its records
+ * and the checksum computed over the file read back, so a snapshot never
+ * holds a copy of the state in memory. A snapshot is written to a temporary name,
  * fsynced, renamed, and the directory fsynced: it exists whole or not at all.
  *
  * A failed snapshot (disk full: the snapshot is as large as the state, the
@@ -57,6 +60,7 @@
 #define CKPT_MAGIC "SCCKPT01"
 #define CKPT_HEAD 32u
 /* The wait before retrying a failed snapshot: doubles from the first to the last. */
+#define OUT_CHUNK (1u << 20) /* the write buffer of a snapshot */
 #define RETRY_FIRST_MS 1000u
 #define RETRY_MAX_MS (300u * 1000u)
 
@@ -67,8 +71,6 @@ struct checkpointer {
 	int in_flight;
 	pthread_mutex_t *commit_lock;
 	struct shm_snap *snap; /* the view being copied */
-	char *buf;
-	size_t len;
 	uint64_t seq;
 	int64_t now;
 	int rc;
@@ -87,45 +89,72 @@ void checkpoint_path(const char *dir, uint64_t seq, char *buf, size_t len)
 
 /* --------------------------------------------------------------- taking */
 
-/* Makes room for n more bytes after len, growing the buffer by doubling. 0 or -ENOMEM. */
-static int reserve(char **b, size_t len, size_t *cap, size_t n)
-{
-	size_t c = *cap ? *cap : 1u << 20;
-	char *nb;
+/*
+ * The snapshot file being written, through a buffer of OUT_CHUNK bytes:
+ * records are copied from the view straight into it, so a snapshot costs
+ * one chunk of memory, not the size of the state (a gigabyte at a million
+ * agents). The first error is kept in rc and ends the writing.
+ */
+struct out {
+	int fd;
+	char *buf;
+	size_t len;   /* bytes in buf, not yet written */
+	uint64_t off; /* the file offset of buf[0] */
+	int rc;
+};
 
-	if (len + n <= *cap)
-		return 0;
-	while (c < len + n)
-		c *= 2;
-	if (!(nb = realloc(*b, c)))
-		return -ENOMEM;
-	*b = nb;
-	*cap = c;
-	return 0;
+static void out_flush(struct out *o)
+{
+	if (o->rc == 0 && o->len)
+		o->rc = fs_pwrite_all(o->fd, o->buf, o->len, o->off);
+	o->off += o->len;
+	o->len = 0;
 }
 
-static int put(char **b, size_t *len, size_t *cap, const void *p, size_t n)
+/* Room for n (<= OUT_CHUNK) more bytes at the buffer's end; the caller adds n to o->len. */
+static char *out_room(struct out *o, size_t n)
 {
-	int rc = reserve(b, *len, cap, n);
+	if (o->len + n > OUT_CHUNK)
+		out_flush(o);
+	return o->buf + o->len;
+}
 
-	if (rc == 0) {
-		memcpy(*b + *len, p, n);
-		*len += n;
+static void out_put(struct out *o, const void *p, size_t n)
+{
+	memcpy(out_room(o, n), p, n);
+	o->len += n;
+}
+
+/* The CRC32C of the file's first `end` bytes, read back (from the page cache). */
+static int file_crc(struct out *o, uint64_t end, uint32_t *crc)
+{
+	*crc = 0;
+	for (uint64_t at = 0; at < end;) {
+		size_t n = end - at < OUT_CHUNK ? (size_t)(end - at) : OUT_CHUNK;
+		int rc = fs_pread_all(o->fd, o->buf, n, at);
+
+		if (rc != 0)
+			return rc;
+		*crc = ledger_crc32c(*crc, o->buf, n);
+		at += n;
 	}
-	return rc;
+	return 0;
 }
 
 /*
  * Copier (a pool thread): the used records of the view, as they were at
- * its instant, into one buffer in the FORMAT above.
+ * its instant, in the FORMAT above, into fd. Each table's count is
+ * written in place once its records are; the checksum last, over the file
+ * read back, since a count precedes what it counts.
  */
-static int serialize(struct shm_snap *snap, uint64_t seq, int64_t now, char **out, size_t *len)
+static int serialize(struct shm_snap *snap, uint64_t seq, int64_t now, int fd)
 {
-	char head[CKPT_HEAD], *b = NULL;
-	size_t off = 0, cap = 0;
+	struct out o = { .fd = fd, .buf = malloc(OUT_CHUNK) };
+	char head[CKPT_HEAD];
 	uint32_t u32, crc;
-	int rc;
 
+	if (!o.buf)
+		return -ENOMEM;
 	memcpy(head, CKPT_MAGIC, 8);
 	u32 = SHM_LAYOUT_VERSION;
 	memcpy(head + 8, &u32, 4);
@@ -133,64 +162,57 @@ static int serialize(struct shm_snap *snap, uint64_t seq, int64_t now, char **ou
 	memcpy(head + 12, &u32, 4);
 	memcpy(head + 16, &seq, 8);
 	memcpy(head + 24, &now, 8);
-	if ((rc = put(&b, &off, &cap, head, CKPT_HEAD)) != 0 ||
-	    (rc = put(&b, &off, &cap, shm_snap_header(snap), sizeof(struct shm_header))) != 0)
-		goto fail;
-	for (unsigned t = 0; t < SHM_TABLES; t++) {
+	out_put(&o, head, CKPT_HEAD);
+	out_put(&o, shm_snap_header(snap), sizeof(struct shm_header));
+	for (unsigned t = 0; t < SHM_TABLES && o.rc == 0; t++) {
 		const struct shm_table *tab = shm_snap_table(snap, t);
-		size_t count_at = off;
+		uint64_t count_at = o.off + o.len;
 
 		u32 = 0;
-		if ((rc = put(&b, &off, &cap, &u32, 4)) != 0)
-			goto fail;
-		for (uint32_t i = 0; i < tab->end; i++) {
+		out_put(&o, &u32, 4);
+		for (uint32_t i = 0; i < tab->end && o.rc == 0; i++) {
+			char *at = out_room(&o, 4 + tab->rec_size);
 			struct shm_rec r;
 
 			/* copied in place; an unused record is then overwritten by the next */
-			if ((rc = reserve(&b, off, &cap, 4 + tab->rec_size)) != 0)
-				goto fail;
-			shm_snap_copy(snap, t, i, b + off + 4);
-			memcpy(&r, b + off + 4, sizeof(r));
+			shm_snap_copy(snap, t, i, at + 4);
+			memcpy(&r, at + 4, sizeof(r));
 			if (!r.used)
 				continue;
-			memcpy(b + off, &i, 4);
-			off += 4 + tab->rec_size;
+			memcpy(at, &i, 4);
+			o.len += 4 + tab->rec_size;
 			u32++;
 		}
-		memcpy(b + count_at, &u32, 4);
+		out_flush(&o);
+		if (o.rc == 0)
+			o.rc = fs_pwrite_all(fd, (const char *)&u32, 4, count_at);
 	}
-	crc = ledger_crc32c(0, b, off);
-	if ((rc = put(&b, &off, &cap, &crc, 4)) != 0)
-		goto fail;
-	*out = b;
-	*len = off;
-	return 0;
-fail:
-	free(b);
-	return rc;
+	if (o.rc == 0 && (o.rc = file_crc(&o, o.off, &crc)) == 0) {
+		o.len = 0;
+		out_put(&o, &crc, 4);
+		out_flush(&o);
+	}
+	free(o.buf);
+	return o.rc;
 }
 
-static int write_file(const char *dir, uint64_t seq, const char *buf, size_t len)
+/*
+ * Writes the view's snapshot to <seq>.snap.tmp, ends the view (writers
+ * stop saving records for it), syncs, renames and syncs the directory: the
+ * snapshot exists whole or not at all.
+ */
+static int write_file(const char *dir, uint64_t seq, struct shm_snap *snap, int64_t now)
 {
 	char path[4200], tmp[4210];
-	size_t done = 0;
-	int fd, rc = 0;
+	int fd, rc;
 
 	checkpoint_path(dir, seq, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	rc = fd < 0 ? -errno : serialize(snap, seq, now, fd);
+	shm_snap_end(snap);
 	if (fd < 0)
-		return -errno;
-	while (rc == 0 && done < len) {
-		ssize_t n = write(fd, buf + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			rc = n < 0 ? -errno : -EIO;
-		else
-			done += (size_t)n;
-	}
+		return rc;
 	if (rc == 0 && fsync(fd) != 0)
 		rc = -errno;
 	close(fd);
@@ -207,10 +229,7 @@ static void work(uv_work_t *w)
 {
 	struct checkpointer *cp = w->data;
 
-	cp->rc = serialize(cp->snap, cp->seq, cp->now, &cp->buf, &cp->len);
-	shm_snap_end(cp->snap);
-	if (cp->rc == 0)
-		cp->rc = write_file(cp->dir, cp->seq, cp->buf, cp->len);
+	cp->rc = write_file(cp->dir, cp->seq, cp->snap, cp->now);
 }
 
 /* 1 if name is a snapshot file: <16 hex digits>.snap, or .snap.tmp while written. */
@@ -270,8 +289,6 @@ static void work_done(uv_work_t *w, int status)
 {
 	struct checkpointer *cp = w->data;
 
-	free(cp->buf);
-	cp->buf = NULL;
 	/* a writer may still be inside shm_write_begin with the view: free it under the lock */
 	pthread_mutex_lock(cp->commit_lock);
 	shm_snap_free(cp->snap);
