@@ -12,6 +12,8 @@
  * data; the rest is called by the main thread.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -268,6 +270,75 @@ void bench_fail(struct bench_fail *f, int index, sc_client *c, int rc, const cha
 	f->rc = rc != 0 ? rc : SC_EINTERNAL;
 	snprintf(f->error, sizeof(f->error), "client %d: %s: %s: %s", index, what, sc_err_name(rc),
 	         c ? sc_last_error(c) : "");
+}
+
+/* ----- a fleet of agents ----- */
+
+struct creator {
+	pthread_t thread;
+	int index;
+	const char *socket, *org;
+	uint32_t first, count; /* agents first .. first + count - 1 */
+	sc_micros balance;
+	const sc_rule *rules;
+	unsigned n_rules;
+	struct bench_fail fail;
+};
+
+static void *creator_main(void *arg)
+{
+	struct creator *cr = arg;
+	sc_wallet_update u = { .set = SC_WALLET_SET_BALANCE, .balance = cr->balance };
+	sc_client *c = NULL;
+	sc_agent a;
+	int rc = sc_connect(cr->socket, &c);
+
+	if (rc != 0) {
+		bench_fail(&cr->fail, cr->index, NULL, rc, "connect");
+		return NULL;
+	}
+	for (uint32_t i = cr->first; i < cr->first + cr->count && cr->fail.rc == 0; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "agent-%07" PRIu32, i);
+		if ((rc = sc_agents_create(c, cr->org, name, SC_PRIORITY_NORMAL, &u, cr->rules,
+		                           cr->n_rules, &a)) != 0)
+			bench_fail(&cr->fail, cr->index, c, rc, "agents.create");
+	}
+	sc_close(c);
+	return NULL;
+}
+
+int bench_create_agents(const char *socket, const char *org, uint32_t n, int clients,
+                        sc_micros balance, const sc_rule *rules, unsigned n_rules, char *err,
+                        size_t len)
+{
+	struct creator *cr = calloc((size_t)clients, sizeof(*cr));
+	int failed = 0;
+
+	if (cr == NULL || clients < 1) {
+		snprintf(err, len, "no memory for %d client threads", clients);
+		free(cr);
+		return -1;
+	}
+	for (int i = 0; i < clients; i++) {
+		uint32_t share = n / (uint32_t)clients;
+
+		cr[i] = (struct creator){ .index = i, .socket = socket, .org = org,
+			                  .first = share * (uint32_t)i, .balance = balance,
+			                  .rules = rules, .n_rules = n_rules };
+		cr[i].count = i == clients - 1 ? n - cr[i].first : share;
+		pthread_create(&cr[i].thread, NULL, creator_main, &cr[i]);
+	}
+	for (int i = 0; i < clients; i++) {
+		pthread_join(cr[i].thread, NULL);
+		if (cr[i].fail.rc != 0 && !failed) {
+			snprintf(err, len, "%s", cr[i].fail.error);
+			failed = 1;
+		}
+	}
+	free(cr);
+	return failed ? -1 : 0;
 }
 
 /* The directory of the segment (struct bench_daemon), made on first use. 0 or -1. */

@@ -106,6 +106,18 @@ struct bench_fail {
  */
 void bench_fail(struct bench_fail *f, int index, sc_client *c, int rc, const char *what);
 
+/* ----- a fleet of agents ----- */
+
+/*
+ * Creates agents "agent-0000000" .. n - 1 in org (which exists) on the
+ * daemon at socket, from `clients` threads of one connection each, every
+ * agent with this balance and the n_rules rules (a fleet provisioned from
+ * a template). 0, or -1 with the first client's error in err.
+ */
+int bench_create_agents(const char *socket, const char *org, uint32_t n, int clients,
+                        sc_micros balance, const sc_rule *rules, unsigned n_rules, char *err,
+                        size_t len);
+
 /* ----- a daemon of the benchmark's own ----- */
 
 /*

@@ -24,7 +24,6 @@
  * threads only create agents and record their first error.
  */
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,13 +34,6 @@
 
 #define MAX_CLIENTS 16
 #define RULES 4
-
-struct creator {
-	pthread_t thread;
-	int index;
-	uint32_t first, count;
-	struct bench_fail fail;
-};
 
 struct phase {
 	struct hist h;
@@ -59,46 +51,16 @@ static void usage(FILE *out)
 	fprintf(out, "usage: checkpoint_bench [--agents N] [--clients N] [--seconds S] [--quick]\n");
 }
 
-static void *creator_main(void *arg)
+/* The org and n agents, each with RULES rules, from `clients` threads. 0 or -1. */
+static int populate(uint32_t n, int clients)
 {
 	static const char *const names[RULES] = { "openai", "search", "tools", "default" };
 	static const char *const matches[RULES] = { "openai.*", "search.web", "tool.*", "*" };
-	struct creator *cr = arg;
-	sc_wallet_update w = { .set = SC_WALLET_SET_BALANCE, .balance = INT64_C(1) << 50 };
 	sc_rule rules[RULES];
 	sc_client *c = NULL;
-	sc_agent a;
-	int rc = sc_connect(bd.d.socket, &c);
-
-	if (rc != 0) {
-		bench_fail(&cr->fail, cr->index, NULL, rc, "connect");
-		return NULL;
-	}
-	memset(rules, 0, sizeof(rules));
-	for (int k = 0; k < RULES; k++) {
-		snprintf(rules[k].name, sizeof(rules[k].name), "%s", names[k]);
-		snprintf(rules[k].match, sizeof(rules[k].match), "%s", matches[k]);
-		rules[k].daily_spend_limit = INT64_C(1) << 48;
-	}
-	for (uint32_t i = cr->first; i < cr->first + cr->count && cr->fail.rc == 0; i++) {
-		char name[32];
-
-		snprintf(name, sizeof(name), "agent-%07" PRIu32, i);
-		if ((rc = sc_agents_create(c, "fleet", name, SC_PRIORITY_NORMAL, &w, rules, RULES,
-		                           &a)) != 0)
-			bench_fail(&cr->fail, cr->index, c, rc, "agents.create");
-	}
-	sc_close(c);
-	return NULL;
-}
-
-/* The org and n agents from `clients` threads. 0 or -1. */
-static int populate(uint32_t n, int clients)
-{
-	static struct creator cr[MAX_CLIENTS];
-	sc_client *c = NULL;
+	char err[300];
 	sc_org o;
-	int rc, failed = 0;
+	int rc;
 
 	if ((rc = sc_connect(bd.d.socket, &c)) != 0 || (rc = sc_orgs_create(c, "fleet", &o)) != 0) {
 		fprintf(stderr, "checkpoint_bench: setup: %s\n", sc_err_name(rc));
@@ -106,21 +68,18 @@ static int populate(uint32_t n, int clients)
 		return -1;
 	}
 	sc_close(c);
-	for (int i = 0; i < clients; i++) {
-		uint32_t share = n / (uint32_t)clients;
-
-		cr[i] = (struct creator){ .index = i, .first = share * (uint32_t)i };
-		cr[i].count = i == clients - 1 ? n - cr[i].first : share;
-		pthread_create(&cr[i].thread, NULL, creator_main, &cr[i]);
+	memset(rules, 0, sizeof(rules));
+	for (int k = 0; k < RULES; k++) {
+		snprintf(rules[k].name, sizeof(rules[k].name), "%s", names[k]);
+		snprintf(rules[k].match, sizeof(rules[k].match), "%s", matches[k]);
+		rules[k].daily_spend_limit = INT64_C(1) << 48;
 	}
-	for (int i = 0; i < clients; i++) {
-		pthread_join(cr[i].thread, NULL);
-		if (cr[i].fail.rc != 0) {
-			fprintf(stderr, "checkpoint_bench: %s\n", cr[i].fail.error);
-			failed = 1;
-		}
+	if (bench_create_agents(bd.d.socket, "fleet", n, clients, INT64_C(1) << 50, rules, RULES,
+	                        err, sizeof(err)) != 0) {
+		fprintf(stderr, "checkpoint_bench: %s\n", err);
+		return -1;
 	}
-	return failed ? -1 : 0;
+	return 0;
 }
 
 /* Check + report pairs of agents 1..n for `seconds`; only the check is timed. */

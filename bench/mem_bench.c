@@ -42,7 +42,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,14 +73,6 @@ static const struct {
 
 #define MAX_RULES (sizeof(fleet_rules) / sizeof(fleet_rules[0]))
 
-struct client {
-	pthread_t thread;
-	int index;
-	uint32_t first, count; /* agents first .. first + count - 1 */
-	unsigned n_rules;
-	struct bench_fail fail;
-};
-
 struct row {
 	uint32_t agents;
 	unsigned rules;
@@ -92,39 +83,6 @@ struct row {
 };
 
 static struct bench_daemon bd; /* of the configuration being run */
-
-static void *client_main(void *arg)
-{
-	struct client *cl = arg;
-	sc_wallet_update u = { .set = SC_WALLET_SET_BALANCE, .balance = INT64_C(100000000) };
-	sc_rule rules[MAX_RULES];
-	sc_client *c = NULL;
-	sc_agent a;
-	int rc = sc_connect(bd.d.socket, &c);
-
-	if (rc != 0) {
-		bench_fail(&cl->fail, cl->index, NULL, rc, "connect");
-		return NULL;
-	}
-	memset(rules, 0, sizeof(rules));
-	for (unsigned k = 0; k < cl->n_rules; k++) {
-		snprintf(rules[k].name, sizeof(rules[k].name), "%s", fleet_rules[k].name);
-		snprintf(rules[k].match, sizeof(rules[k].match), "%s", fleet_rules[k].match);
-		rules[k].max_cost_per_txn = fleet_rules[k].max_cost;
-		rules[k].daily_spend_limit = fleet_rules[k].daily;
-		rules[k].hourly_rate_limit = fleet_rules[k].hourly;
-	}
-	for (uint32_t i = cl->first; i < cl->first + cl->count && cl->fail.rc == 0; i++) {
-		char name[32];
-
-		snprintf(name, sizeof(name), "agent-%07" PRIu32, i);
-		if ((rc = sc_agents_create(c, "fleet", name, SC_PRIORITY_NORMAL, &u, rules,
-		                           cl->n_rules, &a)) != 0)
-			bench_fail(&cl->fail, cl->index, c, rc, "agents.create");
-	}
-	sc_close(c);
-	return NULL;
-}
 
 /* SIGTERM; a clean stop removes the directory. 0 or -1. */
 static int daemon_stop(void)
@@ -141,7 +99,7 @@ static int daemon_stop(void)
 /* Runs one configuration. 0 or -1. */
 static int run_one(uint32_t n_agents, unsigned n_rules, int n_clients, struct row *out)
 {
-	static struct client clients[MAX_CLIENTS];
+	sc_rule rules[MAX_RULES];
 	char agents_arg[24], rules_arg[24];
 	const char *extra[] = { "--durability", "async", "--agents", agents_arg, "--rules", rules_arg,
 		                "--checkpoint-records", "1099511627776", "--checkpoint-interval",
@@ -167,23 +125,19 @@ static int run_one(uint32_t n_agents, unsigned n_rules, int n_clients, struct ro
 		daemon_stop();
 		return -1;
 	}
-	memset(clients, 0, sizeof(clients));
-	t0 = bench_now_ns();
-	for (int i = 0; i < n_clients; i++) {
-		uint32_t share = n_agents / (uint32_t)n_clients;
-
-		clients[i].index = i;
-		clients[i].first = share * (uint32_t)i;
-		clients[i].count = i == n_clients - 1 ? n_agents - clients[i].first : share;
-		clients[i].n_rules = n_rules;
-		pthread_create(&clients[i].thread, NULL, client_main, &clients[i]);
+	memset(rules, 0, sizeof(rules));
+	for (unsigned k = 0; k < n_rules; k++) {
+		snprintf(rules[k].name, sizeof(rules[k].name), "%s", fleet_rules[k].name);
+		snprintf(rules[k].match, sizeof(rules[k].match), "%s", fleet_rules[k].match);
+		rules[k].max_cost_per_txn = fleet_rules[k].max_cost;
+		rules[k].daily_spend_limit = fleet_rules[k].daily;
+		rules[k].hourly_rate_limit = fleet_rules[k].hourly;
 	}
-	for (int i = 0; i < n_clients; i++) {
-		pthread_join(clients[i].thread, NULL);
-		if (clients[i].fail.rc != 0) {
-			fprintf(stderr, "mem_bench: %s\n", clients[i].fail.error);
-			failed = 1;
-		}
+	t0 = bench_now_ns();
+	if (bench_create_agents(bd.d.socket, "fleet", n_agents, n_clients, INT64_C(100000000), rules,
+	                        n_rules, err, sizeof(err)) != 0) {
+		fprintf(stderr, "mem_bench: %s\n", err);
+		failed = 1;
 	}
 	out->seconds = (double)(bench_now_ns() - t0) / 1e9;
 	/* A request after the last create: the loop has finished with every create. */

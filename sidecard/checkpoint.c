@@ -29,8 +29,9 @@
  * not what its capacity is; they are streamed through a buffer of
  * OUT_CHUNK bytes, each table's count written in place after its records
  * and the checksum computed over the file read back, so a snapshot never
- * holds a copy of the state in memory. A snapshot is written to a temporary name,
- * fsynced, renamed, and the directory fsynced: it exists whole or not at all.
+ * holds a copy of the state in memory. A snapshot is written to a
+ * temporary name, fsynced, renamed, and the directory fsynced: it exists
+ * whole or not at all.
  *
  * A failed snapshot (disk full: the snapshot is as large as the state, the
  * ledger's batches are small) is retried after RETRY_FIRST_MS, doubling
@@ -59,8 +60,8 @@
 
 #define CKPT_MAGIC "SCCKPT01"
 #define CKPT_HEAD 32u
-/* The wait before retrying a failed snapshot: doubles from the first to the last. */
 #define OUT_CHUNK (1u << 20) /* the write buffer of a snapshot */
+/* The wait before retrying a failed snapshot: doubles from the first to the last. */
 #define RETRY_FIRST_MS 1000u
 #define RETRY_MAX_MS (300u * 1000u)
 
