@@ -70,21 +70,9 @@ static void start(const char *const *extra)
 /* The same under tests/faultfs.c, controlled by the file `control` (absent: no fault). */
 static void start_faulty(const char *const *extra)
 {
-	const char *lib = getenv("FAULTFS_LIB");
-	char base[128];
-
-	ck_assert_msg(lib && access(lib, R_OK) == 0,
-	              "FAULTFS_LIB (%s) does not name the built tests/.libs/libfaultfs.so",
-	              lib ? lib : "unset");
-	ck_assert_int_eq(test_tmpdir(base, sizeof(base)), 0);
-	snprintf(control, sizeof(control), "%s/fault", base);
-	setenv("LD_PRELOAD", lib, 1);
-	setenv("FAULTFS_CONTROL", control, 1);
-	/* a daemon built with --enable-sanitizers accepts a preload before its runtime */
-	setenv("ASAN_OPTIONS", "verify_asan_link_order=0", 1);
+	test_faultfs_begin(control, sizeof(control));
 	start(extra);
-	unsetenv("LD_PRELOAD"); /* only the daemon runs with the shim */
-	unsetenv("ASAN_OPTIONS");
+	test_faultfs_end();
 }
 
 static void stop(void)

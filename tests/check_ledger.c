@@ -1334,21 +1334,10 @@ static const char *const faults[] = { "ENOSPC\n", "EIO fdatasync\n" };
 static void start_faulty(const char *const *args)
 {
 	static char control[128];
-	const char *lib = getenv("FAULTFS_LIB");
 
-	ck_assert_msg(lib && access(lib, R_OK) == 0,
-	              "FAULTFS_LIB (%s) does not name the built tests/.libs/libfaultfs.so",
-	              lib ? lib : "unset");
-	/* The control file lives beside the daemon's directory, in this case's base. */
-	ck_assert_int_eq(test_tmpdir(control, sizeof(control) - 16), 0);
-	strcat(control, "/fault");
-	setenv("LD_PRELOAD", lib, 1);
-	setenv("FAULTFS_CONTROL", control, 1);
-	/* a daemon built with --enable-sanitizers accepts a preload before its runtime */
-	setenv("ASAN_OPTIONS", "verify_asan_link_order=0", 1);
+	test_faultfs_begin(control, sizeof(control));
 	start(args);
-	unsetenv("LD_PRELOAD"); /* only the daemon runs with the shim */
-	unsetenv("ASAN_OPTIONS");
+	test_faultfs_end();
 }
 
 static void setup_fault(void)

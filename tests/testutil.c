@@ -127,3 +127,25 @@ int test_run_suite(Suite *s)
 	srunner_free(sr);
 	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+void test_faultfs_begin(char *control, size_t len)
+{
+	const char *lib = getenv("FAULTFS_LIB");
+	char base[128];
+
+	ck_assert_msg(lib && access(lib, R_OK) == 0,
+	              "FAULTFS_LIB (%s) does not name the built tests/.libs/libfaultfs.so",
+	              lib ? lib : "unset");
+	ck_assert_int_eq(test_tmpdir(base, sizeof(base)), 0);
+	snprintf(control, len, "%s/fault", base);
+	setenv("LD_PRELOAD", lib, 1);
+	setenv("FAULTFS_CONTROL", control, 1);
+	/* a daemon built with --enable-sanitizers accepts a preload before its runtime */
+	setenv("ASAN_OPTIONS", "verify_asan_link_order=0", 1);
+}
+
+void test_faultfs_end(void)
+{
+	unsetenv("LD_PRELOAD");
+	unsetenv("ASAN_OPTIONS");
+}

@@ -71,6 +71,15 @@ void test_write_file(const char *path, const void *buf, size_t len);
 /* 1 if every one of the len bytes at p is 0. */
 int test_all_zero(const void *p, size_t len);
 
+/*
+ * Makes the next daemon started run under tests/faultfs.c ($FAULTFS_LIB,
+ * asserted to be there): control receives the path of its control file, in
+ * a new temporary directory (absent: no fault). test_faultfs_end, once the
+ * daemon started, leaves the test's own processes without the shim.
+ */
+void test_faultfs_begin(char *control, size_t len);
+void test_faultfs_end(void);
+
 /* Runs the suite's tests (CK_NORMAL) and gives main's exit status. */
 int test_run_suite(Suite *s);
 
