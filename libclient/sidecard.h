@@ -82,7 +82,8 @@ SC_API char *sc_money_format(sc_micros m, char *buf, size_t len);
 	XX(RANGE, -1007, "out_of_range", "value out of range")               \
 	XX(PROTO, -1008, "protocol_error", "malformed message")              \
 	XX(CLOSED, -1009, "connection_closed", "connection closed")          \
-	XX(UNAVAILABLE, -1010, "unavailable", "temporarily unavailable")
+	XX(UNAVAILABLE, -1010, "unavailable", "temporarily unavailable")     \
+	XX(DENIED, -1011, "permission_denied", "permission denied")
 
 #define SC_XX_(name, value, wire, msg) SC_E##name = (value),
 enum { SC_ERRNO_MAP(SC_XX_) };
