@@ -3,8 +3,9 @@
  * client_gate.c's): the rate table (pricing.*), orgs, agents, rules,
  * wallets (updates, transfers, adjustments, sub-budgets, spend), the
  * transaction and alert listings, summaries, kredit scores and events,
- * the daemon's counters, and alert subscriptions (the alerts pushed then
- * are read by sc_alert_next(), client.c).
+ * the daemon's counters, alert subscriptions (the alerts pushed then are
+ * read by sc_alert_next(), client.c), and access tokens (agents'
+ * rotations, readers' tokens).
  *
  * Each method checks the arguments the daemon could not tell apart from
  * valid ones (a NULL string, an enum out of range), names its arguments in
@@ -196,6 +197,26 @@ int sc_agents_delete(sc_client *c, uint64_t agent_id)
 
 	sc_client_arg_uint(r, "agent_id", agent_id);
 	return sc_client_call_done(c, r, sc_client_deleted_table);
+}
+
+int sc_agents_rotate_token(sc_client *c, uint64_t agent_id, char token[SC_TOKEN_MAX + 1])
+{
+	struct request rq = { .method = "agents.rotate_token" }, *r = &rq;
+	struct rotation rot;
+	int rc;
+
+	/* A rotation whose token is not kept would leave the agent without a usable one. */
+	if (token == NULL)
+		return sc_client_fail(c, SC_EINVAL, "token: a buffer for the new token is required");
+	sc_client_arg_uint(r, "agent_id", agent_id);
+	if ((rc = sc_client_call_one(c, r, sc_client_rotation_table, &rot, sizeof(rot))) != 0)
+		return rc;
+	if (rot.agent_id != agent_id)
+		return sc_client_fail(c, SC_EPROTO,
+		                      "malformed token rotation from the daemon: agent %" PRIu64
+		                      " instead of %" PRIu64, rot.agent_id, agent_id);
+	memcpy(token, rot.token, sizeof(rot.token));
+	return 0;
 }
 
 /* rules.add and rules.update: the same arguments, rules.add without a rule_id. */
@@ -664,4 +685,42 @@ int sc_alerts_subscribe(sc_client *c, uint64_t *last_id)
 int sc_alerts_unsubscribe(sc_client *c)
 {
 	return subscription_call(c, 0, NULL);
+}
+
+/* ----- access tokens ----- */
+
+int sc_tokens_create(sc_client *c, const char *role, const char *name, sc_access_token *out)
+{
+	struct request rq = { .method = "tokens.create" }, *r = &rq;
+
+	if (role == NULL)
+		return sc_client_fail(c, SC_EINVAL, "role: required");
+	/* The daemon shows a token once: a call that cannot keep it must not issue one. */
+	if (out == NULL)
+		return sc_client_fail(c, SC_EINVAL, "out: required, the token is shown only once");
+	sc_client_arg_str(r, "role", role);
+	if (name != NULL)
+		sc_client_arg_str(r, "name", name);
+	return sc_client_call_one(c, r, sc_client_access_token_table, out, sizeof(*out));
+}
+
+int sc_tokens_list(sc_client *c, sc_access_token **out, size_t *n)
+{
+	struct request r = { .method = "tokens.list" };
+
+	return sc_client_call_list(c, &r, sc_client_access_token_table, sizeof(**out),
+	                           (void **)out, n);
+}
+
+void sc_access_tokens_free(sc_access_token *list)
+{
+	free(list);
+}
+
+int sc_tokens_revoke(sc_client *c, uint64_t token_id)
+{
+	struct request rq = { .method = "tokens.revoke" }, *r = &rq;
+
+	sc_client_arg_uint(r, "token_id", token_id);
+	return sc_client_call_done(c, r, sc_client_revoked_table);
 }

@@ -16,7 +16,8 @@
  * FT_INLINE entry naming its own table; a rule that spans fields (an
  * event's `from` and `to` come together, on status changes only; a
  * transaction without an agent is a transfer or an adjustment, whose
- * metadata holds its reason) is the table's `check`, which may also fill
+ * metadata holds its reason; hello names an agent exactly when the role is
+ * agent) is the table's `check`, which may also fill
  * the members such a rule governs. Each table is published as a `struct
  * table` (client_int.h) named after the struct it fills.
  *
@@ -153,6 +154,8 @@ static const struct field agent_fields[] = {
 	F(FT_INT, created_at, "created_at"),
 	F(FT_WALLET, wallet, "wallet", .aux = 1),
 	F(FT_RULES, rules, "rules", .aux = offsetof(sc_agent, n_rules)),
+	/* agents.create's alone, and only from a daemon with roles */
+	F(FT_STR, token, "token", STR(token), .flags = F_OPTIONAL),
 };
 #undef type_of_table
 
@@ -381,11 +384,33 @@ static const struct field spend_fields[] = {
 };
 #undef type_of_table
 
+/* role, agent_id and token_id are absent from a daemon without roles. */
 #define type_of_table struct hello
 static const struct field hello_fields[] = {
 	F(FT_STR, server, "server", STR(server)),
 	F(FT_STR, version, "version", STR(version)),
 	F(FT_INT, protocol, "protocol"),
+	F(FT_STR, role, "role", STR(role), .flags = F_OPTIONAL),
+	F(FT_UINT, agent_id, "agent_id", .flags = F_OPTIONAL),
+	F(FT_UINT, token_id, "token_id", .flags = F_OPTIONAL),
+};
+#undef type_of_table
+
+/* tokens.create and tokens.list; only tokens.create shows the token. */
+#define type_of_table sc_access_token
+static const struct field access_token_fields[] = {
+	F(FT_UINT, token_id, "token_id"),
+	F(FT_STR, role, "role", STR(role)),
+	F(FT_STR, name, "name", STR(name), .flags = F_OPTIONAL),
+	F(FT_INT, created_at, "created_at"),
+	F(FT_STR, token, "token", STR(token), .flags = F_OPTIONAL),
+};
+#undef type_of_table
+
+#define type_of_table struct rotation
+static const struct field rotation_fields[] = {
+	F(FT_UINT, agent_id, "agent_id"),
+	F(FT_STR, token, "token", STR(token)),
 };
 #undef type_of_table
 
@@ -396,11 +421,26 @@ static const struct field deleted_fields[] = {
 static const struct field removed_fields[] = {
 	{ .key = "removed", .type = FT_BOOL, .off = offsetof(struct done, yes) },
 };
+static const struct field revoked_fields[] = {
+	{ .key = "revoked", .type = FT_BOOL, .off = offsetof(struct done, yes) },
+};
 
 #undef STR
 #undef F
 
 /* ----- rules that span fields ----- */
+
+/* A connection bound to an agent says which; no other role is bound to one. */
+static const char *hello_check(const msgpack_object *obj, void *base)
+{
+	const struct hello *h = base;
+
+	(void)obj;
+	if ((strcmp(h->role, "agent") == 0) != (h->agent_id != 0))
+		return h->agent_id != 0 ? "an 'agent_id' for a role other than agent"
+		                        : "the role agent without an 'agent_id'";
+	return NULL;
+}
 
 /*
  * Only a transfer or an adjustment may lack an agent (an org wallet's), and
@@ -464,9 +504,12 @@ const struct table sc_client_wallet_table = TABLE(wallet_fields, "wallet"),
 	sc_client_transfer_table = TABLE(transfer_fields, "transfer"),
 	sc_client_adjustment_table = TABLE(adjustment_fields, "adjustment"),
 	sc_client_carve_table = TABLE(carve_fields, "carve"),
-	sc_client_hello_table = TABLE(hello_fields, "hello"),
+	sc_client_hello_table = { hello_fields, COUNT(hello_fields), "hello", hello_check },
 	sc_client_deleted_table = TABLE(deleted_fields, "deleted"),
-	sc_client_removed_table = TABLE(removed_fields, "removed");
+	sc_client_removed_table = TABLE(removed_fields, "removed"),
+	sc_client_access_token_table = TABLE(access_token_fields, "token"),
+	sc_client_rotation_table = TABLE(rotation_fields, "token rotation"),
+	sc_client_revoked_table = TABLE(revoked_fields, "revoked");
 
 #undef TABLE
 

@@ -9,7 +9,8 @@
  *                     decoder that fills a struct from a result through one
  *   client_gate.c     check, pipelined check batches and report
  *   client_admin.c    pricing, orgs, agents, rules, wallets, transactions,
- *                     scores and events, counters, alert listings
+ *                     scores and events, counters, alert listings, access
+ *                     tokens
  *
  * A method builds a `struct request` of named arguments, calls
  * sc_client_call_one() or sc_client_call_list() (or sc_client_rpc() and
@@ -50,6 +51,8 @@ struct sc_client {
 	msgpack_unpacked msg;
 	int msg_held; /* msg.data is a whole message whose objects are still in the zone */
 	char version[32];
+	char role[SC_ROLE_MAX + 1]; /* hello's, "" from a daemon without roles */
+	uint64_t agent_id, token_id; /* hello's, 0 when absent */
 	char error[512];
 	sc_alert alerts[ALERT_QUEUE]; /* a ring of pushed alerts: head, then len of them */
 	unsigned alerts_head, alerts_len;
@@ -116,7 +119,8 @@ extern const struct table sc_client_wallet_table, sc_client_wallet_update_table,
 	sc_client_transaction_table, sc_client_task_usage_table, sc_client_txn_summary_table,
 	sc_client_top_agent_table, sc_client_fleet_table, sc_client_decision_table,
 	sc_client_settlement_table, sc_client_price_table, sc_client_score_table,
-	sc_client_event_table, sc_client_alert_table, sc_client_spend_table;
+	sc_client_event_table, sc_client_alert_table, sc_client_spend_table,
+	sc_client_access_token_table;
 
 /* The result of alerts.subscribe and alerts.unsubscribe. */
 struct subscription {
@@ -143,14 +147,25 @@ struct carve {
 	uint64_t transaction_id;
 };
 
-/* hello's result, of which the client keeps the version. */
+/* hello's result, of which the client keeps the version and what it says of the peer. */
 struct hello {
 	char server[32];
 	char version[32];
 	int64_t protocol;
+	char role[SC_ROLE_MAX + 1];
+	uint64_t agent_id, token_id;
 };
 
-/* The result of agents.delete ({deleted: true}) and rules.remove ({removed: true}). */
+/* The result of agents.rotate_token. */
+struct rotation {
+	uint64_t agent_id;
+	char token[SC_TOKEN_MAX + 1];
+};
+
+/*
+ * The result of agents.delete ({deleted: true}), rules.remove ({removed:
+ * true}) and tokens.revoke ({revoked: true}).
+ */
 struct done {
 	int yes;
 };
@@ -158,7 +173,7 @@ struct done {
 /* The tables of the results above that have no public struct. */
 extern const struct table sc_client_subscription_table, sc_client_transfer_table,
 	sc_client_adjustment_table, sc_client_carve_table, sc_client_hello_table, sc_client_deleted_table,
-	sc_client_removed_table;
+	sc_client_removed_table, sc_client_rotation_table, sc_client_revoked_table;
 
 /* ----- decoding (client_fields.c) ----- */
 
@@ -248,7 +263,7 @@ int sc_client_call_one(sc_client *c, const struct request *r, struct table t, vo
                     size_t size);
 int sc_client_call_list(sc_client *c, const struct request *r, struct table t, size_t size,
                      void **out, size_t *n);
-/* Methods answering {deleted: true} or {removed: true}. */
+/* Methods answering {deleted: true}, {removed: true} or {revoked: true}. */
 int sc_client_call_done(sc_client *c, const struct request *r, struct table t);
 
 #endif /* SIDECARD_CLIENT_INT_H */

@@ -103,6 +103,12 @@ SC_API int sc_err_from_name(const char *name);
 #define SC_KEY_MAX 63        /* idempotency keys and task ids */
 #define SC_REASON_MAX 127    /* block reasons ("rule:<name>:daily_spend_limit") */
 #define SC_RULES_MAX 32      /* rules per agent */
+/*
+ * Access tokens: an agent's ("sca_<agent id>_" and 43 base64url characters)
+ * or a reader's ("scr_<token id>_..."), well under this.
+ */
+#define SC_TOKEN_MAX 127
+#define SC_ROLE_MAX 15       /* "admin", "reader", "agent", "none" */
 
 /* ----- objects ----- */
 
@@ -233,6 +239,11 @@ typedef struct sc_agent {
 	sc_wallet wallet;
 	size_t n_rules;
 	sc_rule rules[SC_RULES_MAX];
+	/*
+	 * The agent's access token, filled by sc_agents_create() only (the
+	 * daemon shows it once and keeps only its hash); "" everywhere else.
+	 */
+	char token[SC_TOKEN_MAX + 1];
 } sc_agent;
 
 /* One entry of a check's metadata: a non-empty key and a value, both strings. */
@@ -502,13 +513,48 @@ typedef struct sc_client sc_client;
  */
 SC_API int sc_default_socket_path(char *buf, size_t len);
 
-/* Connects (path NULL: the default) and says hello. */
+/*
+ * Connects (path NULL: the default) and says hello. When the environment
+ * holds a non-empty SIDECARD_TOKEN, the hello presents it: sc_connect() is
+ * then sc_connect_token() with that token.
+ *
+ * Roles (PROTOCOL.md): a peer the daemon knows as an administrator by its
+ * user or group needs no token. Any other peer must present one to be
+ * served: an agent's token binds the connection to that agent (it may gate
+ * and read for it alone), a reader's token lets it read everything and
+ * change nothing. A token the daemon does not accept fails the connect
+ * with SC_EDENIED; a call the connection's role may not make fails with
+ * SC_EDENIED too, the connection staying usable.
+ *
+ * On failure *out is NULL and sc_last_error(NULL) gives the reason on the
+ * calling thread (the daemon's message for a refused hello), until its
+ * next connect.
+ */
 SC_API int sc_connect(const char *path, sc_client **out);
+/*
+ * Connects presenting token (1 to SC_TOKEN_MAX bytes; longer or empty is
+ * SC_EINVAL, nothing sent). token NULL: no token, and SIDECARD_TOKEN is not
+ * looked at. The library does not keep the token.
+ */
+SC_API int sc_connect_token(const char *path, const char *token, sc_client **out);
 SC_API void sc_close(sc_client *c);
-/* The daemon's message for the last failed call, or the local reason. */
+/*
+ * The daemon's message for the last failed call, or the local reason.
+ * sc_last_error(NULL): why the calling thread's last sc_connect() or
+ * sc_connect_token() failed ("" if it succeeded).
+ */
 SC_API const char *sc_last_error(const sc_client *c);
 /* The daemon's version string from hello. */
 SC_API const char *sc_server_version(const sc_client *c);
+/*
+ * What hello said of this connection: its role, "admin", "reader",
+ * "agent" or "none" ("" from a daemon without roles, which serves every
+ * peer as an administrator); the agent it is bound to (0 unless the role
+ * is "agent"); the id of the reader token it presented (0 if none).
+ */
+SC_API const char *sc_role(const sc_client *c);
+SC_API uint64_t sc_bound_agent_id(const sc_client *c);
+SC_API uint64_t sc_token_id(const sc_client *c);
 
 /* ----- the gate ----- */
 
@@ -614,6 +660,40 @@ SC_API void sc_agents_free(sc_agent *list);
 SC_API int sc_agents_update(sc_client *c, uint64_t agent_id, const char *name, int priority,
                             int status, sc_agent *out);
 SC_API int sc_agents_delete(sc_client *c, uint64_t agent_id);
+/*
+ * Gives the agent a new access token, written to token, and revokes the
+ * old one at once, also on connections already bound with it. token may
+ * not be NULL (SC_EINVAL, nothing sent): the new token is shown only here.
+ */
+SC_API int sc_agents_rotate_token(sc_client *c, uint64_t agent_id,
+                                  char token[SC_TOKEN_MAX + 1]);
+
+/*
+ * A token an administrator issued (tokens.create). `token` itself is
+ * filled by sc_tokens_create() only, the one time the daemon shows it (it
+ * keeps only a hash); a listing leaves it "". name is "" when none was
+ * given; created_at is in microseconds since the epoch.
+ */
+typedef struct sc_access_token {
+	uint64_t token_id;
+	char role[SC_ROLE_MAX + 1];
+	char name[SC_NAME_MAX + 1];
+	int64_t created_at;
+	char token[SC_TOKEN_MAX + 1];
+} sc_access_token;
+
+/*
+ * Issues a token of role ("reader": reads everything, changes nothing),
+ * named name (NULL: unnamed). role and out may not be NULL (SC_EINVAL,
+ * nothing sent).
+ */
+SC_API int sc_tokens_create(sc_client *c, const char *role, const char *name,
+                            sc_access_token *out);
+/* Every token issued and not revoked, by id; never the tokens themselves. */
+SC_API int sc_tokens_list(sc_client *c, sc_access_token **out, size_t *n);
+SC_API void sc_access_tokens_free(sc_access_token *list);
+/* Revokes a token: no hello accepts it any more. SC_ENOTFOUND for an unknown id. */
+SC_API int sc_tokens_revoke(sc_client *c, uint64_t token_id);
 
 SC_API int sc_rules_add(sc_client *c, uint64_t agent_id, const sc_rule *rule, sc_rule *out);
 SC_API int sc_rules_list(sc_client *c, uint64_t agent_id, sc_rule **out, size_t *n);

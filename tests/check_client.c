@@ -11,7 +11,15 @@
  * know keeps its integer code and message; a result missing a field or
  * with an overlong string is SC_EPROTO naming the field, while unknown
  * extra fields are ignored; a different protocol version fails sc_connect;
- * an `error` notification ends the connection with its code.
+ * an `error` notification ends the connection with its code. For roles:
+ * the hello carries SIDECARD_TOKEN when it is set and not empty, the token
+ * of sc_connect_token() instead when one is given and none when NULL is; a
+ * token of 0 or more than SC_TOKEN_MAX bytes is refused before any
+ * connection; a refused hello fails the connect with SC_EDENIED and the
+ * daemon's message in sc_last_error(NULL); what hello says of the peer is
+ * kept (sc_role, sc_bound_agent_id, sc_token_id) and checked (an agent
+ * role names its agent); the token calls refuse to issue a token they
+ * could not hand back, and results of the token methods are decoded.
  *
  * Threads: the test's thread is the client; the fake daemon runs on its own
  * thread and touches nothing but its sockets. Run by check_integration.
@@ -36,7 +44,7 @@
 /* Packs the whole reply to the request with `msgid`. */
 typedef void (*reply_fn)(msgpack_packer *pk, uint64_t msgid);
 
-#define SCRIPT_MAX 4
+#define SCRIPT_MAX 5
 
 struct fake {
 	char dir[64];
@@ -45,6 +53,9 @@ struct fake {
 	reply_fn script[SCRIPT_MAX]; /* NULL: close the connection instead of answering */
 	size_t n;
 	pthread_t thread;
+	/* What the hello carried; read by the test only after fake_stop() joined the thread. */
+	int hello_seen, hello_has_token;
+	char hello_token[SC_TOKEN_MAX + 2];
 };
 
 static void put_str(msgpack_packer *pk, const char *s)
@@ -87,6 +98,92 @@ static void reply_hello(msgpack_packer *pk, uint64_t msgid)
 static void reply_hello_v2(msgpack_packer *pk, uint64_t msgid)
 {
 	hello_with(pk, msgid, SC_PROTOCOL_VERSION + 1);
+}
+
+/* A hello of a daemon with roles: role, and agent_id / token_id when not 0. */
+static void hello_role(msgpack_packer *pk, uint64_t msgid, const char *role, int64_t agent_id,
+                       int64_t token_id)
+{
+	put_response_head(pk, msgid);
+	msgpack_pack_map(pk, 4 + (agent_id != 0) + (token_id != 0));
+	put_str(pk, "server");
+	put_str(pk, "sidecard");
+	put_str(pk, "version");
+	put_str(pk, "9.9.9");
+	put_kv_int(pk, "protocol", SC_PROTOCOL_VERSION);
+	put_str(pk, "role");
+	put_str(pk, role);
+	if (agent_id != 0)
+		put_kv_int(pk, "agent_id", agent_id);
+	if (token_id != 0)
+		put_kv_int(pk, "token_id", token_id);
+}
+
+static void reply_hello_agent(msgpack_packer *pk, uint64_t msgid)
+{
+	hello_role(pk, msgid, "agent", 7, 0);
+}
+
+static void reply_hello_reader(msgpack_packer *pk, uint64_t msgid)
+{
+	hello_role(pk, msgid, "reader", 0, 3);
+}
+
+static void reply_hello_agent_without_id(msgpack_packer *pk, uint64_t msgid)
+{
+	hello_role(pk, msgid, "agent", 0, 0);
+}
+
+static void reply_denied(msgpack_packer *pk, uint64_t msgid)
+{
+	msgpack_pack_array(pk, 4);
+	msgpack_pack_uint64(pk, 1);
+	msgpack_pack_uint64(pk, msgid);
+	msgpack_pack_map(pk, 3);
+	put_kv_int(pk, "code", SC_EDENIED);
+	put_str(pk, "name");
+	put_str(pk, "permission_denied");
+	put_str(pk, "message");
+	put_str(pk, "hello: the token is not valid");
+	msgpack_pack_nil(pk);
+}
+
+/* tokens.list: a named token and an unnamed one (name nil). */
+static void reply_tokens_list(msgpack_packer *pk, uint64_t msgid)
+{
+	put_response_head(pk, msgid);
+	msgpack_pack_array(pk, 2);
+	for (int i = 1; i <= 2; i++) {
+		msgpack_pack_map(pk, 4);
+		put_kv_int(pk, "token_id", i);
+		put_str(pk, "role");
+		put_str(pk, "reader");
+		put_str(pk, "name");
+		if (i == 1)
+			put_str(pk, "grafana");
+		else
+			msgpack_pack_nil(pk);
+		put_kv_int(pk, "created_at", 1000 * i);
+	}
+}
+
+/* agents.rotate_token answering for agent 8 when 7 was asked. */
+static void reply_rotation_other_agent(msgpack_packer *pk, uint64_t msgid)
+{
+	put_response_head(pk, msgid);
+	msgpack_pack_map(pk, 2);
+	put_kv_int(pk, "agent_id", 8);
+	put_str(pk, "token");
+	put_str(pk, "sca_8_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+}
+
+static void reply_revoked(msgpack_packer *pk, uint64_t msgid)
+{
+	put_response_head(pk, msgid);
+	msgpack_pack_map(pk, 2);
+	put_kv_int(pk, "token_id", 1);
+	put_str(pk, "revoked");
+	msgpack_pack_true(pk);
 }
 
 static void reply_wrong_msgid(msgpack_packer *pk, uint64_t msgid)
@@ -189,8 +286,36 @@ static void reply_error_notification(msgpack_packer *pk, uint64_t msgid)
 	put_str(pk, "too many outstanding requests");
 }
 
+/* Keeps what a hello request carried: whether it had a token, and which. */
+static void note_hello(struct fake *f, const msgpack_object *req)
+{
+	const msgpack_object *method = &req->via.array.ptr[2], *params = &req->via.array.ptr[3];
+	const msgpack_object_map *args;
+	uint32_t i;
+
+	if (method->type != MSGPACK_OBJECT_STR || method->via.str.size != 5 ||
+	    memcmp(method->via.str.ptr, "hello", 5) != 0)
+		return;
+	f->hello_seen = 1;
+	if (params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size != 1 ||
+	    params->via.array.ptr[0].type != MSGPACK_OBJECT_MAP)
+		return;
+	args = &params->via.array.ptr[0].via.map;
+	for (i = 0; i < args->size; i++) {
+		const msgpack_object *k = &args->ptr[i].key, *v = &args->ptr[i].val;
+
+		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 5 &&
+		    memcmp(k->via.str.ptr, "token", 5) == 0 && v->type == MSGPACK_OBJECT_STR &&
+		    v->via.str.size < sizeof(f->hello_token)) {
+			f->hello_has_token = 1;
+			memcpy(f->hello_token, v->via.str.ptr, v->via.str.size);
+			f->hello_token[v->via.str.size] = '\0';
+		}
+	}
+}
+
 /* Reads one whole request and returns its msgid, or -1 on EOF or garbage. */
-static int64_t read_request(int fd, msgpack_unpacker *u)
+static int64_t read_request(struct fake *f, int fd, msgpack_unpacker *u)
 {
 	msgpack_unpacked m;
 	int64_t msgid = -1;
@@ -205,8 +330,10 @@ static int64_t read_request(int fd, msgpack_unpacker *u)
 			goto out;
 		msgpack_unpacker_buffer_consumed(u, (size_t)n);
 	}
-	if (m.data.type == MSGPACK_OBJECT_ARRAY && m.data.via.array.size == 4)
+	if (m.data.type == MSGPACK_OBJECT_ARRAY && m.data.via.array.size == 4) {
 		msgid = (int64_t)m.data.via.array.ptr[1].via.u64;
+		note_hello(f, &m.data);
+	}
 out:
 	msgpack_unpacked_destroy(&m);
 	return msgid;
@@ -228,7 +355,7 @@ static void *fake_main(void *arg)
 	msgpack_unpacker_init(&u, 4096);
 	msgpack_sbuffer_init(&sb);
 	for (i = 0; i < f->n && f->script[i] != NULL; i++) {
-		if ((msgid = read_request(fd, &u)) < 0)
+		if ((msgid = read_request(f, fd, &u)) < 0)
 			break;
 		msgpack_sbuffer_clear(&sb);
 		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -403,6 +530,174 @@ START_TEST(test_daemon_closes)
 }
 END_TEST
 
+/* Connects to a fake daemon running script with sc_connect(); returns its code. */
+static int connect_env(const reply_fn *script, sc_client **cl)
+{
+	test_daemon_timeout(30);
+	fake_start(script);
+	return sc_connect(fake.path, cl);
+}
+
+START_TEST(test_env_token_in_hello)
+{
+	static const reply_fn script[] = { reply_hello_agent, NULL };
+	sc_client *cl;
+
+	setenv("SIDECARD_TOKEN", "sca_7_from-the-environment", 1);
+	ck_assert_int_eq(connect_env(script, &cl), 0);
+	ck_assert_str_eq(sc_role(cl), "agent");
+	ck_assert_uint_eq(sc_bound_agent_id(cl), 7);
+	ck_assert_uint_eq(sc_token_id(cl), 0);
+	ck_assert_str_eq(sc_last_error(NULL), "");
+	finish(cl);
+	ck_assert_int_eq(fake.hello_seen, 1);
+	ck_assert_int_eq(fake.hello_has_token, 1);
+	ck_assert_str_eq(fake.hello_token, "sca_7_from-the-environment");
+	unsetenv("SIDECARD_TOKEN");
+}
+END_TEST
+
+/* An empty SIDECARD_TOKEN is none; so is an unset one; a daemon without roles names none. */
+START_TEST(test_env_token_empty_or_unset)
+{
+	static const reply_fn script[] = { reply_hello, NULL };
+	sc_client *cl;
+
+	setenv("SIDECARD_TOKEN", "", 1);
+	ck_assert_int_eq(connect_env(script, &cl), 0);
+	ck_assert_str_eq(sc_role(cl), "");
+	ck_assert_uint_eq(sc_bound_agent_id(cl), 0);
+	finish(cl);
+	ck_assert_int_eq(fake.hello_seen, 1);
+	ck_assert_int_eq(fake.hello_has_token, 0);
+	unsetenv("SIDECARD_TOKEN");
+	ck_assert_int_eq(connect_env(script, &cl), 0);
+	finish(cl);
+	ck_assert_int_eq(fake.hello_seen, 1);
+	ck_assert_int_eq(fake.hello_has_token, 0);
+}
+END_TEST
+
+/* sc_connect_token: its token wins over the environment's; NULL sends none at all. */
+START_TEST(test_explicit_token)
+{
+	static const reply_fn reader[] = { reply_hello_reader, NULL };
+	static const reply_fn plain[] = { reply_hello, NULL };
+	sc_client *cl;
+
+	setenv("SIDECARD_TOKEN", "scr_9_from-the-environment", 1);
+	test_daemon_timeout(30);
+	fake_start(reader);
+	ck_assert_int_eq(sc_connect_token(fake.path, "scr_3_given", &cl), 0);
+	ck_assert_str_eq(sc_role(cl), "reader");
+	ck_assert_uint_eq(sc_token_id(cl), 3);
+	ck_assert_uint_eq(sc_bound_agent_id(cl), 0);
+	finish(cl);
+	ck_assert_int_eq(fake.hello_has_token, 1);
+	ck_assert_str_eq(fake.hello_token, "scr_3_given");
+
+	test_daemon_timeout(30);
+	fake_start(plain);
+	ck_assert_int_eq(sc_connect_token(fake.path, NULL, &cl), 0);
+	finish(cl);
+	ck_assert_int_eq(fake.hello_seen, 1);
+	ck_assert_int_eq(fake.hello_has_token, 0);
+	unsetenv("SIDECARD_TOKEN");
+}
+END_TEST
+
+/* Refused before any connection: the path does not exist, yet the error is the token's. */
+START_TEST(test_token_length)
+{
+	char longest[SC_TOKEN_MAX + 2];
+	sc_client *cl = (sc_client *)&cl;
+
+	ck_assert_int_eq(sc_connect_token("/nonexistent/sidecard.sock", "", &cl), SC_EINVAL);
+	ck_assert_ptr_null(cl);
+	ck_assert_str_eq(sc_last_error(NULL), "token: must be 1 to 127 bytes");
+	memset(longest, 'a', sizeof(longest) - 1);
+	longest[sizeof(longest) - 1] = '\0';
+	ck_assert_int_eq(sc_connect_token("/nonexistent/sidecard.sock", longest, &cl), SC_EINVAL);
+	setenv("SIDECARD_TOKEN", longest, 1);
+	ck_assert_int_eq(sc_connect("/nonexistent/sidecard.sock", &cl), SC_EINVAL);
+	unsetenv("SIDECARD_TOKEN");
+	/* One byte less is a token the daemon decides on: here, no daemon at all. */
+	longest[SC_TOKEN_MAX] = '\0';
+	ck_assert_int_eq(sc_connect_token("/nonexistent/sidecard.sock", longest, &cl), -ENOENT);
+	ck_assert_str_eq(sc_last_error(NULL), sc_strerror(-ENOENT));
+}
+END_TEST
+
+START_TEST(test_token_denied)
+{
+	static const reply_fn script[] = { reply_denied, NULL };
+	sc_client *cl = (sc_client *)&cl;
+
+	setenv("SIDECARD_TOKEN", "sca_7_revoked", 1);
+	ck_assert_int_eq(connect_env(script, &cl), SC_EDENIED);
+	ck_assert_ptr_null(cl);
+	ck_assert_str_eq(sc_last_error(NULL), "hello: the token is not valid");
+	fake_stop();
+	ck_assert_str_eq(fake.hello_token, "sca_7_revoked");
+	unsetenv("SIDECARD_TOKEN");
+}
+END_TEST
+
+START_TEST(test_agent_role_names_its_agent)
+{
+	static const reply_fn script[] = { reply_hello_agent_without_id, NULL };
+	sc_client *cl = (sc_client *)&cl;
+
+	ck_assert_int_eq(connect_env(script, &cl), SC_EPROTO);
+	ck_assert_ptr_null(cl);
+	ck_assert_ptr_nonnull(strstr(sc_last_error(NULL), "agent_id"));
+	fake_stop();
+}
+END_TEST
+
+/* A token the caller could not keep is never asked for: the fake would have closed. */
+START_TEST(test_token_calls_need_their_output)
+{
+	static const reply_fn script[] = { reply_hello, NULL };
+	sc_client *cl = connect_fake(script);
+	sc_access_token t;
+
+	ck_assert_int_eq(sc_agents_rotate_token(cl, 7, NULL), SC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), "token"));
+	ck_assert_int_eq(sc_tokens_create(cl, "reader", "grafana", NULL), SC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), "out"));
+	ck_assert_int_eq(sc_tokens_create(cl, NULL, NULL, &t), SC_EINVAL);
+	ck_assert_str_eq(sc_last_error(cl), "role: required");
+	finish(cl);
+}
+END_TEST
+
+START_TEST(test_token_results)
+{
+	static const reply_fn script[] = { reply_hello, reply_tokens_list, reply_revoked,
+		                           reply_rotation_other_agent, NULL };
+	sc_client *cl = connect_fake(script);
+	char token[SC_TOKEN_MAX + 1] = "unchanged";
+	sc_access_token *list;
+	size_t n;
+
+	ck_assert_int_eq(sc_tokens_list(cl, &list, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(list[0].token_id, 1);
+	ck_assert_str_eq(list[0].role, "reader");
+	ck_assert_str_eq(list[0].name, "grafana");
+	ck_assert_str_eq(list[0].token, "");
+	ck_assert_str_eq(list[1].name, "");
+	ck_assert_int_eq(list[1].created_at, 2000);
+	sc_access_tokens_free(list);
+	ck_assert_int_eq(sc_tokens_revoke(cl, 1), 0);
+	ck_assert_int_eq(sc_agents_rotate_token(cl, 7, token), SC_EPROTO);
+	ck_assert_ptr_nonnull(strstr(sc_last_error(cl), "agent 8 instead of 7"));
+	ck_assert_str_eq(token, "unchanged");
+	finish(cl);
+}
+END_TEST
+
 Suite *client_suite(void)
 {
 	Suite *s = suite_create("client");
@@ -417,6 +712,14 @@ Suite *client_suite(void)
 	tcase_add_test(tc, test_other_protocol_version);
 	tcase_add_test(tc, test_error_notification_closes);
 	tcase_add_test(tc, test_daemon_closes);
+	tcase_add_test(tc, test_env_token_in_hello);
+	tcase_add_test(tc, test_env_token_empty_or_unset);
+	tcase_add_test(tc, test_explicit_token);
+	tcase_add_test(tc, test_token_length);
+	tcase_add_test(tc, test_token_denied);
+	tcase_add_test(tc, test_agent_role_names_its_agent);
+	tcase_add_test(tc, test_token_calls_need_their_output);
+	tcase_add_test(tc, test_token_results);
 	suite_add_tcase(s, tc);
 	return s;
 }
