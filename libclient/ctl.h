@@ -23,6 +23,8 @@
 
 #define EXIT_BLOCKED 1
 #define EXIT_ERROR 2
+/* The connection's role may not make the call, or the daemon refused its token. */
+#define EXIT_DENIED 3
 
 /* ----- options (ctl_options.c) ----- */
 
@@ -36,6 +38,7 @@ enum opt {
 	O_FROM_ORG_ID,
 	O_TO_AGENT_ID,
 	O_TO_ORG_ID,
+	O_TOKEN_ID,
 	O_ORG,
 	O_NAME,
 	O_MATCH,
@@ -59,6 +62,7 @@ enum opt {
 	O_TASK_ID,
 	O_PRIORITY,
 	O_STATUS,
+	O_ROLE,
 	O_TXN_STATUS,
 	O_RISK_LEVEL,
 	O_ALERT_KIND,
@@ -146,6 +150,12 @@ struct out_table {
 	size_t n;
 };
 
+/* What agents rotate-token answers. */
+struct ctl_rotation {
+	uint64_t agent_id;
+	char token[SC_TOKEN_MAX + 1];
+};
+
 /*
  * What wallet transfer and wallet adjust answer, shaped as the wire's
  * results (libsidecard hands them back as separate out parameters).
@@ -173,7 +183,8 @@ extern const struct out_table ctl_wallet_out, ctl_rule_out, ctl_org_out, ctl_org
 	ctl_txn_summary_out, ctl_top_agent_out, ctl_fleet_out, ctl_decision_out, ctl_score_out,
 	ctl_event_out, ctl_event_cols, ctl_settlement_out, ctl_task_usage_out, ctl_transfer_out,
 	ctl_adjustment_out, ctl_spend_out, ctl_carve_out, ctl_price_out, ctl_alert_out,
-	ctl_alert_cols, ctl_snapshot_out;
+	ctl_alert_cols, ctl_snapshot_out, ctl_agent_created_out, ctl_rotation_out,
+	ctl_access_token_out, ctl_access_token_cols;
 
 /* One object: JSON, or the human detail view. */
 void ctl_show(const struct ctx *x, struct out_table t, const void *obj);

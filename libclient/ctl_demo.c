@@ -16,6 +16,10 @@
  * from its own seeded pseudo-random stream (splitmix64), so a run has the
  * same shape every time; exact counts vary a little with timing.
  *
+ * Every connection to that daemon is made without a token, whatever
+ * --token or $SIDECARD_TOKEN say: the demo's user runs the daemon and so is
+ * its administrator, and a token meant for another daemon would be refused.
+ *
  * Threads: the main thread starts and stops the daemon, sets the fleet up,
  * shows progress and prints the result; one thread per agent acts with its
  * own sc_client (libsidecard: one connection per thread). They share the
@@ -502,7 +506,7 @@ static int wait_ready(pid_t pid, const char *path, const char *sock, const sigse
 	int i, status;
 
 	for (i = 0; i < 200; i++) {
-		if (sc_connect(sock, c) == 0)
+		if (sc_connect_token(sock, NULL, c) == 0)
 			return 0;
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
@@ -598,7 +602,7 @@ static int run(sc_client *c, struct demo *d, const sigset_t *sigs, FILE *f, int6
 	for (started = 0; started < N_AGENTS; started++) {
 		struct agent *a = &d->agents[started];
 
-		if ((rc = sc_connect(d->sock, &a->c)) != 0) {
+		if ((rc = sc_connect_token(d->sock, NULL, &a->c)) != 0) {
 			stop_all(d, sc_strerror(rc));
 			break;
 		}

@@ -37,6 +37,7 @@ enum kind {
 	K_RULE,       /* name=...,match=...,limits; repeatable */
 	K_ALERT_KIND, /* low_balance, high_velocity, budget_exceeded, anomaly */
 	K_SEVERITY,   /* warning, critical */
+	K_ROLE,       /* the role of a token an administrator issues: reader */
 	K_SWITCH,     /* no value: given or not */
 };
 
@@ -74,6 +75,8 @@ static const struct option_def {
 	[O_FROM_ORG_ID] = { "from-org-id", K_ID, "ID", 0 },
 	[O_TO_AGENT_ID] = { "to-agent-id", K_ID, "ID", 0 },
 	[O_TO_ORG_ID] = { "to-org-id", K_ID, "ID", 0 },
+	[O_TOKEN_ID] = { "token-id", K_ID, "ID", 0 },
+	[O_ROLE] = { "role", K_ROLE, "reader", 0 },
 	/* Signed for wallet adjust ("-2.50" debits); the daemon refuses what a command cannot take. */
 	[O_AMOUNT] = { "amount", K_MONEY, "$", 0 },
 	[O_REASON] = { "reason", K_STR, "TEXT", SC_REASON_MAX },
@@ -378,6 +381,10 @@ static int parse_value(const struct ctx *x, enum opt i, const char *v, struct op
 	case K_SEVERITY:
 		rc = sc_severity_parse(v, &sv);
 		o->num[i] = sv;
+		break;
+	case K_ROLE:
+		/* Agents get their tokens from agents create; administrators need none. */
+		rc = strcmp(v, "reader") == 0 ? 0 : SC_EINVAL;
 		break;
 	case K_SWITCH:
 		if (v != NULL)

@@ -164,17 +164,23 @@ static const struct out_field org_cols[] = {
 #undef T
 
 #define T sc_agent
-static const struct out_field agent_out[] = {
-	W(OT_UINT, id, "id", "ID"),
-	W(OT_UINT, org_id, "org_id", "ORG ID"),
-	W(OT_STR, org, "org", "ORG"),
-	W(OT_STR, name, "name", "NAME"),
-	W(OT_ENUM, priority, "priority", "PRIORITY", .names = &sc_priority_names),
-	W(OT_ENUM, status, "status", "STATUS", .names = &sc_status_names),
-	W(OT_TIME, created_at, "created_at", "CREATED"),
-	W(OT_WALLET, wallet, "wallet", "WALLET"),
-	W(OT_RULES, rules, "rules", "RULES"),
+#define AGENT_OUT                                                                   \
+	W(OT_UINT, id, "id", "ID"),                                                 \
+	W(OT_UINT, org_id, "org_id", "ORG ID"),                                     \
+	W(OT_STR, org, "org", "ORG"),                                               \
+	W(OT_STR, name, "name", "NAME"),                                            \
+	W(OT_ENUM, priority, "priority", "PRIORITY", .names = &sc_priority_names),  \
+	W(OT_ENUM, status, "status", "STATUS", .names = &sc_status_names),          \
+	W(OT_TIME, created_at, "created_at", "CREATED"),                            \
+	W(OT_WALLET, wallet, "wallet", "WALLET"),                                   \
+	W(OT_RULES, rules, "rules", "RULES")
+static const struct out_field agent_out[] = { AGENT_OUT };
+/* agents create: the agent and its token, which the daemon shows only then. */
+static const struct out_field agent_created_out[] = {
+	AGENT_OUT,
+	W(OT_STR, token, "token", "TOKEN", .flags = OF_NULL),
 };
+#undef AGENT_OUT
 static const struct out_field agent_cols[] = {
 	W(OT_UINT, id, "id", "ID"),
 	W(OT_STR, org, "org", "ORG"),
@@ -409,6 +415,28 @@ static const struct out_field alert_cols[] = {
 	W(OT_STR, message, "message", "MESSAGE"),
 };
 #undef T
+
+#define T struct ctl_rotation
+static const struct out_field rotation_out[] = {
+	W(OT_UINT, agent_id, "agent_id", "AGENT"),
+	W(OT_STR, token, "token", "TOKEN"),
+};
+#undef T
+
+/* A listing has no token: tokens create alone shows it. */
+#define T sc_access_token
+#define ACCESS_TOKEN_OUT                                            \
+	W(OT_UINT, token_id, "token_id", "ID"),                     \
+	W(OT_STR, role, "role", "ROLE"),                            \
+	W(OT_STR, name, "name", "NAME", .flags = OF_NULL),          \
+	W(OT_TIME, created_at, "created_at", "CREATED")
+static const struct out_field access_token_out[] = {
+	ACCESS_TOKEN_OUT,
+	W(OT_STR, token, "token", "TOKEN"),
+};
+static const struct out_field access_token_cols[] = { ACCESS_TOKEN_OUT };
+#undef ACCESS_TOKEN_OUT
+#undef T
 #undef WALLET_MONEY_OUT
 #undef W
 
@@ -425,7 +453,10 @@ const struct out_table ctl_wallet_out = OUT(wallet_out), ctl_rule_out = OUT(rule
 	ctl_transfer_out = OUT(transfer_out), ctl_adjustment_out = OUT(adjustment_out),
 	ctl_spend_out = OUT(spend_out), ctl_carve_out = OUT(carve_out),
 	ctl_price_out = OUT(price_out), ctl_alert_out = OUT(alert_out),
-	ctl_alert_cols = OUT(alert_cols), ctl_snapshot_out = OUT(snapshot_out);
+	ctl_alert_cols = OUT(alert_cols), ctl_snapshot_out = OUT(snapshot_out),
+	ctl_agent_created_out = OUT(agent_created_out), ctl_rotation_out = OUT(rotation_out),
+	ctl_access_token_out = OUT(access_token_out),
+	ctl_access_token_cols = OUT(access_token_cols);
 #undef OUT
 
 static int64_t get_i64(const char *p)

@@ -2,18 +2,25 @@
  * sidecardctl.c: the command-line client of sidecard, built on libsidecard:
  * the command table, the command handlers and main().
  *
- *     sidecardctl [--socket PATH] [--json] VERB [SUBVERB] [--flag=value | --flag value]...
+ *     sidecardctl [--socket PATH] [--token TOKEN] [--json] VERB [SUBVERB] [--flag=value | --flag value]...
  *
  * The verbs follow Kredit's CLI (orgs, agents, rules, wallet, check, report,
  * pricing, score, transactions, tasks, fleet, stats), plus peek (a wallet read
- * from the shared state file, libsidecard's sc_peek_*) and alerts (`alerts --follow`
+ * from the shared state file, libsidecard's sc_peek_*), alerts (`alerts --follow`
  * subscribes and prints each alert pushed, one per line, until SIGINT or
- * SIGTERM, then exits 0). Flags and their values are parsed in
+ * SIGTERM, then exits 0) and tokens (readers' tokens; agents' come from
+ * agents create and agents rotate-token). Flags and their values are parsed in
  * ctl_options.c; what a command answers is printed by ctl_output.c, for
  * humans or, with --json, as one JSON document.
  *
  * Exit status: 0 success (check: allowed), 1 check blocked or ledger
- * corrupt, 2 any error (usage, connection, daemon error). `check` prints the
+ * corrupt, 2 any error (usage, connection, daemon error), 3 permission
+ * denied (permission_denied: the connection's role may not make the call,
+ * or the daemon refused the token of its hello), so that a hook can tell a
+ * misconfigured token from a daemon that is down.
+ *
+ * Roles: --token TOKEN (else $SIDECARD_TOKEN, which libsidecard reads)
+ * is presented in the hello; an administrator by user or group needs none. `check` prints the
  * transaction id alone on stdout so that a hook can write
  * TXN=$(sidecardctl check ...).
  *
@@ -55,13 +62,16 @@
 #include "ledger.h"
 #include "sidecard.h"
 
-/* A failed library call: "sidecardctl: <what>: <daemon message>". */
+/*
+ * A failed library call: "sidecardctl: <what>: <daemon message>"; exit 3
+ * when the connection's role may not make it, 2 otherwise.
+ */
 static int call_error(const struct ctx *x, int rc)
 {
 	const char *msg = sc_last_error(x->c);
 
 	fprintf(stderr, "sidecardctl: %s: %s\n", x->what, msg[0] ? msg : sc_strerror(rc));
-	return EXIT_ERROR;
+	return rc == SC_EDENIED ? EXIT_DENIED : EXIT_ERROR;
 }
 
 /* ----- commands ----- */
@@ -177,7 +187,47 @@ static int cmd_agents_create(struct ctx *x, const struct opts *o)
 	                      o->n_rules, &a);
 	if (rc != 0)
 		return call_error(x, rc);
-	ctl_show(x, ctl_agent_out, &a);
+	ctl_show(x, ctl_agent_created_out, &a);
+	if (!x->json && a.token[0] != '\0')
+		fprintf(stderr, "sidecardctl: %s: the agent's token is shown only now; keep it "
+		        "(agents rotate-token replaces it)\n", x->what);
+	return 0;
+}
+
+static int cmd_agents_rotate_token(struct ctx *x, const struct opts *o)
+{
+	struct ctl_rotation r = { .agent_id = (uint64_t)o->num[O_AGENT_ID] };
+	int rc = sc_agents_rotate_token(x->c, r.agent_id, r.token);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_rotation_out, &r);
+	return 0;
+}
+
+static int cmd_tokens_create(struct ctx *x, const struct opts *o)
+{
+	sc_access_token t;
+	int rc = sc_tokens_create(x->c, o->str[O_ROLE], o->str[O_NAME], &t);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show(x, ctl_access_token_out, &t);
+	if (!x->json)
+		fprintf(stderr, "sidecardctl: %s: the token is shown only now; keep it\n", x->what);
+	return 0;
+}
+
+static int cmd_tokens_list(struct ctx *x, const struct opts *o)
+{
+	sc_access_token *list;
+	size_t n;
+	int rc = sc_tokens_list(x->c, &list, &n);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	ctl_show_list(x, ctl_access_token_cols, ctl_access_token_cols, list, n, sizeof(*list));
+	sc_access_tokens_free(list);
 	return 0;
 }
 
@@ -267,6 +317,16 @@ static int cmd_agents_delete(struct ctx *x, const struct opts *o)
 	if (rc != 0)
 		return call_error(x, rc);
 	show_done(x, "deleted", "deleted agent", (uint64_t)o->num[O_AGENT_ID]);
+	return 0;
+}
+
+static int cmd_tokens_revoke(struct ctx *x, const struct opts *o)
+{
+	int rc = sc_tokens_revoke(x->c, (uint64_t)o->num[O_TOKEN_ID]);
+
+	if (rc != 0)
+		return call_error(x, rc);
+	show_done(x, "revoked", "revoked token", (uint64_t)o->num[O_TOKEN_ID]);
 	return 0;
 }
 
@@ -795,6 +855,8 @@ static int cmd_peek(struct ctx *x, const struct opts *o)
 	} else {
 		rc = sc_peek_open_client(x->c, &p, err, sizeof(err));
 	}
+	if (rc == SC_EDENIED)
+		return call_error(x, rc);
 	if (rc != 0) {
 		fprintf(stderr, "sidecardctl: %s: %s: %s\n", x->what, sc_err_name(rc), err);
 		return EXIT_ERROR;
@@ -1009,7 +1071,9 @@ static const struct command commands[] = {
 	{ "orgs", "list", cmd_orgs_list, 0, 0, "list orgs" },
 	{ "agents", "create", cmd_agents_create,
 	  BIT(O_ORG) | BIT(O_NAME) | BIT(O_PRIORITY) | WALLET_FLAGS | BIT(O_RULE),
-	  BIT(O_ORG) | BIT(O_NAME), "create an agent with its wallet and rules (--rule repeats)" },
+	  BIT(O_ORG) | BIT(O_NAME),
+	  "create an agent with its wallet and rules (--rule repeats); prints its token, shown "
+	  "once" },
 	{ "agents", "list", cmd_agents_list, BIT(O_ORG), 0, "list agents, of one org or all" },
 	{ "agents", "get", cmd_agents_get, BIT(O_AGENT_ID), BIT(O_AGENT_ID), "show an agent" },
 	{ "agents", "update", cmd_agents_update,
@@ -1026,6 +1090,14 @@ static const struct command commands[] = {
 	  "(--limit 1-1000, default 50)" },
 	{ "agents", "top", cmd_agents_top, BIT(O_ORG_ID) | WINDOW_FLAGS | BIT(O_LIMIT), 0,
 	  "the agents charged the most over a window, most first (--limit 1-100, default 10)" },
+	{ "agents", "rotate-token", cmd_agents_rotate_token, BIT(O_AGENT_ID), BIT(O_AGENT_ID),
+	  "give an agent a new token, shown once; the old one stops working at once" },
+	{ "tokens", "create", cmd_tokens_create, BIT(O_ROLE) | BIT(O_NAME), BIT(O_ROLE),
+	  "issue a reader token (reads everything, changes nothing), shown once" },
+	{ "tokens", "list", cmd_tokens_list, 0, 0,
+	  "the tokens issued and not revoked (never the tokens themselves)" },
+	{ "tokens", "revoke", cmd_tokens_revoke, BIT(O_TOKEN_ID), BIT(O_TOKEN_ID),
+	  "revoke a token: no connection is accepted with it any more" },
 	{ "rules", "add", cmd_rules_add, BIT(O_AGENT_ID) | RULE_FLAGS,
 	  BIT(O_AGENT_ID) | BIT(O_NAME) | BIT(O_MATCH), "add a spending rule to an agent" },
 	{ "rules", "list", cmd_rules_list, BIT(O_AGENT_ID), BIT(O_AGENT_ID),
@@ -1121,17 +1193,22 @@ static void print_usage(FILE *f)
 {
 	size_t i;
 
-	fputs("usage: sidecardctl [--socket PATH] [--json] VERB [SUBVERB] [--flag=value | --flag "
-	      "value]...\n"
+	fputs("usage: sidecardctl [--socket PATH] [--token TOKEN] [--json] VERB [SUBVERB] "
+	      "[--flag=value | --flag value]...\n"
 	      "\n"
 	      "Talks to the sidecard daemon over its Unix socket (--socket, else $SIDECARD_SOCKET,\n"
-	      "else the default path). Amounts are dollars (\"2.40\"); --json prints one JSON\n"
-	      "document with amounts in integer micro-dollars. The ledger commands read the files\n"
-	      "of the daemon's state directory instead (--state-dir, else the daemon's default).\n"
+	      "else the default path). The daemon's administrators (root, its own user, the users\n"
+	      "and group it is given) need no token; anyone else presents an agent's or a reader's\n"
+	      "token (--token, else $SIDECARD_TOKEN). Amounts are dollars (\"2.40\"); --json prints\n"
+	      "one JSON document with amounts in integer micro-dollars. The ledger commands read\n"
+	      "the files of the daemon's state directory instead (--state-dir, else the daemon's\n"
+	      "default).\n"
 	      "Rates (pricing --input, --output, --cached-input) are dollars per million tokens.\n"
 	      "Times (--since, --until, --effective-from, --at) are UTC, 2026-11-24T10:00:00Z,\n"
 	      "or integer microseconds since the epoch; a window is since <= created_at < until.\n"
-	      "Exit status: 0 ok (check: allowed), 1 check blocked or ledger corrupt, 2 error.\n"
+	      "Exit status: 0 ok (check: allowed), 1 check blocked or ledger corrupt, 2 error,\n"
+	      "3 permission denied (the connection's role may not do that, or the token was\n"
+	      "refused).\n"
 	      "\ncommands:\n",
 	      f);
 	for (i = 0; i < COUNT(commands); i++)
@@ -1157,7 +1234,7 @@ static const struct command *find_command(const char *const *words, size_t n)
 
 int main(int argc, char **argv)
 {
-	const char *socket_path = NULL, *words[2] = { NULL, NULL };
+	const char *socket_path = NULL, *token = NULL, *words[2] = { NULL, NULL };
 	char **flags = calloc((size_t)argc + 1, sizeof(*flags));
 	size_t nwords = 0, nflags = 0;
 	struct ctx x = { .what = NULL };
@@ -1190,6 +1267,14 @@ int main(int argc, char **argv)
 				return ctl_usage_error(&x, "--socket needs a value");
 			}
 			socket_path = argv[++a];
+		} else if (strncmp(arg, "--token=", 8) == 0) {
+			token = arg + 8;
+		} else if (strcmp(arg, "--token") == 0) {
+			if (a + 1 == argc) {
+				free(flags);
+				return ctl_usage_error(&x, "--token needs a value");
+			}
+			token = argv[++a];
 		} else if (strncmp(arg, "--", 2) == 0) {
 			flags[nflags++] = argv[a];
 			if (strchr(arg, '=') == NULL && a + 1 < argc && !ctl_flag_is_switch(arg))
@@ -1225,7 +1310,7 @@ int main(int argc, char **argv)
 	x.what = what;
 	if (help) {
 		free(flags);
-		printf("usage: sidecardctl [--socket PATH] [--json]\n");
+		printf("usage: sidecardctl [--socket PATH] [--token TOKEN] [--json]\n");
 		ctl_print_command_usage(stdout, x.cmd);
 		return 0;
 	}
@@ -1233,6 +1318,8 @@ int main(int argc, char **argv)
 	free(flags);
 	if (rc != 0)
 		return rc;
+	if (token != NULL && (token[0] == '\0' || strlen(token) > SC_TOKEN_MAX))
+		return ctl_usage_error(&x, "--token: must be 1 to %d bytes", SC_TOKEN_MAX);
 	/*
 	 * The ledger verbs read local files and demo starts its own daemon; every
 	 * other verb talks to the daemon of --socket.
@@ -1240,15 +1327,19 @@ int main(int argc, char **argv)
 	if (strcmp(x.cmd->verb, "ledger") == 0 || strcmp(x.cmd->verb, "demo") == 0 ||
 	    (strcmp(x.cmd->verb, "peek") == 0 && (o.given & BIT(O_SEGMENT))))
 		return x.cmd->run(&x, &o);
-	rc = sc_connect(socket_path, &x.c);
+	/* Without --token, sc_connect() presents $SIDECARD_TOKEN when it is set. */
+	rc = token != NULL ? sc_connect_token(socket_path, token, &x.c)
+	                   : sc_connect(socket_path, &x.c);
 	if (rc != 0) {
 		char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+		const char *why = sc_last_error(NULL);
 
 		if (socket_path == NULL && sc_default_socket_path(path, sizeof(path)) == 0)
 			socket_path = path;
 		fprintf(stderr, "sidecardctl: connect to %s: %s\n",
-		        socket_path ? socket_path : "the default socket", sc_strerror(rc));
-		return EXIT_ERROR;
+		        socket_path ? socket_path : "the default socket",
+		        why[0] ? why : sc_strerror(rc));
+		return rc == SC_EDENIED ? EXIT_DENIED : EXIT_ERROR;
 	}
 	rc = x.cmd->run(&x, &o);
 	sc_close(x.c);

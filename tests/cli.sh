@@ -56,7 +56,21 @@ daemon_start "$ctl" --socket "$sock" stats || fail "the daemon did not start"
 
 run --version; expect 0 "--version"; out_has "sidecardctl"
 run --help; expect 0 "--help"; out_has "agents create"
+out_has "3 permission denied"; out_has "[--token TOKEN]"
+out_has "tokens create --role reader [--name NAME]"; out_has "agents rotate-token --agent-id ID"
 ok "help and version"
+
+# Checked before any connection, whatever the daemon knows of tokens.
+run --token "" stats; expect 2 "--token ''"; err_has "--token: must be 1 to 127 bytes"
+run --token "$(printf '%0128d' 0)" stats; expect 2 "--token of 128 bytes"
+err_has "--token: must be 1 to 127 bytes"
+run --token; expect 2 "--token without a value"; err_has "--token needs a value"
+run tokens create --role admin; expect 2 "tokens create --role admin"
+err_has "--role: must be one of reader, not 'admin'"
+run tokens revoke; expect 2 "tokens revoke without an id"; err_has "--token-id is required"
+run agents rotate-token --agent-id 0; expect 2 "agents rotate-token --agent-id 0"
+err_has "--agent-id: not an id: '0'"
+ok "token flags checked before connecting"
 
 run orgs create --name my-team; expect 0 "orgs create"; out_has "my-team"
 run --json orgs create --name=other-team; expect 0 "orgs create --json"
@@ -551,8 +565,11 @@ ok "agents delete"
 # demo runs a daemon of its own (ten simulated minutes in one real second),
 # in a directory under $TMPDIR that it removes.
 mkdir "$dir/demo" && TMPDIR=$dir/demo && export TMPDIR
-run --json demo --minutes 10 --speed 600 --daemon "$bin"
-expect 0 "demo"
+# The demo's own daemon is its user's: a token meant for another daemon is not presented.
+SIDECARD_TOKEN=sca_1_meant-for-another-daemon "$ctl" --json demo --minutes 10 --speed 600 \
+	--daemon "$bin" >"$dir/out" 2>"$dir/err"
+rc=$?
+expect 0 "demo with SIDECARD_TOKEN set"
 json 'names = [a["name"] for a in d["agents"]]
 assert names == ["researcher", "booker", "scraper", "oncall", "rogue"], names
 assert all(a["checks"] == a["allowed"] + a["blocked"] for a in d["agents"]), d
@@ -569,6 +586,6 @@ run demo --speed 0; expect 2 "demo --speed 0"; err_has "--speed: must be 1 to 10
 run demo --minutes 1 --daemon /nonexistent/sidecard; expect 2 "demo with no daemon"
 err_has "cannot run /nonexistent/sidecard"
 [ -z "$(ls -A "$dir/demo")" ] || fail "demo left $(ls "$dir/demo") behind"
-ok "demo: five agents against a daemon of its own, human and --json"
+ok "demo: five agents against a daemon of its own, human and --json, SIDECARD_TOKEN ignored"
 
 echo "$passed passed, 0 failed"
