@@ -202,6 +202,9 @@ static int cmd_agents_rotate_token(struct ctx *x, const struct opts *o)
 	if (rc != 0)
 		return call_error(x, rc);
 	ctl_show(x, ctl_rotation_out, &r);
+	if (!x->json)
+		fprintf(stderr, "sidecardctl: %s: the new token is shown only now; keep it (the old "
+		        "one no longer works)\n", x->what);
 	return 0;
 }
 
