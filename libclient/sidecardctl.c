@@ -64,13 +64,16 @@
 
 /*
  * A failed library call: "sidecardctl: <what>: <daemon message>"; exit 3
- * when the connection's role may not make it, 2 otherwise.
+ * when the connection's role may not make it ("permission denied: " before
+ * the message, which names the role needed), 2 otherwise.
  */
 static int call_error(const struct ctx *x, int rc)
 {
 	const char *msg = sc_last_error(x->c);
 
-	fprintf(stderr, "sidecardctl: %s: %s\n", x->what, msg[0] ? msg : sc_strerror(rc));
+	fprintf(stderr, "sidecardctl: %s: %s%s\n", x->what,
+	        rc == SC_EDENIED && msg[0] ? "permission denied: " : "",
+	        msg[0] ? msg : sc_strerror(rc));
 	return rc == SC_EDENIED ? EXIT_DENIED : EXIT_ERROR;
 }
 
@@ -1339,8 +1342,9 @@ int main(int argc, char **argv)
 
 		if (socket_path == NULL && sc_default_socket_path(path, sizeof(path)) == 0)
 			socket_path = path;
-		fprintf(stderr, "sidecardctl: connect to %s: %s\n",
+		fprintf(stderr, "sidecardctl: connect to %s: %s%s\n",
 		        socket_path ? socket_path : "the default socket",
+		        rc == SC_EDENIED && why[0] ? "permission denied: " : "",
 		        why[0] ? why : sc_strerror(rc));
 		return rc == SC_EDENIED ? EXIT_DENIED : EXIT_ERROR;
 	}
