@@ -692,6 +692,7 @@ int sc_alerts_unsubscribe(sc_client *c)
 int sc_tokens_create(sc_client *c, const char *role, const char *name, sc_access_token *out)
 {
 	struct request rq = { .method = "tokens.create" }, *r = &rq;
+	int rc;
 
 	if (role == NULL)
 		return sc_client_fail(c, SC_EINVAL, "role: required");
@@ -701,7 +702,12 @@ int sc_tokens_create(sc_client *c, const char *role, const char *name, sc_access
 	sc_client_arg_str(r, "role", role);
 	if (name != NULL)
 		sc_client_arg_str(r, "name", name);
-	return sc_client_call_one(c, r, sc_client_access_token_table, out, sizeof(*out));
+	if ((rc = sc_client_call_one(c, r, sc_client_access_token_table, out, sizeof(*out))) != 0)
+		return rc;
+	/* The table serves listings too, where the token is absent; here it is the point. */
+	if (out->token[0] == '\0')
+		return sc_client_fail(c, SC_EPROTO, "malformed token from the daemon: no 'token'");
+	return 0;
 }
 
 int sc_tokens_list(sc_client *c, sc_access_token **out, size_t *n)

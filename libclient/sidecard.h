@@ -647,7 +647,9 @@ SC_API void sc_orgs_free(sc_org *list);
 
 /*
  * org is an org name or decimal id; wallet and rules may be NULL/0. Rule ids
- * and counters in rules[] are ignored.
+ * and counters in rules[] are ignored. out->token is the agent's access
+ * token, shown only here: with out NULL it is lost, and only
+ * sc_agents_rotate_token() gives the agent a usable one.
  */
 SC_API int sc_agents_create(sc_client *c, const char *org, const char *name,
                             enum sc_priority priority, const sc_wallet_update *wallet,
