@@ -20,7 +20,9 @@
 #include "daemon_config.h"
 #include "sidecard.h"
 
-enum kind { K_PATH, K_UINT, K_SECONDS, K_MODE, K_GROUP, K_LEVEL, K_CHARGE, K_U64, K_DURABILITY };
+enum kind {
+	K_PATH, K_UINT, K_SECONDS, K_MODE, K_GROUP, K_LEVEL, K_CHARGE, K_U64, K_DURABILITY, K_USERS
+};
 
 struct option_def {
 	const char *name;
@@ -43,6 +45,28 @@ static const struct option_def options[] = {
 	{"config", K_PATH, F(config_file), 0, 0, "FILE", "read options from FILE (key = value lines)"},
 	{"socket-mode", K_MODE, F(socket_mode), 0, 0777, "MODE", "socket file mode, octal (0660)"},
 	{"socket-group", K_GROUP, F(socket_gid), 0, 0, "GROUP", "group owning the socket (name or gid)"},
+	{"agent-socket", K_PATH, F(agent_socket_path), 0, 0, "PATH",
+	 "a second socket serving only agents that present their token, for\n"
+	 HELP_INDENT "containers (none)"},
+	{"agent-socket-mode", K_MODE, F(agent_socket_mode), 0, 0777, "MODE",
+	 "agent socket file mode, octal (0666)"},
+	{"agent-socket-group", K_GROUP, F(agent_socket_gid), 0, 0, "GROUP",
+	 "group owning the agent socket (name or gid)"},
+	{"admin-users", K_USERS, F(access), 0, 0, "USER,...",
+	 "peers that are admins besides root and the daemon's own user\n"
+	 HELP_INDENT "(names or uids)"},
+	{"admin-group", K_GROUP, F(access.admin_gid), 0, 0, "GROUP",
+	 "peers in this group are admins (name or gid)"},
+	{"reader-group", K_GROUP, F(access.reader_gid), 0, 0, "GROUP",
+	 "peers in this group are readers; the state segment becomes\n"
+	 HELP_INDENT "readable by it (name or gid)"},
+	{"max-connections-per-uid", K_UINT, F(max_per_uid), 1, 1u << 20, "N",
+	 "connections of one uid that is no admin's (64)"},
+	{"max-connections-per-agent", K_UINT, F(max_per_agent), 1, 65535, "N",
+	 "connections that present one agent's token (64)"},
+	{"auth-timeout", K_UINT, F(auth_timeout_s), 0, 3600, "SECONDS",
+	 "a connection nobody vouched for must present a token within this,\n"
+	 HELP_INDENT "0 never closes it (10)"},
 	{"hold-ttl", K_SECONDS, F(hold_ttl_us), 1, 365 * 86400, "SECONDS",
 	 "lifetime of a hold never reported (300)"},
 	{"expiry-charge", K_CHARGE, F(expiry_charges), 0, 0, "estimate|none",
@@ -147,6 +171,8 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 		}
 		*(int *)field = strcmp(v, "estimate") == 0;
 		return 0;
+	case K_USERS:
+		return access_parse_users((struct access_config *)field, v, err, errlen);
 	case K_GROUP: {
 		struct group *g = getgrnam(v);
 
@@ -245,6 +271,14 @@ static void defaults(struct config *c)
 		         (unsigned)geteuid());
 	c->socket_mode = 0660;
 	c->socket_gid = -1;
+	c->agent_socket_mode = 0666;
+	c->agent_socket_gid = -1;
+	c->access.self = geteuid();
+	c->access.admin_gid = -1;
+	c->access.reader_gid = -1;
+	c->max_per_uid = 64;
+	c->max_per_agent = 64;
+	c->auth_timeout_s = 10;
 	c->hold_ttl_us = INT64_C(300) * 1000000;
 	c->expiry_charges = 1;
 	c->caps = (struct shm_caps){.orgs = 1024, .agents = 16384, .rules = 65536,

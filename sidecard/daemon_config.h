@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "access.h"
 #include "log.h"
 #include "shm.h"
 
@@ -20,6 +21,13 @@ struct config {
 	char config_file[PATH_MAX];
 	unsigned socket_mode;
 	long socket_gid;        /* -1: leave the group alone */
+	char agent_socket_path[PATH_MAX]; /* "": no agent socket */
+	unsigned agent_socket_mode;
+	long agent_socket_gid;  /* -1: leave the group alone */
+	struct access_config access; /* admins and readers by credentials; self set at load */
+	unsigned max_per_uid;   /* connections of one uid that is no admin's */
+	unsigned max_per_agent; /* connections bound to one agent */
+	unsigned auth_timeout_s; /* an unauthenticated connection's time to hello, 0: none */
 	int64_t hold_ttl_us;
 	int expiry_charges;     /* 1: expiry charges the estimate */
 	int64_t task_max_usage; /* micro-dollars, 0 = unlimited */

@@ -898,6 +898,13 @@ static int start(struct daemon *d)
 	d->srv_cfg.workers = d->cfg.workers;
 	d->srv_cfg.worker_thread = on_worker_thread;
 	d->srv_cfg.conn_closed = dispatch_conn_closed;
+	d->srv_cfg.access = &d->cfg.access;
+	d->srv_cfg.agent_socket_path = d->cfg.agent_socket_path[0] ? d->cfg.agent_socket_path : NULL;
+	d->srv_cfg.agent_mode = d->cfg.agent_socket_mode;
+	d->srv_cfg.agent_gid = d->cfg.agent_socket_gid;
+	d->srv_cfg.max_per_uid = d->cfg.max_per_uid;
+	d->srv_cfg.auth_timeout_ms = d->cfg.auth_timeout_s * 1000;
+	d->dispatch.max_agent_conns = d->cfg.max_per_agent;
 	uv_async_init(&d->loop, &d->wake, on_wake);
 	d->wake.data = d;
 	/* both wake the main loop: not before it can be woken (a step at start-up calls one) */
@@ -936,6 +943,8 @@ static int start(struct daemon *d)
 	pthread_mutex_unlock(&d->dispatch.lock);
 	log_info("sidecard %s listening on %s with %u worker%s", SC_VERSION, d->cfg.socket_path,
 	         d->cfg.workers, d->cfg.workers == 1 ? " (the main loop)" : " threads");
+	if (d->srv_cfg.agent_socket_path)
+		log_info("agents with a token may connect to %s", d->srv_cfg.agent_socket_path);
 	log_info("state %s: %u orgs, %u agents, %u rules, %u open holds; ledger at record %llu, "
 	         "durability %s; hold ttl %llds",
 	         d->shm_path, counts.orgs, counts.agents, counts.rules, counts.holds,
@@ -988,6 +997,7 @@ int main(int argc, char **argv)
 		rc = 1;
 	}
 	dispatch_alerts_free(&d.dispatch);
+	dispatch_access_free(&d.dispatch);
 	msgpack_sbuffer_destroy(&d.dispatch.scratch);
 	if (uv_loop_close(&d.loop) != 0)
 		log_warn("the loop closed with handles still open");
