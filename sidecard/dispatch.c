@@ -1063,12 +1063,30 @@ static uint64_t record(struct dispatch *d, unsigned type, int64_t now,
 	"state segment: another process cut it short; the daemon is stopping, and its next "  \
 	"start rebuilds the state from the ledger"
 
-static int has_field(const struct method *m, const char *name)
+static const char *const other_fields[] = {"org_id", "org", "from_agent_id", "from_org_id",
+                                           "to_agent_id", "to_org_id"};
+#define N_OTHERS (sizeof(other_fields) / sizeof(other_fields[0]))
+#define N_METHODS (sizeof(methods) / sizeof(methods[0]))
+#define SCOPE_AGENT_ID (1u << N_OTHERS) /* the method takes an agent_id */
+
+/*
+ * Per method, which of other_fields it takes (bit i) and whether it takes
+ * an agent_id: found once, so that an agent's check does not compare
+ * field names.
+ */
+static unsigned scope_of[N_METHODS];
+static pthread_once_t scope_once = PTHREAD_ONCE_INIT;
+
+static void find_scopes(void)
 {
-	for (const char *const *f = m->fields; *f; f++)
-		if (strcmp(*f, name) == 0)
-			return 1;
-	return 0;
+	for (size_t m = 0; m < N_METHODS; m++)
+		for (const char *const *f = methods[m].fields; *f; f++) {
+			for (size_t i = 0; i < N_OTHERS; i++)
+				if (strcmp(*f, other_fields[i]) == 0)
+					scope_of[m] |= 1u << i;
+			if (strcmp(*f, "agent_id") == 0)
+				scope_of[m] |= SCOPE_AGENT_ID;
+		}
 }
 
 /*
@@ -1080,19 +1098,20 @@ static int has_field(const struct method *m, const char *name)
 static int agent_scope(struct call *c, const struct method *m, struct proto_args *args,
                        const msgpack_object *params)
 {
-	static const char *const others[] = {"org_id", "org", "from_agent_id", "from_org_id",
-	                                     "to_agent_id", "to_org_id"};
 	uint64_t own = c->peer->id, id;
 	const msgpack_object *o;
+	unsigned scope;
 	int present = 0, rc = 0;
 
-	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
-		if (has_field(m, others[i]) &&
-		    (rc = proto_arg_obj(args, others[i], 0, -1, &o, &present)) == 0 && present)
+	pthread_once(&scope_once, find_scopes);
+	scope = scope_of[m - methods];
+	for (size_t i = 0; i < N_OTHERS; i++)
+		if ((scope & 1u << i) &&
+		    (rc = proto_arg_obj(args, other_fields[i], 0, -1, &o, &present)) == 0 && present)
 			return call_fail(c, SC_EDENIED,
 			                 "%s: %s: this connection acts for agent %llu only", m->name,
-			                 others[i], (unsigned long long)own);
-	if (rc != 0 || !has_field(m, "agent_id"))
+			                 other_fields[i], (unsigned long long)own);
+	if (rc != 0 || !(scope & SCOPE_AGENT_ID))
 		return rc;
 	if ((rc = proto_arg_u64(args, "agent_id", 0, &id, &present)))
 		return rc;
