@@ -944,7 +944,7 @@ static int cmd_ledger_repair(struct ctx *x, const struct opts *o)
 		return rc;
 	snprintf(state, sizeof(state), "%.*s", (int)(strlen(dir) - sizeof("/ledger") + 1), dir);
 	snprintf(path, sizeof(path), "%s/sidecard.lock", state);
-	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
 		fprintf(stderr, "sidecardctl: %s: %s: %s\n", x->what, path, strerror(errno));
 		return EXIT_ERROR;
 	}

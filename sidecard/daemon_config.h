@@ -20,6 +20,7 @@ struct config {
 	char config_file[PATH_MAX];
 	unsigned socket_mode;
 	long socket_gid;        /* -1: leave the group alone */
+	long segment_gid;       /* -1: the segment is 0600; else 0640 in this group, its readers' */
 	int64_t hold_ttl_us;
 	int expiry_charges;     /* 1: expiry charges the estimate */
 	int64_t task_max_usage; /* micro-dollars, 0 = unlimited */
@@ -38,6 +39,14 @@ struct config {
 	uint64_t checkpoint_records;  /* a snapshot every this many records */
 	int64_t checkpoint_interval_us;
 	unsigned time_scale;          /* the daemon's clock runs this many times faster */
+	/*
+	 * The directories that are default places (fsutil.h, fs_check_dir's
+	 * private rule): the socket's when neither --socket nor $SIDECARD_SOCKET
+	 * chose it, the segment's when it is beside such a socket, the state
+	 * directory when --state-dir did not choose it.
+	 */
+	int socket_dir_default, segment_dir_default, state_dir_default;
+	uint64_t given; /* bit i: the i-th option was set by the config file or the command line */
 };
 
 /*
@@ -46,6 +55,9 @@ struct config {
  * negative code with a message naming the option (or FILE:LINE) in err.
  */
 int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* 1 if option name (without "--") was set by the config file or the command line. */
+int config_given(const struct config *c, const char *name);
 
 /* Writes the --help text. */
 void config_usage(FILE *out);

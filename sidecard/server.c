@@ -1426,6 +1426,8 @@ static int open_socket(struct srv *s, char *err, size_t errlen)
 	int rc = fs_mkdirs(s->path, 0, err, errlen);
 
 	if (rc == 0)
+		rc = fs_check_parent(s->path, 0, err, errlen);
+	if (rc == 0)
 		rc = take_lock(s, err, errlen);
 	if (rc == 0)
 		rc = remove_stale(s, err, errlen);
