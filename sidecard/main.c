@@ -39,6 +39,7 @@
 #include "clock.h"
 #include "daemon_config.h"
 #include "dispatch.h"
+#include "fdlimit.h"
 #include "fsutil.h"
 #include "gate.h"
 #include "ledger_writer.h"
@@ -966,7 +967,7 @@ int main(int argc, char **argv)
 	if (d.cfg.time_scale > 1)
 		log_info("--time-scale %u: the clock runs %u times faster than real time",
 		         d.cfg.time_scale, d.cfg.time_scale);
-	if (take_dirs(&d.cfg, &state_lock, &segment_lock) != 0)
+	if (fdlimit_apply(&d.cfg) != 0 || take_dirs(&d.cfg, &state_lock, &segment_lock) != 0)
 		return 1;
 	rcu_register_thread();
 	pthread_mutex_init(&d.dispatch.lock, NULL);
