@@ -279,8 +279,8 @@ static void stop(struct daemon *d, const char *why);
  * The state segment is a file any process with write access may truncate
  * (root, or the daemon's own user in a container that mounts the
  * directory); its mode (0600, or 0640 for a reader group, which may only
- * read) keeps everyone else out. Pages past the new end fault with SIGBUS on the next access.
- * Nothing can make that access safe: extending the file back gives zero
+ * read) keeps everyone else out. Pages past the new end fault with SIGBUS
+ * on the next access. Nothing can make that access safe: extending the file back gives zero
  * pages, and a change that reads zeros where its records were may loop or
  * write a record that no longer replays. So the daemon checks the file's
  * size on every flush (one fstat) and, when it shrank, refuses every
