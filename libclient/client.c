@@ -402,7 +402,29 @@ static int connect_unix(int fd, const struct sockaddr_un *addr)
 	return -err;
 }
 
+/*
+ * The daemon's uid, as the kernel recorded it when the socket was made to
+ * listen, must be one this process trusts (trust.c): checked before a
+ * single request is sent.
+ */
+static int peer_trusted(sc_client *c, const char *path)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+		return sc_client_fail(c, -errno, "cannot read the credentials of %s: %s", path,
+		                      strerror(errno));
+	return sc_client_trust(cred.uid, path, "the daemon behind the socket", c->error,
+	                       sizeof(c->error));
+}
+
 int sc_connect(const char *path, sc_client **out)
+{
+	return sc_connect_err(path, out, NULL, 0);
+}
+
+int sc_connect_err(const char *path, sc_client **out, char *err, size_t errlen)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	struct request r = { .method = "hello" };
@@ -433,12 +455,16 @@ int sc_connect(const char *path, sc_client **out)
 		rc = c->fd < 0 ? -errno : connect_unix(c->fd, &addr);
 	}
 	if (rc == 0)
+		rc = peer_trusted(c, addr.sun_path);
+	if (rc == 0)
 		rc = sc_client_rpc(c, &r, &res);
 	if (rc == 0)
 		rc = sc_client_decode_one(c, res, sc_client_hello_table, &h, sizeof(h));
 	if (rc == 0 && h.protocol != SC_PROTOCOL_VERSION)
-		rc = SC_EPROTO;
+		rc = sc_client_fail(c, SC_EPROTO, "the daemon speaks protocol %d, this library %d",
+		                    (int)h.protocol, SC_PROTOCOL_VERSION);
 	if (rc != 0) {
+		sc_errorf(err, errlen, "%s", c->error[0] ? c->error : sc_strerror(rc));
 		sc_close(c);
 		return rc;
 	}

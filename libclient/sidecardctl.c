@@ -944,7 +944,7 @@ static int cmd_ledger_repair(struct ctx *x, const struct opts *o)
 		return rc;
 	snprintf(state, sizeof(state), "%.*s", (int)(strlen(dir) - sizeof("/ledger") + 1), dir);
 	snprintf(path, sizeof(path), "%s/sidecard.lock", state);
-	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
 		fprintf(stderr, "sidecardctl: %s: %s: %s\n", x->what, path, strerror(errno));
 		return EXIT_ERROR;
 	}
@@ -1161,7 +1161,7 @@ int main(int argc, char **argv)
 	char **flags = calloc((size_t)argc + 1, sizeof(*flags));
 	size_t nwords = 0, nflags = 0;
 	struct ctx x = { .what = NULL };
-	char what[64];
+	char what[64], err[1024];
 	struct opts o;
 	int help = 0, rc, a;
 
@@ -1240,14 +1240,14 @@ int main(int argc, char **argv)
 	if (strcmp(x.cmd->verb, "ledger") == 0 || strcmp(x.cmd->verb, "demo") == 0 ||
 	    (strcmp(x.cmd->verb, "peek") == 0 && (o.given & BIT(O_SEGMENT))))
 		return x.cmd->run(&x, &o);
-	rc = sc_connect(socket_path, &x.c);
+	rc = sc_connect_err(socket_path, &x.c, err, sizeof(err));
 	if (rc != 0) {
 		char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
 		if (socket_path == NULL && sc_default_socket_path(path, sizeof(path)) == 0)
 			socket_path = path;
 		fprintf(stderr, "sidecardctl: connect to %s: %s\n",
-		        socket_path ? socket_path : "the default socket", sc_strerror(rc));
+		        socket_path ? socket_path : "the default socket", err);
 		return EXIT_ERROR;
 	}
 	rc = x.cmd->run(&x, &o);

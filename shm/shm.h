@@ -572,6 +572,15 @@ int shm_layout_size(const struct shm_caps *caps, uint64_t *size);
 int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, int *created,
                 char *err, size_t errlen);
 /*
+ * Who may read the segment file besides its owner, the daemon's user: no
+ * one when gid is -1 (mode 0600, the default), else the members of group
+ * gid (the file is given to it and made 0640): the readers that map it
+ * (sc_peek_*). Applied at every open, so a file an earlier version left
+ * wider (0640 in the socket's group) is narrowed too. 0, or -errno with
+ * err naming the file and the group.
+ */
+int shm_set_readers(struct shm *m, long gid, char *err, size_t errlen);
+/*
  * Maps an existing segment read-only (any process). Unlike shm_open_rw it
  * accepts a busy segment: the running daemon is busy in every change.
  */

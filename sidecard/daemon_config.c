@@ -116,6 +116,8 @@ static const struct option_def options[] = {
 	{"log-level", K_LEVEL, F(log_level), 0, 0, "LEVEL", "error, warn, info or debug (info)"},
 };
 
+_Static_assert(sizeof(options) / sizeof(options[0]) <= 64, "struct config.given has 64 bits");
+
 static const struct option_def *find_option(const char *name, size_t len)
 {
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
@@ -141,6 +143,8 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 {
 	char *field = (char *)c + o->off;
 	uint64_t n = 0;
+
+	c->given |= UINT64_C(1) << (o - options);
 
 	switch (o->kind) {
 	case K_PATH:
@@ -355,6 +359,7 @@ static const struct option_def *cli_option(int argc, char **argv, int *i, const 
 
 int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
 {
+	const char *env;
 	int rc;
 
 	defaults(c);
@@ -391,7 +396,18 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	}
 	if (c->caps.texts == 0)
 		c->caps.texts = c->caps.rules;
+	env = getenv("SIDECARD_SOCKET");
+	c->socket_dir_default = !config_given(c, "socket") && !(env && *env);
+	c->segment_dir_default = c->socket_dir_default && !config_given(c, "segment");
+	c->state_dir_default = !config_given(c, "state-dir");
 	if (c->segment_path[0] == '\0' && segment_beside(c, err, errlen) != 0)
 		return SC_ERANGE;
 	return 0;
+}
+
+int config_given(const struct config *c, const char *name)
+{
+	const struct option_def *o = find_option(name, strlen(name));
+
+	return o && (c->given & (UINT64_C(1) << (o - options)));
 }

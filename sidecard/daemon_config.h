@@ -46,6 +46,14 @@ struct config {
 	uint64_t checkpoint_records;  /* a snapshot every this many records */
 	int64_t checkpoint_interval_us;
 	unsigned time_scale;          /* the daemon's clock runs this many times faster */
+	/*
+	 * The directories that are default places (fsutil.h, fs_check_dir's
+	 * private rule): the socket's when neither --socket nor $SIDECARD_SOCKET
+	 * chose it, the segment's when it is beside such a socket, the state
+	 * directory when --state-dir did not choose it.
+	 */
+	int socket_dir_default, segment_dir_default, state_dir_default;
+	uint64_t given; /* bit i: the i-th option was set by the config file or the command line */
 };
 
 /*
@@ -54,6 +62,9 @@ struct config {
  * negative code with a message naming the option (or FILE:LINE) in err.
  */
 int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* 1 if option name (without "--") was set by the config file or the command line. */
+int config_given(const struct config *c, const char *name);
 
 /* Writes the --help text. */
 void config_usage(FILE *out);

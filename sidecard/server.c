@@ -1606,6 +1606,8 @@ static int open_socket(struct listener *l, char *err, size_t errlen)
 	int rc = fs_mkdirs(l->path, 0, err, errlen);
 
 	if (rc == 0)
+		rc = fs_check_parent(l->path, 0, err, errlen);
+	if (rc == 0)
 		rc = take_lock(l, err, errlen);
 	if (rc == 0)
 		rc = remove_stale(l, err, errlen);

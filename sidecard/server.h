@@ -125,8 +125,10 @@ typedef uint64_t (*srv_handler)(void *ctx, const struct srv_request *req, msgpac
  * Takes the socket, starts the worker threads (cfg->workers >= 2, at most
  * SRV_MAX_WORKERS) and starts accepting on loop:
  *  - creates missing parent directories of socket_path with mode 0700
- *    (existing ones are not touched);
- *  - locks "<socket_path>.lock" with flock() and writes the pid into it; if
+ *    (existing ones are not touched), and refuses (SC_EINVAL) a directory
+ *    that another user could change (fs_check_parent, not private);
+ *  - locks "<socket_path>.lock" (never through a symbolic link, fs_lock)
+ *    with flock() and writes the pid into it; if
  *    a live process holds the lock, fails with SC_EEXISTS and "another
  *    sidecard is running on <path> (pid N)";
  *  - removes a stale socket file left by a crashed daemon (under the lock
