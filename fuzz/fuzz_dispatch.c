@@ -138,6 +138,10 @@ static const struct template {
 	                "limit:5}"},
 	{"alerts.subscribe", "{}"},
 	{"alerts.unsubscribe", "{}"},
+	{"agents.rotate_token", "{agent_id:$a}"},
+	{"tokens.create", "{role:'reader',name:'dash'}"},
+	{"tokens.list", "{}"},
+	{"tokens.revoke", "{token_id:1}"},
 };
 
 #define N_TEMPLATES (sizeof(templates) / sizeof(templates[0]))
@@ -762,9 +766,10 @@ static void open_state(void)
 
 static void close_state(void)
 {
-	dispatch_conn_closed(&F.d, 1);
-	dispatch_conn_closed(&F.d, 2);
+	dispatch_conn_closed(&F.d, 1, &(struct access_peer){0});
+	dispatch_conn_closed(&F.d, 2, &(struct access_peer){0});
 	dispatch_alerts_free(&F.d);
+	dispatch_access_free(&F.d);
 	msgpack_sbuffer_destroy(&F.d.scratch);
 	pthread_mutex_destroy(&F.d.lock);
 	state_close(F.st);
@@ -777,7 +782,7 @@ static void clock_step(uint8_t mode)
 	case 0:
 	case 1: (void)dispatch_expire(&F.d); break;
 	case 2: dispatch_push_alerts(&F.d); break;
-	default: dispatch_conn_closed(&F.d, 1 + (mode >> 5 & 1)); break;
+	default: dispatch_conn_closed(&F.d, 1 + (mode >> 5 & 1), &(struct access_peer){0}); break;
 	}
 }
 

@@ -31,12 +31,12 @@
  *   - the result does not have the documented shape: SC_EPROTO with a
  *     message naming the object and field; the connection stays usable.
  *
- * HELLO. sc_connect_token() opens the socket and says hello, presenting
- * the token when it has one (sc_connect() takes it from SIDECARD_TOKEN);
+ * HELLO. sc_connect_token() opens the socket, checks who listens on it
+ * (peer_trusted) and only then says hello, presenting the token when it
+ * has one (sc_connect() and sc_connect_err() take it from SIDECARD_TOKEN);
  * the client keeps what hello answers of the peer (role, bound agent,
  * reader token id), never the token. A failed connect frees its client,
- * so its reason goes to a per-thread buffer that sc_last_error(NULL)
- * returns, the one thing in the library that is not per connection.
+ * so its reason goes to the caller's err buffer.
  *
  * NOTIFICATIONS. The daemon pushes [2, "alert", [alert]] to a connection
  * that subscribed (sc_alerts_subscribe); such a notification may arrive
@@ -46,8 +46,7 @@
  * sc_alert_next(), and "error" ends the connection as before.
  *
  * Threads: an sc_client belongs to one thread at a time (sidecard.h); there
- * is no global state (the connect error is per thread), so distinct
- * clients may be used concurrently.
+ * is no global state, so distinct clients may be used concurrently.
  * Ownership: the client owns its socket, buffers and the last decoded
  * message, which stays valid until the next sc_client_rpc(); lists returned to
  * the caller are single malloc blocks released by the sc_*_free functions.
@@ -411,32 +410,37 @@ static int connect_unix(int fd, const struct sockaddr_un *addr)
 }
 
 /*
- * Why the calling thread's last connect failed, for sc_last_error(NULL):
- * a failed connect frees its client, so the message cannot stay on it.
+ * The daemon's uid, as the kernel recorded it when the socket was made to
+ * listen, must be one this process trusts (trust.c): checked before a
+ * single request is sent.
  */
-static __thread char connect_error[512];
-
-/* Records why a connect failed and returns code. */
-static int connect_failed(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int connect_failed(int code, const char *fmt, ...)
+static int peer_trusted(sc_client *c, const char *path)
 {
-	va_list ap;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
 
-	va_start(ap, fmt);
-	vsnprintf(connect_error, sizeof(connect_error), fmt, ap);
-	va_end(ap);
-	return code;
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+		return sc_client_fail(c, -errno, "cannot read the credentials of %s: %s", path,
+		                      strerror(errno));
+	return sc_client_trust(cred.uid, path, "the daemon behind the socket", c->error,
+	                       sizeof(c->error));
 }
 
 int sc_connect(const char *path, sc_client **out)
 {
-	const char *token = getenv("SIDECARD_TOKEN");
-
-	return sc_connect_token(path, token != NULL && token[0] != '\0' ? token : NULL, out);
+	return sc_connect_err(path, out, NULL, 0);
 }
 
-int sc_connect_token(const char *path, const char *token, sc_client **out)
+int sc_connect_err(const char *path, sc_client **out, char *err, size_t errlen)
+{
+	const char *token = getenv("SIDECARD_TOKEN");
+
+	return sc_connect_token(path, token != NULL && token[0] != '\0' ? token : NULL, out, err,
+	                        errlen);
+}
+
+int sc_connect_token(const char *path, const char *token, sc_client **out, char *err,
+                     size_t errlen)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	struct request r = { .method = "hello" };
@@ -446,18 +450,19 @@ int sc_connect_token(const char *path, const char *token, sc_client **out)
 	int rc;
 
 	*out = NULL;
-	connect_error[0] = '\0';
-	if (token != NULL && (token[0] == '\0' || strlen(token) > SC_TOKEN_MAX))
-		return connect_failed(SC_EINVAL, "token: must be 1 to %d bytes", SC_TOKEN_MAX);
+	if (token != NULL && (token[0] == '\0' || strlen(token) > SC_TOKEN_MAX)) {
+		sc_errorf(err, errlen, "token: must be 1 to %d bytes", SC_TOKEN_MAX);
+		return SC_EINVAL;
+	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
-		return connect_failed(-ENOMEM, "%s", sc_strerror(-ENOMEM));
+		return -ENOMEM;
 	c->fd = -1;
 	msgpack_sbuffer_init(&c->sbuf);
 	msgpack_unpacked_init(&c->msg);
 	if (!msgpack_unpacker_init(&c->unp, READ_CHUNK)) {
 		free(c);
-		return connect_failed(-ENOMEM, "%s", sc_strerror(-ENOMEM));
+		return -ENOMEM;
 	}
 	if (path == NULL)
 		rc = sc_default_socket_path(addr.sun_path, sizeof(addr.sun_path));
@@ -469,17 +474,20 @@ int sc_connect_token(const char *path, const char *token, sc_client **out)
 		c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		rc = c->fd < 0 ? -errno : connect_unix(c->fd, &addr);
 	}
+	/* Sent only once the peer is trusted: a token is never shown to an impostor. */
 	if (token != NULL)
 		sc_client_arg_str(&r, "token", token);
+	if (rc == 0)
+		rc = peer_trusted(c, addr.sun_path);
 	if (rc == 0)
 		rc = sc_client_rpc(c, &r, &res);
 	if (rc == 0)
 		rc = sc_client_decode_one(c, res, sc_client_hello_table, &h, sizeof(h));
 	if (rc == 0 && h.protocol != SC_PROTOCOL_VERSION)
-		rc = sc_client_fail(c, SC_EPROTO, "the daemon speaks protocol %lld, this library %d",
-		                    (long long)h.protocol, SC_PROTOCOL_VERSION);
+		rc = sc_client_fail(c, SC_EPROTO, "the daemon speaks protocol %d, this library %d",
+		                    (int)h.protocol, SC_PROTOCOL_VERSION);
 	if (rc != 0) {
-		connect_failed(rc, "%s", c->error[0] ? c->error : sc_strerror(rc));
+		sc_errorf(err, errlen, "%s", c->error[0] ? c->error : sc_strerror(rc));
 		sc_close(c);
 		return rc;
 	}
@@ -505,7 +513,7 @@ void sc_close(sc_client *c)
 
 const char *sc_last_error(const sc_client *c)
 {
-	return c != NULL ? c->error : connect_error;
+	return c != NULL ? c->error : "";
 }
 
 const char *sc_server_version(const sc_client *c)

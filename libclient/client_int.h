@@ -11,6 +11,8 @@
  *   client_admin.c    pricing, orgs, agents, rules, wallets, transactions,
  *                     scores and events, counters, alert listings, access
  *                     tokens
+ *   trust.c           whether a socket's peer or a segment's owner may be
+ *                     the daemon (also for peek.c)
  *
  * A method builds a `struct request` of named arguments, calls
  * sc_client_call_one() or sc_client_call_list() (or sc_client_rpc() and
@@ -25,6 +27,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <msgpack.h>
 
@@ -265,5 +268,18 @@ int sc_client_call_list(sc_client *c, const struct request *r, struct table t, s
                      void **out, size_t *n);
 /* Methods answering {deleted: true}, {removed: true} or {revoked: true}. */
 int sc_client_call_done(sc_client *c, const struct request *r, struct table t);
+
+/* ----- trusting the daemon (trust.c) ----- */
+
+/*
+ * Whether uid found, behind the socket or owning the segment file at path
+ * (what: "the daemon behind the socket" or "the owner of the state file",
+ * for the message), is one this
+ * process expects to be the daemon (sidecard.h, "Trusting the daemon"):
+ * 0, SC_EUNAVAILABLE with a sentence naming the uid found and the ones
+ * expected in err, or SC_EINVAL for a SIDECARD_DAEMON_UID that names no
+ * user.
+ */
+int sc_client_trust(uid_t found, const char *path, const char *what, char *err, size_t errlen);
 
 #endif /* SIDECARD_CLIENT_INT_H */

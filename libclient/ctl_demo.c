@@ -506,7 +506,7 @@ static int wait_ready(pid_t pid, const char *path, const char *sock, const sigse
 	int i, status;
 
 	for (i = 0; i < 200; i++) {
-		if (sc_connect_token(sock, NULL, c) == 0)
+		if (sc_connect_token(sock, NULL, c, NULL, 0) == 0)
 			return 0;
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
@@ -602,7 +602,7 @@ static int run(sc_client *c, struct demo *d, const sigset_t *sigs, FILE *f, int6
 	for (started = 0; started < N_AGENTS; started++) {
 		struct agent *a = &d->agents[started];
 
-		if ((rc = sc_connect_token(d->sock, NULL, &a->c)) != 0) {
+		if ((rc = sc_connect_token(d->sock, NULL, &a->c, NULL, 0)) != 0) {
 			stop_all(d, sc_strerror(rc));
 			break;
 		}

@@ -49,11 +49,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
-#include "common.h"
+#include "client_int.h"
 #include "shm.h"
-#include "sidecard.h"
 
 /* Tries with a pause before yielding the processor between tries. */
 #define SPINS 128
@@ -331,6 +331,7 @@ int sc_peek_open(const char *state_path, sc_peek **out, char *err, size_t errlen
 {
 	sc_peek *p;
 	const char *why;
+	struct stat st;
 	char msg[512];
 	int rc;
 
@@ -349,11 +350,18 @@ int sc_peek_open(const char *state_path, sc_peek **out, char *err, size_t errlen
 			sc_errorf(err, errlen, "%s (the daemon's state directory is not visible here: "
 			          "a container that mounts only the socket must use the socket)", msg);
 		else if (rc == -EACCES || rc == -EPERM)
-			sc_errorf(err, errlen, "%s (the state file is mode 0640: reading it takes the "
-			          "daemon's user or group)", msg);
+			sc_errorf(err, errlen, "%s (the state file is readable by the daemon's user "
+			          "alone, or its readers' group when it has one)", msg);
 		else
 			sc_errorf(err, errlen, "%s", msg);
 		free(p);
+		return SC_EUNAVAILABLE;
+	}
+	/* a file another user made where the daemon's should be could show any balance */
+	if (fstat(p->m.fd, &st) != 0 ||
+	    sc_client_trust(st.st_uid, state_path, "the owner of the state file", err,
+	                    errlen) != 0) {
+		sc_peek_close(p);
 		return SC_EUNAVAILABLE;
 	}
 	p->hdr = p->m.hdr;

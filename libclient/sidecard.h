@@ -514,35 +514,50 @@ typedef struct sc_client sc_client;
 SC_API int sc_default_socket_path(char *buf, size_t len);
 
 /*
- * Connects (path NULL: the default) and says hello. When the environment
- * holds a non-empty SIDECARD_TOKEN, the hello presents it: sc_connect() is
- * then sc_connect_token() with that token.
+ * Trusting the daemon. Before it sends anything, sc_connect reads the uid
+ * of the process behind the socket (SO_PEERCRED: who made it listen) and
+ * refuses any but an expected one, since whoever could create the socket
+ * first (a /tmp/sidecard-<uid> another user made) could answer every check
+ * with "allowed". Expected are: root; this process's effective uid; the uid
+ * in $SIDECARD_DAEMON_UID (a number or a user name); and the owner of the
+ * socket's directory when only root may change the directory above it
+ * (owned by root, not writable by group or others: /run/sidecard owned by
+ * a `sidecard` system user, never a directory under /tmp). Anything else
+ * is SC_EUNAVAILABLE with a message naming the uid found and the ones
+ * expected; a $SIDECARD_DAEMON_UID that names no user is SC_EINVAL.
+ * sc_peek_open holds the owner of the state file to the same rule. So a
+ * token is never shown to an impostor: it is sent only after this check.
  *
- * Roles (PROTOCOL.md): a peer the daemon knows as an administrator by its
- * user or group needs no token. Any other peer must present one to be
- * served: an agent's token binds the connection to that agent (it may gate
- * and read for it alone), a reader's token lets it read everything and
- * change nothing. A token the daemon does not accept fails the connect
+ * Roles (PROTOCOL.md, "Roles"): a peer the daemon knows as an administrator
+ * by its user or group needs no token. Any other peer must present one to
+ * be served: an agent's token binds the connection to that agent (it may
+ * gate and read for it alone), a reader's token lets it read everything
+ * and change nothing. A token the daemon does not accept fails the connect
  * with SC_EDENIED; a call the connection's role may not make fails with
  * SC_EDENIED too, the connection staying usable.
- *
- * On failure *out is NULL and sc_last_error(NULL) gives the reason on the
- * calling thread (the daemon's message for a refused hello), until its
- * next connect.
+ */
+
+/*
+ * Connects (path NULL: the default), checks the daemon's uid and says
+ * hello, presenting $SIDECARD_TOKEN when it is set and not empty.
  */
 SC_API int sc_connect(const char *path, sc_client **out);
 /*
- * Connects presenting token (1 to SC_TOKEN_MAX bytes; longer or empty is
- * SC_EINVAL, nothing sent). token NULL: no token, and SIDECARD_TOKEN is not
- * looked at. The library does not keep the token.
+ * sc_connect, and on failure a sentence in err (errlen bytes; err may be
+ * NULL): the daemon's uid that was refused, the system error, or the
+ * daemon's answer to hello (a refused token: SC_EDENIED and why).
  */
-SC_API int sc_connect_token(const char *path, const char *token, sc_client **out);
-SC_API void sc_close(sc_client *c);
+SC_API int sc_connect_err(const char *path, sc_client **out, char *err, size_t errlen);
 /*
- * The daemon's message for the last failed call, or the local reason.
- * sc_last_error(NULL): why the calling thread's last sc_connect() or
- * sc_connect_token() failed ("" if it succeeded).
+ * sc_connect_err presenting token (1 to SC_TOKEN_MAX bytes; longer or empty
+ * is SC_EINVAL, nothing sent) instead of $SIDECARD_TOKEN. token NULL: no
+ * token, and the environment is not looked at. The library does not keep
+ * the token.
  */
+SC_API int sc_connect_token(const char *path, const char *token, sc_client **out, char *err,
+                            size_t errlen);
+SC_API void sc_close(sc_client *c);
+/* The daemon's message for the last failed call, or the local reason. */
 SC_API const char *sc_last_error(const sc_client *c);
 /* The daemon's version string from hello. */
 SC_API const char *sc_server_version(const sc_client *c);
@@ -873,9 +888,11 @@ SC_API int sc_stat(sc_client *c, const char *name, int64_t *out);
  * Errors of sc_peek_open* are SC_EUNAVAILABLE with the cause in err: the
  * file is not visible (a container that mounts neither it nor the socket's
  * directory, or a daemon run with --segment elsewhere), not readable (the
- * daemon creates it mode 0640: run as its user or in its group), of another
- * layout version than this library's, or not served (the daemon is stopped
- * or still starting). Callers then use the socket. A
+ * daemon creates it mode 0600, readable by its user alone, or 0640 in the
+ * readers' group when it has one), owned by a uid not expected to be the
+ * daemon's (see "Trusting the daemon" above), of another layout version
+ * than this library's, or not served (the daemon is stopped or still
+ * starting). Callers then use the socket. A
  * mapping may stop being usable later: reads return SC_EUNAVAILABLE and
  * sc_peek_unavailable() says why; when the daemon replaced its state file
  * (it rebuilt the state after a crash) the mapping shows the old file

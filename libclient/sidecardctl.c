@@ -1012,7 +1012,7 @@ static int cmd_ledger_repair(struct ctx *x, const struct opts *o)
 		return rc;
 	snprintf(state, sizeof(state), "%.*s", (int)(strlen(dir) - sizeof("/ledger") + 1), dir);
 	snprintf(path, sizeof(path), "%s/sidecard.lock", state);
-	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
 		fprintf(stderr, "sidecardctl: %s: %s: %s\n", x->what, path, strerror(errno));
 		return EXIT_ERROR;
 	}
@@ -1244,7 +1244,7 @@ int main(int argc, char **argv)
 	char **flags = calloc((size_t)argc + 1, sizeof(*flags));
 	size_t nwords = 0, nflags = 0;
 	struct ctx x = { .what = NULL };
-	char what[64];
+	char what[64], err[1024];
 	struct opts o;
 	int help = 0, rc, a;
 
@@ -1333,19 +1333,17 @@ int main(int argc, char **argv)
 	if (strcmp(x.cmd->verb, "ledger") == 0 || strcmp(x.cmd->verb, "demo") == 0 ||
 	    (strcmp(x.cmd->verb, "peek") == 0 && (o.given & BIT(O_SEGMENT))))
 		return x.cmd->run(&x, &o);
-	/* Without --token, sc_connect() presents $SIDECARD_TOKEN when it is set. */
-	rc = token != NULL ? sc_connect_token(socket_path, token, &x.c)
-	                   : sc_connect(socket_path, &x.c);
+	/* Without --token, sc_connect_err() presents $SIDECARD_TOKEN when it is set. */
+	rc = token != NULL ? sc_connect_token(socket_path, token, &x.c, err, sizeof(err))
+	                   : sc_connect_err(socket_path, &x.c, err, sizeof(err));
 	if (rc != 0) {
 		char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-		const char *why = sc_last_error(NULL);
 
 		if (socket_path == NULL && sc_default_socket_path(path, sizeof(path)) == 0)
 			socket_path = path;
 		fprintf(stderr, "sidecardctl: connect to %s: %s%s\n",
 		        socket_path ? socket_path : "the default socket",
-		        rc == SC_EDENIED && why[0] ? "permission denied: " : "",
-		        why[0] ? why : sc_strerror(rc));
+		        rc == SC_EDENIED ? "permission denied: " : "", err);
 		return rc == SC_EDENIED ? EXIT_DENIED : EXIT_ERROR;
 	}
 	rc = x.cmd->run(&x, &o);

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs everything sidecard needs to build and test on Debian (bookworm or
-# later): the toolchain, autotools, the four libraries, and the tools the test
+# later): the toolchain, autotools, the five libraries, and the tools the test
 # suite uses (Debian's python3 with python3-msgpack for the interop test, and
 # tzdata, whose zone files the time zone tests resolve; faketime, whose
 # libfaketime steps the daemon's wall clock in tests/clock.sh), and the peer of the
@@ -10,7 +10,7 @@
 set -eu
 
 packages="build-essential autoconf automake libtool pkg-config \
-libuv1-dev libmsgpack-dev liburcu-dev check \
+libuv1-dev libmsgpack-dev liburcu-dev libsodium-dev check \
 python3 python3-msgpack tzdata faketime \
 redis-server libhiredis-dev"
 

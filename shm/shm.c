@@ -255,8 +255,8 @@ static int create(struct shm *m, const char *path, const struct shm_caps *caps, 
 		sc_errorf(err, errlen, "capacities too large for one segment");
 		return SC_ERANGE;
 	}
-	/* the daemon's uid alone writes it (SEALS); readers of its group may map it */
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	/* the daemon's uid alone writes and reads it (SEALS); shm_set_readers adds a group */
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		rc = -errno;
 		sc_errorf(err, errlen, "%s: %s", path, strerror(-rc));
@@ -291,7 +291,7 @@ int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, in
 
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
-	fd = open(path, O_RDWR | O_CLOEXEC);
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 && errno == ENOENT) {
 		rc = create(m, path, caps, err, errlen);
 		*created = rc == 0;
@@ -308,6 +308,23 @@ int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, in
 		shm_set_serving(m, SHM_SERVING_STOPPED);
 	}
 	return rc;
+}
+
+int shm_set_readers(struct shm *m, long gid, char *err, size_t errlen)
+{
+	/* narrowed first: the file never lets the old group and the new one read at once */
+	if (fchmod(m->fd, 0600) != 0) {
+		sc_errorf(err, errlen, "cannot make the state segment mode 0600: %s", strerror(errno));
+		return -errno;
+	}
+	if (gid < 0)
+		return 0;
+	if (fchown(m->fd, (uid_t)-1, (gid_t)gid) != 0 || fchmod(m->fd, 0640) != 0) {
+		sc_errorf(err, errlen, "cannot give the state segment to group %ld (mode 0640): %s",
+		          gid, strerror(errno));
+		return -errno;
+	}
+	return 0;
 }
 
 int shm_open_ro(struct shm *m, const char *path, char *err, size_t errlen)
@@ -390,7 +407,7 @@ int shm_retire_file(const char *path, char *err, size_t errlen)
 	void *page;
 	int fd, rc = 0;
 
-	fd = open(path, O_RDWR | O_CLOEXEC);
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		rc = -errno;
 		sc_errorf(err, errlen, "%s: %s", path, strerror(-rc));

@@ -44,8 +44,8 @@
  * and so compares hdr.mutations before and after (CONCURRENCY below): the
  * rule may be renamed and the old text freed and reused in between.
  *
- * SIZE (bytes, checked by _Static_assert below): an agent 400, a rule 144,
- * a text 144. One agent with 4 rules takes 976 bytes of segment.
+ * SIZE (bytes, checked by _Static_assert below): an agent 432, a rule 144,
+ * a text 144. One agent with 4 rules takes 1,008 bytes of segment.
  *
  * RATE WINDOWS
  *
@@ -122,6 +122,15 @@
  * a segment stamped with another boot of the machine or another state
  * directory (hdr.boot_id, hdr.state_dev and hdr.state_ino).
  *
+ * TOKENS
+ *
+ * Access tokens are kept only as their SHA-256 (sidecard/access.h): an
+ * agent's in its record (shm_agent.token_hash), a reader token's in one of
+ * the SHM_TOKENS struct shm_token of the header, whose hdr.next_token_id
+ * numbers them. Whoever may read the segment sees the hashes, from which
+ * no token can be found; the segment is readable by admins and readers
+ * only (docs/DESIGN.md, "Access control").
+ *
  * SEALS
  *
  * Only the daemon writes the segment, but whoever runs as its uid could
@@ -154,7 +163,7 @@
 #include "sidecard.h"
 
 #define SHM_MAGIC "SCSTATE1"
-#define SHM_LAYOUT_VERSION 5u
+#define SHM_LAYOUT_VERSION 6u
 #define SHM_HEADER_SIZE 4096u
 #define SHM_NONE UINT32_MAX /* "no slot" */
 #define SHM_METADATA_MAX 512
@@ -163,6 +172,8 @@
 #define SHM_WINDOW_MINUTES 4  /* minutes per bucket */
 #define SHM_IX_EMPTY 0u         /* agent index: a free entry, which ends a probe */
 #define SHM_IX_TOMB UINT32_MAX  /* agent index: a deleted agent's entry */
+#define SHM_TOKENS 24           /* reader tokens, kept in the header (TOKENS) */
+#define SHM_HASH_BYTES 32       /* SHA-256 of an access token */
 
 /* hdr.serving: what the mapped file is to a reader (READERS AND RESTARTS). */
 enum shm_serving { SHM_SERVING_STOPPED, SHM_SERVING_LIVE, SHM_SERVING_RETIRED };
@@ -176,6 +187,17 @@ struct shm_rec {
 struct shm_window {
 	int32_t newest;                     /* bucket number of the newest bucket */
 	uint32_t n[SHM_WINDOW_BUCKETS];     /* allowed checks per bucket */
+};
+
+/* A reader token (TOKENS); rec.used = 0: a free entry (never issued, or revoked). */
+struct shm_token {
+	struct shm_rec rec;
+	uint64_t id;
+	int64_t created_at;
+	uint8_t role;       /* enum access_role: ACCESS_READER */
+	uint8_t reserved[7];
+	char name[SC_NAME_MAX + 1];
+	uint8_t hash[SHM_HASH_BYTES];
 };
 
 /* Budget periods of a wallet (enum sc_period). */
@@ -283,6 +305,9 @@ struct shm_header {
 	uint32_t agent_ix_cap;  /* entries: a power of two >= 2 x agent_cap */
 	uint32_t reserved4;
 	uint64_t agent_ix_off;
+	/* Reader tokens (TOKENS); changed only by tokens.create and tokens.revoke. */
+	uint64_t next_token_id;
+	struct shm_token tokens[SHM_TOKENS];
 };
 _Static_assert(sizeof(struct shm_header) <= SHM_HEADER_SIZE, "the header fits its page");
 
@@ -313,6 +338,7 @@ struct shm_agent {
 	uint8_t status_auto; /* the status was set by the score, not the operator */
 	uint8_t reserved;
 	char name[SC_NAME_MAX + 1];
+	uint8_t token_hash[SHM_HASH_BYTES]; /* TOKENS: of the agent's token */
 	struct shm_wallet wallet;
 	/* lifetime counters behind the score */
 	uint64_t checks, blocked, settled, failures, overruns, expired, anomalies;
@@ -361,7 +387,7 @@ struct shm_text {
 };
 
 _Static_assert(sizeof(struct shm_window) == 68, "a window is 16 buckets and their number");
-_Static_assert(sizeof(struct shm_agent) == 400, "the agent record size SIZE documents");
+_Static_assert(sizeof(struct shm_agent) == 432, "the agent record size SIZE documents");
 _Static_assert(sizeof(struct shm_rule) == 144, "the rule record size SIZE documents");
 _Static_assert(sizeof(struct shm_text) == 144, "the text record size SIZE documents");
 
@@ -545,6 +571,15 @@ int shm_layout_size(const struct shm_caps *caps, uint64_t *size);
  */
 int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, int *created,
                 char *err, size_t errlen);
+/*
+ * Who may read the segment file besides its owner, the daemon's user: no
+ * one when gid is -1 (mode 0600, the default), else the members of group
+ * gid (the file is given to it and made 0640): the readers that map it
+ * (sc_peek_*). Applied at every open, so a file an earlier version left
+ * wider (0640 in the socket's group) is narrowed too. 0, or -errno with
+ * err naming the file and the group.
+ */
+int shm_set_readers(struct shm *m, long gid, char *err, size_t errlen);
 /*
  * Maps an existing segment read-only (any process). Unlike shm_open_rw it
  * accepts a busy segment: the running daemon is busy in every change.

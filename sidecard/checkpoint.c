@@ -209,7 +209,7 @@ static int write_file(const char *dir, uint64_t seq, struct shm_snap *snap, int6
 
 	checkpoint_path(dir, seq, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | FS_OPEN_FLAGS, 0600);
 	rc = fd < 0 ? -errno : serialize(snap, seq, now, fd);
 	shm_snap_end(snap);
 	if (fd < 0)

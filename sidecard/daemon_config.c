@@ -20,7 +20,9 @@
 #include "daemon_config.h"
 #include "sidecard.h"
 
-enum kind { K_PATH, K_UINT, K_SECONDS, K_MODE, K_GROUP, K_LEVEL, K_CHARGE, K_U64, K_DURABILITY };
+enum kind {
+	K_PATH, K_UINT, K_SECONDS, K_MODE, K_GROUP, K_LEVEL, K_CHARGE, K_U64, K_DURABILITY, K_USERS
+};
 
 struct option_def {
 	const char *name;
@@ -43,6 +45,28 @@ static const struct option_def options[] = {
 	{"config", K_PATH, F(config_file), 0, 0, "FILE", "read options from FILE (key = value lines)"},
 	{"socket-mode", K_MODE, F(socket_mode), 0, 0777, "MODE", "socket file mode, octal (0660)"},
 	{"socket-group", K_GROUP, F(socket_gid), 0, 0, "GROUP", "group owning the socket (name or gid)"},
+	{"agent-socket", K_PATH, F(agent_socket_path), 0, 0, "PATH",
+	 "a second socket serving only agents that present their token, for\n"
+	 HELP_INDENT "containers (none)"},
+	{"agent-socket-mode", K_MODE, F(agent_socket_mode), 0, 0777, "MODE",
+	 "agent socket file mode, octal (0666)"},
+	{"agent-socket-group", K_GROUP, F(agent_socket_gid), 0, 0, "GROUP",
+	 "group owning the agent socket (name or gid)"},
+	{"admin-users", K_USERS, F(access), 0, 0, "USER,...",
+	 "peers that are admins besides root and the daemon's own user\n"
+	 HELP_INDENT "(names or uids)"},
+	{"admin-group", K_GROUP, F(access.admin_gid), 0, 0, "GROUP",
+	 "peers in this group are admins (name or gid)"},
+	{"reader-group", K_GROUP, F(access.reader_gid), 0, 0, "GROUP",
+	 "peers in this group are readers; the state segment becomes\n"
+	 HELP_INDENT "readable by it (name or gid)"},
+	{"max-connections-per-uid", K_UINT, F(max_per_uid), 1, 1u << 20, "N",
+	 "connections of one uid that is no admin's (64)"},
+	{"max-connections-per-agent", K_UINT, F(max_per_agent), 1, 65535, "N",
+	 "connections that present one agent's token (64)"},
+	{"auth-timeout", K_UINT, F(auth_timeout_s), 0, 3600, "SECONDS",
+	 "a connection nobody vouched for must present a token within this,\n"
+	 HELP_INDENT "0 never closes it (10)"},
 	{"hold-ttl", K_SECONDS, F(hold_ttl_us), 1, 365 * 86400, "SECONDS",
 	 "lifetime of a hold never reported (300)"},
 	{"expiry-charge", K_CHARGE, F(expiry_charges), 0, 0, "estimate|none",
@@ -92,6 +116,8 @@ static const struct option_def options[] = {
 	{"log-level", K_LEVEL, F(log_level), 0, 0, "LEVEL", "error, warn, info or debug (info)"},
 };
 
+_Static_assert(sizeof(options) / sizeof(options[0]) <= 64, "struct config.given has 64 bits");
+
 static const struct option_def *find_option(const char *name, size_t len)
 {
 	for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
@@ -117,6 +143,8 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 {
 	char *field = (char *)c + o->off;
 	uint64_t n = 0;
+
+	c->given |= UINT64_C(1) << (o - options);
 
 	switch (o->kind) {
 	case K_PATH:
@@ -147,6 +175,8 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 		}
 		*(int *)field = strcmp(v, "estimate") == 0;
 		return 0;
+	case K_USERS:
+		return access_parse_users((struct access_config *)field, v, err, errlen);
 	case K_GROUP: {
 		struct group *g = getgrnam(v);
 
@@ -245,6 +275,14 @@ static void defaults(struct config *c)
 		         (unsigned)geteuid());
 	c->socket_mode = 0660;
 	c->socket_gid = -1;
+	c->agent_socket_mode = 0666;
+	c->agent_socket_gid = -1;
+	c->access.self = geteuid();
+	c->access.admin_gid = -1;
+	c->access.reader_gid = -1;
+	c->max_per_uid = 64;
+	c->max_per_agent = 64;
+	c->auth_timeout_s = 10;
 	c->hold_ttl_us = INT64_C(300) * 1000000;
 	c->expiry_charges = 1;
 	c->caps = (struct shm_caps){.orgs = 1024, .agents = 16384, .rules = 65536,
@@ -321,6 +359,7 @@ static const struct option_def *cli_option(int argc, char **argv, int *i, const 
 
 int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
 {
+	const char *env;
 	int rc;
 
 	defaults(c);
@@ -357,7 +396,18 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	}
 	if (c->caps.texts == 0)
 		c->caps.texts = c->caps.rules;
+	env = getenv("SIDECARD_SOCKET");
+	c->socket_dir_default = !config_given(c, "socket") && !(env && *env);
+	c->segment_dir_default = c->socket_dir_default && !config_given(c, "segment");
+	c->state_dir_default = !config_given(c, "state-dir");
 	if (c->segment_path[0] == '\0' && segment_beside(c, err, errlen) != 0)
 		return SC_ERANGE;
 	return 0;
+}
+
+int config_given(const struct config *c, const char *name)
+{
+	const struct option_def *o = find_option(name, strlen(name));
+
+	return o && (c->given & (UINT64_C(1) << (o - options)));
 }

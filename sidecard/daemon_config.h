@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "access.h"
 #include "log.h"
 #include "shm.h"
 
@@ -20,6 +21,13 @@ struct config {
 	char config_file[PATH_MAX];
 	unsigned socket_mode;
 	long socket_gid;        /* -1: leave the group alone */
+	char agent_socket_path[PATH_MAX]; /* "": no agent socket */
+	unsigned agent_socket_mode;
+	long agent_socket_gid;  /* -1: leave the group alone */
+	struct access_config access; /* admins and readers by credentials; self set at load */
+	unsigned max_per_uid;   /* connections of one uid that is no admin's */
+	unsigned max_per_agent; /* connections bound to one agent */
+	unsigned auth_timeout_s; /* an unauthenticated connection's time to hello, 0: none */
 	int64_t hold_ttl_us;
 	int expiry_charges;     /* 1: expiry charges the estimate */
 	int64_t task_max_usage; /* micro-dollars, 0 = unlimited */
@@ -38,6 +46,14 @@ struct config {
 	uint64_t checkpoint_records;  /* a snapshot every this many records */
 	int64_t checkpoint_interval_us;
 	unsigned time_scale;          /* the daemon's clock runs this many times faster */
+	/*
+	 * The directories that are default places (fsutil.h, fs_check_dir's
+	 * private rule): the socket's when neither --socket nor $SIDECARD_SOCKET
+	 * chose it, the segment's when it is beside such a socket, the state
+	 * directory when --state-dir did not choose it.
+	 */
+	int socket_dir_default, segment_dir_default, state_dir_default;
+	uint64_t given; /* bit i: the i-th option was set by the config file or the command line */
 };
 
 /*
@@ -46,6 +62,9 @@ struct config {
  * negative code with a message naming the option (or FILE:LINE) in err.
  */
 int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* 1 if option name (without "--") was set by the config file or the command line. */
+int config_given(const struct config *c, const char *name);
 
 /* Writes the --help text. */
 void config_usage(FILE *out);

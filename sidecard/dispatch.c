@@ -112,10 +112,15 @@ static void pack_rules(struct call *c, uint32_t agent_slot)
 
 void pack_agent(struct call *c, uint32_t slot)
 {
+	pack_agent_map(c, slot, 0);
+}
+
+void pack_agent_map(struct call *c, uint32_t slot, unsigned more)
+{
 	const struct shm_agent *a = &c->m->agents[slot];
 	msgpack_packer *pk = c->pk;
 
-	call_map(c, 9);
+	call_map(c, 9 + more);
 	proto_pack_key_u64(pk, "id", a->id);
 	proto_pack_key_u64(pk, "org_id", a->org_id);
 	proto_pack_key_str(pk, "org", c->m->orgs[a->org_slot].name);
@@ -380,33 +385,6 @@ static int rule_args(struct call *c, struct proto_args *a, struct state_rule_spe
 
 /* ------------------------------------------------------------- methods */
 
-static int m_hello(struct call *c)
-{
-	const struct srv_config *s = c->d->srv_cfg;
-	msgpack_packer *pk = call_ok(c);
-
-	call_map(c, 4);
-	proto_pack_key_str(pk, "server", "sidecard");
-	proto_pack_key_str(pk, "version", SC_VERSION);
-	proto_pack_key_i64(pk, "protocol", SC_PROTOCOL_VERSION);
-	proto_pack_cstr(pk, "limits");
-	call_map(c, 13);
-	proto_pack_key_u64(pk, "max_message", s->limits.max_message);
-	proto_pack_key_u64(pk, "max_depth", s->limits.max_depth);
-	proto_pack_key_u64(pk, "max_string", s->limits.max_string);
-	proto_pack_key_u64(pk, "max_items", s->limits.max_items);
-	proto_pack_key_u64(pk, "max_outstanding", s->max_outstanding);
-	proto_pack_key_u64(pk, "max_outstanding_bytes", s->max_outstanding_bytes);
-	proto_pack_key_u64(pk, "max_connections", s->max_connections);
-	proto_pack_key_u64(pk, "max_name", SC_NAME_MAX);
-	proto_pack_key_u64(pk, "max_action", SC_ACTION_MAX);
-	proto_pack_key_u64(pk, "max_key", SC_KEY_MAX);
-	proto_pack_key_u64(pk, "max_rules_per_agent", SC_RULES_MAX);
-	proto_pack_key_u64(pk, "max_metadata", SHM_METADATA_MAX);
-	proto_pack_key_i64(pk, "hold_ttl_s", state_config(c->st)->set.hold_ttl_us / 1000000);
-	return 0;
-}
-
 static int m_orgs_create(struct call *c)
 {
 	char tz[SHM_TZ_MAX + 1], rule[SHM_TZ_MAX + 1];
@@ -499,8 +477,12 @@ static int m_agents_create(struct call *c)
 	if ((rc = state_agent_create(c->st, &spec, c->now, &slot, c->err, sizeof(c->err))))
 		return rc;
 	call_ok(c);
-	pack_agent(c, slot);
-	return 0;
+	if (!call_token_recorded(c)) {
+		pack_agent(c, slot);
+		return 0;
+	}
+	pack_agent_map(c, slot, 1);
+	return call_pack_agent_token(c, slot);
 }
 
 static int m_agents_get(struct call *c)
@@ -925,6 +907,15 @@ static int m_report(struct call *c)
 		                 "actual_cost, not both");
 	if (has_tokens && !has_model)
 		return call_fail(c, SC_EINVAL, "model: required with token counts");
+	if (c->peer && c->peer->role == ACCESS_AGENT) {
+		const struct shm_txn *t = state_txn_by_id(c->st, txn_id);
+
+		if (t && t->agent_id != c->peer->id)
+			return call_fail(c, SC_EDENIED,
+			                 "transaction_id: transaction %llu is not agent %llu's, for which "
+			                 "this connection acts",
+			                 (unsigned long long)txn_id, (unsigned long long)c->peer->id);
+	}
 	rc = has_model ? gate_report_tokens(c->st, txn_id, (enum sc_outcome)outcome, model, tokens,
 	                                    c->now, &s, c->err, sizeof(c->err))
 	               : gate_report(c->st, txn_id, (enum sc_outcome)outcome, has_actual, actual,
@@ -936,61 +927,85 @@ static int m_report(struct call *c)
 	return 0;
 }
 
+/*
+ * Who may call a method (PROTOCOL.md, "Roles"): sets of enum access_role,
+ * and ANYONE for hello, which a connection calls before it has a role.
+ * An agent calls an OWN or GATE method for itself only (agent_scope).
+ */
+#define ANYONE 8u
+#define ADMIN ACCESS_ADMIN
+#define READ (ACCESS_ADMIN | ACCESS_READER)
+#define OWN (ACCESS_ADMIN | ACCESS_READER | ACCESS_AGENT)
+#define GATE (ACCESS_ADMIN | ACCESS_AGENT)
+
 static const struct method {
 	const char *name;
 	method_fn fn;
 	const char *const *fields;
 	unsigned ledger_type; /* 0: a read, not recorded */
+	unsigned roles;       /* who may call it */
 } methods[] = {
 	{"check", m_check,
 	 FIELDS("agent_id", "action", "estimated_cost", "type", "metadata", "idempotency_key",
 	        "task_id"),
-	 LEDGER_CHECK},
+	 LEDGER_CHECK, GATE},
 	{"report", m_report,
 	 FIELDS("transaction_id", "outcome", "actual_cost", "model", "input_tokens", "output_tokens",
 	        "cached_input_tokens"),
-	 LEDGER_REPORT},
+	 LEDGER_REPORT, GATE},
 	{"pricing.set", m_pricing_set,
-	 FIELDS("model", "input", "output", "cached_input", "effective_from"), LEDGER_PRICING_SET},
-	{"pricing.list", m_pricing_list, FIELDS("model"), 0},
-	{"pricing.get", m_pricing_get, FIELDS("model", "at"), 0},
-	{"hello", m_hello, FIELDS(NULL), 0},
-	{"wallets.get", m_wallets_get, FIELDS("agent_id", "org_id"), 0},
+	 FIELDS("model", "input", "output", "cached_input", "effective_from"), LEDGER_PRICING_SET,
+	 ADMIN},
+	{"pricing.list", m_pricing_list, FIELDS("model"), 0, OWN},
+	{"pricing.get", m_pricing_get, FIELDS("model", "at"), 0, OWN},
+	{"hello", m_hello, FIELDS("token"), 0, OWN | ANYONE},
+	{"wallets.get", m_wallets_get, FIELDS("agent_id", "org_id"), 0, OWN},
 	{"wallets.transfer", m_wallets_transfer,
 	 FIELDS("from_agent_id", "from_org_id", "to_agent_id", "to_org_id", "amount", "reason"),
-	 LEDGER_WALLETS_TRANSFER},
+	 LEDGER_WALLETS_TRANSFER, ADMIN},
 	{"wallets.adjust", m_wallets_adjust, FIELDS("agent_id", "org_id", "amount", "reason"),
-	 LEDGER_WALLETS_ADJUST},
-	{"wallets.update", m_wallets_update, FIELDS("agent_id", "org_id", WALLET_FIELDS, "debt", "period"), LEDGER_WALLETS_UPDATE},
-	{"wallets.carve", m_wallets_carve, FIELDS("agent_id", "amount", "reason"), LEDGER_WALLETS_CARVE},
-	{"wallets.release", m_wallets_release, FIELDS("agent_id"), LEDGER_WALLETS_RELEASE},
-	{"spend", m_spend, FIELDS("agent_id", "org_id"), 0},
-	{"orgs.create", m_orgs_create, FIELDS("name", "timezone"), LEDGER_ORGS_CREATE},
-	{"orgs.update", m_orgs_update, FIELDS("org_id", "timezone"), LEDGER_ORGS_UPDATE},
-	{"orgs.list", m_orgs_list, FIELDS(NULL), 0},
-	{"agents.create", m_agents_create, FIELDS("org", "name", "priority", "wallet", "rules"), LEDGER_AGENTS_CREATE},
-	{"agents.get", m_agents_get, FIELDS("agent_id"), 0},
-	{"agents.list", m_agents_list, FIELDS("org"), 0},
-	{"agents.update", m_agents_update, FIELDS("agent_id", "name", "priority", "status"), LEDGER_AGENTS_UPDATE},
-	{"agents.delete", m_agents_delete, FIELDS("agent_id"), LEDGER_AGENTS_DELETE},
-	{"rules.add", m_rules_add, FIELDS("agent_id", RULE_FIELDS), LEDGER_RULES_ADD},
-	{"rules.list", m_rules_list, FIELDS("agent_id"), 0},
-	{"rules.update", m_rules_update, FIELDS("agent_id", "rule_id", RULE_FIELDS), LEDGER_RULES_UPDATE},
-	{"rules.remove", m_rules_remove, FIELDS("agent_id", "rule_id"), LEDGER_RULES_REMOVE},
+	 LEDGER_WALLETS_ADJUST, ADMIN},
+	{"wallets.update", m_wallets_update,
+	 FIELDS("agent_id", "org_id", WALLET_FIELDS, "debt", "period"), LEDGER_WALLETS_UPDATE, ADMIN},
+	{"wallets.carve", m_wallets_carve, FIELDS("agent_id", "amount", "reason"),
+	 LEDGER_WALLETS_CARVE, ADMIN},
+	{"wallets.release", m_wallets_release, FIELDS("agent_id"), LEDGER_WALLETS_RELEASE, ADMIN},
+	{"spend", m_spend, FIELDS("agent_id", "org_id"), 0, OWN},
+	{"orgs.create", m_orgs_create, FIELDS("name", "timezone"), LEDGER_ORGS_CREATE, ADMIN},
+	{"orgs.update", m_orgs_update, FIELDS("org_id", "timezone"), LEDGER_ORGS_UPDATE, ADMIN},
+	{"orgs.list", m_orgs_list, FIELDS(NULL), 0, READ},
+	{"agents.create", m_agents_create, FIELDS("org", "name", "priority", "wallet", "rules"),
+	 LEDGER_AGENTS_CREATE, ADMIN},
+	{"agents.get", m_agents_get, FIELDS("agent_id"), 0, OWN},
+	{"agents.list", m_agents_list, FIELDS("org"), 0, READ},
+	{"agents.update", m_agents_update, FIELDS("agent_id", "name", "priority", "status"),
+	 LEDGER_AGENTS_UPDATE, ADMIN},
+	{"agents.delete", m_agents_delete, FIELDS("agent_id"), LEDGER_AGENTS_DELETE, ADMIN},
+	{"agents.rotate_token", m_agents_rotate_token, FIELDS("agent_id"), LEDGER_AGENTS_ROTATE_TOKEN,
+	 ADMIN},
+	{"rules.add", m_rules_add, FIELDS("agent_id", RULE_FIELDS), LEDGER_RULES_ADD, ADMIN},
+	{"rules.list", m_rules_list, FIELDS("agent_id"), 0, OWN},
+	{"rules.update", m_rules_update, FIELDS("agent_id", "rule_id", RULE_FIELDS),
+	 LEDGER_RULES_UPDATE, ADMIN},
+	{"rules.remove", m_rules_remove, FIELDS("agent_id", "rule_id"), LEDGER_RULES_REMOVE, ADMIN},
 	{"transactions.list", m_transactions_list,
-	 FIELDS("agent_id", "org_id", "status", "risk_level", "since", "until", "before", "limit"), 0},
-	{"stats", m_stats, FIELDS(NULL), 0},
-	{"score", m_score, FIELDS("agent_id"), 0},
-	{"agents.events", m_agents_events, FIELDS("agent_id", "limit"), 0},
+	 FIELDS("agent_id", "org_id", "status", "risk_level", "since", "until", "before", "limit"), 0,
+	 OWN},
+	{"stats", m_stats, FIELDS(NULL), 0, READ},
+	{"score", m_score, FIELDS("agent_id"), 0, OWN},
+	{"agents.events", m_agents_events, FIELDS("agent_id", "limit"), 0, OWN},
 	{"transactions.summary", m_transactions_summary,
-	 FIELDS("agent_id", "org_id", "since", "until"), 0},
-	{"agents.top", m_agents_top, FIELDS("org_id", "since", "until", "limit"), 0},
-	{"fleet", m_fleet, FIELDS(NULL), 0},
-	{"tasks.usage", m_tasks_usage, FIELDS("task_id"), 0},
+	 FIELDS("agent_id", "org_id", "since", "until"), 0, OWN},
+	{"agents.top", m_agents_top, FIELDS("org_id", "since", "until", "limit"), 0, READ},
+	{"fleet", m_fleet, FIELDS(NULL), 0, READ},
+	{"tasks.usage", m_tasks_usage, FIELDS("task_id"), 0, READ},
 	{"alerts.list", m_alerts_list,
-	 FIELDS("agent_id", "org_id", "kind", "severity", "since", "before", "limit"), 0},
-	{"alerts.subscribe", m_alerts_subscribe, FIELDS(NULL), 0},
-	{"alerts.unsubscribe", m_alerts_unsubscribe, FIELDS(NULL), 0},
+	 FIELDS("agent_id", "org_id", "kind", "severity", "since", "before", "limit"), 0, OWN},
+	{"alerts.subscribe", m_alerts_subscribe, FIELDS(NULL), 0, OWN},
+	{"alerts.unsubscribe", m_alerts_unsubscribe, FIELDS(NULL), 0, OWN},
+	{"tokens.create", m_tokens_create, FIELDS("role", "name"), LEDGER_TOKENS_CREATE, ADMIN},
+	{"tokens.list", m_tokens_list, FIELDS(NULL), 0, ADMIN},
+	{"tokens.revoke", m_tokens_revoke, FIELDS("token_id"), LEDGER_TOKENS_REVOKE, ADMIN},
 };
 
 static const struct method *find_method(const char *name, size_t len)
@@ -1010,19 +1025,28 @@ const char *dispatch_method_name(unsigned i, int *changes)
 	return methods[i].name;
 }
 
+unsigned dispatch_method_roles(unsigned i)
+{
+	return i < sizeof(methods) / sizeof(methods[0]) ? methods[i].roles & ~ANYONE : 0;
+}
+
 /*
  * Appends the record of a change: [params, result] at its time. params are
  * copied as the client sent them when the server kept their bytes, which
  * costs a memcpy where packing the unpacked objects again walks them all.
  */
 static uint64_t record(struct dispatch *d, unsigned type, int64_t now,
-                       const struct srv_request *req)
+                       const struct srv_request *req, const struct call *c)
 {
 	msgpack_packer *lp = ledger_begin(d->ledger, type, now);
 	uint64_t seq;
 
-	msgpack_pack_array(lp, 2);
-	if (req->params_raw)
+	msgpack_pack_array(lp, req->peer ? 3 : 2);
+	if (req->peer)
+		dispatch_pack_actor(lp, req->peer);
+	if (c->own)
+		msgpack_pack_object(lp, c->own_params[1]);
+	else if (req->params_raw)
 		lp->callback(lp->data, req->params_raw, req->params_raw_len);
 	else if (req->params)
 		msgpack_pack_object(lp, *req->params);
@@ -1039,9 +1063,85 @@ static uint64_t record(struct dispatch *d, unsigned type, int64_t now,
 	"state segment: another process cut it short; the daemon is stopping, and its next "  \
 	"start rebuilds the state from the ledger"
 
+static const char *const other_fields[] = {"org_id", "org", "from_agent_id", "from_org_id",
+                                           "to_agent_id", "to_org_id"};
+#define N_OTHERS (sizeof(other_fields) / sizeof(other_fields[0]))
+#define N_METHODS (sizeof(methods) / sizeof(methods[0]))
+#define SCOPE_AGENT_ID (1u << N_OTHERS) /* the method takes an agent_id */
+
+/*
+ * Per method, which of other_fields it takes (bit i) and whether it takes
+ * an agent_id: found once, so that an agent's check does not compare
+ * field names.
+ */
+static unsigned scope_of[N_METHODS];
+static pthread_once_t scope_once = PTHREAD_ONCE_INIT;
+
+static void find_scopes(void)
+{
+	for (size_t m = 0; m < N_METHODS; m++)
+		for (const char *const *f = methods[m].fields; *f; f++) {
+			for (size_t i = 0; i < N_OTHERS; i++)
+				if (strcmp(*f, other_fields[i]) == 0)
+					scope_of[m] |= 1u << i;
+			if (strcmp(*f, "agent_id") == 0)
+				scope_of[m] |= SCOPE_AGENT_ID;
+		}
+}
+
+/*
+ * An agent's request names only itself: an agent_id other than its own,
+ * or any org, is permission_denied, and a method that takes an agent_id
+ * gets the agent's own when the request left it out (in c->own_params,
+ * which the ledger then records), so a listing is the agent's alone.
+ */
+static int agent_scope(struct call *c, const struct method *m, struct proto_args *args,
+                       const msgpack_object *params)
+{
+	uint64_t own = c->peer->id, id;
+	const msgpack_object *o;
+	unsigned scope;
+	int present = 0, rc = 0;
+
+	pthread_once(&scope_once, find_scopes);
+	scope = scope_of[m - methods];
+	for (size_t i = 0; i < N_OTHERS; i++)
+		if ((scope & 1u << i) &&
+		    (rc = proto_arg_obj(args, other_fields[i], 0, -1, &o, &present)) == 0 && present)
+			return call_fail(c, SC_EDENIED,
+			                 "%s: %s: this connection acts for agent %llu only", m->name,
+			                 other_fields[i], (unsigned long long)own);
+	if (rc != 0 || !(scope & SCOPE_AGENT_ID))
+		return rc;
+	if ((rc = proto_arg_u64(args, "agent_id", 0, &id, &present)))
+		return rc;
+	if (present && id != own)
+		return call_fail(c, SC_EDENIED,
+		                 "%s: agent_id: this connection acts for agent %llu, not %llu", m->name,
+		                 (unsigned long long)own, (unsigned long long)id);
+	if (present)
+		return 0;
+	/* params were checked by proto_args_init: nil, [] or [map] */
+	uint32_t n = params && params->via.array.size ? params->via.array.ptr[0].via.map.size : 0;
+
+	if (n)
+		memcpy(c->own_kv, params->via.array.ptr[0].via.map.ptr, n * sizeof(c->own_kv[0]));
+	c->own_kv[n].key = (msgpack_object){.type = MSGPACK_OBJECT_STR,
+	                                    .via.str = {.size = 8, .ptr = "agent_id"}};
+	c->own_kv[n].val = (msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = own};
+	c->own_params[0] = (msgpack_object){.type = MSGPACK_OBJECT_MAP,
+	                                    .via.map = {.size = n + 1, .ptr = c->own_kv}};
+	c->own_params[1] = (msgpack_object){.type = MSGPACK_OBJECT_ARRAY,
+	                                    .via.array = {.size = 1, .ptr = c->own_params}};
+	if ((rc = proto_args_init(args, &c->own_params[1], c->err, sizeof(c->err))) == 0 &&
+	    (rc = proto_args_expect(args, m->fields)) == 0)
+		c->own = 1;
+	return rc;
+}
+
 /* Runs a method; its result (after a nil error) is left in d->scratch. */
-static int run(struct dispatch *d, const struct method *m, const msgpack_object *params,
-               int64_t now, uint64_t conn_id, struct call *c)
+static int run(struct dispatch *d, const struct method *m, const struct srv_request *req,
+               int64_t now, struct call *c)
 {
 	struct proto_args args;
 	msgpack_packer spk;
@@ -1050,11 +1150,36 @@ static int run(struct dispatch *d, const struct method *m, const msgpack_object 
 	d->scratch.size = 0;
 	msgpack_packer_init(&spk, &d->scratch, msgpack_sbuffer_write);
 	*c = (struct call){.d = d, .st = d->st, .m = state_shm(d->st), .a = &args, .pk = &spk,
-	                   .now = now, .conn_id = conn_id};
-	if ((rc = proto_args_init(&args, params, c->err, sizeof(c->err))) == 0 &&
-	    (rc = proto_args_expect(&args, m->fields)) == 0)
+	                   .now = now, .conn_id = req->conn_id, .peer = req->peer};
+	if ((rc = proto_args_init(&args, req->params, c->err, sizeof(c->err))) == 0 &&
+	    (rc = proto_args_expect(&args, m->fields)) == 0 &&
+	    (!c->peer || c->peer->role != ACCESS_AGENT ||
+	     (rc = agent_scope(c, m, &args, req->params)) == 0))
 		rc = m->fn(c);
 	return rc;
+}
+
+/*
+ * Whether the connection may call m: 0, or permission_denied with the role
+ * it would need in c->err. A connection that has not said who it is may
+ * call hello only; one on the agent socket is closed if it tries anything
+ * else (it is not the client that socket is for).
+ */
+static int allowed(const struct method *m, struct access_peer *p, struct call *c)
+{
+	unsigned have = p->role ? p->role : ANYONE;
+
+	if (m->roles & have)
+		return 0;
+	if (p->agent_socket && p->role == ACCESS_NONE)
+		p->close = 1;
+	if (p->role == ACCESS_AGENT)
+		return call_fail(c, SC_EDENIED, "%s: needs role %s; this connection is agent %llu",
+		                 m->name, access_roles_needed(m->roles & ~ANYONE & ~ACCESS_AGENT),
+		                 (unsigned long long)p->id);
+	return call_fail(c, SC_EDENIED, "%s: needs role %s; this connection is %s%s", m->name,
+	                 access_roles_needed(m->roles & ~ANYONE), access_role_name(p->role),
+	                 p->role == ACCESS_NONE ? " (call hello with a token first)" : "");
 }
 
 static unsigned clock_change(struct dispatch *d, unsigned type,
@@ -1138,13 +1263,23 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 	int rc;
 
 	c.err[0] = '\0';
+	c.secret_at = 0;
 	if (!m) {
 		rc = call_fail(&c, SC_EUNSUPPORTED, "unknown method '%.*s'",
 		           (int)(req->method_len > 64 ? 64 : req->method_len), req->method);
 		goto fail;
 	}
+	if (req->peer && (rc = allowed(m, req->peer, &c)) != 0)
+		goto fail;
 	request_lock(d);
-	if (d->segment_lost) {
+	if (req->peer && req->peer->by_token && !dispatch_peer_valid(d, req->peer)) {
+		dispatch_access_closed(d, req->peer);
+		if (req->peer->agent_socket)
+			req->peer->close = 1;
+		rc = call_fail(&c, SC_EDENIED,
+		               "token: revoked or replaced since this connection presented it; hello "
+		               "again with the current token");
+	} else if (d->segment_lost) {
 		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", SEGMENT_LOST);
 	} else if (m->ledger_type && d->ledger && (refused = ledger_failure(d->ledger))) {
 		rc = call_fail(&c, SC_EUNAVAILABLE, "%s", refused);
@@ -1157,20 +1292,29 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 			clock_change(d, LEDGER_ROLL, gate_roll, now);
 		if (m->ledger_type)
 			shm_change_begin(shm);
-		rc = run(d, m, req->params, now, req->conn_id, &c);
+		rc = run(d, m, req, now, &c);
 		if (rc == 0 && m->ledger_type && !c.replayed && d->ledger)
-			seq = record(d, m->ledger_type, c.now, req);
+			seq = record(d, m->ledger_type, c.now, req, &c);
 		if (m->ledger_type)
 			shm_change_end(shm);
 		if (m->ledger_type && d->alerts_raised && dispatch_alerts_pending(d))
 			d->alerts_raised(d->alerts_raised_arg);
 	}
 	if (rc == 0) {
-		pk->callback(pk->data, d->scratch.data, d->scratch.size);
+		if (c.secret_at) {
+			/* the reply shows the token where the record keeps its hash */
+			pk->callback(pk->data, d->scratch.data, c.secret_at);
+			proto_pack_key_str(pk, "token", c.secret);
+			access_wipe(c.secret, sizeof(c.secret));
+		} else {
+			pk->callback(pk->data, d->scratch.data, d->scratch.size);
+		}
 		request_unlock(d);
 		return d->strict ? seq : 0;
 	}
 	request_unlock(d);
+	if (req->peer && req->peer->agent_socket && req->peer->role == ACCESS_NONE)
+		req->peer->close = 1;
 fail:
 	proto_pack_error(pk, rc, c.err[0] ? c.err : NULL);
 	msgpack_pack_nil(pk);
@@ -1432,7 +1576,10 @@ static int replay_run(struct dispatch *d, const struct method *m, const struct l
 	msgpack_packer spk;
 	msgpack_unpacked res;
 	size_t roff = 0;
-	int tz = r->type == LEDGER_ORGS_CREATE || r->type == LEDGER_ORGS_UPDATE;
+	/* a time zone's rule, or a token's hash, comes from the recorded result */
+	int tz = r->type == LEDGER_ORGS_CREATE || r->type == LEDGER_ORGS_UPDATE ||
+	         r->type == LEDGER_AGENTS_CREATE || r->type == LEDGER_AGENTS_ROTATE_TOKEN ||
+	         r->type == LEDGER_TOKENS_CREATE;
 	int rc;
 
 	*w = (struct replay_result){.want = r->body + 1 + off, .len = r->body_len - 1 - off};
@@ -1513,7 +1660,11 @@ int dispatch_replay(struct dispatch *d, const struct ledger_record *r, char *err
 			rc = SC_EINVAL;
 		else
 			rc = replay_settings(d, &params, err, errlen);
-	} else if (!m || r->body_len < 1 || (unsigned char)r->body[0] != 0x92 ||
+	} else if (!m || r->body_len < 1 ||
+	           ((unsigned char)r->body[0] != 0x92 && (unsigned char)r->body[0] != 0x93) ||
+	           ((unsigned char)r->body[0] == 0x93 &&
+	            msgpack_unpack(r->body + 1, r->body_len - 1, &off, d->replay_zone, &params) !=
+	                MSGPACK_UNPACK_EXTRA_BYTES) ||
 	           ((ur = msgpack_unpack(r->body + 1, r->body_len - 1, &off, d->replay_zone,
 	                                 &params)) != MSGPACK_UNPACK_SUCCESS &&
 	            ur != MSGPACK_UNPACK_EXTRA_BYTES)) {

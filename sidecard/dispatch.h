@@ -67,6 +67,13 @@ struct dispatch {
 	const msgpack_object *recorded; /* replay: the result the record holds, else NULL */
 	struct dispatch_alerts *alerts; /* alerts.subscribe's subscribers; NULL until the first */
 	msgpack_zone *replay_zone; /* replay: the record's objects, reused; dispatch_replay_end */
+	/*
+	 * Connections bound to each agent (by slot), so that hello refuses
+	 * more than max_agent_conns (0: 64): allocated by the first agent's
+	 * hello, released by dispatch_access_free.
+	 */
+	uint16_t *agent_conns;
+	unsigned max_agent_conns;
 };
 
 /*
@@ -84,12 +91,15 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
  * a caller that must reach every method, such as the fuzz target.
  */
 const char *dispatch_method_name(unsigned i, int *changes);
+/* The roles (enum access_role bits) that may call the i-th method; 0 past the end. */
+unsigned dispatch_method_roles(unsigned i);
 
 /*
  * The srv_config.conn_closed of the daemon (ctx is a struct dispatch): the
- * connection's alert subscription ends. Takes the commit lock.
+ * connection's alert subscription ends and it counts no longer among its
+ * agent's connections. Takes the commit lock.
  */
-void dispatch_conn_closed(void *ctx, uint64_t conn_id);
+void dispatch_conn_closed(void *ctx, uint64_t conn_id, const struct access_peer *peer);
 
 /*
  * At the daemon's time: rolls the orgs' calendars into a new local day when
@@ -129,5 +139,7 @@ int dispatch_alerts_pending(const struct dispatch *d);
 uint64_t dispatch_alerts_dropped(const struct dispatch *d);
 /* Releases the subscribers (d->alerts). */
 void dispatch_alerts_free(struct dispatch *d);
+/* Releases the connection counts (d->agent_conns). */
+void dispatch_access_free(struct dispatch *d);
 
 #endif /* SIDECARD_DISPATCH_H */

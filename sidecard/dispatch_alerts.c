@@ -34,6 +34,8 @@
 struct subscriber {
 	uint64_t conn_id;
 	uint64_t after; /* alerts up to this id predate the subscription */
+	/* an agent's connection: only its own alerts, while its token stands */
+	struct access_peer peer;
 };
 
 struct dispatch_alerts {
@@ -150,7 +152,7 @@ int m_alerts_subscribe(struct call *c)
 		}
 		if (s->n == 0)
 			s->pushed = last;
-		s->v[s->n++] = (struct subscriber){c->conn_id, last};
+		s->v[s->n++] = (struct subscriber){c->conn_id, last, c->peer ? *c->peer : (struct access_peer){0}};
 	}
 	return pack_subscribed(c, 1, 1);
 }
@@ -166,13 +168,22 @@ int m_alerts_unsubscribe(struct call *c)
 }
 
 /* Sends one packed [alert] to every subscriber that did not see it at subscribe. */
-static void push_one(struct dispatch *d, struct dispatch_alerts *s, uint64_t id)
+static void push_one(struct dispatch *d, struct dispatch_alerts *s, const struct shm_alert *a)
 {
 	for (size_t i = s->n; i-- > 0;) {
+		const struct access_peer *p = &s->v[i].peer;
 		int rc;
 
-		if (id <= s->v[i].after)
+		if (a->id <= s->v[i].after)
 			continue;
+		if (p->role == ACCESS_AGENT) {
+			if (!dispatch_peer_valid(d, p)) {
+				remove_at(s, i);
+				continue;
+			}
+			if (a->agent_id != p->id)
+				continue;
+		}
 		rc = srv_notify(d->srv, s->v[i].conn_id, "alert", s->params.data, s->params.size);
 		if (rc != 0 && rc != SC_ELIMIT)
 			remove_at(s, i);
@@ -186,9 +197,10 @@ int dispatch_alerts_pending(const struct dispatch *d)
 	return s && s->n && state_shm(d->st)->hdr->next_alert_id - 1 > s->pushed;
 }
 
-void dispatch_conn_closed(void *ctx, uint64_t conn_id)
+void dispatch_conn_closed(void *ctx, uint64_t conn_id, const struct access_peer *peer)
 {
 	struct dispatch *d = ctx;
+	struct access_peer p = *peer;
 	struct dispatch_alerts *s;
 	size_t i;
 
@@ -196,6 +208,7 @@ void dispatch_conn_closed(void *ctx, uint64_t conn_id)
 	s = d->alerts;
 	if (s && (i = find(s, conn_id)) < s->n)
 		remove_at(s, i);
+	dispatch_access_closed(d, &p);
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -219,7 +232,7 @@ static void push_alerts(struct dispatch *d)
 		msgpack_packer_init(&pk, &s->params, msgpack_sbuffer_write);
 		msgpack_pack_array(&pk, 1);
 		pack_alert(&c, a);
-		push_one(d, s, id);
+		push_one(d, s, a);
 	}
 	s->pushed = next - 1;
 }

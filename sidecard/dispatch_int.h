@@ -19,6 +19,7 @@
 #include <msgpack.h>
 #include <stdint.h>
 
+#include "access.h"
 #include "common.h"
 #include "dispatch.h"
 #include "gate.h"
@@ -35,8 +36,21 @@ struct call {
 	msgpack_packer *pk;
 	int64_t now;
 	uint64_t conn_id; /* the connection asking; 0 during a ledger replay */
+	/* who asks: NULL for a caller in the daemon's process and on replay (an admin) */
+	struct access_peer *peer;
 	int replayed; /* the method changed nothing: an idempotent replay */
 	int replaying; /* a ledger record applied again at start-up */
+	/*
+	 * A token made by the method (dispatch_access.c): the reply carries it
+	 * as "token" where the record has "token_sha256", which starts at
+	 * offset secret_at of d->scratch; 0: no token.
+	 */
+	size_t secret_at;
+	char secret[ACCESS_TOKEN_MAX + 1];
+	/* an agent's request with its own agent_id added (dispatch.c, agent_scope) */
+	int own;
+	msgpack_object_kv own_kv[PROTO_ARGS_MAX + 1];
+	msgpack_object own_params[2];
 	char err[ERRLEN];
 };
 
@@ -54,6 +68,8 @@ void pack_wallet(struct call *c, const struct gate_wallet_ref *ref);
 /* A rule of agent a. */
 void pack_rule(struct call *c, const struct shm_rule *r, const struct shm_agent *a);
 void pack_agent(struct call *c, uint32_t slot);
+/* The agent as a map of its fields and `more` fields the caller packs after them. */
+void pack_agent_map(struct call *c, uint32_t slot, unsigned more);
 void pack_org(struct call *c, uint32_t slot);
 void pack_txn(struct call *c, const struct shm_txn *t);
 /* A key whose value is nil when v is 0 (or s is empty). */
@@ -124,6 +140,26 @@ int m_transactions_summary(struct call *c);
 int m_agents_top(struct call *c);
 int m_fleet(struct call *c);
 int m_stats(struct call *c);
+
+/* ---- dispatch_access.c ---- */
+int m_hello(struct call *c);
+int m_agents_rotate_token(struct call *c);
+int m_tokens_create(struct call *c);
+int m_tokens_list(struct call *c);
+int m_tokens_revoke(struct call *c);
+/* Packs a new agent token as the last field of the result map (agents.create). */
+int call_pack_agent_token(struct call *c, uint32_t slot);
+/*
+ * 1 unless a replayed record's result has no token_sha256: an agent
+ * created before access control, which has no token until one is rotated in.
+ */
+int call_token_recorded(struct call *c);
+/* Under the commit lock: 1 if the token behind p still stands (always, without one). */
+int dispatch_peer_valid(const struct dispatch *d, const struct access_peer *p);
+/* The actor of a change, as its ledger record keeps it. */
+void dispatch_pack_actor(msgpack_packer *pk, const struct access_peer *p);
+/* Under the commit lock: a connection closed, or its token no longer stands: unbound. */
+void dispatch_access_closed(struct dispatch *d, struct access_peer *p);
 
 /* ---- dispatch_pricing.c ---- */
 int m_pricing_set(struct call *c);

@@ -302,7 +302,7 @@ static int segment_create(struct ledger *l, uint64_t first_seq, int64_t now, int
 		snprintf(tmp, sizeof(tmp), "%s/%s", l->dir, PREPARED_NAME);
 	else
 		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if (fd < 0 && (fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) < 0)
+	if (fd < 0 && (fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | FS_OPEN_FLAGS, 0600)) < 0)
 		return -errno;
 	errno = 0;
 	if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) || fdatasync(fd) != 0 ||
@@ -327,7 +327,7 @@ static void prep_work(uv_work_t *w)
 
 	if (l->prep_next) {
 		snprintf(path, sizeof(path), "%s/%s", l->dir, PREPARED_NAME);
-		l->prep_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+		l->prep_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | FS_OPEN_FLAGS, 0600);
 		if (l->prep_fd < 0) {
 			l->prep_errno = errno;
 			return;
@@ -890,7 +890,7 @@ int ledger_open(struct ledger **out, uv_loop_t *loop, const struct ledger_config
 	    tail->tail_zeroed) {
 		struct stat sb;
 
-		l->fd = open(tail->tail_file, O_WRONLY | O_CLOEXEC);
+		l->fd = open(tail->tail_file, O_WRONLY | FS_OPEN_FLAGS);
 		if (l->fd < 0 || fstat(l->fd, &sb) != 0) {
 			rc = -errno;
 			sc_errorf(err, errlen, "%s: %s", tail->tail_file, strerror(errno));

@@ -23,7 +23,10 @@
 /* Record header flags. */
 #define LEDGER_RECORD_BATCH_START 0x1u /* the first record of a write+fdatasync batch */
 
-/* Record types. Method records carry [params, result] of the request. */
+/*
+ * Record types. Method records carry [params, result] of the request, or
+ * [actor, params, result] when a connection made it (ledger_format.c).
+ */
 enum ledger_type {
 	LEDGER_SETTINGS = 1, /* {hold_ttl_us, expiry_charges, capacities...} */
 	LEDGER_ORGS_CREATE,
@@ -45,6 +48,9 @@ enum ledger_type {
 	LEDGER_WALLETS_RELEASE,
 	LEDGER_PRICING_SET,
 	LEDGER_CLOCK, /* [step] : the wall clock stepped by step us before the record's time */
+	LEDGER_AGENTS_ROTATE_TOKEN,
+	LEDGER_TOKENS_CREATE,
+	LEDGER_TOKENS_REVOKE,
 	LEDGER_TYPE_END
 };
 
@@ -215,7 +221,11 @@ int ledger_repairs_print(const char *dir, FILE *out, const char *prefix, unsigne
 int ledger_repair_truncate(const char *dir, const char *ckpt_dir, char *report, size_t replen,
                            char *err, size_t errlen);
 
-/* Writes a record as one JSON line (for `sidecardctl ledger export`). */
+/*
+ * Writes a record as one JSON line (for `sidecardctl ledger export`):
+ * {seq, time, type, body}, and "by" (the actor) lifted out of a method
+ * record's [actor, params, result], whose body is then [params, result].
+ */
 void ledger_record_json(FILE *out, const struct ledger_record *r);
 
 #endif /* SIDECARD_LEDGER_H */

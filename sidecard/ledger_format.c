@@ -39,9 +39,13 @@
  *   28     4     CRC32C of header bytes 0..27 followed by the body
  *   32     n     body: one msgpack object
  *
- * Method records (types 2 to 11, 13 and 14) have the body [params, result]: the named
- * arguments of the request as the client sent them and the result the daemon
- * answered. Replaying params at the record's time through the same code
+ * Method records (types 2 to 11, 13, 14, 16 to 19 and 21 to 23) have the body
+ * [actor, params, result]: who made the change (a map: role, uid and pid of
+ * the connection's peer, and agent_id or token_id when it presented a
+ * token; docs/DESIGN.md, "Access control"), the named arguments of the
+ * request as the client sent them and the result the daemon answered;
+ * records of daemons before access control have [params, result].
+ * Replaying params at the record's time through the same code
  * reproduces the result exactly; recovery checks that it does. An expiry
  * record's body is [] and a settings record's body is a map. A clock record's
  * body is [step]: the signed microseconds by which the wall clock stepped
@@ -147,6 +151,9 @@ static const char *const type_names[LEDGER_TYPE_END] = {
 	[LEDGER_WALLETS_RELEASE] = "wallets.release",
 	[LEDGER_PRICING_SET] = "pricing.set",
 	[LEDGER_CLOCK] = "clock",
+	[LEDGER_AGENTS_ROTATE_TOKEN] = "agents.rotate_token",
+	[LEDGER_TOKENS_CREATE] = "tokens.create",
+	[LEDGER_TOKENS_REVOKE] = "tokens.revoke",
 };
 
 const char *ledger_type_name(unsigned type)
@@ -989,12 +996,23 @@ void ledger_record_json(FILE *out, const struct ledger_record *r)
 
 	fprintf(out, "{\"seq\":%" PRIu64 ",\"time\":%" PRId64 ",\"type\":", r->seq, r->time);
 	sc_json_str(out, ledger_type_name(r->type), strlen(ledger_type_name(r->type)));
-	fputs(",\"body\":", out);
 	msgpack_unpacked_init(&u);
-	if (msgpack_unpack_next(&u, r->body, r->body_len, &off) == MSGPACK_UNPACK_SUCCESS)
+	if (msgpack_unpack_next(&u, r->body, r->body_len, &off) != MSGPACK_UNPACK_SUCCESS) {
+		fputs(",\"body\":null", out);
+	} else if (u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 3) {
+		/* [actor, params, result]: who made the change, then the change */
+		msgpack_object body = u.data;
+
+		fputs(",\"by\":", out);
+		json_obj(out, &u.data.via.array.ptr[0]);
+		fputs(",\"body\":", out);
+		body.via.array.ptr++;
+		body.via.array.size = 2;
+		json_obj(out, &body);
+	} else {
+		fputs(",\"body\":", out);
 		json_obj(out, &u.data);
-	else
-		fputs("null", out);
+	}
 	msgpack_unpacked_destroy(&u);
 	fputs("}\n", out);
 }

@@ -52,7 +52,7 @@ static int new_file(const char *q, const char *base, char *path, size_t len)
 			snprintf(path, len, "%s/%s", q, base);
 		else
 			snprintf(path, len, "%s/%s.%u", q, base, n);
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | FS_OPEN_FLAGS, 0600);
 		if (fd >= 0 || errno != EEXIST)
 			return fd >= 0 ? fd : -errno;
 	}
@@ -91,7 +91,7 @@ int ledger_cut(const char *dir, const char *path, uint64_t offset, int zeroed, c
 	qpath[0] = '\0';
 	if (!buf)
 		return -ENOMEM;
-	if ((fd = open(path, O_RDWR | O_CLOEXEC)) < 0 || fstat(fd, &sb) != 0) {
+	if ((fd = open(path, O_RDWR | FS_OPEN_FLAGS)) < 0 || fstat(fd, &sb) != 0) {
 		rc = -errno;
 		goto out;
 	}
@@ -181,7 +181,7 @@ int ledger_repairs_note(const char *dir, const char *fmt, ...)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
 	snprintf(path, sizeof(path), "%s/%s", q, LEDGER_REPAIRS_LOG);
-	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0)
+	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | FS_OPEN_FLAGS, 0600)) < 0)
 		return -errno;
 	/*
 	 * A recovery's note is an index of its quarantine file, which is synced

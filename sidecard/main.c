@@ -39,6 +39,7 @@
 #include "clock.h"
 #include "daemon_config.h"
 #include "dispatch.h"
+#include "fdlimit.h"
 #include "fsutil.h"
 #include "gate.h"
 #include "ledger_writer.h"
@@ -151,8 +152,13 @@ static int take_dirs(const struct config *c, int *state_lock, int *segment_lock)
 	char path[PATH_MAX + 32], err[PATH_MAX + 128];
 
 	*state_lock = *segment_lock = -1;
+	/* nothing is written in a directory another user could change (fsutil.h) */
 	if (fs_mkdirs(c->state_dir, 1, err, sizeof(err)) != 0 ||
-	    fs_mkdirs(c->segment_path, 0, err, sizeof(err)) != 0) {
+	    fs_mkdirs(c->segment_path, 0, err, sizeof(err)) != 0 ||
+	    fs_mkdirs(c->socket_path, 0, err, sizeof(err)) != 0 ||
+	    fs_check_dir(c->state_dir, c->state_dir_default, err, sizeof(err)) != 0 ||
+	    fs_check_parent(c->segment_path, c->segment_dir_default, err, sizeof(err)) != 0 ||
+	    fs_check_parent(c->socket_path, c->socket_dir_default, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		return -1;
 	}
@@ -272,9 +278,9 @@ static void stop(struct daemon *d, const char *why);
 /*
  * The state segment is a file any process with write access may truncate
  * (root, or the daemon's own user in a container that mounts the
- * directory); its mode (0640: the group may only read) keeps everyone
- * else out. Pages past the new end fault with SIGBUS on the next access.
- * Nothing can make that access safe: extending the file back gives zero
+ * directory); its mode (0600, or 0640 for a reader group, which may only
+ * read) keeps everyone else out. Pages past the new end fault with SIGBUS
+ * on the next access. Nothing can make that access safe: extending the file back gives zero
  * pages, and a change that reads zeros where its records were may loop or
  * write a record that no longer replays. So the daemon checks the file's
  * size on every flush (one fstat) and, when it shrank, refuses every
@@ -814,7 +820,9 @@ static int same_settings(const struct state_settings *a, const struct state_sett
  */
 static int recover(struct daemon *d, struct ledger_scan_result *tail)
 {
-	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps, .set = settings(d)};
+	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps, .set = settings(d),
+	                          .readers = d->cfg.access.reader_gid >= 0,
+	                          .reader_gid = (unsigned)d->cfg.access.reader_gid};
 	struct ledger_verify *v;
 	uint64_t ckpt;
 	uint64_t t0 = uv_hrtime();
@@ -864,10 +872,6 @@ static int start(struct daemon *d)
 	msgpack_sbuffer_init(&d->dispatch.scratch);
 	if ((rc = recover(d, &tail)) != 0)
 		return rc;
-	/* readers of the socket's group may map the segment (mode 0640) */
-	if (d->cfg.socket_gid >= 0 && chown(d->shm_path, (uid_t)-1, (gid_t)d->cfg.socket_gid) != 0)
-		log_warn("cannot give %s to group %ld: %s", d->shm_path, d->cfg.socket_gid,
-		         strerror(errno));
 	if ((rc = ledger_open(&d->ledger, &d->loop, &lc, &tail, on_durable, d, err, sizeof(err)))) {
 		log_error("%s", err);
 		return rc;
@@ -898,6 +902,13 @@ static int start(struct daemon *d)
 	d->srv_cfg.workers = d->cfg.workers;
 	d->srv_cfg.worker_thread = on_worker_thread;
 	d->srv_cfg.conn_closed = dispatch_conn_closed;
+	d->srv_cfg.access = &d->cfg.access;
+	d->srv_cfg.agent_socket_path = d->cfg.agent_socket_path[0] ? d->cfg.agent_socket_path : NULL;
+	d->srv_cfg.agent_mode = d->cfg.agent_socket_mode;
+	d->srv_cfg.agent_gid = d->cfg.agent_socket_gid;
+	d->srv_cfg.max_per_uid = d->cfg.max_per_uid;
+	d->srv_cfg.auth_timeout_ms = d->cfg.auth_timeout_s * 1000;
+	d->dispatch.max_agent_conns = d->cfg.max_per_agent;
 	uv_async_init(&d->loop, &d->wake, on_wake);
 	d->wake.data = d;
 	/* both wake the main loop: not before it can be woken (a step at start-up calls one) */
@@ -936,6 +947,8 @@ static int start(struct daemon *d)
 	pthread_mutex_unlock(&d->dispatch.lock);
 	log_info("sidecard %s listening on %s with %u worker%s", SC_VERSION, d->cfg.socket_path,
 	         d->cfg.workers, d->cfg.workers == 1 ? " (the main loop)" : " threads");
+	if (d->srv_cfg.agent_socket_path)
+		log_info("agents with a token may connect to %s", d->srv_cfg.agent_socket_path);
 	log_info("state %s: %u orgs, %u agents, %u rules, %u open holds; ledger at record %llu, "
 	         "durability %s; hold ttl %llds",
 	         d->shm_path, counts.orgs, counts.agents, counts.rules, counts.holds,
@@ -963,7 +976,7 @@ int main(int argc, char **argv)
 	if (d.cfg.time_scale > 1)
 		log_info("--time-scale %u: the clock runs %u times faster than real time",
 		         d.cfg.time_scale, d.cfg.time_scale);
-	if (take_dirs(&d.cfg, &state_lock, &segment_lock) != 0)
+	if (fdlimit_apply(&d.cfg) != 0 || take_dirs(&d.cfg, &state_lock, &segment_lock) != 0)
 		return 1;
 	rcu_register_thread();
 	pthread_mutex_init(&d.dispatch.lock, NULL);
@@ -988,6 +1001,7 @@ int main(int argc, char **argv)
 		rc = 1;
 	}
 	dispatch_alerts_free(&d.dispatch);
+	dispatch_access_free(&d.dispatch);
 	msgpack_sbuffer_destroy(&d.dispatch.scratch);
 	if (uv_loop_close(&d.loop) != 0)
 		log_warn("the loop closed with handles still open");

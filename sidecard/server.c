@@ -97,6 +97,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "fsutil.h"
 #include "log.h"
 #include "server.h"
@@ -108,9 +109,13 @@
 #define SRV_TURN_NS 2000000 /* a connection's share of one loop turn before others get theirs */
 #define SRV_ACCEPT_RETRY_MS 100 /* after accept4 ran out of descriptors */
 #define SRV_DEFAULT_MODE 0660
+#define SRV_DEFAULT_AGENT_MODE 0666 /* any local peer may try: a token is what admits it */
 #define SRV_DEFAULT_MAX_CONNECTIONS 1024
 #define SRV_DEFAULT_MAX_OUTSTANDING 1024
 #define SRV_DEFAULT_MAX_OUTSTANDING_BYTES (256 * 1024)
+#define SRV_DEFAULT_MAX_PER_UID 64
+#define SRV_DEFAULT_AUTH_TIMEOUT_MS 10000
+#define SRV_MAX_PEER_GROUPS 256 /* supplementary groups of a peer looked at for its role */
 #define OUT_KEEP (256 * 1024) /* an output buffer larger than this is freed once empty */
 #define IN_INITIAL (16 * 1024)   /* first size of a connection's input buffer */
 #define IN_SLACK (64 * 1024)     /* input buffer beyond max_message */
@@ -127,8 +132,9 @@ struct conn {
 	uv_pipe_t pipe; /* pipe.data = the conn */
 	uv_timer_t linger;   /* while lingering: when to close regardless */
 	uv_idle_t resume;    /* while yielded: handles the rest of the input on the next turn */
+	uv_timer_t auth;     /* while unauthenticated: when to give up on its hello */
 	uv_shutdown_t sreq;  /* while lingering: the end of our output */
-	unsigned handles;    /* of pipe and linger, open or closing; the conn is freed at 0 */
+	unsigned handles;    /* of pipe and its timers, open or closing; the conn is freed at 0 */
 	struct worker *w;
 	uint64_t id;
 	struct conn *prev, *next;
@@ -145,6 +151,7 @@ struct conn {
 	unsigned queued;   /* responses in out */
 	unsigned inflight; /* responses in wbuf */
 	uint64_t wait_seq; /* out may be sent once the ledger is durable up to here */
+	struct access_peer peer; /* who is at the other end (access.h) */
 
 	unsigned zone_ready : 1;
 	unsigned reading : 1;
@@ -156,7 +163,9 @@ struct conn {
 	unsigned paused : 1;     /* full when last looked at (read_pauses counts the changes) */
 	unsigned resume_ready : 1; /* resume was initialised (and counts in handles) */
 	unsigned closing : 1;    /* uv_close called */
-	unsigned rejected : 1;   /* beyond max_connections */
+	unsigned rejected : 2;   /* enum reject: refused at accept */
+	unsigned uid_counted : 1; /* counts in its uid's connections (max_per_uid) */
+	unsigned auth_ready : 1; /* auth was initialised (and counts in handles) */
 	unsigned in_handler : 1;
 	unsigned out_of_memory : 1;
 };
@@ -166,7 +175,8 @@ struct inbox_item {
 	struct inbox_item *next;
 	uint64_t conn_id;
 	int fd;       /* >= 0: a new connection; -1: msg is a notification for conn_id */
-	int rejected; /* the new connection is beyond max_connections */
+	int rejected; /* enum reject, for the new connection */
+	struct access_peer peer; /* the new connection's */
 	size_t len;
 	char msg[];
 };
@@ -200,17 +210,37 @@ struct worker {
 	unsigned char joined;
 };
 
-struct srv {
-	uv_loop_t *loop;
-	uv_poll_t listener;
+/* Why a connection was refused at accept. */
+enum reject { REJECT_NONE, REJECT_FULL, REJECT_UID };
+
+/* A listening socket: the admin socket, and the agent socket if configured. */
+struct listener {
+	struct srv *srv;
+	uv_poll_t poll;
 	uv_timer_t accept_timer;
-	int listen_fd;
-	struct srv_config cfg;
+	int fd;
+	int agents_only; /* the agent socket: every peer starts unauthenticated */
+	int started;     /* poll and accept_timer are in the loop */
+	unsigned mode;
+	long gid;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char lock_path[PATH_MAX];
 	int lock_fd;
-	dev_t sock_dev; /* the socket file this server bound, to remove only that one */
+	dev_t sock_dev; /* the socket file this listener bound, to remove only that one */
 	ino_t sock_ino;
+};
+
+/* Open connections of one uid that is not an admin's (max_per_uid). */
+struct uid_count {
+	uint32_t uid;
+	uint32_t n;
+};
+
+struct srv {
+	uv_loop_t *loop;
+	struct listener ls[2];
+	unsigned n_listeners;
+	struct srv_config cfg;
 	srv_handler handler;
 	void *ctx;
 
@@ -222,6 +252,9 @@ struct srv {
 	unsigned next_pick;       /* round robin among equally loaded workers */
 
 	unsigned n_open;       /* atomic: accepted (not rejected) connections */
+	pthread_mutex_t uid_lock; /* guards uids: taken at accept and at close, a leaf */
+	struct uid_count *uids;   /* max_connections entries; n_uids in use, unordered */
+	unsigned n_uids;
 	uint64_t next_seq;     /* main loop: connections handed out */
 	uint64_t issued;       /* atomic: next_seq, for srv_notify on other threads */
 	uint64_t durable_seq;  /* atomic: the ledger is on disk up to this sequence */
@@ -251,6 +284,10 @@ void srv_config_default(struct srv_config *cfg, const char *path)
 	cfg->max_outstanding = SRV_DEFAULT_MAX_OUTSTANDING;
 	cfg->max_outstanding_bytes = SRV_DEFAULT_MAX_OUTSTANDING_BYTES;
 	cfg->workers = 1;
+	cfg->agent_mode = SRV_DEFAULT_AGENT_MODE;
+	cfg->agent_gid = -1;
+	cfg->max_per_uid = SRV_DEFAULT_MAX_PER_UID;
+	cfg->auth_timeout_ms = SRV_DEFAULT_AUTH_TIMEOUT_MS;
 	proto_limits_default(&cfg->limits);
 }
 
@@ -269,6 +306,10 @@ static void fill_defaults(struct srv_config *cfg)
 		cfg->max_outstanding_bytes = SRV_DEFAULT_MAX_OUTSTANDING_BYTES;
 	if (cfg->workers == 0)
 		cfg->workers = 1;
+	if (cfg->agent_mode == 0)
+		cfg->agent_mode = SRV_DEFAULT_AGENT_MODE;
+	if (cfg->max_per_uid == 0)
+		cfg->max_per_uid = SRV_DEFAULT_MAX_PER_UID;
 	if (cfg->limits.max_message == 0)
 		cfg->limits.max_message = d.max_message;
 	if (cfg->limits.max_depth == 0)
@@ -289,22 +330,22 @@ static int sys_error(char *err, size_t errlen, const char *what, const char *pat
 	return -e;
 }
 
-static int take_lock(struct srv *s, char *err, size_t errlen)
+static int take_lock(struct listener *l, char *err, size_t errlen)
 {
 	long holder;
-	int fd = fs_lock(s->lock_path, &holder, err, errlen);
+	int fd = fs_lock(l->lock_path, &holder, err, errlen);
 
 	if (fd == SC_EEXISTS) {
 		if (holder > 0)
-			snprintf(err, errlen, "another sidecard is running on %s (pid %ld)", s->path,
+			snprintf(err, errlen, "another sidecard is running on %s (pid %ld)", l->path,
 			         holder);
 		else
 			snprintf(err, errlen, "another sidecard is running on %s (pid unknown)",
-			         s->path);
+			         l->path);
 	}
 	if (fd < 0)
 		return fd;
-	s->lock_fd = fd;
+	l->lock_fd = fd;
 	return 0;
 }
 
@@ -321,41 +362,41 @@ static void unlink_own(const char *path, dev_t dev, ino_t ino)
 		unlink(path);
 }
 
-static void release_lock(struct srv *s)
+static void release_lock(struct listener *l)
 {
 	struct stat st;
 
-	if (s->lock_fd < 0)
+	if (l->lock_fd < 0)
 		return;
-	if (fstat(s->lock_fd, &st) == 0)
-		unlink_own(s->lock_path, st.st_dev, st.st_ino);
-	close(s->lock_fd);
-	s->lock_fd = -1;
+	if (fstat(l->lock_fd, &st) == 0)
+		unlink_own(l->lock_path, st.st_dev, st.st_ino);
+	close(l->lock_fd);
+	l->lock_fd = -1;
 }
 
-static void remove_socket(struct srv *s)
+static void remove_socket(struct listener *l)
 {
-	unlink_own(s->path, s->sock_dev, s->sock_ino);
+	unlink_own(l->path, l->sock_dev, l->sock_ino);
 }
 
 /* Under the lock, a socket file can only be a crashed daemon's leftover. */
-static int remove_stale(struct srv *s, char *err, size_t errlen)
+static int remove_stale(struct listener *l, char *err, size_t errlen)
 {
 	struct stat st;
 
-	if (lstat(s->path, &st) != 0)
-		return errno == ENOENT ? 0 : sys_error(err, errlen, "cannot stat", s->path);
+	if (lstat(l->path, &st) != 0)
+		return errno == ENOENT ? 0 : sys_error(err, errlen, "cannot stat", l->path);
 	if (!S_ISSOCK(st.st_mode)) {
-		snprintf(err, errlen, "%s exists and is not a socket", s->path);
+		snprintf(err, errlen, "%s exists and is not a socket", l->path);
 		return SC_EEXISTS;
 	}
-	if (unlink(s->path) != 0)
-		return sys_error(err, errlen, "cannot remove stale socket", s->path);
+	if (unlink(l->path) != 0)
+		return sys_error(err, errlen, "cannot remove stale socket", l->path);
 	return 0;
 }
 
 /* Binds and listens; returns the socket or a negative code. */
-static int bind_socket(struct srv *s, char *err, size_t errlen)
+static int bind_socket(struct listener *l, char *err, size_t errlen)
 {
 	struct sockaddr_un sa;
 	struct stat st;
@@ -363,31 +404,31 @@ static int bind_socket(struct srv *s, char *err, size_t errlen)
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, s->path, strlen(s->path) + 1);
+	memcpy(sa.sun_path, l->path, strlen(l->path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
-		return sys_error(err, errlen, "cannot create socket for", s->path);
+		return sys_error(err, errlen, "cannot create socket for", l->path);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		rc = sys_error(err, errlen, "cannot bind", s->path);
+		rc = sys_error(err, errlen, "cannot bind", l->path);
 		close(fd);
 		return rc;
 	}
-	if (lstat(s->path, &st) != 0) {
-		rc = sys_error(err, errlen, "cannot stat", s->path);
+	if (lstat(l->path, &st) != 0) {
+		rc = sys_error(err, errlen, "cannot stat", l->path);
 		close(fd);
 		return rc;
 	}
-	s->sock_dev = st.st_dev;
-	s->sock_ino = st.st_ino;
-	if (chmod(s->path, s->cfg.mode) != 0)
-		rc = sys_error(err, errlen, "cannot chmod", s->path);
-	else if (s->cfg.gid >= 0 && chown(s->path, (uid_t)-1, (gid_t)s->cfg.gid) != 0)
-		rc = sys_error(err, errlen, "cannot chown", s->path);
+	l->sock_dev = st.st_dev;
+	l->sock_ino = st.st_ino;
+	if (chmod(l->path, l->mode) != 0)
+		rc = sys_error(err, errlen, "cannot chmod", l->path);
+	else if (l->gid >= 0 && chown(l->path, (uid_t)-1, (gid_t)l->gid) != 0)
+		rc = sys_error(err, errlen, "cannot chown", l->path);
 	else if (listen(fd, SRV_BACKLOG) != 0)
-		rc = sys_error(err, errlen, "cannot listen on", s->path);
+		rc = sys_error(err, errlen, "cannot listen on", l->path);
 	else
 		return fd;
-	remove_socket(s);
+	remove_socket(l);
 	close(fd);
 	return rc;
 }
@@ -437,6 +478,47 @@ static void shrink_buffer(msgpack_sbuffer *b)
 	}
 }
 
+/* One fewer connection of uid (max_per_uid). Any thread. */
+static void uid_release(struct srv *s, uint32_t uid)
+{
+	pthread_mutex_lock(&s->uid_lock);
+	for (unsigned i = 0; i < s->n_uids; i++) {
+		if (s->uids[i].uid != uid)
+			continue;
+		if (--s->uids[i].n == 0)
+			s->uids[i] = s->uids[--s->n_uids];
+		break;
+	}
+	pthread_mutex_unlock(&s->uid_lock);
+}
+
+/*
+ * One more connection of uid, unless it has max_per_uid already: 0, or -1.
+ * Linear in the uids connected that are not admins', which a host has few
+ * of; an admin's connections are not counted.
+ */
+static int uid_take(struct srv *s, uint32_t uid)
+{
+	int rc = 0;
+	unsigned i;
+
+	pthread_mutex_lock(&s->uid_lock);
+	for (i = 0; i < s->n_uids && s->uids[i].uid != uid; i++)
+		;
+	if (i == s->n_uids) {
+		if (i == s->cfg.max_connections)
+			rc = -1;
+		else
+			s->uids[s->n_uids++] = (struct uid_count){uid, 1};
+	} else if (s->uids[i].n >= s->cfg.max_per_uid) {
+		rc = -1;
+	} else {
+		s->uids[i].n++;
+	}
+	pthread_mutex_unlock(&s->uid_lock);
+	return rc;
+}
+
 static void on_conn_close(uv_handle_t *h)
 {
 	struct conn *c = h->data;
@@ -456,8 +538,10 @@ static void on_conn_close(uv_handle_t *h)
 		__atomic_sub_fetch(&s->n_open, 1, __ATOMIC_RELAXED);
 		__atomic_sub_fetch(&w->assigned, 1, __ATOMIC_RELAXED);
 		if (s->cfg.conn_closed)
-			s->cfg.conn_closed(s->ctx, c->id);
+			s->cfg.conn_closed(s->ctx, c->id, &c->peer);
 	}
+	if (c->uid_counted)
+		uid_release(s, c->peer.uid);
 	if (c->zone_ready)
 		msgpack_zone_destroy(&c->zone);
 	msgpack_sbuffer_destroy(&c->out);
@@ -479,6 +563,8 @@ static void conn_close(struct conn *c)
 		uv_close((uv_handle_t *)&c->linger, on_conn_close);
 	if (c->resume_ready)
 		uv_close((uv_handle_t *)&c->resume, on_conn_close);
+	if (c->auth_ready)
+		uv_close((uv_handle_t *)&c->auth, on_conn_close);
 }
 
 static void on_linger_end(uv_timer_t *t)
@@ -654,6 +740,7 @@ static void conn_handle(struct conn *c, const char *buf, size_t len, int64_t msg
 	r.params = req.params;
 	r.params_raw = req.params_raw;
 	r.params_raw_len = req.params_raw_len;
+	r.peer = &c->peer;
 	if (!r.notification) {
 		msgpack_pack_array(&c->pk, 4);
 		msgpack_pack_int(&c->pk, PROTO_RESPONSE);
@@ -668,6 +755,10 @@ static void conn_handle(struct conn *c, const char *buf, size_t len, int64_t msg
 		c->out.size = mark;
 	else
 		note_queued(c);
+	if (c->auth_ready && c->peer.role != ACCESS_NONE)
+		uv_timer_stop(&c->auth);
+	if (c->peer.close)
+		c->finishing = 1;
 }
 
 enum { PROCESS_WAIT, PROCESS_FULL, PROCESS_YIELD };
@@ -996,11 +1087,16 @@ static struct conn *conn_new(struct worker *w, uint64_t id)
 
 static void conn_reject(struct conn *c)
 {
-	char message[64];
+	const struct srv_config *cfg = &c->w->srv->cfg;
+	char message[96];
 
 	STAT_ADD(c->w, rejected_connections, 1);
-	snprintf(message, sizeof(message), "too many connections (max %u)",
-	         c->w->srv->cfg.max_connections);
+	if (c->rejected == REJECT_UID)
+		snprintf(message, sizeof(message), "too many connections of uid %u (max %u per uid)",
+		         (unsigned)c->peer.uid, cfg->max_per_uid);
+	else
+		snprintf(message, sizeof(message), "too many connections (max %u)",
+		         cfg->max_connections);
 	pack_error_notification(c, SC_ELIMIT, message);
 	note_queued(c);
 	c->finishing = 1;
@@ -1010,25 +1106,52 @@ static void conn_reject(struct conn *c)
 }
 
 /* Forgets a descriptor the listener counted but no connection took over. */
-static void drop_fd(struct worker *w, int fd, int rejected)
+static void drop_fd(struct worker *w, int fd, int rejected, const struct access_peer *peer)
 {
 	close(fd);
 	if (!rejected) {
 		__atomic_sub_fetch(&w->srv->n_open, 1, __ATOMIC_RELAXED);
 		__atomic_sub_fetch(&w->assigned, 1, __ATOMIC_RELAXED);
+		if (peer->role != ACCESS_ADMIN)
+			uid_release(w->srv, peer->uid);
+	}
+}
+
+/*
+ * An unauthenticated connection that has not presented a token by the
+ * deadline is told so and closed: idle connections of peers nobody vouched
+ * for would otherwise hold max_connections against everyone else.
+ */
+static void on_auth_timeout(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+	char message[96];
+
+	if (c->closing || c->finishing || c->peer.role != ACCESS_NONE)
+		return;
+	snprintf(message, sizeof(message), "no hello with a valid token within %u ms",
+	         c->w->srv->cfg.auth_timeout_ms);
+	conn_fail(c, SC_EDENIED, -1, message);
+	conn_flush(c);
+	if (!c->closing) {
+		conn_update_reading(c);
+		conn_settle(c);
 	}
 }
 
 /* Serves an accepted descriptor on w's loop (w's thread). */
-static void worker_adopt(struct worker *w, int fd, uint64_t id, int rejected)
+static void worker_adopt(struct worker *w, int fd, uint64_t id, int rejected,
+                         const struct access_peer *peer)
 {
 	struct conn *c = conn_new(w, id);
 
 	if (c == NULL) {
-		drop_fd(w, fd, rejected);
+		drop_fd(w, fd, rejected, peer);
 		return;
 	}
-	c->rejected = rejected;
+	c->rejected = (unsigned)rejected;
+	c->peer = *peer;
+	c->uid_counted = !rejected && peer->role != ACCESS_ADMIN;
 	uv_pipe_init(w->loop, &c->pipe, 0);
 	if (uv_pipe_open(&c->pipe, fd) != 0) {
 		close(fd);
@@ -1045,6 +1168,13 @@ static void worker_adopt(struct worker *w, int fd, uint64_t id, int rejected)
 		return;
 	}
 	c->zone_ready = 1;
+	if (c->peer.role == ACCESS_NONE && w->srv->cfg.auth_timeout_ms) {
+		uv_timer_init(w->loop, &c->auth);
+		c->auth.data = c;
+		c->handles++;
+		c->auth_ready = 1;
+		uv_timer_start(&c->auth, on_auth_timeout, w->srv->cfg.auth_timeout_ms, 0);
+	}
 	conn_update_reading(c);
 	if (!c->closing)
 		conn_settle(c); /* adopted after the worker began to stop */
@@ -1124,7 +1254,7 @@ static void on_worker_timer_closed(uv_handle_t *h)
 	for (; it; it = next) {
 		next = it->next;
 		if (it->fd >= 0)
-			drop_fd(w, it->fd, it->rejected);
+			drop_fd(w, it->fd, it->rejected, &it->peer);
 		free(it);
 	}
 	uv_close((uv_handle_t *)&w->wake, on_wake_closed);
@@ -1155,7 +1285,7 @@ static void on_wake(uv_async_t *a)
 	for (; it; it = next) {
 		next = it->next;
 		if (it->fd >= 0)
-			worker_adopt(w, it->fd, it->conn_id, it->rejected);
+			worker_adopt(w, it->fd, it->conn_id, it->rejected, &it->peer);
 		else
 			deliver(w, it->conn_id, NULL, it->msg, it->len);
 		free(it);
@@ -1328,34 +1458,71 @@ static struct worker *pick_worker(struct srv *s)
 	return &s->workers[best];
 }
 
-/* Main loop: gives an accepted descriptor to a worker. */
-static void hand_off(struct srv *s, int fd)
+/*
+ * Who connected: the peer's credentials as the kernel took them at
+ * connect(2), and the role they give. On the agent socket every peer starts
+ * unauthenticated, whoever it is: that socket serves only the agent role.
+ * A peer whose credentials cannot be read is nobody.
+ */
+static void peer_of(const struct listener *l, int fd, struct access_peer *peer)
 {
-	int rejected = LOAD(&s->n_open) >= s->cfg.max_connections;
+	const struct srv_config *cfg = &l->srv->cfg;
+	gid_t groups[SRV_MAX_PEER_GROUPS];
+	socklen_t glen = sizeof(groups);
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	memset(peer, 0, sizeof(*peer));
+	peer->agent_socket = (uint8_t)l->agents_only;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+		peer->uid = peer->gid = UINT32_MAX;
+		return;
+	}
+	peer->uid = cred.uid;
+	peer->gid = cred.gid;
+	peer->pid = (uint32_t)cred.pid;
+	/* a peer in more groups than we look at is judged by the first ones */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) != 0)
+		glen = errno == ERANGE ? sizeof(groups) : 0;
+	if (!l->agents_only && cfg->access)
+		peer->role = (uint8_t)access_classify(cfg->access, cred.uid, cred.gid, groups,
+		                                      glen / sizeof(gid_t));
+}
+
+/* Main loop: gives an accepted descriptor to a worker. */
+static void hand_off(struct listener *l, int fd)
+{
+	struct srv *s = l->srv;
+	int rejected = LOAD(&s->n_open) >= s->cfg.max_connections ? REJECT_FULL : REJECT_NONE;
 	struct worker *w = pick_worker(s);
 	uint64_t id = ++s->next_seq * s->n_workers + w->index;
+	struct access_peer peer;
 	struct inbox_item *it;
 
+	peer_of(l, fd, &peer);
+	if (!rejected && peer.role != ACCESS_ADMIN && uid_take(s, peer.uid) != 0)
+		rejected = REJECT_UID;
 	__atomic_store_n(&s->issued, s->next_seq, __ATOMIC_RELEASE);
 	if (!rejected) {
 		__atomic_add_fetch(&s->n_open, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&w->assigned, 1, __ATOMIC_RELAXED);
 	}
 	if (!s->threaded) {
-		worker_adopt(w, fd, id, rejected);
+		worker_adopt(w, fd, id, rejected, &peer);
 		return;
 	}
 	it = malloc(sizeof(*it));
 	if (it == NULL) {
-		drop_fd(w, fd, rejected);
+		drop_fd(w, fd, rejected, &peer);
 		return;
 	}
 	it->conn_id = id;
 	it->fd = fd;
 	it->rejected = rejected;
+	it->peer = peer;
 	it->len = 0;
 	if (worker_post(w, it) != 0) {
-		drop_fd(w, fd, rejected);
+		drop_fd(w, fd, rejected, &peer);
 		free(it);
 	}
 }
@@ -1364,27 +1531,27 @@ static void on_listener_readable(uv_poll_t *p, int status, int events);
 
 static void on_accept_retry(uv_timer_t *t)
 {
-	struct srv *s = t->data;
+	struct listener *l = t->data;
 
-	if (!s->stopping)
-		uv_poll_start(&s->listener, UV_READABLE, on_listener_readable);
+	if (!l->srv->stopping)
+		uv_poll_start(&l->poll, UV_READABLE, on_listener_readable);
 }
 
 static void on_listener_readable(uv_poll_t *p, int status, int events)
 {
-	struct srv *s = p->data;
+	struct listener *l = p->data;
 
 	(void)events;
-	if (s->stopping)
+	if (l->srv->stopping)
 		return;
 	if (status < 0)
-		log_warn("cannot poll %s: %s; retrying in %d ms", s->path, uv_strerror(status),
+		log_warn("cannot poll %s: %s; retrying in %d ms", l->path, uv_strerror(status),
 		         SRV_ACCEPT_RETRY_MS);
 	while (status == 0) {
-		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd >= 0) {
-			hand_off(s, fd);
+			hand_off(l, fd);
 			continue;
 		}
 		if (errno == EINTR || errno == ECONNABORTED)
@@ -1392,69 +1559,131 @@ static void on_listener_readable(uv_poll_t *p, int status, int events)
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return;
 		/* Out of descriptors or memory: the backlog waits rather than the loop spinning. */
-		log_warn("cannot accept on %s: %s; retrying in %d ms", s->path, strerror(errno),
+		log_warn("cannot accept on %s: %s; retrying in %d ms", l->path, strerror(errno),
 		         SRV_ACCEPT_RETRY_MS);
 		break;
 	}
-	uv_poll_stop(&s->listener);
-	uv_timer_start(&s->accept_timer, on_accept_retry, SRV_ACCEPT_RETRY_MS, 0);
+	uv_poll_stop(&l->poll);
+	uv_timer_start(&l->accept_timer, on_accept_retry, SRV_ACCEPT_RETRY_MS, 0);
 }
 
 /* ----- the server ----- */
 
-static int check_config(const struct srv_config *cfg, char *err, size_t errlen)
+static int check_path(const char *path, const char *what, char *err, size_t errlen)
 {
-	if (cfg->socket_path == NULL || cfg->socket_path[0] == '\0') {
-		snprintf(err, errlen, "socket path is empty");
+	if (path == NULL || path[0] == '\0') {
+		snprintf(err, errlen, "%s path is empty", what);
 		return SC_EINVAL;
 	}
-	if (strlen(cfg->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-		snprintf(err, errlen, "socket path %s is longer than %zu bytes", cfg->socket_path,
+	if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		snprintf(err, errlen, "%s path %s is longer than %zu bytes", what, path,
 		         sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
-		return SC_EINVAL;
-	}
-	if (cfg->workers > SRV_MAX_WORKERS) {
-		snprintf(err, errlen, "%u workers: at most %d", cfg->workers, SRV_MAX_WORKERS);
 		return SC_EINVAL;
 	}
 	return 0;
 }
 
-/* Takes the lock and the socket file; returns the listening socket. */
-static int open_socket(struct srv *s, char *err, size_t errlen)
+static int check_config(const struct srv_config *cfg, char *err, size_t errlen)
 {
-	int rc = fs_mkdirs(s->path, 0, err, errlen);
+	int rc = check_path(cfg->socket_path, "socket", err, errlen);
+
+	if (rc == 0 && cfg->agent_socket_path)
+		rc = check_path(cfg->agent_socket_path, "agent socket", err, errlen);
+	if (rc == 0 && cfg->agent_socket_path && strcmp(cfg->agent_socket_path, cfg->socket_path) == 0) {
+		snprintf(err, errlen, "the agent socket %s is the admin socket", cfg->socket_path);
+		rc = SC_EINVAL;
+	}
+	if (rc == 0 && cfg->workers > SRV_MAX_WORKERS) {
+		snprintf(err, errlen, "%u workers: at most %d", cfg->workers, SRV_MAX_WORKERS);
+		rc = SC_EINVAL;
+	}
+	return rc;
+}
+
+/* Takes the lock and the socket file; the listening socket is l->fd. */
+static int open_socket(struct listener *l, char *err, size_t errlen)
+{
+	int rc = fs_mkdirs(l->path, 0, err, errlen);
 
 	if (rc == 0)
-		rc = take_lock(s, err, errlen);
+		rc = fs_check_parent(l->path, 0, err, errlen);
 	if (rc == 0)
-		rc = remove_stale(s, err, errlen);
+		rc = take_lock(l, err, errlen);
 	if (rc == 0)
-		rc = bind_socket(s, err, errlen);
-	if (rc < 0)
-		release_lock(s);
-	return rc;
+		rc = remove_stale(l, err, errlen);
+	if (rc == 0)
+		rc = bind_socket(l, err, errlen);
+	if (rc < 0) {
+		release_lock(l);
+		return rc;
+	}
+	l->fd = rc;
+	return 0;
+}
+
+static void close_socket(struct listener *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	remove_socket(l);
+	release_lock(l);
+}
+
+static void free_server(struct srv *s)
+{
+	workers_free(s);
+	pthread_mutex_destroy(&s->uid_lock);
+	free(s->uids);
+	free(s);
+}
+
+/* A handle of a server whose srv_init failed has closed: the last frees it. */
+static void release_main_handle(struct srv *s)
+{
+	if (--s->main_handles > 0)
+		return;
+	free_server(s);
 }
 
 static void free_after_close(uv_handle_t *h)
 {
-	struct srv *s = h->data;
-
-	if (--s->main_handles > 0)
-		return;
-	workers_free(s);
-	free(s);
+	release_main_handle(h->data);
 }
 
-/* Undoes a srv_init that failed after the socket was bound. */
-static void init_failed(struct srv *s, int fd)
+static void srv_maybe_finish(struct srv *s);
+
+static void on_listener_closed(uv_handle_t *h)
 {
-	close(fd);
-	remove_socket(s);
-	release_lock(s);
+	struct srv *s = ((struct listener *)h->data)->srv;
+
+	if (!s->stopping) {
+		release_main_handle(s);
+		return;
+	}
+	s->main_handles--;
+	srv_maybe_finish(s);
+}
+
+/* Closes the handles of the listeners that were started. */
+static void srv_stop_listeners(struct srv *s)
+{
+	for (unsigned i = 0; i < s->n_listeners; i++) {
+		if (!s->ls[i].started)
+			continue;
+		s->ls[i].started = 0;
+		uv_close((uv_handle_t *)&s->ls[i].poll, on_listener_closed);
+		uv_close((uv_handle_t *)&s->ls[i].accept_timer, on_listener_closed);
+	}
+}
+
+/* Undoes a srv_init that failed after its sockets were bound. */
+static void init_failed(struct srv *s)
+{
+	for (unsigned i = 0; i < s->n_listeners; i++)
+		close_socket(&s->ls[i]);
 	if (s->main_handles == 0) {
-		workers_free(s);
-		free(s);
+		free_server(s);
 		return;
 	}
 	/* the handles already in the loop free s from their close callback */
@@ -1462,11 +1691,42 @@ static void init_failed(struct srv *s, int fd)
 		uv_close((uv_handle_t *)&s->workers_done, free_after_close);
 }
 
+static void listener_setup(struct srv *s, struct listener *l, const char *path, unsigned mode,
+                           long gid, int agents_only)
+{
+	l->srv = s;
+	l->fd = -1;
+	l->lock_fd = -1;
+	l->mode = mode;
+	l->gid = gid;
+	l->agents_only = agents_only;
+	snprintf(l->path, sizeof(l->path), "%s", path);
+	snprintf(l->lock_path, sizeof(l->lock_path), "%s.lock", path);
+}
+
+/* Starts accepting on l from the loop. */
+static int listener_start(struct srv *s, struct listener *l, char *err, size_t errlen)
+{
+	int rc = uv_poll_init(s->loop, &l->poll, l->fd);
+
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", l->path, uv_strerror(rc));
+		return rc;
+	}
+	l->poll.data = l;
+	uv_timer_init(s->loop, &l->accept_timer);
+	l->accept_timer.data = l;
+	l->started = 1;
+	s->main_handles += 2;
+	uv_poll_start(&l->poll, UV_READABLE, on_listener_readable);
+	return 0;
+}
+
 int srv_init(struct srv **out, uv_loop_t *loop, const struct srv_config *cfg, srv_handler h,
              void *ctx, char *err, size_t errlen)
 {
 	struct srv *s;
-	int rc, fd;
+	int rc;
 
 	rc = check_config(cfg, err, errlen);
 	if (rc)
@@ -1479,35 +1739,40 @@ int srv_init(struct srv **out, uv_loop_t *loop, const struct srv_config *cfg, sr
 	s->loop = loop;
 	s->cfg = *cfg;
 	fill_defaults(&s->cfg);
-	snprintf(s->path, sizeof(s->path), "%s", cfg->socket_path);
-	s->cfg.socket_path = s->path;
-	snprintf(s->lock_path, sizeof(s->lock_path), "%s.lock", s->path);
-	s->lock_fd = -1;
-	s->listen_fd = -1;
 	s->handler = h;
 	s->ctx = ctx;
-	fd = open_socket(s, err, errlen);
-	if (fd < 0) {
-		free(s);
-		return fd;
+	pthread_mutex_init(&s->uid_lock, NULL);
+	listener_setup(s, &s->ls[0], cfg->socket_path, s->cfg.mode, s->cfg.gid, 0);
+	s->n_listeners = 1;
+	if (cfg->agent_socket_path)
+		listener_setup(s, &s->ls[s->n_listeners++], cfg->agent_socket_path,
+		               s->cfg.agent_mode, s->cfg.agent_gid, 1);
+	s->cfg.socket_path = s->ls[0].path;
+	s->cfg.agent_socket_path = cfg->agent_socket_path ? s->ls[1].path : NULL;
+	s->uids = calloc(s->cfg.max_connections, sizeof(*s->uids));
+	if (s->uids == NULL) {
+		snprintf(err, errlen, "out of memory");
+		free_server(s);
+		return SC_EINTERNAL;
+	}
+	for (unsigned i = 0; i < s->n_listeners; i++) {
+		if ((rc = open_socket(&s->ls[i], err, errlen)) != 0) {
+			init_failed(s);
+			return rc;
+		}
 	}
 	if ((rc = workers_init(s, err, errlen)) != 0 || (rc = workers_start(s, err, errlen)) != 0) {
-		init_failed(s, fd);
+		init_failed(s);
 		return rc;
 	}
-	rc = uv_poll_init(loop, &s->listener, fd);
-	if (rc != 0) {
-		snprintf(err, errlen, "cannot listen on %s: %s", s->path, uv_strerror(rc));
-		workers_abort(s);
-		init_failed(s, fd);
-		return rc;
+	for (unsigned i = 0; i < s->n_listeners; i++) {
+		if ((rc = listener_start(s, &s->ls[i], err, errlen)) != 0) {
+			workers_abort(s);
+			srv_stop_listeners(s);
+			init_failed(s);
+			return rc;
+		}
 	}
-	s->listen_fd = fd;
-	s->listener.data = s;
-	uv_timer_init(loop, &s->accept_timer);
-	s->accept_timer.data = s;
-	s->main_handles += 2;
-	uv_poll_start(&s->listener, UV_READABLE, on_listener_readable);
 	*out = s;
 	return 0;
 }
@@ -1523,8 +1788,8 @@ static void srv_maybe_finish(struct srv *s)
 	if (s->main_handles > 0)
 		return;
 	s->finished = 1;
-	remove_socket(s);
-	release_lock(s);
+	for (unsigned i = 0; i < s->n_listeners; i++)
+		close_socket(&s->ls[i]);
 	if (s->done)
 		s->done(s->done_arg);
 }
@@ -1533,10 +1798,6 @@ static void on_main_handle_closed(uv_handle_t *h)
 {
 	struct srv *s = h->data;
 
-	if (h == (uv_handle_t *)&s->listener) {
-		close(s->listen_fd);
-		s->listen_fd = -1;
-	}
 	s->main_handles--;
 	srv_maybe_finish(s);
 }
@@ -1548,15 +1809,13 @@ void srv_stop(struct srv *s, void (*done)(void *arg), void *arg)
 	s->stopping = 1;
 	s->done = done;
 	s->done_arg = arg;
-	uv_close((uv_handle_t *)&s->listener, on_main_handle_closed);
-	uv_close((uv_handle_t *)&s->accept_timer, on_main_handle_closed);
+	srv_stop_listeners(s);
 	workers_stop(s);
 }
 
 void srv_free(struct srv *s)
 {
-	workers_free(s);
-	free(s);
+	free_server(s);
 }
 
 void srv_get_stats(const struct srv *s, struct srv_stats *st)

@@ -38,6 +38,7 @@
 #include <msgpack.h>
 #include <uv.h>
 
+#include "access.h"
 #include "proto.h"
 
 struct srv;
@@ -46,6 +47,18 @@ struct srv_config {
 	const char *socket_path;    /* at most 107 bytes */
 	unsigned mode;              /* socket file mode; 0: 0660 */
 	long gid;                   /* group to chown the socket to; -1: leave it */
+	/*
+	 * Optional: a second socket serving only the agent role (every peer on
+	 * it starts unauthenticated, whatever its uid), with its own mode
+	 * (0: 0666) and group (-1: leave it).
+	 */
+	const char *agent_socket_path;
+	unsigned agent_mode;
+	long agent_gid;
+	/* Whom credentials make admin or reader (access.h); NULL: nobody by credentials. */
+	const struct access_config *access;
+	unsigned max_per_uid;       /* open connections of one uid that is no admin's; 0: 64 */
+	unsigned auth_timeout_ms;   /* an unauthenticated connection's time to hello; 0: none */
 	unsigned max_connections;   /* 0: 1024 */
 	unsigned max_outstanding;   /* responses queued per connection; 0: 1024 */
 	size_t max_outstanding_bytes; /* their bytes, tested before each request; 0: 256 KiB */
@@ -62,7 +75,7 @@ struct srv_config {
 	 * was accepted (not refused beyond max_connections) has closed, so the
 	 * handler can forget what it kept per connection (subscriptions).
 	 */
-	void (*conn_closed)(void *ctx, uint64_t conn_id);
+	void (*conn_closed)(void *ctx, uint64_t conn_id, const struct access_peer *peer);
 };
 
 #define SRV_MAX_WORKERS 64
@@ -83,6 +96,11 @@ struct srv_request {
 	const msgpack_object *params; /* an array: [] or, when well formed, [map] */
 	const char *params_raw;       /* params as received (msgpack); NULL: pack params instead */
 	size_t params_raw_len;
+	/*
+	 * The connection's identity. The handler may change its role (hello)
+	 * and set close to end the connection once this reply is written.
+	 */
+	struct access_peer *peer;
 };
 
 /*
@@ -107,8 +125,10 @@ typedef uint64_t (*srv_handler)(void *ctx, const struct srv_request *req, msgpac
  * Takes the socket, starts the worker threads (cfg->workers >= 2, at most
  * SRV_MAX_WORKERS) and starts accepting on loop:
  *  - creates missing parent directories of socket_path with mode 0700
- *    (existing ones are not touched);
- *  - locks "<socket_path>.lock" with flock() and writes the pid into it; if
+ *    (existing ones are not touched), and refuses (SC_EINVAL) a directory
+ *    that another user could change (fs_check_parent, not private);
+ *  - locks "<socket_path>.lock" (never through a symbolic link, fs_lock)
+ *    with flock() and writes the pid into it; if
  *    a live process holds the lock, fails with SC_EEXISTS and "another
  *    sidecard is running on <path> (pid N)";
  *  - removes a stale socket file left by a crashed daemon (under the lock

@@ -55,6 +55,12 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 		free(st);
 		return rc;
 	}
+	rc = shm_set_readers(&st->m, cfg->readers ? (long)cfg->reader_gid : -1, err, errlen);
+	if (rc != 0) {
+		shm_close(&st->m);
+		free(st);
+		return rc;
+	}
 	h = st->m.hdr;
 	if (created) {
 		state_set_settings(st, &cfg->set);

@@ -32,6 +32,12 @@ struct state_config {
 	const char *path;         /* the segment file */
 	struct shm_caps caps;     /* used when the segment is created */
 	struct state_settings set;
+	/*
+	 * Who reads the segment besides the daemon's user (shm_set_readers):
+	 * 0, nobody (mode 0600); 1, the members of group reader_gid (0640).
+	 */
+	int readers;
+	unsigned reader_gid;
 };
 
 /* A string argument that need not be NUL-terminated. */

@@ -16,7 +16,7 @@
  * of sc_connect_token() instead when one is given and none when NULL is; a
  * token of 0 or more than SC_TOKEN_MAX bytes is refused before any
  * connection; a refused hello fails the connect with SC_EDENIED and the
- * daemon's message in sc_last_error(NULL); what hello says of the peer is
+ * daemon's message in the connect's err; what hello says of the peer is
  * kept (sc_role, sc_bound_agent_id, sc_token_id) and checked (an agent
  * role names its agent); the token calls refuse to issue a token they
  * could not hand back, and results of the token methods are decoded.
@@ -548,7 +548,6 @@ START_TEST(test_env_token_in_hello)
 	ck_assert_str_eq(sc_role(cl), "agent");
 	ck_assert_uint_eq(sc_bound_agent_id(cl), 7);
 	ck_assert_uint_eq(sc_token_id(cl), 0);
-	ck_assert_str_eq(sc_last_error(NULL), "");
 	finish(cl);
 	ck_assert_int_eq(fake.hello_seen, 1);
 	ck_assert_int_eq(fake.hello_has_token, 1);
@@ -588,7 +587,7 @@ START_TEST(test_explicit_token)
 	setenv("SIDECARD_TOKEN", "scr_9_from-the-environment", 1);
 	test_daemon_timeout(30);
 	fake_start(reader);
-	ck_assert_int_eq(sc_connect_token(fake.path, "scr_3_given", &cl), 0);
+	ck_assert_int_eq(sc_connect_token(fake.path, "scr_3_given", &cl, NULL, 0), 0);
 	ck_assert_str_eq(sc_role(cl), "reader");
 	ck_assert_uint_eq(sc_token_id(cl), 3);
 	ck_assert_uint_eq(sc_bound_agent_id(cl), 0);
@@ -598,7 +597,7 @@ START_TEST(test_explicit_token)
 
 	test_daemon_timeout(30);
 	fake_start(plain);
-	ck_assert_int_eq(sc_connect_token(fake.path, NULL, &cl), 0);
+	ck_assert_int_eq(sc_connect_token(fake.path, NULL, &cl, NULL, 0), 0);
 	finish(cl);
 	ck_assert_int_eq(fake.hello_seen, 1);
 	ck_assert_int_eq(fake.hello_has_token, 0);
@@ -609,22 +608,24 @@ END_TEST
 /* Refused before any connection: the path does not exist, yet the error is the token's. */
 START_TEST(test_token_length)
 {
-	char longest[SC_TOKEN_MAX + 2];
+	static const char nowhere[] = "/nonexistent/sidecard.sock";
+	char longest[SC_TOKEN_MAX + 2], err[256];
 	sc_client *cl = (sc_client *)&cl;
 
-	ck_assert_int_eq(sc_connect_token("/nonexistent/sidecard.sock", "", &cl), SC_EINVAL);
+	ck_assert_int_eq(sc_connect_token(nowhere, "", &cl, err, sizeof(err)), SC_EINVAL);
 	ck_assert_ptr_null(cl);
-	ck_assert_str_eq(sc_last_error(NULL), "token: must be 1 to 127 bytes");
+	ck_assert_str_eq(err, "token: must be 1 to 127 bytes");
 	memset(longest, 'a', sizeof(longest) - 1);
 	longest[sizeof(longest) - 1] = '\0';
-	ck_assert_int_eq(sc_connect_token("/nonexistent/sidecard.sock", longest, &cl), SC_EINVAL);
+	ck_assert_int_eq(sc_connect_token(nowhere, longest, &cl, NULL, 0), SC_EINVAL);
 	setenv("SIDECARD_TOKEN", longest, 1);
-	ck_assert_int_eq(sc_connect("/nonexistent/sidecard.sock", &cl), SC_EINVAL);
+	ck_assert_int_eq(sc_connect_err(nowhere, &cl, err, sizeof(err)), SC_EINVAL);
+	ck_assert_str_eq(err, "token: must be 1 to 127 bytes");
 	unsetenv("SIDECARD_TOKEN");
 	/* One byte less is a token the daemon decides on: here, no daemon at all. */
 	longest[SC_TOKEN_MAX] = '\0';
-	ck_assert_int_eq(sc_connect_token("/nonexistent/sidecard.sock", longest, &cl), -ENOENT);
-	ck_assert_str_eq(sc_last_error(NULL), sc_strerror(-ENOENT));
+	ck_assert_int_eq(sc_connect_token(nowhere, longest, &cl, err, sizeof(err)), -ENOENT);
+	ck_assert_str_eq(err, sc_strerror(-ENOENT));
 }
 END_TEST
 
@@ -633,10 +634,14 @@ START_TEST(test_token_denied)
 	static const reply_fn script[] = { reply_denied, NULL };
 	sc_client *cl = (sc_client *)&cl;
 
+	char err[256];
+
 	setenv("SIDECARD_TOKEN", "sca_7_revoked", 1);
-	ck_assert_int_eq(connect_env(script, &cl), SC_EDENIED);
+	test_daemon_timeout(30);
+	fake_start(script);
+	ck_assert_int_eq(sc_connect_err(fake.path, &cl, err, sizeof(err)), SC_EDENIED);
 	ck_assert_ptr_null(cl);
-	ck_assert_str_eq(sc_last_error(NULL), "hello: the token is not valid");
+	ck_assert_str_eq(err, "hello: the token is not valid");
 	fake_stop();
 	ck_assert_str_eq(fake.hello_token, "sca_7_revoked");
 	unsetenv("SIDECARD_TOKEN");
@@ -648,9 +653,13 @@ START_TEST(test_agent_role_names_its_agent)
 	static const reply_fn script[] = { reply_hello_agent_without_id, NULL };
 	sc_client *cl = (sc_client *)&cl;
 
-	ck_assert_int_eq(connect_env(script, &cl), SC_EPROTO);
+	char err[256];
+
+	test_daemon_timeout(30);
+	fake_start(script);
+	ck_assert_int_eq(sc_connect_err(fake.path, &cl, err, sizeof(err)), SC_EPROTO);
 	ck_assert_ptr_null(cl);
-	ck_assert_ptr_nonnull(strstr(sc_last_error(NULL), "agent_id"));
+	ck_assert_ptr_nonnull(strstr(err, "agent_id"));
 	fake_stop();
 }
 END_TEST

@@ -292,13 +292,13 @@ START_TEST(test_peek_unavailable)
 	test_write_file(path, "hello", 5);
 	open_fails(path, "smaller than the 4096-byte header");
 	memcpy(h->magic, SHM_MAGIC, sizeof h->magic);
-	/* not readable: the daemon's file is mode 0640 (root reads anything) */
+	/* not readable: the daemon's file is mode 0600 (root reads anything) */
 	snprintf(shm_path, sizeof shm_path, "%s", d.segment);
 	if (geteuid() != 0) {
 		snprintf(path, sizeof path, "%s/locked.shm", d.dir);
 		test_write_file(path, header, sizeof header);
 		ck_assert_int_eq(chmod(path, 0), 0);
-		open_fails(path, "daemon's user or group");
+		open_fails(path, "readable by the daemon's user alone");
 	}
 
 	/* the daemon stops: an open mapping says so, and so does a new open */

@@ -10,6 +10,7 @@
  * thread; the seqlock test starts one extra writer thread of its own.
  */
 #include <check.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -457,6 +458,49 @@ START_TEST(test_open_leaves_empty_table_tails_untouched)
 		state_close(st);
 		st = NULL;
 	}
+}
+END_TEST
+
+/*
+ * The segment shows every tenant's wallets: its owner alone reads it unless
+ * a reader group is configured, a wider file an older version left is
+ * narrowed at the next open, and a symbolic link is never opened for it.
+ */
+START_TEST(test_segment_mode_and_reader_group)
+{
+	struct state_config cfg;
+	struct state *st = NULL;
+	char link[160];
+	struct stat sb;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.path = g_path;
+	cfg.caps = small_caps;
+	cfg.set.hold_ttl_us = INT64_C(300000000);
+	ck_assert_int_eq(state_open(&st, &cfg, g_err, sizeof g_err), 0);
+	state_close(st);
+	ck_assert_int_eq(stat(g_path, &sb), 0);
+	ck_assert_int_eq(sb.st_mode & 07777, 0600);
+
+	ck_assert_int_eq(chmod(g_path, 0640), 0);
+	ck_assert_int_eq(state_open(&st, &cfg, g_err, sizeof g_err), 0);
+	state_close(st);
+	ck_assert_int_eq(stat(g_path, &sb), 0);
+	ck_assert_int_eq(sb.st_mode & 07777, 0600);
+
+	cfg.readers = 1;
+	cfg.reader_gid = (unsigned)getegid();
+	ck_assert_int_eq(state_open(&st, &cfg, g_err, sizeof g_err), 0);
+	state_close(st);
+	ck_assert_int_eq(stat(g_path, &sb), 0);
+	ck_assert_int_eq(sb.st_mode & 07777, 0640);
+	ck_assert_uint_eq(sb.st_gid, getegid());
+
+	snprintf(link, sizeof link, "%s.link", g_path);
+	ck_assert_int_eq(symlink(g_path, link), 0);
+	cfg.path = link;
+	ck_assert_int_eq(state_open(&st, &cfg, g_err, sizeof g_err), -ELOOP);
+	unlink(link);
 }
 END_TEST
 
@@ -1250,6 +1294,7 @@ Suite *shm_suite(void)
 	tcase_add_test(t, test_reopen_attaches_and_keeps_data);
 	tcase_add_test(t, test_state_survives_close_and_reopen);
 	tcase_add_test(t, test_existing_capacities_win);
+	tcase_add_test(t, test_segment_mode_and_reader_group);
 	tcase_add_test(t, test_open_leaves_empty_table_tails_untouched);
 	tcase_add_test(t, test_open_rw_in_missing_directory_fails);
 	suite_add_tcase(s, t);
