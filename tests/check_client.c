@@ -21,6 +21,9 @@
  * role names its agent); the token calls refuse to issue a token they
  * could not hand back, and results of the token methods are decoded.
  *
+ * The "roles" case of this suite (check_client_roles.c) runs libsidecard's
+ * token calls against the real daemon instead.
+ *
  * Threads: the test's thread is the client; the fake daemon runs on its own
  * thread and touches nothing but its sockets. Run by check_integration.
  */
@@ -730,5 +733,6 @@ Suite *client_suite(void)
 	tcase_add_test(tc, test_token_calls_need_their_output);
 	tcase_add_test(tc, test_token_results);
 	suite_add_tcase(s, tc);
+	client_roles_tcases(s);
 	return s;
 }

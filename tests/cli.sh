@@ -8,8 +8,9 @@
 # file), task usage (check --task-id,
 # tasks usage), wallet transfers and adjustments (a negative amount
 # debits), pricing (rate versions, a report priced from tokens), alerts (listed, and
-# followed as they are pushed) and `demo` with a daemon of its own; checks exit statuses (0 allowed,
-# 1 blocked, 2 error), parses --json output with $PYTHON3 (Debian's
+# followed as they are pushed), roles (an agent's token and its rotation, reader
+# tokens) and `demo` with a daemon of its own; checks exit statuses (0 allowed,
+# 1 blocked, 2 error, 3 permission denied), parses --json output with $PYTHON3 (Debian's
 # /usr/bin/python3 by default) and stops at the first failure. Run by `make check`; standalone:
 #   SIDECARD_BIN=sidecard/sidecard SIDECARDCTL_BIN=libclient/sidecardctl tests/cli.sh
 set -u
@@ -561,6 +562,76 @@ ok "names: control and bidirectional formatting characters refused"
 run agents delete --agent-id "$agent"; expect 0 "agents delete"
 run agents get --agent-id "$agent"; expect 2 "deleted agent"
 ok "agents delete"
+
+# Roles. The test runs as the daemon's user, an administrator; a token makes
+# sidecardctl someone else. run_as TOKEN ARGS...: sidecardctl with SIDECARD_TOKEN=TOKEN.
+run_as() {
+	tok=$1; shift
+	SIDECARD_TOKEN=$tok "$ctl" --socket "$sock" "$@" >"$dir/out" 2>"$dir/err"
+	rc=$?
+}
+# the value of a field of the --json object on stdout
+field() { "$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$dir/out" "$1"; }
+
+run orgs create --name roles; expect 0 "orgs create roles"
+run --json agents create --org roles --name hook-bot --balance 10; expect 0 "agents create --json"
+json 'import re
+assert re.fullmatch("sca_%d_[A-Za-z0-9_-]{43}" % d["id"], d["token"]), d'
+hook=$(field id); token=$(field token)
+run agents create --org roles --name other-bot --balance 10; expect 0 "agents create"
+out_has "token:"; out_has "sca_"; err_has "shown only now"
+other=$("$ctl" --socket "$sock" --json agents list --org roles | "$py" -c 'import json, sys
+print([a["id"] for a in json.load(sys.stdin) if a["name"] == "other-bot"][0])')
+run --json agents get --agent-id "$hook"; expect 0 "agents get"
+json 'assert "token" not in d, d'
+ok "agents create shows the agent's token, once"
+
+run_as "$token" wallet update --agent-id "$hook" --balance 1000000
+expect 3 "an agent's token raising its own balance"
+err_has "wallet update: permission denied: "; err_has "admin"
+run_as "$token" agents unfreeze --agent-id "$hook"; expect 3 "an agent's token unfreezing itself"
+run_as "$token" check --agent-id "$other" --action openai.chat --estimated-cost 0.01
+expect 3 "an agent's token checking for another agent"
+run_as "$token" check --agent-id "$hook" --action openai.chat --estimated-cost 0.01
+expect 0 "an agent's token checking for its agent"; txn=$(cat "$dir/out")
+run_as "$token" report --transaction-id "$txn" --outcome success; expect 0 "its report"
+run --token "$token" --json wallet --agent-id "$hook"; expect 0 "--token, wallet"
+json 'assert d["balance"] == 9990000, d'
+ok "an agent's token gates its agent and cannot raise its balance (exit 3)"
+
+run --json agents rotate-token --agent-id "$hook"; expect 0 "agents rotate-token"
+json 'assert d["agent_id"] == '"$hook"' and d["token"].startswith("sca_'"$hook"'_"), d'
+fresh=$(field token)
+[ "$fresh" != "$token" ] || fail "rotate-token gave the same token"
+run_as "$token" check --agent-id "$hook" --action openai.chat --estimated-cost 0.01
+expect 3 "the replaced token"; err_has "connect to $sock: permission denied: "
+run_as "$fresh" check --agent-id "$hook" --action openai.chat --estimated-cost 0.01
+expect 0 "the new token"
+run agents rotate-token --agent-id "$hook"; expect 0 "agents rotate-token, human"
+out_has "sca_$hook"; err_has "shown only now"
+ok "agents rotate-token: the old token fails at once"
+
+run --json tokens create --role reader --name dashboard; expect 0 "tokens create"
+json 'import re
+assert d["role"] == "reader" and d["name"] == "dashboard", d
+assert re.fullmatch("scr_%d_[A-Za-z0-9_-]{43}" % d["token_id"], d["token"]), d'
+reader=$(field token); reader_id=$(field token_id)
+run tokens list; expect 0 "tokens list"; out_has "dashboard"; out_has "reader"
+grep -qF "$reader" "$dir/out" && fail "tokens list shows the token"
+run --json tokens list; expect 0 "tokens list --json"
+json 'assert [t["token_id"] for t in d] == ['"$reader_id"'] and "token" not in d[0], d'
+run_as "$reader" --json wallet --agent-id "$hook"; expect 0 "a reader reads a wallet"
+run_as "$reader" agents list; expect 0 "a reader lists agents"; out_has "hook-bot"
+run_as "$reader" wallet update --agent-id "$hook" --balance 1000000; expect 3 "a reader raising a balance"
+run_as "$reader" orgs create --name readers; expect 3 "a reader creating an org"
+run_as "$reader" check --agent-id "$hook" --action openai.chat --estimated-cost 0.01
+expect 3 "a reader checking"
+run --json tokens revoke --token-id "$reader_id"; expect 0 "tokens revoke"
+json 'assert d == {"revoked": True}, d'
+run tokens revoke --token-id "$reader_id"; expect 2 "tokens revoke, again"
+run_as "$reader" agents list; expect 3 "a revoked reader token"
+run --json tokens list; expect 0 "tokens list, after the revoke"; json 'assert d == [], d'
+ok "tokens create, list and revoke: a reader reads and changes nothing"
 
 # demo runs a daemon of its own (ten simulated minutes in one real second),
 # in a directory under $TMPDIR that it removes.

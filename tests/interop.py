@@ -196,6 +196,26 @@ def main(path):
     assert sub.ok("alerts.unsubscribe") == {"subscribed": False}
     ok("alerts.subscribe: a low balance pushed as [2, \"alert\", [alert]]")
 
+    # Roles: this process runs as the daemon's user, an administrator, with no
+    # token; a connection that says hello with an agent's token acts for that
+    # agent alone, and a token one character off is refused.
+    assert hello["role"] == "admin" and "agent_id" not in hello, hello
+    bot = c.ok("agents.create", {"org": "interop", "name": "token-bot",
+                                 "wallet": {"balance": 10 * USD}})
+    token = bot["token"]
+    assert token.startswith("sca_%d_" % bot["id"]) and "token" not in c.ok(
+        "agents.get", {"agent_id": bot["id"]}), bot
+    agent_conn = Client(path)
+    me = agent_conn.ok("hello", {"token": token})
+    assert me["role"] == "agent" and me["agent_id"] == bot["id"], me
+    agent_conn.ok("check", {"agent_id": bot["id"], "action": "tool.run", "estimated_cost": 1})
+    error, _ = agent_conn.call("wallets.update", {"agent_id": bot["id"], "balance": 1000 * USD})
+    assert error["name"] == "permission_denied" and error["code"] == -1011, error
+    forged = token[:-1] + ("B" if token[-1] == "A" else "A")
+    error, _ = Client(path).call("hello", {"token": forged})
+    assert error["name"] == "permission_denied", error
+    ok("hello {token}: an agent's connection gates for it, cannot raise its balance")
+
     print("%d passed, 0 failed" % passed)
 
 

@@ -31,6 +31,7 @@ Suite *pricing_daemon_suite(void); /* tests/check_pricing_daemon.c: pricing thro
 Suite *alerts_suite(void); /* tests/check_alerts.c: alerts raised by the gate */
 Suite *rules_suite(void);  /* tests/check_rules.c: rule lists and the shared rule texts */
 Suite *client_suite(void); /* tests/check_client.c: libsidecard against a fake daemon */
+void client_roles_tcases(Suite *s); /* tests/check_client_roles.c: tokens, real daemon */
 void integration_gate_tcases(Suite *s);       /* tests/check_integration_gate.c: check, report */
 void integration_wallets_tcases(Suite *s);    /* tests/check_integration_wallets.c: transfers */
 void integration_visibility_tcases(Suite *s); /* tests/check_integration_visibility.c: queries */
