@@ -709,7 +709,11 @@ SC_API int sc_tokens_create(sc_client *c, const char *role, const char *name,
 /* Every token issued and not revoked, by id; never the tokens themselves. */
 SC_API int sc_tokens_list(sc_client *c, sc_access_token **out, size_t *n);
 SC_API void sc_access_tokens_free(sc_access_token *list);
-/* Revokes a token: no hello accepts it any more. SC_ENOTFOUND for an unknown id. */
+/*
+ * Revokes a token at once: no hello accepts it any more, and connections
+ * that presented it are refused from their next call. SC_ENOTFOUND for an
+ * unknown id.
+ */
 SC_API int sc_tokens_revoke(sc_client *c, uint64_t token_id);
 
 SC_API int sc_rules_add(sc_client *c, uint64_t agent_id, const sc_rule *rule, sc_rule *out);

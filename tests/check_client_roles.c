@@ -5,7 +5,8 @@
  * SIDECARD_TOKEN) that may gate its agent but not raise its balance, a
  * rotation that refuses the old token at once, on a new connection and on
  * one already bound by it, and a reader token that reads but changes
- * nothing, listed without its secret and refused once revoked. What the
+ * nothing, listed without its secret and refused once revoked, there too
+ * on the connection that presented it. What the
  * daemon allows each role is the daemon's tests' subject; these follow the
  * path a library user takes, with the codes and accessors the library gives.
  *
@@ -198,6 +199,8 @@ START_TEST(test_reader_token)
 
 	TEST_OK(c, sc_tokens_revoke(c, t.token_id));
 	ck_assert_int_eq(sc_tokens_revoke(c, t.token_id), SC_ENOTFOUND);
+	/* At once: on the connection that presented it, and on a new one. */
+	ck_assert_int_eq(sc_wallets_get(rd, a.id, &w), SC_EDENIED);
 	refused(t.token);
 	TEST_OK(c, sc_tokens_list(c, &list, &n));
 	ck_assert_uint_eq(n, 1);
