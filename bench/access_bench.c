@@ -18,8 +18,10 @@
  * (tests/daemon.c: $SIDECARD_BIN, else sidecard/sidecard) runs on a new
  * directory in --durability async (--durability strict to include the
  * disk), so that the cost measured is the daemon's, not the fdatasync's.
- * --quick runs short rounds for make check's smoke. A failed request fails
- * the run (exit 1).
+ * --quick runs short rounds for make check's smoke; --admin-only runs the
+ * admin way alone, so that a daemon from before roles can be measured the
+ * same way (SIDECARD_BIN) as the baseline. A failed request fails the run
+ * (exit 1).
  *
  * Threads: the main thread sets up and reports; each client thread owns its
  * raw socket for the round it runs.
@@ -74,7 +76,7 @@ static struct bench_daemon bd;
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: access_bench [--seconds S] [--rounds N] [--clients N] "
-	             "[--durability strict|async] [--quick]\n");
+	             "[--durability strict|async] [--quick] [--admin-only]\n");
 }
 
 static int conn_open(struct conn *c)
@@ -269,7 +271,7 @@ failed:
 }
 
 /* One org and an agent per client with funds for every round; their ids and tokens. */
-static int populate(struct client *cl, int n)
+static int populate(struct client *cl, int n, int need_tokens)
 {
 	struct conn c;
 	char err[256], name[32];
@@ -295,11 +297,13 @@ static int populate(struct client *cl, int n)
 		if (!(res = call(&c, &rc, err, sizeof(err))))
 			goto failed;
 		tok = map_get(res, "token");
+		cl[i].agent = get_u64(res, "id");
+		if (!need_tokens)
+			continue;
 		if (!tok || tok->type != MSGPACK_OBJECT_STR || tok->via.str.size > TOKEN_MAX) {
 			snprintf(err, sizeof(err), "agents.create: no token in the result");
 			goto failed;
 		}
-		cl[i].agent = get_u64(res, "id");
 		memcpy(cl[i].token, tok->via.str.ptr, tok->via.str.size);
 		cl[i].token[tok->via.str.size] = '\0';
 	}
@@ -318,7 +322,7 @@ int main(int argc, char **argv)
 	const char *extra[] = {"--durability", "async", "--log-level", "warn", NULL};
 	uint64_t trips[WAYS] = {0};
 	double seconds = 2, total[WAYS] = {0};
-	int rounds = 3, clients = 4, rc = 0;
+	int rounds = 3, clients = 4, ways = WAYS, rc = 0;
 	char err[4400];
 
 	signal(SIGPIPE, SIG_IGN);
@@ -333,6 +337,8 @@ int main(int argc, char **argv)
 			extra[1] = argv[++i];
 		else if (strcmp(argv[i], "--quick") == 0)
 			seconds = 0.2, rounds = 1;
+		else if (strcmp(argv[i], "--admin-only") == 0)
+			ways = 1;
 		else
 			return bench_other_arg(argv[i], usage);
 	}
@@ -344,13 +350,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "access_bench: %s\n", err);
 		return 1;
 	}
-	if (populate(cl, clients) != 0) {
+	if (populate(cl, clients, ways > 1) != 0) {
 		rc = 1;
 		goto out;
 	}
 	/* the ways take turns, so that a drift of the machine weighs on each alike */
 	for (int r = 0; r < rounds && rc == 0; r++) {
-		for (int w = 0; w < WAYS && rc == 0; w++) {
+		for (int w = 0; w < ways && rc == 0; w++) {
 			for (int i = 0; i < clients; i++) {
 				cl[i].index = i;
 				cl[i].way = (enum way)w;
@@ -376,7 +382,7 @@ int main(int argc, char **argv)
 		goto out;
 	printf("%-20s %12s %9s %9s %10s\n", "connection", "trips/s", "p50 us", "p99 us",
 	       "vs admin");
-	for (int w = 0; w < WAYS; w++) {
+	for (int w = 0; w < ways; w++) {
 		double rate = (double)trips[w] / total[w], base = (double)trips[0] / total[0];
 
 		printf("%-20s %12.0f %9.1f %9.1f %9.3fx\n", way_names[w], rate,

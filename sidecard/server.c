@@ -61,7 +61,9 @@
  * side is shut down and the client's input is read and dropped until its EOF
  * or SRV_LINGER_MS, so the client reads the error and then EOF rather than
  * a reset (a socket closed with unread input resets its peer). A connection
- * refused beyond max_connections ends the same way. Read and write errors
+ * refused beyond max_connections (or max_per_uid) ends the same way, unless
+ * SRV_MAX_REFUSED_LINGERING refused ones linger already: it is then closed
+ * once its error is written. Read and write errors
  * close the connection at once. Nothing touches another connection.
  *
  * Workers. The listener is a uv_poll_t on the listening socket: the main
@@ -116,6 +118,12 @@
 #define SRV_DEFAULT_MAX_PER_UID 64
 #define SRV_DEFAULT_AUTH_TIMEOUT_MS 10000
 #define SRV_MAX_PEER_GROUPS 256 /* supplementary groups of a peer looked at for its role */
+/*
+ * Refused connections that may linger at once (conn_linger); past it a
+ * refused one is closed as soon as its error is handed to the kernel, so
+ * a flood of connections beyond the limits holds few descriptors.
+ */
+#define SRV_MAX_REFUSED_LINGERING 64
 #define OUT_KEEP (256 * 1024) /* an output buffer larger than this is freed once empty */
 #define IN_INITIAL (16 * 1024)   /* first size of a connection's input buffer */
 #define IN_SLACK (64 * 1024)     /* input buffer beyond max_message */
@@ -165,6 +173,7 @@ struct conn {
 	unsigned closing : 1;    /* uv_close called */
 	unsigned rejected : 2;   /* enum reject: refused at accept */
 	unsigned uid_counted : 1; /* counts in its uid's connections (max_per_uid) */
+	unsigned refused_counted : 1; /* counts in n_refused */
 	unsigned auth_ready : 1; /* auth was initialised (and counts in handles) */
 	unsigned in_handler : 1;
 	unsigned out_of_memory : 1;
@@ -252,6 +261,7 @@ struct srv {
 	unsigned next_pick;       /* round robin among equally loaded workers */
 
 	unsigned n_open;       /* atomic: accepted (not rejected) connections */
+	unsigned n_refused;    /* atomic: refused connections not yet closed */
 	pthread_mutex_t uid_lock; /* guards uids: taken at accept and at close, a leaf */
 	struct uid_count *uids;   /* max_connections entries; n_uids in use, unordered */
 	unsigned n_uids;
@@ -534,6 +544,8 @@ static void on_conn_close(uv_handle_t *h)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->n_conns--;
+	if (c->refused_counted)
+		__atomic_sub_fetch(&s->n_refused, 1, __ATOMIC_RELAXED);
 	if (!c->rejected) {
 		__atomic_sub_fetch(&s->n_open, 1, __ATOMIC_RELAXED);
 		__atomic_sub_fetch(&w->assigned, 1, __ATOMIC_RELAXED);
@@ -1100,6 +1112,11 @@ static void conn_reject(struct conn *c)
 	pack_error_notification(c, SC_ELIMIT, message);
 	note_queued(c);
 	c->finishing = 1;
+	/* too many lingering already: closed once written, without draining its input */
+	c->refused_counted = 1;
+	if (__atomic_add_fetch(&c->w->srv->n_refused, 1, __ATOMIC_RELAXED) >
+	    SRV_MAX_REFUSED_LINGERING)
+		c->eof = 1;
 	conn_flush(c);
 	if (!c->closing)
 		conn_settle(c);

@@ -15,6 +15,7 @@
  * Threads: the Check runner forks each test; the test's main thread is the
  * only one, and every socket operation is bounded by a poll() deadline.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -506,6 +507,55 @@ START_TEST(test_refused_connection_reads_why)
 }
 END_TEST
 
+/* Descriptors the daemon holds open. */
+static int daemon_fds(void)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *dir;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d.pid);
+	ck_assert_msg((dir = opendir(path)) != NULL, "%s: %s", path, strerror(errno));
+	while ((e = readdir(dir)) != NULL)
+		n += e->d_name[0] != '.';
+	closedir(dir);
+	return n;
+}
+
+/*
+ * A flood of connections beyond --max-connections: each is told why, but
+ * at most 64 of them linger (SRV_MAX_REFUSED_LINGERING, server.c) to drain
+ * their input; the others are closed as soon as the refusal is written, so
+ * the flood holds few of the daemon's descriptors. Every one lingered
+ * 500 ms before, so 300 held 300 descriptors at once.
+ */
+START_TEST(test_refused_flood_holds_few_descriptors)
+{
+	enum { FLOOD = 300 };
+	static int fds[FLOOD];
+	int base, most = 0;
+
+	wait_open(1);
+	base = daemon_fds();
+	for (int i = 0; i < FLOOD; i++)
+		fds[i] = raw_connect();
+	for (int i = 0; i < 30; i++) {
+		int n = daemon_fds() - base;
+
+		most = n > most ? n : most;
+		test_sleep_ms(10);
+	}
+	ck_assert_msg(most <= 64 + 16, "the flood held %d descriptors of the daemon", most);
+	expect_error_then_eof(fds[1], "limit_exceeded"); /* fds[0] is the second allowed */
+	expect_error_then_eof(fds[FLOOD - 1], "limit_exceeded");
+	for (int i = 0; i < FLOOD; i++)
+		close(fds[i]);
+	served();
+	stop();
+}
+END_TEST
+
 /* Malformed bytes are answered with protocol_error, then EOF, not a reset. */
 START_TEST(test_malformed_reads_why)
 {
@@ -573,4 +623,5 @@ void integration_hostile_tcases(Suite *s)
 	tcase_add_test(tc, test_stop_spares_a_newer_socket);
 	tc = daemon_tcase(s, "hostile_one_connection", setup_one_connection, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_refused_connection_reads_why);
+	tcase_add_test(tc, test_refused_flood_holds_few_descriptors);
 }
