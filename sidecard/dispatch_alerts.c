@@ -34,7 +34,8 @@
 struct subscriber {
 	uint64_t conn_id;
 	uint64_t after; /* alerts up to this id predate the subscription */
-	/* an agent's connection: only its own alerts, while its token stands */
+	/* who subscribed: an agent gets only its own alerts, and a connection
+	 * with a token (agent or reader) only while that token stands */
 	struct access_peer peer;
 };
 
@@ -176,14 +177,13 @@ static void push_one(struct dispatch *d, struct dispatch_alerts *s, const struct
 
 		if (a->id <= s->v[i].after)
 			continue;
-		if (p->role == ACCESS_AGENT) {
-			if (!dispatch_peer_valid(d, p)) {
-				remove_at(s, i);
-				continue;
-			}
-			if (a->agent_id != p->id)
-				continue;
+		/* a reader's token revoked ends its subscription as an agent's replaced one does */
+		if (p->by_token && !dispatch_peer_valid(d, p)) {
+			remove_at(s, i);
+			continue;
 		}
+		if (p->role == ACCESS_AGENT && a->agent_id != p->id)
+			continue;
 		rc = srv_notify(d->srv, s->v[i].conn_id, "alert", s->params.data, s->params.size);
 		if (rc != 0 && rc != SC_ELIMIT)
 			remove_at(s, i);
