@@ -60,6 +60,8 @@ struct access_peer {
 	uint8_t agent_socket;     /* accepted on --agent-socket: agents only, hello first */
 	uint8_t by_token;         /* the role came from a token */
 	uint8_t close;            /* set by the handler: end the connection after its reply */
+	uint8_t cred_role;        /* the role its credentials gave: what it falls back to */
+	uint8_t reserved[3];
 	uint32_t slot;            /* the agent's (or reader token's) slot in the state */
 	uint64_t id;              /* agent id, or reader token id; 0 for a peer trusted by uid */
 	uint64_t tag;             /* the token hash's first 8 bytes: a new token changes it */

@@ -283,8 +283,11 @@ int m_hello(struct call *c)
 
 	if ((rc = proto_arg_str(c->a, "token", 0, ACCESS_TOKEN_MAX, &tok.p, &tok.len, &present)))
 		return rc;
-	if (present && p && (rc = present_token(c, p, tok)) != 0)
-		return rc;
+	if (present && p) {
+		if ((rc = present_token(c, p, tok)) != 0)
+			return rc;
+		dispatch_alerts_rebind(c->d, c->conn_id, p);
+	}
 	if (p && p->agent_socket && p->role == ACCESS_NONE)
 		return call_fail(c, SC_EDENIED, "hello: the agent socket needs a token");
 	pk = call_ok(c);
@@ -318,7 +321,7 @@ int m_hello(struct call *c)
 void dispatch_access_closed(struct dispatch *d, struct access_peer *p)
 {
 	unbind(d, p);
-	p->role = ACCESS_NONE;
+	p->role = p->cred_role;
 	p->by_token = 0;
 }
 

@@ -190,6 +190,15 @@ static void push_one(struct dispatch *d, struct dispatch_alerts *s, const struct
 	}
 }
 
+void dispatch_alerts_rebind(struct dispatch *d, uint64_t conn_id, const struct access_peer *p)
+{
+	struct dispatch_alerts *s = d->alerts;
+	size_t i;
+
+	if (s && (i = find(s, conn_id)) < s->n)
+		s->v[i].peer = *p;
+}
+
 int dispatch_alerts_pending(const struct dispatch *d)
 {
 	const struct dispatch_alerts *s = d->alerts;

@@ -171,5 +171,7 @@ int pricing_token_args(struct call *c, uint64_t tokens[3], int *any);
 int m_alerts_list(struct call *c);
 int m_alerts_subscribe(struct call *c);
 int m_alerts_unsubscribe(struct call *c);
+/* Under the commit lock: a subscribed connection presented a token; it receives as its new role. */
+void dispatch_alerts_rebind(struct dispatch *d, uint64_t conn_id, const struct access_peer *p);
 
 #endif /* SIDECARD_DISPATCH_INT_H */

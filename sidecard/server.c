@@ -1504,6 +1504,7 @@ static void peer_of(const struct listener *l, int fd, struct access_peer *peer)
 	if (!l->agents_only && cfg->access)
 		peer->role = (uint8_t)access_classify(cfg->access, cred.uid, cred.gid, groups,
 		                                      glen / sizeof(gid_t));
+	peer->cred_role = peer->role;
 }
 
 /* Main loop: gives an accepted descriptor to a worker. */
