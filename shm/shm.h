@@ -250,10 +250,10 @@ struct shm_header {
 	uint64_t applied_seq;   /* the last ledger record applied to this segment */
 	int64_t hold_ttl_us;    /* settings in force (ledger settings records) */
 	uint32_t expiry_charges;
-	uint32_t reserved2;
+	uint32_t max_holds_per_agent; /* setting: open holds of one agent, 0 = no quota */
 	int64_t created_at;
 	uint32_t writer_pid;
-	uint32_t reserved1;
+	uint32_t max_holds_per_org;   /* setting: open holds of one org's agents, 0 = no quota */
 	/* counters, monotonic across restarts */
 	uint64_t checks, allowed, blocked, reports, expired, topups, anomalies, risk_blocked;
 	/*

@@ -54,6 +54,10 @@ static const struct option_def options[] = {
 	 "distinct rule names and patterns, shared by the rules that use them;\n"
 	 HELP_INDENT "0: as many as --rules (0)"},
 	{"holds", K_UINT, F(caps.holds), 1, 1u << 28, "N", "open hold capacity (65536)"},
+	{"max-holds-per-agent", K_UINT, F(max_holds_per_agent), 1, 1u << 28, "N",
+	 "open holds of one agent (--holds / 64, at least 1)"},
+	{"max-holds-per-org", K_UINT, F(max_holds_per_org), 1, 1u << 28, "N",
+	 "open holds of one org's agents (--holds / 2, at least 1)"},
 	{"history", K_UINT, F(caps.txns), 1, 1u << 28, "N", "transactions kept (65536)"},
 	{"events", K_UINT, F(caps.events), 1, 1u << 28, "N", "agent events kept (65536)"},
 	{"tasks", K_UINT, F(caps.tasks), 1, 1u << 28, "N", "tasks whose usage is kept (65536)"},
@@ -304,6 +308,28 @@ static int segment_beside(struct config *c, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * The hold quotas: by default a 64th of the table for one agent and half of
+ * it for one org, so that no tenant can take every hold; never above the
+ * table, which is what a quota of --holds means (no quota).
+ */
+static int hold_quotas(struct config *c, char *err, size_t errlen)
+{
+	if (c->max_holds_per_agent == 0)
+		c->max_holds_per_agent = c->caps.holds / 64 ? c->caps.holds / 64 : 1;
+	if (c->max_holds_per_org == 0)
+		c->max_holds_per_org = c->caps.holds / 2 ? c->caps.holds / 2 : 1;
+	if (c->max_holds_per_agent > c->caps.holds || c->max_holds_per_org > c->caps.holds) {
+		sc_errorf(err, errlen, "--max-holds-per-%s: %u is more than --holds (%u)",
+		          c->max_holds_per_agent > c->caps.holds ? "agent" : "org",
+		          c->max_holds_per_agent > c->caps.holds ? c->max_holds_per_agent
+		                                                 : c->max_holds_per_org,
+		          c->caps.holds);
+		return SC_EINVAL;
+	}
+	return 0;
+}
+
 /* Splits "--name=value" or "--name value"; returns the option or NULL. */
 static const struct option_def *cli_option(int argc, char **argv, int *i, const char **value)
 {
@@ -357,6 +383,8 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	}
 	if (c->caps.texts == 0)
 		c->caps.texts = c->caps.rules;
+	if ((rc = hold_quotas(c, err, errlen)) != 0)
+		return rc;
 	if (c->segment_path[0] == '\0' && segment_beside(c, err, errlen) != 0)
 		return SC_ERANGE;
 	return 0;

@@ -25,6 +25,8 @@ struct config {
 	int64_t task_max_usage; /* micro-dollars, 0 = unlimited */
 	int64_t alert_velocity; /* allowed checks per hour per agent raising an alert, 0 = never */
 	struct shm_caps caps;
+	unsigned max_holds_per_agent; /* open holds of one agent; 0 until derived from caps.holds */
+	unsigned max_holds_per_org;   /* open holds of one org's agents; likewise */
 	unsigned workers;       /* threads serving connections; 1: the main loop serves them */
 	unsigned max_connections;
 	unsigned max_outstanding;

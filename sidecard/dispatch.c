@@ -1227,8 +1227,10 @@ void dispatch_settings(struct dispatch *d, const struct state_settings *set)
 	state_set_settings(d->st, set);
 	if (d->ledger) {
 		lp = ledger_begin(d->ledger, LEDGER_SETTINGS, now);
-		msgpack_pack_map(lp, 6);
+		msgpack_pack_map(lp, 8);
 		proto_pack_key_i64(lp, "task_max_usage", set->task_max_usage);
+		proto_pack_key_u64(lp, "max_holds_per_agent", set->max_holds_per_agent);
+		proto_pack_key_u64(lp, "max_holds_per_org", set->max_holds_per_org);
 		proto_pack_key_i64(lp, "gate", GATE_VERSION);
 		proto_pack_key_i64(lp, "hold_ttl_us", set->hold_ttl_us);
 		proto_pack_key_bool(lp, "expiry_charges", set->expiry_charges);
@@ -1258,7 +1260,7 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 {
 	struct proto_args a;
 	struct state_settings set;
-	int64_t version;
+	int64_t version, per_agent, per_org;
 	int rc;
 	const msgpack_object *cap;
 
@@ -1268,8 +1270,12 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 	    (rc = proto_arg_int(&a, "task_max_usage", 1, 0, INT64_MAX, &set.task_max_usage, NULL)) ||
 	    (rc = proto_arg_int(&a, "alert_velocity", 1, 0, INT64_MAX, &set.alert_velocity, NULL)) ||
 	    (rc = proto_arg_bool(&a, "expiry_charges", 1, &set.expiry_charges, NULL)) ||
+	    (rc = proto_arg_int(&a, "max_holds_per_agent", 1, 0, UINT32_MAX, &per_agent, NULL)) ||
+	    (rc = proto_arg_int(&a, "max_holds_per_org", 1, 0, UINT32_MAX, &per_org, NULL)) ||
 	    (rc = proto_arg_obj(&a, "capacity", 1, MSGPACK_OBJECT_MAP, &cap, NULL)))
 		return rc;
+	set.max_holds_per_agent = (uint32_t)per_agent;
+	set.max_holds_per_org = (uint32_t)per_org;
 	if (version != GATE_VERSION) {
 		sc_errorf(err, errlen,
 		          "the ledger was written by gate version %lld and this daemon implements "

@@ -222,9 +222,12 @@ int64_t gate_available(const struct shm_wallet *w)
 /*
  * Steps 5 and 6: a wallet's per-transaction, daily and balance limits; avail
  * is what the check may use of the balance, today the org's local day.
+ * broke: the reason for an estimate of 0 with no funds available, which
+ * the reference hub refuses (402); NULL lets it through.
  */
 static int wallet_limits(const struct shm_wallet *w, const char *prefix, const char *empty,
-                         int64_t est, int32_t today, int64_t avail, struct verdict *v)
+                         const char *broke, int64_t est, int32_t today, int64_t avail,
+                         struct verdict *v)
 {
 	if (w->max_per_txn > 0 && est > w->max_per_txn && refuse(v, "%s:max_per_txn", prefix))
 		return 1;
@@ -232,7 +235,29 @@ static int wallet_limits(const struct shm_wallet *w, const char *prefix, const c
 	    est > w->daily_limit - gate_daily_used(w->day, w->daily_spent, w->held, today) &&
 	    refuse(v, "%s:daily_spend_limit", prefix))
 		return 1;
+	if (broke && est == 0 && avail <= 0)
+		return refuse(v, "%s", broke);
 	return est > avail && refuse(v, "%s", empty);
+}
+
+/*
+ * Step 3b: the hold quotas. They stop a critical agent too: like the hold
+ * table's capacity, they are not a spending limit but every other
+ * tenant's share of the table.
+ */
+static int hold_quota(struct state *st, const struct shm_agent *a, struct verdict *v)
+{
+	const struct state_settings *set = &state_config(st)->set;
+
+	if (set->max_holds_per_agent && a->open_holds >= set->max_holds_per_agent) {
+		v->stop_at_first = 1;
+		return refuse(v, "max_holds_per_agent:%u", set->max_holds_per_agent);
+	}
+	if (set->max_holds_per_org && state_org_holds(st, a->org_slot) >= set->max_holds_per_org) {
+		v->stop_at_first = 1;
+		return refuse(v, "max_holds_per_org:%u", set->max_holds_per_org);
+	}
+	return 0;
 }
 
 static int64_t hourly_limit(const struct shm_agent *a, const struct shm_rule *r)
@@ -577,13 +602,14 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 		refuse(&v, "wallet_debt");
 	} else if (a->priority != SC_PRIORITY_CRITICAL && o->wallet.limited && o->wallet.debt > 0) {
 		refuse(&v, "org_debt");
-	} else if (!(o->wallet.limited &&
-	             wallet_limits(&o->wallet, "org", "org_empty", req->estimate, o->cal.day,
+	} else if (!hold_quota(st, a, &v) &&
+	           !(o->wallet.limited &&
+	             wallet_limits(&o->wallet, "org", "org_empty", NULL, req->estimate, o->cal.day,
 	                           gate_org_available(o, a), &v))) {
 		maybe_top_up(st, a, now);
 		/* steps 6 to 9: wallet, most specific rule, task, score */
-		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, o->cal.day,
-		                   gate_available(&a->wallet), &v) &&
+		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", "insufficient_funds",
+		                   req->estimate, o->cal.day, gate_available(&a->wallet), &v) &&
 		    !(r && rule_limits(a, r, m->texts[r->name].s, req->estimate, o->cal.day, now, &v)) &&
 		    !(task && task_limit(st, task, req->estimate, &v)) && a->score < GATE_SCORE_BLOCK)
 			refuse(&v, "score_too_low");

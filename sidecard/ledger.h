@@ -25,7 +25,7 @@
 
 /* Record types. Method records carry [params, result] of the request. */
 enum ledger_type {
-	LEDGER_SETTINGS = 1, /* {hold_ttl_us, expiry_charges, capacities...} */
+	LEDGER_SETTINGS = 1, /* {hold_ttl_us, expiry_charges, hold quotas, capacities...} */
 	LEDGER_ORGS_CREATE,
 	LEDGER_AGENTS_CREATE,
 	LEDGER_AGENTS_UPDATE,

@@ -797,13 +797,17 @@ static struct state_settings settings(const struct daemon *d)
 	return (struct state_settings){.hold_ttl_us = d->cfg.hold_ttl_us,
 	                               .expiry_charges = d->cfg.expiry_charges,
 	                               .task_max_usage = d->cfg.task_max_usage,
-	                               .alert_velocity = d->cfg.alert_velocity};
+	                               .alert_velocity = d->cfg.alert_velocity,
+	                               .max_holds_per_agent = d->cfg.max_holds_per_agent,
+	                               .max_holds_per_org = d->cfg.max_holds_per_org};
 }
 
 static int same_settings(const struct state_settings *a, const struct state_settings *b)
 {
 	return a->hold_ttl_us == b->hold_ttl_us && a->expiry_charges == b->expiry_charges &&
-	       a->task_max_usage == b->task_max_usage && a->alert_velocity == b->alert_velocity;
+	       a->task_max_usage == b->task_max_usage && a->alert_velocity == b->alert_velocity &&
+	       a->max_holds_per_agent == b->max_holds_per_agent &&
+	       a->max_holds_per_org == b->max_holds_per_org;
 }
 
 /*

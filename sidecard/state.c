@@ -62,7 +62,9 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 		st->cfg.set = (struct state_settings){.hold_ttl_us = h->hold_ttl_us,
 		                                      .expiry_charges = (int)h->expiry_charges,
 		                                      .task_max_usage = h->task_max_usage,
-		                                      .alert_velocity = h->alert_velocity};
+		                                      .alert_velocity = h->alert_velocity,
+		                                      .max_holds_per_agent = h->max_holds_per_agent,
+		                                      .max_holds_per_org = h->max_holds_per_org};
 	}
 	rc = sidx_open(st);
 	if (rc != 0) {
@@ -118,6 +120,8 @@ void state_set_settings(struct state *st, const struct state_settings *set)
 	h->expiry_charges = (uint32_t)set->expiry_charges;
 	h->task_max_usage = set->task_max_usage;
 	h->alert_velocity = set->alert_velocity;
+	h->max_holds_per_agent = set->max_holds_per_agent;
+	h->max_holds_per_org = set->max_holds_per_org;
 	shm_write_end(&h->seq);
 	st->cfg.set = *set;
 }

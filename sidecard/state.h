@@ -26,6 +26,8 @@ struct state_settings {
 	int expiry_charges;     /* 1: an expired hold charges its estimate; 0: nothing */
 	int64_t task_max_usage; /* cap of a task's usage plus holds; 0 = unlimited */
 	int64_t alert_velocity; /* allowed checks per hour that raise a velocity alert; 0 = never */
+	uint32_t max_holds_per_agent; /* open holds of one agent; 0 = no quota */
+	uint32_t max_holds_per_org;   /* open holds of one org's agents; 0 = no quota */
 };
 
 struct state_config {
@@ -178,6 +180,8 @@ void state_hold_free(struct state *st, uint32_t slot);
 int state_hold_by_txn(struct state *st, uint64_t txn_id, uint32_t *slot);
 /* The oldest hold, or SHM_NONE. */
 uint32_t state_hold_oldest(struct state *st);
+/* Open holds of the agents of the org in org_slot (an agent's own are shm_agent.open_holds). */
+uint32_t state_org_holds(const struct state *st, uint32_t org_slot);
 
 /*
  * Starts a new transaction of agent agent_id (0, or an agent that is gone:

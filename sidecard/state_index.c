@@ -687,6 +687,7 @@ void state_hold_link(struct state *st, uint32_t slot)
 {
 	hold_ix_put(st, st->m.holds[slot].txn_id, slot);
 	exp_link(st, slot);
+	st->org_holds[st->m.holds[slot].org_slot]++;
 	st->counts.holds++;
 }
 
@@ -696,6 +697,7 @@ void state_hold_free(struct state *st, uint32_t slot)
 
 	hold_ix_del(st, h->txn_id);
 	exp_unlink(st, slot);
+	st->org_holds[h->org_slot]--;
 	shm_write_begin(&h->rec.seq);
 	h->rec.used = 0;
 	shm_write_end(&h->rec.seq);
@@ -716,6 +718,11 @@ int state_hold_by_txn(struct state *st, uint64_t txn_id, uint32_t *slot)
 uint32_t state_hold_oldest(struct state *st)
 {
 	return st->exp_head;
+}
+
+uint32_t state_org_holds(const struct state *st, uint32_t org_slot)
+{
+	return st->org_holds[org_slot];
 }
 
 /* --------------------------------------------------------------- prices */
@@ -884,6 +891,7 @@ static int rebuild(struct state *st)
 			continue;
 		open_holds[n_open++] = i;
 		hold_ix_put(st, st->m.holds[i].txn_id, i);
+		st->org_holds[st->m.holds[i].org_slot]++;
 	}
 	sort_holds_base = st->m.holds;
 	qsort(open_holds, n_open, sizeof(*open_holds), hold_expiry_cmp);
@@ -925,11 +933,13 @@ int sidx_open(struct state *st)
 	st->exp_prev = malloc(h->hold_cap * sizeof(uint32_t));
 	st->exp_next = malloc(h->hold_cap * sizeof(uint32_t));
 	st->price_older = malloc(h->price_cap * sizeof(uint32_t));
+	st->org_holds = calloc(h->org_cap, sizeof(uint32_t));
 	st->txn_owner = malloc(((size_t)h->txn_cap + 1) * sizeof(uint32_t));
 	st->txn_newer = malloc(((size_t)h->txn_cap + 1) * sizeof(uint32_t));
 	st->txn_older = malloc(((size_t)h->txn_cap + 1) * sizeof(uint32_t));
 	st->agent_txn_newest = malloc(((size_t)h->agent_cap + 1) * sizeof(uint32_t));
-	return (!st->ix || !st->exp_prev || !st->exp_next || !st->price_older || !st->txn_owner ||
+	return (!st->ix || !st->exp_prev || !st->exp_next || !st->price_older || !st->org_holds ||
+	        !st->txn_owner ||
 	        !st->txn_newer || !st->txn_older || !st->agent_txn_newest ||
 	        hold_ix_init(st, h->hold_cap) ||
 	        slot_hash_init(&st->agent_names, h->agent_cap, agent_key) ||
@@ -979,6 +989,7 @@ void sidx_close(struct state *st)
 	free(st->free_prices.v);
 	free(st->free_texts.v);
 	free(st->price_older);
+	free(st->org_holds);
 	free(st->txn_owner);
 	free(st->txn_newer);
 	free(st->txn_older);

@@ -74,6 +74,7 @@ struct state {
 	 */
 	uint32_t *txn_owner, *txn_newer, *txn_older, *agent_txn_newest;
 	uint32_t *exp_prev, *exp_next; /* expiry list, by hold slot */
+	uint32_t *org_holds;           /* open holds of each org's agents, by org slot */
 	uint32_t exp_head, exp_tail;
 	struct hold_ix_entry *hold_ix; /* open holds by transaction id */
 	uint64_t hold_ix_mask;
