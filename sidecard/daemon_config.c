@@ -55,7 +55,7 @@ static const struct option_def options[] = {
 	 HELP_INDENT "0: as many as --rules (0)"},
 	{"holds", K_UINT, F(caps.holds), 1, 1u << 28, "N", "open hold capacity (65536)"},
 	{"max-holds-per-agent", K_UINT, F(max_holds_per_agent), 1, 1u << 28, "N",
-	 "open holds of one agent (--holds / 64, at least 1)"},
+	 "open holds of one agent (--holds / 16, at least 1)"},
 	{"max-holds-per-org", K_UINT, F(max_holds_per_org), 1, 1u << 28, "N",
 	 "open holds of one org's agents (--holds / 2, at least 1)"},
 	{"history", K_UINT, F(caps.txns), 1, 1u << 28, "N", "transactions kept (65536)"},
@@ -309,14 +309,14 @@ static int segment_beside(struct config *c, char *err, size_t errlen)
 }
 
 /*
- * The hold quotas: by default a 64th of the table for one agent and half of
+ * The hold quotas: by default a 16th of the table for one agent and half of
  * it for one org, so that no tenant can take every hold; never above the
  * table, which is what a quota of --holds means (no quota).
  */
 static int hold_quotas(struct config *c, char *err, size_t errlen)
 {
 	if (c->max_holds_per_agent == 0)
-		c->max_holds_per_agent = c->caps.holds / 64 ? c->caps.holds / 64 : 1;
+		c->max_holds_per_agent = c->caps.holds / 16 ? c->caps.holds / 16 : 1;
 	if (c->max_holds_per_org == 0)
 		c->max_holds_per_org = c->caps.holds / 2 ? c->caps.holds / 2 : 1;
 	if (c->max_holds_per_agent > c->caps.holds || c->max_holds_per_org > c->caps.holds) {
