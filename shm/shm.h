@@ -154,7 +154,7 @@
 #include "sidecard.h"
 
 #define SHM_MAGIC "SCSTATE1"
-#define SHM_LAYOUT_VERSION 5u
+#define SHM_LAYOUT_VERSION 6u
 #define SHM_HEADER_SIZE 4096u
 #define SHM_NONE UINT32_MAX /* "no slot" */
 #define SHM_METADATA_MAX 512
@@ -411,10 +411,15 @@ struct shm_txn {
 	uint8_t meta[SHM_METADATA_MAX]; /* the check's metadata map, packed */
 };
 
-/* The usage of a task named by checks (task_id); slots are reused, least recently used first. */
+/*
+ * The usage of a task named by checks (task_id) of one org's agents: the
+ * same id in two orgs is two tasks. Slots are reused, least recently used
+ * first.
+ */
 struct shm_task {
 	struct shm_rec rec;
 	uint64_t uid;       /* unique across reuse of the slot */
+	uint64_t org_id;    /* the org whose task it is */
 	char id[SC_KEY_MAX + 1];
 	int64_t used;       /* charged by its settled and expired transactions */
 	int64_t held;       /* its open holds */

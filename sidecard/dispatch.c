@@ -986,7 +986,7 @@ static const struct method {
 	 FIELDS("agent_id", "org_id", "since", "until"), 0},
 	{"agents.top", m_agents_top, FIELDS("org_id", "since", "until", "limit"), 0},
 	{"fleet", m_fleet, FIELDS(NULL), 0},
-	{"tasks.usage", m_tasks_usage, FIELDS("task_id"), 0},
+	{"tasks.usage", m_tasks_usage, FIELDS("task_id", "org_id"), 0},
 	{"alerts.list", m_alerts_list,
 	 FIELDS("agent_id", "org_id", "kind", "severity", "since", "before", "limit"), 0},
 	{"alerts.subscribe", m_alerts_subscribe, FIELDS(NULL), 0},

@@ -574,7 +574,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	r = rule_slot != SHM_NONE ? &m->rules[rule_slot] : NULL;
 	if (a->priority == SC_PRIORITY_CRITICAL)
 		v.stop_at_first = 0;
-	if (req->task.len && (task_slot = state_task_find(st, req->task)) == SHM_NONE)
+	if (req->task.len && (task_slot = state_task_find(st, o->id, req->task)) == SHM_NONE)
 		new_task = 1;
 	/* Capacity and overflow are settled before anything changes (a top-up included). */
 	if ((rc = holds_fit(m, a, rule_slot, task_slot, req->estimate, err, errlen)) != 0)
@@ -592,7 +592,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 
 	shm_change_begin(m);
 	if (new_task)
-		state_task_create(st, task_slot, req->task, now);
+		state_task_create(st, task_slot, o->id, req->task, now);
 	if (task_slot != SHM_NONE)
 		task = &m->tasks[task_slot];
 	if (a->status == SC_STATUS_FROZEN) {

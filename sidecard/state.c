@@ -819,11 +819,27 @@ const struct shm_alert *state_alert_by_id(struct state *st, uint64_t id)
 	return a->rec.used && a->id == id ? a : NULL;
 }
 
-uint32_t state_task_find(struct state *st, struct state_str id)
+uint32_t state_task_find(struct state *st, uint64_t org_id, struct state_str id)
 {
 	uint32_t slot;
 
-	return sidx_find_slot(st, sidx_key_str(IX_TASK, 0, id), &slot) == 0 ? slot : SHM_NONE;
+	return sidx_find_slot(st, sidx_key_str(IX_TASK, org_id, id), &slot) == 0 ? slot : SHM_NONE;
+}
+
+unsigned state_task_orgs(struct state *st, struct state_str id, uint32_t *slot)
+{
+	unsigned n = 0;
+
+	*slot = SHM_NONE;
+	for (uint32_t i = 0; i < st->m.hdr->task_top; i++) {
+		const struct shm_task *t = &st->m.tasks[i];
+
+		if (t->rec.used && strlen(t->id) == id.len && memcmp(t->id, id.p, id.len) == 0) {
+			*slot = i;
+			n++;
+		}
+	}
+	return n;
 }
 
 int state_task_reserve(struct state *st, uint32_t *slot)
@@ -845,7 +861,8 @@ int state_task_reserve(struct state *st, uint32_t *slot)
 	return 0;
 }
 
-void state_task_create(struct state *st, uint32_t slot, struct state_str id, int64_t now)
+void state_task_create(struct state *st, uint32_t slot, uint64_t org_id, struct state_str id,
+                       int64_t now)
 {
 	struct shm_task *t = &st->m.tasks[slot];
 	uint32_t unused = slot;
@@ -853,7 +870,7 @@ void state_task_create(struct state *st, uint32_t slot, struct state_str id, int
 	int rc = 0;
 
 	if (t->rec.used)
-		sidx_ix_del(st, sidx_key_cstr(IX_TASK, 0, t->id));
+		sidx_ix_del(st, sidx_key_cstr(IX_TASK, t->org_id, t->id));
 	else
 		rc = sidx_pool_pop(&st->free_tasks, &unused);
 	SC_ASSERT(rc == 0 && (t->rec.used || unused == slot));
@@ -861,10 +878,11 @@ void state_task_create(struct state *st, uint32_t slot, struct state_str id, int
 	memset((char *)t + sizeof(t->rec), 0, sizeof(*t) - sizeof(t->rec));
 	t->rec.used = 1;
 	t->uid = st->m.hdr->next_task_uid++;
+	t->org_id = org_id;
 	copy_str(t->id, id);
 	t->created_at = t->last_at = now;
 	shm_write_end(&t->rec.seq);
-	if (sidx_ix_add(st, sidx_key_str(IX_TASK, 0, id), slot) != 0)
+	if (sidx_ix_add(st, sidx_key_str(IX_TASK, org_id, id), slot) != 0)
 		log_error("cannot index task %s: out of memory", t->id);
 }
 

@@ -230,8 +230,13 @@ uint64_t state_alert_add(struct state *st, const struct shm_alert *a);
 const struct shm_alert *state_alert_by_id(struct state *st, uint64_t id);
 
 /* ---- tasks ---- */
-/* The slot of the task with this id, or SHM_NONE. */
-uint32_t state_task_find(struct state *st, struct state_str id);
+/* The slot of the org's task with this id, or SHM_NONE. */
+uint32_t state_task_find(struct state *st, uint64_t org_id, struct state_str id);
+/*
+ * The number of orgs that have a task with this id, and in *slot one of
+ * them (SHM_NONE: none). A scan of the task table, for reads that name no org.
+ */
+unsigned state_task_orgs(struct state *st, struct state_str id, uint32_t *slot);
 /*
  * A slot for a new task: a free one, or else the least recently used task
  * without open holds, which is forgotten when the slot is written. Changes
@@ -239,7 +244,8 @@ uint32_t state_task_find(struct state *st, struct state_str id);
  */
 int state_task_reserve(struct state *st, uint32_t *slot);
 /* Writes a new task into a reserved slot (inside a change). */
-void state_task_create(struct state *st, uint32_t slot, struct state_str id, int64_t now);
+void state_task_create(struct state *st, uint32_t slot, uint64_t org_id, struct state_str id,
+                       int64_t now);
 
 /* ---- prices: versions of models' rates (pricing.c); never changed or removed ---- */
 /* The slot of the model's newest rate version, or SHM_NONE. */

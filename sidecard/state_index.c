@@ -908,7 +908,8 @@ static int rebuild(struct state *st)
 	txn_chains_rebuild(st);
 	for (uint32_t i = 0; i < h->task_top && rc == 0; i++)
 		if (st->m.tasks[i].rec.used)
-			rc = sidx_ix_add(st, sidx_key_cstr(IX_TASK, 0, st->m.tasks[i].id), i);
+			rc = sidx_ix_add(st, sidx_key_cstr(IX_TASK, st->m.tasks[i].org_id,
+			                                   st->m.tasks[i].id), i);
 	for (uint32_t i = 0; i < h->price_top && rc == 0; i++)
 		if (st->m.prices[i].rec.used)
 			rc = price_index(st, i);

@@ -85,6 +85,56 @@ START_TEST(test_org_quota)
 }
 END_TEST
 
+/* ----- tasks ----- */
+
+static void setup_task_cap(void)
+{
+	static const char *const args[] = { "--task-max-usage", "3000000", NULL };
+
+	start(args);
+}
+
+static sc_decision task_check(uint64_t agent, sc_micros cost, const char *task)
+{
+	sc_check_req req = { .agent_id = agent, .action = "llm.call", .estimated_cost = cost,
+		             .task_id = task };
+	sc_decision dec;
+
+	OK(sc_check(c, &req, &dec));
+	return dec;
+}
+
+/* Another org's agent drives "job-7" to the cap; the victim's own "job-7" is untouched. */
+START_TEST(test_task_ids_per_org)
+{
+	uint64_t org_a = new_org("acme"), org_b = new_org("other");
+	uint64_t a = new_agent_in("acme", "thief", SC_PRIORITY_NORMAL, USD(100), 0, 0, NULL, 0);
+	uint64_t b = new_agent_in("other", "victim", SC_PRIORITY_NORMAL, USD(100), 0, 0, NULL, 0);
+	sc_task_usage u;
+	sc_decision dec;
+
+	dec = task_check(a, USD(3), "job-7");
+	ck_assert_msg(dec.allowed, "blocked: %s", dec.block_reason);
+	dec = task_check(a, 1, "job-7");
+	ck_assert_str_eq(dec.block_reason, "task:max_usage");
+	OK(sc_tasks_usage(c, "job-7", &u));
+	ck_assert_uint_eq(u.org_id, org_a);
+	dec = task_check(b, USD(1), "job-7");
+	ck_assert_msg(dec.allowed, "the other org's task blocked the victim: %s", dec.block_reason);
+
+	/* Two orgs have a "job-7" now: a read must say whose. */
+	FAILS(sc_tasks_usage(c, "job-7", &u), SC_EINVAL, "org_id");
+	OK(sc_tasks_usage_org(c, org_b, "job-7", &u));
+	ck_assert_uint_eq(u.org_id, org_b);
+	ck_assert_int_eq(u.held, USD(1));
+	ck_assert_uint_eq(u.checks, 1);
+	OK(sc_tasks_usage_org(c, org_a, "job-7", &u));
+	ck_assert_int_eq(u.held, USD(3));
+	ck_assert_uint_eq(u.checks, 2);
+	FAILS(sc_tasks_usage_org(c, org_b, "job-8", &u), SC_ENOTFOUND, "job-8");
+}
+END_TEST
+
 /* ----- the suite ----- */
 
 void integration_tenants_tcases(Suite *s)
@@ -94,4 +144,6 @@ void integration_tenants_tcases(Suite *s)
 	tcase_add_test(tc, test_zero_estimate_without_funds);
 	tcase_add_test(tc, test_agent_quota);
 	tcase_add_test(tc, test_org_quota);
+	tc = daemon_tcase(s, "tenant_tasks", setup_task_cap, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_task_ids_per_org);
 }
