@@ -64,7 +64,9 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	    add_table(&off, caps->alerts, sizeof(struct shm_alert), &h->alert_off) ||
 	    add_table(&off, caps->texts, sizeof(struct shm_text), &h->text_off) ||
 	    agent_ix_cap(caps->agents, &ix_cap) ||
-	    add_table(&off, ix_cap, sizeof(uint32_t), &h->agent_ix_off))
+	    add_table(&off, ix_cap, sizeof(uint32_t), &h->agent_ix_off) ||
+	    (uint64_t)caps->agents * caps->keys_per_agent > UINT32_MAX ||
+	    add_table(&off, caps->agents * caps->keys_per_agent, sizeof(struct shm_key), &h->key_off))
 		return SC_ERANGE;
 	if (off > (uint64_t)SIZE_MAX / 2)
 		return SC_ERANGE;
@@ -79,6 +81,8 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	h->alert_cap = caps->alerts;
 	h->text_cap = caps->texts;
 	h->agent_ix_cap = ix_cap;
+	h->keys_per_agent = caps->keys_per_agent;
+	h->key_cap = caps->agents * caps->keys_per_agent;
 	h->size = off;
 	return 0;
 }
@@ -116,7 +120,7 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 	}
 	caps = (struct shm_caps){h->org_cap,  h->agent_cap, h->rule_cap,  h->hold_cap,
 	                         h->txn_cap,  h->event_cap, h->task_cap,  h->price_cap,
-	                         h->alert_cap, h->text_cap};
+	                         h->alert_cap, h->text_cap, h->keys_per_agent};
 	memset(&want, 0, sizeof(want));
 	if (caps.orgs == 0 || caps.agents == 0 || caps.rules == 0 || caps.holds == 0 ||
 	    caps.txns == 0 || caps.events == 0 || caps.tasks == 0 || caps.prices == 0 ||
@@ -126,13 +130,14 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 	    want.size != h->size || want.org_off != h->org_off || want.agent_off != h->agent_off ||
 	    want.rule_off != h->rule_off || want.hold_off != h->hold_off ||
 	    want.txn_off != h->txn_off || want.event_off != h->event_off ||
-	    want.agent_ix_off != h->agent_ix_off || want.agent_ix_cap != h->agent_ix_cap) {
+	    want.agent_ix_off != h->agent_ix_off || want.agent_ix_cap != h->agent_ix_cap ||
+	    want.key_off != h->key_off || want.key_cap != h->key_cap) {
 		sc_errorf(err, errlen, "header capacities and offsets are inconsistent");
 		return SC_EINVAL;
 	}
 	if (h->org_top > h->org_cap || h->agent_top > h->agent_cap || h->rule_top > h->rule_cap ||
 	    h->hold_top > h->hold_cap || h->task_top > h->task_cap || h->price_top > h->price_cap ||
-	    h->text_top > h->text_cap) {
+	    h->text_top > h->text_cap || h->key_top > h->key_cap) {
 		sc_errorf(err, errlen, "a table's high-water mark is beyond its capacity");
 		return SC_EINVAL;
 	}
@@ -162,6 +167,7 @@ static void bind_tables(struct shm *m)
 	m->alerts = (struct shm_alert *)(m->base + m->hdr->alert_off);
 	m->texts = (struct shm_text *)(m->base + m->hdr->text_off);
 	m->agent_ix = (uint32_t *)(m->base + m->hdr->agent_ix_off);
+	m->keys = (struct shm_key *)(m->base + m->hdr->key_off);
 }
 
 static int map_file(struct shm *m, int fd, size_t size, int readonly)

@@ -59,6 +59,8 @@ static const struct option_def options[] = {
 	{"max-holds-per-org", K_UINT, F(max_holds_per_org), 1, 1u << 28, "N",
 	 "open holds of one org's agents (--holds / 2, at least 1)"},
 	{"history", K_UINT, F(caps.txns), 1, 1u << 28, "N", "transactions kept (65536)"},
+	{"keys-per-agent", K_UINT, F(caps.keys_per_agent), 0, 4096, "N",
+	 "idempotency keys kept per agent past the history (16)"},
 	{"events", K_UINT, F(caps.events), 1, 1u << 28, "N", "agent events kept (65536)"},
 	{"tasks", K_UINT, F(caps.tasks), 1, 1u << 28, "N", "tasks whose usage is kept (65536)"},
 	{"task-max-usage", K_U64, F(task_max_usage), 0, INT64_MAX, "MICROS",
@@ -253,7 +255,8 @@ static void defaults(struct config *c)
 	c->expiry_charges = 1;
 	c->caps = (struct shm_caps){.orgs = 1024, .agents = 16384, .rules = 65536,
 	                            .holds = 65536, .txns = 65536, .events = 65536,
-	                            .tasks = 65536, .prices = 4096, .alerts = 65536};
+	                            .tasks = 65536, .prices = 4096, .alerts = 65536,
+	                            .keys_per_agent = 16};
 	c->task_max_usage = 5000000;
 	c->alert_velocity = 500;
 	c->workers = 1;

@@ -1236,7 +1236,7 @@ void dispatch_settings(struct dispatch *d, const struct state_settings *set)
 		proto_pack_key_bool(lp, "expiry_charges", set->expiry_charges);
 		proto_pack_key_i64(lp, "alert_velocity", set->alert_velocity);
 		proto_pack_cstr(lp, "capacity");
-		msgpack_pack_map(lp, 10);
+		msgpack_pack_map(lp, 11);
 		proto_pack_key_u64(lp, "orgs", h->org_cap);
 		proto_pack_key_u64(lp, "agents", h->agent_cap);
 		proto_pack_key_u64(lp, "rules", h->rule_cap);
@@ -1247,6 +1247,7 @@ void dispatch_settings(struct dispatch *d, const struct state_settings *set)
 		proto_pack_key_u64(lp, "prices", h->price_cap);
 		proto_pack_key_u64(lp, "alerts", h->alert_cap);
 		proto_pack_key_u64(lp, "rule_texts", h->text_cap);
+		proto_pack_key_u64(lp, "keys_per_agent", h->keys_per_agent);
 		state_set_applied(d->st, ledger_commit(d->ledger));
 	}
 	shm_change_end(shm);
@@ -1289,12 +1290,13 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 
 int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 {
-	static const char *const keys[] = {"orgs",   "agents", "rules",  "holds",  "history",
-	                                   "events", "tasks",  "prices", "alerts", "rule_texts"};
+	static const char *const keys[] = {"orgs",   "agents", "rules",  "holds",
+	                                   "history", "events", "tasks",  "prices",
+	                                   "alerts", "rule_texts", "keys_per_agent"};
 	uint32_t *fields[] = {&caps->orgs,   &caps->agents, &caps->rules,
 	                      &caps->holds,  &caps->txns,   &caps->events,
 	                      &caps->tasks,  &caps->prices, &caps->alerts,
-	                      &caps->texts};
+	                      &caps->texts,  &caps->keys_per_agent};
 	const msgpack_object *cap;
 	msgpack_unpacked u;
 	struct proto_args a, sub;
@@ -1310,11 +1312,16 @@ int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 		if (rc == 0)
 			rc = proto_args_sub(&a, cap, "capacity", &sub);
 		for (size_t i = 0; rc == 0 && i < sizeof(keys) / sizeof(keys[0]); i++) {
-			int64_t v = caps->rules; /* parsed before rule_texts, its default */
+			int kept = fields[i] == &caps->keys_per_agent;
+			/* rules is parsed before rule_texts, its default; keys_per_agent may be 0 */
+			int64_t v = kept ? 0 : caps->rules;
 
-			/* rule_texts came with gate version 3; older ledgers are refused later, by version */
-			rc = proto_arg_int(&sub, keys[i], fields[i] != &caps->texts, 1, UINT32_MAX, &v,
-			                   NULL);
+			/*
+			 * rule_texts came with gate version 3 and keys_per_agent with 4;
+			 * older ledgers are refused later, by version
+			 */
+			rc = proto_arg_int(&sub, keys[i], fields[i] != &caps->texts && !kept, !kept,
+			                   UINT32_MAX, &v, NULL);
 			*fields[i] = (uint32_t)v;
 		}
 	}

@@ -405,7 +405,7 @@ int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = call_ok(c);
-	call_map(c, 43);
+	call_map(c, 44);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -445,6 +445,7 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "capacity_prices", h->price_cap);
 	proto_pack_key_u64(pk, "capacity_alerts", h->alert_cap);
 	proto_pack_key_u64(pk, "capacity_rule_texts", h->text_cap);
+	proto_pack_key_u64(pk, "capacity_keys_per_agent", h->keys_per_agent);
 	proto_pack_key_u64(pk, "max_holds_per_agent", h->max_holds_per_agent);
 	proto_pack_key_u64(pk, "max_holds_per_org", h->max_holds_per_org);
 	proto_pack_key_u64(pk, "alerts_dropped", dispatch_alerts_dropped(c->d));

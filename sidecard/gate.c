@@ -361,7 +361,7 @@ static int validate_check(const struct gate_check_req *req, char *err, size_t er
 }
 
 /* Step 2: the decision of an earlier check with the same key. */
-static int replay(const struct gate_check_req *req, const struct shm_txn *t,
+static int replay(const struct gate_check_req *req, const struct shm_key *t,
                   const struct shm_agent *a, struct gate_decision *out, char *err, size_t errlen)
 {
 	if (t->estimate != req->estimate || strlen(t->action) != req->action.len ||
@@ -369,11 +369,11 @@ static int replay(const struct gate_check_req *req, const struct shm_txn *t,
 		sc_errorf(err, errlen,
 		     "idempotency_key: already used by transaction %llu for a different action or "
 		     "estimate",
-		     (unsigned long long)t->id);
+		     (unsigned long long)t->txn_id);
 		return SC_EEXISTS;
 	}
-	out->allowed = t->status != SC_TXN_BLOCKED;
-	out->txn_id = t->id;
+	out->allowed = t->allowed;
+	out->txn_id = t->txn_id;
 	out->risk = t->risk;
 	memcpy(out->block_reason, t->block_reason, sizeof(out->block_reason));
 	out->available = gate_available(&a->wallet);
@@ -550,7 +550,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	const struct shm_rule *r;
 	uint32_t agent_slot, rule_slot, hold_slot = SHM_NONE, task_slot = SHM_NONE;
 	struct shm_task *task = NULL;
-	const struct shm_txn *t;
+	struct shm_key seen;
 	int anomaly = GATE_RISK_LOW, new_task = 0, rc;
 	int64_t ratio = 0;
 
@@ -567,8 +567,8 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	a = &m->agents[agent_slot];
 	o = &m->orgs[a->org_slot];
 	state_seal_verify(a, o);
-	if (req->key.len && (t = state_txn_by_key(st, a->id, req->key)) != NULL)
-		return replay(req, t, a, out, err, errlen);
+	if (req->key.len && state_key_find(st, agent_slot, req->key, &seen) == 0)
+		return replay(req, &seen, a, out, err, errlen);
 
 	rule_slot = state_rule_match(st, agent_slot, req->action.p, req->action.len);
 	r = rule_slot != SHM_NONE ? &m->rules[rule_slot] : NULL;

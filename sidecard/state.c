@@ -706,6 +706,7 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	sidx_slot_hash_del(st, &st->agent_names, slot);
 	sidx_txn_forget(st, slot);
 	shm_change_begin(&st->m);
+	sidx_key_forget(st, slot);
 	state_agent_write_begin(a);
 	while (a->first_rule != SHM_NONE) {
 		uint32_t r = a->first_rule;
@@ -737,12 +738,13 @@ struct shm_txn *state_txn_begin(struct state *st, uint64_t agent_id, uint32_t ag
 	uint32_t s = (uint32_t)((id - 1) % h->txn_cap);
 	struct shm_txn *t = &st->m.txns[s];
 
+	/* the owner of the transaction leaving the ring keeps its key (shm.h, KEPT KEYS) */
+	if (t->rec.used && t->idem_key[0])
+		sidx_key_keep(st, st->txn_owner[s], t);
 	sidx_txn_unlink(st, s);
 	if (agent_slot != SHM_NONE || state_agent_by_id(st, agent_id, &agent_slot) == 0)
 		sidx_txn_link(st, s, agent_slot);
 
-	if (t->rec.used && t->idem_key[0])
-		sidx_ix_del(st, sidx_key_cstr(IX_IDEM, t->agent_id, t->idem_key));
 	shm_write_begin(&t->rec.seq);
 	memset((char *)t + sizeof(t->rec), 0, offsetof(struct shm_txn, meta) - sizeof(t->rec));
 	t->rec.used = 1;
@@ -895,15 +897,6 @@ struct shm_txn *state_txn_by_id(struct state *st, uint64_t id)
 		return NULL;
 	t = &st->m.txns[(id - 1) % h->txn_cap];
 	return t->rec.used && t->id == id ? t : NULL;
-}
-
-struct shm_txn *state_txn_by_key(struct state *st, uint64_t agent_id, struct state_str key)
-{
-	uint64_t id;
-
-	if (sidx_ix_find(st, sidx_key_str(IX_IDEM, agent_id, key), &id) != 0)
-		return NULL;
-	return state_txn_by_id(st, id);
 }
 
 int state_txn_index_key(struct state *st, const struct shm_txn *t)

@@ -202,7 +202,14 @@ uint32_t state_txn_older(struct state *st, uint32_t txn_slot);
 /* The transaction with this id if it is still in the history, else NULL. */
 struct shm_txn *state_txn_by_id(struct state *st, uint64_t id);
 /* Idempotency keys are per agent. */
-struct shm_txn *state_txn_by_key(struct state *st, uint64_t agent_id, struct state_str key);
+/*
+ * The replay of the agent's check with this idempotency key, from its
+ * transaction in the history or from the agent's kept keys (shm.h, KEPT
+ * KEYS): txn_id, estimate, allowed, risk, action and block_reason of out.
+ * 0 or SC_ENOTFOUND.
+ */
+int state_key_find(struct state *st, uint32_t agent_slot, struct state_str key,
+                   struct shm_key *out);
 int state_txn_index_key(struct state *st, const struct shm_txn *t);
 
 /*

@@ -8,8 +8,10 @@
  *
  * Threads: the test's main thread, in a process the Check runner forks.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "integration_fixture.h"
 #include "suites.h"
@@ -85,6 +87,96 @@ START_TEST(test_org_quota)
 }
 END_TEST
 
+/* ----- idempotency keys ----- */
+
+static void setup_short_history(void)
+{
+	static const char *const args[] = { "--history", "64", NULL };
+
+	start(args);
+}
+
+/* Another org's blocked checks that wrap the whole history. */
+static void flood(uint64_t attacker, int n)
+{
+	for (int i = 0; i < n; i++)
+		blocked(attacker, "llm.call", USD(5), "wallet_empty");
+}
+
+/* The victim's retry of a check that was allowed, with its key: one hold, not two. */
+static void assert_replayed(uint64_t victim, const char *key, uint64_t txn)
+{
+	sc_micros held = wallet(victim).held;
+	sc_decision dec = check_as(victim, "llm.call", CENTS(10), key);
+
+	ck_assert_msg(dec.replayed, "the retry of %s was decided again (transaction %llu)", key,
+	              (unsigned long long)dec.transaction_id);
+	ck_assert_uint_eq(dec.transaction_id, txn);
+	ck_assert_int_eq(wallet(victim).held, held);
+}
+
+/* A new key of the victim's: allowed, not a replay; its transaction. */
+static uint64_t keyed(uint64_t victim, int n)
+{
+	char key[16];
+	sc_decision dec;
+
+	snprintf(key, sizeof(key), "retry-%d", n);
+	dec = check_as(victim, "llm.call", CENTS(10), key);
+	ck_assert_msg(dec.allowed && !dec.replayed, "%s: allowed %d, replayed %d", key,
+	              dec.allowed, dec.replayed);
+	return dec.transaction_id;
+}
+
+/*
+ * With a history of 64 transactions and the default 16 keys kept per
+ * agent: another org's 200 blocked checks do not make the victim's retries
+ * count twice, nor do a restart and a rebuild; only the victim's own newer
+ * keys replace its kept ones.
+ */
+START_TEST(test_keys_outlive_other_tenants_traffic)
+{
+	uint64_t victim, attacker, txn[20];
+	char key[16];
+	sc_decision dec;
+
+	new_org("victim");
+	new_org("attacker");
+	victim = new_agent_in("victim", "v", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
+	attacker = new_agent_in("attacker", "a", SC_PRIORITY_NORMAL, USD(1), 0, 0, NULL, 0);
+	for (int i = 0; i < 4; i++)
+		txn[i] = keyed(victim, i);
+	flood(attacker, 200);
+	for (int i = 0; i < 4; i++) {
+		snprintf(key, sizeof(key), "retry-%d", i);
+		assert_replayed(victim, key, txn[i]);
+	}
+
+	/* kept across a restart (attach) and a rebuild (a snapshot and the ledger) */
+	sc_close(c);
+	c = NULL;
+	ck_assert_int_eq(test_daemon_restart(&d), 0);
+	OK(sc_connect(d.socket, &c));
+	assert_replayed(victim, "retry-0", txn[0]);
+	sc_close(c);
+	c = NULL;
+	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0);
+	ck_assert_int_eq(unlink(d.segment), 0);
+	ck_assert_int_eq(test_daemon_restart(&d), 0);
+	OK(sc_connect(d.socket, &c));
+	assert_replayed(victim, "retry-3", txn[3]);
+
+	/* the victim's own 16 newer keys are what replace them */
+	for (int i = 4; i < 20; i++)
+		txn[i] = keyed(victim, i);
+	flood(attacker, 100);
+	assert_replayed(victim, "retry-4", txn[4]);
+	assert_replayed(victim, "retry-19", txn[19]);
+	dec = check_as(victim, "llm.call", CENTS(10), "retry-3");
+	ck_assert_msg(!dec.replayed, "a 17th key back is still kept");
+}
+END_TEST
+
 /* ----- tasks ----- */
 
 static void setup_task_cap(void)
@@ -144,6 +236,8 @@ void integration_tenants_tcases(Suite *s)
 	tcase_add_test(tc, test_zero_estimate_without_funds);
 	tcase_add_test(tc, test_agent_quota);
 	tcase_add_test(tc, test_org_quota);
+	tc = daemon_tcase(s, "tenant_keys", setup_short_history, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_keys_outlive_other_tenants_traffic);
 	tc = daemon_tcase(s, "tenant_tasks", setup_task_cap, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_task_ids_per_org);
 }
