@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -312,6 +313,61 @@ int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, in
 		m->hdr->writer_pid = (uint32_t)getpid();
 		/* Readers wait until the daemon has recovered and serves it again. */
 		shm_set_serving(m, SHM_SERVING_STOPPED);
+	}
+	return rc;
+}
+
+int shm_grow(const char *path, const struct shm_caps *caps, char *err, size_t errlen)
+{
+	struct shm old, grown;
+	struct shm_header h;
+	char tmp[PATH_MAX];
+	int created, rc;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.grow", path) >= sizeof(tmp)) {
+		sc_errorf(err, errlen, "%s: path too long", path);
+		return SC_ERANGE;
+	}
+	if ((rc = shm_open_rw(&old, path, caps, &created, err, errlen)) != 0)
+		return rc;
+	h = *old.hdr;
+	if (h.txn_cap != caps->txns || h.event_cap != caps->events ||
+	    h.alert_cap != caps->alerts || h.keys_per_agent != caps->keys_per_agent ||
+	    h.task_cap != caps->tasks || caps->orgs < h.org_cap || caps->agents < h.agent_cap ||
+	    caps->rules < h.rule_cap || caps->holds < h.hold_cap || caps->prices < h.price_cap ||
+	    caps->texts < h.text_cap) {
+		sc_errorf(err, errlen, "%s: only the orgs, agents, rules, rule texts, holds and prices "
+		          "tables may change, and only grow", path);
+		shm_close(&old);
+		return SC_EINVAL;
+	}
+	unlink(tmp);
+	if ((rc = shm_open_rw(&grown, tmp, caps, &created, err, errlen)) != 0) {
+		shm_close(&old);
+		return rc;
+	}
+	/* everything of the old header but its layout, which is the new one's */
+	layout(caps, &h);
+	h.seq = 0;
+	h.serving = SHM_SERVING_STOPPED;
+	memcpy(grown.hdr, &h, sizeof(h));
+	bind_tables(&grown);
+	/* records keep their slots: the rings' capacities are the same, so are their places */
+	for (unsigned t = 0; t < SHM_TABLES; t++) {
+		struct shm_table from, to;
+
+		shm_table(&old, old.hdr, t, &from);
+		shm_table(&grown, grown.hdr, t, &to);
+		memcpy(to.base, from.base, (size_t)from.end * from.rec_size);
+	}
+	shm_close(&old);
+	rc = msync(grown.base, grown.size, MS_SYNC) == 0 ? 0 : -errno;
+	shm_close(&grown);
+	if (rc == 0 && (shm_retire_file(path, NULL, 0), rename(tmp, path) != 0))
+		rc = -errno;
+	if (rc != 0) {
+		sc_errorf(err, errlen, "%s: %s", tmp, strerror(-rc));
+		unlink(tmp);
 	}
 	return rc;
 }

@@ -593,6 +593,15 @@ int shm_layout_size(const struct shm_caps *caps, uint64_t *size);
 int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, int *created,
                 char *err, size_t errlen);
 /*
+ * Gives the segment at path (not open) the capacities caps: the orgs,
+ * agents, rules, rule texts, holds and prices tables may grow, none shrink,
+ * and the others (the rings, the tasks, the kept keys per agent) must stay
+ * as they are; SC_EINVAL otherwise. The records are copied into a
+ * new file at the same slots, which replaces path, readers of the old one
+ * being told to reopen (READERS AND RESTARTS). 0 or an error in err.
+ */
+int shm_grow(const char *path, const struct shm_caps *caps, char *err, size_t errlen);
+/*
  * Maps an existing segment read-only (any process). Unlike shm_open_rw it
  * accepts a busy segment: the running daemon is busy in every change.
  */

@@ -174,6 +174,8 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 		     (unsigned long long)o->max);
 		return SC_EINVAL;
 	}
+	if (o->off >= F(caps) && o->off < F(caps) + sizeof(struct shm_caps))
+		c->caps_given |= 1u << ((o->off - F(caps)) / sizeof(uint32_t));
 	if (o->kind == K_SECONDS)
 		*(int64_t *)field = (int64_t)n * 1000000;
 	else if (o->kind == K_U64)
@@ -312,25 +314,16 @@ static int segment_beside(struct config *c, char *err, size_t errlen)
 }
 
 /*
- * The hold quotas: by default a 16th of the table for one agent and half of
- * it for one org, so that no tenant can take every hold; never above the
- * table, which is what a quota of --holds means (no quota).
+ * So that no tenant can take every hold; a quota is never above the table
+ * (the daemon refuses one at start), and a quota of the whole table means
+ * none.
  */
-static int hold_quotas(struct config *c, char *err, size_t errlen)
+void config_hold_quotas(const struct config *c, uint32_t hold_cap, uint32_t *per_agent,
+                        uint32_t *per_org)
 {
-	if (c->max_holds_per_agent == 0)
-		c->max_holds_per_agent = c->caps.holds / 16 ? c->caps.holds / 16 : 1;
-	if (c->max_holds_per_org == 0)
-		c->max_holds_per_org = c->caps.holds / 2 ? c->caps.holds / 2 : 1;
-	if (c->max_holds_per_agent > c->caps.holds || c->max_holds_per_org > c->caps.holds) {
-		sc_errorf(err, errlen, "--max-holds-per-%s: %u is more than --holds (%u)",
-		          c->max_holds_per_agent > c->caps.holds ? "agent" : "org",
-		          c->max_holds_per_agent > c->caps.holds ? c->max_holds_per_agent
-		                                                 : c->max_holds_per_org,
-		          c->caps.holds);
-		return SC_EINVAL;
-	}
-	return 0;
+	*per_agent = c->max_holds_per_agent ? c->max_holds_per_agent
+	                                    : (hold_cap / 16 ? hold_cap / 16 : 1);
+	*per_org = c->max_holds_per_org ? c->max_holds_per_org : (hold_cap / 2 ? hold_cap / 2 : 1);
 }
 
 /* Splits "--name=value" or "--name value"; returns the option or NULL. */
@@ -386,8 +379,6 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	}
 	if (c->caps.texts == 0)
 		c->caps.texts = c->caps.rules;
-	if ((rc = hold_quotas(c, err, errlen)) != 0)
-		return rc;
 	if (c->segment_path[0] == '\0' && segment_beside(c, err, errlen) != 0)
 		return SC_ERANGE;
 	return 0;

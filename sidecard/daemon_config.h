@@ -25,7 +25,8 @@ struct config {
 	int64_t task_max_usage; /* micro-dollars, 0 = unlimited */
 	int64_t alert_velocity; /* allowed checks per hour per agent raising an alert, 0 = never */
 	struct shm_caps caps;
-	unsigned max_holds_per_agent; /* open holds of one agent; 0 until derived from caps.holds */
+	unsigned caps_given;          /* CONFIG_CAP(field) bits: capacities the options named */
+	unsigned max_holds_per_agent; /* open holds of one agent; 0: derived from the hold table */
 	unsigned max_holds_per_org;   /* open holds of one org's agents; likewise */
 	unsigned workers;       /* threads serving connections; 1: the main loop serves them */
 	unsigned max_connections;
@@ -41,6 +42,16 @@ struct config {
 	int64_t checkpoint_interval_us;
 	unsigned time_scale;          /* the daemon's clock runs this many times faster */
 };
+
+/* The caps_given bit of a struct shm_caps field (all uint32_t). */
+#define CONFIG_CAP(field) (1u << (offsetof(struct shm_caps, field) / sizeof(uint32_t)))
+
+/*
+ * The hold quotas in force for a hold table of hold_cap: the options', or
+ * by default a 16th of the table for one agent and half of it for one org.
+ */
+void config_hold_quotas(const struct config *c, uint32_t hold_cap, uint32_t *per_agent,
+                        uint32_t *per_org);
 
 /*
  * Fills c from defaults, then the config file (--config, if given), then

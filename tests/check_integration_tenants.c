@@ -227,6 +227,78 @@ START_TEST(test_task_ids_per_org)
 }
 END_TEST
 
+/* ----- capacities given on the command line ----- */
+
+static void setup_few_prices(void)
+{
+	static const char *const args[] = { "--prices", "2", "--history", "64", NULL };
+
+	start(args);
+}
+
+static void set_price(const char *model)
+{
+	sc_price p;
+
+	OK(sc_pricing_set(c, model, 1000000, 2000000, NULL, NULL, &p));
+}
+
+/* Restarts d with one option's value changed (d keeps its arguments for restarts). */
+static int restart_with(const char *option, const char *value)
+{
+	for (size_t i = 0; d.extra[i] != NULL; i++)
+		if (strcmp(d.extra[i], option) == 0)
+			d.extra[i + 1] = value;
+	if (c != NULL)
+		sc_close(c);
+	c = NULL;
+	if (test_daemon_restart(&d) != 0)
+		return -1;
+	OK(sc_connect(d.socket, &c));
+	return 0;
+}
+
+/* A full rate table grows with a larger --prices, through restarts and rebuilds. */
+START_TEST(test_prices_grow)
+{
+	sc_price p;
+
+	set_price("m1");
+	set_price("m2");
+	FAILS(sc_pricing_set(c, "m3", 1, 1, NULL, NULL, &p), SC_ELIMIT, "--prices");
+	ck_assert_int_eq(restart_with("--prices", "8"), 0);
+	ck_assert_int_eq(stat_of("capacity_prices"), 8);
+	set_price("m3");
+	OK(sc_pricing_get(c, "m1", NULL, &p));
+
+	/* a rebuild from the snapshot (taken as it grew) and the ledger keeps the larger table */
+	sc_close(c);
+	c = NULL;
+	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0);
+	ck_assert_int_eq(unlink(d.segment), 0);
+	ck_assert_int_eq(test_daemon_restart(&d), 0);
+	OK(sc_connect(d.socket, &c));
+	ck_assert_int_eq(stat_of("capacity_prices"), 8);
+	OK(sc_pricing_get(c, "m3", NULL, &p));
+	set_price("m4");
+}
+END_TEST
+
+/* A table cannot shrink, and a ring cannot change: the daemon refuses to start. */
+START_TEST(test_capacity_change_refused)
+{
+	set_price("m1");
+	ck_assert_int_eq(restart_with("--prices", "1"), -1);
+	ck_assert_int_ne(d.status, 0);
+	ck_assert_int_eq(restart_with("--prices", "2"), 0);
+	ck_assert_int_eq(restart_with("--history", "128"), -1);
+	ck_assert_int_ne(d.status, 0);
+	ck_assert_int_eq(restart_with("--history", "64"), 0);
+	ck_assert_int_eq(stat_of("capacity_history"), 64);
+	OK(sc_pricing_get(c, "m1", NULL, &(sc_price){ 0 }));
+}
+END_TEST
+
 /* ----- the suite ----- */
 
 void integration_tenants_tcases(Suite *s)
@@ -238,6 +310,9 @@ void integration_tenants_tcases(Suite *s)
 	tcase_add_test(tc, test_org_quota);
 	tc = daemon_tcase(s, "tenant_keys", setup_short_history, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_keys_outlive_other_tenants_traffic);
+	tc = daemon_tcase(s, "tenant_capacities", setup_few_prices, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_prices_grow);
+	tcase_add_test(tc, test_capacity_change_refused);
 	tc = daemon_tcase(s, "tenant_tasks", setup_task_cap, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_task_ids_per_org);
 }
