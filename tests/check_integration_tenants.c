@@ -18,10 +18,18 @@
 
 /* ----- hold quotas ----- */
 
+/* The default quotas of a table of 64 holds: 4 per agent, 32 per org. */
 static void setup_quotas(void)
 {
-	static const char *const args[] = { "--holds", "64", "--max-holds-per-agent", "4",
-		                            "--max-holds-per-org", "8", NULL };
+	static const char *const args[] = { "--holds", "64", NULL };
+
+	start(args);
+}
+
+static void setup_quota_options(void)
+{
+	static const char *const args[] = { "--holds", "64", "--max-holds-per-agent", "2",
+		                            "--max-holds-per-org", "3", NULL };
 
 	start(args);
 }
@@ -53,24 +61,24 @@ START_TEST(test_agent_quota)
 	new_org("other");
 	a = new_agent_in("acme", "greedy", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
 	b = new_agent_in("other", "victim", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
-	ck_assert_int_eq(stat_of("max_holds_per_agent"), 4);
-	ck_assert_int_eq(stat_of("max_holds_per_org"), 8);
 	for (int i = 0; i < 4; i++)
 		allow(a, "llm.call", CENTS(1));
 	blocked(a, "llm.call", CENTS(1), "max_holds_per_agent:4");
 	allow(b, "llm.call", CENTS(1));
 	ck_assert_int_eq(stat_of("holds_open"), 5);
+	ck_assert_int_eq(stat_of("max_holds_per_agent"), 4);
+	ck_assert_int_eq(stat_of("max_holds_per_org"), 32);
 }
 END_TEST
 
 /* The quota stops a critical agent too: it is the other tenants' share, not a limit. */
 START_TEST(test_org_quota)
 {
-	uint64_t a[3], crit, other;
+	uint64_t a[9], crit, other;
 
 	new_org("acme");
 	new_org("other");
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 8; i++) {
 		char name[16];
 
 		snprintf(name, sizeof(name), "worker%d", i);
@@ -78,12 +86,32 @@ START_TEST(test_org_quota)
 		for (int k = 0; k < 4; k++)
 			allow(a[i], "llm.call", CENTS(1));
 	}
-	a[2] = new_agent_in("acme", "late", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
+	a[8] = new_agent_in("acme", "late", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
 	crit = new_agent_in("acme", "boss", SC_PRIORITY_CRITICAL, USD(10), 0, 0, NULL, 0);
 	other = new_agent_in("other", "victim", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
-	blocked(a[2], "llm.call", CENTS(1), "max_holds_per_org:8");
-	blocked(crit, "llm.call", CENTS(1), "max_holds_per_org:8");
+	blocked(a[8], "llm.call", CENTS(1), "max_holds_per_org:32");
+	blocked(crit, "llm.call", CENTS(1), "max_holds_per_org:32");
 	allow(other, "llm.call", CENTS(1));
+	/* a report gives the org its room back */
+	report(test_allow(c, other, "llm.call", 0), SC_OUTCOME_SUCCESS, 0, 0);
+}
+END_TEST
+
+/* The quotas the options give, shown by stats and named by the block reason. */
+START_TEST(test_quota_options)
+{
+	uint64_t a, b;
+
+	new_org("acme");
+	a = new_agent_in("acme", "one", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
+	b = new_agent_in("acme", "two", SC_PRIORITY_NORMAL, USD(10), 0, 0, NULL, 0);
+	ck_assert_int_eq(stat_of("max_holds_per_agent"), 2);
+	ck_assert_int_eq(stat_of("max_holds_per_org"), 3);
+	allow(a, "llm.call", CENTS(1));
+	allow(a, "llm.call", CENTS(1));
+	blocked(a, "llm.call", CENTS(1), "max_holds_per_agent:2");
+	allow(b, "llm.call", CENTS(1));
+	blocked(b, "llm.call", CENTS(1), "max_holds_per_org:3");
 }
 END_TEST
 
@@ -209,10 +237,10 @@ START_TEST(test_task_ids_per_org)
 	ck_assert_msg(dec.allowed, "blocked: %s", dec.block_reason);
 	dec = task_check(a, 1, "job-7");
 	ck_assert_str_eq(dec.block_reason, "task:max_usage");
-	OK(sc_tasks_usage(c, "job-7", &u));
-	ck_assert_uint_eq(u.org_id, org_a);
 	dec = task_check(b, USD(1), "job-7");
 	ck_assert_msg(dec.allowed, "the other org's task blocked the victim: %s", dec.block_reason);
+	OK(sc_tasks_usage_org(c, org_a, "job-7", &u));
+	ck_assert_uint_eq(u.org_id, org_a);
 
 	/* Two orgs have a "job-7" now: a read must say whose. */
 	FAILS(sc_tasks_usage(c, "job-7", &u), SC_EINVAL, "org_id");
@@ -308,6 +336,8 @@ void integration_tenants_tcases(Suite *s)
 	tcase_add_test(tc, test_zero_estimate_without_funds);
 	tcase_add_test(tc, test_agent_quota);
 	tcase_add_test(tc, test_org_quota);
+	tc = daemon_tcase(s, "tenant_quota_options", setup_quota_options, TEST_TIMEOUT_S);
+	tcase_add_test(tc, test_quota_options);
 	tc = daemon_tcase(s, "tenant_keys", setup_short_history, TEST_TIMEOUT_S);
 	tcase_add_test(tc, test_keys_outlive_other_tenants_traffic);
 	tc = daemon_tcase(s, "tenant_capacities", setup_few_prices, TEST_TIMEOUT_S);
