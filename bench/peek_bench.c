@@ -408,8 +408,8 @@ int main(int argc, char **argv)
 	}
 	if (socket_path == NULL) {
 		const char *extra[] = { "--durability", "async", "--hold-ttl", "3600", "--agents",
-			                agents_arg, "--holds", agents_arg, "--log-level", "warn",
-			                NULL };
+			                agents_arg, "--holds", agents_arg, "--max-holds-per-org",
+			                agents_arg, "--log-level", "warn", NULL };
 
 		snprintf(agents_arg, sizeof(agents_arg), "%ld", n_agents + 16);
 		if (bench_daemon_start(&bd, extra, err, sizeof(err)) != 0) {

@@ -11,7 +11,8 @@
  *
  * Capacities: a check that is not reported leaves its hold open (the TTL is
  * an hour, longer than any run), so --holds is the caller's bound on the
- * checks of this daemon's life. The transaction history (--history) is a
+ * checks of this daemon's life, and the hold quotas are set to it (the
+ * run is one org's). The transaction history (--history) is a
  * ring of rows of about 1.2 KiB that a check overwrites in turn; an open
  * hold does not need its row, so the default is kept and the daemon's
  * memory stays that of its holds.
@@ -454,7 +455,7 @@ int sidecard_start(struct sys *s, const char *durability, const struct setup *st
                    uint64_t holds, char *err, size_t len)
 {
 	struct sidecard *sc = calloc(1, sizeof(*sc));
-	const char *extra[16];
+	const char *extra[20];
 	size_t n = 0, v;
 	int rc;
 
@@ -494,6 +495,11 @@ int sidecard_start(struct sys *s, const char *durability, const struct setup *st
 	extra[n++] = "--rules";
 	extra[n++] = sc->caps[1];
 	extra[n++] = "--holds";
+	extra[n++] = sc->caps[2];
+	/* every hold of the run is one org's, and agents are drawn at random: no quota */
+	extra[n++] = "--max-holds-per-agent";
+	extra[n++] = sc->caps[2];
+	extra[n++] = "--max-holds-per-org";
 	extra[n++] = sc->caps[2];
 	snprintf(sc->caps[4], sizeof(sc->caps[4]), "%d", CHECKPOINT_RECORDS);
 	extra[n++] = "--checkpoint-records";

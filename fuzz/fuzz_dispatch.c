@@ -717,7 +717,7 @@ static void init_once(void)
 /* A fresh segment with the setup, made by requests. */
 static void open_state(void)
 {
-	const struct shm_caps caps = { 4, 8, 32, 16, 64, 32, 8, 16, 32, 64 };
+	const struct shm_caps caps = { 4, 8, 32, 16, 64, 32, 8, 16, 32, 64, 2 };
 	struct state_config sc;
 	struct outcome o;
 	struct args a;

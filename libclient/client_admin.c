@@ -534,14 +534,21 @@ int sc_fleet_get(sc_client *c, sc_fleet *out)
 	return sc_client_call_one(c, &r, sc_client_fleet_table, out, sizeof(*out));
 }
 
-int sc_tasks_usage(sc_client *c, const char *task_id, sc_task_usage *out)
+int sc_tasks_usage_org(sc_client *c, uint64_t org_id, const char *task_id, sc_task_usage *out)
 {
 	struct request rq = { .method = "tasks.usage" }, *r = &rq;
 
 	if (task_id == NULL)
 		return sc_client_fail(c, SC_EINVAL, "task_id: required");
 	sc_client_arg_str(r, "task_id", task_id);
+	if (org_id != 0)
+		sc_client_arg_uint(r, "org_id", org_id);
 	return sc_client_call_one(c, r, sc_client_task_usage_table, out, sizeof(*out));
+}
+
+int sc_tasks_usage(sc_client *c, const char *task_id, sc_task_usage *out)
+{
+	return sc_tasks_usage_org(c, 0, task_id, out);
 }
 
 /* ----- kredit score and events ----- */

@@ -192,6 +192,7 @@ static const struct field transaction_fields[] = {
 #define type_of_table sc_task_usage
 static const struct field task_usage_fields[] = {
 	F(FT_STR, task_id, "task_id", STR(task_id)),
+	F(FT_UINT, org_id, "org_id"),
 	F(FT_INT, usage, "usage"),
 	F(FT_INT, held, "held"),
 	F(FT_INT, max_usage, "max_usage"),

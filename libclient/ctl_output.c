@@ -246,6 +246,7 @@ static const struct out_field transaction_cols[] = {
 #define T sc_task_usage
 static const struct out_field task_usage_out[] = {
 	W(OT_STR, task_id, "task_id", "TASK"),
+	W(OT_UINT, org_id, "org_id", "ORG"),
 	W(OT_MONEY, usage, "usage", "USAGE"),
 	W(OT_MONEY, held, "held", "HELD"),
 	W(OT_MONEY, max_usage, "max_usage", "MAX USAGE", .flags = OF_UNLIMITED),

@@ -259,8 +259,10 @@ typedef struct sc_check_req {
 	const char *type;            /* optional: api_call, compute, data, tool, other */
 	const char *idempotency_key; /* optional */
 	/*
-	 * Optional: the task the check counts toward, which may span agents;
-	 * blocked with "task:max_usage" past the daemon's --task-max-usage.
+	 * Optional: the task the check counts toward, which may span the
+	 * agents of the agent's org (another org's task of the same id is
+	 * another task); blocked with "task:max_usage" past the daemon's
+	 * --task-max-usage.
 	 * Fields are only ever added at the end, so that initializers written
 	 * before them still compile.
 	 */
@@ -412,10 +414,12 @@ typedef struct sc_score {
  * What a task's checks add up to (PROTOCOL.md, tasks.usage): usage is what
  * its transactions were charged, held its open holds (open_holds of them),
  * max_usage the cap in force (0 = unlimited), checks the checks that named
- * it. created_at and last_at are microseconds since the epoch.
+ * it. created_at and last_at are microseconds since the epoch. A task
+ * belongs to the org (org_id) whose agents' checks named it.
  */
 typedef struct sc_task_usage {
 	char task_id[SC_KEY_MAX + 1];
+	uint64_t org_id;
 	sc_micros usage, held, max_usage;
 	uint64_t checks;
 	uint32_t open_holds;
@@ -833,6 +837,12 @@ SC_API int sc_fleet_get(sc_client *c, sc_fleet *out);
  * the most recently used, those with open holds always).
  */
 SC_API int sc_tasks_usage(sc_client *c, const char *task_id, sc_task_usage *out);
+/*
+ * The same for the task of org org_id. sc_tasks_usage names no org and is
+ * SC_EINVAL when tasks of several orgs have that id.
+ */
+SC_API int sc_tasks_usage_org(sc_client *c, uint64_t org_id, const char *task_id,
+                              sc_task_usage *out);
 
 /* ----- kredit score and events ----- */
 

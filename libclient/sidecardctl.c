@@ -668,7 +668,8 @@ static int cmd_agents_top(struct ctx *x, const struct opts *o)
 static int cmd_tasks_usage(struct ctx *x, const struct opts *o)
 {
 	sc_task_usage u;
-	int rc = sc_tasks_usage(x->c, o->str[O_TASK_ID], &u);
+	int rc = sc_tasks_usage_org(x->c, (o->given & BIT(O_ORG_ID)) ? (uint64_t)o->num[O_ORG_ID] : 0,
+	                            o->str[O_TASK_ID], &u);
 
 	if (rc != 0)
 		return call_error(x, rc);
@@ -1164,8 +1165,9 @@ static const struct command commands[] = {
 	  "a page gives the next page)" },
 	{ "transactions", "summary", cmd_transactions_summary, TXN_FILTER_FLAGS, 0,
 	  "count transactions by status and sum their estimates and charges" },
-	{ "tasks", "usage", cmd_tasks_usage, BIT(O_TASK_ID), BIT(O_TASK_ID),
-	  "what a task's checks were charged and hold, against the daemon's cap (--task-max-usage)" },
+	{ "tasks", "usage", cmd_tasks_usage, BIT(O_TASK_ID) | BIT(O_ORG_ID), BIT(O_TASK_ID),
+	  "what an org's task's checks were charged and hold, against the daemon's cap "
+	  "(--task-max-usage); --org-id when orgs share the task id" },
 	{ "fleet", NULL, cmd_fleet, 0, 0,
 	  "agents by status, total spend, checks blocked by risk controls, anomalies, average "
 	  "score" },

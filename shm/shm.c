@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -64,7 +65,9 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	    add_table(&off, caps->alerts, sizeof(struct shm_alert), &h->alert_off) ||
 	    add_table(&off, caps->texts, sizeof(struct shm_text), &h->text_off) ||
 	    agent_ix_cap(caps->agents, &ix_cap) ||
-	    add_table(&off, ix_cap, sizeof(uint32_t), &h->agent_ix_off))
+	    add_table(&off, ix_cap, sizeof(uint32_t), &h->agent_ix_off) ||
+	    (uint64_t)caps->agents * caps->keys_per_agent > UINT32_MAX ||
+	    add_table(&off, caps->agents * caps->keys_per_agent, sizeof(struct shm_key), &h->key_off))
 		return SC_ERANGE;
 	if (off > (uint64_t)SIZE_MAX / 2)
 		return SC_ERANGE;
@@ -79,6 +82,8 @@ static int layout(const struct shm_caps *caps, struct shm_header *h)
 	h->alert_cap = caps->alerts;
 	h->text_cap = caps->texts;
 	h->agent_ix_cap = ix_cap;
+	h->keys_per_agent = caps->keys_per_agent;
+	h->key_cap = caps->agents * caps->keys_per_agent;
 	h->size = off;
 	return 0;
 }
@@ -116,7 +121,7 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 	}
 	caps = (struct shm_caps){h->org_cap,  h->agent_cap, h->rule_cap,  h->hold_cap,
 	                         h->txn_cap,  h->event_cap, h->task_cap,  h->price_cap,
-	                         h->alert_cap, h->text_cap};
+	                         h->alert_cap, h->text_cap, h->keys_per_agent};
 	memset(&want, 0, sizeof(want));
 	if (caps.orgs == 0 || caps.agents == 0 || caps.rules == 0 || caps.holds == 0 ||
 	    caps.txns == 0 || caps.events == 0 || caps.tasks == 0 || caps.prices == 0 ||
@@ -126,13 +131,14 @@ int shm_validate(const struct shm_header *h, uint64_t file_size, char *err, size
 	    want.size != h->size || want.org_off != h->org_off || want.agent_off != h->agent_off ||
 	    want.rule_off != h->rule_off || want.hold_off != h->hold_off ||
 	    want.txn_off != h->txn_off || want.event_off != h->event_off ||
-	    want.agent_ix_off != h->agent_ix_off || want.agent_ix_cap != h->agent_ix_cap) {
+	    want.agent_ix_off != h->agent_ix_off || want.agent_ix_cap != h->agent_ix_cap ||
+	    want.key_off != h->key_off || want.key_cap != h->key_cap) {
 		sc_errorf(err, errlen, "header capacities and offsets are inconsistent");
 		return SC_EINVAL;
 	}
 	if (h->org_top > h->org_cap || h->agent_top > h->agent_cap || h->rule_top > h->rule_cap ||
 	    h->hold_top > h->hold_cap || h->task_top > h->task_cap || h->price_top > h->price_cap ||
-	    h->text_top > h->text_cap) {
+	    h->text_top > h->text_cap || h->key_top > h->key_cap) {
 		sc_errorf(err, errlen, "a table's high-water mark is beyond its capacity");
 		return SC_EINVAL;
 	}
@@ -162,6 +168,7 @@ static void bind_tables(struct shm *m)
 	m->alerts = (struct shm_alert *)(m->base + m->hdr->alert_off);
 	m->texts = (struct shm_text *)(m->base + m->hdr->text_off);
 	m->agent_ix = (uint32_t *)(m->base + m->hdr->agent_ix_off);
+	m->keys = (struct shm_key *)(m->base + m->hdr->key_off);
 }
 
 static int map_file(struct shm *m, int fd, size_t size, int readonly)
@@ -325,6 +332,61 @@ int shm_set_readers(struct shm *m, long gid, char *err, size_t errlen)
 		return -errno;
 	}
 	return 0;
+}
+
+int shm_grow(const char *path, const struct shm_caps *caps, char *err, size_t errlen)
+{
+	struct shm old, grown;
+	struct shm_header h;
+	char tmp[PATH_MAX];
+	int created, rc;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.grow", path) >= sizeof(tmp)) {
+		sc_errorf(err, errlen, "%s: path too long", path);
+		return SC_ERANGE;
+	}
+	if ((rc = shm_open_rw(&old, path, caps, &created, err, errlen)) != 0)
+		return rc;
+	h = *old.hdr;
+	if (h.txn_cap != caps->txns || h.event_cap != caps->events ||
+	    h.alert_cap != caps->alerts || h.keys_per_agent != caps->keys_per_agent ||
+	    h.task_cap != caps->tasks || caps->orgs < h.org_cap || caps->agents < h.agent_cap ||
+	    caps->rules < h.rule_cap || caps->holds < h.hold_cap || caps->prices < h.price_cap ||
+	    caps->texts < h.text_cap) {
+		sc_errorf(err, errlen, "%s: only the orgs, agents, rules, rule texts, holds and prices "
+		          "tables may change, and only grow", path);
+		shm_close(&old);
+		return SC_EINVAL;
+	}
+	unlink(tmp);
+	if ((rc = shm_open_rw(&grown, tmp, caps, &created, err, errlen)) != 0) {
+		shm_close(&old);
+		return rc;
+	}
+	/* everything of the old header but its layout, which is the new one's */
+	layout(caps, &h);
+	h.seq = 0;
+	h.serving = SHM_SERVING_STOPPED;
+	memcpy(grown.hdr, &h, sizeof(h));
+	bind_tables(&grown);
+	/* records keep their slots: the rings' capacities are the same, so are their places */
+	for (unsigned t = 0; t < SHM_TABLES; t++) {
+		struct shm_table from, to;
+
+		shm_table(&old, old.hdr, t, &from);
+		shm_table(&grown, grown.hdr, t, &to);
+		memcpy(to.base, from.base, (size_t)from.end * from.rec_size);
+	}
+	shm_close(&old);
+	rc = msync(grown.base, grown.size, MS_SYNC) == 0 ? 0 : -errno;
+	shm_close(&grown);
+	if (rc == 0 && (shm_retire_file(path, NULL, 0), rename(tmp, path) != 0))
+		rc = -errno;
+	if (rc != 0) {
+		sc_errorf(err, errlen, "%s: %s", tmp, strerror(-rc));
+		unlink(tmp);
+	}
+	return rc;
 }
 
 int shm_open_ro(struct shm *m, const char *path, char *err, size_t errlen)

@@ -23,6 +23,8 @@
  *   alert_off     alert_cap   x struct shm_alert (a ring, like transactions)
  *   text_off      text_cap    x struct shm_text  (rule names and patterns, shared)
  *   agent_ix_off  agent_ix_cap x uint32_t       (agent id -> slot: AGENT INDEX)
+ *   key_off       key_cap     x struct shm_key   (idempotency keys kept past the
+ *                                                history: KEPT KEYS)
  *
  * Each table starts on a 64-byte boundary; its offset is stored in the
  * header, and records refer to each other by slot index or id, never by
@@ -98,6 +100,24 @@
  * racing a change is never believed. A reader that finds nothing compares
  * hdr.agent_ix_seq before and after its probe and probes again if a rebuild
  * ran meanwhile, so "not found" is never the artefact of a rebuild.
+ *
+ * KEPT KEYS
+ *
+ * A check's idempotency key is found through its transaction while the
+ * transaction is in the history ring, which every agent's traffic moves
+ * on. So that another tenant's traffic cannot make a retry count twice,
+ * the daemon keeps, per agent, the replay of its last keys_per_agent
+ * keyed checks that left the ring: when the ring overwrites a keyed
+ * transaction of a live agent, its key, action, estimate and decision are
+ * copied into a shm_key record. key_cap is agent_cap x keys_per_agent, so
+ * that every agent has room for its own (the file is sparse: records never
+ * written cost nothing). An agent's records form a circle through older
+ * and newer (the daemon keeps which is its newest, and their count, beside
+ * the segment); once it has keys_per_agent of them, its oldest is
+ * overwritten, and an agent's are freed when it is deleted. A key is thus
+ * honoured while its transaction is in the history, and in any case while
+ * it is one of the agent's last keys_per_agent keys, whatever other agents
+ * do.
  *
  * READERS AND RESTARTS
  *
@@ -272,10 +292,10 @@ struct shm_header {
 	uint64_t applied_seq;   /* the last ledger record applied to this segment */
 	int64_t hold_ttl_us;    /* settings in force (ledger settings records) */
 	uint32_t expiry_charges;
-	uint32_t reserved2;
+	uint32_t max_holds_per_agent; /* setting: open holds of one agent, 0 = no quota */
 	int64_t created_at;
 	uint32_t writer_pid;
-	uint32_t reserved1;
+	uint32_t max_holds_per_org;   /* setting: open holds of one org's agents, 0 = no quota */
 	/* counters, monotonic across restarts */
 	uint64_t checks, allowed, blocked, reports, expired, topups, anomalies, risk_blocked;
 	/*
@@ -305,6 +325,9 @@ struct shm_header {
 	uint32_t agent_ix_cap;  /* entries: a power of two >= 2 x agent_cap */
 	uint32_t reserved4;
 	uint64_t agent_ix_off;
+	/* KEPT KEYS: per agent, its capacity, offset and high-water mark */
+	uint32_t keys_per_agent, key_cap, key_top, reserved6;
+	uint64_t key_off;
 	/* Reader tokens (TOKENS); changed only by tokens.create and tokens.revoke. */
 	uint64_t next_token_id;
 	struct shm_token tokens[SHM_TOKENS];
@@ -437,10 +460,15 @@ struct shm_txn {
 	uint8_t meta[SHM_METADATA_MAX]; /* the check's metadata map, packed */
 };
 
-/* The usage of a task named by checks (task_id); slots are reused, least recently used first. */
+/*
+ * The usage of a task named by checks (task_id) of one org's agents: the
+ * same id in two orgs is two tasks. Slots are reused, least recently used
+ * first.
+ */
 struct shm_task {
 	struct shm_rec rec;
 	uint64_t uid;       /* unique across reuse of the slot */
+	uint64_t org_id;    /* the org whose task it is */
 	char id[SC_KEY_MAX + 1];
 	int64_t used;       /* charged by its settled and expired transactions */
 	int64_t held;       /* its open holds */
@@ -449,6 +477,23 @@ struct shm_task {
 	uint32_t reserved;
 	int64_t created_at, last_at;
 };
+
+/* A keyed check's replay, kept after its transaction left the history (KEPT KEYS). */
+struct shm_key {
+	struct shm_rec rec;
+	uint64_t agent_id;
+	uint64_t txn_id;
+	int64_t estimate;
+	uint32_t older, newer;     /* the agent's kept keys, a circle */
+	uint8_t allowed;
+	uint8_t risk;
+	uint16_t reserved;
+	uint32_t reserved2;
+	char key[SC_KEY_MAX + 1];
+	char action[SC_ACTION_MAX + 1];
+	char block_reason[SC_REASON_MAX + 1];
+};
+_Static_assert(sizeof(struct shm_key) == 368, "the kept key size DESIGN.md documents");
 
 /* One version of a model's rates; versions are never changed, only added. */
 struct shm_price {
@@ -486,6 +531,7 @@ struct shm_alert {
 
 struct shm_caps {
 	uint32_t orgs, agents, rules, holds, txns, events, tasks, prices, alerts, texts;
+	uint32_t keys_per_agent; /* KEPT KEYS; 0: none, a key lives as long as its transaction */
 };
 
 /* A mapped segment. */
@@ -509,6 +555,7 @@ struct shm {
 	/* writer only, recounted when the index is rebuilt */
 	uint32_t agent_ix_live, agent_ix_tombs;
 	struct shm_text *texts;
+	struct shm_key *keys;
 };
 
 /*
@@ -581,6 +628,15 @@ int shm_open_rw(struct shm *m, const char *path, const struct shm_caps *caps, in
  */
 int shm_set_readers(struct shm *m, long gid, char *err, size_t errlen);
 /*
+ * Gives the segment at path (not open) the capacities caps: the orgs,
+ * agents, rules, rule texts, holds and prices tables may grow, none shrink,
+ * and the others (the rings, the tasks, the kept keys per agent) must stay
+ * as they are; SC_EINVAL otherwise. The records are copied into a
+ * new file at the same slots, which replaces path, readers of the old one
+ * being told to reopen (READERS AND RESTARTS). 0 or an error in err.
+ */
+int shm_grow(const char *path, const struct shm_caps *caps, char *err, size_t errlen);
+/*
  * Maps an existing segment read-only (any process). Unlike shm_open_rw it
  * accepts a busy segment: the running daemon is busy in every change.
  */
@@ -596,7 +652,7 @@ void shm_close(struct shm *m);
  * SNAPSHOTS (snap.c): the record tables as a list, and copy-on-write views
  * of them at one instant, read by a copier thread while the writer goes on.
  */
-#define SHM_TABLES 10 /* orgs, agents, rules, holds, txns, events, tasks, prices, alerts, texts */
+#define SHM_TABLES 11 /* orgs, agents, rules, holds, txns, events, tasks, prices, alerts, texts, keys */
 
 struct shm_table {
 	char *base;

@@ -80,6 +80,7 @@ static const struct table_desc tables[SHM_TABLES] = {
 	TABLE(prices, price_cap, shm_price, TOP(price_top)),
 	TABLE(alerts, alert_cap, shm_alert, RING(next_alert_id)),
 	TABLE(texts, text_cap, shm_text, TOP(text_top)),
+	TABLE(keys, key_cap, shm_key, TOP(key_top)),
 };
 
 void shm_table(const struct shm *m, const struct shm_header *h, unsigned t,

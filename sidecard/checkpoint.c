@@ -19,8 +19,8 @@
  *   16     8     sequence number of the last ledger record it contains
  *   24     8     time it was taken, microseconds since the epoch
  *   32     h     the segment header (struct shm_header), capacities included
- *   then, for the org, agent, rule, hold, transaction, event, task, price, alert and
- *   text tables in turn:
+ *   then, for the org, agent, rule, hold, transaction, event, task, price, alert,
+ *   text and kept key tables in turn:
  *          4     count of used records
  *          count x (4-byte slot, the record's bytes)
  *   last   4     CRC32C of every byte before it
@@ -496,7 +496,8 @@ int checkpoint_restore(const char *dir, uint64_t seq, const char *shm_path, char
 		memcpy(&saved, p + CKPT_HEAD, sizeof(saved));
 		caps = (struct shm_caps){saved.org_cap, saved.agent_cap, saved.rule_cap,
 		                         saved.hold_cap, saved.txn_cap, saved.event_cap, saved.task_cap,
-		                         saved.price_cap, saved.alert_cap, saved.text_cap};
+		                         saved.price_cap, saved.alert_cap, saved.text_cap,
+		                         saved.keys_per_agent};
 		unlink(shm_path);
 		rc = shm_open_rw(&m, shm_path, &caps, &created, err, errlen);
 		if (rc == 0) {

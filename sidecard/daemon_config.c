@@ -78,7 +78,13 @@ static const struct option_def options[] = {
 	 "distinct rule names and patterns, shared by the rules that use them;\n"
 	 HELP_INDENT "0: as many as --rules (0)"},
 	{"holds", K_UINT, F(caps.holds), 1, 1u << 28, "N", "open hold capacity (65536)"},
+	{"max-holds-per-agent", K_UINT, F(max_holds_per_agent), 1, 1u << 28, "N",
+	 "open holds of one agent (--holds / 16, at least 1)"},
+	{"max-holds-per-org", K_UINT, F(max_holds_per_org), 1, 1u << 28, "N",
+	 "open holds of one org's agents (--holds / 2, at least 1)"},
 	{"history", K_UINT, F(caps.txns), 1, 1u << 28, "N", "transactions kept (65536)"},
+	{"keys-per-agent", K_UINT, F(caps.keys_per_agent), 0, 4096, "N",
+	 "idempotency keys kept per agent past the history (16)"},
 	{"events", K_UINT, F(caps.events), 1, 1u << 28, "N", "agent events kept (65536)"},
 	{"tasks", K_UINT, F(caps.tasks), 1, 1u << 28, "N", "tasks whose usage is kept (65536)"},
 	{"task-max-usage", K_U64, F(task_max_usage), 0, INT64_MAX, "MICROS",
@@ -198,6 +204,8 @@ static int set_option(struct config *c, const struct option_def *o, const char *
 		     (unsigned long long)o->max);
 		return SC_EINVAL;
 	}
+	if (o->off >= F(caps) && o->off < F(caps) + sizeof(struct shm_caps))
+		c->caps_given |= 1u << ((o->off - F(caps)) / sizeof(uint32_t));
 	if (o->kind == K_SECONDS)
 		*(int64_t *)field = (int64_t)n * 1000000;
 	else if (o->kind == K_U64)
@@ -287,7 +295,8 @@ static void defaults(struct config *c)
 	c->expiry_charges = 1;
 	c->caps = (struct shm_caps){.orgs = 1024, .agents = 16384, .rules = 65536,
 	                            .holds = 65536, .txns = 65536, .events = 65536,
-	                            .tasks = 65536, .prices = 4096, .alerts = 65536};
+	                            .tasks = 65536, .prices = 4096, .alerts = 65536,
+	                            .keys_per_agent = 16};
 	c->task_max_usage = 5000000;
 	c->alert_velocity = 500;
 	c->workers = 1;
@@ -340,6 +349,19 @@ static int segment_beside(struct config *c, char *err, size_t errlen)
 		return SC_ERANGE;
 	}
 	return 0;
+}
+
+/*
+ * So that no tenant can take every hold; a quota is never above the table
+ * (the daemon refuses one at start), and a quota of the whole table means
+ * none.
+ */
+void config_hold_quotas(const struct config *c, uint32_t hold_cap, uint32_t *per_agent,
+                        uint32_t *per_org)
+{
+	*per_agent = c->max_holds_per_agent ? c->max_holds_per_agent
+	                                    : (hold_cap / 16 ? hold_cap / 16 : 1);
+	*per_org = c->max_holds_per_org ? c->max_holds_per_org : (hold_cap / 2 ? hold_cap / 2 : 1);
 }
 
 /* Splits "--name=value" or "--name value"; returns the option or NULL. */

@@ -33,6 +33,9 @@ struct config {
 	int64_t task_max_usage; /* micro-dollars, 0 = unlimited */
 	int64_t alert_velocity; /* allowed checks per hour per agent raising an alert, 0 = never */
 	struct shm_caps caps;
+	unsigned caps_given;          /* CONFIG_CAP(field) bits: capacities the options named */
+	unsigned max_holds_per_agent; /* open holds of one agent; 0: derived from the hold table */
+	unsigned max_holds_per_org;   /* open holds of one org's agents; likewise */
 	unsigned workers;       /* threads serving connections; 1: the main loop serves them */
 	unsigned max_connections;
 	unsigned max_outstanding;
@@ -55,6 +58,16 @@ struct config {
 	int socket_dir_default, segment_dir_default, state_dir_default;
 	uint64_t given; /* bit i: the i-th option was set by the config file or the command line */
 };
+
+/* The caps_given bit of a struct shm_caps field (all uint32_t). */
+#define CONFIG_CAP(field) (1u << (offsetof(struct shm_caps, field) / sizeof(uint32_t)))
+
+/*
+ * The hold quotas in force for a hold table of hold_cap: the options', or
+ * by default a 16th of the table for one agent and half of it for one org.
+ */
+void config_hold_quotas(const struct config *c, uint32_t hold_cap, uint32_t *per_agent,
+                        uint32_t *per_org);
 
 /*
  * Fills c from defaults, then the config file (--config, if given), then

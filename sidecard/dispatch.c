@@ -998,7 +998,7 @@ static const struct method {
 	 FIELDS("agent_id", "org_id", "since", "until"), 0, OWN},
 	{"agents.top", m_agents_top, FIELDS("org_id", "since", "until", "limit"), 0, READ},
 	{"fleet", m_fleet, FIELDS(NULL), 0, READ},
-	{"tasks.usage", m_tasks_usage, FIELDS("task_id"), 0, READ},
+	{"tasks.usage", m_tasks_usage, FIELDS("task_id", "org_id"), 0, READ},
 	{"alerts.list", m_alerts_list,
 	 FIELDS("agent_id", "org_id", "kind", "severity", "since", "before", "limit"), 0, OWN},
 	{"alerts.subscribe", m_alerts_subscribe, FIELDS(NULL), 0, OWN},
@@ -1371,14 +1371,16 @@ void dispatch_settings(struct dispatch *d, const struct state_settings *set)
 	state_set_settings(d->st, set);
 	if (d->ledger) {
 		lp = ledger_begin(d->ledger, LEDGER_SETTINGS, now);
-		msgpack_pack_map(lp, 6);
+		msgpack_pack_map(lp, 8);
 		proto_pack_key_i64(lp, "task_max_usage", set->task_max_usage);
+		proto_pack_key_u64(lp, "max_holds_per_agent", set->max_holds_per_agent);
+		proto_pack_key_u64(lp, "max_holds_per_org", set->max_holds_per_org);
 		proto_pack_key_i64(lp, "gate", GATE_VERSION);
 		proto_pack_key_i64(lp, "hold_ttl_us", set->hold_ttl_us);
 		proto_pack_key_bool(lp, "expiry_charges", set->expiry_charges);
 		proto_pack_key_i64(lp, "alert_velocity", set->alert_velocity);
 		proto_pack_cstr(lp, "capacity");
-		msgpack_pack_map(lp, 10);
+		msgpack_pack_map(lp, 11);
 		proto_pack_key_u64(lp, "orgs", h->org_cap);
 		proto_pack_key_u64(lp, "agents", h->agent_cap);
 		proto_pack_key_u64(lp, "rules", h->rule_cap);
@@ -1389,6 +1391,7 @@ void dispatch_settings(struct dispatch *d, const struct state_settings *set)
 		proto_pack_key_u64(lp, "prices", h->price_cap);
 		proto_pack_key_u64(lp, "alerts", h->alert_cap);
 		proto_pack_key_u64(lp, "rule_texts", h->text_cap);
+		proto_pack_key_u64(lp, "keys_per_agent", h->keys_per_agent);
 		state_set_applied(d->st, ledger_commit(d->ledger));
 	}
 	shm_change_end(shm);
@@ -1402,7 +1405,7 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 {
 	struct proto_args a;
 	struct state_settings set;
-	int64_t version;
+	int64_t version, per_agent, per_org;
 	int rc;
 	const msgpack_object *cap;
 
@@ -1412,8 +1415,12 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 	    (rc = proto_arg_int(&a, "task_max_usage", 1, 0, INT64_MAX, &set.task_max_usage, NULL)) ||
 	    (rc = proto_arg_int(&a, "alert_velocity", 1, 0, INT64_MAX, &set.alert_velocity, NULL)) ||
 	    (rc = proto_arg_bool(&a, "expiry_charges", 1, &set.expiry_charges, NULL)) ||
+	    (rc = proto_arg_int(&a, "max_holds_per_agent", 1, 0, UINT32_MAX, &per_agent, NULL)) ||
+	    (rc = proto_arg_int(&a, "max_holds_per_org", 1, 0, UINT32_MAX, &per_org, NULL)) ||
 	    (rc = proto_arg_obj(&a, "capacity", 1, MSGPACK_OBJECT_MAP, &cap, NULL)))
 		return rc;
+	set.max_holds_per_agent = (uint32_t)per_agent;
+	set.max_holds_per_org = (uint32_t)per_org;
 	if (version != GATE_VERSION) {
 		sc_errorf(err, errlen,
 		          "the ledger was written by gate version %lld and this daemon implements "
@@ -1427,12 +1434,13 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 
 int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 {
-	static const char *const keys[] = {"orgs",   "agents", "rules",  "holds",  "history",
-	                                   "events", "tasks",  "prices", "alerts", "rule_texts"};
+	static const char *const keys[] = {"orgs",   "agents", "rules",  "holds",
+	                                   "history", "events", "tasks",  "prices",
+	                                   "alerts", "rule_texts", "keys_per_agent"};
 	uint32_t *fields[] = {&caps->orgs,   &caps->agents, &caps->rules,
 	                      &caps->holds,  &caps->txns,   &caps->events,
 	                      &caps->tasks,  &caps->prices, &caps->alerts,
-	                      &caps->texts};
+	                      &caps->texts,  &caps->keys_per_agent};
 	const msgpack_object *cap;
 	msgpack_unpacked u;
 	struct proto_args a, sub;
@@ -1448,11 +1456,16 @@ int dispatch_settings_caps(const char *body, size_t len, struct shm_caps *caps)
 		if (rc == 0)
 			rc = proto_args_sub(&a, cap, "capacity", &sub);
 		for (size_t i = 0; rc == 0 && i < sizeof(keys) / sizeof(keys[0]); i++) {
-			int64_t v = caps->rules; /* parsed before rule_texts, its default */
+			int kept = fields[i] == &caps->keys_per_agent;
+			/* rules is parsed before rule_texts, its default; keys_per_agent may be 0 */
+			int64_t v = kept ? 0 : caps->rules;
 
-			/* rule_texts came with gate version 3; older ledgers are refused later, by version */
-			rc = proto_arg_int(&sub, keys[i], fields[i] != &caps->texts, 1, UINT32_MAX, &v,
-			                   NULL);
+			/*
+			 * rule_texts came with gate version 3 and keys_per_agent with 4;
+			 * older ledgers are refused later, by version
+			 */
+			rc = proto_arg_int(&sub, keys[i], fields[i] != &caps->texts && !kept, !kept,
+			                   UINT32_MAX, &v, NULL);
 			*fields[i] = (uint32_t)v;
 		}
 	}

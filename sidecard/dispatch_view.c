@@ -144,16 +144,29 @@ int m_tasks_usage(struct call *c)
 	struct state_str id;
 	msgpack_packer *pk;
 	uint32_t slot;
-	int rc;
+	unsigned orgs;
+	int64_t org_id;
+	int has_org, rc;
 
-	if ((rc = call_arg_str(c, c->a, "task_id", 1, SC_KEY_MAX, &id, NULL)))
+	if ((rc = call_arg_str(c, c->a, "task_id", 1, SC_KEY_MAX, &id, NULL)) ||
+	    (rc = proto_arg_int(c->a, "org_id", 0, 1, INT64_MAX, &org_id, &has_org)))
 		return rc;
-	if ((slot = state_task_find(c->st, id)) == SHM_NONE)
+	if (has_org) {
+		if ((slot = state_task_find(c->st, (uint64_t)org_id, id)) == SHM_NONE)
+			return call_fail(c, SC_ENOTFOUND, "task_id: org %lld has no task '%.*s'",
+			                 (long long)org_id, (int)id.len, id.p);
+	} else if ((orgs = state_task_orgs(c->st, id, &slot)) == 0) {
 		return call_fail(c, SC_ENOTFOUND, "task_id: no task '%.*s'", (int)id.len, id.p);
+	} else if (orgs > 1) {
+		return call_fail(c, SC_EINVAL,
+		                 "org_id: required, %u orgs have a task '%.*s' (tasks belong to an org)",
+		                 orgs, (int)id.len, id.p);
+	}
 	t = &c->m->tasks[slot];
 	pk = call_ok(c);
-	call_map(c, 8);
+	call_map(c, 9);
 	proto_pack_key_str(pk, "task_id", t->id);
+	proto_pack_key_u64(pk, "org_id", t->org_id);
 	proto_pack_key_i64(pk, "usage", t->used);
 	proto_pack_key_i64(pk, "held", t->held);
 	proto_pack_key_i64(pk, "max_usage", state_config(c->st)->set.task_max_usage);
@@ -392,7 +405,7 @@ int m_stats(struct call *c)
 	if (c->d->ledger)
 		ledger_get_stats(c->d->ledger, &ls);
 	pk = call_ok(c);
-	call_map(c, 41);
+	call_map(c, 44);
 	proto_pack_key_u64(pk, "ledger_last_seq", ls.last_seq);
 	proto_pack_key_u64(pk, "ledger_durable_seq", ls.durable_seq);
 	proto_pack_key_u64(pk, "ledger_syncs", ls.syncs);
@@ -432,6 +445,9 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "capacity_prices", h->price_cap);
 	proto_pack_key_u64(pk, "capacity_alerts", h->alert_cap);
 	proto_pack_key_u64(pk, "capacity_rule_texts", h->text_cap);
+	proto_pack_key_u64(pk, "capacity_keys_per_agent", h->keys_per_agent);
+	proto_pack_key_u64(pk, "max_holds_per_agent", h->max_holds_per_agent);
+	proto_pack_key_u64(pk, "max_holds_per_org", h->max_holds_per_org);
 	proto_pack_key_u64(pk, "alerts_dropped", dispatch_alerts_dropped(c->d));
 	proto_pack_key_str(pk, "state_path", shm_path);
 	return 0;

@@ -222,9 +222,12 @@ int64_t gate_available(const struct shm_wallet *w)
 /*
  * Steps 5 and 6: a wallet's per-transaction, daily and balance limits; avail
  * is what the check may use of the balance, today the org's local day.
+ * broke: the reason for an estimate of 0 with no funds available, which
+ * the reference hub refuses (402); NULL lets it through.
  */
 static int wallet_limits(const struct shm_wallet *w, const char *prefix, const char *empty,
-                         int64_t est, int32_t today, int64_t avail, struct verdict *v)
+                         const char *broke, int64_t est, int32_t today, int64_t avail,
+                         struct verdict *v)
 {
 	if (w->max_per_txn > 0 && est > w->max_per_txn && refuse(v, "%s:max_per_txn", prefix))
 		return 1;
@@ -232,7 +235,29 @@ static int wallet_limits(const struct shm_wallet *w, const char *prefix, const c
 	    est > w->daily_limit - gate_daily_used(w->day, w->daily_spent, w->held, today) &&
 	    refuse(v, "%s:daily_spend_limit", prefix))
 		return 1;
+	if (broke && est == 0 && avail <= 0)
+		return refuse(v, "%s", broke);
 	return est > avail && refuse(v, "%s", empty);
+}
+
+/*
+ * Step 3b: the hold quotas. They stop a critical agent too: like the hold
+ * table's capacity, they are not a spending limit but every other
+ * tenant's share of the table.
+ */
+static int hold_quota(struct state *st, const struct shm_agent *a, struct verdict *v)
+{
+	const struct state_settings *set = &state_config(st)->set;
+
+	if (set->max_holds_per_agent && a->open_holds >= set->max_holds_per_agent) {
+		v->stop_at_first = 1;
+		return refuse(v, "max_holds_per_agent:%u", set->max_holds_per_agent);
+	}
+	if (set->max_holds_per_org && state_org_holds(st, a->org_slot) >= set->max_holds_per_org) {
+		v->stop_at_first = 1;
+		return refuse(v, "max_holds_per_org:%u", set->max_holds_per_org);
+	}
+	return 0;
 }
 
 static int64_t hourly_limit(const struct shm_agent *a, const struct shm_rule *r)
@@ -336,7 +361,7 @@ static int validate_check(const struct gate_check_req *req, char *err, size_t er
 }
 
 /* Step 2: the decision of an earlier check with the same key. */
-static int replay(const struct gate_check_req *req, const struct shm_txn *t,
+static int replay(const struct gate_check_req *req, const struct shm_key *t,
                   const struct shm_agent *a, struct gate_decision *out, char *err, size_t errlen)
 {
 	if (t->estimate != req->estimate || strlen(t->action) != req->action.len ||
@@ -344,11 +369,11 @@ static int replay(const struct gate_check_req *req, const struct shm_txn *t,
 		sc_errorf(err, errlen,
 		     "idempotency_key: already used by transaction %llu for a different action or "
 		     "estimate",
-		     (unsigned long long)t->id);
+		     (unsigned long long)t->txn_id);
 		return SC_EEXISTS;
 	}
-	out->allowed = t->status != SC_TXN_BLOCKED;
-	out->txn_id = t->id;
+	out->allowed = t->allowed;
+	out->txn_id = t->txn_id;
 	out->risk = t->risk;
 	memcpy(out->block_reason, t->block_reason, sizeof(out->block_reason));
 	out->available = gate_available(&a->wallet);
@@ -525,7 +550,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	const struct shm_rule *r;
 	uint32_t agent_slot, rule_slot, hold_slot = SHM_NONE, task_slot = SHM_NONE;
 	struct shm_task *task = NULL;
-	const struct shm_txn *t;
+	struct shm_key seen;
 	int anomaly = GATE_RISK_LOW, new_task = 0, rc;
 	int64_t ratio = 0;
 
@@ -542,14 +567,14 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	a = &m->agents[agent_slot];
 	o = &m->orgs[a->org_slot];
 	state_seal_verify(a, o);
-	if (req->key.len && (t = state_txn_by_key(st, a->id, req->key)) != NULL)
-		return replay(req, t, a, out, err, errlen);
+	if (req->key.len && state_key_find(st, agent_slot, req->key, &seen) == 0)
+		return replay(req, &seen, a, out, err, errlen);
 
 	rule_slot = state_rule_match(st, agent_slot, req->action.p, req->action.len);
 	r = rule_slot != SHM_NONE ? &m->rules[rule_slot] : NULL;
 	if (a->priority == SC_PRIORITY_CRITICAL)
 		v.stop_at_first = 0;
-	if (req->task.len && (task_slot = state_task_find(st, req->task)) == SHM_NONE)
+	if (req->task.len && (task_slot = state_task_find(st, o->id, req->task)) == SHM_NONE)
 		new_task = 1;
 	/* Capacity and overflow are settled before anything changes (a top-up included). */
 	if ((rc = holds_fit(m, a, rule_slot, task_slot, req->estimate, err, errlen)) != 0)
@@ -567,7 +592,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 
 	shm_change_begin(m);
 	if (new_task)
-		state_task_create(st, task_slot, req->task, now);
+		state_task_create(st, task_slot, o->id, req->task, now);
 	if (task_slot != SHM_NONE)
 		task = &m->tasks[task_slot];
 	if (a->status == SC_STATUS_FROZEN) {
@@ -577,13 +602,14 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 		refuse(&v, "wallet_debt");
 	} else if (a->priority != SC_PRIORITY_CRITICAL && o->wallet.limited && o->wallet.debt > 0) {
 		refuse(&v, "org_debt");
-	} else if (!(o->wallet.limited &&
-	             wallet_limits(&o->wallet, "org", "org_empty", req->estimate, o->cal.day,
+	} else if (!hold_quota(st, a, &v) &&
+	           !(o->wallet.limited &&
+	             wallet_limits(&o->wallet, "org", "org_empty", NULL, req->estimate, o->cal.day,
 	                           gate_org_available(o, a), &v))) {
 		maybe_top_up(st, a, now);
 		/* steps 6 to 9: wallet, most specific rule, task, score */
-		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", req->estimate, o->cal.day,
-		                   gate_available(&a->wallet), &v) &&
+		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", "insufficient_funds",
+		                   req->estimate, o->cal.day, gate_available(&a->wallet), &v) &&
 		    !(r && rule_limits(a, r, m->texts[r->name].s, req->estimate, o->cal.day, now, &v)) &&
 		    !(task && task_limit(st, task, req->estimate, &v)) && a->score < GATE_SCORE_BLOCK)
 			refuse(&v, "score_too_low");

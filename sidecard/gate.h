@@ -21,7 +21,7 @@
  * replay an older ledger: the settings record carries this number and
  * recovery refuses a mismatch. Raise it with any change of decisions.
  */
-#define GATE_VERSION 3
+#define GATE_VERSION 4
 
 #define GATE_US_PER_DAY INT64_C(86400000000)
 #define GATE_US_PER_MINUTE INT64_C(60000000)

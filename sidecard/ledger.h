@@ -28,7 +28,7 @@
  * [actor, params, result] when a connection made it (ledger_format.c).
  */
 enum ledger_type {
-	LEDGER_SETTINGS = 1, /* {hold_ttl_us, expiry_charges, capacities...} */
+	LEDGER_SETTINGS = 1, /* {hold_ttl_us, expiry_charges, hold quotas, capacities...} */
 	LEDGER_ORGS_CREATE,
 	LEDGER_AGENTS_CREATE,
 	LEDGER_AGENTS_UPDATE,

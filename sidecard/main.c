@@ -706,6 +706,164 @@ static int checked(struct daemon *d, struct ledger_verify *v, struct ledger_scan
 	return 0;
 }
 
+/* The settings the command line asks for, with a hold table of hold_cap. */
+static struct state_settings settings(const struct daemon *d, uint32_t hold_cap)
+{
+	struct state_settings set = {.hold_ttl_us = d->cfg.hold_ttl_us,
+	                             .expiry_charges = d->cfg.expiry_charges,
+	                             .task_max_usage = d->cfg.task_max_usage,
+	                             .alert_velocity = d->cfg.alert_velocity};
+
+	config_hold_quotas(&d->cfg, hold_cap, &set.max_holds_per_agent, &set.max_holds_per_org);
+	return set;
+}
+
+static int same_settings(const struct state_settings *a, const struct state_settings *b)
+{
+	return a->hold_ttl_us == b->hold_ttl_us && a->expiry_charges == b->expiry_charges &&
+	       a->task_max_usage == b->task_max_usage && a->alert_velocity == b->alert_velocity &&
+	       a->max_holds_per_agent == b->max_holds_per_agent &&
+	       a->max_holds_per_org == b->max_holds_per_org;
+}
+
+/* ------------------------------------------------------------- capacities */
+
+/*
+ * The table capacities, in struct shm_caps order: the option of each, and
+ * whether it may change for an existing state. The rings and the keys kept
+ * per agent decide which keys are honoured and which task is forgotten, so
+ * a replay of the ledger with other ones could decide differently; the
+ * other tables only fill up, and grow.
+ */
+static const struct {
+	const char *option;
+	int fixed;
+} cap_options[] = {
+	{"orgs", 0},   {"agents", 0}, {"rules", 0},  {"holds", 0},      {"history", 1},
+	{"events", 1}, {"tasks", 1},  {"prices", 0}, {"alerts", 1},     {"rule-texts", 0},
+	{"keys-per-agent", 1},
+};
+_Static_assert(sizeof(cap_options) / sizeof(cap_options[0]) ==
+                       sizeof(struct shm_caps) / sizeof(uint32_t),
+               "an option for every capacity");
+
+static uint32_t *cap_at(struct shm_caps *caps, size_t i)
+{
+	return (uint32_t *)(void *)caps + i;
+}
+
+static struct shm_caps caps_of(const struct shm_header *h)
+{
+	return (struct shm_caps){h->org_cap,   h->agent_cap, h->rule_cap, h->hold_cap,
+	                         h->txn_cap,   h->event_cap, h->task_cap, h->price_cap,
+	                         h->alert_cap, h->text_cap,  h->keys_per_agent};
+}
+
+/* caps, with every growable table the options name raised to what they ask; 1 if any was. */
+static int raise_caps(const struct config *cfg, struct shm_caps *caps)
+{
+	struct shm_caps want = cfg->caps;
+	int raised = 0;
+
+	for (size_t i = 0; i < sizeof(cap_options) / sizeof(cap_options[0]); i++)
+		if ((cfg->caps_given & (1u << i)) && !cap_options[i].fixed &&
+		    *cap_at(&want, i) > *cap_at(caps, i)) {
+			*cap_at(caps, i) = *cap_at(&want, i);
+			raised = 1;
+		}
+	return raised;
+}
+
+/*
+ * Makes the capacities the options name those of the state, or refuses to
+ * start: a table that would shrink, or a fixed one that would change, is
+ * an error naming the option; growing tables are copied into a larger
+ * segment (shm_grow) and *grown set. So are hold quotas above the table.
+ */
+static int apply_capacities(struct daemon *d, int *grown)
+{
+	const struct shm_header *h = state_shm(d->st)->hdr;
+	struct shm_caps have = caps_of(h), want = have;
+	struct state_config sc = {.path = d->shm_path};
+	char err[512];
+	int raised, rc;
+
+	for (size_t i = 0; i < sizeof(cap_options) / sizeof(cap_options[0]); i++) {
+		uint32_t asked = *cap_at(&d->cfg.caps, i), is = *cap_at(&have, i);
+
+		if (!(d->cfg.caps_given & (1u << i)) || asked == is || (!cap_options[i].fixed && asked > is))
+			continue;
+		log_error("--%s %u: the state in %s has %u%s; %s", cap_options[i].option, asked,
+		          d->cfg.state_dir, is, cap_options[i].fixed ? ", fixed when it was created" : "",
+		          cap_options[i].fixed
+		                  ? "a replay of its ledger with another one could decide otherwise. "
+		                    "Start without the option, or with a new --state-dir"
+		                  : "a table never shrinks. Start without the option or with a larger one");
+		return SC_EINVAL;
+	}
+	raised = raise_caps(&d->cfg, &want);
+	if (d->cfg.max_holds_per_agent > want.holds || d->cfg.max_holds_per_org > want.holds) {
+		int agent = d->cfg.max_holds_per_agent > want.holds;
+
+		log_error("--max-holds-per-%s %u: more than the hold table's %u open holds (--holds)",
+		          agent ? "agent" : "org",
+		          agent ? d->cfg.max_holds_per_agent : d->cfg.max_holds_per_org, want.holds);
+		return SC_EINVAL;
+	}
+	if (!raised)
+		return 0;
+	/* the segment is not open while it is copied; nothing else runs yet */
+	state_close(d->st);
+	d->st = d->dispatch.st = NULL;
+	if ((rc = shm_grow(d->shm_path, &want, err, sizeof(err))) != 0) {
+		log_error("cannot grow the state's tables: %s", err);
+		return rc;
+	}
+	sc.caps = want;
+	sc.set = settings(d, want.holds);
+	if ((rc = state_open(&d->st, &sc, err, sizeof(err))) != 0) {
+		log_error("cannot open the grown state: %s", err);
+		return rc;
+	}
+	d->dispatch.st = d->st;
+	log_info("the state's tables grew to the capacities the options ask for");
+	*grown = 1;
+	return 0;
+}
+
+/*
+ * A restored snapshot gets the larger tables the options ask for before
+ * the ledger after it is replayed into it: records that filled them while
+ * they were larger must fit again.
+ */
+static int grow_restored(struct daemon *d, char *err, size_t errlen)
+{
+	struct shm m;
+	struct shm_caps caps;
+	int created, rc;
+
+	if ((rc = shm_open_rw(&m, d->shm_path, &d->cfg.caps, &created, err, errlen)) != 0)
+		return rc;
+	caps = caps_of(m.hdr);
+	shm_close(&m);
+	return raise_caps(&d->cfg, &caps) ? shm_grow(d->shm_path, &caps, err, errlen) : 0;
+}
+
+/* The capacities in force, in one line (DESIGN.md, "State"). */
+static void log_capacities(struct daemon *d)
+{
+	struct shm_caps have = caps_of(state_shm(d->st)->hdr);
+	char line[512];
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof(cap_options) / sizeof(cap_options[0]) && n < sizeof(line); i++)
+		n += (size_t)snprintf(line + n, sizeof(line) - n, "%s--%s %u", i ? ", " : "",
+		                      cap_options[i].option, *cap_at(&have, i));
+	log_info("capacities: %s; hold quotas %u per agent, %u per org", line,
+	         state_config(d->st)->set.max_holds_per_agent,
+	         state_config(d->st)->set.max_holds_per_org);
+}
+
 /*
  * Rebuilds the state: the newest usable snapshot, then the ledger after it.
  * Pipelined (no state segment and no snapshot to start from), the check of
@@ -734,7 +892,7 @@ again:
 				return rc;
 			goto again;
 		}
-		if (rc != 0) {
+		if (rc != 0 || (rc = grow_restored(d, err, sizeof(err))) != 0) {
 			log_error("cannot restore the snapshot: %s", err);
 			return rc;
 		}
@@ -749,6 +907,8 @@ again:
 			          d->ledger_dir);
 			return SC_EINVAL;
 		}
+		/* the replay fills the tables as far as they were grown live, or further */
+		raise_caps(&d->cfg, &sc->caps);
 	}
 	if ((rc = state_open(&d->st, sc, err, sizeof(err))) != 0) {
 		log_error("cannot create the state: %s", err);
@@ -797,21 +957,6 @@ again:
 	return 0;
 }
 
-/* The settings the command line asks for. */
-static struct state_settings settings(const struct daemon *d)
-{
-	return (struct state_settings){.hold_ttl_us = d->cfg.hold_ttl_us,
-	                               .expiry_charges = d->cfg.expiry_charges,
-	                               .task_max_usage = d->cfg.task_max_usage,
-	                               .alert_velocity = d->cfg.alert_velocity};
-}
-
-static int same_settings(const struct state_settings *a, const struct state_settings *b)
-{
-	return a->hold_ttl_us == b->hold_ttl_us && a->expiry_charges == b->expiry_charges &&
-	       a->task_max_usage == b->task_max_usage && a->alert_velocity == b->alert_velocity;
-}
-
 /*
  * Checks and repairs the ledger, then attaches to or rebuilds the state.
  * With no state segment and no snapshot there is nothing to attach to or
@@ -820,7 +965,8 @@ static int same_settings(const struct state_settings *a, const struct state_sett
  */
 static int recover(struct daemon *d, struct ledger_scan_result *tail)
 {
-	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps, .set = settings(d),
+	struct state_config sc = {.path = d->shm_path, .caps = d->cfg.caps,
+	                          .set = settings(d, d->cfg.caps.holds),
 	                          .readers = d->cfg.access.reader_gid >= 0,
 	                          .reader_gid = (unsigned)d->cfg.access.reader_gid};
 	struct ledger_verify *v;
@@ -863,14 +1009,14 @@ static int start(struct daemon *d)
 	struct state_counts counts;
 	uint64_t applied;
 	char err[512];
-	int rc;
+	int grown = 0, rc;
 
 	d->shm_path = d->cfg.segment_path;
 	owner_of(d->cfg.state_dir, &d->owner);
 	snprintf(d->ledger_dir, sizeof(d->ledger_dir), "%s/ledger", d->cfg.state_dir);
 	snprintf(d->ckpt_dir, sizeof(d->ckpt_dir), "%s/checkpoints", d->cfg.state_dir);
 	msgpack_sbuffer_init(&d->dispatch.scratch);
-	if ((rc = recover(d, &tail)) != 0)
+	if ((rc = recover(d, &tail)) != 0 || (rc = apply_capacities(d, &grown)) != 0)
 		return rc;
 	if ((rc = ledger_open(&d->ledger, &d->loop, &lc, &tail, on_durable, d, err, sizeof(err)))) {
 		log_error("%s", err);
@@ -888,9 +1034,10 @@ static int start(struct daemon *d)
 	d->dispatch.threaded = d->cfg.workers >= 2;
 	/* the first change the ledger gets is the step, if the clock went back while stopped */
 	clock_resume(tail.last_time);
-	set = settings(d);
-	if (tail.last_seq == 0 || !same_settings(&state_config(d->st)->set, &set))
+	set = settings(d, state_shm(d->st)->hdr->hold_cap);
+	if (tail.last_seq == 0 || grown || !same_settings(&state_config(d->st)->set, &set))
 		dispatch_settings(&d->dispatch, &set);
+	log_capacities(d);
 
 	srv_config_default(&d->srv_cfg, d->cfg.socket_path);
 	d->srv_cfg.mode = d->cfg.socket_mode;
@@ -941,6 +1088,9 @@ static int start(struct daemon *d)
 	watch_signals(d);
 	guard_segment(d);
 	on_expiry(&d->expiry);
+	/* a rebuild after this start restores its grown tables from a snapshot that has them */
+	if (grown)
+		take_checkpoint(d, 1);
 	pthread_mutex_lock(&d->dispatch.lock);
 	state_counts(d->st, &counts);
 	applied = state_applied(d->st);

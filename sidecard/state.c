@@ -68,7 +68,9 @@ int state_open(struct state **out, const struct state_config *cfg, char *err, si
 		st->cfg.set = (struct state_settings){.hold_ttl_us = h->hold_ttl_us,
 		                                      .expiry_charges = (int)h->expiry_charges,
 		                                      .task_max_usage = h->task_max_usage,
-		                                      .alert_velocity = h->alert_velocity};
+		                                      .alert_velocity = h->alert_velocity,
+		                                      .max_holds_per_agent = h->max_holds_per_agent,
+		                                      .max_holds_per_org = h->max_holds_per_org};
 	}
 	rc = sidx_open(st);
 	if (rc != 0) {
@@ -124,6 +126,8 @@ void state_set_settings(struct state *st, const struct state_settings *set)
 	h->expiry_charges = (uint32_t)set->expiry_charges;
 	h->task_max_usage = set->task_max_usage;
 	h->alert_velocity = set->alert_velocity;
+	h->max_holds_per_agent = set->max_holds_per_agent;
+	h->max_holds_per_org = set->max_holds_per_org;
 	shm_write_end(&h->seq);
 	st->cfg.set = *set;
 }
@@ -708,6 +712,7 @@ int state_agent_delete(struct state *st, uint32_t slot, char *err, size_t errlen
 	sidx_slot_hash_del(st, &st->agent_names, slot);
 	sidx_txn_forget(st, slot);
 	shm_change_begin(&st->m);
+	sidx_key_forget(st, slot);
 	state_agent_write_begin(a);
 	while (a->first_rule != SHM_NONE) {
 		uint32_t r = a->first_rule;
@@ -739,12 +744,13 @@ struct shm_txn *state_txn_begin(struct state *st, uint64_t agent_id, uint32_t ag
 	uint32_t s = (uint32_t)((id - 1) % h->txn_cap);
 	struct shm_txn *t = &st->m.txns[s];
 
+	/* the owner of the transaction leaving the ring keeps its key (shm.h, KEPT KEYS) */
+	if (t->rec.used && t->idem_key[0])
+		sidx_key_keep(st, st->txn_owner[s], t);
 	sidx_txn_unlink(st, s);
 	if (agent_slot != SHM_NONE || state_agent_by_id(st, agent_id, &agent_slot) == 0)
 		sidx_txn_link(st, s, agent_slot);
 
-	if (t->rec.used && t->idem_key[0])
-		sidx_ix_del(st, sidx_key_cstr(IX_IDEM, t->agent_id, t->idem_key));
 	shm_write_begin(&t->rec.seq);
 	memset((char *)t + sizeof(t->rec), 0, offsetof(struct shm_txn, meta) - sizeof(t->rec));
 	t->rec.used = 1;
@@ -821,11 +827,27 @@ const struct shm_alert *state_alert_by_id(struct state *st, uint64_t id)
 	return a->rec.used && a->id == id ? a : NULL;
 }
 
-uint32_t state_task_find(struct state *st, struct state_str id)
+uint32_t state_task_find(struct state *st, uint64_t org_id, struct state_str id)
 {
 	uint32_t slot;
 
-	return sidx_find_slot(st, sidx_key_str(IX_TASK, 0, id), &slot) == 0 ? slot : SHM_NONE;
+	return sidx_find_slot(st, sidx_key_str(IX_TASK, org_id, id), &slot) == 0 ? slot : SHM_NONE;
+}
+
+unsigned state_task_orgs(struct state *st, struct state_str id, uint32_t *slot)
+{
+	unsigned n = 0;
+
+	*slot = SHM_NONE;
+	for (uint32_t i = 0; i < st->m.hdr->task_top; i++) {
+		const struct shm_task *t = &st->m.tasks[i];
+
+		if (t->rec.used && strlen(t->id) == id.len && memcmp(t->id, id.p, id.len) == 0) {
+			*slot = i;
+			n++;
+		}
+	}
+	return n;
 }
 
 int state_task_reserve(struct state *st, uint32_t *slot)
@@ -847,7 +869,8 @@ int state_task_reserve(struct state *st, uint32_t *slot)
 	return 0;
 }
 
-void state_task_create(struct state *st, uint32_t slot, struct state_str id, int64_t now)
+void state_task_create(struct state *st, uint32_t slot, uint64_t org_id, struct state_str id,
+                       int64_t now)
 {
 	struct shm_task *t = &st->m.tasks[slot];
 	uint32_t unused = slot;
@@ -855,7 +878,7 @@ void state_task_create(struct state *st, uint32_t slot, struct state_str id, int
 	int rc = 0;
 
 	if (t->rec.used)
-		sidx_ix_del(st, sidx_key_cstr(IX_TASK, 0, t->id));
+		sidx_ix_del(st, sidx_key_cstr(IX_TASK, t->org_id, t->id));
 	else
 		rc = sidx_pool_pop(&st->free_tasks, &unused);
 	SC_ASSERT(rc == 0 && (t->rec.used || unused == slot));
@@ -863,10 +886,11 @@ void state_task_create(struct state *st, uint32_t slot, struct state_str id, int
 	memset((char *)t + sizeof(t->rec), 0, sizeof(*t) - sizeof(t->rec));
 	t->rec.used = 1;
 	t->uid = st->m.hdr->next_task_uid++;
+	t->org_id = org_id;
 	copy_str(t->id, id);
 	t->created_at = t->last_at = now;
 	shm_write_end(&t->rec.seq);
-	if (sidx_ix_add(st, sidx_key_str(IX_TASK, 0, id), slot) != 0)
+	if (sidx_ix_add(st, sidx_key_str(IX_TASK, org_id, id), slot) != 0)
 		log_error("cannot index task %s: out of memory", t->id);
 }
 
@@ -879,15 +903,6 @@ struct shm_txn *state_txn_by_id(struct state *st, uint64_t id)
 		return NULL;
 	t = &st->m.txns[(id - 1) % h->txn_cap];
 	return t->rec.used && t->id == id ? t : NULL;
-}
-
-struct shm_txn *state_txn_by_key(struct state *st, uint64_t agent_id, struct state_str key)
-{
-	uint64_t id;
-
-	if (sidx_ix_find(st, sidx_key_str(IX_IDEM, agent_id, key), &id) != 0)
-		return NULL;
-	return state_txn_by_id(st, id);
 }
 
 int state_txn_index_key(struct state *st, const struct shm_txn *t)

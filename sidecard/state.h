@@ -26,6 +26,8 @@ struct state_settings {
 	int expiry_charges;     /* 1: an expired hold charges its estimate; 0: nothing */
 	int64_t task_max_usage; /* cap of a task's usage plus holds; 0 = unlimited */
 	int64_t alert_velocity; /* allowed checks per hour that raise a velocity alert; 0 = never */
+	uint32_t max_holds_per_agent; /* open holds of one agent; 0 = no quota */
+	uint32_t max_holds_per_org;   /* open holds of one org's agents; 0 = no quota */
 };
 
 struct state_config {
@@ -184,6 +186,8 @@ void state_hold_free(struct state *st, uint32_t slot);
 int state_hold_by_txn(struct state *st, uint64_t txn_id, uint32_t *slot);
 /* The oldest hold, or SHM_NONE. */
 uint32_t state_hold_oldest(struct state *st);
+/* Open holds of the agents of the org in org_slot (an agent's own are shm_agent.open_holds). */
+uint32_t state_org_holds(const struct state *st, uint32_t org_slot);
 
 /*
  * Starts a new transaction of agent agent_id (0, or an agent that is gone:
@@ -204,7 +208,14 @@ uint32_t state_txn_older(struct state *st, uint32_t txn_slot);
 /* The transaction with this id if it is still in the history, else NULL. */
 struct shm_txn *state_txn_by_id(struct state *st, uint64_t id);
 /* Idempotency keys are per agent. */
-struct shm_txn *state_txn_by_key(struct state *st, uint64_t agent_id, struct state_str key);
+/*
+ * The replay of the agent's check with this idempotency key, from its
+ * transaction in the history or from the agent's kept keys (shm.h, KEPT
+ * KEYS): txn_id, estimate, allowed, risk, action and block_reason of out.
+ * 0 or SC_ENOTFOUND.
+ */
+int state_key_find(struct state *st, uint32_t agent_slot, struct state_str key,
+                   struct shm_key *out);
 int state_txn_index_key(struct state *st, const struct shm_txn *t);
 
 /*
@@ -232,8 +243,13 @@ uint64_t state_alert_add(struct state *st, const struct shm_alert *a);
 const struct shm_alert *state_alert_by_id(struct state *st, uint64_t id);
 
 /* ---- tasks ---- */
-/* The slot of the task with this id, or SHM_NONE. */
-uint32_t state_task_find(struct state *st, struct state_str id);
+/* The slot of the org's task with this id, or SHM_NONE. */
+uint32_t state_task_find(struct state *st, uint64_t org_id, struct state_str id);
+/*
+ * The number of orgs that have a task with this id, and in *slot one of
+ * them (SHM_NONE: none). A scan of the task table, for reads that name no org.
+ */
+unsigned state_task_orgs(struct state *st, struct state_str id, uint32_t *slot);
 /*
  * A slot for a new task: a free one, or else the least recently used task
  * without open holds, which is forgotten when the slot is written. Changes
@@ -241,7 +257,8 @@ uint32_t state_task_find(struct state *st, struct state_str id);
  */
 int state_task_reserve(struct state *st, uint32_t *slot);
 /* Writes a new task into a reserved slot (inside a change). */
-void state_task_create(struct state *st, uint32_t slot, struct state_str id, int64_t now);
+void state_task_create(struct state *st, uint32_t slot, uint64_t org_id, struct state_str id,
+                       int64_t now);
 
 /* ---- prices: versions of models' rates (pricing.c); never changed or removed ---- */
 /* The slot of the model's newest rate version, or SHM_NONE. */

@@ -687,6 +687,7 @@ void state_hold_link(struct state *st, uint32_t slot)
 {
 	hold_ix_put(st, st->m.holds[slot].txn_id, slot);
 	exp_link(st, slot);
+	st->org_holds[st->m.holds[slot].org_slot]++;
 	st->counts.holds++;
 }
 
@@ -696,6 +697,7 @@ void state_hold_free(struct state *st, uint32_t slot)
 
 	hold_ix_del(st, h->txn_id);
 	exp_unlink(st, slot);
+	st->org_holds[h->org_slot]--;
 	shm_write_begin(&h->rec.seq);
 	h->rec.used = 0;
 	shm_write_end(&h->rec.seq);
@@ -716,6 +718,11 @@ int state_hold_by_txn(struct state *st, uint64_t txn_id, uint32_t *slot)
 uint32_t state_hold_oldest(struct state *st)
 {
 	return st->exp_head;
+}
+
+uint32_t state_org_holds(const struct state *st, uint32_t org_slot)
+{
+	return st->org_holds[org_slot];
 }
 
 /* --------------------------------------------------------------- prices */
@@ -826,6 +833,133 @@ void sidx_txn_forget(struct state *st, uint32_t a)
 	st->agent_txn_newest[a] = SHM_NONE;
 }
 
+/* ----------------------------------------- idempotency keys kept per agent */
+
+/*
+ * Each agent's kept keys are a circle through shm_key.older and .newer:
+ * the newest's older is the one before it, and its newer the oldest. A new
+ * key past keys_per_agent overwrites the oldest, which by that alone
+ * becomes the newest: the circle's links stay as they are.
+ */
+void sidx_key_keep(struct state *st, uint32_t a, const struct shm_txn *t)
+{
+	uint32_t per_agent = st->m.hdr->keys_per_agent, s, newest;
+	struct shm_key *k;
+
+	if (a == SHM_NONE || per_agent == 0) {
+		sidx_ix_del(st, sidx_key_cstr(IX_IDEM, t->agent_id, t->idem_key));
+		return;
+	}
+	newest = st->key_newest[a];
+	if (st->key_count[a] == per_agent) {
+		s = st->m.keys[newest].newer;
+		k = &st->m.keys[s];
+		sidx_ix_del(st, sidx_key_cstr(IX_IDEM, k->agent_id, k->key));
+		shm_write_begin(&k->rec.seq);
+	} else {
+		/* key_cap is agent_cap x keys_per_agent: an agent below its count has room */
+		int rc = sidx_pool_pop(&st->free_keys, &s);
+
+		SC_ASSERT(rc == 0);
+		k = &st->m.keys[s];
+		shm_write_begin(&k->rec.seq);
+		if (newest == SHM_NONE) {
+			k->older = k->newer = s;
+		} else {
+			struct shm_key *n = &st->m.keys[newest], *o = &st->m.keys[n->newer];
+
+			shm_write_begin(&o->rec.seq);
+			o->older = s;
+			shm_write_end(&o->rec.seq);
+			k->older = newest;
+			k->newer = n->newer;
+			shm_write_begin(&n->rec.seq);
+			n->newer = s;
+			shm_write_end(&n->rec.seq);
+		}
+		st->key_count[a]++;
+	}
+	k->rec.used = 1;
+	k->agent_id = t->agent_id;
+	k->txn_id = t->id;
+	k->estimate = t->estimate;
+	k->allowed = t->status != SC_TXN_BLOCKED;
+	k->risk = t->risk;
+	memcpy(k->key, t->idem_key, sizeof(k->key));
+	memcpy(k->action, t->action, sizeof(k->action));
+	memcpy(k->block_reason, t->block_reason, sizeof(k->block_reason));
+	shm_write_end(&k->rec.seq);
+	st->key_newest[a] = s;
+}
+
+void sidx_key_forget(struct state *st, uint32_t a)
+{
+	for (uint32_t n = st->key_count[a], s = st->key_newest[a]; n > 0; n--) {
+		struct shm_key *k = &st->m.keys[s];
+
+		sidx_ix_del(st, sidx_key_cstr(IX_IDEM, k->agent_id, k->key));
+		shm_write_begin(&k->rec.seq);
+		k->rec.used = 0;
+		shm_write_end(&k->rec.seq);
+		sidx_pool_push(&st->free_keys, s);
+		s = k->older;
+	}
+	st->key_newest[a] = SHM_NONE;
+	st->key_count[a] = 0;
+}
+
+int state_key_find(struct state *st, uint32_t agent_slot, struct state_str key,
+                   struct shm_key *out)
+{
+	const struct shm_agent *a = &st->m.agents[agent_slot];
+	const struct shm_txn *t;
+	uint64_t id;
+	uint32_t s = st->key_newest[agent_slot];
+
+	if (sidx_ix_find(st, sidx_key_str(IX_IDEM, a->id, key), &id) != 0)
+		return SC_ENOTFOUND;
+	if ((t = state_txn_by_id(st, id)) != NULL) {
+		out->txn_id = t->id;
+		out->estimate = t->estimate;
+		out->allowed = t->status != SC_TXN_BLOCKED;
+		out->risk = t->risk;
+		memcpy(out->action, t->action, sizeof(out->action));
+		memcpy(out->block_reason, t->block_reason, sizeof(out->block_reason));
+		return 0;
+	}
+	for (uint32_t n = st->key_count[agent_slot]; n > 0; n--, s = st->m.keys[s].older)
+		if (st->m.keys[s].txn_id == id) {
+			*out = st->m.keys[s];
+			return 0;
+		}
+	return SC_ENOTFOUND;
+}
+
+/* The kept keys' index entries and each agent's newest and count, from the key table. */
+static int keys_rebuild(struct state *st)
+{
+	const struct shm_header *h = st->m.hdr;
+	int rc = 0;
+
+	memset(st->key_newest, 0xff, (size_t)h->agent_cap * sizeof(uint32_t));
+	memset(st->key_count, 0, (size_t)h->agent_cap * sizeof(uint32_t));
+	for (uint32_t i = 0; i < h->key_top && rc == 0; i++) {
+		const struct shm_key *k = &st->m.keys[i];
+		uint32_t a;
+
+		if (!k->rec.used)
+			continue;
+		/* an agent's keys go with it: one without its agent is not the daemon's doing */
+		if ((a = shm_agent_ix_find(&st->m, k->agent_id)) == SHM_NONE)
+			return SC_EINVAL;
+		st->key_count[a]++;
+		if (st->key_newest[a] == SHM_NONE || k->txn_id > st->m.keys[st->key_newest[a]].txn_id)
+			st->key_newest[a] = i;
+		rc = sidx_ix_add(st, sidx_key_cstr(IX_IDEM, k->agent_id, k->key), k->txn_id);
+	}
+	return rc;
+}
+
 /* The chains from the history, oldest first, so that each ends newest first. */
 static void txn_chains_rebuild(struct state *st)
 {
@@ -884,6 +1018,7 @@ static int rebuild(struct state *st)
 			continue;
 		open_holds[n_open++] = i;
 		hold_ix_put(st, st->m.holds[i].txn_id, i);
+		st->org_holds[st->m.holds[i].org_slot]++;
 	}
 	sort_holds_base = st->m.holds;
 	qsort(open_holds, n_open, sizeof(*open_holds), hold_expiry_cmp);
@@ -898,9 +1033,12 @@ static int rebuild(struct state *st)
 			rc = state_txn_index_key(st, t);
 	}
 	txn_chains_rebuild(st);
+	if (rc == 0)
+		rc = keys_rebuild(st);
 	for (uint32_t i = 0; i < h->task_top && rc == 0; i++)
 		if (st->m.tasks[i].rec.used)
-			rc = sidx_ix_add(st, sidx_key_cstr(IX_TASK, 0, st->m.tasks[i].id), i);
+			rc = sidx_ix_add(st, sidx_key_cstr(IX_TASK, st->m.tasks[i].org_id,
+			                                   st->m.tasks[i].id), i);
 	for (uint32_t i = 0; i < h->price_top && rc == 0; i++)
 		if (st->m.prices[i].rec.used)
 			rc = price_index(st, i);
@@ -911,6 +1049,7 @@ static int rebuild(struct state *st)
 	POOL_FILL(st->free_rules, st->m.rules);
 	POOL_FILL(st->free_holds, st->m.holds);
 	POOL_FILL(st->free_texts, st->m.texts);
+	POOL_FILL(st->free_keys, st->m.keys);
 	return rc;
 }
 
@@ -925,12 +1064,17 @@ int sidx_open(struct state *st)
 	st->exp_prev = malloc(h->hold_cap * sizeof(uint32_t));
 	st->exp_next = malloc(h->hold_cap * sizeof(uint32_t));
 	st->price_older = malloc(h->price_cap * sizeof(uint32_t));
+	st->org_holds = calloc(h->org_cap, sizeof(uint32_t));
 	st->txn_owner = malloc(((size_t)h->txn_cap + 1) * sizeof(uint32_t));
 	st->txn_newer = malloc(((size_t)h->txn_cap + 1) * sizeof(uint32_t));
 	st->txn_older = malloc(((size_t)h->txn_cap + 1) * sizeof(uint32_t));
 	st->agent_txn_newest = malloc(((size_t)h->agent_cap + 1) * sizeof(uint32_t));
-	return (!st->ix || !st->exp_prev || !st->exp_next || !st->price_older || !st->txn_owner ||
-	        !st->txn_newer || !st->txn_older || !st->agent_txn_newest ||
+	st->key_newest = malloc(((size_t)h->agent_cap + 1) * sizeof(uint32_t));
+	st->key_count = malloc(((size_t)h->agent_cap + 1) * sizeof(uint32_t));
+	return (!st->ix || !st->exp_prev || !st->exp_next || !st->price_older || !st->org_holds ||
+	        !st->txn_owner ||
+	        !st->txn_newer || !st->txn_older || !st->agent_txn_newest || !st->key_newest ||
+	        !st->key_count || pool_init(&st->free_keys, hdr, &hdr->key_top, h->key_cap) ||
 	        hold_ix_init(st, h->hold_cap) ||
 	        slot_hash_init(&st->agent_names, h->agent_cap, agent_key) ||
 	        slot_hash_init(&st->texts, h->text_cap, text_key) ||
@@ -978,9 +1122,13 @@ void sidx_close(struct state *st)
 	free(st->free_tasks.v);
 	free(st->free_prices.v);
 	free(st->free_texts.v);
+	free(st->free_keys.v);
 	free(st->price_older);
+	free(st->org_holds);
 	free(st->txn_owner);
 	free(st->txn_newer);
 	free(st->txn_older);
 	free(st->agent_txn_newest);
+	free(st->key_newest);
+	free(st->key_count);
 }

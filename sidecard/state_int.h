@@ -64,7 +64,7 @@ struct state {
 	struct slot_hash agent_names; /* agent by (org id, name) */
 	struct slot_hash texts;       /* text by string */
 	struct slot_pool free_orgs, free_agents, free_rules, free_holds, free_tasks, free_prices;
-	struct slot_pool free_texts;
+	struct slot_pool free_texts, free_keys;
 	uint32_t *price_older; /* by price slot: the model's previous version, or SHM_NONE */
 	/*
 	 * Each live agent's transactions in the history, newest first: by
@@ -74,6 +74,9 @@ struct state {
 	 */
 	uint32_t *txn_owner, *txn_newer, *txn_older, *agent_txn_newest;
 	uint32_t *exp_prev, *exp_next; /* expiry list, by hold slot */
+	uint32_t *org_holds;           /* open holds of each org's agents, by org slot */
+	/* kept keys (shm.h, KEPT KEYS), by agent slot: the newest (SHM_NONE: none) and how many */
+	uint32_t *key_newest, *key_count;
 	uint32_t exp_head, exp_tail;
 	struct hold_ix_entry *hold_ix; /* open holds by transaction id */
 	uint64_t hold_ix_mask;
@@ -88,6 +91,13 @@ void sidx_txn_unlink(struct state *st, uint32_t s);
 void sidx_txn_link(struct state *st, uint32_t s, uint32_t a);
 /* Forgets the chain of agent slot a, which is being deleted. */
 void sidx_txn_forget(struct state *st, uint32_t a);
+/*
+ * The keyed transaction t of agent slot a (SHM_NONE: no live agent)
+ * leaves the history: its key is kept (shm.h, KEPT KEYS), or forgotten.
+ */
+void sidx_key_keep(struct state *st, uint32_t a, const struct shm_txn *t);
+/* Frees the kept keys of agent slot a, which is being deleted (inside a change). */
+void sidx_key_forget(struct state *st, uint32_t a);
 
 /* ---- open and close ---- */
 /*

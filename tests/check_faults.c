@@ -187,8 +187,12 @@ static void allow(uint64_t agent)
 
 static void setup_checkpoint_fault(void)
 {
-	/* a snapshot due every 10 records and every second: due on almost every flush */
+	/*
+	 * a snapshot due every 10 records and every second: due on almost every
+	 * flush; one agent holds all CKPT_CHECKS, past the default quota
+	 */
 	static const char *const args[] = { "--orgs", "16", "--agents", "64", "--holds", "4096",
+		                            "--max-holds-per-agent", "4096",
 		                            "--checkpoint-records", "10", "--checkpoint-interval",
 		                            "1", NULL };
 

@@ -169,7 +169,7 @@ END_TEST
 
 START_TEST(test_hold_table_full_is_limit_and_changes_nothing)
 {
-	struct shm_caps caps = { 4, 8, 64, 2, 64, 64, 64, 64, 64, 128 };
+	struct shm_caps caps = { 4, 8, 64, 2, 64, 64, 64, 64, 64, 128, 0 };
 	struct state_rule_spec r = rspec("r", "*", 0, 0, 0);
 	uint32_t s, rs;
 	uint64_t a, t1, next;
@@ -236,7 +236,7 @@ END_TEST
 
 START_TEST(test_rule_capacity_refuses_whole_agent)
 {
-	struct shm_caps caps = { 4, 8, 4, 8, 64, 64, 64, 64, 64, 8 };
+	struct shm_caps caps = { 4, 8, 4, 8, 64, 64, 64, 64, 64, 8, 0 };
 	struct state_rule_spec r[3];
 	struct state_agent_spec spec;
 	struct state_counts c;
@@ -591,9 +591,10 @@ END_TEST
 
 START_TEST(test_key_forgotten_after_history_wrap)
 {
-	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8, 8, 8, 128 };
+	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8, 8, 8, 128, 0 };
 	uint64_t a, t1;
 	struct gate_decision d;
+	struct shm_key seen;
 
 	open_state(caps, TTL, 1);
 	a = simple_agent("a", 100000, NULL);
@@ -603,13 +604,68 @@ START_TEST(test_key_forgotten_after_history_wrap)
 	for (int i = 0; i < 10; i++)
 		SETTLE(ALLOW(a, "y", 1, T0), SC_OUTCOME_SUCCESS, 0, 0, T0);
 	ck_assert_ptr_null(state_txn_by_id(g_st, t1));
-	ck_assert_ptr_null(state_txn_by_key(g_st, a, str("k")));
+	ck_assert_int_eq(state_key_find(g_st, 0, str("k"), &seen), SC_ENOTFOUND);
 	ck_assert_int_eq(report_rc(t1, SC_OUTCOME_SUCCESS, 0, 0, T0), SC_ENOTFOUND);
 	/* the key is free again: a new decision, even with another estimate */
 	ck_assert_int_eq(check_req(a, "x", 20, "k", T0, &d), 0);
 	ck_assert_int_eq(d.replayed, 0);
 	ck_assert_int_eq(d.allowed, 1);
 	ck_assert_uint_gt(d.txn_id, t1);
+}
+END_TEST
+
+/*
+ * With two keys kept per agent, an agent's keys outlive the history that
+ * another agent's checks wrap, until two newer keys of its own replace them.
+ */
+START_TEST(test_keys_kept_past_history_wrap)
+{
+	struct shm_caps caps = { 4, 8, 64, 8, 8, 8, 8, 8, 8, 128, 2 };
+	uint64_t a, b, t1;
+	uint32_t sa;
+	struct gate_decision d;
+
+	open_state(caps, TTL, 1);
+	a = simple_agent("a", 100000, &sa);
+	b = simple_agent("b", 100000, NULL);
+	ck_assert_int_eq(check_req(a, "x", 10, "k", T0, &d), 0);
+	t1 = d.txn_id;
+	ck_assert_int_eq(check_req(a, "x", 5000000, "blocked", T0, &d), 0);
+	ck_assert_int_eq(d.allowed, 0);
+	for (int i = 0; i < 20; i++)
+		check_req(b, "y", 5000000, NULL, T0, &d);
+	ck_assert_ptr_null(state_txn_by_id(g_st, t1));
+	ck_assert_int_eq(check_req(a, "x", 10, "k", T0, &d), 0);
+	ck_assert_int_eq(d.replayed, 1);
+	ck_assert_int_eq(d.allowed, 1);
+	ck_assert_uint_eq(d.txn_id, t1);
+	ck_assert_int_eq(check_req(a, "x", 5000000, "blocked", T0, &d), 0);
+	ck_assert_int_eq(d.replayed, 1);
+	ck_assert_str_eq(d.block_reason, "wallet_empty");
+	ck_assert_int_eq(check_req(a, "x", 11, "k", T0, &d), SC_EEXISTS);
+	/* survives a restart that attaches to the segment */
+	reattach();
+	ck_assert_int_eq(check_req(a, "x", 10, "k", T0, &d), 0);
+	ck_assert_int_eq(d.replayed, 1);
+	/* two newer keys of its own, once out of the history, take the places */
+	ck_assert_int_eq(check_req(a, "x", 1, "k2", T0, &d), 0);
+	ck_assert_int_eq(check_req(a, "x", 1, "k3", T0, &d), 0);
+	for (int i = 0; i < 20; i++)
+		check_req(b, "y", 5000000, NULL, T0, &d);
+	ck_assert_int_eq(check_req(a, "x", 1, "k3", T0, &d), 0);
+	ck_assert_int_eq(d.replayed, 1);
+	ck_assert_int_eq(check_req(a, "x", 10, "k", T0, &d), 0);
+	ck_assert_int_eq(d.replayed, 0);
+	/* deleting the agent frees its kept keys */
+	SETTLE(t1, SC_OUTCOME_SUCCESS, 0, 0, T0);
+	SETTLE(d.txn_id, SC_OUTCOME_SUCCESS, 0, 0, T0);
+	for (uint32_t i = 0; i < g_m->hdr->hold_top; i++)
+		if (g_m->holds[i].rec.used)
+			SETTLE(g_m->holds[i].txn_id, SC_OUTCOME_SUCCESS, 0, 0, T0);
+	ck_assert_int_eq(state_agent_delete(g_st, sa, g_err, sizeof g_err), 0);
+	for (uint32_t i = 0; i < g_m->hdr->key_top; i++)
+		ck_assert_msg(!g_m->keys[i].rec.used || g_m->keys[i].agent_id != a,
+		              "key slot %u of the deleted agent", i);
 }
 END_TEST
 
@@ -730,6 +786,7 @@ void gate_bounds_tcases(Suite *s)
 	tcase_add_test(t, test_throttled_unlimited_rule_stays_unlimited);
 	tcase_add_test(t, test_report_after_midnight_counts_new_day);
 	tcase_add_test(t, test_key_forgotten_after_history_wrap);
+	tcase_add_test(t, test_keys_kept_past_history_wrap);
 	tcase_add_test(t, test_expiry_queue_after_reports_out_of_order);
 	tcase_add_test(t, test_rule_update_match_changes_matching);
 	tcase_add_test(t, test_agent_delete_frees_its_rules);

@@ -490,7 +490,7 @@ static void run_sweep(struct shm_caps caps, uint64_t seed, int small)
 
 START_TEST(test_random_sweep_keeps_invariants)
 {
-	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192, 128 };
+	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192, 128, 4 };
 
 	run_sweep(caps, UINT64_C(0x5eed5eed12345678), 0);
 }
@@ -498,7 +498,7 @@ END_TEST
 
 START_TEST(test_random_sweep_other_seed)
 {
-	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192, 128 };
+	struct shm_caps caps = { 4, 8, 64, 64, 8192, 8192, 8192, 8192, 8192, 128, 4 };
 
 	run_sweep(caps, UINT64_C(0x0123456789abcdef), 0);
 }
@@ -507,7 +507,7 @@ END_TEST
 /* Four hold slots and a 32-transaction history: full tables and reuse. */
 START_TEST(test_random_sweep_small_tables)
 {
-	struct shm_caps caps = { 4, 8, 64, 4, 32, 32, 32, 32, 32, 128 };
+	struct shm_caps caps = { 4, 8, 64, 4, 32, 32, 32, 32, 32, 128, 4 };
 
 	run_sweep(caps, UINT64_C(0xfeedface0badf00d), 1);
 }

@@ -601,6 +601,7 @@ static Suite *integration_suite(void)
 	integration_visibility_tcases(s);
 	integration_tasks_tcases(s);
 	integration_hostile_tcases(s);
+	integration_tenants_tcases(s);
 	return s;
 }
 

@@ -534,13 +534,25 @@ START_TEST(test_refused_flood_holds_few_descriptors)
 {
 	enum { FLOOD = 300 };
 	static int fds[FLOOD];
+	int64_t rejected = 0;
 	int base, most = 0;
 
 	wait_open(1);
 	base = daemon_fds();
 	for (int i = 0; i < FLOOD; i++)
 		fds[i] = raw_connect();
-	for (int i = 0; i < 30; i++) {
+	/*
+	 * Once every refusal is made (fds[0] is the second allowed), and while
+	 * a lingering connection would still linger (500 ms from its refusal),
+	 * the flood holds the lingering ones and few others.
+	 */
+	for (int i = 0; i < 500 && rejected < FLOOD - 1; i++) {
+		OK(sc_stat(c, "rejected_connections", &rejected));
+		if (rejected < FLOOD - 1)
+			test_sleep_ms(2);
+	}
+	ck_assert_int_ge(rejected, FLOOD - 1);
+	for (int i = 0; i < 10; i++) {
 		int n = daemon_fds() - base;
 
 		most = n > most ? n : most;

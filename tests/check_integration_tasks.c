@@ -1,7 +1,7 @@
 /*
  * check_integration_tasks.c: the integration suite's tests of task usage
- * caps (check_integration.c builds the suite): one task shared by agents of
- * two orgs under --task-max-usage, with reports, checks without a task,
+ * caps (check_integration.c builds the suite): one task shared by two agents
+ * of an org under --task-max-usage, with reports, checks without a task,
  * critical agents, expiry and a restart, all against the test's own tally
  * of tasks.usage; task ids the daemon refuses; and the default cap.
  *
@@ -100,7 +100,7 @@ static void assert_task(const char *what, const char *task, sc_micros max_usage,
 }
 
 /*
- * One step on one task shared by two agents of different orgs: a check by
+ * One step on one task shared by two agents of one org: a check by
  * agent 0 or 1 (allowed unless `blocked`), or the report of the check made
  * at step `settles` with an actual cost. Each check is $cost of "job".
  */
@@ -139,7 +139,7 @@ static const struct task_step task_steps[] = {
 
 START_TEST(test_task_cap_across_agents)
 {
-	uint64_t agent[2] = { new_agent(USD(100)), new_agent(USD(100)) };
+	uint64_t agent[2];
 	uint64_t txn[COUNT(task_steps)] = { 0 };
 	struct task_tally want = { 0 };
 	sc_transaction *list;
@@ -147,6 +147,9 @@ START_TEST(test_task_cap_across_agents)
 	size_t i, k, n;
 	char what[32];
 
+	new_org("team");
+	agent[0] = new_agent_in("team", "a", SC_PRIORITY_NORMAL, USD(100), 0, 0, NULL, 0);
+	agent[1] = new_agent_in("team", "b", SC_PRIORITY_NORMAL, USD(100), 0, 0, NULL, 0);
 	ck_assert_int_eq(sc_tasks_usage(c, "job", &(sc_task_usage){ 0 }), SC_ENOTFOUND);
 	for (i = 0; i < COUNT(task_steps); i++) {
 		const struct task_step *s = &task_steps[i];

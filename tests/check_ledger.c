@@ -1263,9 +1263,13 @@ static int wait_stat(const char *name, int64_t want, long ms)
 
 static void setup_burst(void)
 {
-	/* one flush a second and none on size: a burst stays pending as one batch */
+	/*
+	 * one flush a second and none on size: a burst stays pending as one
+	 * batch; its one agent holds the whole burst, past the default quota
+	 */
 	static const char *const args[] = { "--orgs",  "16",    "--agents",          "64",
 		                            "--rules", "256",   "--holds",           "65536",
+		                            "--max-holds-per-agent", "65536",
 		                            "--durability", "async", "--commit-interval", "1000",
 		                            "--commit-batch", "1073741824", NULL };
 

@@ -32,7 +32,7 @@ static char g_dir[96];
 static char g_path[128];
 static char g_err[256];
 
-static const struct shm_caps small_caps = { 2, 3, 4, 5, 6, 6, 6, 6, 6, 7 };
+static const struct shm_caps small_caps = { 2, 3, 4, 5, 6, 6, 6, 6, 6, 7, 2 };
 
 static void setup(void)
 {
@@ -163,7 +163,8 @@ static uint64_t tables_bytes(const struct shm_caps *c)
 	       (uint64_t)c->tasks * sizeof(struct shm_task) +
 	       (uint64_t)c->prices * sizeof(struct shm_price) +
 	       (uint64_t)c->alerts * sizeof(struct shm_alert) +
-	       (uint64_t)c->texts * sizeof(struct shm_text);
+	       (uint64_t)c->texts * sizeof(struct shm_text) +
+	       (uint64_t)c->agents * c->keys_per_agent * sizeof(struct shm_key);
 }
 
 START_TEST(test_layout_size_covers_header_and_tables)
@@ -195,7 +196,7 @@ END_TEST
 START_TEST(test_layout_size_overflow_is_erange_or_exact)
 {
 	struct shm_caps c = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX,
-		              UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
+		              UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, 0 };
 	uint64_t size = 0;
 	unsigned __int128 need = (unsigned __int128)SHM_HEADER_SIZE + tables_bytes(&c);
 	int rc = shm_layout_size(&c, &size);
@@ -282,13 +283,17 @@ START_TEST(test_created_segment_layout)
 	ck_assert_ptr_eq((void *)m.holds, (void *)(m.base + h->hold_off));
 	ck_assert_ptr_eq((void *)m.txns, (void *)(m.base + h->txn_off));
 	ck_assert_ptr_eq((void *)m.events, (void *)(m.base + h->event_off));
-	/* the agent index comes last, after the alerts, and ends the file */
+	/* the agent index comes after the alerts; the kept keys follow it and end the file */
 	ck_assert_uint_eq(h->agent_ix_cap, ix_entries(small_caps.agents));
 	ck_assert_uint_eq(h->agent_ix_off % 64, 0);
 	ck_assert_uint_ge(h->agent_ix_off,
 	                  h->alert_off + (uint64_t)h->alert_cap * sizeof(struct shm_alert));
-	ck_assert_uint_eq(h->agent_ix_off + (uint64_t)h->agent_ix_cap * sizeof(uint32_t), size);
+	ck_assert_uint_eq(h->key_cap, small_caps.agents * small_caps.keys_per_agent);
+	ck_assert_uint_eq(h->key_off % 64, 0);
+	ck_assert_uint_ge(h->key_off, h->agent_ix_off + (uint64_t)h->agent_ix_cap * sizeof(uint32_t));
+	ck_assert_uint_eq(h->key_off + (uint64_t)h->key_cap * sizeof(struct shm_key), size);
 	ck_assert_ptr_eq((void *)m.agent_ix, (void *)(m.base + h->agent_ix_off));
+	ck_assert_ptr_eq((void *)m.keys, (void *)(m.base + h->key_off));
 	for (uint32_t i = 0; i < h->agent_ix_cap; i++)
 		ck_assert_uint_eq(m.agent_ix[i], SHM_IX_EMPTY);
 	ck_assert_uint_eq(h->serving, SHM_SERVING_STOPPED);
@@ -425,7 +430,7 @@ static unsigned resident_pages(const void *table, size_t n, size_t size)
  */
 START_TEST(test_open_leaves_empty_table_tails_untouched)
 {
-	struct shm_caps caps = { 4, 65536, 262144, 64, 64, 64, 64, 64, 64, 262144 };
+	struct shm_caps caps = { 4, 65536, 262144, 64, 64, 64, 64, 64, 64, 262144, 0 };
 	struct state_rule_spec rule = { .set = STATE_RULE_SET_NAME | STATE_RULE_SET_MATCH,
 		                        .name = { "chat", 4 }, .match = { "openai.chat", 11 } };
 	struct state_agent_spec spec = { .name = { "bot", 3 }, .n_rules = 1, .rules = &rule };
@@ -506,7 +511,7 @@ END_TEST
 
 START_TEST(test_existing_capacities_win)
 {
-	struct shm_caps bigger = { 10, 20, 30, 40, 50, 50, 50, 50, 50, 60 };
+	struct shm_caps bigger = { 10, 20, 30, 40, 50, 50, 50, 50, 50, 60, 2 };
 	struct shm m;
 	int created = -1;
 	uint64_t size = 0;
@@ -989,7 +994,7 @@ END_TEST
 /* ====================================================================== */
 /* the agent index (shm.h, AGENT INDEX) */
 
-static const struct shm_caps ix_caps = { 2, 8, 4, 5, 6, 6, 6, 6, 6, 6 }; /* 16 entries */
+static const struct shm_caps ix_caps = { 2, 8, 4, 5, 6, 6, 6, 6, 6, 6, 0 }; /* 16 entries */
 
 /* Writes an agent record in slot as the daemon does, then indexes it. */
 static void ix_put(struct shm *m, uint32_t slot, uint64_t id)

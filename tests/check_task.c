@@ -42,7 +42,7 @@ static void set_task_cap(int64_t cap)
 
 static const struct shm_task *task_of(const char *id)
 {
-	uint32_t slot = state_task_find(g_st, str(id));
+	uint32_t slot = state_task_find(g_st, g_m->orgs[g_org].id, str(id));
 
 	return slot == SHM_NONE ? NULL : &g_m->tasks[slot];
 }

@@ -360,7 +360,7 @@ out_has "created_at:"; out_has "last_at:"
 run report --transaction-id "$first" --outcome success --actual-cost 1.25
 expect 0 "report a task's check"
 run --json tasks usage --task-id job-1; expect 0 "tasks usage --json"
-json 'assert sorted(d) == sorted(["task_id", "usage", "held", "max_usage", "checks",
+json 'assert sorted(d) == sorted(["task_id", "org_id", "usage", "held", "max_usage", "checks",
                                  "open_holds", "created_at", "last_at"]), d
 assert d["task_id"] == "job-1" and d["usage"] == 1250000 and d["held"] == 2000000, d
 assert d["max_usage"] == 5000000 and d["checks"] == 3 and d["open_holds"] == 1, d

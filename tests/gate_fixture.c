@@ -27,7 +27,7 @@ struct shm *g_m;
 uint32_t g_org;
 char g_err[256];
 
-const struct shm_caps default_caps = { 4, 8, 64, 32, 256, 256, 256, 256, 256, 128 };
+const struct shm_caps default_caps = { 4, 8, 64, 32, 256, 256, 256, 256, 256, 128, 4 };
 
 /* ---------------------------------------------------------------------- */
 /* fixture */

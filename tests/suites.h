@@ -37,6 +37,7 @@ void integration_wallets_tcases(Suite *s);    /* tests/check_integration_wallets
 void integration_visibility_tcases(Suite *s); /* tests/check_integration_visibility.c: queries */
 void integration_tasks_tcases(Suite *s);      /* tests/check_integration_tasks.c: task caps */
 void integration_hostile_tcases(Suite *s);    /* tests/check_integration_hostile.c: raw clients */
+void integration_tenants_tcases(Suite *s);    /* tests/check_integration_tenants.c: shared tables */
 Suite *batch_suite(void);  /* tests/check_batch.c: pipelined checks and metadata, real daemon */
 Suite *peek_suite(void);   /* tests/check_peek.c: sc_peek_* against the real daemon */
 /* tests/check_ledger_damage.c: damage against torn tails, quarantine, repair (ledger suite) */
