@@ -447,6 +447,34 @@ START_TEST(test_agent_alerts_own)
 }
 END_TEST
 
+/*
+ * A subscribed connection that presents another agent's token receives as
+ * that agent from then on: b's alert, not a's, though a's comes first.
+ */
+START_TEST(test_alerts_follow_a_new_token)
+{
+	struct rpc admin, sub, ta, tb;
+	struct rpc_res r;
+
+	start_with_tenants(&admin, 0, NULL);
+	open_agent(&sub, d.socket, &a);
+	expect_ok(rpc_call(&sub, "alerts.subscribe"), "alerts.subscribe as agent a");
+	r = rpc_call(&sub, "hello", RPC_STR("token", b.token));
+	expect_ok(r, "hello with agent b's token");
+	ck_assert_uint_eq(rpc_get_u64(r.result, "agent_id"), b.id);
+	open_agent(&ta, d.socket, &a);
+	open_agent(&tb, d.socket, &b);
+	check_allowed(&ta, &a, 6000000);
+	check_allowed(&tb, &b, 6000000);
+	wait_alerts(&sub, 1);
+	expect_own_alerts(&sub, &b);
+	rpc_close(&tb);
+	rpc_close(&ta);
+	rpc_close(&sub);
+	rpc_close(&admin);
+}
+END_TEST
+
 /* ----- tokens that stop working ----- */
 
 START_TEST(test_rotated_token)
@@ -936,6 +964,7 @@ static Suite *access_suite(void)
 		{"method-roles", test_method_roles},
 		{"agent-names-only-itself", test_agent_names_only_itself},
 		{"agent-alerts-own", test_agent_alerts_own},
+		{"alerts-follow-a-new-token", test_alerts_follow_a_new_token},
 		{"rotated-token", test_rotated_token},
 		{"revoked-reader", test_revoked_reader},
 		{"agent-socket-hello-first", test_agent_socket_hello_first},
