@@ -11,17 +11,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 ctl=${SIDECARDCTL_BIN:-$here/../libclient/sidecardctl}
 test_dir descriptors
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok $passed - $1"; }
-fail() {
-	failed=$((failed + 1))
-	echo "not ok - $1"
-	[ -f "$dir/daemon.log" ] && sed 's/^/# /' "$dir/daemon.log"
-	echo "$passed passed, $failed failed"
-	exit 1
-}
-
 if ! command -v prlimit >/dev/null; then
 	echo "# skip: prlimit (util-linux) is not installed"
 	exit 0

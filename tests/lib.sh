@@ -18,6 +18,19 @@ test_dir() {
 	trap 'exit 1' INT TERM
 }
 
+# ok DESCRIPTION counts a passed step; fail DESCRIPTION prints it with the
+# daemon's log ($dir/daemon.log) and exits 1. A test may define its own.
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok $passed - $1"; }
+fail() {
+	failed=$((failed + 1))
+	echo "not ok - $1"
+	[ -f "$dir/daemon.log" ] && sed 's/^/# /' "$dir/daemon.log"
+	echo "$passed passed, $failed failed"
+	exit 1
+}
+
 test_cleanup() {
 	if [ -n "$pid" ]; then
 		kill "$pid" 2>/dev/null

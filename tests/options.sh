@@ -8,17 +8,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 ctl=${SIDECARDCTL_BIN:-$here/../libclient/sidecardctl}
 test_dir options
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok $passed - $1"; }
-fail() {
-	failed=$((failed + 1))
-	echo "not ok - $1"
-	[ -f "$dir/daemon.log" ] && sed 's/^/# /' "$dir/daemon.log"
-	echo "$passed passed, $failed failed"
-	exit 1
-}
-
 # refused EXPECT ARGS...: the daemon exits 2 and its stderr contains EXPECT
 refused() {
 	expect=$1

@@ -12,17 +12,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 ctl=${SIDECARDCTL_BIN:-$here/../libclient/sidecardctl}
 test_dir paths
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok $passed - $1"; }
-fail() {
-	failed=$((failed + 1))
-	echo "not ok - $1"
-	[ -f "$dir/daemon.log" ] && sed 's/^/# /' "$dir/daemon.log"
-	echo "$passed passed, $failed failed"
-	exit 1
-}
-
 # refused EXPECT CMD...: CMD (a daemon) exits 1 and its log contains EXPECT
 refused() {
 	expect=$1
