@@ -37,15 +37,6 @@ static void setup_task_cap_short_ttl(void)
 	start(args);
 }
 
-static sc_decision check_task(uint64_t agent, sc_micros cost, const char *task)
-{
-	sc_check_req req = { .agent_id = agent, .action = "llm.call", .estimated_cost = cost,
-		             .task_id = task };
-	sc_decision dec;
-
-	OK(sc_check(c, &req, &dec));
-	return dec;
-}
 
 static uint64_t allow_task(uint64_t agent, sc_micros cost, const char *task)
 {

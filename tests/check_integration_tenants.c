@@ -186,12 +186,7 @@ START_TEST(test_keys_outlive_other_tenants_traffic)
 	ck_assert_int_eq(test_daemon_restart(&d), 0);
 	OK(sc_connect(d.socket, &c));
 	assert_replayed(victim, "retry-0", txn[0]);
-	sc_close(c);
-	c = NULL;
-	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0);
-	ck_assert_int_eq(unlink(d.segment), 0);
-	ck_assert_int_eq(test_daemon_restart(&d), 0);
-	OK(sc_connect(d.socket, &c));
+	test_client_rebuild(&d, &c);
 	assert_replayed(victim, "retry-3", txn[3]);
 
 	/* the victim's own 16 newer keys are what replace them */
@@ -214,15 +209,6 @@ static void setup_task_cap(void)
 	start(args);
 }
 
-static sc_decision task_check(uint64_t agent, sc_micros cost, const char *task)
-{
-	sc_check_req req = { .agent_id = agent, .action = "llm.call", .estimated_cost = cost,
-		             .task_id = task };
-	sc_decision dec;
-
-	OK(sc_check(c, &req, &dec));
-	return dec;
-}
 
 /* Another org's agent drives "job-7" to the cap; the victim's own "job-7" is untouched. */
 START_TEST(test_task_ids_per_org)
@@ -233,11 +219,11 @@ START_TEST(test_task_ids_per_org)
 	sc_task_usage u;
 	sc_decision dec;
 
-	dec = task_check(a, USD(3), "job-7");
+	dec = check_task(a, USD(3), "job-7");
 	ck_assert_msg(dec.allowed, "blocked: %s", dec.block_reason);
-	dec = task_check(a, 1, "job-7");
+	dec = check_task(a, 1, "job-7");
 	ck_assert_str_eq(dec.block_reason, "task:max_usage");
-	dec = task_check(b, USD(1), "job-7");
+	dec = check_task(b, USD(1), "job-7");
 	ck_assert_msg(dec.allowed, "the other org's task blocked the victim: %s", dec.block_reason);
 	OK(sc_tasks_usage_org(c, org_a, "job-7", &u));
 	ck_assert_uint_eq(u.org_id, org_a);
@@ -300,12 +286,7 @@ START_TEST(test_prices_grow)
 	OK(sc_pricing_get(c, "m1", NULL, &p));
 
 	/* a rebuild from the snapshot (taken as it grew) and the ledger keeps the larger table */
-	sc_close(c);
-	c = NULL;
-	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0);
-	ck_assert_int_eq(unlink(d.segment), 0);
-	ck_assert_int_eq(test_daemon_restart(&d), 0);
-	OK(sc_connect(d.socket, &c));
+	test_client_rebuild(&d, &c);
 	ck_assert_int_eq(stat_of("capacity_prices"), 8);
 	OK(sc_pricing_get(c, "m3", NULL, &p));
 	set_price("m4");

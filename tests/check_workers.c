@@ -92,20 +92,6 @@ static uint64_t new_agent(const char *org, const char *name, sc_micros balance, 
 	return a.id;
 }
 
-/* Stops the daemon, deletes the state segment so the restart must replay the ledger, restarts. */
-static void restart_from_ledger(void)
-{
-	char shm[160];
-
-	sc_close(c);
-	c = NULL;
-	ck_assert_int_eq(test_daemon_kill(&d, SIGTERM), 0);
-	snprintf(shm, sizeof(shm), "%s", d.segment);
-	ck_assert_int_eq(unlink(shm), 0);
-	ck_assert_int_eq(test_daemon_restart(&d), 0);
-	OK(sc_connect(d.socket, &c));
-}
-
 /* ----- many connections over a shared org wallet ----- */
 
 #define AGENTS 6
@@ -296,7 +282,7 @@ START_TEST(test_shared_wallet_never_overspends)
 	ck_assert_int_gt(allowed, 0);
 	ck_assert_int_gt(blocked, 0); /* the limits were reached: the race was real */
 
-	restart_from_ledger();
+	test_client_rebuild(&d, &c);
 	take_snapshot(org, agents, &after);
 	same_wallet(&before.org, &after.org, "org wallet");
 	for (int k = 0; k < AGENTS; k++) {
@@ -558,7 +544,7 @@ START_TEST(test_vanishing_clients)
 	ck_assert_int_ge(total - total0, VANISH_THREADS * VANISH_CONNS);
 	ck_assert_int_eq(open, 1);
 	OK(sc_wallets_get(c, v[0].agent, &before));
-	restart_from_ledger();
+	test_client_rebuild(&d, &c);
 	OK(sc_wallets_get(c, v[0].agent, &after));
 	same_wallet(&before, &after, "wallet");
 	stop();

@@ -6,6 +6,8 @@
  * sc_client pointer; this file keeps no state of its own.
  */
 #include <inttypes.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "client_fixture.h"
 #include "testutil.h"
@@ -24,6 +26,16 @@ void test_client_stop(struct test_daemon *d, sc_client **c)
 	*c = NULL;
 	ck_assert_int_eq(test_daemon_stop(d), 0);
 	test_daemon_timeout(0);
+}
+
+void test_client_rebuild(struct test_daemon *d, sc_client **c)
+{
+	sc_close(*c);
+	*c = NULL;
+	ck_assert_int_eq(test_daemon_kill(d, SIGTERM), 0);
+	ck_assert_int_eq(unlink(d->segment), 0);
+	ck_assert_int_eq(test_daemon_restart(d), 0);
+	TEST_OK(*c, sc_connect(d->socket, c));
 }
 
 uint64_t test_allow(sc_client *c, uint64_t agent, const char *action, sc_micros estimate)

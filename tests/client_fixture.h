@@ -36,6 +36,13 @@ void test_client_start(struct test_daemon *d, sc_client **c, const char *const *
  */
 void test_client_stop(struct test_daemon *d, sc_client **c);
 
+/*
+ * Stops the daemon, deletes its state segment so that the restart must
+ * rebuild the state (from the snapshot and the ledger), restarts it and
+ * connects *c again.
+ */
+void test_client_rebuild(struct test_daemon *d, sc_client **c);
+
 /* A check of estimate for action, asserting it is allowed; its transaction id. */
 uint64_t test_allow(sc_client *c, uint64_t agent, const char *action, sc_micros estimate);
 

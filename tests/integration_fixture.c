@@ -65,6 +65,16 @@ uint64_t new_agent(sc_micros balance)
 	return new_agent_in(org, "bot", SC_PRIORITY_NORMAL, balance, 0, 0, NULL, 0);
 }
 
+sc_decision check_task(uint64_t agent, sc_micros cost, const char *task)
+{
+	sc_check_req req = { .agent_id = agent, .action = "llm.call", .estimated_cost = cost,
+		             .task_id = task };
+	sc_decision dec;
+
+	OK(sc_check(c, &req, &dec));
+	return dec;
+}
+
 sc_decision check_as(uint64_t agent, const char *action, sc_micros cost, const char *key)
 {
 	sc_check_req req = { .agent_id = agent, .action = action, .estimated_cost = cost,

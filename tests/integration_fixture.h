@@ -79,6 +79,9 @@ uint64_t new_agent(sc_micros balance);
 /* The decision of a check of cost for action, with an idempotency key or NULL. */
 sc_decision check_as(uint64_t agent, const char *action, sc_micros cost, const char *key);
 
+/* The decision of a check of cost for llm.call that names task. */
+sc_decision check_task(uint64_t agent, sc_micros cost, const char *task);
+
 /* A check that must be allowed; its transaction id. */
 uint64_t allow(uint64_t agent, const char *action, sc_micros cost);
 
