@@ -146,7 +146,7 @@ static void assert_replayed(uint64_t victim, const char *key, uint64_t txn)
 /* A new key of the victim's: allowed, not a replay; its transaction. */
 static uint64_t keyed(uint64_t victim, int n)
 {
-	char key[16];
+	char key[24];
 	sc_decision dec;
 
 	snprintf(key, sizeof(key), "retry-%d", n);
