@@ -1010,6 +1010,11 @@ const char *dispatch_method_name(unsigned i, int *changes)
 	return methods[i].name;
 }
 
+const char *const *dispatch_method_fields(unsigned i)
+{
+	return i < sizeof(methods) / sizeof(methods[0]) ? methods[i].fields : NULL;
+}
+
 /*
  * Appends the record of a change: [params, result] at its time. params are
  * copied as the client sent them when the server kept their bytes, which

@@ -84,6 +84,11 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
  * a caller that must reach every method, such as the fuzz target.
  */
 const char *dispatch_method_name(unsigned i, int *changes);
+/*
+ * The names of the i-th method's fields (top level; nested maps are read
+ * under fields of their own), NULL-terminated; NULL past the table's end.
+ */
+const char *const *dispatch_method_fields(unsigned i);
 
 /*
  * The srv_config.conn_closed of the daemon (ctx is a struct dispatch): the
