@@ -13,7 +13,9 @@
  * Invariants checked (abort on violation) after each request:
  *   - the handler packed exactly two objects: nil and a result, or an
  *     error map {code, name, message} and nil, where name is the protocol
- *     name of code, the message is not empty, and the code is not
+ *     name of code, the message is not empty and is text (sc_text_check:
+ *     valid UTF-8, no control or bidirectional formatting characters,
+ *     whatever bytes the request echoed into it), and the code is not
  *     internal (which would be a daemon fault);
  *   - a read (and an unknown method) leaves the segment as it was, byte for
  *     byte, and so does a change that failed, but for the header's change
@@ -55,6 +57,7 @@
 #include <uv.h>
 
 #include "clock.h"
+#include "common.h"
 #include "dispatch.h"
 #include "gate.h"
 #include "harness.h"
@@ -265,6 +268,7 @@ static void read_response(const char *buf, size_t len, struct harness_outcome *o
 {
 	msgpack_object err, res;
 	size_t off = 0;
+	char why[128];
 
 	memset(out, 0, sizeof(*out));
 	msgpack_zone_clear(&F.zone);
@@ -296,6 +300,11 @@ static void read_response(const char *buf, size_t len, struct harness_outcome *o
 			fprintf(stderr, "%s: internal error: %.*s\n", H.name,
 			        (int)message->via.str.size, message->via.str.ptr);
 		CHECK(out->error != SC_EINTERNAL);
+		/* what a strict client (Python's str) can decode, and a terminal can show */
+		if (sc_text_check(message->via.str.ptr, message->via.str.size, why, sizeof(why)) != 0)
+			fprintf(stderr, "%s: error message: %s: %.*s\n", H.name, why,
+			        (int)message->via.str.size, message->via.str.ptr);
+		CHECK(sc_text_check(message->via.str.ptr, message->via.str.size, NULL, 0) == 0);
 		return;
 	}
 	if (res.type != MSGPACK_OBJECT_MAP)
