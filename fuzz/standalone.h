@@ -1,6 +1,6 @@
 /*
  * standalone.h: the driver of a fuzz target built without libFuzzer
- * (-DFUZZ_STANDALONE), shared by fuzz_frame.c and fuzz_tz.c. `make check`
+ * (-DFUZZ_STANDALONE), shared by every fuzz target. `make check`
  * runs it as a smoke test: main() replays the files or directories given
  * on the command line or, with none, the target's built-in seeds plus
  * $SIDECARD_SRCDIR/<FUZZ_CORPUS>, then mutates them at random for
@@ -14,7 +14,9 @@
  *   FUZZ_ALPHABET   bytes that insertions draw from
  *   FUZZ_REPLACE_FROM_ALPHABET  1: replacements draw from it too; 0: any byte
  * and, after including it, fuzz_builtin(), which passes each built-in seed
- * to fuzz_seed().
+ * to fuzz_seed(). It may define FUZZ_FINISH, a function main() calls after
+ * the random inputs (not when replaying files), to check what the whole run
+ * covered.
  *
  * Single-threaded; the seeds are freed before main returns.
  */
@@ -210,6 +212,9 @@ int main(int argc, char **argv)
 		       files, seed);
 		fflush(stdout);
 		printf(FUZZ_NAME ": %lu random inputs passed\n", run_random(&s, seconds));
+#ifdef FUZZ_FINISH
+		FUZZ_FINISH();
+#endif
 	}
 out:
 	for (size_t i = 0; i < s.n; i++)

@@ -35,10 +35,15 @@ int sc_names_find(const struct sc_names *t, const char *s, size_t len);
  * control or bidirectional formatting characters), else SC_EINVAL with the
  * rule broken and where in why ("not valid UTF-8 (byte 3)").
  * sc_json_str: writes s[0..len) to out as a JSON string, valid whatever the bytes.
+ * sc_text_clean: copies s[0..len) to out (at most outlen bytes) as text
+ * sc_text_check accepts, each byte that is not UTF-8 and each control or
+ * bidirectional character as U+FFFD, whole characters only; returns the
+ * bytes written.
  */
 size_t sc_utf8_decode(const char *s, size_t len, uint32_t *cp);
 int sc_text_check(const char *s, size_t len, char *why, size_t whylen);
 void sc_json_str(FILE *out, const char *s, size_t len);
+size_t sc_text_clean(const char *s, size_t len, char *out, size_t outlen);
 
 struct sc_client;
 /*

@@ -16,6 +16,12 @@
  *     U+2066..U+2069, which make a name display as another one (CVE-2021-42574,
  *     "Trojan Source").
  *
+ * An error message may quote what a client sent (an unknown field's name, an
+ * org name it looked for, cut to 64 bytes): sc_text_clean makes any bytes
+ * such text, each byte that is not part of valid UTF-8 and each control or
+ * bidirectional character becoming U+FFFD, so a strict client can decode
+ * the error that explains its mistake.
+ *
  * The JSON writer (sc_json_str) turns whatever it is given into a valid JSON
  * string: control and bidirectional characters are escaped as \uXXXX, and a
  * byte that is not part of valid UTF-8 becomes U+FFFD, so what an older
@@ -25,6 +31,7 @@
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "common.h"
 #include "sidecard.h"
@@ -98,6 +105,33 @@ int sc_text_check(const char *s, size_t len, char *why, size_t whylen)
 		i += n;
 	}
 	return 0;
+}
+
+size_t sc_text_clean(const char *s, size_t len, char *out, size_t outlen)
+{
+	static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+	size_t i = 0, o = 0, n;
+	uint32_t c;
+
+	while (i < len) {
+		const char *from = s + i;
+		size_t w;
+
+		n = sc_utf8_decode(s + i, len - i, &c);
+		if (n == 0 || is_control(c) || is_bidi(c)) {
+			from = replacement;
+			w = sizeof(replacement) - 1;
+		} else {
+			w = n;
+		}
+		/* a character that does not fit is left out whole, never cut */
+		if (w > outlen - o)
+			break;
+		memcpy(out + o, from, w);
+		o += w;
+		i += n ? n : 1;
+	}
+	return o;
 }
 
 void sc_json_str(FILE *out, const char *s, size_t len)

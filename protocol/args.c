@@ -493,14 +493,22 @@ int proto_pack_key_bool(msgpack_packer *pk, const char *key, int v)
 
 int proto_pack_error(msgpack_packer *pk, int code, const char *message)
 {
+	/* a message quoting a client's bytes (unknown field 'x\x01') is made text */
+	char text[PROTO_MESSAGE_MAX];
+	size_t len;
 	int rc = msgpack_pack_map(pk, 3);
 
+	if (!message)
+		message = sc_strerror(code);
+	len = sc_text_clean(message, strlen(message), text, sizeof(text));
 	if (rc == 0)
 		rc = proto_pack_key_i64(pk, "code", code);
 	if (rc == 0)
 		rc = proto_pack_key_str(pk, "name", sc_err_name(code));
 	if (rc == 0)
-		rc = proto_pack_key_str(pk, "message", message ? message : sc_strerror(code));
+		rc = proto_pack_cstr(pk, "message");
+	if (rc == 0)
+		rc = proto_pack_strn(pk, text, len);
 	return rc;
 }
 

@@ -305,8 +305,11 @@ int proto_pack_key_bool(msgpack_packer *pk, const char *key, int v);
 
 /*
  * The error map {"code": code, "name": sc_err_name(code), "message":
- * message}; message NULL uses sc_strerror(code).
+ * message}; message NULL uses sc_strerror(code). The message is sent as
+ * text (sc_text_clean: bytes that are not UTF-8, control and bidirectional
+ * characters as U+FFFD) and at most PROTO_MESSAGE_MAX bytes.
  */
+#define PROTO_MESSAGE_MAX 1024
 int proto_pack_error(msgpack_packer *pk, int code, const char *message);
 
 /* ----- packing into a buffer ----- */

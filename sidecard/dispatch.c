@@ -1030,6 +1030,11 @@ unsigned dispatch_method_roles(unsigned i)
 	return i < sizeof(methods) / sizeof(methods[0]) ? methods[i].roles & ~ANYONE : 0;
 }
 
+const char *const *dispatch_method_fields(unsigned i)
+{
+	return i < sizeof(methods) / sizeof(methods[0]) ? methods[i].fields : NULL;
+}
+
 /*
  * Appends the record of a change: [params, result] at its time. params are
  * copied as the client sent them when the server kept their bytes, which

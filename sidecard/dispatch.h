@@ -93,6 +93,11 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 const char *dispatch_method_name(unsigned i, int *changes);
 /* The roles (enum access_role bits) that may call the i-th method; 0 past the end. */
 unsigned dispatch_method_roles(unsigned i);
+/*
+ * The names of the i-th method's fields (top level; nested maps are read
+ * under fields of their own), NULL-terminated; NULL past the table's end.
+ */
+const char *const *dispatch_method_fields(unsigned i);
 
 /*
  * The srv_config.conn_closed of the daemon (ctx is a struct dispatch): the

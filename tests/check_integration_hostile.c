@@ -10,7 +10,8 @@
  * that would release the held replies runs on that same loop); a client that
  * half-closes after such a burst still gets every answer; clients that
  * pipeline large replies and never read hold the daemon to a bounded amount
- * of memory (--max-outstanding-bytes) while another client is served.
+ * of memory (--max-outstanding-bytes) while another client is served; an
+ * error message quoting bytes that are not text is text all the same.
  *
  * Threads: the Check runner forks each test; the test's main thread is the
  * only one, and every socket operation is bounded by a poll() deadline.
@@ -29,6 +30,7 @@
 
 #include <msgpack.h>
 
+#include "common.h"
 #include "integration_fixture.h"
 #include "suites.h"
 
@@ -583,6 +585,98 @@ START_TEST(test_malformed_reads_why)
 END_TEST
 
 /*
+ * An error message that quotes what the client sent is still text that a
+ * strict client can decode (Python's str, a TextDecoder in fatal mode) and
+ * a terminal can show, whatever the bytes: a field name with control
+ * characters and invalid UTF-8, an org name cut to 64 bytes in the middle
+ * of a character, a method name that is not UTF-8. Each byte that is not
+ * text arrives as U+FFFD.
+ */
+START_TEST(test_error_messages_are_text)
+{
+	static const struct {
+		const char *method, *key, *value, *name, *says;
+	} asks[] = {
+		{"check", "x\x01\n\xff", "1", "invalid_argument",
+		 "unknown field 'x\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd'"},
+		/* "a" and 40 times U+00E9: byte 64 is the first of a character */
+		{"agents.list", "org", NULL, "not_found", "no org named 'a\xc3\xa9"},
+		{"\xff\xfe" "agents.get", "agent_id", "1", "unsupported",
+		 "unknown method '\xef\xbf\xbd"},
+	};
+	char org[128] = "a";
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_unpacker u;
+	msgpack_unpacked r;
+	uint32_t got = 0;
+	int fd = raw_connect();
+
+	for (int i = 0; i < 40; i++)
+		strcat(org, "\xc3\xa9");
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	for (uint32_t i = 0; i < sizeof(asks) / sizeof(asks[0]); i++) {
+		const char *v = asks[i].value ? asks[i].value : org;
+
+		msgpack_pack_array(&pk, 4);
+		msgpack_pack_int(&pk, 0);
+		msgpack_pack_uint32(&pk, i);
+		msgpack_pack_str_with_body(&pk, asks[i].method, strlen(asks[i].method));
+		msgpack_pack_array(&pk, 1);
+		msgpack_pack_map(&pk, 1);
+		msgpack_pack_str_with_body(&pk, asks[i].key, strlen(asks[i].key));
+		msgpack_pack_str_with_body(&pk, v, strlen(v));
+	}
+	raw_write(fd, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	ck_assert(msgpack_unpacker_init(&u, 1 << 16));
+	msgpack_unpacked_init(&r);
+	while (got < sizeof(asks) / sizeof(asks[0])) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t len;
+
+		while (got < sizeof(asks) / sizeof(asks[0]) &&
+		       msgpack_unpacker_next(&u, &r) == MSGPACK_UNPACK_SUCCESS) {
+			const msgpack_object *o = &r.data, *name, *message;
+			char why[128];
+
+			ck_assert(o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 4);
+			ck_assert_uint_eq(o->via.array.ptr[1].via.u64, got);
+			name = map_get(&o->via.array.ptr[2], "name");
+			message = map_get(&o->via.array.ptr[2], "message");
+			ck_assert(name && name->type == MSGPACK_OBJECT_STR);
+			ck_assert(message && message->type == MSGPACK_OBJECT_STR);
+			ck_assert_msg(name->via.str.size == strlen(asks[got].name) &&
+			              memcmp(name->via.str.ptr, asks[got].name, name->via.str.size) == 0,
+			              "%s: %.*s", asks[got].method, (int)name->via.str.size,
+			              name->via.str.ptr);
+			ck_assert_msg(sc_text_check(message->via.str.ptr, message->via.str.size, why,
+			                            sizeof(why)) == 0,
+			              "%s: %s: %.*s", asks[got].method, why, (int)message->via.str.size,
+			              message->via.str.ptr);
+			ck_assert_msg(memmem(message->via.str.ptr, message->via.str.size, asks[got].says,
+			                     strlen(asks[got].says)) != NULL,
+			              "%.*s", (int)message->via.str.size, message->via.str.ptr);
+			got++;
+		}
+		if (got == sizeof(asks) / sizeof(asks[0]))
+			break;
+		ck_assert_msg(poll(&p, 1, IO_TIMEOUT_MS) == 1, "no answer past %" PRIu32, got);
+		ck_assert(msgpack_unpacker_reserve_buffer(&u, 1 << 16));
+		len = read(fd, msgpack_unpacker_buffer(&u), msgpack_unpacker_buffer_capacity(&u));
+		ck_assert_msg(len > 0, "read: %s", len ? strerror(errno) : "EOF");
+		msgpack_unpacker_buffer_consumed(&u, (size_t)len);
+	}
+	msgpack_unpacked_destroy(&r);
+	msgpack_unpacker_destroy(&u);
+	close(fd);
+	served();
+	stop();
+}
+END_TEST
+
+/*
  * A daemon whose socket and lock file were deleted while it ran, and
  * replaced by a second daemon's, removes only its own files when it stops:
  * the second one stays reachable.
@@ -631,6 +725,7 @@ void integration_hostile_tcases(Suite *s)
 	tcase_add_test(tc, test_burst_past_default_outstanding);
 	tcase_add_test(tc, test_unread_replies_bounded_by_bytes);
 	tcase_add_test(tc, test_malformed_reads_why);
+	tcase_add_test(tc, test_error_messages_are_text);
 	tcase_add_test(tc, test_burst_of_heavy_requests_shares_the_loop);
 	tcase_add_test(tc, test_stop_spares_a_newer_socket);
 	tc = daemon_tcase(s, "hostile_one_connection", setup_one_connection, TEST_TIMEOUT_S);
