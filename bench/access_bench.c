@@ -12,9 +12,11 @@
  *               ledger record are what it adds;
  *   agent, no id  the same, leaving agent_id out for the daemon to fill in.
  *
- * It prints, per way, round trips per second (all clients) and the check's
- * p50 and p99, and each agent way's throughput as a ratio of the admin
- * way's (the target: no more than 2% slower). The daemon
+ * It prints, per way, round trips per second (all clients), the check's
+ * p50 and p99, the daemon's CPU time per round trip (user and system, from
+ * /proc: the steadiest measure of what the daemon does on a machine whose
+ * wake-ups make round trips noisy) and that CPU time as a ratio of the
+ * admin way's (the target: no more than 2% more). The daemon
  * (tests/daemon.c: $SIDECARD_BIN, else sidecard/sidecard) runs on a new
  * directory in --durability async (--durability strict to include the
  * disk), so that the cost measured is the daemon's, not the fdatasync's.
@@ -321,7 +323,7 @@ int main(int argc, char **argv)
 	static struct hist h[WAYS];
 	const char *extra[] = {"--durability", "async", "--log-level", "warn", NULL};
 	uint64_t trips[WAYS] = {0};
-	double seconds = 2, total[WAYS] = {0};
+	double seconds = 2, total[WAYS] = {0}, cpu[WAYS] = {0};
 	int rounds = 3, clients = 4, ways = WAYS, rc = 0;
 	char err[4400];
 
@@ -357,6 +359,13 @@ int main(int argc, char **argv)
 	/* the ways take turns, so that a drift of the machine weighs on each alike */
 	for (int r = 0; r < rounds && rc == 0; r++) {
 		for (int w = 0; w < ways && rc == 0; w++) {
+			struct proc_sample before, after;
+
+			if (proc_sample(bd.d.pid, &before) != 0) {
+				fprintf(stderr, "access_bench: cannot read the daemon's /proc\n");
+				rc = 1;
+				break;
+			}
 			for (int i = 0; i < clients; i++) {
 				cl[i].index = i;
 				cl[i].way = (enum way)w;
@@ -376,17 +385,22 @@ int main(int argc, char **argv)
 				hist_merge(&h[w], &cl[i].h);
 			}
 			total[w] += seconds;
+			if (proc_sample(bd.d.pid, &after) == 0)
+				cpu[w] += after.cpu_s - before.cpu_s;
 		}
 	}
 	if (rc != 0)
 		goto out;
-	printf("%-20s %12s %9s %9s %10s\n", "connection", "trips/s", "p50 us", "p99 us",
-	       "vs admin");
+	printf("%-20s %12s %9s %9s %14s %10s\n", "connection", "trips/s", "p50 us", "p99 us",
+	       "daemon us/trip", "vs admin");
 	for (int w = 0; w < ways; w++) {
-		double rate = (double)trips[w] / total[w], base = (double)trips[0] / total[0];
+		double rate = (double)trips[w] / total[w];
+		double per = trips[w] ? cpu[w] * 1e6 / (double)trips[w] : 0;
+		double base = trips[0] ? cpu[0] * 1e6 / (double)trips[0] : 0;
 
-		printf("%-20s %12.0f %9.1f %9.1f %9.3fx\n", way_names[w], rate,
-		       hist_quantile_us(&h[w], 0.50), hist_quantile_us(&h[w], 0.99), rate / base);
+		printf("%-20s %12.0f %9.1f %9.1f %14.2f %9.3fx\n", way_names[w], rate,
+		       hist_quantile_us(&h[w], 0.50), hist_quantile_us(&h[w], 0.99), per,
+		       base > 0 ? per / base : 0);
 	}
 	printf("a trip is a check and its report, one request at a time per connection; %d "
 	       "clients, %d rounds of %.1f s per way, --durability %s\n",

@@ -39,6 +39,7 @@ enum access_role {
 #define ACCESS_AGENT_PREFIX "sca_"
 #define ACCESS_READER_PREFIX "scr_"
 #define ACCESS_MAX_IDS 64    /* --admin-users entries */
+#define ACCESS_ACTOR_MAX 63  /* bytes of a packed actor map: 49 at most */
 
 /* Whom the daemon trusts by credentials (docs/DESIGN.md, "Access control"). */
 struct access_config {
@@ -65,6 +66,12 @@ struct access_peer {
 	uint32_t slot;            /* the agent's (or reader token's) slot in the state */
 	uint64_t id;              /* agent id, or reader token id; 0 for a peer trusted by uid */
 	uint64_t tag;             /* the token hash's first 8 bytes: a new token changes it */
+	/*
+	 * The actor of its changes as the ledger records it, packed once
+	 * (dispatch_access.c); actor_len 0: not yet, or the role changed since.
+	 */
+	uint8_t actor_len;
+	char actor[ACCESS_ACTOR_MAX];
 };
 
 /* Parses "--admin-users": uids or user names, comma-separated. 0 or SC_EINVAL (err says which). */

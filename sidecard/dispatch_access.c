@@ -17,6 +17,7 @@
 
 #include "access.h"
 #include "dispatch_int.h"
+#include "log.h"
 
 /* Connections bound to one agent at most (hello refuses more), unless configured. */
 #define MAX_CONNS_PER_AGENT 64
@@ -266,6 +267,7 @@ static int present_token(struct call *c, struct access_peer *p, struct state_str
 		unbind(c->d, p);
 	}
 	p->role = (uint8_t)role;
+	p->actor_len = 0;
 	p->by_token = 1;
 	p->slot = slot;
 	p->id = id;
@@ -322,6 +324,7 @@ void dispatch_access_closed(struct dispatch *d, struct access_peer *p)
 {
 	unbind(d, p);
 	p->role = p->cred_role;
+	p->actor_len = 0;
 	p->by_token = 0;
 }
 
@@ -349,12 +352,34 @@ int dispatch_peer_valid(const struct dispatch *d, const struct access_peer *p)
 	return t->rec.used && t->id == p->id && access_hash_tag(t->hash) == p->tag;
 }
 
-void dispatch_pack_actor(msgpack_packer *pk, const struct access_peer *p)
+/* A packer's writer into a peer's actor buffer. */
+static int actor_write(void *data, const char *buf, size_t len)
 {
-	msgpack_pack_map(pk, p->by_token ? 4 : 3);
-	proto_pack_key_str(pk, "role", access_role_name(p->role));
-	if (p->by_token)
-		proto_pack_key_u64(pk, p->role == ACCESS_AGENT ? "agent_id" : "token_id", p->id);
-	proto_pack_key_u64(pk, "uid", p->uid);
-	proto_pack_key_u64(pk, "pid", p->pid);
+	struct access_peer *p = data;
+
+	SC_ASSERT(p->actor_len + len <= sizeof(p->actor));
+	memcpy(p->actor + p->actor_len, buf, len);
+	p->actor_len = (uint8_t)(p->actor_len + len);
+	return 0;
+}
+
+/*
+ * Packed when first needed and kept until the role changes: a check's
+ * record then costs one copy of it, not the packing of a map of four.
+ */
+void dispatch_pack_actor(msgpack_packer *pk, struct access_peer *p)
+{
+	if (!p->actor_len) {
+		msgpack_packer ap;
+
+		msgpack_packer_init(&ap, p, actor_write);
+		msgpack_pack_map(&ap, p->by_token ? 4 : 3);
+		proto_pack_key_str(&ap, "role", access_role_name(p->role));
+		if (p->by_token)
+			proto_pack_key_u64(&ap, p->role == ACCESS_AGENT ? "agent_id" : "token_id",
+			                   p->id);
+		proto_pack_key_u64(&ap, "uid", p->uid);
+		proto_pack_key_u64(&ap, "pid", p->pid);
+	}
+	pk->callback(pk->data, p->actor, p->actor_len);
 }

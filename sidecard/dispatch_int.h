@@ -157,7 +157,7 @@ int call_token_recorded(struct call *c);
 /* Under the commit lock: 1 if the token behind p still stands (always, without one). */
 int dispatch_peer_valid(const struct dispatch *d, const struct access_peer *p);
 /* The actor of a change, as its ledger record keeps it. */
-void dispatch_pack_actor(msgpack_packer *pk, const struct access_peer *p);
+void dispatch_pack_actor(msgpack_packer *pk, struct access_peer *p);
 /* Under the commit lock: a connection closed, or its token no longer stands: unbound. */
 void dispatch_access_closed(struct dispatch *d, struct access_peer *p);
 
