@@ -1415,8 +1415,17 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 	const msgpack_object *cap;
 
 	if ((rc = proto_args_map(&a, body, err, errlen)) ||
-	    (rc = proto_arg_int(&a, "gate", 1, 1, INT64_MAX, &version, NULL)) ||
-	    (rc = proto_arg_int(&a, "hold_ttl_us", 1, 1, INT64_MAX, &set.hold_ttl_us, NULL)) ||
+	    (rc = proto_arg_int(&a, "gate", 1, 1, INT64_MAX, &version, NULL)))
+		return rc;
+	/* before its fields: an older record lacks the newer ones, and the version says why */
+	if (version != GATE_VERSION) {
+		sc_errorf(err, errlen,
+		          "the ledger was written by gate version %lld and this daemon implements "
+		          "version %d: its records cannot be replayed (docs/DESIGN.md, \"Upgrades\")",
+		          (long long)version, GATE_VERSION);
+		return SC_EUNSUPPORTED;
+	}
+	if ((rc = proto_arg_int(&a, "hold_ttl_us", 1, 1, INT64_MAX, &set.hold_ttl_us, NULL)) ||
 	    (rc = proto_arg_int(&a, "task_max_usage", 1, 0, INT64_MAX, &set.task_max_usage, NULL)) ||
 	    (rc = proto_arg_int(&a, "alert_velocity", 1, 0, INT64_MAX, &set.alert_velocity, NULL)) ||
 	    (rc = proto_arg_bool(&a, "expiry_charges", 1, &set.expiry_charges, NULL)) ||
@@ -1426,13 +1435,6 @@ static int replay_settings(struct dispatch *d, const msgpack_object *body, char 
 		return rc;
 	set.max_holds_per_agent = (uint32_t)per_agent;
 	set.max_holds_per_org = (uint32_t)per_org;
-	if (version != GATE_VERSION) {
-		sc_errorf(err, errlen,
-		          "the ledger was written by gate version %lld and this daemon implements "
-		          "version %d: its records cannot be replayed",
-		          (long long)version, GATE_VERSION);
-		return SC_EUNSUPPORTED;
-	}
 	state_set_settings(d->st, &set);
 	return 0;
 }
