@@ -66,6 +66,7 @@ struct access_peer {
 	uint32_t slot;            /* the agent's (or reader token's) slot in the state */
 	uint64_t id;              /* agent id, or reader token id; 0 for a peer trusted by uid */
 	uint64_t tag;             /* the token hash's first 8 bytes: a new token changes it */
+	uint64_t epoch;           /* 1 + dispatch.token_epoch when the token was last found standing */
 	/*
 	 * The actor of its changes as the ledger records it, packed once
 	 * (dispatch_access.c); actor_len 0: not yet, or the role changed since.

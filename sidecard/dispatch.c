@@ -551,6 +551,7 @@ static int m_agents_delete(struct call *c)
 	if ((rc = call_agent_arg(c, &slot)) ||
 	    (rc = state_agent_delete(c->st, slot, c->err, sizeof(c->err))))
 		return rc;
+	c->d->token_epoch++; /* its connections' tokens stand no more */
 	call_ok(c);
 	call_map(c, 1);
 	proto_pack_key_bool(c->pk, "deleted", 1);
@@ -1277,7 +1278,14 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 	if (req->peer && (rc = allowed(m, req->peer, &c)) != 0)
 		goto fail;
 	request_lock(d);
-	if (req->peer && req->peer->by_token && !dispatch_peer_valid(d, req->peer)) {
+	/*
+	 * A token is looked at again only when something that can end one
+	 * happened since it was last found standing (dispatch.token_epoch).
+	 */
+	if (req->peer && req->peer->by_token && req->peer->epoch != d->token_epoch + 1 &&
+	    dispatch_peer_valid(d, req->peer))
+		req->peer->epoch = d->token_epoch + 1;
+	if (req->peer && req->peer->by_token && req->peer->epoch != d->token_epoch + 1) {
 		dispatch_access_closed(d, req->peer);
 		if (req->peer->agent_socket)
 			req->peer->close = 1;

@@ -74,6 +74,13 @@ struct dispatch {
 	 */
 	uint16_t *agent_conns;
 	unsigned max_agent_conns;
+	/*
+	 * Moved by every change that can make a presented token stop standing
+	 * (a rotation, a revocation, an agent deleted), under the commit lock: a
+	 * connection that checked its token at this epoch needs no check until
+	 * it moves (dispatch_access.c, dispatch_peer_valid).
+	 */
+	uint64_t token_epoch;
 };
 
 /*

@@ -96,6 +96,7 @@ int m_agents_rotate_token(struct call *c)
 	call_ok(c);
 	call_map(c, 2);
 	proto_pack_key_u64(c->pk, "agent_id", c->m->agents[slot].id);
+	c->d->token_epoch++;
 	return call_pack_agent_token(c, slot);
 }
 
@@ -194,6 +195,7 @@ int m_tokens_revoke(struct call *c)
 		shm_write_begin(&t->rec.seq);
 		t->rec.used = 0;
 		shm_write_end(&t->rec.seq);
+		c->d->token_epoch++;
 		call_ok(c);
 		call_map(c, 2);
 		proto_pack_key_u64(c->pk, "token_id", id);
@@ -269,6 +271,7 @@ static int present_token(struct call *c, struct access_peer *p, struct state_str
 	p->role = (uint8_t)role;
 	p->actor_len = 0;
 	p->by_token = 1;
+	p->epoch = c->d->token_epoch + 1;
 	p->slot = slot;
 	p->id = id;
 	p->tag = access_hash_tag(hash);
