@@ -251,7 +251,7 @@ int proto_arg_str(struct proto_args *a, const char *key, int required, size_t ma
 
 /*
  * proto_arg_str, and text the daemon may store and list (sc_text_check in
- * libclient/text.c): valid UTF-8 without control or bidirectional
+ * common/text.c): valid UTF-8 without control or bidirectional
  * formatting characters. "<field>: not valid UTF-8 (byte 3)".
  */
 int proto_arg_text(struct proto_args *a, const char *key, int required, size_t max_len,

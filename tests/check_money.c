@@ -1,6 +1,6 @@
 /*
  * check_money.c: unit tests of the code shared by libsidecard and the daemon
- * (libclient/money.c, error.c, names.c): exact dollar parsing and formatting
+ * (common/money.c, error.c, names.c): exact dollar parsing and formatting
  * with both sides of every int64 boundary, error names and messages
  * generated from SC_ERRNO_MAP, and the enumeration name tables.
  * Single-threaded; no daemon.
