@@ -1,7 +1,7 @@
 /*
  * dispatch_bench.c: what access control adds to the daemon's work on a
  * check, measured where the work is done, without sockets. One thread
- * calls dispatch_request (sidecard/dispatch.c) with a check and its report,
+ * calls dispatch_request (sidecard/serve/dispatch.c) with a check and its report,
  * --trips times (400000) per way, on a real state segment and a real ledger
  * (async, in /dev/shm, flushed by running its loop between chunks). The
  * ways take turns every 1,000 trips, so that a drift of the machine (a

@@ -1,5 +1,5 @@
 /*
- * fuzz_tz.c: fuzz target for time zones (sidecard/tz.c): tz_parse and
+ * fuzz_tz.c: fuzz target for time zones (sidecard/engine/tz.c): tz_parse and
  * tz_footer over arbitrary bytes, and tz_offset and tz_calendar over every
  * zone that parses.
  *

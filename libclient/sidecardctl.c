@@ -27,11 +27,11 @@
  * `demo` (ctl_demo.c) starts a daemon of its own in a temporary directory.
  *
  * `ledger verify` and `ledger export` do not talk to the daemon: they read
- * the ledger files of a state directory (sidecard/ledger_format.c) with
+ * the ledger files of a state directory (sidecard/store/ledger_format.c) with
  * ledger_scan() and never modify them, so they are safe beside a running
  * daemon and on a copy taken from a dead host. Nor does `peek --segment
  * FILE`, which maps the state segment FILE read-only. `ledger repair` does
- * modify them (sidecard/ledger_repair.c), so it takes the state
+ * modify them (sidecard/store/ledger_repair.c), so it takes the state
  * directory's lock, the one the daemon holds for its life, and refuses to
  * run beside a daemon.
  *

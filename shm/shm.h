@@ -144,7 +144,7 @@
  *
  * TOKENS
  *
- * Access tokens are kept only as their SHA-256 (sidecard/access.h): an
+ * Access tokens are kept only as their SHA-256 (sidecard/serve/access.h): an
  * agent's in its record (shm_agent.token_hash), a reader token's in one of
  * the SHM_TOKENS struct shm_token of the header, whose hdr.next_token_id
  * numbers them. Whoever may read the segment sees the hashes, from which
@@ -165,7 +165,7 @@
  * rebuild's replay. A record changed behind the daemon's back fails it,
  * and the daemon rebuilds the state from the ledger. While it runs, the
  * daemon also checks a record's seal before it writes it and an agent's
- * and its org's before a check decides (sidecard/state.h), so that a
+ * and its org's before a check decides (sidecard/store/state.h), so that a
  * change made meanwhile is never sealed over or decided on.
  *
  * The seal is a hash, not a signature: a writer who computes it as the

@@ -1,5 +1,5 @@
 /*
- * check_alerts.c: unit tests of the alerts (sidecard/alerts.c) raised by
+ * check_alerts.c: unit tests of the alerts (sidecard/engine/alerts.c) raised by
  * the gate, written from PROTOCOL.md "Alerts": low balance (warning, then
  * critical, once per period, again in the next period), high velocity at
  * the setting and twice it, anomalies, budget exceeded through a daily

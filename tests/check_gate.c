@@ -1,6 +1,6 @@
 /*
- * check_gate.c: unit tests of the gating engine (sidecard/gate.c) on top of
- * the state model (sidecard/state.c), written from protocol/PROTOCOL.md
+ * check_gate.c: unit tests of the gating engine (sidecard/engine/gate.c) on top of
+ * the state model (sidecard/store/state.c), written from protocol/PROTOCOL.md
  * ("Gating semantics") and gate.h alone, independently of the code.
  *
  * This file tests the decision of a check: action and pattern syntax, UTC

@@ -1,7 +1,7 @@
 /*
  * check_ledger.c: the durable ledger, end to end, through the real daemon
  * (tests/daemon.c), libsidecard and `sidecardctl ledger` ($SIDECARDCTL_BIN),
- * against the contract in sidecard/ledger.h and sidecard/ledger_format.c.
+ * against the contract in sidecard/store/ledger.h and sidecard/store/ledger_format.c.
  *
  * What is covered:
  * - a state segment changed behind the daemon's back (its seal: while stopped, or

@@ -3,7 +3,7 @@
  * tails, through the real daemon (tests/daemon.c), libsidecard and
  * `sidecardctl ledger verify|repair` ($SIDECARDCTL_BIN), against the
  * guarantees of docs/DESIGN.md ("Guarantees") and the rules of
- * sidecard/ledger_format.c. Part of the ledger suite (check_ledger.c).
+ * sidecard/store/ledger_format.c. Part of the ledger suite (check_ledger.c).
  *
  * What is covered:
  * - one bit flipped in the last record, a report acknowledged in strict

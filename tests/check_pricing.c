@@ -1,6 +1,6 @@
 /*
  * check_pricing.c: unit tests of versioned rates per model and of reports
- * priced from token counts (sidecard/pricing.c, gate_report_tokens), from
+ * priced from token counts (sidecard/engine/pricing.c, gate_report_tokens), from
  * PROTOCOL.md "Pricing".
  *
  * Uses the gate fixture: a fresh state per test, an explicit clock. Rates

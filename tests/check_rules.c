@@ -1,6 +1,6 @@
 /*
  * check_rules.c: agents' rule lists and the shared text table of rule names
- * and patterns (sidecard/state_index.c, shm/shm.h RULES AND TEXTS), through the
+ * and patterns (sidecard/store/state_index.c, shm/shm.h RULES AND TEXTS), through the
  * state model the daemon's methods call.
  *
  * What is covered: a fleet's identical rules share one text per string,

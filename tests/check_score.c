@@ -1,6 +1,6 @@
 /*
  * check_score.c: unit tests of the kredit score, the status escalation it
- * drives, anomaly detection and agent events (sidecard/score.c and the gate
+ * drives, anomaly detection and agent events (sidecard/engine/score.c and the gate
  * steps 8 and 9), from the formula and thresholds in PROTOCOL.md.
  *
  * Uses the gate fixture: a fresh state per test, an explicit clock.

@@ -1,5 +1,5 @@
 /*
- * check_server.c: tests of the Unix-socket server (sidecard/server.c).
+ * check_server.c: tests of the Unix-socket server (sidecard/serve/server.c).
  *
  * Each test runs a real server: a libuv loop on its own thread with a small
  * handler defined here, driven by plain blocking socket clients from the

@@ -6,7 +6,7 @@
  *
  * Each test works in its own temporary directory, removed in teardown. The
  * test thread registers with liburcu because the persistence test goes
- * through the state model (sidecard/state.c), which needs a registered loop
+ * through the state model (sidecard/store/state.c), which needs a registered loop
  * thread; the seqlock test starts one extra writer thread of its own.
  */
 #include <check.h>

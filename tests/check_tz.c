@@ -1,5 +1,5 @@
 /*
- * check_tz.c: unit tests of sidecard/tz.c: POSIX TZ parsing and its error
+ * check_tz.c: unit tests of sidecard/engine/tz.c: POSIX TZ parsing and its error
  * messages, offsets around real transitions, the local calendar (days, Monday
  * weeks, months) on DST-change days, before 1970 and over 1900..2400, TZif
  * footers, and tz_resolve on the installed tzdata. glibc's localtime_r (with

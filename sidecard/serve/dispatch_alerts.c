@@ -2,7 +2,7 @@
  * dispatch_alerts.c: the alert methods (alerts.list, alerts.subscribe,
  * alerts.unsubscribe; PROTOCOL.md "Alerts") and the push of new alerts to
  * the connections that subscribed. None writes a ledger record: alerts are
- * derived from the other records (sidecard/alerts.c), and a subscription is
+ * derived from the other records (sidecard/engine/alerts.c), and a subscription is
  * a property of a connection, which a restart does not keep.
  *
  * DESIGN. A handler must not notify the connection it answers, and an
