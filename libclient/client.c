@@ -72,16 +72,6 @@
 
 /* ----- errors ----- */
 
-int sc_client_fail(sc_client *c, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(c->error, sizeof(c->error), fmt, ap);
-	va_end(ap);
-	return code;
-}
-
 int sc_client_broken(sc_client *c, int code, const char *what)
 {
 	if (c->fd >= 0) {

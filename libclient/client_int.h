@@ -25,8 +25,10 @@
 #ifndef SIDECARD_CLIENT_INT_H
 #define SIDECARD_CLIENT_INT_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include <msgpack.h>
@@ -62,11 +64,27 @@ struct sc_client {
 	uint64_t alerts_dropped;
 };
 
-/* ----- errors (client.c) ----- */
+/* ----- errors ----- */
 
-/* Sets the client's message; returns code. */
-int sc_client_fail(sc_client *c, int code, const char *fmt, ...)
+/*
+ * Sets the client's message; returns code. Here rather than in client.c:
+ * every file of the library records its failures, and client.c calls the
+ * decoders of client_fields.c, so none of them calls back up into it.
+ */
+static inline int sc_client_fail(sc_client *c, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+static inline int sc_client_fail(sc_client *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->error, sizeof(c->error), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* (client.c) */
 /* A transport failure: the connection cannot be trusted any more. */
 int sc_client_broken(sc_client *c, int code, const char *what);
 
