@@ -35,9 +35,9 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "gate.h"
 #include "log.h"
 #include "state_int.h"
+#include "state_record.h"
 
 /* ------------------------------------------------------- open and close */
 
@@ -315,7 +315,7 @@ static int check_rule_fields(const struct state_rule_spec *r, char *err, size_t 
 
 	if ((r->set & STATE_RULE_SET_NAME) && (rc = check_name("name", r->name, err, errlen)))
 		return rc;
-	if ((r->set & STATE_RULE_SET_MATCH) && !gate_pattern_valid(r->match.p, r->match.len)) {
+	if ((r->set & STATE_RULE_SET_MATCH) && !state_pattern_valid(r->match.p, r->match.len)) {
 		sc_errorf(err, errlen,
 		     "match: '%.*s' is not a pattern: use '*', 'prefix.*' or an exact action "
 		     "(1 to %d printable characters, no spaces)",
@@ -625,7 +625,7 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	a->org_slot = spec->org_slot;
 	a->priority = (uint8_t)spec->priority;
 	a->status = SC_STATUS_ACTIVE;
-	a->score = GATE_SCORE_START;
+	a->score = STATE_SCORE_START;
 	a->created_at = now;
 	copy_str(a->name, spec->name);
 	apply_wallet_update(&a->wallet, &spec->wallet);

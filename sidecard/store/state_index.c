@@ -72,9 +72,9 @@
 #include <urcu/rculfhash.h>
 
 #include "common.h"
-#include "gate.h"
 #include "log.h"
 #include "state_int.h"
+#include "state_record.h"
 
 struct ix_node {
 	struct cds_lfht_node node;
@@ -603,7 +603,7 @@ uint32_t state_rule_match(struct state *st, uint32_t agent_slot, const char *act
 	for (uint32_t s = st->m.agents[agent_slot].first_rule; s != SHM_NONE; s = rules[s].next) {
 		const struct shm_text *t = &st->m.texts[rules[s].match];
 
-		if (gate_pattern_rank(t->s, t->len, action, len) >= 0)
+		if (state_pattern_rank(t->s, t->len, action, len) >= 0)
 			return s;
 	}
 	return SHM_NONE;
