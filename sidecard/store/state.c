@@ -647,16 +647,6 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	return 0;
 }
 
-int state_agent_by_id(struct state *st, uint64_t id, uint32_t *slot)
-{
-	uint32_t s = shm_agent_ix_find(&st->m, id);
-
-	if (s == SHM_NONE)
-		return SC_ENOTFOUND;
-	*slot = s;
-	return 0;
-}
-
 int state_agent_update(struct state *st, uint32_t slot, const struct state_str *name,
                        int priority, int status, int64_t now, char *err, size_t errlen)
 {
@@ -892,21 +882,4 @@ void state_task_create(struct state *st, uint32_t slot, uint64_t org_id, struct 
 	shm_write_end(&t->rec.seq);
 	if (sidx_ix_add(st, sidx_key_str(IX_TASK, org_id, id), slot) != 0)
 		log_error("cannot index task %s: out of memory", t->id);
-}
-
-struct shm_txn *state_txn_by_id(struct state *st, uint64_t id)
-{
-	const struct shm_header *h = st->m.hdr;
-	struct shm_txn *t;
-
-	if (id == 0 || id >= h->next_txn_id)
-		return NULL;
-	t = &st->m.txns[(id - 1) % h->txn_cap];
-	return t->rec.used && t->id == id ? t : NULL;
-}
-
-int state_txn_index_key(struct state *st, const struct shm_txn *t)
-{
-	return sidx_ix_add(st, sidx_key_cstr(IX_IDEM, t->agent_id, t->idem_key),
-	              t->id);
 }
