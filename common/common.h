@@ -10,6 +10,18 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/*
+ * a + b, or INT64_MAX where the sum would overflow: totals, counters and
+ * times that must stop at the top rather than wrap. Inline: the gate adds
+ * several on every check.
+ */
+static inline int64_t sc_add_sat(int64_t a, int64_t b)
+{
+	int64_t r;
+
+	return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
 /* Formats an error message into buf (len bytes); nothing if buf is NULL. */
 void sc_errorf(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -200,7 +200,7 @@ static void fill(sc_wallet_snapshot *out, uint64_t id, uint64_t org_id, uint8_t 
 	out->status = (enum sc_status)status;
 	out->balance = w->balance;
 	out->held = w->held;
-	/* As the daemon's gate_available: saturated, never wrapped. */
+	/* As the daemon's state_wallet_available: saturated, never wrapped. */
 	if (__builtin_sub_overflow(w->balance, w->held, &out->available))
 		out->available = INT64_MIN;
 	out->budget = w->budget;

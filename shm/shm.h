@@ -60,7 +60,7 @@
  * more than N through in any 60-minute span; an exhausted limit may stay
  * blocked up to 4 minutes longer than a minute-exact window would. A step
  * of the wall clock moves the bucket numbers by the step, rounded up to
- * whole buckets (gate_window_shift), so the window counts elapsed time.
+ * whole buckets (state_window_shift), so the window counts elapsed time.
  *
  * CONCURRENCY
  *

@@ -155,13 +155,13 @@ START_TEST(test_velocity_at_the_setting_and_twice_it)
 	ck_assert_str_eq(a[1]->message, "agent 1 (fast): 6 allowed checks in the last hour, at least 6");
 	ALLOW(id, "x.y", 1, T0 + 33 * MIN);
 	ck_assert_uint_eq(alerts(a, 4), 2);
-	ck_assert_int_eq(gate_window_count(&g_m->agents[0].vel, T0 + 33 * MIN), 7);
+	ck_assert_int_eq(state_window_count(&g_m->agents[0].vel, T0 + 33 * MIN), 7);
 	/*
 	 * The window slides in four-minute buckets: the first three, in the
 	 * bucket T0 starts, count until the 15th bucket after it ends, at 64 minutes.
 	 */
-	ck_assert_int_eq(gate_window_count(&g_m->agents[0].vel, T0 + 63 * MIN + 59 * SEC), 7);
-	ck_assert_int_eq(gate_window_count(&g_m->agents[0].vel, T0 + 64 * MIN), 4);
+	ck_assert_int_eq(state_window_count(&g_m->agents[0].vel, T0 + 63 * MIN + 59 * SEC), 7);
+	ck_assert_int_eq(state_window_count(&g_m->agents[0].vel, T0 + 64 * MIN), 4);
 }
 END_TEST
 

@@ -50,24 +50,24 @@ START_TEST(test_action_valid_boundaries)
 	char buf[200];
 
 	memset(buf, 'a', sizeof buf);
-	ck_assert_int_eq(gate_action_valid(buf, 1), 1);
-	ck_assert_int_eq(gate_action_valid(buf, 127), 1);
-	ck_assert_int_eq(gate_action_valid(buf, 128), 0);
-	ck_assert_int_eq(gate_action_valid("", 0), 0);
-	ck_assert_int_eq(gate_action_valid("openai.chat", 11), 1);
-	ck_assert_int_eq(gate_action_valid("~!#$%&'()+,-/:;<=>?@[]^_`{|}", 28), 1);
-	ck_assert_int_eq(gate_action_valid("a b", 3), 0);
-	ck_assert_int_eq(gate_action_valid(" ab", 3), 0);
-	ck_assert_int_eq(gate_action_valid("ab ", 3), 0);
-	ck_assert_int_eq(gate_action_valid("a*", 2), 0);
-	ck_assert_int_eq(gate_action_valid("*", 1), 0);
-	ck_assert_int_eq(gate_action_valid("a.*", 3), 0);
-	ck_assert_int_eq(gate_action_valid("a\tb", 3), 0);
-	ck_assert_int_eq(gate_action_valid("a\x7f", 2), 0);
-	ck_assert_int_eq(gate_action_valid("caf\xc3\xa9", 5), 0);
-	ck_assert_int_eq(gate_action_valid("ab\0c", 4), 0);
+	ck_assert_int_eq(state_action_valid(buf, 1), 1);
+	ck_assert_int_eq(state_action_valid(buf, 127), 1);
+	ck_assert_int_eq(state_action_valid(buf, 128), 0);
+	ck_assert_int_eq(state_action_valid("", 0), 0);
+	ck_assert_int_eq(state_action_valid("openai.chat", 11), 1);
+	ck_assert_int_eq(state_action_valid("~!#$%&'()+,-/:;<=>?@[]^_`{|}", 28), 1);
+	ck_assert_int_eq(state_action_valid("a b", 3), 0);
+	ck_assert_int_eq(state_action_valid(" ab", 3), 0);
+	ck_assert_int_eq(state_action_valid("ab ", 3), 0);
+	ck_assert_int_eq(state_action_valid("a*", 2), 0);
+	ck_assert_int_eq(state_action_valid("*", 1), 0);
+	ck_assert_int_eq(state_action_valid("a.*", 3), 0);
+	ck_assert_int_eq(state_action_valid("a\tb", 3), 0);
+	ck_assert_int_eq(state_action_valid("a\x7f", 2), 0);
+	ck_assert_int_eq(state_action_valid("caf\xc3\xa9", 5), 0);
+	ck_assert_int_eq(state_action_valid("ab\0c", 4), 0);
 	/* only len bytes count: the string need not be NUL-terminated */
-	ck_assert_int_eq(gate_action_valid("ab c", 2), 1);
+	ck_assert_int_eq(state_action_valid("ab c", 2), 1);
 }
 END_TEST
 
@@ -75,37 +75,37 @@ START_TEST(test_pattern_valid_forms)
 {
 	char buf[200];
 
-	ck_assert_int_eq(gate_pattern_valid("*", 1), 1);
-	ck_assert_int_eq(gate_pattern_valid("a.*", 3), 1);
-	ck_assert_int_eq(gate_pattern_valid("openai.*", 8), 1);
-	ck_assert_int_eq(gate_pattern_valid("openai.chat.*", 13), 1);
-	ck_assert_int_eq(gate_pattern_valid("flight.booking", 14), 1);
-	ck_assert_int_eq(gate_pattern_valid("a", 1), 1);
+	ck_assert_int_eq(state_pattern_valid("*", 1), 1);
+	ck_assert_int_eq(state_pattern_valid("a.*", 3), 1);
+	ck_assert_int_eq(state_pattern_valid("openai.*", 8), 1);
+	ck_assert_int_eq(state_pattern_valid("openai.chat.*", 13), 1);
+	ck_assert_int_eq(state_pattern_valid("flight.booking", 14), 1);
+	ck_assert_int_eq(state_pattern_valid("a", 1), 1);
 
-	ck_assert_int_eq(gate_pattern_valid("", 0), 0);
-	ck_assert_int_eq(gate_pattern_valid("a*", 2), 0);
-	ck_assert_int_eq(gate_pattern_valid(".*", 2), 0); /* empty prefix */
-	ck_assert_int_eq(gate_pattern_valid("*a", 2), 0);
-	ck_assert_int_eq(gate_pattern_valid("*.a", 3), 0);
-	ck_assert_int_eq(gate_pattern_valid("a*b", 3), 0);
-	ck_assert_int_eq(gate_pattern_valid("a.*.b", 5), 0);
-	ck_assert_int_eq(gate_pattern_valid("a.**", 4), 0);
-	ck_assert_int_eq(gate_pattern_valid("**", 2), 0);
-	ck_assert_int_eq(gate_pattern_valid("a .*", 4), 0);
-	ck_assert_int_eq(gate_pattern_valid("a b", 3), 0);
-	ck_assert_int_eq(gate_pattern_valid("a\n", 2), 0);
+	ck_assert_int_eq(state_pattern_valid("", 0), 0);
+	ck_assert_int_eq(state_pattern_valid("a*", 2), 0);
+	ck_assert_int_eq(state_pattern_valid(".*", 2), 0); /* empty prefix */
+	ck_assert_int_eq(state_pattern_valid("*a", 2), 0);
+	ck_assert_int_eq(state_pattern_valid("*.a", 3), 0);
+	ck_assert_int_eq(state_pattern_valid("a*b", 3), 0);
+	ck_assert_int_eq(state_pattern_valid("a.*.b", 5), 0);
+	ck_assert_int_eq(state_pattern_valid("a.**", 4), 0);
+	ck_assert_int_eq(state_pattern_valid("**", 2), 0);
+	ck_assert_int_eq(state_pattern_valid("a .*", 4), 0);
+	ck_assert_int_eq(state_pattern_valid("a b", 3), 0);
+	ck_assert_int_eq(state_pattern_valid("a\n", 2), 0);
 
 	memset(buf, 'a', sizeof buf);
-	ck_assert_int_eq(gate_pattern_valid(buf, 127), 1);
-	ck_assert_int_eq(gate_pattern_valid(buf, 128), 0);
+	ck_assert_int_eq(state_pattern_valid(buf, 127), 1);
+	ck_assert_int_eq(state_pattern_valid(buf, 128), 0);
 	/* 125 + ".*" = 127 bytes: fits; 126 + ".*" = 128: too long */
 	buf[125] = '.';
 	buf[126] = '*';
-	ck_assert_int_eq(gate_pattern_valid(buf, 127), 1);
+	ck_assert_int_eq(state_pattern_valid(buf, 127), 1);
 	memset(buf, 'a', sizeof buf);
 	buf[126] = '.';
 	buf[127] = '*';
-	ck_assert_int_eq(gate_pattern_valid(buf, 128), 0);
+	ck_assert_int_eq(state_pattern_valid(buf, 128), 0);
 }
 END_TEST
 
@@ -113,10 +113,10 @@ START_TEST(test_pattern_rank_specificity_order)
 {
 	const char *act = "openai.chat.x";
 	size_t alen = strlen(act);
-	int star = gate_pattern_rank("*", 1, act, alen);
-	int p_short = gate_pattern_rank("openai.*", 8, act, alen);
-	int p_long = gate_pattern_rank("openai.chat.*", 13, act, alen);
-	int exact = gate_pattern_rank(act, alen, act, alen);
+	int star = state_pattern_rank("*", 1, act, alen);
+	int p_short = state_pattern_rank("openai.*", 8, act, alen);
+	int p_long = state_pattern_rank("openai.chat.*", 13, act, alen);
+	int exact = state_pattern_rank(act, alen, act, alen);
 
 	ck_assert_int_eq(star, 0);
 	ck_assert_int_ge(p_short, 1);
@@ -131,22 +131,22 @@ END_TEST
 START_TEST(test_pattern_rank_matching)
 {
 	/* a prefix pattern needs a dot-separated continuation */
-	ck_assert_int_eq(gate_pattern_rank("openai.*", 8, "openai", 6), -1);
-	ck_assert_int_gt(gate_pattern_rank("openai.*", 8, "openai.chat", 11), 0);
-	ck_assert_int_gt(gate_pattern_rank("openai.*", 8, "openai.chat.stream", 18), 0);
-	ck_assert_int_eq(gate_pattern_rank("openai.*", 8, "openaix.chat", 12), -1);
-	ck_assert_int_eq(gate_pattern_rank("openai.*", 8, "xopenai.chat", 12), -1);
-	ck_assert_int_eq(gate_pattern_rank("openai.chat.*", 13, "openai.chat", 11), -1);
+	ck_assert_int_eq(state_pattern_rank("openai.*", 8, "openai", 6), -1);
+	ck_assert_int_gt(state_pattern_rank("openai.*", 8, "openai.chat", 11), 0);
+	ck_assert_int_gt(state_pattern_rank("openai.*", 8, "openai.chat.stream", 18), 0);
+	ck_assert_int_eq(state_pattern_rank("openai.*", 8, "openaix.chat", 12), -1);
+	ck_assert_int_eq(state_pattern_rank("openai.*", 8, "xopenai.chat", 12), -1);
+	ck_assert_int_eq(state_pattern_rank("openai.chat.*", 13, "openai.chat", 11), -1);
 	/* exact patterns match only themselves */
-	ck_assert_int_eq(gate_pattern_rank("flight.booking", 14, "flight.booking", 14), INT_MAX);
-	ck_assert_int_eq(gate_pattern_rank("flight.booking", 14, "flight.bookings", 15), -1);
-	ck_assert_int_eq(gate_pattern_rank("flight.booking", 14, "flight.book", 11), -1);
-	ck_assert_int_eq(gate_pattern_rank("openai", 6, "openai.chat", 11), -1);
+	ck_assert_int_eq(state_pattern_rank("flight.booking", 14, "flight.booking", 14), INT_MAX);
+	ck_assert_int_eq(state_pattern_rank("flight.booking", 14, "flight.bookings", 15), -1);
+	ck_assert_int_eq(state_pattern_rank("flight.booking", 14, "flight.book", 11), -1);
+	ck_assert_int_eq(state_pattern_rank("openai", 6, "openai.chat", 11), -1);
 	/* "*" matches everything */
-	ck_assert_int_eq(gate_pattern_rank("*", 1, "x", 1), 0);
-	ck_assert_int_eq(gate_pattern_rank("*", 1, "openai", 6), 0);
+	ck_assert_int_eq(state_pattern_rank("*", 1, "x", 1), 0);
+	ck_assert_int_eq(state_pattern_rank("*", 1, "openai", 6), 0);
 	/* lengths are honoured, not NUL terminators */
-	ck_assert_int_eq(gate_pattern_rank("openai.*", 8, "openai.chat", 6), -1);
+	ck_assert_int_eq(state_pattern_rank("openai.*", 8, "openai.chat", 6), -1);
 }
 END_TEST
 
@@ -186,12 +186,12 @@ END_TEST
 START_TEST(test_rate_count_sliding_window)
 {
 	static struct shm_rule r;
-	int32_t b = gate_window_bucket(T0);
+	int32_t b = state_window_bucket(T0);
 
 	/* T0 is the first instant of its four-minute bucket */
 	ck_assert_int_eq(b, T0_MINUTE / 4);
-	ck_assert_int_eq(gate_window_bucket(T0 - 1), b - 1);
-	ck_assert_int_eq(gate_window_bucket(T0 + 4 * MIN - 1), b);
+	ck_assert_int_eq(state_window_bucket(T0 - 1), b - 1);
+	ck_assert_int_eq(state_window_bucket(T0 + 4 * MIN - 1), b);
 	memset(&r, 0, sizeof r);
 	ck_assert_int_eq(gate_rate_count(&r, T0), 0);
 	r.hourly_limit = 100;

@@ -159,7 +159,7 @@ static uint64_t sw_expected_rule(uint32_t agent_slot, const char *action)
 
 	for (unsigned i = 0; i < n; i++) {
 		const struct shm_rule *r = &g_m->rules[slots[i]];
-		int rank = gate_pattern_rank(rule_match(r), strlen(rule_match(r)), action,
+		int rank = state_pattern_rank(rule_match(r), strlen(rule_match(r)), action,
 		                             strlen(action));
 
 		if (rank > best) {

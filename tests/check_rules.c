@@ -266,7 +266,7 @@ static uint32_t ch_expected_match(uint32_t s, const char *action)
 
 		if (!r->rec.used || r->agent_slot != s)
 			continue;
-		rank = gate_pattern_rank(rule_match(r), strlen(rule_match(r)), action, strlen(action));
+		rank = state_pattern_rank(rule_match(r), strlen(rule_match(r)), action, strlen(action));
 		if (rank > best_rank) {
 			best_rank = rank;
 			best = rs;

@@ -51,7 +51,7 @@ START_TEST(test_new_agent_starts_at_650)
 	uint32_t s;
 
 	simple_agent("a", BIG, &s);
-	ck_assert_int_eq(g_m->agents[s].score, GATE_SCORE_START);
+	ck_assert_int_eq(g_m->agents[s].score, STATE_SCORE_START);
 	ck_assert_int_eq(gate_score(&g_m->agents[s]), 650);
 }
 END_TEST

@@ -18,7 +18,7 @@
 #include <time.h>
 
 #include "clock.h"
-#include "gate.h"
+#include "common.h"
 #include "log.h"
 
 /*
@@ -77,7 +77,7 @@ static int64_t sample(int full)
 
 	if (full || mono - mono_last >= RESAMPLE_US) {
 		wall = read_us(CLOCK_REALTIME);
-		jump = gate_add_sat(wall - wall_last, -(mono - mono_last));
+		jump = sc_add_sat(wall - wall_last, -(mono - mono_last));
 		mono_last = mono;
 		wall_last = wall;
 	} else {
@@ -86,15 +86,15 @@ static int64_t sample(int full)
 	}
 	if (__builtin_mul_overflow(mono - mono_start, scale - 1, &extra))
 		extra = INT64_MAX;
-	now = gate_add_sat(wall, extra);
+	now = sc_add_sat(wall, extra);
 	if (jump > CLOCK_STEP_US || jump < -CLOCK_STEP_US) {
 		/* what this reading would have been without the step: never before the last */
-		before = gate_add_sat(now, -jump);
+		before = sc_add_sat(now, -jump);
 		if (before < last)
 			before = last;
 		if (now != before) {
 			log_step(now - before, now, "");
-			pending = gate_add_sat(pending, now - before);
+			pending = sc_add_sat(pending, now - before);
 		}
 		last = now;
 	} else if (now > last) {
@@ -134,7 +134,7 @@ void clock_resume(int64_t last_record)
 	if (last_record - now > CLOCK_STEP_US) {
 		log_step(now - last_record, now,
 		         " while the daemon was stopped (measured from the ledger's last record)");
-		pending = gate_add_sat(pending, now - last_record);
+		pending = sc_add_sat(pending, now - last_record);
 	}
 	pthread_mutex_unlock(&lock);
 }

@@ -144,7 +144,7 @@ static void low_balance(struct state *st, const struct owner *o, uint64_t txn_id
 {
 	const struct shm_wallet *w = o->w;
 	int64_t t = w->low_balance > 0 ? w->low_balance : w->budget / 10;
-	int64_t avail = gate_available(w);
+	int64_t avail = state_wallet_available(w);
 	char v[SC_MONEY_STRLEN + 2], th[SC_MONEY_STRLEN + 2], what[SC_REASON_MAX + 1];
 	struct alert_spec s = {SHM_MARK_LOW_WARNING, SHM_ALERT_LOW_BALANCE, 0, 0, t, txn_id};
 
@@ -200,15 +200,15 @@ static void velocity(struct state *st, struct shm_agent *a, const struct owner *
 	char what[SC_REASON_MAX + 1];
 
 	state_agent_write_begin(a);
-	gate_window_add(&a->vel, now);
+	state_window_add(&a->vel, now);
 	shm_agent_write_end(a);
-	if (limit <= 0 || (n = gate_window_count(&a->vel, now)) < limit)
+	if (limit <= 0 || (n = state_window_count(&a->vel, now)) < limit)
 		return;
 	s.value = n;
-	if (n >= gate_add_sat(limit, limit)) {
+	if (n >= sc_add_sat(limit, limit)) {
 		s.mark = SHM_MARK_VELOCITY_CRITICAL;
 		s.critical = 1;
-		s.threshold = gate_add_sat(limit, limit);
+		s.threshold = sc_add_sat(limit, limit);
 	}
 	if (mark_fired(o, s.mark))
 		return;

@@ -11,7 +11,8 @@
 
 #include <stdint.h>
 
-#include "gate.h"
+#include "gate_base.h"
+#include "period.h"
 #include "state.h"
 
 /* What changed a wallet, for alerts_evaluate. */

@@ -35,43 +35,7 @@ const char *gate_risk_name(int risk)
 	return sc_risk_name((enum sc_risk)risk);
 }
 
-/* ---------------------------------------------------------- pure helpers */
-
-int gate_action_valid(const char *s, size_t len)
-{
-	if (len == 0 || len > SC_ACTION_MAX)
-		return 0;
-	for (size_t i = 0; i < len; i++)
-		if (s[i] <= ' ' || s[i] > '~' || s[i] == '*')
-			return 0;
-	return 1;
-}
-
-int gate_pattern_valid(const char *s, size_t len)
-{
-	if (len > SC_ACTION_MAX)
-		return 0;
-	if (len == 1 && s[0] == '*')
-		return 1;
-	if (len >= 3 && s[len - 1] == '*' && s[len - 2] == '.')
-		return gate_action_valid(s, len - 1);
-	return gate_action_valid(s, len);
-}
-
-int gate_pattern_rank(const char *pattern, size_t plen, const char *action, size_t alen)
-{
-	if (plen == 1 && pattern[0] == '*')
-		return 0;
-	if (plen >= 2 && pattern[plen - 1] == '*') {
-		/* "openai.*": the prefix with its dot, and at least one byte after it */
-		size_t pre = plen - 1;
-
-		if (alen > pre && memcmp(pattern, action, pre) == 0)
-			return 1 + (int)pre;
-		return -1;
-	}
-	return plen == alen && memcmp(pattern, action, alen) == 0 ? INT_MAX : -1;
-}
+/* -------------------------------------------------------------- helpers */
 
 int gate_risk_reason(const char *reason)
 {
@@ -93,83 +57,14 @@ int32_t gate_minute(int64_t now)
 	return (int32_t)(now / GATE_US_PER_MINUTE);
 }
 
-int64_t gate_add_sat(int64_t a, int64_t b)
-{
-	int64_t r;
-
-	return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
-}
-
 int64_t gate_daily_used(int32_t day, int64_t spent, int64_t held, int32_t today)
 {
-	return gate_add_sat(day == today ? spent : 0, held);
-}
-
-int32_t gate_window_bucket(int64_t now)
-{
-	return (int32_t)(now / (GATE_US_PER_MINUTE * SHM_WINDOW_MINUTES));
-}
-
-static uint32_t bucket_index(int32_t number)
-{
-	return (uint32_t)number % SHM_WINDOW_BUCKETS;
-}
-
-/*
- * The buckets hold numbers (newest - 16, newest]; the window at now is the
- * bucket of now and the 15 before it. A now before the newest bucket (the
- * clock went back by less than a step, or a step's shift rounded up) counts
- * every bucket held, which can only block longer, never less. At most 16
- * additions of one cache line: no running sum to keep consistent.
- */
-int64_t gate_window_count(const struct shm_window *w, int64_t now)
-{
-	int32_t lo = gate_window_bucket(now) - (SHM_WINDOW_BUCKETS - 1);
-	int64_t n = 0;
-
-	if (lo < w->newest - (SHM_WINDOW_BUCKETS - 1))
-		lo = w->newest - (SHM_WINDOW_BUCKETS - 1);
-	for (int32_t i = lo; i <= w->newest; i++)
-		n += w->n[bucket_index(i)];
-	return n;
-}
-
-void gate_window_add(struct shm_window *w, int64_t now)
-{
-	int32_t b = gate_window_bucket(now);
-
-	if (b > w->newest) {
-		if (b - w->newest >= SHM_WINDOW_BUCKETS)
-			memset(w->n, 0, sizeof(w->n));
-		else
-			for (int32_t i = w->newest + 1; i <= b; i++)
-				w->n[bucket_index(i)] = 0;
-		w->newest = b;
-	}
-	if (w->n[bucket_index(w->newest)] < UINT32_MAX)
-		w->n[bucket_index(w->newest)]++;
-}
-
-void gate_window_shift(struct shm_window *w, int64_t step)
-{
-	int64_t width = GATE_US_PER_MINUTE * SHM_WINDOW_MINUTES;
-	/* C division truncates toward zero: rounds a step back up too */
-	int64_t newest = (int64_t)w->newest + step / width + (step % width > 0);
-	uint32_t n[SHM_WINDOW_BUCKETS];
-
-	if (newest > INT32_MAX)
-		newest = INT32_MAX;
-	if (newest < INT32_MIN + SHM_WINDOW_BUCKETS)
-		newest = INT32_MIN + SHM_WINDOW_BUCKETS;
-	for (int32_t i = 0; i < SHM_WINDOW_BUCKETS; i++)
-		n[bucket_index((int32_t)newest - i)] = w->n[bucket_index(w->newest - i)];
-	memcpy(w->n, n, sizeof(n));
-	w->newest = (int32_t)newest;
+	return sc_add_sat(day == today ? spent : 0, held);
 }
 
 int64_t gate_rate_count(const struct shm_rule *r, int64_t now)
 {
-	return gate_window_count(&r->rate, now);
+	return state_window_count(&r->rate, now);
 }
 
 /* ------------------------------------------------------------- counters */
@@ -210,13 +105,6 @@ static int refuse(struct verdict *v, const char *fmt, ...)
 		v->n++;
 	}
 	return v->stop_at_first;
-}
-
-int64_t gate_available(const struct shm_wallet *w)
-{
-	int64_t a;
-
-	return __builtin_sub_overflow(w->balance, w->held, &a) ? INT64_MIN : a;
 }
 
 /*
@@ -284,30 +172,6 @@ static int rule_limits(const struct shm_agent *a, const struct shm_rule *r, cons
 	       refuse(v, "rule:%s:hourly_rate_limit", name);
 }
 
-uint64_t gate_wallet_txn(struct state *st, uint64_t agent_id, uint64_t org_id,
-                           const char *action, const char *type, int64_t estimate, int64_t charged,
-                           int64_t balance_after, const uint8_t *meta, size_t meta_len, int64_t now)
-{
-	struct shm_txn *t = state_txn_begin(st, agent_id, SHM_NONE);
-	uint64_t id = t->id;
-
-	t->org_id = org_id;
-	t->estimate = estimate;
-	t->charged = charged;
-	t->balance_after = balance_after;
-	t->created_at = t->settled_at = now;
-	t->status = SC_TXN_SETTLED;
-	t->outcome = SC_OUTCOME_SUCCESS;
-	t->has_outcome = 1;
-	snprintf(t->action, sizeof(t->action), "%s", action);
-	snprintf(t->type, sizeof(t->type), "%s", type);
-	t->meta_len = (uint16_t)meta_len;
-	if (meta_len)
-		memcpy(t->meta, meta, meta_len);
-	shm_write_end(&t->rec.seq);
-	return id;
-}
-
 /* Priority high: tops up by 50% of budget when available < 10% of budget. */
 static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 {
@@ -315,7 +179,7 @@ static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 	int64_t add = w->budget / 2, balance;
 
 	if (a->priority != SC_PRIORITY_HIGH || w->budget <= 0 || add == 0 ||
-	    gate_available(w) >= w->budget / 10 || __builtin_add_overflow(w->balance, add, &balance))
+	    state_wallet_available(w) >= w->budget / 10 || __builtin_add_overflow(w->balance, add, &balance))
 		return;
 	state_agent_write_begin(a);
 	w->balance = balance;
@@ -329,12 +193,12 @@ static void maybe_top_up(struct state *st, struct shm_agent *a, int64_t now)
 /* An optional key (idempotency key, task id): absent, or 1..63 printable bytes. */
 static int key_valid(struct state_str k)
 {
-	return k.len == 0 || (k.len <= SC_KEY_MAX && gate_action_valid(k.p, k.len));
+	return k.len == 0 || (k.len <= SC_KEY_MAX && state_action_valid(k.p, k.len));
 }
 
 static int validate_check(const struct gate_check_req *req, char *err, size_t errlen)
 {
-	if (!gate_action_valid(req->action.p, req->action.len)) {
+	if (!state_action_valid(req->action.p, req->action.len)) {
 		sc_errorf(err, errlen, "action: must be 1 to %d printable characters without spaces or '*'",
 		     SC_ACTION_MAX);
 		return SC_EINVAL;
@@ -376,7 +240,7 @@ static int replay(const struct gate_check_req *req, const struct shm_key *t,
 	out->txn_id = t->txn_id;
 	out->risk = t->risk;
 	memcpy(out->block_reason, t->block_reason, sizeof(out->block_reason));
-	out->available = gate_available(&a->wallet);
+	out->available = state_wallet_available(&a->wallet);
 	out->replayed = 1;
 	return 0;
 }
@@ -446,7 +310,7 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 
 		shm_write_begin(&r->rec.seq);
 		r->held += req->estimate;
-		gate_window_add(&r->rate, now);
+		state_window_add(&r->rate, now);
 		shm_write_end(&r->rec.seq);
 	}
 	if (task_slot != SHM_NONE) {
@@ -470,7 +334,7 @@ static void place_holds(struct state *st, uint32_t agent_slot, uint32_t rule_slo
 	h->task_uid = task_slot != SHM_NONE ? m->tasks[task_slot].uid : 0;
 	h->amount = req->estimate;
 	h->created_at = now;
-	h->expires_at = gate_add_sat(now, state_config(st)->set.hold_ttl_us);
+	h->expires_at = sc_add_sat(now, state_config(st)->set.hold_ttl_us);
 	shm_write_end(&h->rec.seq);
 	state_hold_link(st, hold_slot);
 }
@@ -496,7 +360,7 @@ static int task_limit(struct state *st, const struct shm_task *t, int64_t est, s
 {
 	int64_t cap = state_config(st)->set.task_max_usage;
 
-	return cap > 0 && est > cap - gate_add_sat(t->used, t->held) && refuse(v, "task:max_usage");
+	return cap > 0 && est > cap - sc_add_sat(t->used, t->held) && refuse(v, "task:max_usage");
 }
 
 /* Counts a decision on the agent and the header, with its events. */
@@ -609,7 +473,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 		maybe_top_up(st, a, now);
 		/* steps 6 to 9: wallet, most specific rule, task, score */
 		if (!wallet_limits(&a->wallet, "wallet", "wallet_empty", "insufficient_funds",
-		                   req->estimate, o->cal.day, gate_available(&a->wallet), &v) &&
+		                   req->estimate, o->cal.day, state_wallet_available(&a->wallet), &v) &&
 		    !(r && rule_limits(a, r, m->texts[r->name].s, req->estimate, o->cal.day, now, &v)) &&
 		    !(task && task_limit(st, task, req->estimate, &v)) && a->score < GATE_SCORE_BLOCK)
 			refuse(&v, "score_too_low");
@@ -634,7 +498,7 @@ int gate_check(struct state *st, const struct gate_check_req *req, int64_t now,
 	alerts_evaluate(st, &(struct alerts_change){{agent_slot, 0}, out->allowed ? out->txn_id : 0,
 	                                            out->allowed, anomaly, ratio}, now);
 	shm_change_end(m);
-	out->available = gate_available(&a->wallet);
+	out->available = state_wallet_available(&a->wallet);
 	return 0;
 }
 
@@ -649,7 +513,7 @@ static void wallet_settle(struct shm_wallet *w, const struct shm_calendar *cal, 
 	if (charge <= w->balance) {
 		w->balance -= charge;
 	} else {
-		w->debt = gate_add_sat(w->debt, charge - w->balance);
+		w->debt = sc_add_sat(w->debt, charge - w->balance);
 		w->balance = 0;
 	}
 }
@@ -680,7 +544,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		a->settled++;
 		a->failures += outcome == SC_OUTCOME_FAILURE;
 		a->overruns += charge > h->amount;
-		a->charged_total = gate_add_sat(a->charged_total, charge);
+		a->charged_total = sc_add_sat(a->charged_total, charge);
 	} else {
 		a->expired++;
 	}
@@ -701,7 +565,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 			r->day = o->cal.day;
 			r->daily_spent = 0;
 		}
-		r->daily_spent = gate_add_sat(r->daily_spent, charge);
+		r->daily_spent = sc_add_sat(r->daily_spent, charge);
 		shm_write_end(&r->rec.seq);
 	}
 	if (h->task_slot != SHM_NONE && m->tasks[h->task_slot].rec.used &&
@@ -711,7 +575,7 @@ static void settle(struct state *st, uint32_t hold_slot, int64_t charge, enum sc
 		shm_write_begin(&task->rec.seq);
 		task->held -= h->amount;
 		task->open_holds--;
-		task->used = gate_add_sat(task->used, charge);
+		task->used = sc_add_sat(task->used, charge);
 		task->last_at = now;
 		shm_write_end(&task->rec.seq);
 	}
@@ -978,9 +842,9 @@ void gate_wallet_period(struct state *st, const struct gate_wallet_ref *ref, int
 static int64_t source_available(struct state *st, const struct gate_wallet_ref *ref)
 {
 	struct owner o = owner_of(st, ref);
-	int64_t a = gate_available(o.w);
+	int64_t a = state_wallet_available(o.w);
 
-	return ref->org ? gate_add_sat(a, -o.w->reserving) : a;
+	return ref->org ? sc_add_sat(a, -o.w->reserving) : a;
 }
 
 /* A sub-budget follows its agent's available funds. */

@@ -17,7 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gate.h"
+#include "period.h"
 #include "log.h"
 #include "tz.h"
 
@@ -71,10 +71,10 @@ void gate_spend_add(struct shm_wallet *w, const struct shm_calendar *cal, int64_
 		w->month = cal->month;
 		w->monthly_spent = 0;
 	}
-	w->daily_spent = gate_add_sat(w->daily_spent, charge);
-	w->weekly_spent = gate_add_sat(w->weekly_spent, charge);
-	w->monthly_spent = gate_add_sat(w->monthly_spent, charge);
-	w->total_spent = gate_add_sat(w->total_spent, charge);
+	w->daily_spent = sc_add_sat(w->daily_spent, charge);
+	w->weekly_spent = sc_add_sat(w->weekly_spent, charge);
+	w->monthly_spent = sc_add_sat(w->monthly_spent, charge);
+	w->total_spent = sc_add_sat(w->total_spent, charge);
 }
 
 void gate_calendar(const char *rule, int64_t now, struct shm_calendar *cal)
@@ -241,7 +241,7 @@ static void carry_all(struct shm *m, int moved, int64_t step)
 		state_agent_write_begin(a);
 		(moved ? move_current : keep_current)(&a->wallet, &m->orgs[a->org_slot].cal);
 		if (moved)
-			gate_window_shift(&a->vel, step);
+			state_window_shift(&a->vel, step);
 		shm_agent_write_end(a);
 	}
 	for (uint32_t i = 0; i < h->rule_top; i++) {
@@ -257,7 +257,7 @@ static void carry_all(struct shm *m, int moved, int64_t step)
 			r->daily_spent = 0;
 		r->day = cal->day;
 		if (moved)
-			gate_window_shift(&r->rate, step);
+			state_window_shift(&r->rate, step);
 		shm_write_end(&r->rec.seq);
 	}
 }
@@ -269,7 +269,7 @@ void gate_clock_step(struct state *st, int64_t step, int64_t now)
 	int64_t next = INT64_MAX;
 
 	/* what the elapsed time ended before the step ends as it would have */
-	gate_roll(st, gate_add_sat(now, -step));
+	gate_roll(st, sc_add_sat(now, -step));
 	shm_change_begin(m);
 	carry_all(m, 0, step);
 	for (uint32_t i = 0; i < h->org_top; i++) {
@@ -290,7 +290,7 @@ void gate_clock_step(struct state *st, int64_t step, int64_t now)
 		if (!ho->rec.used)
 			continue;
 		shm_write_begin(&ho->rec.seq);
-		ho->expires_at = gate_add_sat(ho->expires_at, step);
+		ho->expires_at = sc_add_sat(ho->expires_at, step);
 		shm_write_end(&ho->rec.seq);
 	}
 	shm_write_begin(&h->seq);
@@ -325,19 +325,19 @@ int64_t gate_org_available(const struct shm_org *o, const struct shm_agent *a)
 {
 	int64_t others = o->wallet.reserving - (a ? a->wallet.reserving : 0);
 
-	return gate_add_sat(gate_available(&o->wallet), -others);
+	return sc_add_sat(state_wallet_available(&o->wallet), -others);
 }
 
 void gate_carve_sync(struct state *st, struct shm_agent *a)
 {
 	struct shm_org *o = &state_shm(st)->orgs[a->org_slot];
-	int64_t avail = gate_available(&a->wallet);
+	int64_t avail = state_wallet_available(&a->wallet);
 	int64_t r = a->wallet.carved && avail > 0 ? avail : 0;
 
 	if (r == a->wallet.reserving)
 		return;
 	state_org_write_begin(o);
-	o->wallet.reserving = gate_add_sat(o->wallet.reserving, r - a->wallet.reserving);
+	o->wallet.reserving = sc_add_sat(o->wallet.reserving, r - a->wallet.reserving);
 	shm_org_write_end(o);
 	state_agent_write_begin(a);
 	a->wallet.reserving = r;
@@ -365,12 +365,12 @@ int gate_carve(struct state *st, uint32_t agent_slot, int64_t amount, const uint
 	}
 	/* the reservation grows from what the agent reserves now to its available plus amount */
 	free_funds = gate_org_available(o, a);
-	avail = gate_available(&a->wallet);
+	avail = state_wallet_available(&a->wallet);
 	if (__builtin_add_overflow(a->wallet.balance, amount, &balance)) {
 		sc_errorf(err, errlen, "amount: the agent's balance would overflow");
 		return SC_ERANGE;
 	}
-	if (gate_add_sat(avail > 0 ? avail : 0, amount) > free_funds) {
+	if (sc_add_sat(avail > 0 ? avail : 0, amount) > free_funds) {
 		sc_errorf(err, errlen,
 		          "amount: %lld plus the agent's available %lld exceeds the org's "
 		          "unreserved available funds (%lld)",

@@ -31,7 +31,7 @@
 #include <time.h>
 
 #include "common.h"
-#include "gate.h"
+#include "state_record.h"
 #include "pricing.h"
 
 #define TOKENS_PER_MILLION 1000000u
@@ -41,7 +41,7 @@ static const char *const kind_names[PRICING_KINDS] = {"input_tokens", "output_to
 
 int pricing_model_valid(const char *s, size_t len)
 {
-	return len <= SC_NAME_MAX && gate_action_valid(s, len);
+	return len <= SC_NAME_MAX && state_action_valid(s, len);
 }
 
 static int model_arg(struct state_str model, char *err, size_t errlen)

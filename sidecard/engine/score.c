@@ -8,7 +8,7 @@
  */
 #include <stdio.h>
 
-#include "gate.h"
+#include "score.h"
 
 /* Penalty weights, in score points for a rate of 100%. */
 #define W_FAILURE 250
@@ -35,7 +35,7 @@ int gate_score(const struct shm_agent *a)
 	       W_ANOMALY * permille(a->anomalies, a->checks)) /
 	      1000;
 	weight = outcomes < EXPERIENCE ? (int64_t)outcomes : EXPERIENCE;
-	score = GATE_SCORE_START + (raw - GATE_SCORE_START) * weight / EXPERIENCE;
+	score = STATE_SCORE_START + (raw - STATE_SCORE_START) * weight / EXPERIENCE;
 	return score < 300 ? 300 : score > 850 ? 850 : (int)score;
 }
 

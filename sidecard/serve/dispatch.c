@@ -68,7 +68,7 @@ void pack_wallet(struct call *c, const struct gate_wallet_ref *ref)
 	call_map(c, 12);
 	proto_pack_key_i64(pk, "balance", w->balance);
 	proto_pack_key_i64(pk, "held", w->held);
-	proto_pack_key_i64(pk, "available", gate_available(w));
+	proto_pack_key_i64(pk, "available", state_wallet_available(w));
 	proto_pack_key_i64(pk, "budget", w->budget);
 	proto_pack_key_i64(pk, "max_per_txn", w->max_per_txn);
 	proto_pack_key_i64(pk, "daily_spend_limit", w->daily_limit);

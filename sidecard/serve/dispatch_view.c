@@ -257,8 +257,8 @@ static int add_to_summary(void *arg, const struct shm_txn *t)
 
 	if (t->status <= SC_TXN_EXPIRED)
 		s->by_status[t->status]++;
-	s->charged = gate_add_sat(s->charged, t->charged);
-	s->estimated = gate_add_sat(s->estimated, t->estimate);
+	s->charged = sc_add_sat(s->charged, t->charged);
+	s->estimated = sc_add_sat(s->estimated, t->estimate);
 	return 1;
 }
 
@@ -299,7 +299,7 @@ static int add_spend(void *arg, const struct shm_txn *t)
 	uint32_t slot;
 
 	if (t->charged > 0 && state_agent_by_id(s->c->st, t->agent_id, &slot) == 0) {
-		s->by_slot[slot] = gate_add_sat(s->by_slot[slot], t->charged);
+		s->by_slot[slot] = sc_add_sat(s->by_slot[slot], t->charged);
 		s->count[slot]++;
 	}
 	return 1;
@@ -368,7 +368,7 @@ int m_fleet(struct call *c)
 			continue;
 		agents++;
 		by_status[a->status <= SC_STATUS_FROZEN ? a->status : SC_STATUS_ACTIVE]++;
-		spend = gate_add_sat(spend, a->charged_total);
+		spend = sc_add_sat(spend, a->charged_total);
 		scores += a->score;
 	}
 	pk = call_ok(c);

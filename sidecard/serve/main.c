@@ -204,7 +204,7 @@ static void arm_expiry(struct daemon *d)
 	d->timer_steps = d->dispatch.steps;
 	pthread_mutex_unlock(&d->dispatch.lock);
 	/* next is on the daemon's clock, which --time-scale may speed up; the timer is real. */
-	wait = next == INT64_MAX ? STEP_WATCH_MS : clock_real_wait_ms(gate_add_sat(next, -now));
+	wait = next == INT64_MAX ? STEP_WATCH_MS : clock_real_wait_ms(sc_add_sat(next, -now));
 	if (wait > STEP_WATCH_MS)
 		wait = STEP_WATCH_MS;
 	uv_timer_start(&d->expiry, on_expiry, (uint64_t)wait, 0);

@@ -35,9 +35,9 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "gate.h"
 #include "log.h"
 #include "state_int.h"
+#include "state_record.h"
 
 /* ------------------------------------------------------- open and close */
 
@@ -315,7 +315,7 @@ static int check_rule_fields(const struct state_rule_spec *r, char *err, size_t 
 
 	if ((r->set & STATE_RULE_SET_NAME) && (rc = check_name("name", r->name, err, errlen)))
 		return rc;
-	if ((r->set & STATE_RULE_SET_MATCH) && !gate_pattern_valid(r->match.p, r->match.len)) {
+	if ((r->set & STATE_RULE_SET_MATCH) && !state_pattern_valid(r->match.p, r->match.len)) {
 		sc_errorf(err, errlen,
 		     "match: '%.*s' is not a pattern: use '*', 'prefix.*' or an exact action "
 		     "(1 to %d printable characters, no spaces)",
@@ -625,7 +625,7 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	a->org_slot = spec->org_slot;
 	a->priority = (uint8_t)spec->priority;
 	a->status = SC_STATUS_ACTIVE;
-	a->score = GATE_SCORE_START;
+	a->score = STATE_SCORE_START;
 	a->created_at = now;
 	copy_str(a->name, spec->name);
 	apply_wallet_update(&a->wallet, &spec->wallet);
@@ -643,16 +643,6 @@ int state_agent_create(struct state *st, const struct state_agent_spec *spec, in
 	shm_change_end(&st->m);
 	st->counts.agents++;
 	sidx_slot_hash_add(st, &st->agent_names, s);
-	*slot = s;
-	return 0;
-}
-
-int state_agent_by_id(struct state *st, uint64_t id, uint32_t *slot)
-{
-	uint32_t s = shm_agent_ix_find(&st->m, id);
-
-	if (s == SHM_NONE)
-		return SC_ENOTFOUND;
 	*slot = s;
 	return 0;
 }
@@ -892,21 +882,4 @@ void state_task_create(struct state *st, uint32_t slot, uint64_t org_id, struct 
 	shm_write_end(&t->rec.seq);
 	if (sidx_ix_add(st, sidx_key_str(IX_TASK, org_id, id), slot) != 0)
 		log_error("cannot index task %s: out of memory", t->id);
-}
-
-struct shm_txn *state_txn_by_id(struct state *st, uint64_t id)
-{
-	const struct shm_header *h = st->m.hdr;
-	struct shm_txn *t;
-
-	if (id == 0 || id >= h->next_txn_id)
-		return NULL;
-	t = &st->m.txns[(id - 1) % h->txn_cap];
-	return t->rec.used && t->id == id ? t : NULL;
-}
-
-int state_txn_index_key(struct state *st, const struct shm_txn *t)
-{
-	return sidx_ix_add(st, sidx_key_cstr(IX_IDEM, t->agent_id, t->idem_key),
-	              t->id);
 }

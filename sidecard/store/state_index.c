@@ -3,9 +3,11 @@
  * state keeps beside the shared-memory segment, the text table the rules'
  * names and patterns are interned in, the agents' rule lists, and their
  * rebuild when the segment is opened. The state's operations that are only
- * index work are here too: matching an action to a rule, placing, finding
- * and expiring holds, and the rate versions of models. state.c makes the
- * other changes through the sidx_ functions (state_int.h).
+ * index work are here too: matching an action to a rule, finding an agent
+ * or a transaction by id, placing, finding and expiring holds, and the rate
+ * versions of models. state.c makes the other changes through the sidx_
+ * functions (state_int.h); this file calls none of state.c's, so the two
+ * stand one above the other.
  *
  * Threads: as state.c's: one thread at a time, registered with liburcu, the
  * loop thread or the worker holding the commit lock. That thread is the
@@ -72,9 +74,9 @@
 #include <urcu/rculfhash.h>
 
 #include "common.h"
-#include "gate.h"
 #include "log.h"
 #include "state_int.h"
+#include "state_record.h"
 
 struct ix_node {
 	struct cds_lfht_node node;
@@ -603,7 +605,7 @@ uint32_t state_rule_match(struct state *st, uint32_t agent_slot, const char *act
 	for (uint32_t s = st->m.agents[agent_slot].first_rule; s != SHM_NONE; s = rules[s].next) {
 		const struct shm_text *t = &st->m.texts[rules[s].match];
 
-		if (gate_pattern_rank(t->s, t->len, action, len) >= 0)
+		if (state_pattern_rank(t->s, t->len, action, len) >= 0)
 			return s;
 	}
 	return SHM_NONE;
@@ -663,6 +665,18 @@ static int hold_expiry_cmp(const void *a, const void *b)
 	if (x->expires_at != y->expires_at)
 		return x->expires_at < y->expires_at ? -1 : 1;
 	return x->txn_id < y->txn_id ? -1 : x->txn_id > y->txn_id;
+}
+
+/* ---------------------------------------------------------- agents by id */
+
+int state_agent_by_id(struct state *st, uint64_t id, uint32_t *slot)
+{
+	uint32_t s = shm_agent_ix_find(&st->m, id);
+
+	if (s == SHM_NONE)
+		return SC_ENOTFOUND;
+	*slot = s;
+	return 0;
 }
 
 /* ---------------------------------------------------------------- holds */
@@ -790,6 +804,17 @@ static uint32_t ring_top(uint64_t next, uint32_t cap)
 /* Rebuilds indexes, free slot pools and the expiry list, reading slots below the marks only. */
 /* ----------------------------------------------- each agent's transactions */
 
+struct shm_txn *state_txn_by_id(struct state *st, uint64_t id)
+{
+	const struct shm_header *h = st->m.hdr;
+	struct shm_txn *t;
+
+	if (id == 0 || id >= h->next_txn_id)
+		return NULL;
+	t = &st->m.txns[(id - 1) % h->txn_cap];
+	return t->rec.used && t->id == id ? t : NULL;
+}
+
 void sidx_txn_unlink(struct state *st, uint32_t s)
 {
 	uint32_t a = st->txn_owner[s], newer = st->txn_newer[s], older = st->txn_older[s];
@@ -834,6 +859,12 @@ void sidx_txn_forget(struct state *st, uint32_t a)
 }
 
 /* ----------------------------------------- idempotency keys kept per agent */
+
+int state_txn_index_key(struct state *st, const struct shm_txn *t)
+{
+	return sidx_ix_add(st, sidx_key_cstr(IX_IDEM, t->agent_id, t->idem_key),
+	              t->id);
+}
 
 /*
  * Each agent's kept keys are a circle through shm_key.older and .newer:

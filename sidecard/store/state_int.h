@@ -7,8 +7,9 @@
  *                  changes to orgs, wallets, rules, agents, transactions,
  *                  events, alerts and tasks
  *   state_index.c  the indexes, the slot pools, the text table, the rule
- *                  lists, the holds' index and expiry list, the rate
- *                  versions, and their rebuild when the segment is opened
+ *                  lists, agents and transactions by id, the holds' index
+ *                  and expiry list, the rate versions, and their rebuild
+ *                  when the segment is opened; it never calls state.c
  *
  * Threads: as state.h, the daemon's loop thread only. Everything here is
  * owned by struct state: sidx_open allocates it and sidx_close frees it.
