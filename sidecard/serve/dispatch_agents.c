@@ -3,8 +3,8 @@
  * (orgs.create, orgs.list, agents.create, .get, .list, .update, .delete,
  * rules.add, .list, .update, .remove; PROTOCOL.md). The state checks and
  * writes each change (sidecard/store/state.c); these read the arguments,
- * nested wallet and rule maps included, and pack the objects. An org's time
- * zone after its creation, and its periods, are dispatch_period.c's.
+ * nested wallet and rule maps included, and pack the objects. A time zone
+ * changed after the org's creation (orgs.update) is dispatch_period.c's.
  *
  * agents.create makes the agent's token (call_pack_agent_token), shown
  * once in the reply; an agent deleted moves the token epoch, so that its

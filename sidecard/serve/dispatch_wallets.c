@@ -4,7 +4,7 @@
  * PROTOCOL.md "Wallets"). A wallet is named by agent_id or org_id, exactly
  * one (call_wallet_ref_arg). The changes are recorded by dispatch.c; a
  * transfer and an adjustment carry their {reason} as a transaction's
- * metadata. Sub-budgets and periods are dispatch_period.c's.
+ * metadata. Spend per period and sub-budgets are dispatch_period.c's.
  *
  * Threads: the thread serving the request, under the commit lock, or the
  * loop thread during a replay (dispatch.c).
