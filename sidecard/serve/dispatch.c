@@ -1,5 +1,11 @@
 /*
- * dispatch.c: the protocol's methods (PROTOCOL.md). Each method reads its
+ * dispatch.c: the method table of the protocol (PROTOCOL.md) and the path
+ * of a request through it: the method's lookup, the connection's role and
+ * token, an agent's scope, the commit lock, the method, its ledger record
+ * and the reply; and the replay of the ledger's records at start-up. The
+ * methods live in their families (dispatch_methods.h), which reach down
+ * into the call-context API (call.h) only; this file reaches them through
+ * the table and the alert family's three hooks. Each method reads its
  * named arguments, calls the state or the gate, and only when everything
  * that can fail has succeeded packs nil (no error) and its result; on
  * failure it packs nothing and returns the code, and dispatch_request packs
@@ -17,916 +23,20 @@
  * request (server.c) and the method lookup.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "alerts.h"
+#include "call.h"
 #include "clock.h"
 #include "common.h"
 #include "dispatch.h"
+#include "dispatch_methods.h"
 #include "gate.h"
-#include "dispatch_int.h"
 #include "ledger_writer.h"
 #include "log.h"
 
-int call_fail(struct call *c, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(c->err, sizeof(c->err), fmt, ap);
-	va_end(ap);
-	return code;
-}
-
-/* ------------------------------------------------------------- packing */
-
-void call_map(struct call *c, size_t n)
-{
-	msgpack_pack_map(c->pk, n);
-}
-
-const struct shm_org *call_wallet_org(struct call *c, const struct gate_wallet_ref *ref)
-{
-	return &c->m->orgs[ref->org ? ref->slot : c->m->agents[ref->slot].org_slot];
-}
-
-const struct shm_wallet *call_wallet(struct call *c, const struct gate_wallet_ref *ref)
-{
-	return ref->org ? &c->m->orgs[ref->slot].wallet : &c->m->agents[ref->slot].wallet;
-}
-
-void pack_wallet(struct call *c, const struct gate_wallet_ref *ref)
-{
-	const struct shm_wallet *w = call_wallet(c, ref);
-	const struct shm_calendar *cal = &call_wallet_org(c, ref)->cal;
-	msgpack_packer *pk = c->pk;
-
-	call_map(c, 12);
-	proto_pack_key_i64(pk, "balance", w->balance);
-	proto_pack_key_i64(pk, "held", w->held);
-	proto_pack_key_i64(pk, "available", state_wallet_available(w));
-	proto_pack_key_i64(pk, "budget", w->budget);
-	proto_pack_key_i64(pk, "max_per_txn", w->max_per_txn);
-	proto_pack_key_i64(pk, "daily_spend_limit", w->daily_limit);
-	proto_pack_key_i64(pk, "daily_spent", gate_period_spent(w, cal, SHM_PERIOD_DAILY));
-	proto_pack_key_i64(pk, "debt", w->debt);
-	proto_pack_key_str(pk, "period", sc_period_name(w->period));
-	proto_pack_key_i64(pk, "reserved", w->reserving);
-	proto_pack_key_i64(pk, "low_balance", w->low_balance);
-	if (ref->org)
-		proto_pack_key_bool(pk, "limited", (int)w->limited);
-	else
-		proto_pack_key_bool(pk, "sub_budget", w->carved);
-}
-
-void pack_rule(struct call *c, const struct shm_rule *r, const struct shm_agent *a)
-{
-	msgpack_packer *pk = c->pk;
-
-	call_map(c, 8);
-	proto_pack_key_u64(pk, "id", r->id);
-	proto_pack_key_str(pk, "name", c->m->texts[r->name].s);
-	proto_pack_key_str(pk, "match", c->m->texts[r->match].s);
-	proto_pack_key_i64(pk, "max_cost_per_txn", r->max_cost_per_txn);
-	proto_pack_key_i64(pk, "daily_spend_limit", r->daily_limit);
-	proto_pack_key_i64(pk, "hourly_rate_limit", r->hourly_limit);
-	proto_pack_key_i64(pk, "daily_spent",
-	                   r->day == c->m->orgs[a->org_slot].cal.day ? r->daily_spent : 0);
-	proto_pack_key_i64(pk, "hourly_count", gate_rate_count(r, c->now));
-}
-
-/* The agent's rules, in creation order. */
-static void pack_rules(struct call *c, uint32_t agent_slot)
-{
-	uint32_t slots[SC_RULES_MAX];
-	unsigned n = state_rule_list(c->st, agent_slot, slots);
-
-	msgpack_pack_array(c->pk, n);
-	for (unsigned i = 0; i < n; i++)
-		pack_rule(c, &c->m->rules[slots[i]], &c->m->agents[agent_slot]);
-}
-
-void pack_agent(struct call *c, uint32_t slot)
-{
-	pack_agent_map(c, slot, 0);
-}
-
-void pack_agent_map(struct call *c, uint32_t slot, unsigned more)
-{
-	const struct shm_agent *a = &c->m->agents[slot];
-	msgpack_packer *pk = c->pk;
-
-	call_map(c, 9 + more);
-	proto_pack_key_u64(pk, "id", a->id);
-	proto_pack_key_u64(pk, "org_id", a->org_id);
-	proto_pack_key_str(pk, "org", c->m->orgs[a->org_slot].name);
-	proto_pack_key_str(pk, "name", a->name);
-	proto_pack_key_str(pk, "priority", sc_priority_name(a->priority));
-	proto_pack_key_str(pk, "status", sc_status_name(a->status));
-	proto_pack_key_i64(pk, "created_at", a->created_at);
-	proto_pack_cstr(pk, "wallet");
-	pack_wallet(c, &(struct gate_wallet_ref){slot, 0});
-	proto_pack_cstr(pk, "rules");
-	pack_rules(c, slot);
-}
-
-void pack_org(struct call *c, uint32_t slot)
-{
-	const struct shm_org *o = &c->m->orgs[slot];
-	msgpack_packer *pk = c->pk;
-
-	call_map(c, 7);
-	proto_pack_key_u64(pk, "id", o->id);
-	proto_pack_key_str(pk, "name", o->name);
-	proto_pack_key_u64(pk, "agents", o->n_agents);
-	proto_pack_key_i64(pk, "created_at", o->created_at);
-	proto_pack_key_str(pk, "timezone", o->tz_name[0] ? o->tz_name : "UTC");
-	proto_pack_key_str(pk, "timezone_rule", o->tz_rule[0] ? o->tz_rule : "UTC0");
-	proto_pack_cstr(pk, "wallet");
-	pack_wallet(c, &(struct gate_wallet_ref){slot, 1});
-}
-
-void pack_key_opt_u64(msgpack_packer *pk, const char *key, uint64_t v)
-{
-	proto_pack_cstr(pk, key);
-	if (v)
-		msgpack_pack_uint64(pk, v);
-	else
-		msgpack_pack_nil(pk);
-}
-
-void pack_key_opt_str(msgpack_packer *pk, const char *key, const char *s)
-{
-	proto_pack_key_str(pk, key, s[0] ? s : NULL);
-}
-
-/* model, rate_version and the tokens of a report priced from token counts; nil otherwise. */
-static void pack_txn_pricing(msgpack_packer *pk, const struct shm_txn *t)
-{
-	static const char *const keys[] = {"input_tokens", "output_tokens", "cached_input_tokens"};
-
-	pack_key_opt_str(pk, "model", t->model);
-	pack_key_opt_u64(pk, "rate_version", t->rate_version);
-	for (int k = 0; k < 3; k++) {
-		proto_pack_cstr(pk, keys[k]);
-		if (t->rate_version)
-			msgpack_pack_uint64(pk, t->tokens[k]);
-		else
-			msgpack_pack_nil(pk);
-	}
-}
-
-void pack_txn(struct call *c, const struct shm_txn *t)
-{
-	msgpack_packer *pk = c->pk;
-
-	call_map(c, 23);
-	proto_pack_key_u64(pk, "id", t->id);
-	pack_key_opt_u64(pk, "agent_id", t->agent_id);
-	proto_pack_key_u64(pk, "org_id", t->org_id);
-	pack_key_opt_u64(pk, "rule_id", t->rule_id);
-	proto_pack_key_str(pk, "action", t->action);
-	proto_pack_key_str(pk, "type", t->type);
-	proto_pack_key_str(pk, "status", sc_txn_status_name(t->status));
-	proto_pack_key_str(pk, "outcome", t->has_outcome ? sc_outcome_name(t->outcome) : NULL);
-	proto_pack_key_i64(pk, "estimated_cost", t->estimate);
-	proto_pack_key_i64(pk, "charged", t->charged);
-	proto_pack_key_i64(pk, "balance_after", t->balance_after);
-	pack_key_opt_str(pk, "block_reason", t->block_reason);
-	proto_pack_key_str(pk, "risk_level", gate_risk_name(t->risk));
-	pack_key_opt_str(pk, "idempotency_key", t->idem_key);
-	pack_key_opt_str(pk, "task_id", t->task_id);
-	proto_pack_cstr(pk, "metadata");
-	if (t->meta_len)
-		pk->callback(pk->data, (const char *)t->meta, t->meta_len);
-	else
-		msgpack_pack_nil(pk);
-	proto_pack_key_i64(pk, "created_at", t->created_at);
-	pack_txn_pricing(pk, t);
-	if (t->settled_at)
-		proto_pack_key_i64(pk, "settled_at", t->settled_at);
-	else
-		proto_pack_key_str(pk, "settled_at", NULL);
-}
-
-/* Starts a successful response: the nil error. */
-msgpack_packer *call_ok(struct call *c)
-{
-	msgpack_pack_nil(c->pk);
-	return c->pk;
-}
-
-/* ------------------------------------------------------ argument helpers */
-
-int call_arg_str(struct call *c, struct proto_args *a, const char *key, int required,
-                   size_t max, struct state_str *out, int *present)
-{
-	/* a record's text was checked when it was written; an older daemon checked less */
-	if (c->replaying)
-		return proto_arg_str(a, key, required, max, &out->p, &out->len, present);
-	return proto_arg_text(a, key, required, max, &out->p, &out->len, present);
-}
-
-int call_agent_arg(struct call *c, uint32_t *slot)
-{
-	uint64_t id;
-	int rc = proto_arg_u64(c->a, "agent_id", 1, &id, NULL);
-
-	if (rc != 0)
-		return rc;
-	if (state_agent_by_id(c->st, id, slot) != 0)
-		return call_fail(c, SC_ENOTFOUND, "agent_id: no agent %llu", (unsigned long long)id);
-	return 0;
-}
-
-/* "org" (or another key): an org name or id. */
-int call_org_ref_arg(struct call *c, const char *key, int required, uint32_t *slot,
-                       int *present)
-{
-	const msgpack_object *o = NULL;
-	int rc = proto_arg_obj(c->a, key, required, -1, &o, present);
-
-	if (rc != 0 || o == NULL)
-		return rc;
-	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-		if (state_org_by_id(c->st, o->via.u64, slot) != 0)
-			return call_fail(c, SC_ENOTFOUND, "%s: no org %llu", key,
-			             (unsigned long long)o->via.u64);
-		return 0;
-	}
-	if (o->type == MSGPACK_OBJECT_STR) {
-		struct state_str name = {o->via.str.ptr, o->via.str.size};
-
-		if (state_org_by_name(c->st, name, slot) != 0)
-			return call_fail(c, SC_ENOTFOUND, "%s: no org named '%.*s'", key,
-			             (int)(name.len > 64 ? 64 : name.len), name.p);
-		return 0;
-	}
-	return call_fail(c, SC_EINVAL, "%s: must be an org name (string) or id (integer)", key);
-}
-
-int call_org_id_arg(struct call *c, const char *key, uint32_t *slot, int *present)
-{
-	uint64_t id;
-	int rc = proto_arg_u64(c->a, key, present == NULL, &id, present);
-
-	if (rc != 0 || (present && !*present))
-		return rc;
-	if (state_org_by_id(c->st, id, slot) != 0)
-		return call_fail(c, SC_ENOTFOUND, "%s: no org %llu", key, (unsigned long long)id);
-	return 0;
-}
-
-/* An enum given by its word; *out is its value. */
-int call_enum_arg(struct call *c, struct proto_args *a, const char *key,
-                    const struct sc_names *names, int *out, int *present)
-{
-	struct state_str s;
-	char allowed[96] = "";
-	int rc = call_arg_str(c, a, key, 0, 0, &s, present), v;
-
-	if (rc != 0 || !*present)
-		return rc;
-	if ((v = sc_names_find(names, s.p, s.len)) >= 0) {
-		*out = v;
-		return 0;
-	}
-	for (unsigned i = 0; i < names->n; i++)
-		snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s",
-		         i == 0 ? "" : i + 1 == names->n ? " or " : ", ", names->v[i]);
-	return call_fail(c, SC_EINVAL, "%s: must be %s", key, allowed);
-}
-
-/* The fields each method accepts; anything else is an unknown field. */
-#define WALLET_FIELDS "balance", "budget", "max_per_txn", "daily_spend_limit", "low_balance"
-#define RULE_FIELDS "name", "match", "max_cost_per_txn", "daily_spend_limit", "hourly_rate_limit"
-#define FIELDS(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-static const char *const wallet_fields[] = {WALLET_FIELDS, NULL};
-static const char *const rule_fields[] = {RULE_FIELDS, NULL};
-
-/* Wallet fields shared by agents.create and wallets.update. */
-static int wallet_args(struct proto_args *a, int with_debt, sc_wallet_update *u)
-{
-	static const struct {
-		const char *key;
-		unsigned bit;
-		size_t off;
-	} fields[] = {
-		{"balance", SC_WALLET_SET_BALANCE, offsetof(sc_wallet_update, balance)},
-		{"budget", SC_WALLET_SET_BUDGET, offsetof(sc_wallet_update, budget)},
-		{"max_per_txn", SC_WALLET_SET_MAX_PER_TXN, offsetof(sc_wallet_update, max_per_txn)},
-		{"daily_spend_limit", SC_WALLET_SET_DAILY_SPEND_LIMIT,
-		 offsetof(sc_wallet_update, daily_spend_limit)},
-		{"low_balance", SC_WALLET_SET_LOW_BALANCE, offsetof(sc_wallet_update, low_balance)},
-		{"debt", SC_WALLET_SET_DEBT, offsetof(sc_wallet_update, debt)},
-	};
-	size_t n = sizeof(fields) / sizeof(fields[0]) - (with_debt ? 0 : 1);
-
-	memset(u, 0, sizeof(*u));
-	for (size_t i = 0; i < n; i++) {
-		int present, rc;
-		int64_t v;
-
-		rc = proto_arg_money(a, fields[i].key, 0, &v, &present);
-		if (rc != 0)
-			return rc;
-		if (present) {
-			u->set |= fields[i].bit;
-			memcpy((char *)u + fields[i].off, &v, sizeof(v));
-		}
-	}
-	return 0;
-}
-
-/* Rule fields shared by agents.create, rules.add and rules.update. */
-static int rule_args(struct call *c, struct proto_args *a, struct state_rule_spec *r)
-{
-	static const struct {
-		const char *key;
-		unsigned bit;
-		int money;
-		size_t off;
-	} limits[] = {
-		{"max_cost_per_txn", STATE_RULE_SET_MAX_COST, 1,
-		 offsetof(struct state_rule_spec, max_cost_per_txn)},
-		{"daily_spend_limit", STATE_RULE_SET_DAILY, 1,
-		 offsetof(struct state_rule_spec, daily_limit)},
-		{"hourly_rate_limit", STATE_RULE_SET_HOURLY, 0,
-		 offsetof(struct state_rule_spec, hourly_limit)},
-	};
-	int present, rc;
-
-	memset(r, 0, sizeof(*r));
-	if ((rc = call_arg_str(c, a, "name", 0, SC_NAME_MAX, &r->name, &present)) != 0)
-		return rc;
-	r->set |= present ? STATE_RULE_SET_NAME : 0;
-	if ((rc = call_arg_str(c, a, "match", 0, SC_ACTION_MAX, &r->match, &present)) != 0)
-		return rc;
-	r->set |= present ? STATE_RULE_SET_MATCH : 0;
-	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
-		int64_t v;
-
-		rc = limits[i].money ? proto_arg_money(a, limits[i].key, 0, &v, &present)
-		                     : proto_arg_int(a, limits[i].key, 0, 0, INT64_MAX, &v, &present);
-		if (rc != 0)
-			return rc;
-		if (present) {
-			r->set |= limits[i].bit;
-			memcpy((char *)r + limits[i].off, &v, sizeof(v));
-		}
-	}
-	return 0;
-}
-
-/* ------------------------------------------------------------- methods */
-
-static int m_orgs_create(struct call *c)
-{
-	char tz[SHM_TZ_MAX + 1], rule[SHM_TZ_MAX + 1];
-	struct state_str name;
-	uint32_t slot;
-	int has_tz, rc;
-
-	if ((rc = call_arg_str(c, c->a, "name", 1, SC_NAME_MAX, &name, NULL)) ||
-	    (rc = call_timezone_arg(c, tz, rule, &has_tz)) ||
-	    (rc = state_org_create(c->st, name, c->now, &slot, c->err, sizeof(c->err))))
-		return rc;
-	gate_org_timezone(c->st, slot, has_tz ? tz : "", has_tz ? rule : "", c->now);
-	call_ok(c);
-	pack_org(c, slot);
-	return 0;
-}
-
-/* Used slots of a table in id order. */
-struct id_slot {
-	uint64_t id;
-	uint32_t slot;
-};
-
-static int id_slot_cmp(const void *a, const void *b)
-{
-	const struct id_slot *x = a, *y = b;
-
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
-static int m_orgs_list(struct call *c)
-{
-	uint32_t cap = c->m->hdr->org_cap, n = 0;
-	struct id_slot *v;
-
-	if (!(v = malloc((size_t)cap * sizeof(*v))))
-		return call_fail(c, SC_EINTERNAL, "out of memory");
-	for (uint32_t i = 0; i < cap; i++)
-		if (c->m->orgs[i].rec.used)
-			v[n++] = (struct id_slot){c->m->orgs[i].id, i};
-	qsort(v, n, sizeof(*v), id_slot_cmp);
-	call_ok(c);
-	msgpack_pack_array(c->pk, n);
-	for (uint32_t i = 0; i < n; i++)
-		pack_org(c, v[i].slot);
-	free(v);
-	return 0;
-}
-
-#define MAX_CREATE_RULES SC_RULES_MAX
-
-static int m_agents_create(struct call *c)
-{
-	struct state_agent_spec spec;
-	struct state_rule_spec rules[MAX_CREATE_RULES];
-	const msgpack_object *wallet, *rlist;
-	struct proto_args sub;
-	int present, prio, rc;
-	uint32_t slot;
-
-	memset(&spec, 0, sizeof(spec));
-	if ((rc = call_org_ref_arg(c, "org", 1, &spec.org_slot, NULL)) ||
-	    (rc = call_arg_str(c, c->a, "name", 1, SC_NAME_MAX, &spec.name, NULL)) ||
-	    (rc = call_enum_arg(c, c->a, "priority", &sc_priority_names, &prio, &present)))
-		return rc;
-	spec.priority = present ? (enum sc_priority)prio : SC_PRIORITY_NORMAL;
-	if ((rc = proto_arg_obj(c->a, "wallet", 0, MSGPACK_OBJECT_MAP, &wallet, &present)))
-		return rc;
-	if (present && ((rc = proto_args_sub(c->a, wallet, "wallet", &sub)) ||
-	                (rc = proto_args_expect(&sub, wallet_fields)) ||
-	                (rc = wallet_args(&sub, 0, &spec.wallet))))
-		return rc;
-	if ((rc = proto_arg_obj(c->a, "rules", 0, MSGPACK_OBJECT_ARRAY, &rlist, &present)))
-		return rc;
-	if (present) {
-		if (rlist->via.array.size > MAX_CREATE_RULES)
-			return call_fail(c, SC_ELIMIT, "rules: an agent has at most %d rules", SC_RULES_MAX);
-		for (uint32_t i = 0; i < rlist->via.array.size; i++) {
-			char prefix[32];
-
-			snprintf(prefix, sizeof(prefix), "rules[%u]", i);
-			if ((rc = proto_args_sub(c->a, &rlist->via.array.ptr[i], prefix, &sub)) ||
-			    (rc = proto_args_expect(&sub, rule_fields)) ||
-			    (rc = rule_args(c, &sub, &rules[i])))
-				return rc;
-		}
-		spec.n_rules = rlist->via.array.size;
-		spec.rules = rules;
-	}
-	if ((rc = state_agent_create(c->st, &spec, c->now, &slot, c->err, sizeof(c->err))))
-		return rc;
-	call_ok(c);
-	if (!call_token_recorded(c)) {
-		pack_agent(c, slot);
-		return 0;
-	}
-	pack_agent_map(c, slot, 1);
-	return call_pack_agent_token(c, slot);
-}
-
-static int m_agents_get(struct call *c)
-{
-	uint32_t slot;
-	int rc;
-
-	if ((rc = call_agent_arg(c, &slot)))
-		return rc;
-	call_ok(c);
-	pack_agent(c, slot);
-	return 0;
-}
-
-static int m_agents_list(struct call *c)
-{
-	uint32_t cap = c->m->hdr->agent_cap, n = 0, org_slot = 0;
-	uint64_t org_id = 0;
-	struct id_slot *v;
-	int present, rc;
-
-	if ((rc = call_org_ref_arg(c, "org", 0, &org_slot, &present)))
-		return rc;
-	if (present)
-		org_id = c->m->orgs[org_slot].id;
-	if (!(v = malloc((size_t)cap * sizeof(*v))))
-		return call_fail(c, SC_EINTERNAL, "out of memory");
-	for (uint32_t i = 0; i < cap; i++) {
-		const struct shm_agent *a = &c->m->agents[i];
-
-		if (a->rec.used && (!org_id || a->org_id == org_id))
-			v[n++] = (struct id_slot){a->id, i};
-	}
-	qsort(v, n, sizeof(*v), id_slot_cmp);
-	call_ok(c);
-	msgpack_pack_array(c->pk, n);
-	for (uint32_t i = 0; i < n; i++)
-		pack_agent(c, v[i].slot);
-	free(v);
-	return 0;
-}
-
-static int m_agents_update(struct call *c)
-{
-	struct state_str name;
-	int has_name, has_prio, has_status, prio = -1, status = -1, rc;
-	uint32_t slot;
-
-	if ((rc = call_agent_arg(c, &slot)) ||
-	    (rc = call_arg_str(c, c->a, "name", 0, SC_NAME_MAX, &name, &has_name)) ||
-	    (rc = call_enum_arg(c, c->a, "priority", &sc_priority_names, &prio, &has_prio)) ||
-	    (rc = call_enum_arg(c, c->a, "status", &sc_status_names, &status, &has_status)) ||
-	    (rc = state_agent_update(c->st, slot, has_name ? &name : NULL, has_prio ? prio : -1,
-	                             has_status ? status : -1, c->now, c->err, sizeof(c->err))))
-		return rc;
-	call_ok(c);
-	pack_agent(c, slot);
-	return 0;
-}
-
-static int m_agents_delete(struct call *c)
-{
-	uint32_t slot;
-	int rc;
-
-	if ((rc = call_agent_arg(c, &slot)) ||
-	    (rc = state_agent_delete(c->st, slot, c->err, sizeof(c->err))))
-		return rc;
-	c->d->token_epoch++; /* its connections' tokens stand no more */
-	call_ok(c);
-	call_map(c, 1);
-	proto_pack_key_bool(c->pk, "deleted", 1);
-	return 0;
-}
-
-static int m_rules_add(struct call *c)
-{
-	struct state_rule_spec spec;
-	uint32_t slot, rule_slot;
-	int rc;
-
-	if ((rc = call_agent_arg(c, &slot)) || (rc = rule_args(c, c->a, &spec)) ||
-	    (rc = state_rule_add(c->st, slot, &spec, &rule_slot, c->err, sizeof(c->err))))
-		return rc;
-	call_ok(c);
-	pack_rule(c, &c->m->rules[rule_slot], &c->m->agents[slot]);
-	return 0;
-}
-
-static int m_rules_list(struct call *c)
-{
-	uint32_t slot;
-	int rc;
-
-	if ((rc = call_agent_arg(c, &slot)))
-		return rc;
-	call_ok(c);
-	pack_rules(c, slot);
-	return 0;
-}
-
-static int m_rules_update(struct call *c)
-{
-	struct state_rule_spec spec;
-	uint32_t slot, rule_slot;
-	uint64_t rule_id;
-	int rc;
-
-	if ((rc = call_agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
-	    (rc = rule_args(c, c->a, &spec)) ||
-	    (rc = state_rule_update(c->st, slot, rule_id, &spec, &rule_slot, c->err, sizeof(c->err))))
-		return rc;
-	call_ok(c);
-	pack_rule(c, &c->m->rules[rule_slot], &c->m->agents[slot]);
-	return 0;
-}
-
-static int m_rules_remove(struct call *c)
-{
-	uint64_t rule_id;
-	uint32_t slot;
-	int rc;
-
-	if ((rc = call_agent_arg(c, &slot)) || (rc = proto_arg_u64(c->a, "rule_id", 1, &rule_id, NULL)) ||
-	    (rc = state_rule_remove(c->st, slot, rule_id, c->err, sizeof(c->err))))
-		return rc;
-	call_ok(c);
-	call_map(c, 1);
-	proto_pack_key_bool(c->pk, "removed", 1);
-	return 0;
-}
-
-/* A wallet named by <prefix>agent_id or <prefix>org_id: exactly one. */
-int call_wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet_ref *ref)
-{
-	char akey[32], okey[32];
-	uint32_t agent_slot = 0, org_slot = 0;
-	uint64_t id = 0;
-	int has_agent, has_org, rc;
-
-	snprintf(akey, sizeof(akey), "%sagent_id", prefix);
-	snprintf(okey, sizeof(okey), "%sorg_id", prefix);
-	if ((rc = proto_arg_u64(c->a, akey, 0, &id, &has_agent)) ||
-	    (rc = call_org_id_arg(c, okey, &org_slot, &has_org)))
-		return rc;
-	if (has_agent == has_org)
-		return call_fail(c, SC_EINVAL, "give exactly one of %s and %s", akey, okey);
-	if (has_agent && state_agent_by_id(c->st, id, &agent_slot) != 0)
-		return call_fail(c, SC_ENOTFOUND, "%s: no agent %llu", akey, (unsigned long long)id);
-	*ref = (struct gate_wallet_ref){has_org ? org_slot : agent_slot, has_org};
-	return 0;
-}
-
-static int m_wallets_get(struct call *c)
-{
-	struct gate_wallet_ref ref;
-	int rc;
-
-	if ((rc = call_wallet_ref_arg(c, "", &ref)))
-		return rc;
-	call_ok(c);
-	pack_wallet(c, &ref);
-	return 0;
-}
-
-static int m_wallets_update(struct call *c)
-{
-	struct gate_wallet_ref ref;
-	sc_wallet_update u;
-	int period = 0, has_period, rc;
-
-	if ((rc = call_wallet_ref_arg(c, "", &ref)) || (rc = wallet_args(c->a, 1, &u)) ||
-	    (rc = call_enum_arg(c, c->a, "period", &sc_period_names, &period, &has_period)) ||
-	    (rc = state_wallet_update(c->st, ref.slot, ref.org, &u, c->err, sizeof(c->err))))
-		return rc;
-	if (has_period)
-		gate_wallet_period(c->st, &ref, period);
-	if (!ref.org)
-		gate_carve_sync(c->st, &c->m->agents[ref.slot]);
-	alerts_evaluate(c->st, &(struct alerts_change){.wallet = ref}, c->now);
-	call_ok(c);
-	pack_wallet(c, &ref);
-	return 0;
-}
-
-/* A packer's output into a fixed buffer; overflow is noted, not grown. */
-struct fixed_buf {
-	uint8_t *p;
-	size_t len, cap;
-	int overflow;
-};
-
-static int fixed_write(void *data, const char *buf, size_t len)
-{
-	struct fixed_buf *b = data;
-
-	if (len > b->cap - b->len) {
-		b->overflow = 1;
-		return -1;
-	}
-	memcpy(b->p + b->len, buf, len);
-	b->len += len;
-	return 0;
-}
-
-/* The {reason} metadata of a transfer or adjustment, packed into buf. */
-int call_reason_meta(struct call *c, uint8_t *buf, size_t *len)
-{
-	struct fixed_buf b = {buf, 0, SHM_METADATA_MAX, 0};
-	struct state_str reason;
-	msgpack_packer mp;
-	int rc = call_arg_str(c, c->a, "reason", 1, SC_REASON_MAX, &reason, NULL);
-
-	if (rc != 0)
-		return rc;
-	msgpack_packer_init(&mp, &b, fixed_write);
-	msgpack_pack_map(&mp, 1);
-	proto_pack_cstr(&mp, "reason");
-	proto_pack_strn(&mp, reason.p, reason.len);
-	*len = b.len;
-	return 0;
-}
-
-static int m_wallets_transfer(struct call *c)
-{
-	struct gate_wallet_ref from, to;
-	uint8_t meta[SHM_METADATA_MAX];
-	size_t meta_len;
-	int64_t amount;
-	uint64_t ids[2];
-	msgpack_packer *pk;
-	int rc;
-
-	if ((rc = call_wallet_ref_arg(c, "from_", &from)) || (rc = call_wallet_ref_arg(c, "to_", &to)) ||
-	    (rc = proto_arg_money(c->a, "amount", 1, &amount, NULL)) ||
-	    (rc = call_reason_meta(c, meta, &meta_len)) ||
-	    (rc = gate_transfer(c->st, &from, &to, amount, meta, meta_len, c->now, ids, c->err,
-	                        sizeof(c->err))))
-		return rc;
-	pk = call_ok(c);
-	call_map(c, 4);
-	proto_pack_key_i64(pk, "amount", amount);
-	proto_pack_cstr(pk, "from");
-	pack_wallet(c, &from);
-	proto_pack_cstr(pk, "to");
-	pack_wallet(c, &to);
-	proto_pack_cstr(pk, "transactions");
-	msgpack_pack_array(pk, 2);
-	msgpack_pack_uint64(pk, ids[0]);
-	msgpack_pack_uint64(pk, ids[1]);
-	return 0;
-}
-
-static int m_wallets_adjust(struct call *c)
-{
-	struct gate_wallet_ref ref;
-	uint8_t meta[SHM_METADATA_MAX];
-	size_t meta_len;
-	int64_t amount;
-	uint64_t id;
-	msgpack_packer *pk;
-	int rc;
-
-	if ((rc = call_wallet_ref_arg(c, "", &ref)) ||
-	    (rc = proto_arg_int(c->a, "amount", 1, -INT64_MAX, INT64_MAX, &amount, NULL)) ||
-	    (rc = call_reason_meta(c, meta, &meta_len)) ||
-	    (rc = gate_adjust(c->st, &ref, amount, meta, meta_len, c->now, &id, c->err,
-	                      sizeof(c->err))))
-		return rc;
-	pk = call_ok(c);
-	call_map(c, 2);
-	proto_pack_cstr(pk, "wallet");
-	pack_wallet(c, &ref);
-	proto_pack_key_u64(pk, "transaction_id", id);
-	return 0;
-}
-
-/* A string literal's bytes and length, for proto_put_str. */
-#define LIT(s) (s), (sizeof(s) - 1)
-
-/*
- * The nil error and check's result, built in one buffer and written to the
- * response at once: the check is the method that runs a million times a
- * second, and a packer call per key costs more than the gate itself.
- * CHECK_RESULT_MAX bounds the longest result, 16 warnings of 127 bytes.
- */
-#define CHECK_RESULT_MAX (160 + (SC_WARNINGS_MAX + 1) * (SC_REASON_MAX + 3))
-
-static void pack_check_result(struct call *c, const struct gate_decision *d)
-{
-	char mem[CHECK_RESULT_MAX];
-	struct proto_buf b;
-
-	proto_buf_init(&b, mem, sizeof(mem));
-	proto_put_nil(&b);
-	proto_put_map(&b, d->allowed ? 6 : 7);
-	proto_put_str(&b, LIT("status"));
-	if (d->allowed)
-		proto_put_str(&b, LIT("allowed"));
-	else
-		proto_put_str(&b, LIT("blocked"));
-	proto_put_str(&b, LIT("transaction_id"));
-	if (d->txn_id)
-		proto_put_u64(&b, d->txn_id);
-	else
-		proto_put_nil(&b);
-	if (!d->allowed) {
-		proto_put_str(&b, LIT("block_reason"));
-		proto_put_cstr(&b, d->block_reason);
-	}
-	proto_put_str(&b, LIT("risk_level"));
-	proto_put_cstr(&b, gate_risk_name(d->risk));
-	proto_put_str(&b, LIT("available"));
-	proto_put_i64(&b, d->available);
-	proto_put_str(&b, LIT("warnings"));
-	proto_put_array(&b, d->n_warnings);
-	for (unsigned i = 0; i < d->n_warnings; i++)
-		proto_put_cstr(&b, d->warnings[i]);
-	proto_put_str(&b, LIT("replayed"));
-	proto_put_bool(&b, d->replayed);
-	SC_ASSERT(!b.overflow);
-	c->pk->callback(c->pk->data, b.start, proto_buf_len(&b));
-}
-
-static int m_check(struct call *c)
-{
-	struct gate_check_req req;
-	struct gate_decision d;
-	const msgpack_object *meta;
-	uint8_t metabuf[SHM_METADATA_MAX];
-	int present, rc;
-
-	memset(&req, 0, sizeof(req));
-	if ((rc = proto_arg_u64(c->a, "agent_id", 1, &req.agent_id, NULL)) ||
-	    (rc = call_arg_str(c, c->a, "action", 1, SC_ACTION_MAX, &req.action, NULL)) ||
-	    (rc = proto_arg_money(c->a, "estimated_cost", 1, &req.estimate, NULL)) ||
-	    (rc = call_arg_str(c, c->a, "type", 0, SC_TYPE_MAX, &req.type, NULL)) ||
-	    (rc = call_arg_str(c, c->a, "idempotency_key", 0, SC_KEY_MAX, &req.key, NULL)) ||
-	    (rc = call_arg_str(c, c->a, "task_id", 0, SC_KEY_MAX, &req.task, NULL)) ||
-	    (rc = proto_arg_obj(c->a, "metadata", 0, MSGPACK_OBJECT_MAP, &meta, &present)))
-		return rc;
-	if (present) {
-		struct fixed_buf b = {metabuf, 0, sizeof(metabuf), 0};
-		msgpack_packer mp;
-
-		msgpack_packer_init(&mp, &b, fixed_write);
-		msgpack_pack_object(&mp, *meta);
-		if (b.overflow)
-			return call_fail(c, SC_EINVAL, "metadata: more than %d bytes packed",
-			             SHM_METADATA_MAX);
-		req.meta = metabuf;
-		req.meta_len = b.len;
-	}
-	if ((rc = gate_check(c->st, &req, c->now, &d, c->err, sizeof(c->err))) != 0)
-		return rc;
-	c->replayed = d.replayed;
-	if (d.allowed && !d.replayed && c->d->hold_placed)
-		c->d->hold_placed(c->d->hold_placed_arg);
-	pack_check_result(c, &d);
-	return 0;
-}
-
-/*
- * The nil error and report's result in one buffer, one write, as for the
- * check: every check is followed by its report, live and on replay.
- */
-static void pack_report_result(struct call *c, const struct gate_settlement *s)
-{
-	char mem[160 + SC_NAME_MAX];
-	struct proto_buf b;
-
-	proto_buf_init(&b, mem, sizeof(mem));
-	proto_put_nil(&b);
-	proto_put_map(&b, 9);
-	proto_put_str(&b, LIT("transaction_id"));
-	proto_put_u64(&b, s->txn_id);
-	proto_put_str(&b, LIT("status"));
-	proto_put_str(&b, LIT("settled"));
-	proto_put_str(&b, LIT("outcome"));
-	proto_put_cstr(&b, sc_outcome_name(s->outcome));
-	proto_put_str(&b, LIT("charged"));
-	proto_put_i64(&b, s->charged);
-	proto_put_str(&b, LIT("balance"));
-	proto_put_i64(&b, s->balance);
-	proto_put_str(&b, LIT("debt"));
-	proto_put_i64(&b, s->debt);
-	proto_put_str(&b, LIT("replayed"));
-	proto_put_bool(&b, s->replayed);
-	proto_put_str(&b, LIT("model"));
-	if (s->model[0])
-		proto_put_cstr(&b, s->model);
-	else
-		proto_put_nil(&b);
-	proto_put_str(&b, LIT("rate_version"));
-	if (s->rate_version)
-		proto_put_u64(&b, s->rate_version);
-	else
-		proto_put_nil(&b);
-	SC_ASSERT(!b.overflow);
-	c->pk->callback(c->pk->data, b.start, proto_buf_len(&b));
-}
-
-static int m_report(struct call *c)
-{
-	struct gate_settlement s;
-	struct state_str model;
-	uint64_t txn_id, tokens[3];
-	int64_t actual = 0;
-	int outcome, has_outcome, has_actual, has_model, has_tokens, rc;
-
-	if ((rc = proto_arg_u64(c->a, "transaction_id", 1, &txn_id, NULL)) ||
-	    (rc = call_enum_arg(c, c->a, "outcome", &sc_outcome_names, &outcome, &has_outcome)))
-		return rc;
-	if (!has_outcome)
-		return call_fail(c, SC_EINVAL, "outcome: required");
-	if ((rc = proto_arg_money(c->a, "actual_cost", 0, &actual, &has_actual)) ||
-	    (rc = call_arg_str(c, c->a, "model", 0, SC_NAME_MAX, &model, &has_model)) ||
-	    (rc = pricing_token_args(c, tokens, &has_tokens)))
-		return rc;
-	if (has_model && has_actual)
-		return call_fail(c, SC_EINVAL,
-		                 "model, actual_cost: give either token counts of a model or an "
-		                 "actual_cost, not both");
-	if (has_tokens && !has_model)
-		return call_fail(c, SC_EINVAL, "model: required with token counts");
-	if (c->peer && c->peer->role == ACCESS_AGENT) {
-		const struct shm_txn *t = state_txn_by_id(c->st, txn_id);
-
-		if (t && t->agent_id != c->peer->id)
-			return call_fail(c, SC_EDENIED,
-			                 "transaction_id: transaction %llu is not agent %llu's, for which "
-			                 "this connection acts",
-			                 (unsigned long long)txn_id, (unsigned long long)c->peer->id);
-	}
-	rc = has_model ? gate_report_tokens(c->st, txn_id, (enum sc_outcome)outcome, model, tokens,
-	                                    c->now, &s, c->err, sizeof(c->err))
-	               : gate_report(c->st, txn_id, (enum sc_outcome)outcome, has_actual, actual,
-	                             c->now, &s, c->err, sizeof(c->err));
-	if (rc != 0)
-		return rc;
-	c->replayed = s.replayed;
-	pack_report_result(c, &s);
-	return 0;
-}
 
 /*
  * Who may call a method (PROTOCOL.md, "Roles"): sets of enum access_role,
@@ -938,6 +48,9 @@ static int m_report(struct call *c)
 #define READ (ACCESS_ADMIN | ACCESS_READER)
 #define OWN (ACCESS_ADMIN | ACCESS_READER | ACCESS_AGENT)
 #define GATE (ACCESS_ADMIN | ACCESS_AGENT)
+
+/* The fields each method accepts; anything else is an unknown field. */
+#define FIELDS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 static const struct method {
 	const char *name;
@@ -1037,11 +150,6 @@ const char *const *dispatch_method_fields(unsigned i)
 }
 
 /*
- * Appends the record of a change: [params, result] at its time. params are
- * copied as the client sent them when the server kept their bytes, which
- * costs a memcpy where packing the unpacked objects again walks them all.
- */
-/*
  * Bytes of the msgpack array or map header at p (len bytes): 1, 3 or 5,
  * or 0 if p does not start with one of the kind (0x90 array, 0x80 map).
  */
@@ -1083,6 +191,44 @@ static void pack_own_params(msgpack_packer *lp, const struct srv_request *req,
 	msgpack_pack_object(lp, map->via.map.ptr[map->via.map.size - 1].val);
 }
 
+/* A packer's writer into a peer's actor buffer. */
+static int actor_write(void *data, const char *buf, size_t len)
+{
+	struct access_peer *p = data;
+
+	SC_ASSERT(p->actor_len + len <= sizeof(p->actor));
+	memcpy(p->actor + p->actor_len, buf, len);
+	p->actor_len = (uint8_t)(p->actor_len + len);
+	return 0;
+}
+
+/*
+ * The actor of a change, as its ledger record keeps it. Packed when first
+ * needed and kept until the role changes: a check's record then costs one
+ * copy of it, not the packing of a map of four.
+ */
+static void pack_actor(msgpack_packer *pk, struct access_peer *p)
+{
+	if (!p->actor_len) {
+		msgpack_packer ap;
+
+		msgpack_packer_init(&ap, p, actor_write);
+		msgpack_pack_map(&ap, p->by_token ? 4 : 3);
+		proto_pack_key_str(&ap, "role", access_role_name(p->role));
+		if (p->by_token)
+			proto_pack_key_u64(&ap, p->role == ACCESS_AGENT ? "agent_id" : "token_id",
+			                   p->id);
+		proto_pack_key_u64(&ap, "uid", p->uid);
+		proto_pack_key_u64(&ap, "pid", p->pid);
+	}
+	pk->callback(pk->data, p->actor, p->actor_len);
+}
+
+/*
+ * Appends the record of a change: [params, result] at its time. params are
+ * copied as the client sent them when the server kept their bytes, which
+ * costs a memcpy where packing the unpacked objects again walks them all.
+ */
 static uint64_t record(struct dispatch *d, unsigned type, int64_t now,
                        const struct srv_request *req, const struct call *c)
 {
@@ -1091,7 +237,7 @@ static uint64_t record(struct dispatch *d, unsigned type, int64_t now,
 
 	msgpack_pack_array(lp, req->peer ? 3 : 2);
 	if (req->peer)
-		dispatch_pack_actor(lp, req->peer);
+		pack_actor(lp, req->peer);
 	if (c->own)
 		pack_own_params(lp, req, c);
 	else if (req->params_raw)
@@ -1213,7 +359,7 @@ static int run(struct dispatch *d, const struct method *m, const struct srv_requ
  * call hello only; one on the agent socket is closed if it tries anything
  * else (it is not the client that socket is for).
  */
-static int allowed(const struct method *m, struct access_peer *p, struct call *c)
+static int role_allows(const struct method *m, struct access_peer *p, struct call *c)
 {
 	unsigned have = p->role ? p->role : ANYONE;
 
@@ -1317,7 +463,7 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 		           (int)(req->method_len > 64 ? 64 : req->method_len), req->method);
 		goto fail;
 	}
-	if (req->peer && (rc = allowed(m, req->peer, &c)) != 0)
+	if (req->peer && (rc = role_allows(m, req->peer, &c)) != 0)
 		goto fail;
 	request_lock(d);
 	/*
@@ -1325,10 +471,10 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 	 * happened since it was last found standing (dispatch.token_epoch).
 	 */
 	if (req->peer && req->peer->by_token && req->peer->epoch != d->token_epoch + 1 &&
-	    dispatch_peer_valid(d, req->peer))
+	    call_peer_valid(d, req->peer))
 		req->peer->epoch = d->token_epoch + 1;
 	if (req->peer && req->peer->by_token && req->peer->epoch != d->token_epoch + 1) {
-		dispatch_access_closed(d, req->peer);
+		call_peer_closed(d, req->peer);
 		if (req->peer->agent_socket)
 			req->peer->close = 1;
 		rc = call_fail(&c, SC_EDENIED,
@@ -1348,6 +494,8 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 		if (m->ledger_type)
 			shm_change_begin(shm);
 		rc = run(d, m, req, now, &c);
+		if (c.rebound)
+			dispatch_alerts_rebind(d, req->conn_id, req->peer);
 		if (rc == 0 && m->ledger_type && !c.replayed && d->ledger)
 			seq = record(d, m->ledger_type, c.now, req, &c);
 		if (m->ledger_type)
@@ -1374,6 +522,17 @@ fail:
 	proto_pack_error(pk, rc, c.err[0] ? c.err : NULL);
 	msgpack_pack_nil(pk);
 	return 0;
+}
+
+void dispatch_conn_closed(void *ctx, uint64_t conn_id, const struct access_peer *peer)
+{
+	struct dispatch *d = ctx;
+	struct access_peer p = *peer;
+
+	pthread_mutex_lock(&d->lock);
+	dispatch_alerts_forget(d, conn_id);
+	call_peer_closed(d, &p);
+	pthread_mutex_unlock(&d->lock);
 }
 
 /*

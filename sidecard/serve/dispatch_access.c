@@ -1,90 +1,32 @@
 /*
  * dispatch_access.c: the methods of access control (hello with a token,
  * agents.rotate_token, tokens.create, tokens.list, tokens.revoke; PROTOCOL.md
- * "Roles") and what the dispatcher asks of a connection's identity before a
- * method runs: whether its token still stands, and whether an agent's
- * arguments name only itself (docs/DESIGN.md, "Access control").
+ * "Roles"; docs/DESIGN.md, "Access control"). Whether a presented token
+ * still stands is call.c's (call_peer_valid), and whether an agent's
+ * arguments name only itself is the request path's (dispatch.c).
  *
  * A token is shown once, in the reply that made it. The ledger records the
- * reply with token_sha256 in place of token (call.secret, dispatch.c
+ * reply with token_sha256 in place of token (call_pack_secret; dispatch.c
  * swaps them), so a replay sets the same hash without ever knowing the
- * token, and nothing on disk holds a token.
+ * token, and nothing on disk holds a token. A hello that binds the
+ * connection to a token says so in c->rebound, for the request path to
+ * move the connection's alert subscription.
  *
  * Threads: a handler's, under the commit lock, like every method.
+ * Ownership: d->agent_conns is allocated by the first agent's hello and
+ * released by dispatch_access_free.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "access.h"
-#include "dispatch_int.h"
-#include "log.h"
+#include "call.h"
+#include "dispatch_methods.h"
 
 /* Connections bound to one agent at most (hello refuses more), unless configured. */
 #define MAX_CONNS_PER_AGENT 64
 
-/* ---------------------------------------------------------- secrets */
-
-/*
- * Packs a new token as the last field of the result map: the reply gets
- * "token" and the record "token_sha256". On replay the hash is the one
- * the record holds. Sets *hash for the caller to keep.
- */
-static int pack_secret(struct call *c, const char *prefix, uint64_t id,
-                       uint8_t hash[ACCESS_HASH_BYTES])
-{
-	char hex[2 * ACCESS_HASH_BYTES + 1];
-	msgpack_packer *pk = c->pk;
-
-	if (c->replaying) {
-		struct proto_args rec;
-		struct state_str h;
-
-		if (!c->d->recorded || proto_args_map(&rec, c->d->recorded, NULL, 0) != 0 ||
-		    proto_arg_str(&rec, "token_sha256", 1, sizeof(hex) - 1, &h.p, &h.len, NULL) != 0 ||
-		    access_hash_from_hex(h.p, h.len, hash) != 0)
-			return call_fail(c, SC_EINVAL, "token_sha256: missing from the record");
-	} else {
-		int rc = access_token_new(prefix, id, c->secret, hash);
-
-		if (rc != 0)
-			return call_fail(c, SC_EINTERNAL, "cannot draw a token: %s", sc_strerror(rc));
-		c->secret_at = c->d->scratch.size;
-	}
-	access_hash_hex(hash, hex);
-	proto_pack_key_str(pk, "token_sha256", hex);
-	return 0;
-}
-
-int call_token_recorded(struct call *c)
-{
-	struct proto_args rec;
-	int present = 0;
-	const msgpack_object *o;
-
-	if (!c->replaying)
-		return 1;
-	return c->d->recorded && proto_args_map(&rec, c->d->recorded, NULL, 0) == 0 &&
-	       proto_arg_obj(&rec, "token_sha256", 0, -1, &o, &present) == 0 && present;
-}
-
-static void set_agent_token(struct call *c, uint32_t slot, const uint8_t hash[ACCESS_HASH_BYTES])
-{
-	struct shm_agent *a = &c->m->agents[slot];
-
-	state_agent_write_begin(a);
-	memcpy(a->token_hash, hash, ACCESS_HASH_BYTES);
-	shm_agent_write_end(a);
-}
-
-int call_pack_agent_token(struct call *c, uint32_t slot)
-{
-	uint8_t hash[ACCESS_HASH_BYTES];
-	int rc = pack_secret(c, ACCESS_AGENT_PREFIX, c->m->agents[slot].id, hash);
-
-	if (rc == 0)
-		set_agent_token(c, slot, hash);
-	return rc;
-}
+/* ---------------------------------------------------------- agent tokens */
 
 int m_agents_rotate_token(struct call *c)
 {
@@ -143,7 +85,7 @@ int m_tokens_create(struct call *c)
 	memcpy(t->name, name.p, name.len);
 	call_ok(c);
 	pack_token(c, t, 1);
-	rc = pack_secret(c, ACCESS_READER_PREFIX, t->id, hash);
+	rc = call_pack_secret(c, ACCESS_READER_PREFIX, t->id, hash);
 	if (rc == 0) {
 		memcpy(t->hash, hash, sizeof(hash));
 		t->rec.used = 1;
@@ -219,13 +161,6 @@ static const struct shm_token *reader_token(const struct shm *m, uint64_t id, ui
 	return NULL;
 }
 
-/* Forgets the agent a connection was bound to (its count of connections). */
-static void unbind(struct dispatch *d, struct access_peer *p)
-{
-	if (p->role == ACCESS_AGENT && p->by_token && d->agent_conns && d->agent_conns[p->slot])
-		d->agent_conns[p->slot]--;
-}
-
 #define TOKEN_INVALID "token: not a valid token (unknown, revoked or replaced)"
 
 /* Binds the connection to what its token names. */
@@ -254,7 +189,7 @@ static int present_token(struct call *c, struct access_peer *p, struct state_str
 			                 "(--max-connections-per-agent)",
 			                 (unsigned long long)id, max);
 		if (!(p->role == ACCESS_AGENT && p->slot == slot)) {
-			unbind(d, p);
+			call_peer_unbind(d, p);
 			n[slot]++;
 		}
 	} else {
@@ -266,7 +201,7 @@ static int present_token(struct call *c, struct access_peer *p, struct state_str
 			return call_fail(c, SC_EDENIED,
 			                 "token: the agent socket serves agents only; a reader "
 			                 "connects to the admin socket");
-		unbind(c->d, p);
+		call_peer_unbind(c->d, p);
 	}
 	p->role = (uint8_t)role;
 	p->actor_len = 0;
@@ -291,7 +226,7 @@ int m_hello(struct call *c)
 	if (present && p) {
 		if ((rc = present_token(c, p, tok)) != 0)
 			return rc;
-		dispatch_alerts_rebind(c->d, c->conn_id, p);
+		c->rebound = 1;
 	}
 	if (p && p->agent_socket && p->role == ACCESS_NONE)
 		return call_fail(c, SC_EDENIED, "hello: the agent socket needs a token");
@@ -323,66 +258,8 @@ int m_hello(struct call *c)
 	return 0;
 }
 
-void dispatch_access_closed(struct dispatch *d, struct access_peer *p)
-{
-	unbind(d, p);
-	p->role = p->cred_role;
-	p->actor_len = 0;
-	p->by_token = 0;
-}
-
 void dispatch_access_free(struct dispatch *d)
 {
 	free(d->agent_conns);
 	d->agent_conns = NULL;
-}
-
-/* ---------------------------------------------------------- checks */
-
-int dispatch_peer_valid(const struct dispatch *d, const struct access_peer *p)
-{
-	const struct shm *m = state_shm(d->st);
-
-	if (!p->by_token)
-		return 1;
-	if (p->role == ACCESS_AGENT) {
-		const struct shm_agent *a = &m->agents[p->slot];
-
-		return a->rec.used && a->id == p->id && access_hash_tag(a->token_hash) == p->tag;
-	}
-	const struct shm_token *t = &m->hdr->tokens[p->slot];
-
-	return t->rec.used && t->id == p->id && access_hash_tag(t->hash) == p->tag;
-}
-
-/* A packer's writer into a peer's actor buffer. */
-static int actor_write(void *data, const char *buf, size_t len)
-{
-	struct access_peer *p = data;
-
-	SC_ASSERT(p->actor_len + len <= sizeof(p->actor));
-	memcpy(p->actor + p->actor_len, buf, len);
-	p->actor_len = (uint8_t)(p->actor_len + len);
-	return 0;
-}
-
-/*
- * Packed when first needed and kept until the role changes: a check's
- * record then costs one copy of it, not the packing of a map of four.
- */
-void dispatch_pack_actor(msgpack_packer *pk, struct access_peer *p)
-{
-	if (!p->actor_len) {
-		msgpack_packer ap;
-
-		msgpack_packer_init(&ap, p, actor_write);
-		msgpack_pack_map(&ap, p->by_token ? 4 : 3);
-		proto_pack_key_str(&ap, "role", access_role_name(p->role));
-		if (p->by_token)
-			proto_pack_key_u64(&ap, p->role == ACCESS_AGENT ? "agent_id" : "token_id",
-			                   p->id);
-		proto_pack_key_u64(&ap, "uid", p->uid);
-		proto_pack_key_u64(&ap, "pid", p->pid);
-	}
-	pk->callback(pk->data, p->actor, p->actor_len);
 }

@@ -17,19 +17,23 @@
  * remembers the last alert id before it subscribed, so it receives exactly
  * the alerts its subscribe reply did not already cover. Subscribers are a
  * small array of connection ids: one is dropped when its connection closes
- * (dispatch_conn_closed) or a push finds no such connection. A subscriber
- * that does not read (its queue at the server's max_outstanding) loses that
- * notification, counted by the server and shown in stats as alerts_dropped;
- * it stays subscribed.
+ * (dispatch_conn_closed in dispatch.c calls dispatch_alerts_forget) or a
+ * push finds no such connection; one that presents a token in hello keeps
+ * its subscription under its new role (dispatch_alerts_rebind, called by
+ * the request path). A subscriber that does not read (its queue at the
+ * server's max_outstanding) loses that notification, counted by the server
+ * and shown in stats as alerts_dropped; it stays subscribed.
  *
- * Threads: the methods run in a handler, under the commit lock; the push
- * and dispatch_conn_closed take it. Ownership: d->alerts is allocated by the
- * first subscribe and released by dispatch_alerts_free.
+ * Threads: the methods run in a handler and the hooks of dispatch.c
+ * (dispatch_methods.h) are called under the commit lock; the push takes
+ * it. Ownership: d->alerts is allocated by the first subscribe and
+ * released by dispatch_alerts_free.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "dispatch_int.h"
+#include "call.h"
+#include "dispatch_methods.h"
 
 struct subscriber {
 	uint64_t conn_id;
@@ -178,7 +182,7 @@ static void push_one(struct dispatch *d, struct dispatch_alerts *s, const struct
 		if (a->id <= s->v[i].after)
 			continue;
 		/* a reader's token revoked ends its subscription as an agent's replaced one does */
-		if (p->by_token && !dispatch_peer_valid(d, p)) {
+		if (p->by_token && !call_peer_valid(d, p)) {
 			remove_at(s, i);
 			continue;
 		}
@@ -206,19 +210,13 @@ int dispatch_alerts_pending(const struct dispatch *d)
 	return s && s->n && state_shm(d->st)->hdr->next_alert_id - 1 > s->pushed;
 }
 
-void dispatch_conn_closed(void *ctx, uint64_t conn_id, const struct access_peer *peer)
+void dispatch_alerts_forget(struct dispatch *d, uint64_t conn_id)
 {
-	struct dispatch *d = ctx;
-	struct access_peer p = *peer;
-	struct dispatch_alerts *s;
+	struct dispatch_alerts *s = d->alerts;
 	size_t i;
 
-	pthread_mutex_lock(&d->lock);
-	s = d->alerts;
 	if (s && (i = find(s, conn_id)) < s->n)
 		remove_at(s, i);
-	dispatch_access_closed(d, &p);
-	pthread_mutex_unlock(&d->lock);
 }
 
 /* Under the commit lock: the ring and the subscribers stay still while the push reads them. */
@@ -251,16 +249,6 @@ void dispatch_push_alerts(struct dispatch *d)
 	pthread_mutex_lock(&d->lock);
 	push_alerts(d);
 	pthread_mutex_unlock(&d->lock);
-}
-
-uint64_t dispatch_alerts_dropped(const struct dispatch *d)
-{
-	struct srv_stats st;
-
-	if (!d->srv)
-		return 0;
-	srv_get_stats(d->srv, &st);
-	return st.notifications_dropped;
 }
 
 void dispatch_alerts_free(struct dispatch *d)

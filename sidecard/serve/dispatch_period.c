@@ -1,51 +1,19 @@
 /*
  * dispatch_period.c: the methods of money over time and across the org
- * hierarchy: an org's time zone (orgs.create's timezone, orgs.update),
- * budget periods (wallets.update's period), spend per period (spend) and
- * sub-budgets (wallets.carve, wallets.release). PROTOCOL.md describes them.
+ * hierarchy: an org's time zone (orgs.update), spend per period (spend)
+ * and sub-budgets (wallets.carve, wallets.release). PROTOCOL.md describes
+ * them; orgs.create's timezone and wallets.update's period are read by
+ * dispatch_agents.c and dispatch_wallets.c.
  *
  * A time zone is resolved once, when it is set, into the POSIX rule the
  * daemon keeps and records in the ledger with the org; a replay takes the
- * rule from the record, so it never depends on the tzdata installed then.
+ * rule from the record, so it never depends on the tzdata installed then
+ * (call_timezone_arg, call.c).
  *
  * Threads: the loop thread, through dispatch_request and dispatch_replay.
  */
-#include <string.h>
-
-#include "dispatch_int.h"
-#include "tz.h"
-
-int call_timezone_arg(struct call *c, char name[SHM_TZ_MAX + 1], char rule[SHM_TZ_MAX + 1],
-                      int *present)
-{
-	struct state_str s;
-	int rc = call_arg_str(c, c->a, "timezone", 0, SHM_TZ_MAX, &s, present);
-
-	if (rc != 0 || !*present)
-		return rc;
-	memcpy(name, s.p, s.len);
-	name[s.len] = '\0';
-	if (c->d->recorded) {
-		/* replay: the rule the live daemon resolved, whatever the tzdata says now */
-		struct proto_args rec;
-		struct state_str r;
-
-		if (proto_args_map(&rec, c->d->recorded, NULL, 0) == 0 &&
-		    proto_arg_str(&rec, "timezone_rule", 1, SHM_TZ_MAX, &r.p, &r.len, NULL) == 0) {
-			memcpy(rule, r.p, r.len);
-			rule[r.len] = '\0';
-			return 0;
-		}
-	}
-	rc = tz_resolve(name, rule, SHM_TZ_MAX + 1, c->err, sizeof(c->err));
-	if (rc != 0 && strncmp(c->err, "timezone", 8) != 0) {
-		char why[sizeof(c->err)];
-
-		memcpy(why, c->err, sizeof(why));
-		return call_fail(c, rc, "timezone: %s", why);
-	}
-	return rc;
-}
+#include "call.h"
+#include "dispatch_methods.h"
 
 int m_orgs_update(struct call *c)
 {

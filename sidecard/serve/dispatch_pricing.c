@@ -1,7 +1,7 @@
 /*
  * dispatch_pricing.c: the methods of the rate table (pricing.set,
- * pricing.list, pricing.get; PROTOCOL.md "Pricing") and the token counts a
- * report may carry instead of an actual_cost.
+ * pricing.list, pricing.get; PROTOCOL.md "Pricing"). The token counts a
+ * report may carry instead of an actual_cost are read by call_tokens_arg.
  *
  * pricing.set is a change, recorded in the ledger as LEDGER_PRICING_SET
  * with its params and result; replayed at the record's time, a defaulted
@@ -12,7 +12,8 @@
  */
 #include <stdlib.h>
 
-#include "dispatch_int.h"
+#include "call.h"
+#include "dispatch_methods.h"
 #include "pricing.h"
 
 /* A price object: {model, version, input, output, cached_input, effective_from, created_at}. */
@@ -90,23 +91,5 @@ int m_pricing_get(struct call *c)
 		return rc;
 	call_ok(c);
 	pack_price(c, &c->m->prices[slot]);
-	return 0;
-}
-
-int pricing_token_args(struct call *c, uint64_t tokens[3], int *any)
-{
-	static const char *const keys[PRICING_KINDS] = {"input_tokens", "output_tokens",
-	                                                "cached_input_tokens"};
-	int present, rc;
-
-	*any = 0;
-	for (int k = 0; k < PRICING_KINDS; k++) {
-		int64_t v = 0;
-
-		if ((rc = proto_arg_int(c->a, keys[k], 0, 0, INT64_MAX, &v, &present)))
-			return rc;
-		tokens[k] = (uint64_t)v;
-		*any |= present;
-	}
 	return 0;
 }

@@ -12,7 +12,8 @@
 
 #include "clock.h"
 #include "common.h"
-#include "dispatch_int.h"
+#include "call.h"
+#include "dispatch_methods.h"
 #include "gate.h"
 #include "ledger_writer.h"
 
@@ -60,32 +61,6 @@ static void pack_event(struct call *c, const struct shm_event *e)
 	proto_pack_key_str(pk, "from", status_change ? sc_status_name(e->from) : NULL);
 	proto_pack_key_str(pk, "to", status_change ? sc_status_name(e->to) : NULL);
 	proto_pack_key_str(pk, "reason", e->reason);
-}
-
-/* Packs, newest first, at most limit records of the ring that f keeps. */
-int list_ring(struct call *c, const struct ring *r, const struct ring_filter *f,
-                     int64_t limit)
-{
-	const void **found = malloc((size_t)limit * sizeof(*found));
-	size_t n = 0;
-
-	if (!found)
-		return call_fail(c, SC_EINTERNAL, "out of memory");
-	uint64_t start = f->before && f->before < r->next_id ? f->before : r->next_id;
-
-	for (uint64_t id = start - 1; id > 0 && r->next_id - id <= r->cap && n < (size_t)limit;
-	     id--) {
-		const void *rec = r->get(c->st, id);
-
-		if (rec && r->keep(rec, f))
-			found[n++] = rec;
-	}
-	call_ok(c);
-	msgpack_pack_array(c->pk, n);
-	for (size_t i = 0; i < n; i++)
-		r->pack(c, found[i]);
-	free(found);
-	return 0;
 }
 
 static const void *event_get(struct state *st, uint64_t id)
@@ -448,7 +423,7 @@ int m_stats(struct call *c)
 	proto_pack_key_u64(pk, "capacity_keys_per_agent", h->keys_per_agent);
 	proto_pack_key_u64(pk, "max_holds_per_agent", h->max_holds_per_agent);
 	proto_pack_key_u64(pk, "max_holds_per_org", h->max_holds_per_org);
-	proto_pack_key_u64(pk, "alerts_dropped", dispatch_alerts_dropped(c->d));
+	proto_pack_key_u64(pk, "alerts_dropped", ss.notifications_dropped);
 	proto_pack_key_str(pk, "state_path", shm_path);
 	return 0;
 }

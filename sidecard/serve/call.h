@@ -1,27 +1,32 @@
 /*
- * dispatch_int.h: what the files of the dispatcher share: the call a method
- * runs in, the packers of the protocol's objects and the argument readers.
+ * call.h: the call a method runs in, and what every method family
+ * (dispatch_*.c) uses of it: the results (call_ok, call_fail), the packers
+ * of the protocol's objects, the argument readers, the listing of a ring,
+ * the token a reply shows once, and the standing of a connection's token.
+ * call.c implements it; it calls only the engine and the store below it.
  *
- *   dispatch.c       the method table, requests, ledger records and replay,
- *                    and the methods that change orgs, agents, rules, wallets
- *   dispatch_view.c  the read-only methods over the whole state
- *   dispatch_period.c  time zones, budget periods, spend and sub-budgets
- *   dispatch_pricing.c  the rate table's methods and report's token arguments
- *   dispatch_alerts.c the alert methods and the push of alerts to subscribers
+ * The layering of the dispatcher, top down:
+ *
+ *   dispatch.c         the method table and the request path (roles,
+ *                      scope, commit lock, ledger record, replay)
+ *   dispatch_*.c       the method families (dispatch_methods.h), reached
+ *                      from dispatch.c through the table and the few hooks
+ *                      that header names; a family never calls another
+ *   call.c             this header: what the families and dispatch.c share
  *
  * A method reads its arguments, calls the state or the gate and, only once
  * nothing can fail any more, packs nil and its result (call_ok); on failure
  * it packs nothing and returns the code with a message (call_fail).
  */
-#ifndef SIDECARD_DISPATCH_INT_H
-#define SIDECARD_DISPATCH_INT_H
+#ifndef SIDECARD_CALL_H
+#define SIDECARD_CALL_H
 
 #include <msgpack.h>
 #include <stdint.h>
 
 #include "access.h"
 #include "common.h"
-#include "dispatch.h"
+#include "dispatch_state.h"
 #include "gate.h"
 #include "proto.h"
 #include "state.h"
@@ -41,7 +46,7 @@ struct call {
 	int replayed; /* the method changed nothing: an idempotent replay */
 	int replaying; /* a ledger record applied again at start-up */
 	/*
-	 * A token made by the method (dispatch_access.c): the reply carries it
+	 * A token made by the method (call_pack_secret): the reply carries it
 	 * as "token" where the record has "token_sha256", which starts at
 	 * offset secret_at of d->scratch; 0: no token.
 	 */
@@ -51,6 +56,11 @@ struct call {
 	int own;
 	msgpack_object_kv own_kv[PROTO_ARGS_MAX + 1];
 	msgpack_object own_params[2];
+	/*
+	 * hello bound the connection to a token: dispatch.c moves the
+	 * connection's alert subscription to its new role (dispatch_alerts_rebind)
+	 */
+	int rebound;
 	char err[ERRLEN];
 };
 
@@ -67,6 +77,8 @@ const struct shm_org *call_wallet_org(struct call *c, const struct gate_wallet_r
 void pack_wallet(struct call *c, const struct gate_wallet_ref *ref);
 /* A rule of agent a. */
 void pack_rule(struct call *c, const struct shm_rule *r, const struct shm_agent *a);
+/* The agent's rules, in creation order. */
+void pack_rules(struct call *c, uint32_t agent_slot);
 void pack_agent(struct call *c, uint32_t slot);
 /* The agent as a map of its fields and `more` fields the caller packs after them. */
 void pack_agent_map(struct call *c, uint32_t slot, unsigned more);
@@ -92,6 +104,25 @@ int call_reason_meta(struct call *c, uint8_t *buf, size_t *len);
 /* An enum given by its word; *out is its value. */
 int call_enum_arg(struct call *c, struct proto_args *a, const char *key,
                   const struct sc_names *names, int *out, int *present);
+/*
+ * "metadata" (optional map), packed into buf (SHM_METADATA_MAX); *len is 0
+ * when it is absent.
+ */
+int call_metadata_arg(struct call *c, uint8_t *buf, size_t *len);
+/*
+ * "timezone" (optional): resolved into the POSIX rule kept with the org, or
+ * on replay taken from the recorded result.
+ */
+int call_timezone_arg(struct call *c, char name[SHM_TZ_MAX + 1], char rule[SHM_TZ_MAX + 1],
+                      int *present);
+/* report's input_tokens, output_tokens, cached_input_tokens (absent: 0); *any if one was given. */
+int call_tokens_arg(struct call *c, uint64_t tokens[3], int *any);
+
+/* The fields of a wallet and of a rule, as the method table and nested maps name them. */
+#define WALLET_FIELDS "balance", "budget", "max_per_txn", "daily_spend_limit", "low_balance"
+#define RULE_FIELDS "name", "match", "max_cost_per_txn", "daily_spend_limit", "hourly_rate_limit"
+/* The wallet fields of agents.create's wallet and of wallets.update (with_debt: "debt" too). */
+int call_wallet_args(struct proto_args *a, int with_debt, sc_wallet_update *u);
 
 /* ---- listings of a ring (transactions, events, alerts), newest first ---- */
 /* Filters of the ring listings; 0 or -1 means any. */
@@ -119,59 +150,28 @@ struct ring {
 /* Packs, newest first, at most limit records of the ring that f keeps. */
 int list_ring(struct call *c, const struct ring *r, const struct ring_filter *f, int64_t limit);
 
-/* ---- the methods of dispatch_period.c ---- */
+/* ---- a token shown once ---- */
 /*
- * "timezone" (optional): resolved into the POSIX rule kept with the org, or
- * on replay taken from the recorded result.
+ * Packs a new token as the last field of the result map: the reply gets
+ * "token" and the record "token_sha256" (dispatch.c swaps them). On replay
+ * the hash is the one the record holds. Sets *hash for the caller to keep.
  */
-int call_timezone_arg(struct call *c, char name[SHM_TZ_MAX + 1], char rule[SHM_TZ_MAX + 1],
-                      int *present);
-int m_orgs_update(struct call *c);
-int m_spend(struct call *c);
-int m_wallets_carve(struct call *c);
-int m_wallets_release(struct call *c);
-
-/* ---- the methods of dispatch_view.c ---- */
-int m_score(struct call *c);
-int m_agents_events(struct call *c);
-int m_tasks_usage(struct call *c);
-int m_transactions_list(struct call *c);
-int m_transactions_summary(struct call *c);
-int m_agents_top(struct call *c);
-int m_fleet(struct call *c);
-int m_stats(struct call *c);
-
-/* ---- dispatch_access.c ---- */
-int m_hello(struct call *c);
-int m_agents_rotate_token(struct call *c);
-int m_tokens_create(struct call *c);
-int m_tokens_list(struct call *c);
-int m_tokens_revoke(struct call *c);
-/* Packs a new agent token as the last field of the result map (agents.create). */
+int call_pack_secret(struct call *c, const char *prefix, uint64_t id,
+                     uint8_t hash[ACCESS_HASH_BYTES]);
+/* Packs a new agent token as the last field of the result map (agents.create, rotate_token). */
 int call_pack_agent_token(struct call *c, uint32_t slot);
 /*
  * 1 unless a replayed record's result has no token_sha256: an agent
  * created before access control, which has no token until one is rotated in.
  */
 int call_token_recorded(struct call *c);
-/* Under the commit lock: 1 if the token behind p still stands (always, without one). */
-int dispatch_peer_valid(const struct dispatch *d, const struct access_peer *p);
-/* The actor of a change, as its ledger record keeps it. */
-void dispatch_pack_actor(msgpack_packer *pk, struct access_peer *p);
-/* Under the commit lock: a connection closed, or its token no longer stands: unbound. */
-void dispatch_access_closed(struct dispatch *d, struct access_peer *p);
 
-/* ---- dispatch_pricing.c ---- */
-int m_pricing_set(struct call *c);
-int m_pricing_list(struct call *c);
-int m_pricing_get(struct call *c);
-/* report's input_tokens, output_tokens, cached_input_tokens (absent: 0); *any if one was given. */
-int pricing_token_args(struct call *c, uint64_t tokens[3], int *any);
-/* ---- the methods of dispatch_alerts.c ---- */
-int m_alerts_list(struct call *c);
-int m_alerts_subscribe(struct call *c);
-int m_alerts_unsubscribe(struct call *c);
-/* Under the commit lock: a subscribed connection presented a token; it receives as its new role. */
-void dispatch_alerts_rebind(struct dispatch *d, uint64_t conn_id, const struct access_peer *p);
+/* ---- a connection's token; all under the commit lock ---- */
+/* 1 if the token behind p still stands (always, without one). */
+int call_peer_valid(const struct dispatch *d, const struct access_peer *p);
+/* Forgets the agent p was bound to (its count of connections, d->agent_conns). */
+void call_peer_unbind(struct dispatch *d, struct access_peer *p);
+/* A connection closed, or its token no longer stands: unbound, back to its credentials' role. */
+void call_peer_closed(struct dispatch *d, struct access_peer *p);
 
-#endif /* SIDECARD_DISPATCH_INT_H */
+#endif /* SIDECARD_CALL_H */
