@@ -42,6 +42,7 @@
 #include <msgpack.h>
 
 #include "bench_util.h"
+#include "proto.h"
 #include "sidecard.h"
 
 #define MAX_CLIENTS 64
@@ -123,35 +124,29 @@ static msgpack_packer *begin(struct conn *c, const char *method, size_t n)
 	return &c->pk;
 }
 
-static void key(msgpack_packer *pk, const char *k)
+/*
+ * The field k of a result or error map, read as the daemon reads its
+ * arguments; 0 or NULL when it is not there or not of the kind asked.
+ */
+static uint64_t get_u64(const msgpack_object *m, const char *k)
 {
-	msgpack_pack_str_with_body(pk, k, strlen(k));
+	struct proto_args a;
+	uint64_t v = 0;
+
+	if (!m || proto_args_map(&a, m, NULL, 0) != 0 || proto_arg_u64(&a, k, 1, &v, NULL) != 0)
+		return 0;
+	return v;
 }
 
-static void key_str(msgpack_packer *pk, const char *k, const char *v)
+static const char *get_str(const msgpack_object *m, const char *k, size_t *len)
 {
-	key(pk, k);
-	msgpack_pack_str_with_body(pk, v, strlen(v));
-}
+	struct proto_args a;
+	const char *p = NULL;
 
-static void key_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	key(pk, k);
-	msgpack_pack_uint64(pk, v);
-}
-
-static const msgpack_object *map_get(const msgpack_object *m, const char *k)
-{
-	if (m->type != MSGPACK_OBJECT_MAP)
+	if (proto_args_map(&a, m, NULL, 0) != 0 ||
+	    proto_arg_str(&a, k, 1, SIZE_MAX, &p, len, NULL) != 0)
 		return NULL;
-	for (uint32_t i = 0; i < m->via.map.size; i++) {
-		const msgpack_object *o = &m->via.map.ptr[i].key;
-
-		if (o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(k) &&
-		    memcmp(o->via.str.ptr, k, o->via.str.size) == 0)
-			return &m->via.map.ptr[i].val;
-	}
-	return NULL;
+	return p;
 }
 
 /*
@@ -189,11 +184,11 @@ static const msgpack_object *call(struct conn *c, int *rc, char *err, size_t len
 				return NULL;
 			}
 			if (o->via.array.ptr[2].type != MSGPACK_OBJECT_NIL) {
-				const msgpack_object *m = map_get(&o->via.array.ptr[2], "message");
+				size_t mlen = 5;
+				const char *m = get_str(&o->via.array.ptr[2], "message", &mlen);
 
 				*rc = SC_EINTERNAL;
-				snprintf(err, len, "%.*s", m ? (int)m->via.str.size : 5,
-				         m ? m->via.str.ptr : "error");
+				snprintf(err, len, "%.*s", (int)mlen, m ? m : "error");
 				return NULL;
 			}
 			return &o->via.array.ptr[3];
@@ -213,13 +208,6 @@ static const msgpack_object *call(struct conn *c, int *rc, char *err, size_t len
 	}
 }
 
-static uint64_t get_u64(const msgpack_object *m, const char *k)
-{
-	const msgpack_object *o = m ? map_get(m, k) : NULL;
-
-	return o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64 : 0;
-}
-
 static void *client_main(void *arg)
 {
 	struct client *cl = arg;
@@ -233,7 +221,7 @@ static void *client_main(void *arg)
 		return NULL;
 	}
 	if (cl->way != WAY_ADMIN) {
-		key_str(begin(&c, "hello", 1), "token", cl->token);
+		proto_pack_key_str(begin(&c, "hello", 1), "token", cl->token);
 		if (!call(&c, &rc, err, sizeof(err)))
 			goto failed;
 	}
@@ -245,9 +233,9 @@ static void *client_main(void *arg)
 		uint64_t txn;
 
 		if (cl->way != WAY_AGENT_NO_ID)
-			key_u64(pk, "agent_id", cl->agent);
-		key_str(pk, "action", "openai.chat");
-		key_u64(pk, "estimated_cost", 1);
+			proto_pack_key_u64(pk, "agent_id", cl->agent);
+		proto_pack_key_str(pk, "action", "openai.chat");
+		proto_pack_key_u64(pk, "estimated_cost", 1);
 		if (!(res = call(&c, &rc, err, sizeof(err))))
 			goto failed;
 		hist_add(&cl->h, bench_now_ns() - t0);
@@ -257,9 +245,9 @@ static void *client_main(void *arg)
 			goto failed;
 		}
 		pk = begin(&c, "report", 3);
-		key_u64(pk, "transaction_id", txn);
-		key_str(pk, "outcome", "success");
-		key_u64(pk, "actual_cost", 1);
+		proto_pack_key_u64(pk, "transaction_id", txn);
+		proto_pack_key_str(pk, "outcome", "success");
+		proto_pack_key_u64(pk, "actual_cost", 1);
 		if (!call(&c, &rc, err, sizeof(err)))
 			goto failed;
 		cl->trips++;
@@ -283,31 +271,32 @@ static int populate(struct client *cl, int n, int need_tokens)
 		fprintf(stderr, "access_bench: connect: %s\n", strerror(-rc));
 		return -1;
 	}
-	key_str(begin(&c, "orgs.create", 1), "name", "bench");
+	proto_pack_key_str(begin(&c, "orgs.create", 1), "name", "bench");
 	if (!call(&c, &rc, err, sizeof(err)))
 		goto failed;
 	for (int i = 0; i < n; i++) {
 		msgpack_packer *pk = begin(&c, "agents.create", 3);
-		const msgpack_object *res, *tok;
+		const msgpack_object *res;
+		const char *tok;
+		size_t tok_len = 0;
 
 		snprintf(name, sizeof(name), "agent-%d", i);
-		key_str(pk, "org", "bench");
-		key_str(pk, "name", name);
-		key(pk, "wallet");
+		proto_pack_key_str(pk, "org", "bench");
+		proto_pack_key_str(pk, "name", name);
+		proto_pack_cstr(pk, "wallet");
 		msgpack_pack_map(pk, 1);
-		key_u64(pk, "balance", UINT64_C(1000000000000));
+		proto_pack_key_u64(pk, "balance", UINT64_C(1000000000000));
 		if (!(res = call(&c, &rc, err, sizeof(err))))
 			goto failed;
-		tok = map_get(res, "token");
 		cl[i].agent = get_u64(res, "id");
 		if (!need_tokens)
 			continue;
-		if (!tok || tok->type != MSGPACK_OBJECT_STR || tok->via.str.size > TOKEN_MAX) {
+		if (!(tok = get_str(res, "token", &tok_len)) || tok_len > TOKEN_MAX) {
 			snprintf(err, sizeof(err), "agents.create: no token in the result");
 			goto failed;
 		}
-		memcpy(cl[i].token, tok->via.str.ptr, tok->via.str.size);
-		cl[i].token[tok->via.str.size] = '\0';
+		memcpy(cl[i].token, tok, tok_len);
+		cl[i].token[tok_len] = '\0';
 	}
 	conn_close(&c);
 	return 0;

@@ -39,6 +39,7 @@
 #include "clock.h"
 #include "dispatch.h"
 #include "ledger_writer.h"
+#include "proto.h"
 #include "state.h"
 
 enum way { NO_PEER, ADMIN, AGENT, AGENT_NO_ID, WAYS };
@@ -107,44 +108,30 @@ static msgpack_packer *begin(size_t n)
 	return &pk;
 }
 
-static void key_str(msgpack_packer *pk, const char *k, const char *v)
-{
-	msgpack_pack_str_with_body(pk, k, strlen(k));
-	msgpack_pack_str_with_body(pk, v, strlen(v));
-}
-
-static void key_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	msgpack_pack_str_with_body(pk, k, strlen(k));
-	msgpack_pack_uint64(pk, v);
-}
-
+/* The result's field k, which must be there: the daemon's own argument readers read it. */
 static uint64_t field_u64(msgpack_object m, const char *k)
 {
-	for (uint32_t i = 0; m.type == MSGPACK_OBJECT_MAP && i < m.via.map.size; i++) {
-		const msgpack_object *key = &m.via.map.ptr[i].key;
+	struct proto_args a;
+	char err[256];
+	uint64_t v = 0;
 
-		if (key->via.str.size == strlen(k) && memcmp(key->via.str.ptr, k, key->via.str.size) == 0)
-			return m.via.map.ptr[i].val.via.u64;
-	}
-	fail(k, "missing from a result");
-	return 0;
+	if (proto_args_map(&a, &m, err, sizeof(err)) != 0 || proto_arg_u64(&a, k, 1, &v, NULL) != 0)
+		fail(k, err);
+	return v;
 }
 
 static const char *field_str(msgpack_object m, const char *k, char *buf, size_t len)
 {
-	for (uint32_t i = 0; m.type == MSGPACK_OBJECT_MAP && i < m.via.map.size; i++) {
-		const msgpack_object *key = &m.via.map.ptr[i].key, *v = &m.via.map.ptr[i].val;
+	struct proto_args a;
+	struct state_str v;
+	char err[256];
 
-		if (key->via.str.size == strlen(k) && memcmp(key->via.str.ptr, k, key->via.str.size) == 0 &&
-		    v->type == MSGPACK_OBJECT_STR && v->via.str.size < len) {
-			memcpy(buf, v->via.str.ptr, v->via.str.size);
-			buf[v->via.str.size] = '\0';
-			return buf;
-		}
-	}
-	fail(k, "missing from a result");
-	return NULL;
+	if (proto_args_map(&a, &m, err, sizeof(err)) != 0 ||
+	    proto_arg_str(&a, k, 1, len - 1, &v.p, &v.len, NULL) != 0)
+		fail(k, err);
+	memcpy(buf, v.p, v.len);
+	buf[v.len] = '\0';
+	return buf;
 }
 
 static void open_all(void)
@@ -233,14 +220,14 @@ static int64_t run(enum way w, struct access_peer *peer, uint64_t agent, long tr
 		uint64_t txn;
 
 		if (w != AGENT_NO_ID)
-			key_u64(pk, "agent_id", agent);
-		key_str(pk, "action", "openai.chat");
-		key_u64(pk, "estimated_cost", 1);
+			proto_pack_key_u64(pk, "agent_id", agent);
+		proto_pack_key_str(pk, "action", "openai.chat");
+		proto_pack_key_u64(pk, "estimated_cost", 1);
 		txn = field_u64(call("check", w == NO_PEER ? NULL : peer), "transaction_id");
 		pk = begin(3);
-		key_u64(pk, "transaction_id", txn);
-		key_str(pk, "outcome", "success");
-		key_u64(pk, "actual_cost", 1);
+		proto_pack_key_u64(pk, "transaction_id", txn);
+		proto_pack_key_str(pk, "outcome", "success");
+		proto_pack_key_u64(pk, "actual_cost", 1);
 		call("report", w == NO_PEER ? NULL : peer);
 	}
 	spent = bench_now_ns() - t0;
@@ -281,14 +268,14 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	open_all();
-	key_str(begin(1), "name", "bench");
+	proto_pack_key_str(begin(1), "name", "bench");
 	call("orgs.create", &admin);
 	pk = begin(3);
-	key_str(pk, "org", "bench");
-	key_str(pk, "name", "a");
+	proto_pack_key_str(pk, "org", "bench");
+	proto_pack_key_str(pk, "name", "a");
 	msgpack_pack_str_with_body(pk, "wallet", 6);
 	msgpack_pack_map(pk, 1);
-	key_u64(pk, "balance", UINT64_C(1000000000000));
+	proto_pack_key_u64(pk, "balance", UINT64_C(1000000000000));
 	{
 		msgpack_object a = call("agents.create", &admin);
 
@@ -296,7 +283,7 @@ int main(int argc, char **argv)
 		field_str(a, "token", token, sizeof(token));
 	}
 	/* bound as hello {token} binds it */
-	key_str(begin(1), "token", token);
+	proto_pack_key_str(begin(1), "token", token);
 	call("hello", &agent);
 	if (agent.role != ACCESS_AGENT || agent.id != agent_id)
 		fail("hello", "the token did not bind the connection");
