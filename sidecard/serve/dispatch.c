@@ -446,6 +446,21 @@ static void request_unlock(struct dispatch *d)
 	pthread_mutex_unlock(&d->lock);
 }
 
+/*
+ * Under the commit lock: whether the token a connection presented (if any)
+ * still stands. It is looked at again only when something that can end one
+ * happened since it was last found standing (dispatch.token_epoch).
+ */
+static int token_stands(struct dispatch *d, struct access_peer *p)
+{
+	if (!p || !p->by_token || p->epoch == d->token_epoch + 1)
+		return 1;
+	if (!call_peer_valid(d, p))
+		return 0;
+	p->epoch = d->token_epoch + 1;
+	return 1;
+}
+
 uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_packer *pk)
 {
 	struct dispatch *d = ctx;
@@ -466,17 +481,9 @@ uint64_t dispatch_request(void *ctx, const struct srv_request *req, msgpack_pack
 	if (req->peer && (rc = role_allows(m, req->peer, &c)) != 0)
 		goto fail;
 	request_lock(d);
-	/*
-	 * A token is looked at again only when something that can end one
-	 * happened since it was last found standing (dispatch.token_epoch).
-	 */
-	if (req->peer && req->peer->by_token && req->peer->epoch != d->token_epoch + 1 &&
-	    call_peer_valid(d, req->peer))
-		req->peer->epoch = d->token_epoch + 1;
-	if (req->peer && req->peer->by_token && req->peer->epoch != d->token_epoch + 1) {
+	if (!token_stands(d, req->peer)) {
+		/* back to its credentials' role: on the agent socket, none, and closed below */
 		call_peer_closed(d, req->peer);
-		if (req->peer->agent_socket)
-			req->peer->close = 1;
 		rc = call_fail(&c, SC_EDENIED,
 		               "token: revoked or replaced since this connection presented it; hello "
 		               "again with the current token");
