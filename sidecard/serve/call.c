@@ -341,6 +341,12 @@ int call_wallet_ref_arg(struct call *c, const char *prefix, struct gate_wallet_r
 	return 0;
 }
 
+/* On replay, the recorded result (d->recorded) as arguments to read: 1, or 0 if there is none. */
+static int recorded_result(struct call *c, struct proto_args *rec)
+{
+	return c->d->recorded && proto_args_map(rec, c->d->recorded, NULL, 0) == 0;
+}
+
 /* A packer's output into a fixed buffer; overflow is noted, not grown. */
 struct fixed_buf {
 	uint8_t *p;
@@ -399,24 +405,20 @@ int call_metadata_arg(struct call *c, uint8_t *buf, size_t *len)
 int call_timezone_arg(struct call *c, char name[SHM_TZ_MAX + 1], char rule[SHM_TZ_MAX + 1],
                       int *present)
 {
-	struct state_str s;
+	struct proto_args rec;
+	struct state_str s, r;
 	int rc = call_arg_str(c, c->a, "timezone", 0, SHM_TZ_MAX, &s, present);
 
 	if (rc != 0 || !*present)
 		return rc;
 	memcpy(name, s.p, s.len);
 	name[s.len] = '\0';
-	if (c->d->recorded) {
-		/* replay: the rule the live daemon resolved, whatever the tzdata says now */
-		struct proto_args rec;
-		struct state_str r;
-
-		if (proto_args_map(&rec, c->d->recorded, NULL, 0) == 0 &&
-		    proto_arg_str(&rec, "timezone_rule", 1, SHM_TZ_MAX, &r.p, &r.len, NULL) == 0) {
-			memcpy(rule, r.p, r.len);
-			rule[r.len] = '\0';
-			return 0;
-		}
+	/* replay: the rule the live daemon resolved, whatever the tzdata says now */
+	if (recorded_result(c, &rec) &&
+	    proto_arg_str(&rec, "timezone_rule", 1, SHM_TZ_MAX, &r.p, &r.len, NULL) == 0) {
+		memcpy(rule, r.p, r.len);
+		rule[r.len] = '\0';
+		return 0;
 	}
 	rc = tz_resolve(name, rule, SHM_TZ_MAX + 1, c->err, sizeof(c->err));
 	if (rc != 0 && strncmp(c->err, "timezone", 8) != 0) {
@@ -485,7 +487,7 @@ int call_pack_secret(struct call *c, const char *prefix, uint64_t id,
 		struct proto_args rec;
 		struct state_str h;
 
-		if (!c->d->recorded || proto_args_map(&rec, c->d->recorded, NULL, 0) != 0 ||
+		if (!recorded_result(c, &rec) ||
 		    proto_arg_str(&rec, "token_sha256", 1, sizeof(hex) - 1, &h.p, &h.len, NULL) != 0 ||
 		    access_hash_from_hex(h.p, h.len, hash) != 0)
 			return call_fail(c, SC_EINVAL, "token_sha256: missing from the record");
@@ -509,7 +511,7 @@ int call_token_recorded(struct call *c)
 
 	if (!c->replaying)
 		return 1;
-	return c->d->recorded && proto_args_map(&rec, c->d->recorded, NULL, 0) == 0 &&
+	return recorded_result(c, &rec) &&
 	       proto_arg_obj(&rec, "token_sha256", 0, -1, &o, &present) == 0 && present;
 }
 
